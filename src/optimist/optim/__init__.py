@@ -1,0 +1,36 @@
+"""optimist's optimizers: drop-in ``torch.optim.Optimizer`` classes, and a registry of names.
+
+>>> import torch, optimist
+>>> model = torch.nn.Linear(4, 1)
+>>> opt = optimist.optim.Adam(model.parameters(), lr=1e-3)
+>>> opt = optimist.optimizer("rmsprop", model.parameters(), lr=1e-2)
+"""
+
+from optimist.optim.adadelta import Adadelta
+from optimist.optim.adagrad import Adagrad
+from optimist.optim.adam import Adam, AdamW
+from optimist.optim.adamax import Adamax
+from optimist.optim.base import Optimizer
+from optimist.optim.nadam import NAdam
+from optimist.optim.radam import RAdam
+from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
+from optimist.optim.rmsprop import RMSprop
+from optimist.optim.sgd import SGD
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "Optimizer",
+    "OptimizerSpec",
+    "RAdam",
+    "RMSprop",
+    "optimizer",
+    "optimizers",
+    "register",
+    "spec",
+]

@@ -1,0 +1,109 @@
+"""Optimizers by name, as Keras users type them: ``optimist.optimizer("adam", params, lr=1e-3)``.
+
+Each name maps to an optimizer class and the defaults the name implies (``"momentum"`` is SGD with
+``momentum=0.9``). Keyword arguments given by the caller override those defaults. Names are
+case-insensitive. New optimizers join with :func:`register`.
+
+Defaults are torch.optim's, except that the gradient-descent names (``sgd``, ``gd``, ``momentum``,
+``nesterov``) use ``lr=0.01`` as Keras does (torch.optim.SGD's default is 1e-3).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from optimist.optim.adadelta import Adadelta
+from optimist.optim.adagrad import Adagrad
+from optimist.optim.adam import Adam, AdamW
+from optimist.optim.adamax import Adamax
+from optimist.optim.base import ParamsT
+from optimist.optim.nadam import NAdam
+from optimist.optim.radam import RAdam
+from optimist.optim.rmsprop import RMSprop
+from optimist.optim.sgd import SGD
+
+__all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A registered name: the factory (usually a class), its defaults, and a one-line summary."""
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., torch.optim.Optimizer],
+    summary: str,
+    *,
+    defaults: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Add ``name`` to the registry (lowercase). Raises ``ValueError`` if it is taken."""
+    key = name.lower()
+    if key in _REGISTRY and not overwrite:
+        raise ValueError(f"optimizer name {name!r} is already registered")
+    _REGISTRY[key] = OptimizerSpec(key, factory, summary, dict(defaults or {}))
+
+
+def spec(name: str) -> OptimizerSpec:
+    """The registry entry for ``name``; unknown names raise ``ValueError`` with close matches."""
+    if not isinstance(name, str):
+        raise ValueError(f"optimizer name must be a string, got {type(name).__name__}")
+    key = name.lower()
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown optimizer {name!r}.{hint} Known optimizers: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[key]
+
+
+def optimizer(name: str, params: ParamsT, **kwargs: Any) -> torch.optim.Optimizer:
+    """Build the optimizer called ``name`` over ``params``; ``kwargs`` override its defaults.
+
+    Example:
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = optimizer("momentum", model.parameters(), lr=0.1)
+        >>> type(opt).__name__, opt.defaults["momentum"]
+        ('SGD', 0.9)
+    """
+    entry = spec(name)
+    return entry.factory(params, **{**entry.defaults, **kwargs})
+
+
+def optimizers() -> dict[str, str]:
+    """Every registered name with its one-line summary, in alphabetical order."""
+    return {name: _REGISTRY[name].summary for name in sorted(_REGISTRY)}
+
+
+_KERAS_SGD_LR = 0.01
+register("sgd", SGD, "Stochastic gradient descent: theta -= lr * g (lr 0.01).",
+         defaults={"lr": _KERAS_SGD_LR})
+register("gd", SGD, "Gradient descent (the SGD rule; feed it the whole data set per step).",
+         defaults={"lr": _KERAS_SGD_LR})
+register("momentum", SGD, "SGD with heavy-ball momentum 0.9 (Polyak).",
+         defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9})
+register("nesterov", SGD, "SGD with Nesterov momentum 0.9.",
+         defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9, "nesterov": True})
+register("adagrad", Adagrad, "Adagrad: per-coordinate steps from the sum of squared gradients.")
+register("rmsprop", RMSprop, "RMSprop: steps scaled by a running RMS of gradients.")
+register("adadelta", Adadelta, "Adadelta: RMSprop with unit-correcting running RMS of updates.")
+register("adam", Adam, "Adam: momentum plus RMSprop-style scaling, with bias correction.")
+register("adamw", AdamW, "AdamW: Adam with decoupled weight decay (default 0.01).")
+register("adamax", Adamax, "Adamax: Adam with the infinity norm instead of the second moment.")
+register("nadam", NAdam, "NAdam: Adam with Nesterov momentum.")
+register("radam", RAdam, "RAdam: Adam with a rectified (warm-up free) adaptive step.")
