@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adadelta import adadelta as _torch_adadelta
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -130,7 +131,7 @@ def adadelta(
     if implementation == "fused":
         run_fused(_fused.adadelta, _single_tensor_adadelta, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.adadelta.adadelta(
+        _torch_adadelta(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

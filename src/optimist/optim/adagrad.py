@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adagrad import adagrad as _torch_adagrad
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -135,7 +136,7 @@ def adagrad(
     if implementation == "fused":
         run_fused(_fused.adagrad, _single_tensor_adagrad, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.adagrad.adagrad(
+        _torch_adagrad(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

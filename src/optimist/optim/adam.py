@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as _torch_adam
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -214,7 +215,7 @@ def adam(
     if implementation == "fused":
         run_fused(_fused.adam, _single_tensor_adam, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.adam.adam(
+        _torch_adam(
             *lists,
             foreach=True,
             has_complex=any(torch.is_complex(p) for p in params),

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adamax import adamax as _torch_adamax
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -134,7 +135,7 @@ def adamax(
     if implementation == "fused":
         run_fused(_fused.adamax, _single_tensor_adamax, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.adamax.adamax(
+        _torch_adamax(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

@@ -176,7 +176,9 @@ def run_fused(
         picked = []
         for k, lst in enumerate(lists):
             convert_this = convert and k < len(elementwise)
-            picked.append([as_real(lst[i]) if convert_this else lst[i] for i in indices] if lst else [])
+            picked.append(
+                [as_real(lst[i]) if convert_this else lst[i] for i in indices] if lst else []
+            )
         return picked
 
     if fast:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.nadam import nadam as _torch_nadam
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -164,7 +165,7 @@ def nadam(
     if implementation == "fused":
         run_fused(_fused.nadam, _single_tensor_nadam, lists, n_tail=2, **hyper)
     elif implementation == "torch":
-        torch.optim.nadam.nadam(
+        _torch_nadam(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.radam import radam as _torch_radam
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -157,7 +158,7 @@ def radam(
     if implementation == "fused":
         run_fused(_fused.radam, _single_tensor_radam, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.radam.radam(
+        _torch_radam(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

@@ -91,14 +91,30 @@ def optimizers() -> dict[str, str]:
 
 
 _KERAS_SGD_LR = 0.01
-register("sgd", SGD, "Stochastic gradient descent: theta -= lr * g (lr 0.01).",
-         defaults={"lr": _KERAS_SGD_LR})
-register("gd", SGD, "Gradient descent (the SGD rule; feed it the whole data set per step).",
-         defaults={"lr": _KERAS_SGD_LR})
-register("momentum", SGD, "SGD with heavy-ball momentum 0.9 (Polyak).",
-         defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9})
-register("nesterov", SGD, "SGD with Nesterov momentum 0.9.",
-         defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9, "nesterov": True})
+register(
+    "sgd",
+    SGD,
+    "Stochastic gradient descent: theta -= lr * g (lr 0.01).",
+    defaults={"lr": _KERAS_SGD_LR},
+)
+register(
+    "gd",
+    SGD,
+    "Gradient descent (the SGD rule; feed it the whole data set per step).",
+    defaults={"lr": _KERAS_SGD_LR},
+)
+register(
+    "momentum",
+    SGD,
+    "SGD with heavy-ball momentum 0.9 (Polyak).",
+    defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9},
+)
+register(
+    "nesterov",
+    SGD,
+    "SGD with Nesterov momentum 0.9.",
+    defaults={"lr": _KERAS_SGD_LR, "momentum": 0.9, "nesterov": True},
+)
 register("adagrad", Adagrad, "Adagrad: per-coordinate steps from the sum of squared gradients.")
 register("rmsprop", RMSprop, "RMSprop: steps scaled by a running RMS of gradients.")
 register("adadelta", Adadelta, "Adadelta: RMSprop with unit-correcting running RMS of updates.")

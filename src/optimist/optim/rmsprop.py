@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.rmsprop import rmsprop as _torch_rmsprop
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -168,7 +169,7 @@ def rmsprop(
     if implementation == "fused":
         run_fused(_fused.rmsprop, _single_tensor_rmsprop, lists, n_tail=1, **hyper)
     elif implementation == "torch":
-        torch.optim.rmsprop.rmsprop(
+        _torch_rmsprop(
             *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
         )
     else:

