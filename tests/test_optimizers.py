@@ -600,6 +600,8 @@ def test_unsupported_flags():
     p = [torch.zeros(2, requires_grad=True)]
     with pytest.raises(ValueError, match="capturable"):
         oo.Adam(p, capturable=True)
+    with pytest.raises(ValueError, match="differentiable=True"):
+        oo.SGD(p, differentiable=True)
     with pytest.raises(ValueError, match="cannot both be True"):
         oo.Adam(p, fused=True, foreach=True)
     with pytest.raises(ValueError, match="betas must be a pair"):

@@ -45,7 +45,8 @@ class Adadelta(Optimizer):
         rho: :math:`\\rho`, decay rate of both running averages, in [0, 1].
         eps: :math:`\\epsilon` inside both square roots.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.

@@ -44,7 +44,8 @@ class Adagrad(Optimizer):
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         initial_accumulator_value: the starting value of the sum :math:`s_0`.
         eps: :math:`\\epsilon` added to the denominator.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
     """

@@ -54,8 +54,8 @@ class Adam(Optimizer):
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
         foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
         maximize: ascend instead of descend.
-        capturable, differentiable: accepted for signature compatibility; ``capturable=True``
-            is not supported; ``differentiable=True`` runs the per-tensor path with autograd.
+        capturable, differentiable: accepted for signature compatibility; True is not
+            supported for either.
         decoupled_weight_decay: AdamW's decay instead of the L2 penalty.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
     """

@@ -44,7 +44,8 @@ class Adamax(Optimizer):
         betas: :math:`(\\beta_1, \\beta_2)`.
         eps: :math:`\\epsilon` added to :math:`|g_t|`.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.

@@ -113,7 +113,7 @@ def as_real(t: Tensor | None) -> Tensor | None:
 
 
 def choose_implementation(
-    params: Sequence[Tensor], *, foreach: bool | None, fused: bool | None, differentiable: bool
+    params: Sequence[Tensor], *, foreach: bool | None, fused: bool | None
 ) -> str:
     """Pick the implementation for one step of one param group.
 
@@ -122,8 +122,6 @@ def choose_implementation(
     multi-tensor kernel. With both unset, the fastest correct path is used: the fused kernel on
     CPU when it is available, torch's multi-tensor kernel on accelerators, else the per-tensor one.
     """
-    if differentiable:
-        return "single"
     on_cpu = all(p.device.type == "cpu" for p in params)
     if fused:
         if not on_cpu:
@@ -230,8 +228,11 @@ class Optimizer(torch.optim.Optimizer):
             )
         if group.get("fused") and group.get("foreach"):
             raise ValueError("`fused` and `foreach` cannot both be True")
-        if group.get("fused") and group.get("differentiable"):
-            raise ValueError("`fused` does not support `differentiable`")
+        if group.get("differentiable"):
+            raise ValueError(
+                "differentiable=True (autograd through the optimizer step) is not supported by "
+                "optimist; use torch.optim for differentiable steps"
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -270,7 +271,6 @@ class Optimizer(torch.optim.Optimizer):
             params,
             foreach=group.get("foreach"),
             fused=group.get("fused"),
-            differentiable=group.get("differentiable", False),
         )
 
     def _gather(
@@ -334,11 +334,7 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         for group in self.param_groups:
-            if group.get("differentiable"):
-                with torch.enable_grad():
-                    self._step_group(group)
-            else:
-                self._step_group(group)
+            self._step_group(group)
         return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract

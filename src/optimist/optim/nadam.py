@@ -54,7 +54,8 @@ class NAdam(Optimizer):
         weight_decay: :math:`\\lambda`.
         momentum_decay: :math:`\\psi` of the momentum schedule (default 4e-3).
         decoupled_weight_decay: decay the weights directly (NAdamW) instead of an L2 penalty.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.

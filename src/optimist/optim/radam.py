@@ -56,7 +56,8 @@ class RAdam(Optimizer):
         eps: :math:`\\epsilon` added to the denominator.
         weight_decay: :math:`\\lambda`.
         decoupled_weight_decay: decay the weights directly (RAdamW) instead of an L2 penalty.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.

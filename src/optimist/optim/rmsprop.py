@@ -54,7 +54,8 @@ class RMSprop(Optimizer):
         centered: normalise by an estimate of the gradient's variance instead of its second
             moment.
         capturable: accepted for signature compatibility; True is not supported.
-        foreach, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
     """

@@ -47,7 +47,8 @@ class SGD(Optimizer):
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
         maximize: ascend instead of descend.
-        foreach, fused, differentiable: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        differentiable: accepted for signature compatibility; True is not supported.
         skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
     """
 
