@@ -22,7 +22,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),
-    "callbacks": ("optimist.training.callbacks", None),
+    "callbacks": ("optimist.callbacks", None),
     "training": ("optimist.training", None),
     "Sequential": ("optimist.training", "Sequential"),
     "Model": ("optimist.training", "Model"),

@@ -1,0 +1,251 @@
+"""Metrics by name, accumulated on tensors (no host sync per batch).
+
+A metric is fed batches with ``update(y_true, y_pred, from_logits)`` and read with ``result()``
+(one ``.item()``). ``from_logits`` is ``False`` or ``"softmax"``/``"sigmoid"``: then ``y_pred``
+are the pre-activation logits of that final activation (the engine folds it into the loss);
+argmax-based metrics use them as they are, the others apply the activation first.
+
+Names: ``accuracy``/``acc`` (categorical, sparse or binary chosen like Keras: from the loss, else
+from the shapes), ``categorical_accuracy``, ``sparse_categorical_accuracy``, ``binary_accuracy``,
+``top_k_accuracy`` (k=5; one-hot or integer labels), ``mae``/``mean_absolute_error``,
+``mse``/``mean_squared_error``. A callable ``fn(y_true, y_pred)`` returning per-sample values or a
+batch mean is averaged over samples. The key in the logs is the name given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+class Metric:
+    """Base class: a running mean ``total / count`` kept as a tensor and a Python int."""
+
+    name = "metric"
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        self._total: torch.Tensor | None = None
+        self._count = 0
+
+    def reset(self) -> None:
+        self._total = None
+        self._count = 0
+
+    def _add(self, value: torch.Tensor, count: int) -> None:
+        value = value.detach()
+        if self._total is None:
+            self._total = value.to(torch.float64).clone()
+        else:
+            self._total.add_(value)
+        self._count += count
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def result(self) -> float:
+        if self._total is None or self._count == 0:
+            return float("nan")
+        return float(self._total.item()) / self._count
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _labels(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Integer class labels from one-hot or index targets, shaped like ``y_pred[..., 0]``."""
+    if (
+        y_true.dim() == y_pred.dim()
+        and y_true.shape[-1] == y_pred.shape[-1]
+        and y_pred.shape[-1] > 1
+    ):
+        return y_true.argmax(dim=-1)
+    return y_true.reshape(y_pred.shape[:-1])
+
+
+class CategoricalAccuracy(Metric):
+    name = "categorical_accuracy"
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        hits = y_pred.argmax(dim=-1) == y_true.argmax(dim=-1)
+        self._add(hits.sum(), hits.numel())
+
+
+class SparseCategoricalAccuracy(Metric):
+    name = "sparse_categorical_accuracy"
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        hits = y_pred.argmax(dim=-1) == y_true.reshape(y_pred.shape[:-1])
+        self._add(hits.sum(), hits.numel())
+
+
+class BinaryAccuracy(Metric):
+    name = "binary_accuracy"
+
+    def __init__(self, threshold: float = 0.5, name: str | None = None) -> None:
+        super().__init__(name)
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"BinaryAccuracy threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold)
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        if from_logits:
+            y_pred = (
+                torch.sigmoid(y_pred) if from_logits == "sigmoid" else torch.softmax(y_pred, -1)
+            )
+        y_true = y_true.reshape(y_pred.shape) if y_true.numel() == y_pred.numel() else y_true
+        hits = (y_pred > self.threshold) == (y_true > 0.5)
+        self._add(hits.sum(), hits.numel())
+
+
+class Accuracy(Metric):
+    """Keras' ``"accuracy"``: resolves to categorical, sparse or binary accuracy."""
+
+    name = "accuracy"
+
+    def __init__(self, name: str | None = None, loss_name: str | None = None) -> None:
+        super().__init__(name)
+        self.kind: Metric | None = {
+            "categorical_crossentropy": CategoricalAccuracy(),
+            "sparse_categorical_crossentropy": SparseCategoricalAccuracy(),
+            "binary_crossentropy": BinaryAccuracy(),
+        }.get(loss_name or "")
+
+    def _resolve(self, y_true: torch.Tensor, y_pred: torch.Tensor) -> Metric:
+        if y_pred.shape[-1] == 1:
+            return BinaryAccuracy()
+        if y_true.dim() < y_pred.dim() or y_true.shape[-1] == 1:
+            return SparseCategoricalAccuracy()
+        return CategoricalAccuracy()
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        if self.kind is None:
+            self.kind = self._resolve(y_true, y_pred)
+        self.kind.update(y_true, y_pred, from_logits)
+
+    def reset(self) -> None:
+        if self.kind is not None:
+            self.kind.reset()
+
+    def result(self) -> float:
+        return self.kind.result() if self.kind is not None else float("nan")
+
+
+class TopKAccuracy(Metric):
+    """Fraction of samples whose true class is among the ``k`` largest predictions."""
+
+    name = "top_k_accuracy"
+
+    def __init__(self, k: int = 5, name: str | None = None) -> None:
+        super().__init__(name)
+        if k <= 0:
+            raise ValueError(f"TopKAccuracy k must be positive, got {k}")
+        self.k = int(k)
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        labels = _labels(y_true, y_pred).long()
+        k = min(self.k, y_pred.shape[-1])
+        top = y_pred.topk(k, dim=-1).indices
+        hits = (top == labels.unsqueeze(-1)).any(dim=-1)
+        self._add(hits.sum(), hits.numel())
+
+
+class _ProbabilityMetric(Metric):
+    def _probs(self, y_pred: torch.Tensor, from_logits: bool | str) -> torch.Tensor:
+        # ``from_logits`` is False or the name of the folded activation ("softmax"/"sigmoid").
+        if not from_logits:
+            return y_pred
+        if from_logits == "sigmoid":
+            return torch.sigmoid(y_pred)
+        return torch.softmax(y_pred, dim=-1)
+
+
+class MeanAbsoluteError(_ProbabilityMetric):
+    name = "mean_absolute_error"
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if y_true.shape != y_pred.shape and y_true.numel() == y_pred.numel():
+            y_true = y_true.reshape(y_pred.shape)
+        err = (y_pred - y_true).abs()
+        self._add(err.sum(), err.numel())
+
+
+class MeanSquaredError(_ProbabilityMetric):
+    name = "mean_squared_error"
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if y_true.shape != y_pred.shape and y_true.numel() == y_pred.numel():
+            y_true = y_true.reshape(y_pred.shape)
+        err = (y_pred - y_true).square()
+        self._add(err.sum(), err.numel())
+
+
+class MeanMetricWrapper(_ProbabilityMetric):
+    """Averages ``fn(y_true, y_pred)`` (per-sample values or a batch mean) over samples."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], Any], name: str | None = None):
+        super().__init__(name or getattr(fn, "__name__", type(fn).__name__))
+        self.fn = fn
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        value = torch.as_tensor(self.fn(y_true, y_pred), device=y_pred.device)
+        n = int(y_pred.shape[0])
+        self._add(value.to(torch.float64).mean() * n, n)
+
+
+_NAMES: dict[str, Callable[..., Metric]] = {
+    "accuracy": Accuracy,
+    "acc": Accuracy,
+    "categorical_accuracy": CategoricalAccuracy,
+    "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+    "binary_accuracy": BinaryAccuracy,
+    "top_k_accuracy": TopKAccuracy,
+    "top_k_categorical_accuracy": TopKAccuracy,
+    "sparse_top_k_categorical_accuracy": TopKAccuracy,
+    "mae": MeanAbsoluteError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+}
+
+METRIC_NAMES = tuple(sorted(_NAMES))
+
+
+def get(metric: str | Metric | Callable[..., Any], loss_name: str | None = None) -> Metric:
+    """Resolve a metric by name, instance or callable; the loss name guides ``"accuracy"``."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, str):
+        key = metric.lower()
+        if key not in _NAMES:
+            raise ValueError(f"Unknown metric {metric!r}. Valid names: {', '.join(METRIC_NAMES)}.")
+        if key in ("accuracy", "acc"):
+            return Accuracy(name=metric, loss_name=loss_name)
+        return _NAMES[key](name=metric)
+    if callable(metric):
+        return MeanMetricWrapper(metric)
+    raise ValueError(f"metric must be a name, a Metric or a callable, got {type(metric).__name__}")
