@@ -9,5 +9,6 @@ bash scripts/setup.sh
 bash scripts/install_chromium.sh
 # starts a throwaway PostgreSQL cluster on 127.0.0.1 and prints `export OPTIMIST_TEST_POSTGRES_URL=...`
 eval "$(bash scripts/start_postgres.sh)"
+trap 'bash scripts/start_postgres.sh stop >/dev/null 2>&1 || true' EXIT
 
 python3 -m pytest -q "$@"

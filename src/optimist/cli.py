@@ -1,0 +1,355 @@
+"""The ``optimist`` command: ``compare``, ``tasks``, ``trajectories``, ``optimizers``.
+
+``main(argv=None) -> int`` returns the exit status: 0 done, 1 some trials failed with an error,
+2 bad arguments (one line on stderr, no traceback), 130 interrupted (a partial report is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_STUDY", "main"]
+
+DEFAULT_STUDY: dict[str, Any] = {
+    "tasks": ["rosenbrock", "beale", "saddle", "ill-conditioned", "mnist-mlp"],
+    "tune": True,
+    "seeds": 3,
+    "train_size": 10000,
+    "budget_mnist": 2,
+}
+"""``optimist compare`` without ``--task``: the eight methods on the four 2-D functions and on
+the 784-10-10 MLP trained for 2 epochs on the first 10,000 MNIST training images, learning rates
+tuned (7-point grid, successive halving), 3 seeds."""
+
+_COMPARE_EPILOG = """\
+examples:
+  optimist compare                      # the default study (1 to 3 minutes on 2 cores)
+  optimist compare --task mnist-mlp --optimizers gd,sgd,minibatch,momentum,adagrad,rmsprop,\\
+adadelta,adam --budget 3 --seeds 3 --tune --out runs/mnist
+  optimist compare --task rosenbrock,beale --tune --workers 2
+
+storage: the Optuna study lives in sqlite:///OUT/study.db unless --storage names another
+database; several processes or machines given the same --storage URL (for example
+postgresql://user:password@host/db) work on one comparison together. Browse a study with
+`optuna-dashboard sqlite:///OUT/study.db` (pip install optuna-dashboard).
+Re-running the same command resumes: finished trials are kept, cut-off ones are re-run.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _lr_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    return lo, hi
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="optimist",
+        description="Deep-learning optimizers on PyTorch, and fair side-by-side comparisons.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser(
+        "compare",
+        help="run optimizers side by side on tasks and write a report",
+        description="Compare optimization methods fairly (same budget, same tuning effort) "
+        "and write report.html, results.json and results.csv to --out.",
+        epilog=_COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument(
+        "--task",
+        "--tasks",
+        dest="tasks",
+        type=_csv_list,
+        metavar="T[,T...]",
+        help="tasks (see `optimist tasks`); default: the default study",
+    )
+    c.add_argument(
+        "--optimizers",
+        "--methods",
+        dest="methods",
+        type=_csv_list,
+        metavar="M[,M...]",
+        help="methods (default: gd,sgd,minibatch,momentum,adagrad,rmsprop,adadelta,adam)",
+    )
+    c.add_argument(
+        "--budget",
+        type=float,
+        help="epochs on data tasks, steps on 2-D functions (default: per task)",
+    )
+    c.add_argument("--budget-steps", type=int, help="optimizer steps on every task instead")
+    c.add_argument(
+        "--seeds", type=int, help="evaluation runs per method (default 1; default study 3)"
+    )
+    c.add_argument(
+        "--tune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tune each method's learning rate with the same Optuna budget first",
+    )
+    c.add_argument(
+        "--sampler",
+        choices=("grid", "tpe"),
+        default="grid",
+        help="tuning sampler: a log-spaced grid (deterministic) or TPE",
+    )
+    c.add_argument("--grid-size", type=int, default=7, help="tuning trials per method (7)")
+    c.add_argument(
+        "--lr-span",
+        type=float,
+        default=1.5,
+        help="decades either side of each method's default LR to search (1.5)",
+    )
+    c.add_argument(
+        "--lr-range",
+        type=_lr_range,
+        metavar="LOW,HIGH",
+        help="search the same LR range for every method instead",
+    )
+    c.add_argument(
+        "--pruner",
+        choices=("sha", "hyperband", "none"),
+        default="sha",
+        help="prune poor tuning trials early on validation loss (sha: successive halving)",
+    )
+    c.add_argument("--evals", type=int, default=40, help="evaluation points per run (40)")
+    c.add_argument(
+        "--train-size", type=int, help="train on the first N training examples of data tasks"
+    )
+    c.add_argument(
+        "--workers", type=int, help="parallel worker processes (default 1; default study: up to 2)"
+    )
+    c.add_argument("--out", default=None, help="output folder (default runs/compare)")
+    c.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    c.add_argument("--no-report", action="store_true", help="skip report.html and plots")
+    c.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    c.add_argument("--subsample", type=int, help=argparse.SUPPRESS)
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+    sub.add_parser("optimizers", help="list the optimizers of optimist.optimizer()")
+    sub.add_parser("methods", help="list the comparison methods (optimizer + batch regime)")
+
+    t = sub.add_parser(
+        "trajectories",
+        help="draw optimizers' paths over a 2-D test function (PNG + GIF)",
+        description="Run methods on a 2-D test function from its start point and draw their "
+        "paths over its contour plot (paths.png) and as an animation (paths.gif).",
+    )
+    t.add_argument("--function", default="rosenbrock", help="a 2-D test function")
+    t.add_argument(
+        "--optimizers",
+        "--methods",
+        dest="methods",
+        type=_csv_list,
+        default=["gd", "momentum", "adam"],
+        metavar="M[,M...]",
+    )
+    t.add_argument("--steps", type=int, help="steps (default: the function's own)")
+    t.add_argument("--lr", type=float, help="one learning rate for all (default: per method)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/trajectories")
+    return parser
+
+
+def _print_tasks() -> None:
+    from optimist.comparison.tasks import TASKS
+
+    width = max(map(len, TASKS))
+    for name, task in TASKS.items():
+        unit = task.budget_unit if task.default_budget != 1 else task.budget_unit[:-1]
+        budget = f"{task.default_budget:g} {unit}"
+        print(f"{name:<{width}}  {task.kind:<8}  {budget:<9}  {task.description}")
+
+
+def _print_methods() -> None:
+    from optimist.comparison.methods import METHODS
+
+    for name, m in METHODS.items():
+        print(
+            f"{name:<10} {m.optimizer:<9} batch={m.as_dict()['batch_size']!s:<4} "
+            f"lr={m.default_lr:<7g} {m.description}"
+        )
+
+
+def _print_optimizers() -> None:
+    import optimist
+
+    for name, summary in optimist.optimizers().items():
+        print(f"{name:<10} {summary}")
+
+
+def _compare(args: argparse.Namespace, argv: list[str]) -> int:
+    from optimist.comparison.api import ConfigError, run
+    from optimist.comparison.methods import DEFAULT_METHODS
+    from optimist.comparison.report import text_table
+    from optimist.comparison.runner import Config
+
+    default_study = args.tasks is None
+    tasks = list(DEFAULT_STUDY["tasks"]) if default_study else args.tasks
+    budget = args.budget
+    workers = args.workers
+    if workers is None:
+        workers = max(1, min(2, os.cpu_count() or 1)) if default_study else 1
+    train_size = args.train_size
+    if default_study and train_size is None:
+        train_size = DEFAULT_STUDY["train_size"]
+    config = Config(
+        tasks=tasks,
+        methods=args.methods or list(DEFAULT_METHODS),
+        out=Path(args.out or "runs/compare"),
+        budget=budget,
+        budget_steps=args.budget_steps,
+        seeds=args.seeds
+        if args.seeds is not None
+        else (DEFAULT_STUDY["seeds"] if default_study else 1),
+        tune=args.tune if args.tune is not None else default_study,
+        sampler=args.sampler,
+        grid_size=args.grid_size,
+        lr_span=args.lr_span,
+        lr_range=args.lr_range,
+        pruner=args.pruner,
+        n_evals=args.evals,
+        subsample=args.subsample,
+        train_size=train_size,
+        workers=workers,
+        storage=args.storage,
+        quiet=args.quiet,
+        report=not args.no_report,
+        command="optimist " + " ".join(shlex.quote(a) for a in argv),
+    )
+    if default_study and budget is None and args.budget_steps is None:
+        config.tasks = _default_study_tasks(config)
+    start = time.perf_counter()
+    try:
+        result = run(config)
+    except ConfigError as exc:
+        print(f"optimist compare: error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    print(text_table(result.results))
+    for task, text in result.results["recommendations"].items():
+        print(f"{task}: {text}")
+    print()
+    out = Path(config.out)
+    if result.report is not None:
+        print(f"report: {result.report}")
+    print(f"results: {out / 'results.json'}, {out / 'results.csv'}")
+    print(f"wall time: {elapsed:.1f} s")
+    if result.interrupted:
+        print(
+            "interrupted: partial results written; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    errors = sum(r["n_errors"] for r in result.results["summary"])
+    if errors:
+        print(f"{errors} trial(s) failed with an error; see results.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _default_study_tasks(config: Any) -> list[Any]:
+    """The default study's tasks, with its MNIST budget (2 epochs) set on the task itself."""
+    import dataclasses
+
+    from optimist.comparison.tasks import get_task
+
+    tasks: list[Any] = []
+    for name in config.tasks:
+        task = get_task(name)
+        if name == "mnist-mlp":
+            task = dataclasses.replace(task, default_budget=DEFAULT_STUDY["budget_mnist"])
+        tasks.append(task)
+    return tasks
+
+
+def _trajectories(args: argparse.Namespace) -> int:
+    from optimist.comparison.api import ConfigError
+    from optimist.comparison.functions import FUNCTIONS
+    from optimist.comparison.methods import METHODS
+    from optimist.comparison.trajectories import draw_trajectories
+
+    if args.function not in FUNCTIONS:
+        print(
+            f"optimist trajectories: error: unknown function {args.function!r}; known: "
+            f"{', '.join(FUNCTIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        print(
+            f"optimist trajectories: error: unknown method {unknown[0]!r}; known: "
+            f"{', '.join(METHODS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        paths = draw_trajectories(
+            args.function,
+            args.methods,
+            Path(args.out),
+            steps=args.steps,
+            lr=args.lr,
+            seed=args.seed,
+        )
+    except ConfigError as exc:
+        print(f"optimist trajectories: error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``optimist`` command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "tasks":
+        _print_tasks()
+        return 0
+    if args.command == "optimizers":
+        _print_optimizers()
+        return 0
+    if args.command == "methods":
+        _print_methods()
+        return 0
+    if args.command == "trajectories":
+        return _trajectories(args)
+    return _compare(args, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Fair, side-by-side optimizer comparisons: ``optimist compare`` and :func:`compare`.
+
+Layers: ``functions``/``methods``/``tasks`` (what is compared) <- ``training_loop`` (one trial)
+<- ``study``/``runner``/``workers`` (Optuna studies, claiming, parallel processes) <- ``results``
+(schema, files) <- ``plots``/``recommend``/``report`` <- ``api`` (the coordinator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from optimist.comparison.api import CompareResult, ConfigError
+from optimist.comparison.functions import FUNCTIONS, TestFunction
+from optimist.comparison.methods import DEFAULT_METHODS, METHODS, Method
+from optimist.comparison.results import RESULTS_SCHEMA, SCHEMA_VERSION, validate
+from optimist.comparison.runner import Config
+from optimist.comparison.tasks import TASKS, DataTask, FunctionTask, Task, custom_task
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "FUNCTIONS",
+    "METHODS",
+    "RESULTS_SCHEMA",
+    "SCHEMA_VERSION",
+    "TASKS",
+    "CompareResult",
+    "Config",
+    "ConfigError",
+    "DataTask",
+    "FunctionTask",
+    "Method",
+    "Task",
+    "TestFunction",
+    "compare",
+    "custom_task",
+    "validate",
+]
+
+
+def compare(
+    model_fn: Callable[[], Any] | None = None,
+    data: Any = None,
+    *,
+    optimizers: Sequence[str] | None = None,
+    tasks: Sequence[str | Task] | None = None,
+    name: str = "custom",
+    loss: str | Callable[[Any, Any], Any] = "cross_entropy",
+    budget: float | None = None,
+    budget_steps: int | None = None,
+    seeds: int = 1,
+    tune: bool = False,
+    sampler: str = "grid",
+    grid_size: int = 7,
+    lr_span: float = 1.5,
+    lr_range: tuple[float, float] | None = None,
+    pruner: str = "sha",
+    n_evals: int = 40,
+    workers: int = 1,
+    out: str | Path = "runs/compare",
+    storage: str | None = None,
+    subsample: int | None = None,
+    train_size: int | None = None,
+    quiet: bool = True,
+    report: bool = True,
+) -> CompareResult:
+    """Compare optimizers on your own model and data, or on built-in tasks.
+
+    Args:
+        model_fn: builds a fresh ``torch.nn.Module`` (called once per trial, after seeding);
+            with ``data``, defines a task called ``name``. Must be picklable (a module-level
+            function) when ``workers > 1``.
+        data: ``(x_train, y_train, x_val, y_val[, x_test, y_test])`` arrays or tensors, or
+            ``((x_train, y_train), (x_val, y_val))``.
+        optimizers: method names from :data:`METHODS` (default: the eight in
+            :data:`DEFAULT_METHODS`).
+        tasks: built-in task names (see :data:`TASKS`) or Task objects, compared as well.
+        loss: ``"cross_entropy"`` (classification, accuracy reported), ``"mse"`` or a callable
+            ``loss(output, target)``.
+        budget: epochs on data tasks, steps on 2-D functions (default: each task's own);
+            ``budget_steps`` counts optimizer steps on every task instead.
+        seeds: evaluation runs per method (mean ± std are reported).
+        tune: tune each method's learning rate with the same Optuna budget first:
+            ``grid_size`` trials, log-spaced ``lr_span`` decades either side of the method's
+            default (or over ``lr_range`` for every method), ``sampler`` ``"grid"`` or
+            ``"tpe"``, ``pruner`` ``"sha"``, ``"hyperband"`` or ``"none"``.
+        workers: processes running trials in parallel (same numbers for any count).
+        out: output folder (``report.html``, ``results.json``, ``results.csv``, ``study.db``,
+            ``trials/``, ``plots/``).
+        storage: Optuna storage URL (default ``sqlite:///OUT/study.db``); a server database
+            (``postgresql://...``) lets several machines work on one comparison.
+
+    Returns:
+        a :class:`CompareResult` with the ``results.json`` document, ``ranking(task)`` and
+        ``table()``. Raises :class:`ConfigError` for bad settings.
+
+    Example:
+        >>> result = optimist.compare(make_model, (x, y, x_val, y_val),
+        ...                           optimizers=["sgd", "adam"], budget=2, tune=True)
+        >>> result.ranking("custom")
+    """
+    from optimist.comparison.api import run
+
+    chosen: list[Any] = list(tasks or [])
+    if model_fn is not None or data is not None:
+        if model_fn is None or data is None:
+            raise ConfigError("give both model_fn and data (or neither, with tasks=[...])")
+        chosen.append(
+            custom_task(
+                model_fn, data, name=name, loss=loss, budget=budget if budget is not None else 1
+            )
+        )
+    config = Config(
+        tasks=chosen,
+        methods=list(optimizers or DEFAULT_METHODS),
+        out=Path(out),
+        budget=budget,
+        budget_steps=budget_steps,
+        seeds=seeds,
+        tune=tune,
+        sampler=sampler,
+        grid_size=grid_size,
+        lr_span=lr_span,
+        lr_range=tuple(lr_range) if lr_range is not None else None,
+        pruner=pruner,
+        n_evals=n_evals,
+        subsample=subsample,
+        train_size=train_size,
+        workers=workers,
+        storage=storage,
+        quiet=quiet,
+        report=report,
+    )
+    return run(config)

@@ -1,0 +1,322 @@
+"""One trial: train one method at one learning rate with one seed, and record its curves.
+
+The loop is written directly with torch for speed: tensors are converted once, batches are
+slices of a per-epoch shuffled copy, the training loss is summed on a tensor and read only at the
+evaluation points (``n_evals`` evenly spaced steps), where the validation loss is computed on a
+fixed subset of the validation set.
+
+Every random choice (initial weights, data order, gradient noise) is drawn from generators
+seeded by :func:`derive_seed` from the task name and the seed index only, so all methods and
+learning rates of one seed start from the same weights and see the same examples in the same
+order (common random numbers), and a trial gives the same numbers in any process.
+
+A trial *diverges* when a loss becomes NaN or infinite, or exceeds ``1e6`` times its initial
+value; it stops there and is recorded with ``state = "diverged"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from optimist.comparison.methods import Method
+from optimist.comparison.tasks import DataTask, FunctionTask, Task
+
+__all__ = ["DIVERGENCE_FACTOR", "derive_seed", "eval_steps", "run_trial"]
+
+DIVERGENCE_FACTOR = 1e6
+GAP_FLOOR = 1e-12
+"""Gaps below this count as reaching the minimum (float64 rounding makes smaller ones noise)."""
+MAX_CURVE_POINTS = 250
+"""Function-task curves are recorded every step and thinned to at most this many points."""
+
+Reporter = Callable[[int, float], bool]
+"""``report(eval_index, val_loss) -> prune?``: called at each evaluation point."""
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from ``parts`` (stable across processes and Python versions)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def eval_steps(total_steps: int, n_evals: int) -> list[int]:
+    """The ``n_evals`` (or fewer) evenly spaced steps in ``1..total_steps``, last included."""
+    n = max(1, min(n_evals, total_steps))
+    return sorted({max(1, round(total_steps * (i + 1) / n)) for i in range(n)})
+
+
+def _is_bad(value: float, initial: float) -> bool:
+    return not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(abs(initial), 1e-12)
+
+
+def run_trial(
+    task: Task,
+    method: Method,
+    lr: float,
+    seed: Any,
+    total_steps: int,
+    *,
+    n_evals: int = 40,
+    subsample: int | None = None,
+    report: Reporter | None = None,
+    final: bool = True,
+) -> dict[str, Any]:
+    """Run one trial; returns ``{"state", "objective", "curves", "final", "trajectory"}``.
+
+    ``state`` is ``"complete"``, ``"pruned"`` (``report`` asked to stop) or ``"diverged"``;
+    ``objective`` is what the tuner minimizes (``inf`` when diverged): the last validation loss
+    on a data task; on a 2-D function, the mean of ``log10(max(gap, 1e-12))`` over the evaluation
+    points, so a learning rate that gets close sooner wins. ``report`` receives the same
+    quantity as it stands at each evaluation point.
+    ``final`` also scores the whole validation set and the test set at the end.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if isinstance(task, FunctionTask):
+        return _function_trial(task, method, lr, seed, total_steps, n_evals, report)
+    if isinstance(task, DataTask):
+        return _data_trial(task, method, lr, seed, total_steps, n_evals, subsample, report, final)
+    raise TypeError(f"unsupported task type {type(task).__name__}")
+
+
+def _thin(n: int, limit: int = MAX_CURVE_POINTS) -> list[int]:
+    """Indices ``0..n-1`` thinned to at most ``limit``, first and last kept."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+
+
+def _function_trial(
+    task: FunctionTask,
+    method: Method,
+    lr: float,
+    seed: Any,
+    total_steps: int,
+    n_evals: int,
+    report: Reporter | None,
+) -> dict[str, Any]:
+    f = task.function
+    p = torch.tensor(f.start, dtype=torch.float64)
+    opt = method.build([p], lr)
+    sigma = method.noise_scale(f.noise)
+    noise = None
+    if sigma > 0:
+        gen = torch.Generator().manual_seed(derive_seed(task.name, seed, "noise"))
+        noise = (torch.randn(total_steps, 2, generator=gen, dtype=torch.float64) * sigma).tolist()
+    x, y = f.start
+    initial = f.gap(x, y)
+    log_gaps: list[float] = []
+    steps, gaps, times, path = [0], [initial], [0.0], [[x, y]]
+    checkpoints = set(eval_steps(total_steps, n_evals))
+    state = "complete"
+    steps_to_target = 0 if initial <= task.target_gap else None
+    elapsed = 0.0
+    t0 = time.perf_counter()
+    eval_index = 0
+    for step in range(1, total_steps + 1):
+        gx, gy = f.gradient(x, y)
+        if noise is not None:
+            gx, gy = gx + noise[step - 1][0], gy + noise[step - 1][1]
+        p.grad = torch.tensor((gx, gy), dtype=torch.float64)
+        opt.step()
+        x, y = p.tolist()
+        gap = f.gap(x, y) if math.isfinite(x) and math.isfinite(y) else math.inf
+        now = time.perf_counter()
+        elapsed += now - t0
+        t0 = now
+        steps.append(step)
+        times.append(elapsed)
+        if _is_bad(gap, initial) or max(abs(x), abs(y)) > 1e6:
+            gaps.append(gap if math.isfinite(gap) else math.inf)
+            path.append([x, y] if math.isfinite(x) and math.isfinite(y) else path[-1])
+            state = "diverged"
+            break
+        gaps.append(gap)
+        path.append([x, y])
+        if steps_to_target is None and gap <= task.target_gap:
+            steps_to_target = step
+        if step in checkpoints:
+            eval_index += 1
+            log_gaps.append(math.log10(max(gap, GAP_FLOOR)))
+            if report is not None and report(eval_index, sum(log_gaps) / len(log_gaps)):
+                state = "pruned"
+                break
+            t0 = time.perf_counter()
+    keep = _thin(len(steps))
+    last_gap = gaps[-1]
+    final = {
+        "train_loss": last_gap,
+        "val_loss": last_gap,
+        "val_acc": None,
+        "test_loss": None,
+        "test_acc": None,
+        "steps": steps[-1],
+        "epochs": None,
+        "time_s": times[-1],
+        "steps_per_s": steps[-1] / times[-1] if times[-1] > 0 else None,
+        "steps_to_target": steps_to_target,
+        "time_to_target_s": None if steps_to_target is None else times[steps_to_target],
+        "epochs_to_target": None,
+        "best_val_loss": min(gaps),
+    }
+    if not log_gaps:
+        log_gaps.append(math.log10(max(last_gap, GAP_FLOOR)))
+    return {
+        "state": state,
+        "objective": math.inf if state == "diverged" else sum(log_gaps) / len(log_gaps),
+        "curves": {
+            "step": [steps[i] for i in keep],
+            "epoch": None,
+            "time_s": [times[i] for i in keep],
+            "train_loss": [gaps[i] for i in keep],
+            "val_loss": [gaps[i] for i in keep],
+            "val_acc": None,
+        },
+        "final": final,
+        "trajectory": [path[i] for i in keep],
+    }
+
+
+@torch.no_grad()
+def _evaluate(model, loss_fn, x, y, classification: bool, chunk: int = 8192):
+    """Mean loss (and accuracy) of ``model`` on ``x, y``, in chunks."""
+    was_training = model.training
+    model.eval()
+    total, correct, n = 0.0, 0, len(y)
+    for start in range(0, n, chunk):
+        out = model(x[start : start + chunk])
+        target = y[start : start + chunk]
+        total += float(loss_fn(out, target)) * len(target)
+        if classification:
+            correct += int((out.argmax(1) == target).sum())
+    model.train(was_training)
+    loss = total / max(n, 1)
+    return loss, (correct / max(n, 1) if classification else None)
+
+
+def _data_trial(
+    task: DataTask,
+    method: Method,
+    lr: float,
+    seed: Any,
+    total_steps: int,
+    n_evals: int,
+    subsample: int | None,
+    report: Reporter | None,
+    final: bool,
+) -> dict[str, Any]:
+    data = task.data(subsample)
+    loss_fn = task.loss_fn()
+    cls = task.classification
+    torch.manual_seed(derive_seed(task.name, seed, "init"))
+    model = task.model_fn()
+    model.train()
+    opt = method.build(model.parameters(), lr)
+    x, y = data.x_train, data.y_train
+    n = len(y)
+    bs = method.batch_size(n)
+    per_epoch = math.ceil(n / bs)
+    order = torch.Generator().manual_seed(derive_seed(task.name, seed, "order"))
+    x_eval, y_eval = data.x_val[: task.eval_size], data.y_val[: task.eval_size]
+    target = task.target
+
+    def reached(loss: float, acc: float | None) -> bool:
+        value = acc if target["metric"] == "val_acc" else loss
+        if value is None:
+            return False
+        if target["mode"] == "above":
+            return value >= target["threshold"]
+        return value <= target["threshold"]
+
+    val0, acc0 = _evaluate(model, loss_fn, x_eval, y_eval, cls)
+    train0, _ = _evaluate(model, loss_fn, x[: task.eval_size], y[: task.eval_size], cls)
+    curves: dict[str, list] = {
+        "step": [0],
+        "epoch": [0.0],
+        "time_s": [0.0],
+        "train_loss": [train0],
+        "val_loss": [val0],
+        "val_acc": [acc0] if cls else None,
+    }
+    hit = 0 if reached(val0, acc0) else None
+    checkpoints = eval_steps(total_steps, n_evals)
+    next_eval = 0
+    state = "complete"
+    running = torch.zeros((), dtype=torch.float64)
+    count = 0
+    elapsed = 0.0
+    xs, ys = x, y
+    t0 = time.perf_counter()
+    for step in range(1, total_steps + 1):
+        k = (step - 1) % per_epoch
+        if k == 0 and bs < n:
+            perm = torch.randperm(n, generator=order)
+            xs, ys = x[perm], y[perm]
+        xb, yb = xs[k * bs : (k + 1) * bs], ys[k * bs : (k + 1) * bs]
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += loss.detach()
+        count += 1
+        if step != checkpoints[next_eval]:
+            continue
+        elapsed += time.perf_counter() - t0
+        train_loss = float(running) / count
+        running.zero_()
+        count = 0
+        val_loss, val_acc = _evaluate(model, loss_fn, x_eval, y_eval, cls)
+        curves["step"].append(step)
+        curves["epoch"].append(step / per_epoch)
+        curves["time_s"].append(elapsed)
+        curves["train_loss"].append(train_loss if math.isfinite(train_loss) else math.inf)
+        curves["val_loss"].append(val_loss if math.isfinite(val_loss) else math.inf)
+        if cls:
+            curves["val_acc"].append(val_acc)
+        next_eval += 1
+        if _is_bad(train_loss, train0) or _is_bad(val_loss, val0):
+            state = "diverged"
+            break
+        if hit is None and reached(val_loss, val_acc):
+            hit = len(curves["step"]) - 1
+        if report is not None and report(next_eval, val_loss):
+            state = "pruned"
+            break
+        t0 = time.perf_counter()
+    steps_run = curves["step"][-1]
+    result_final: dict[str, Any] = {
+        "train_loss": curves["train_loss"][-1],
+        "val_loss": curves["val_loss"][-1],
+        "val_acc": curves["val_acc"][-1] if cls else None,
+        "test_loss": None,
+        "test_acc": None,
+        "steps": steps_run,
+        "epochs": steps_run / per_epoch,
+        "time_s": elapsed,
+        "steps_per_s": steps_run / elapsed if elapsed > 0 else None,
+        "steps_to_target": None if hit is None else curves["step"][hit],
+        "time_to_target_s": None if hit is None else curves["time_s"][hit],
+        "epochs_to_target": None if hit is None else curves["epoch"][hit],
+        "best_val_loss": min(curves["val_loss"]),
+    }
+    if final and state == "complete":
+        result_final["val_loss"], result_final["val_acc"] = _evaluate(
+            model, loss_fn, data.x_val, data.y_val, cls
+        )
+        if data.x_test is not None and data.y_test is not None and len(data.y_test):
+            result_final["test_loss"], result_final["test_acc"] = _evaluate(
+                model, loss_fn, data.x_test, data.y_test, cls
+            )
+    return {
+        "state": state,
+        "objective": math.inf if state == "diverged" else curves["val_loss"][-1],
+        "curves": curves,
+        "final": result_final,
+        "trajectory": None,
+    }
