@@ -298,6 +298,37 @@ def test_fused_equals_per_tensor_float64(case, config):
     assert_same_state(single, params_a, fast, params_b, rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", TABLE, ids=CASE_IDS)
+def test_fused_group_with_mixed_tensors(case):
+    """One group holding a non-contiguous, a complex, a float32 and a float64 parameter: the
+    kernel takes what it can, the per-tensor path the rest, and the result is the same."""
+    needs_fused()
+    config = case.configs[-1]
+
+    def params() -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(3)
+        return [
+            torch.randn(4, 6, generator=g, dtype=torch.float64).t().detach().requires_grad_(),
+            torch.randn(5, generator=g, dtype=torch.complex128).requires_grad_(),
+            torch.randn(7, generator=g, dtype=torch.float32).requires_grad_(),
+            torch.randn(3, 3, generator=g, dtype=torch.float64).requires_grad_(),
+        ]
+
+    params_a, params_b = params(), params()
+    assert not params_a[0].is_contiguous()
+    single = case.ours(params_a, foreach=False, **config)
+    fast = case.ours(params_b, fused=True, **config)
+    for step in range(15):
+        g = torch.Generator().manual_seed(step)
+        for pa, pb in zip(params_a, params_b, strict=True):
+            grad = torch.randn(pa.shape, generator=g, dtype=pa.dtype)
+            pa.grad, pb.grad = grad.clone(), grad.clone()
+        single.step()
+        fast.step()
+    assert_same_state(single, params_a, fast, params_b, rtol=1e-6)
+    assert_same_state(single, params_a[:2] + params_a[3:], fast, params_b[:2] + params_b[3:], 1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", TABLE, ids=CASE_IDS)
 def test_low_precision_params(case, dtype):

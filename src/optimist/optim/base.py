@@ -122,7 +122,7 @@ def choose_implementation(
     multi-tensor kernel. With both unset, the fastest correct path is used: the fused kernel on
     CPU when it is available, torch's multi-tensor kernel on accelerators, else the per-tensor one.
     """
-    on_cpu = all(p.device.type == "cpu" for p in params)
+    on_cpu = all(p.is_cpu for p in params)
     if fused:
         if not on_cpu:
             raise RuntimeError(
@@ -146,6 +146,10 @@ def choose_implementation(
     return "torch"
 
 
+_KERNEL_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+_COMPLEX_DTYPES = frozenset({torch.complex64, torch.complex128})
+
+
 def run_fused(
     kernel: Callable[..., None],
     single: Callable[..., None],
@@ -159,24 +163,43 @@ def run_fused(
     ``lists`` are index-aligned: first the elementwise tensors (params, grads, state tensors),
     then ``n_tail`` bookkeeping lists (0-dim step tensors, flags) passed through as they are. An
     empty list stands for unused state and stays empty. Index ``i`` goes to the kernel when all
-    its elementwise tensors share one dtype the kernel supports; complex tensors go as real views.
+    its elementwise tensors are contiguous CPU tensors of its parameter's dtype, and that dtype is
+    one the kernel takes; complex tensors go as real views.
     """
-    elementwise = lists[: len(lists) - n_tail]
-    fast: list[int] = []
+    n_elementwise = len(lists) - n_tail
+    columns = [lst for lst in lists[:n_elementwise] if lst]
     slow: list[int] = []
-    for i in range(len(lists[0])):
-        tensors = [lst[i] for lst in elementwise if lst]
+    has_complex = False
+    # this loop runs once per parameter per step, so it is written for speed: for 1000 small
+    # tensors the Python around the kernel costs more than the kernel itself
+    for i, tensors in enumerate(zip(*columns, strict=True)):
         dtype = tensors[0].dtype
-        ok = all(t.dtype == dtype and _fused.supports(as_real(t)) for t in tensors)
-        (fast if ok else slow).append(i)
+        if dtype in _COMPLEX_DTYPES:
+            has_complex = True
+        elif dtype not in _KERNEL_DTYPES:
+            slow.append(i)
+            continue
+        for t in tensors:
+            if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+                slow.append(i)
+                break
+
+    if not slow and not has_complex:
+        kernel(*lists, **hyper)
+        return
+
+    slow_set = set(slow)
+    fast = [i for i in range(len(lists[0])) if i not in slow_set]
 
     def pick(indices: list[int], convert: bool) -> list[list[Any]]:
         picked = []
         for k, lst in enumerate(lists):
-            convert_this = convert and k < len(elementwise)
-            picked.append(
-                [as_real(lst[i]) if convert_this else lst[i] for i in indices] if lst else []
-            )
+            if not lst:
+                picked.append([])
+            elif convert and k < n_elementwise:
+                picked.append([as_real(lst[i]) for i in indices])
+            else:
+                picked.append([lst[i] for i in indices])
         return picked
 
     if fast:
@@ -288,17 +311,21 @@ class Optimizer(torch.optim.Optimizer):
         params: list[Tensor] = []
         grads: list[Tensor] = []
         columns: list[list[Tensor]] = [[] for _ in keys]
+        appends = list(zip([column.append for column in columns], keys, strict=True))
+        optimizer_state = self.state
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            self._check_sparse(p.grad, name)
-            state = self.state[p]
+            if grad.is_sparse:
+                self._check_sparse(grad, name)
+            state = optimizer_state[p]
             if not state:
                 init_state(p, state)
             params.append(p)
-            grads.append(p.grad)
-            for column, key in zip(columns, keys, strict=True):
-                column.append(state[key])
+            grads.append(grad)
+            for append, key in appends:
+                append(state[key])
         return params, grads, columns
 
     @staticmethod
