@@ -146,10 +146,6 @@ def choose_implementation(
     return "torch"
 
 
-_KERNEL_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
-_COMPLEX_DTYPES = frozenset({torch.complex64, torch.complex128})
-
-
 def run_fused(
     kernel: Callable[..., None],
     single: Callable[..., None],
@@ -162,50 +158,24 @@ def run_fused(
 
     ``lists`` are index-aligned: first the elementwise tensors (params, grads, state tensors),
     then ``n_tail`` bookkeeping lists (0-dim step tensors, flags) passed through as they are. An
-    empty list stands for unused state and stays empty. Index ``i`` goes to the kernel when all
-    its elementwise tensors are contiguous CPU tensors of its parameter's dtype, and that dtype is
-    one the kernel takes; complex tensors go as real views.
+    empty list stands for unused state and stays empty. Which indices the kernel cannot take
+    (another device, non-contiguous, mixed dtypes, ...) is decided in one C++ call, since for
+    many small tensors per-tensor checks in Python would cost more than the update itself.
     """
     n_elementwise = len(lists) - n_tail
-    columns = [lst for lst in lists[:n_elementwise] if lst]
-    slow: list[int] = []
-    has_complex = False
-    # this loop runs once per parameter per step, so it is written for speed: for 1000 small
-    # tensors the Python around the kernel costs more than the kernel itself
-    for i, tensors in enumerate(zip(*columns, strict=True)):
-        dtype = tensors[0].dtype
-        if dtype in _COMPLEX_DTYPES:
-            has_complex = True
-        elif dtype not in _KERNEL_DTYPES:
-            slow.append(i)
-            continue
-        for t in tensors:
-            if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
-                slow.append(i)
-                break
-
-    if not slow and not has_complex:
+    slow = _fused.unsupported_indices(*lists[:n_elementwise])
+    if not slow:
         kernel(*lists, **hyper)
         return
-
     slow_set = set(slow)
     fast = [i for i in range(len(lists[0])) if i not in slow_set]
 
-    def pick(indices: list[int], convert: bool) -> list[list[Any]]:
-        picked = []
-        for k, lst in enumerate(lists):
-            if not lst:
-                picked.append([])
-            elif convert and k < n_elementwise:
-                picked.append([as_real(lst[i]) for i in indices])
-            else:
-                picked.append([lst[i] for i in indices])
-        return picked
+    def pick(indices: list[int]) -> list[list[Any]]:
+        return [[lst[i] for i in indices] if lst else [] for lst in lists]
 
     if fast:
-        kernel(*pick(fast, convert=True), **hyper)
-    if slow:
-        single(*pick(slow, convert=False), **hyper)
+        kernel(*pick(fast), **hyper)
+    single(*pick(slow), **hyper)
 
 
 # --- the base class ----------------------------------------------------------------------------
