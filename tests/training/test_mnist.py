@@ -3,7 +3,7 @@
 SGD with Keras' default learning rate (0.01) needs more than a 10k-sample subsample to pass 90%
 in 5 epochs with this tiny 784-10-10 network (10k gives about 86%), so the test trains on the
 first 40,000 training images and scores on the full 10,000-image test set. Full-data numbers
-are in TRAINING.md.
+are in README.md (Training models the Keras way).
 """
 
 from __future__ import annotations

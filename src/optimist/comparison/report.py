@@ -332,8 +332,9 @@ def render_html(document: dict[str, Any], plot_dir: Path | None = None) -> str:
         + _methods_html(document)
         + sections
         + "<h2>Files</h2><p><code>results.json</code> (every curve and number; schema in "
-        "COMPARE.md), <code>results.csv</code> (the summary rows), <code>study.db</code> (the "
-        "Optuna studies), <code>trials/</code> (one JSON file per finished trial), "
+        "optimist's README), <code>results.csv</code> (the summary rows), "
+        "<code>study.db</code> (the Optuna studies), <code>trials/</code> (one JSON file per "
+        "finished trial), "
         "<code>plots/</code> (these figures).</p></body></html>\n"
     )
 

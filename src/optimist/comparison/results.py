@@ -10,7 +10,7 @@ The document (``schema_version`` 1)::
       "status": "complete" | "partial",         # partial: interrupted, or others still running
       "command": "optimist compare ..." | null,
       "wall_time_s": 123.4,
-      "protocol": {...},                          # what was tuned and how (see COMPARE.md)
+      "protocol": {...},                          # what was tuned and how (see README.md)
       "tasks":   {"<task>": {"kind", "description", "budget_unit", "target", "steps", ...}},
       "methods": {"<method>": {"optimizer", "kwargs", "batch", "default_lr", ...}},
       "runs":    [run, ...],                      # evaluation runs, one per (task, method, seed)
