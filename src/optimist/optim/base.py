@@ -35,8 +35,6 @@ from optimist.optim import fused as _fused
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
-IMPLEMENTATIONS = ("single", "fused", "torch")
-
 
 # --- hyperparameter checks ---------------------------------------------------------------------
 # Each check is written so that NaN fails it (`not lo <= x` is True for NaN).
