@@ -661,7 +661,7 @@ def test_skip_nonfinite(case, implementation):
     for p, before in zip(params, snapshot_params, strict=True):
         assert torch.equal(p, before)
     assert str(opt.state_dict()["state"]) == str(snapshot_state)
-    assert opt.state_dict()["optimist"] == {"skipped_steps": 1}
+    assert opt.state_dict()["optimist"]["skipped_steps"] == 1
     set_grads([params], 2)
     opt.step()
     assert opt.skipped_steps == 1
