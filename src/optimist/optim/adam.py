@@ -76,7 +76,11 @@ def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN0
 
 ADAM = Rule(
     name="adam",
-    slots=(Slot("exp_avg"), Slot("exp_avg_sq"), Slot("max_exp_avg_sq", when=lambda g: g["amsgrad"])),
+    slots=(
+        Slot("exp_avg"),
+        Slot("exp_avg_sq"),
+        Slot("max_exp_avg_sq", when=lambda g: g["amsgrad"]),
+    ),
     scalars=_scalars,
     eager=_eager,
     flags=lambda g: (bool(g["amsgrad"]),),

@@ -84,8 +84,11 @@ def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
     name = extension_name()
-    print("optimist: loading the C++ optimizer engine (compiled on first use, about a minute)...",
-          file=sys.stderr, flush=True)
+    print(
+        "optimist: loading the C++ optimizer engine (compiled on first use, about a minute)...",
+        file=sys.stderr,
+        flush=True,
+    )
     return cpp_extension.load(
         name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False
     )
@@ -316,7 +319,9 @@ class RuleOptimizer(Optimizer):
             if value is None:
                 continue
             scale = state.get(slot.key + "_absmax")
-            is_int8 = scale is not None and value.dtype != torch.float32 or value.dtype == torch.int8
+            is_int8 = (
+                scale is not None and value.dtype != torch.float32 or value.dtype == torch.int8
+            )
             if is_int8 and value.dtype != torch.int8:  # torch cast the codes to float
                 value = value.to(torch.int8)
             if value.dtype == target and (target != torch.int8 or scale is not None):
@@ -524,9 +529,11 @@ class RuleOptimizer(Optimizer):
             decay=decay,
         )
         if implementation == "torch":
+            # torch's kernel makes (and the rule's adapter stores) fresh state itself
             rule.torch_foreach(params, grads, columns, [self.state[p] for p in params], group)
-        else:
-            self._run(implementation, group, params, grads, columns, scales, fresh, flags, prologue)
+            return True
+        self._run(implementation, group, params, grads, columns, scales, fresh, flags, prologue)
+        # stored only once filled, so a step that raised leaves no uninitialised buffer behind
         for state, key, buf in pending:
             state[key] = buf
         return True
@@ -553,25 +560,35 @@ class RuleOptimizer(Optimizer):
             eager = sorted(slow)
             fast = [i for i in range(len(params)) if i not in slow]
             if fast:
-                self._run_fused(group, fast, params, grads, columns, scales, fresh, flags,
-                                prologue, states, steps)
+                self._run_fused(
+                    group,
+                    fast,
+                    params,
+                    grads,
+                    columns,
+                    scales,
+                    fresh,
+                    flags,
+                    prologue,
+                    states,
+                    steps,
+                )
         if eager:
             for i in eager:
-                self._run_eager(group, i, params, grads, columns, scales, fresh, flags, prologue,
-                                states)
+                self._run_eager(
+                    group, i, params, grads, columns, scales, fresh, flags, prologue, states
+                )
 
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
 
-    def _run_fused(self, group, fast, params, grads, columns, scales, fresh, flags, prologue,
-                   states, steps) -> None:  # noqa: ANN001 - internal
+    def _run_fused(
+        self, group, fast, params, grads, columns, scales, fresh, flags, prologue, states, steps
+    ) -> None:  # noqa: ANN001 - internal
         rule = self.rule
         pick = (lambda xs: [xs[i] for i in fast]) if len(fast) != len(params) else (lambda xs: xs)
         mod = load()
-        if rule.has_step:
-            t = mod.advance_steps(pick(steps))
-        else:
-            t = 0.0
+        t = mod.advance_steps(pick(steps)) if rule.has_step else 0.0
         if math.isnan(t):
             hypers = None
         else:
@@ -617,8 +634,9 @@ class RuleOptimizer(Optimizer):
             ti = float(steps[i].item()) if rule.has_step else 0.0
             call([i], rule.scalars(group, ti, _TensorScalars(states[i], already_scaled=already)))
 
-    def _run_eager(self, group, i, params, grads, columns, scales, fresh, flags, prologue,
-                   states) -> None:  # noqa: ANN001 - internal
+    def _run_eager(
+        self, group, i, params, grads, columns, scales, fresh, flags, prologue, states
+    ) -> None:  # noqa: ANN001 - internal
         rule = self.rule
         state = states[i]
         if rule.has_step:

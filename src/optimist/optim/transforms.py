@@ -16,22 +16,19 @@ hooks work as for any optimizer). The chain holds exactly one *rule* (``scale_by
 ``scale_by_sgd``, ..., or ``scale_by(optimist.optim.X, ...)`` for any optimist optimizer) and any
 number of these, as in Optax the position in the chain gives the meaning:
 
-================================ ==============================================================
-``clip_by_global_norm(max_norm)`` :math:`g \\leftarrow g \\min(1, c / (\\lVert g\\rVert_2 + 10^{-6}))` over
-                                 all parameters (torch's ``clip_grad_norm_``); costs one extra
-                                 read of the gradients (pass 0), nothing else
-``clip_by_value(max_delta)``     :math:`g \\leftarrow \\mathrm{clip}(g, -c, c)`
-``add_decayed_weights(wd, mask)`` before the rule: an L2 penalty :math:`g \\leftarrow g + wd\\,\\theta`;
-                                 after it: decoupled decay :math:`\\theta \\leftarrow \\theta - \\gamma\\, wd\\,\\theta`
-                                 (AdamW). ``mask``: which parameters decay (see :func:`mask_matches`)
-``skip_nonfinite()``             skip a step whose gradients hold NaN/inf (counted)
-``accumulate(k)``                gradient accumulation: apply one update per ``k`` calls of
-                                 ``step()`` with the mean gradient; clipping and decay once per
-                                 real step (Optax's ``MultiSteps``)
-``ema(decay)``                   keep :math:`\\bar\\theta \\leftarrow d\\bar\\theta + (1-d)\\theta` after each
-                                 update; ``opt.swap_ema()`` swaps it in for evaluation
-``scale_by_schedule(fn)``        multiply the learning rate by ``fn(step_count)``
-================================ ==============================================================
+* ``clip_by_global_norm(c)``: :math:`g \\leftarrow g \\min(1, c / (\\lVert g\\rVert_2 + 10^{-6}))`
+  over all parameters (torch's ``clip_grad_norm_``); one extra read of the gradients (pass 0).
+* ``clip_by_value(c)``: :math:`g \\leftarrow \\mathrm{clip}(g, -c, c)`.
+* ``add_decayed_weights(wd, mask)``: before the rule an L2 penalty
+  :math:`g \\leftarrow g + wd\\,\\theta`; after it decoupled decay
+  :math:`\\theta \\leftarrow \\theta(1 - \\gamma\\, wd)` (AdamW). ``mask`` picks the parameters
+  that decay (see :func:`mask_matches`).
+* ``skip_nonfinite()``: skip (and count) a step whose gradients hold NaN/inf.
+* ``accumulate(k)``: one update per ``k`` calls of ``step()``, with the mean gradient; clipping
+  and decay once per real step (Optax's ``MultiSteps``).
+* ``ema(d)``: keep :math:`\\bar\\theta \\leftarrow d\\bar\\theta + (1-d)\\theta` after each update;
+  ``opt.swap_ema()`` swaps it in for evaluation.
+* ``scale_by_schedule(fn)``: multiply the learning rate by ``fn(step_count)``.
 
 None of these costs a memory pass of its own: the element-wise ones run inside the engine's
 prologue/epilogue, the norm in pass 0.
@@ -252,7 +249,7 @@ class Chain:
                 raise ValueError(f"chain() takes transforms, got {t!r}")
         self.transforms = transforms
         position = rules[0]
-        self.optimizer_class, = transforms[position].args
+        (self.optimizer_class,) = transforms[position].args
         self.hyperparameters = dict(transforms[position].kwargs)
         config = ChainConfig()
         self.skip_nonfinite = False

@@ -492,16 +492,17 @@ struct Nadam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta2^t, eps, c_grad, c_a
   }
 };
 
-template <typename C, bool RECT>
+template <typename C>
 struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - beta2^t), rect, eps
   C w1, lw1, beta2, omb2, bc1, lr, bc2s, rect, eps;
-  bool small;
+  bool small, rectified;
   explicit Radam(const double* h)
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc1(C(h[3])),
         lr(C(h[4])), bc2s(C(h[5])), rect(C(h[6])), eps(C(h[7])),
-        small(std::abs(C(h[0])) < C(0.5)) {}
-  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C*, C*) const {
+        small(std::abs(C(h[0])) < C(0.5)), rectified(h[6] > 0.0) {}
+  template <bool RECT>
+  void run(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+           C* __restrict__ v) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
       const C mi = lerp(m[i], gi, w1, lw1, small);
@@ -519,20 +520,28 @@ struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - bet
       }
     }
   }
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C*, C*) const {
+    if (rectified) {
+      run<true>(n, p, g, m, v);
+    } else {
+      run<false>(n, p, g, m, v);
+    }
+  }
 };
 
 template <typename C>
-struct Lion {  // h: beta1, beta2, -lr.  Chen et al. 2023, "Symbolic Discovery of Optimization
-               // Algorithms", Algorithm 2 (decoupled decay is the engine's prologue).
-  C b1, b2, neg_lr;
-  explicit Lion(const double* h) : b1(C(h[0])), b2(C(h[1])), neg_lr(C(h[2])) {}
+struct Lion {  // h: beta1, 1 - beta1, beta2, 1 - beta2, -lr
+  C b1, omb1, b2, omb2, neg_lr;
+  explicit Lion(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), neg_lr(C(h[4])) {}
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
                   C*, C*, C*) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
-      const C c = b1 * m[i] + (C(1) - b1) * gi;
+      const C c = fmadd(omb1, gi, m[i] * b1);  // interpolation, then its sign is the update
       p[i] = fmadd(neg_lr, sign_of(c), p[i]);
-      m[i] = b2 * m[i] + (C(1) - b2) * gi;
+      m[i] = fmadd(omb2, gi, m[i] * b2);
     }
   }
 };
@@ -694,7 +703,7 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
   } else if (rule == "nadam") {
     fn = &run_job<Nadam<C>, C>;
   } else if (rule == "radam") {
-    with_flag(flag(0), [&](auto r) { fn = &run_job<Radam<C, decltype(r)::value>, C>; });
+    fn = &run_job<Radam<C>, C>;
   } else if (rule == "lion") {
     fn = &run_job<Lion<C>, C>;
   }
