@@ -105,7 +105,7 @@ def int8_encode(x: Tensor) -> tuple[Tensor, Tensor]:
     amax = padded.abs().amax(dim=1)
     negative = (padded < 0).any(dim=1)
     finite = torch.isfinite(amax) & (amax > 0)
-    t = torch.minimum(padded.abs() * (1.0 / torch.where(finite, amax, 1.0))[:, None], 1.0)
+    t = (padded.abs() * (1.0 / torch.where(finite, amax, 1.0))[:, None]).clamp(max=1.0)
     unsigned = _code(t, 4)
     signed = _code(t, 3) | torch.where(padded < 0, 0x80, 0)
     codes = torch.where(negative[:, None], signed, unsigned)

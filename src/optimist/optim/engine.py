@@ -42,7 +42,7 @@ from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, sc
 from optimist.optim.rule import Rule
 from optimist.optim.transforms import ChainConfig, mask_matches
 
-__all__ = ["RuleOptimizer", "available", "grad_stats", "load"]
+__all__ = ["RuleOptimizer", "available", "float_state_dict", "grad_stats", "load"]
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "engine.cpp"
 CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
@@ -140,7 +140,7 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
-    if all(g.is_cpu for g in grads) and available():
+    if all(g.is_cpu for g in grads) and not _subclassed(grads, grads) and available():
         mod = load()
         slow = set(mod.unsupported_indices([list(grads), list(grads)]))
         if not slow:
@@ -153,6 +153,33 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         sums.append(r.double().square().sum().cpu())
         finite.append(torch.isfinite(as_real(g)).all().cpu())
     return torch.stack(sums), bool(torch.stack(finite).all())
+
+
+def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an optimizer ``state_dict`` with float32 state, loadable by torch.optim.
+
+    int8 state (codes plus ``<key>_absmax`` scales) is decoded and bfloat16 state widened; the
+    groups' ``state_dtype`` is dropped.
+    """
+    out = {key: value for key, value in state_dict.items() if key != "optimist"}
+    out["param_groups"] = [
+        {k: v for k, v in g.items() if k != "state_dtype"} for g in state_dict["param_groups"]
+    ]
+    states = {}
+    for pid, pstate in state_dict["state"].items():
+        new = {}
+        for key, value in pstate.items():
+            if key.endswith("_absmax"):
+                continue
+            scale = pstate.get(key + "_absmax")
+            if isinstance(value, Tensor) and value.dtype == torch.int8 and scale is not None:
+                value = codecs.int8_decode(value, scale)
+            elif isinstance(value, Tensor) and value.dtype == torch.bfloat16:
+                value = value.float()
+            new[key] = value
+        states[pid] = new
+    out["state"] = states
+    return out
 
 
 # --- scalar state -------------------------------------------------------------------------------
@@ -263,9 +290,11 @@ class RuleOptimizer(Optimizer):
         # torch casts every state tensor to its parameter's dtype; keep the encoded ones as they
         # are (int8 codes, their scales, float32 state of low-precision params) and convert after
         kept: dict[Any, dict[str, Tensor]] = {}
+        encoded = {slot.key for slot in self.rule.slots}
+        encoded |= {key + "_absmax" for key in encoded}
         for pid, pstate in state_dict.get("state", {}).items():
             for key, value in pstate.items():
-                if isinstance(value, Tensor) and key != "step" and value.dim() > 0:
+                if isinstance(value, Tensor) and key in encoded:
                     kept.setdefault(pid, {})[key] = value
         super().load_state_dict(state_dict)
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
@@ -476,8 +505,9 @@ class RuleOptimizer(Optimizer):
             is_fresh = False
             for k, slot in enumerate(rule.slots):
                 if active[k] and slot.fresh and slot.key not in state:
-                    buf = torch.empty_like(p, memory_format=torch.preserve_format)
-                    pending.append((state, slot.key, buf))
+                    made: dict[str, Any] = {}
+                    self._new_slot(p, made, slot.key, self._slot_dtype(p, group))
+                    pending.append((state, slot.key, made))
                     is_fresh = True
             fresh.append(is_fresh)
             del index
@@ -485,18 +515,17 @@ class RuleOptimizer(Optimizer):
             return False
         columns: list[list[Tensor]] = [[] for _ in rule.slots]
         scales: list[list[Tensor]] = [[] for _ in rule.slots]
-        fresh_buffers = {id(st): buf for st, _, buf in pending}
+        fresh_buffers = {id(st): made for st, _, made in pending}
         any_int8 = [False] * len(rule.slots)
         for p in params:
             state = optimizer_state[p]
             for k, slot in enumerate(rule.slots):
                 if not active[k]:
                     continue
-                value = state.get(slot.key)
-                if value is None:
-                    value = fresh_buffers[id(state)]
+                source = state if slot.key in state else fresh_buffers[id(state)]
+                value = source[slot.key]
                 columns[k].append(value)
-                sc = state.get(slot.key + "_absmax")
+                sc = source.get(slot.key + "_absmax")
                 if sc is not None and value.dtype == torch.int8:
                     any_int8[k] = True
                 scales[k].append(sc if sc is not None else _EMPTY)
@@ -534,8 +563,8 @@ class RuleOptimizer(Optimizer):
             return True
         self._run(implementation, group, params, grads, columns, scales, fresh, flags, prologue)
         # stored only once filled, so a step that raised leaves no uninitialised buffer behind
-        for state, key, buf in pending:
-            state[key] = buf
+        for state, _, made in pending:
+            state.update(made)
         return True
 
     def _run(
@@ -556,7 +585,15 @@ class RuleOptimizer(Optimizer):
         eager = list(range(len(params)))
         if implementation == "fused":
             ema_list = [s["ema"] for s in states] if self.chain.ema is not None else []
-            slow = set(load().unsupported_indices([params, grads, *columns, ema_list]))
+            slow = set(_subclassed(params, grads))
+            if slow:  # tensor subclasses (DTensor, ...) never reach C++: it sees no storage
+                keep = [i for i in range(len(params)) if i not in slow]
+                lists = [
+                    [x[i] for i in keep] if x else [] for x in (params, grads, *columns, ema_list)
+                ]
+                slow |= {keep[j] for j in load().unsupported_indices(lists)}
+            else:
+                slow = set(load().unsupported_indices([params, grads, *columns, ema_list]))
             eager = sorted(slow)
             fast = [i for i in range(len(params)) if i not in slow]
             if fast:
@@ -729,6 +766,16 @@ class RuleOptimizer(Optimizer):
 
 
 _EMPTY = torch.empty(0)
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+
+
+def _subclassed(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[int]:
+    """Indices whose parameter or gradient is a tensor subclass (DTensor, ...)."""
+    return [
+        i
+        for i, (p, g) in enumerate(zip(params, grads, strict=True))
+        if type(p) not in _PLAIN or type(g) not in _PLAIN
+    ]
 
 
 def _with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
