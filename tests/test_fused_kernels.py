@@ -509,7 +509,7 @@ def test_failed_build_warns_and_falls_back(tmp_path):
         """
         import os, sys, warnings
         from optimist.optim import fused
-        fused.extension_name = lambda: "optimist_kernels_test_no_compiler"
+        fused.NAME_PREFIX = "optimist_kernels_test_no_compiler"
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             assert fused.available() is False
