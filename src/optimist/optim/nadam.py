@@ -93,6 +93,8 @@ class NAdam(Optimizer):
         )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
+    _scalar_state_keys = ("step", "mu_product")
+
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_betas(group["betas"])
