@@ -101,6 +101,45 @@ def test_stale_torch_lock_from_a_killed_build_is_removed(mini):
     assert not (build_dir / "lock").exists()
 
 
+def test_build_lock_of_a_killed_builder_does_not_block(mini):
+    """A builder killed with SIGKILL while holding the lock (its pid now gone) leaves
+    ``optimist.lock``, its owner file and torch's ``lock``: the next process builds at once."""
+    source, extensions = mini
+    name = _build.extension_name("optimist_test", [source], [], [])
+    build_dir = extensions / name
+    build_dir.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from optimist.optim import _build\n"
+            "with _build._build_lock(Path(sys.argv[1]), 'test extension'):\n"
+            "    (Path(sys.argv[1]) / 'lock').touch()\n"
+            "    print('locked', flush=True); time.sleep(600)",
+            str(build_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (build_dir / "optimist.lock.owner").read_text().startswith(f"pid {holder.pid} ")
+    out, _ = run_python(
+        LOAD_MINI,
+        str(source),
+        timeout=240,
+        TORCH_EXTENSIONS_DIR=str(extensions),
+        OPTIMIST_BUILD_WAIT="600",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "waiting" not in out.stderr
+    assert "removing the stale build lock" in out.stderr
+    assert "compiling test extension" in out.stderr
+
+
 def test_built_kernels_load_without_taking_the_lock():
     """A leftover torch ``lock`` beside the built kernels neither blocks nor rebuilds."""
     build_dir = Path(fused.load().__file__).parent

@@ -161,7 +161,13 @@ def _build_lock(build_dir: Path, description: str) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    wait_s = float(os.environ.get("OPTIMIST_BUILD_WAIT", DEFAULT_WAIT_S))
+    try:
+        wait_s = float(os.environ.get("OPTIMIST_BUILD_WAIT", "").strip() or DEFAULT_WAIT_S)
+    except ValueError:
+        raise RuntimeError(
+            "optimist: OPTIMIST_BUILD_WAIT must be a number of seconds, got "
+            f"{os.environ['OPTIMIST_BUILD_WAIT']!r}"
+        ) from None
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_s
