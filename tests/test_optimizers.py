@@ -635,7 +635,7 @@ def test_unsupported_flags():
         oo.Adam(p, capturable=True)
     with pytest.raises(ValueError, match="differentiable=True"):
         oo.SGD(p, differentiable=True)
-    with pytest.raises(ValueError, match="cannot both be True"):
+    with pytest.raises(RuntimeError, match="cannot be `True` together"):  # as torch.optim
         oo.Adam(p, fused=True, foreach=True)
     with pytest.raises(ValueError, match="betas must be a pair"):
         oo.Adam(p, betas=0.9)

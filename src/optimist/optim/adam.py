@@ -159,6 +159,15 @@ class Adam(RuleOptimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_flag("amsgrad", group["amsgrad"])
         check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        if group.get("foreach") and not group.get("capturable"):
+            # as torch.optim.Adam: its multi-tensor kernel takes no tensor hyperparameters
+            tensors = [("lr", group["lr"]), ("betas[0]", group["betas"][0])]
+            tensors.append(("betas[1]", group["betas"][1]))
+            for name, value in tensors:
+                if isinstance(value, Tensor):
+                    raise ValueError(
+                        f"{name} as a Tensor is not supported for capturable=False and foreach=True"
+                    )
 
 
 class AdamW(Adam):

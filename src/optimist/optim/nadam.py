@@ -154,6 +154,8 @@ class NAdam(RuleOptimizer):
             chain=chain,
         )
 
+    _scalar_state_keys = ("step", "mu_product")
+
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_betas(group["betas"])
