@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import optimist
-from optimist.optim import _build, fused
+from optimist.optim import _build, engine, fused
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain")
 
@@ -179,8 +179,8 @@ def test_second_checkout_loads_the_kernels_without_recompiling(tmp_path):
 def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_path):
     """Another process holding the build lock: a message, a bounded wait, a warning naming the
     lock, and the per-tensor path."""
-    prefix = "optimist_kernels_locktest"
-    name = _build.extension_name(prefix, [fused.SOURCE], fused.CFLAGS, fused.LDFLAGS)
+    prefix = "optimist_engine_locktest"
+    name = _build.extension_name(prefix, [engine.SOURCE], engine.CFLAGS, engine.LDFLAGS)
     build_dir = tmp_path / name
     build_dir.mkdir()
     lock_path = build_dir / "optimist.lock"
@@ -190,11 +190,11 @@ def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_pa
         import warnings
         import torch
         import optimist.optim as oo
-        from optimist.optim import fused
-        fused.NAME_PREFIX = {prefix!r}
+        from optimist.optim import engine
+        engine.NAME_PREFIX = {prefix!r}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert fused.available() is False
+            assert engine.available() is False
         (warning,) = caught
         print("WARNING:", warning.message)
         p = torch.ones(3, requires_grad=True)
@@ -213,6 +213,6 @@ def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_pa
         os.close(fd)
     assert out.returncode == 0, out.stderr
     assert "waiting up to 2 s for pid 12345 on testhost" in out.stderr
-    assert "WARNING: optimist: fused CPU kernels unavailable" in out.stdout
+    assert "WARNING: optimist: the C++ optimizer engine is unavailable" in out.stdout
     assert str(lock_path) in out.stdout
     assert "compiling" not in out.stderr

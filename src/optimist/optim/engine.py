@@ -21,11 +21,8 @@ arguments; everything else is here, written once:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import platform
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optimist.optim import codecs
+from optimist.optim import _build, codecs
 from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, scalar
 from optimist.optim.rule import Rule
 from optimist.optim.transforms import ChainConfig, mask_matches
@@ -56,41 +53,22 @@ _lock = threading.Lock()
 # --- building and loading the C++ engine --------------------------------------------------------
 
 
+NAME_PREFIX = "optimist_engine"
+
+
 def _disabled() -> bool:
     value = os.environ.get("OPTIMIST_DISABLE_FUSED", "").strip().lower()
     return value not in ("", "0", "false", "no", "off")
 
 
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.machine() + platform.processor()
-
-
 def extension_name() -> str:
     """Name of the compiled engine: changes with the source, flags, torch, Python and the CPU."""
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    for part in (*CFLAGS, *LDFLAGS, torch.__version__, sys.version, _cpu_signature()):
-        digest.update(b"\0" + part.encode())
-    return f"optimist_engine_{digest.hexdigest()[:12]}"
+    return _build.extension_name(NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS)
 
 
-def _build() -> ModuleType:
-    from torch.utils import cpp_extension
-
-    name = extension_name()
-    print(
-        "optimist: loading the C++ optimizer engine (compiled on first use, about a minute)...",
-        file=sys.stderr,
-        flush=True,
-    )
-    return cpp_extension.load(
-        name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS, verbose=False
+def _load_module() -> ModuleType:
+    return _build.load_extension(
+        NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS, description="C++ optimizer engine"
     )
 
 
@@ -104,7 +82,7 @@ def load() -> ModuleType:
             if _failure is not None:
                 raise RuntimeError(_failure)
             try:
-                _module = _build()
+                _module = _load_module()
             except Exception as exc:
                 _failure = str(exc)
                 raise RuntimeError(_failure) from exc
@@ -583,6 +561,8 @@ class RuleOptimizer(Optimizer):
         states = [self.state[p] for p in params]
         steps = [s["step"] for s in states] if rule.has_step else []
         eager = list(range(len(params)))
+        if implementation == "fused" and _overflows_float32(group, params):
+            implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
             ema_list = [s["ema"] for s in states] if self.chain.ema is not None else []
             slow = set(_subclassed(params, grads))
@@ -767,6 +747,18 @@ class RuleOptimizer(Optimizer):
 
 _EMPTY = torch.empty(0)
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _overflows_float32(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+    """A finite hyperparameter too large for float32 (``lr=1e300``) with a non-float64 param."""
+    if all(p.dtype in (torch.float64, torch.complex128) for p in params):
+        return False
+    values = [v for v in group.values() if type(v) is float]
+    values += [v for v in group.get("betas", ()) if type(v) is float]
+    return any(math.isfinite(v) and abs(v) > _FLOAT32_MAX for v in values)
 
 
 def _subclassed(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[int]:

@@ -33,7 +33,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__F16C__) || defined(__AVX512F__)
@@ -858,6 +860,63 @@ bool usable(const Tensor& t, const Tensor& p) {
          t.is_contiguous() && t.sizes() == p.sizes() && !t.is_conj() && !t.is_neg();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Aliasing among the params of one call.  The kernels update small tensors in parallel and
+// large ones first, so params whose memory overlaps (two views of one storage, a param listed
+// twice) must instead go through the per-tensor path in the caller's order, as torch does.
+// The byte ranges of a param set are compared with the last few sets seen (one pass, no
+// sort), so the O(n log n) overlap test runs once per param set, not once per step.
+
+using Range = std::pair<uintptr_t, uintptr_t>;  // [first byte, one past the last byte)
+
+// The byte range a CPU strided tensor can touch (empty for non-CPU or empty tensors).
+Range byte_range(const Tensor& t) {
+  if (!t.defined() || !t.device().is_cpu() || t.layout() != at::kStrided || t.numel() == 0) {
+    return {0, 0};
+  }
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
+  const auto lo = reinterpret_cast<uintptr_t>(t.data_ptr());
+  return {lo, lo + static_cast<uintptr_t>((last + 1) * t.element_size())};
+}
+
+bool any_overlap(std::vector<Range> ranges) {
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const Range& r) { return r.first == r.second; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  }
+  return false;
+}
+
+bool params_overlap(const std::vector<Tensor>& params) {
+  struct Entry {
+    std::vector<Range> ranges;
+    bool overlap;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recent first
+  constexpr size_t kCacheSize = 16;
+
+  std::vector<Range> ranges;
+  ranges.reserve(params.size());
+  for (const Tensor& p : params) ranges.push_back(byte_range(p));
+  std::lock_guard<std::mutex> guard(mutex);
+  for (size_t k = 0; k < cache.size(); ++k) {
+    if (cache[k].ranges == ranges) {
+      const bool overlap = cache[k].overlap;
+      if (k != 0) std::rotate(cache.begin(), cache.begin() + k, cache.begin() + k + 1);
+      return overlap;
+    }
+  }
+  const bool overlap = any_overlap(ranges);
+  if (cache.size() == kCacheSize) cache.pop_back();
+  cache.insert(cache.begin(), Entry{std::move(ranges), overlap});
+  return overlap;
+}
+
 // Indices i at which the engine cannot take the tensors of lists[*][i] (lists[0]: params,
 // lists[1]: grads, then state slots; an empty list is skipped): another device, no storage of
 // its own (a tensor subclass such as DTensor), non-contiguous, another shape, a lazy conj/neg
@@ -870,6 +929,10 @@ std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Tensor>>&
   for (size_t k = 1; k < lists.size(); ++k) {
     TORCH_CHECK(lists[k].empty() || lists[k].size() == n, "optimist engine: list ", k, " has ",
                 lists[k].size(), " tensors, expected ", n, " (or none)");
+  }
+  if (n > 1 && params_overlap(params)) {  // aliased params: all in order, one by one
+    for (size_t i = 0; i < n; ++i) out.push_back(static_cast<int64_t>(i));
+    return out;
   }
   for (size_t i = 0; i < n; ++i) {
     const Tensor& p = params[i];
