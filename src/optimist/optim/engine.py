@@ -470,61 +470,71 @@ class RuleOptimizer(Optimizer):
         rule, chain = self.rule, self.chain
         if lr_multiplier != 1.0:
             group = {**group, "lr": scalar(group["lr"]) * lr_multiplier}
-        active = [slot.active(group) for slot in rule.slots]
-        names = group.get("param_names")
+        slots = [
+            (k, slot.key, slot.key + "_absmax")
+            for k, slot in enumerate(rule.slots)
+            if slot.active(group)
+        ]
+        accumulating = chain.accumulate > 1
+        has_step = rule.has_step
         params: list[Tensor] = []
         grads: list[Tensor] = []
+        states: list[dict[str, Any]] = []
         fresh: list[bool] = []
-        pending: list[tuple[dict[str, Any], str, Tensor]] = []
+        pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        columns: list[list[Tensor]] = [[] for _ in rule.slots]
+        scales: list[list[Tensor]] = [[] for _ in rule.slots]
+        any_int8 = False
         optimizer_state = self.state
-        for index, p in enumerate(group["params"]):
-            grad = self._gradient(p)
+        for p in group["params"]:
+            if accumulating:
+                grad = optimizer_state[p].get("accumulated") if p in optimizer_state else None
+            else:
+                grad = p.grad
             if grad is None:
                 continue
             if grad.is_sparse:
                 self._check_sparse(grad, type(self).__name__)
             state = optimizer_state[p]
-            if not state or "step" not in state and rule.has_step:
+            if not state or (has_step and "step" not in state):
                 self._init_state(p, state, group)
             params.append(p)
             grads.append(grad)
+            states.append(state)
             is_fresh = False
-            for k, slot in enumerate(rule.slots):
-                if active[k] and slot.fresh and slot.key not in state:
-                    made: dict[str, Any] = {}
-                    self._new_slot(p, made, slot.key, self._slot_dtype(p, group))
-                    pending.append((state, slot.key, made))
+            for k, key, scale_key in slots:
+                source = state
+                value = state.get(key)
+                if value is None:  # a fresh slot (made from the first gradient)
+                    source = {}
+                    self._new_slot(p, source, key, self._slot_dtype(p, group))
+                    pending.append((state, source))
+                    value = source[key]
                     is_fresh = True
+                sc = source.get(scale_key)
+                columns[k].append(value)
+                if sc is None:
+                    scales[k].append(_EMPTY)
+                else:
+                    scales[k].append(sc)
+                    any_int8 = True
             fresh.append(is_fresh)
-            del index
         if not params:
             return False
-        columns: list[list[Tensor]] = [[] for _ in rule.slots]
-        scales: list[list[Tensor]] = [[] for _ in rule.slots]
-        fresh_buffers = {id(st): made for st, _, made in pending}
-        any_int8 = [False] * len(rule.slots)
-        for p in params:
-            state = optimizer_state[p]
-            for k, slot in enumerate(rule.slots):
-                if not active[k]:
-                    continue
-                source = state if slot.key in state else fresh_buffers[id(state)]
-                value = source[slot.key]
-                columns[k].append(value)
-                sc = source.get(slot.key + "_absmax")
-                if sc is not None and value.dtype == torch.int8:
-                    any_int8[k] = True
-                scales[k].append(sc if sc is not None else _EMPTY)
-        for k in range(len(rule.slots)):
-            if not any_int8[k]:
-                scales[k] = []
+        if not any_int8:
+            scales = [[] for _ in rule.slots]
+        if not pending:
+            fresh = []
         lr = scalar(group["lr"])
         wd = scalar(group.get("weight_decay", 0.0))
         decoupled = rule.decoupled(group)
-        l2 = [0.0 if decoupled else wd] * len(params)
-        decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
+        l2: list[float] = []
+        decay: list[float] = []
         if chain.decay_before or chain.decay_after:
+            names = group.get("param_names")
             pindex = {id(p): i for i, p in enumerate(group["params"])}
+            l2 = [0.0 if decoupled else wd] * len(params)
+            decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
             for i, p in enumerate(params):
                 name = names[pindex[id(p)]] if names else None
                 for j, (rate, mask) in enumerate(chain.decay_before):
@@ -542,14 +552,19 @@ class RuleOptimizer(Optimizer):
             maximize=bool(group.get("maximize", False)),
             l2=l2,
             decay=decay,
+            state_stochastic=group.get("state_dtype") == "bfloat16",
+            l2_all=0.0 if decoupled else wd,
+            decay_all=1.0 - lr * wd if decoupled else 1.0,
         )
         if implementation == "torch":
             # torch's kernel makes (and the rule's adapter stores) fresh state itself
-            rule.torch_foreach(params, grads, columns, [self.state[p] for p in params], group)
+            rule.torch_foreach(params, grads, columns, states, group)
             return True
-        self._run(implementation, group, params, grads, columns, scales, fresh, flags, prologue)
+        self._run(
+            implementation, group, params, grads, states, columns, scales, fresh, flags, prologue
+        )
         # stored only once filled, so a step that raised leaves no uninitialised buffer behind
-        for state, _, made in pending:
+        for state, made in pending:
             state.update(made)
         return True
 
@@ -559,121 +574,104 @@ class RuleOptimizer(Optimizer):
         group: dict[str, Any],
         params: list[Tensor],
         grads: list[Tensor],
+        states: list[dict[str, Any]],
         columns: list[list[Tensor]],
         scales: list[list[Tensor]],
         fresh: list[bool],
         flags: tuple[bool, ...],
         prologue: dict[str, Any],
     ) -> None:
-        rule = self.rule
-        states = [self.state[p] for p in params]
-        steps = [s["step"] for s in states] if rule.has_step else []
-        eager = list(range(len(params)))
+        batch = _Batch(params, grads, states, columns, scales, fresh, flags, prologue)
+        n = len(params)
+        eager: list[int] = list(range(n))
         if implementation == "fused" and _overflows_float32(group, params):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
-            ema_list = [s["ema"] for s in states] if self.chain.ema is not None else []
-            slow = set(_subclassed(params, grads))
-            if slow:  # tensor subclasses (DTensor, ...) never reach C++: it sees no storage
-                keep = [i for i in range(len(params)) if i not in slow]
-                lists = [
-                    [x[i] for i in keep] if x else [] for x in (params, grads, *columns, ema_list)
-                ]
-                slow |= {keep[j] for j in load().unsupported_indices(lists)}
+            ema = [s["ema"] for s in states] if self.chain.ema is not None else []
+            odd = _subclassed(params, grads)
+            if odd:  # tensor subclasses (DTensor, ...) never reach C++: it sees no storage
+                keep = [i for i in range(n) if i not in set(odd)]
+                lists = [[x[i] for i in keep] if x else [] for x in (params, grads, *columns, ema)]
+                slow = sorted(set(odd) | {keep[j] for j in load().unsupported_indices(lists)})
             else:
-                slow = set(load().unsupported_indices([params, grads, *columns, ema_list]))
-            eager = sorted(slow)
-            fast = [i for i in range(len(params)) if i not in slow]
-            if fast:
-                self._run_fused(
-                    group,
-                    fast,
-                    params,
-                    grads,
-                    columns,
-                    scales,
-                    fresh,
-                    flags,
-                    prologue,
-                    states,
-                    steps,
-                )
-        if eager:
-            for i in eager:
-                self._run_eager(
-                    group, i, params, grads, columns, scales, fresh, flags, prologue, states
-                )
+                slow = load().unsupported_indices([params, grads, *columns, ema])
+            eager = list(slow)
+            if not slow:
+                self._run_fused(group, batch)
+            elif len(slow) < n:
+                gone = set(slow)
+                self._run_fused(group, batch.subset([i for i in range(n) if i not in gone]))
+        for i in eager:
+            self._run_eager(group, batch.subset([i]))
 
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
 
-    def _run_fused(
-        self, group, fast, params, grads, columns, scales, fresh, flags, prologue, states, steps
-    ) -> None:  # noqa: ANN001 - internal
+    def _run_fused(self, group: dict[str, Any], batch: _Batch) -> None:
         rule = self.rule
-        pick = (lambda xs: [xs[i] for i in fast]) if len(fast) != len(params) else (lambda xs: xs)
         mod = load()
-        t = mod.advance_steps(pick(steps)) if rule.has_step else 0.0
-        if math.isnan(t):
-            hypers = None
-        else:
-            scalar_cols = {k: pick([s[k] for s in states]) for k, _ in rule.scalar_state}
+        steps = [s["step"] for s in batch.states] if rule.has_step else []
+        t = mod.advance_steps(steps) if rule.has_step else 0.0
+        hypers = None
+        if not math.isnan(t):
+            scalar_cols = {k: [s[k] for s in batch.states] for k, _ in rule.scalar_state}
             try:
                 hypers = rule.scalars(group, t, _ListScalars(scalar_cols))
             except _NotCommon:
                 hypers = None
-        ema = self.chain.ema
-        state_sr = group.get("state_dtype") == "bfloat16"
-
-        def call(idx: list[int], hyper: Sequence[float]) -> None:
-            mod.step(
-                rule.name,
-                list(flags),
-                rule.fresh_flag,
-                [float(h) for h in hyper],
-                [params[i] for i in idx],
-                [grads[i] for i in idx],
-                [[c[i] for i in idx] if c else [] for c in columns],
-                [[c[i] for i in idx] if c else [] for c in scales],
-                [fresh[i] for i in idx],
-                float(prologue["grad_scale"]),
-                float(prologue["clip_value"]),
-                bool(prologue["clip_first"]),
-                bool(prologue["maximize"]),
-                [prologue["l2"][i] for i in idx],
-                [prologue["decay"][i] for i in idx],
-                [states[i]["ema"] for i in idx] if ema is not None else [],
-                [],
-                float(ema or 0.0),
-                state_sr,
-                self.stochastic_params,
-                self._seed(),
-            )
-
         if hypers is not None:
-            call(fast, hypers)
+            self._call_engine(batch, hypers)
             return
         # scalar state differs between parameters (e.g. some joined later): one call each
         already = not math.isnan(t)
-        for i in fast:
-            ti = float(steps[i].item()) if rule.has_step else 0.0
-            call([i], rule.scalars(group, ti, _TensorScalars(states[i], already_scaled=already)))
+        for i, state in enumerate(batch.states):
+            ti = float(state["step"].item()) if rule.has_step else 0.0
+            hyper = rule.scalars(group, ti, _TensorScalars(state, already_scaled=already))
+            self._call_engine(batch.subset([i]), hyper)
 
-    def _run_eager(
-        self, group, i, params, grads, columns, scales, fresh, flags, prologue, states
-    ) -> None:  # noqa: ANN001 - internal
+    def _call_engine(self, batch: _Batch, hyper: Sequence[float]) -> None:
+        rule, ema, pro = self.rule, self.chain.ema, batch.prologue
+        load().step(
+            rule.name,
+            list(batch.flags),
+            rule.fresh_flag,
+            [float(h) for h in hyper],
+            batch.params,
+            batch.grads,
+            batch.columns,
+            batch.scales,
+            batch.fresh,
+            float(pro["grad_scale"]),
+            float(pro["clip_value"]),
+            bool(pro["clip_first"]),
+            bool(pro["maximize"]),
+            pro["l2"],
+            pro["decay"],
+            float(pro["l2_all"]),
+            float(pro["decay_all"]),
+            [s["ema"] for s in batch.states] if ema is not None else [],
+            [],
+            float(ema or 0.0),
+            batch.state_stochastic,
+            self.stochastic_params,
+            self._seed(),
+        )
+
+    def _run_eager(self, group: dict[str, Any], batch: _Batch) -> None:
+        """The rule's eager function on one parameter (``batch`` holds just that one)."""
         rule = self.rule
-        state = states[i]
+        (state,) = batch.states
         if rule.has_step:
             state["step"] += 1
             t = float(state["step"].item())
         else:
             t = 0.0
         hyper = rule.scalars(group, t, _TensorScalars(state))
-        p = params[i]
-        grad = as_real(grads[i])
+        (p,) = batch.params
+        pro = batch.prologue
+        grad = as_real(batch.grads[0])
         param = as_real(p)
-        slots = [c[i] if c else None for c in columns]
+        slots = [c[0] if c else None for c in batch.columns]
         native = all(s is None or s.dtype == p.dtype for s in slots) and not (
             self.stochastic_params and p.dtype in (torch.bfloat16, torch.float16)
         )
@@ -683,19 +681,22 @@ class RuleOptimizer(Optimizer):
             compute = torch.float64 if p.dtype == torch.float64 else torch.float32
         work = param if compute == param.dtype else param.to(compute)
         g = grad if grad.dtype == compute else grad.to(compute)
-        if prologue["clip_value"] and prologue["clip_first"]:
-            g = g.clamp(-prologue["clip_value"], prologue["clip_value"])
-        if prologue["grad_scale"] != 1.0:
-            g = g * prologue["grad_scale"]
-        if prologue["clip_value"] and not prologue["clip_first"]:
-            g = g.clamp(-prologue["clip_value"], prologue["clip_value"])
-        if prologue["maximize"]:
+        if pro["clip_value"] and pro["clip_first"]:
+            g = g.clamp(-pro["clip_value"], pro["clip_value"])
+        if pro["grad_scale"] != 1.0:
+            g = g * pro["grad_scale"]
+        if pro["clip_value"] and not pro["clip_first"]:
+            g = g.clamp(-pro["clip_value"], pro["clip_value"])
+        if pro["maximize"]:
             g = -g
-        if prologue["decay"][i] != 1.0:
-            work.mul_(prologue["decay"][i])
-        if prologue["l2"][i] != 0.0:
-            g = g.add(work, alpha=prologue["l2"][i])
+        decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
+        l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
+        if decay != 1.0:
+            work.mul_(decay)
+        if l2 != 0.0:
+            g = g.add(work, alpha=l2)
         seed = self._seed()
+        index = batch.index[0]
         views: list[Tensor | None] = []
         for k, s in enumerate(slots):
             if s is None:
@@ -703,9 +704,10 @@ class RuleOptimizer(Optimizer):
             elif as_real(s).dtype == compute:
                 views.append(as_real(s))
             else:
-                sc = scales[k][i] if scales[k] else None
+                sc = batch.scales[k][0] if batch.scales[k] else None
                 views.append(codecs.decode(s, sc, compute).reshape(p.shape))
-        rule.eager(work, g, views, hyper, _with_fresh(flags, rule.fresh_flag, fresh[i]))
+        fresh = bool(batch.fresh[0]) if batch.fresh else False
+        rule.eager(work, g, views, hyper, _with_fresh(batch.flags, rule.fresh_flag, fresh))
         if self.chain.ema is not None:
             e = as_real(state["ema"])
             d = self.chain.ema
@@ -714,17 +716,17 @@ class RuleOptimizer(Optimizer):
             view = views[k]
             if s is None or view is None or view.data_ptr() == as_real(s).data_ptr():
                 continue
-            sc = scales[k][i] if scales[k] else None
+            sc = batch.scales[k][0] if batch.scales[k] else None
             codecs.encode(
                 view,
                 s,
                 sc,
-                stochastic=group.get("state_dtype") == "bfloat16",
-                seed=codecs.slot_seed(seed, i, k),
+                stochastic=batch.state_stochastic,
+                seed=codecs.slot_seed(seed, index, k),
             )
         if work is not param:
             if self.stochastic_params and p.dtype == torch.bfloat16:
-                param.copy_(codecs.bf16_stochastic(work, codecs.slot_seed(seed, i, None)))
+                param.copy_(codecs.bf16_stochastic(work, codecs.slot_seed(seed, index, None)))
             else:
                 param.copy_(work)
 
@@ -754,6 +756,32 @@ class RuleOptimizer(Optimizer):
 
 
 _EMPTY = torch.empty(0)
+
+
+class _Batch:
+    """The tensors of one engine call (index-aligned lists) and their step settings."""
+
+    def __init__(
+        self, params, grads, states, columns, scales, fresh, flags, prologue, index=None
+    ) -> None:  # noqa: ANN001
+        self.params, self.grads, self.states = params, grads, states
+        self.columns, self.scales, self.fresh = columns, scales, fresh
+        self.flags, self.prologue = flags, prologue
+        self.index = index if index is not None else range(len(params))
+        self.state_stochastic = bool(prologue.get("state_stochastic", False))
+
+    def subset(self, idx: list[int]) -> _Batch:
+        def pick(xs: list) -> list:
+            return [xs[i] for i in idx] if xs else []
+
+        pro = dict(self.prologue, l2=pick(self.prologue["l2"]), decay=pick(self.prologue["decay"]))
+        return _Batch(
+            pick(self.params), pick(self.grads), pick(self.states),
+            [pick(c) for c in self.columns], [pick(c) for c in self.scales], pick(self.fresh),
+            self.flags, pro, [self.index[i] for i in idx],
+        )  # fmt: skip
+
+
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 
 
@@ -762,11 +790,11 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 def _overflows_float32(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
     """A finite hyperparameter too large for float32 (``lr=1e300``) with a non-float64 param."""
-    if all(p.dtype in (torch.float64, torch.complex128) for p in params):
-        return False
     values = [v for v in group.values() if type(v) is float]
     values += [v for v in group.get("betas", ()) if type(v) is float]
-    return any(math.isfinite(v) and abs(v) > _FLOAT32_MAX for v in values)
+    if not any(math.isfinite(v) and abs(v) > _FLOAT32_MAX for v in values):
+        return False
+    return not all(p.dtype in (torch.float64, torch.complex128) for p in params)
 
 
 def _subclassed(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[int]:

@@ -777,8 +777,8 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
           const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
           const std::vector<std::vector<Tensor>>& scales, const std::vector<bool>& fresh,
           double grad_scale, double clip_value, bool clip_first, bool maximize,
-          const std::vector<double>& l2, const std::vector<double>& decay,
-          const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
+          const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
+          double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
           double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
@@ -791,7 +791,21 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
   TORCH_CHECK(l2.empty() || l2.size() == n, "optimist engine: l2 needs one factor per tensor");
   TORCH_CHECK(decay.empty() || decay.size() == n, "optimist engine: decay: one per tensor");
   TORCH_CHECK(ema.empty() || ema.size() == n, "optimist engine: ema needs one per tensor");
-  std::vector<bool> fresh_flags = flags;
+  // the job function per (compute type, freshness), looked up once per call
+  using JobFn = void (*)(const Job&, int64_t, int64_t);
+  JobFn fns[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  auto job_fn = [&](bool dbl, bool is_fresh) {
+    JobFn& fn = fns[dbl][is_fresh];
+    if (fn == nullptr) {
+      std::vector<bool> variant = flags;
+      if (fresh_flag >= 0) {
+        if (variant.size() <= static_cast<size_t>(fresh_flag)) variant.resize(fresh_flag + 1);
+        variant[fresh_flag] = is_fresh;
+      }
+      fn = dbl ? rule_fn<double>(rule, variant) : rule_fn<float>(rule, variant);
+    }
+    return fn;
+  };
   std::vector<Job> jobs(n);
   for (size_t i = 0; i < n; ++i) {
     const Tensor& p = params[i];
@@ -823,19 +837,12 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
     job.pro.clip_value = clip_value;
     job.pro.clip_first = clip_first;
     job.pro.sign = maximize ? -1.0 : 1.0;
-    job.pro.l2 = l2.empty() ? 0.0 : l2[i];
-    job.pro.decay = decay.empty() ? 1.0 : decay[i];
+    job.pro.l2 = l2.empty() ? l2_all : l2[i];
+    job.pro.decay = decay.empty() ? decay_all : decay[i];
     job.pro.ema_decay = ema_decay;
     job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
     std::copy(hyper.begin(), hyper.end(), job.hyper);
-    if (fresh_flag >= 0) {
-      if (fresh_flags.size() <= static_cast<size_t>(fresh_flag)) {
-        fresh_flags.resize(fresh_flag + 1, false);
-      }
-      fresh_flags[fresh_flag] = i < fresh.size() && fresh[i];
-    }
-    job.fn = compute_is_double(pt) ? rule_fn<double>(rule, fresh_flags)
-                                   : rule_fn<float>(rule, fresh_flags);
+    job.fn = job_fn(compute_is_double(pt), i < fresh.size() && fresh[i]);
   }
   {
     pybind11::gil_scoped_release release;
@@ -1117,7 +1124,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
         py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("ema"), py::arg("ema_scales"), py::arg("ema_decay"),
+        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"), py::arg("ema_decay"),
         py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
