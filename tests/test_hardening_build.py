@@ -21,7 +21,11 @@ import pytest
 import optimist
 from optimist.optim import _build, fused
 
-pytestmark = pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain")
+# subprocesses and small builds: about two minutes on 2 cores
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain"),
+]
 
 MINI_SOURCE = textwrap.dedent(
     """
