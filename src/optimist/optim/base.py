@@ -123,7 +123,7 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ValueError(f"Invalid {name}: {value!r} ({name} must be True or False)")
 
 
-def scalar(value: float | Tensor) -> float:
+def scalar(value: float | Tensor) -> float | int:
     """A hyperparameter as a Python number (torch accepts 0-dim tensors for ``lr``).
 
     An int stays an int, as in torch: SGD on integer tensors needs an integer ``alpha``.
