@@ -177,7 +177,7 @@ def test_second_checkout_loads_the_kernels_without_recompiling(tmp_path):
     out, seconds = run_python(code, timeout=240, PYTHONPATH=str(tmp_path))
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
     assert "compiling" not in out.stderr, out.stderr
-    assert seconds < 30, f"loading the cached kernels took {seconds:.1f} s"
+    assert seconds < 45, f"loading the cached kernels took {seconds:.1f} s"  # a build: 1-3 min
 
 
 def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_path):
