@@ -479,6 +479,8 @@ def test_supports():
     assert not fused.supports(torch.zeros(3, 2).t())
     assert not fused.supports(torch.zeros(3, dtype=torch.int64))
     assert not fused.supports(torch.zeros(3, dtype=torch.complex64))
+    with torch.inference_mode():
+        assert not fused.supports(torch.zeros(3))  # an inference tensor: per-tensor path
 
 
 def test_disable_env_var(monkeypatch):

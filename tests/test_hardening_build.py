@@ -21,7 +21,11 @@ import pytest
 import optimist
 from optimist.optim import _build, engine, fused
 
-pytestmark = pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain")
+# subprocesses and small builds: about two minutes on 2 cores
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain"),
+]
 
 MINI_SOURCE = textwrap.dedent(
     """
@@ -173,7 +177,7 @@ def test_second_checkout_loads_the_kernels_without_recompiling(tmp_path):
     out, seconds = run_python(code, timeout=240, PYTHONPATH=str(tmp_path))
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
     assert "compiling" not in out.stderr, out.stderr
-    assert seconds < 30, f"loading the cached kernels took {seconds:.1f} s"
+    assert seconds < 45, f"loading the cached kernels took {seconds:.1f} s"  # a build: 1-3 min
 
 
 def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_path):

@@ -249,11 +249,16 @@ def test_inference_tensors_are_refused_like_torch(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_huge_lr_on_float32_behaves_like_torch(name):
+@pytest.mark.parametrize(
+    ("dtype", "lr"),
+    [(torch.float32, 1e300), (torch.float16, 1e5), (torch.bfloat16, 1e300), (torch.float64, 1e300)],
+    ids=["float32", "float16", "bfloat16", "float64"],
+)
+def test_huge_lr_behaves_like_torch(name, dtype, lr):
     def run(cls, **kwargs):
-        p = torch.ones(3, requires_grad=True)
-        p.grad = torch.ones(3)
-        cls([p], **{**NINE[name], "lr": 1e300, **kwargs}).step()
+        p = torch.ones(3, dtype=dtype, requires_grad=True)
+        p.grad = torch.ones(3, dtype=dtype)
+        cls([p], **{**NINE[name], "lr": lr, **kwargs}).step()
         return p.tolist()
 
     assert outcome(lambda: run(getattr(oo, name))) == outcome(

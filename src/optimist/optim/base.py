@@ -123,7 +123,7 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ValueError(f"Invalid {name}: {value!r} ({name} must be True or False)")
 
 
-def scalar(value: float | Tensor) -> float:
+def scalar(value: float | Tensor) -> float | int:
     """A hyperparameter as a Python number (torch accepts 0-dim tensors for ``lr``).
 
     An int stays an int, as in torch: SGD on integer tensors needs an integer ``alpha``.
@@ -187,13 +187,15 @@ def choose_implementation(
     return "torch"
 
 
-_FLOAT32_MAX = torch.finfo(torch.float32).max
+_FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
-def _overflows_float32(hyper: dict[str, Any]) -> bool:
-    """Whether a hyperparameter is finite but too large for float32 (``lr=1e300``)."""
+def _overflows_low_precision(hyper: dict[str, Any]) -> bool:
+    """Whether a hyperparameter is finite but too large for float16 (``lr=1e5``, ``1e300``)."""
     return any(
-        type(value) is float and math.isfinite(value) and abs(value) > _FLOAT32_MAX
+        type(value) in (int, float)
+        and abs(value) > _FLOAT16_MAX
+        and (type(value) is int or math.isfinite(value))
         for value in hyper.values()
     )
 
@@ -214,9 +216,9 @@ def run_fused(
     (another device, non-contiguous, mixed dtypes, ...) is decided in one C++ call, since for
     many small tensors per-tensor checks in Python would cost more than the update itself.
     """
-    if _overflows_float32(hyper):
+    if _overflows_low_precision(hyper):
         # torch raises ("value cannot be converted to type float without overflow") where such
-        # a scalar meets a float32 tensor; the per-tensor path makes the same calls as torch.
+        # a scalar meets a float32/float16 tensor; the per-tensor path makes torch's calls.
         single(*lists, **hyper)
         return
     n_elementwise = len(lists) - n_tail

@@ -141,7 +141,11 @@ def supports(t: Tensor) -> bool:
     """Whether the fused kernels can update tensor ``t`` (and its grad/state of its dtype)."""
     # Cheapest checks first: this runs for every tensor of every step (~0.3 us).
     return (
-        t.is_cpu and t.dtype in SUPPORTED_DTYPES and t.layout == torch.strided and t.is_contiguous()
+        t.is_cpu
+        and t.dtype in SUPPORTED_DTYPES
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and not t.is_inference()
     )
 
 
