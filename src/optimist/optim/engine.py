@@ -785,14 +785,15 @@ class _Batch:
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 
 
-_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
 def _overflows_float32(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
-    """A finite hyperparameter too large for float32 (``lr=1e300``) with a non-float64 param."""
-    values = [v for v in group.values() if type(v) is float]
-    values += [v for v in group.get("betas", ()) if type(v) is float]
-    if not any(math.isfinite(v) and abs(v) > _FLOAT32_MAX for v in values):
+    """A finite hyperparameter too large for float16 (``lr=1e5``, ``1e300``) with a
+    non-float64 param: torch raises converting it for such tensors, so the eager path runs."""
+    values = [v for v in group.values() if type(v) in (int, float)]
+    values += [v for v in group.get("betas", ()) if type(v) in (int, float)]
+    if not any(abs(v) > _FLOAT16_MAX and (type(v) is int or math.isfinite(v)) for v in values):
         return False
     return not all(p.dtype in (torch.float64, torch.complex128) for p in params)
 

@@ -878,13 +878,18 @@ using Range = std::pair<uintptr_t, uintptr_t>;  // [first byte, one past the las
 
 // The byte range a CPU strided tensor can touch (empty for non-CPU or empty tensors).
 Range byte_range(const Tensor& t) {
-  if (!t.defined() || !t.device().is_cpu() || t.layout() != at::kStrided || t.numel() == 0) {
-    return {0, 0};
+  if (!t.defined() || !t.device().is_cpu() || t.layout() != at::kStrided) return {0, 0};
+  const int64_t n = t.numel();
+  if (n == 0) return {0, 0};
+  int64_t span = n;  // elements from the first to one past the last
+  if (!t.is_contiguous()) {
+    const auto sizes = t.sizes();
+    const auto strides = t.strides();
+    span = 1;
+    for (size_t d = 0; d < sizes.size(); ++d) span += (sizes[d] - 1) * std::abs(strides[d]);
   }
-  int64_t last = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
-  const auto lo = reinterpret_cast<uintptr_t>(t.data_ptr());
-  return {lo, lo + static_cast<uintptr_t>((last + 1) * t.element_size())};
+  const auto lo = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  return {lo, lo + static_cast<uintptr_t>(span * t.itemsize())};
 }
 
 bool any_overlap(std::vector<Range> ranges) {
