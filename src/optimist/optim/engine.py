@@ -118,7 +118,7 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
-    if all(g.is_cpu for g in grads) and not _subclassed(grads, grads) and available():
+    if all(g.is_cpu for g in grads) and available():
         mod = load()
         slow = set(mod.unsupported_indices([list(grads), list(grads)]))
         if not slow:
@@ -434,7 +434,9 @@ class RuleOptimizer(Optimizer):
         return loss
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
-        on_cpu = all(p.is_cpu for p in params)
+        # the first and last parameter decide; a stray tensor elsewhere on another device is
+        # routed to the eager path by the engine's own per-tensor check
+        on_cpu = not params or (params[0].is_cpu and params[-1].is_cpu)
         if group.get("fused"):
             if not on_cpu:
                 raise RuntimeError(
@@ -485,6 +487,7 @@ class RuleOptimizer(Optimizer):
         columns: list[list[Tensor]] = [[] for _ in rule.slots]
         scales: list[list[Tensor]] = [[] for _ in rule.slots]
         any_int8 = False
+        quantized = group.get("state_dtype") == "int8"  # load_state_dict converts to it
         optimizer_state = self.state
         for p in group["params"]:
             if accumulating:
@@ -511,13 +514,11 @@ class RuleOptimizer(Optimizer):
                     pending.append((state, source))
                     value = source[key]
                     is_fresh = True
-                sc = source.get(scale_key)
                 columns[k].append(value)
-                if sc is None:
-                    scales[k].append(_EMPTY)
-                else:
-                    scales[k].append(sc)
-                    any_int8 = True
+                if quantized:
+                    sc = source.get(scale_key)
+                    scales[k].append(_EMPTY if sc is None else sc)
+                    any_int8 |= sc is not None
             fresh.append(is_fresh)
         if not params:
             return False
@@ -588,13 +589,8 @@ class RuleOptimizer(Optimizer):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
             ema = [s["ema"] for s in states] if self.chain.ema is not None else []
-            odd = _subclassed(params, grads)
-            if odd:  # tensor subclasses (DTensor, ...) never reach C++: it sees no storage
-                keep = [i for i in range(n) if i not in set(odd)]
-                lists = [[x[i] for i in keep] if x else [] for x in (params, grads, *columns, ema)]
-                slow = sorted(set(odd) | {keep[j] for j in load().unsupported_indices(lists)})
-            else:
-                slow = load().unsupported_indices([params, grads, *columns, ema])
+            # (tensor subclasses such as DTensor are among the indices it returns)
+            slow = load().unsupported_indices([params, grads, *columns, ema])
             eager = list(slow)
             if not slow:
                 self._run_fused(group, batch)
@@ -782,7 +778,12 @@ class _Batch:
         )  # fmt: skip
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+def _with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
+    if index < 0:
+        return flags
+    out = list(flags) + [False] * max(0, index + 1 - len(flags))
+    out[index] = fresh
+    return tuple(out)
 
 
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
@@ -796,20 +797,3 @@ def _overflows_float32(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
     if not any(abs(v) > _FLOAT16_MAX and (type(v) is int or math.isfinite(v)) for v in values):
         return False
     return not all(p.dtype in (torch.float64, torch.complex128) for p in params)
-
-
-def _subclassed(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[int]:
-    """Indices whose parameter or gradient is a tensor subclass (DTensor, ...)."""
-    return [
-        i
-        for i, (p, g) in enumerate(zip(params, grads, strict=True))
-        if type(p) not in _PLAIN or type(g) not in _PLAIN
-    ]
-
-
-def _with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
-    if index < 0:
-        return flags
-    out = list(flags) + [False] * max(0, index + 1 - len(flags))
-    out[index] = fresh
-    return tuple(out)

@@ -942,6 +942,37 @@ std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Tensor>>&
     TORCH_CHECK(lists[k].empty() || lists[k].size() == n, "optimist engine: list ", k, " has ",
                 lists[k].size(), " tensors, expected ", n, " (or none)");
   }
+  // Tensor subclasses that dispatch to Python (DTensor, ...) have no storage of their own to
+  // hand to C++: checked first, before anything else touches them.
+  auto python_tensor = [](const Tensor& t) {
+    return t.defined() && t.key_set().has(c10::DispatchKey::Python);
+  };
+  std::vector<bool> python(n, false);
+  bool any_python = false;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < lists.size() && !python[i]; ++k) {
+      if (!lists[k].empty()) python[i] = python_tensor(lists[k][i]);
+    }
+    any_python |= python[i];
+  }
+  if (any_python) {
+    for (size_t i = 0; i < n; ++i) {
+      if (python[i]) out.push_back(static_cast<int64_t>(i));
+    }
+    if (out.size() == n) return out;
+    std::vector<std::vector<Tensor>> rest(lists.size());
+    std::vector<int64_t> where;
+    for (size_t i = 0; i < n; ++i) {
+      if (python[i]) continue;
+      where.push_back(static_cast<int64_t>(i));
+      for (size_t k = 0; k < lists.size(); ++k) {
+        if (!lists[k].empty()) rest[k].push_back(lists[k][i]);
+      }
+    }
+    for (int64_t j : unsupported_indices(rest)) out.push_back(where[j]);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
   if (n > 1 && params_overlap(params)) {  // aliased params: all in order, one by one
     for (size_t i = 0; i < n; ++i) out.push_back(static_cast<int64_t>(i));
     return out;
