@@ -14,9 +14,13 @@ arguments; everything else is here, written once:
   clipping by value, maximize, L2 penalty, decoupled weight decay with per-parameter masks,
   EMA of parameters;
 * **dispatch**: the C++ engine (``csrc/engine.cpp``) on CPU, one Python -> C++ call per group
-  and step; the rule's eager per-tensor function elsewhere (other devices, tensor subclasses
-  such as DTensor, non-contiguous or aliased tensors); torch's own multi-tensor kernel for the
-  classic rules with ``foreach=True``.
+  and step; the rule's eager per-tensor function elsewhere (other devices, other tensor
+  subclasses, non-contiguous or aliased tensors); torch's own multi-tensor kernel for the
+  classic rules with ``foreach=True``;
+* **sharded parameters** (DTensor, e.g. FSDP2's ``fully_shard``): every rule here is
+  element-wise, so the step runs on the local shards (``to_local()``) of the parameter, its
+  gradient and its state, which stay DTensors sharded like the parameter (int8 block scales are
+  per local shard, see :func:`float_state_dict`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from torch import Tensor
 
 from optimist.optim import _build, codecs
 from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, scalar
+from optimist.optim.distributed import global_grad_stats, local, local_grad
 from optimist.optim.rule import Rule
 from optimist.optim.transforms import ChainConfig, mask_matches
 
@@ -306,7 +311,7 @@ class RuleOptimizer(Optimizer):
     def _new_slot(self, p: Tensor, state: dict[str, Any], key: str, dtype: torch.dtype) -> None:
         state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         if dtype == torch.int8:
-            blocks = -(-p.numel() // codecs.QUANT_BLOCK)
+            blocks = -(-local(p).numel() // codecs.QUANT_BLOCK)  # per shard for a DTensor
             state[key + "_absmax"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
         else:
             state.pop(key + "_absmax", None)
@@ -328,6 +333,7 @@ class RuleOptimizer(Optimizer):
     def _conform_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         """Convert every slot of ``state`` to the storage format the group asks for."""
         target = self._slot_dtype(p, group)
+        shard = local(p)
         compute = torch.float64 if p.dtype in (torch.float64, torch.complex128) else torch.float32
         for slot in self.rule.slots:
             value = state.get(slot.key)
@@ -343,12 +349,16 @@ class RuleOptimizer(Optimizer):
                 state[slot.key] = value
                 continue
             if p.is_complex():
-                decoded = value.to(p.dtype)
+                decoded = local(value).to(p.dtype)
             else:
-                decoded = codecs.decode(value, scale, compute).reshape(p.shape)
+                decoded = codecs.decode(local(value), scale, compute).reshape(shard.shape)
             self._new_slot(p, state, slot.key, target)
             codecs.encode(
-                decoded, state[slot.key], state.get(slot.key + "_absmax"), stochastic=False, seed=0
+                decoded,
+                local(state[slot.key]),
+                state.get(slot.key + "_absmax"),
+                stochastic=False,
+                seed=0,
             )
 
     def _gradient(self, p: Tensor) -> Tensor | None:
@@ -397,11 +407,8 @@ class RuleOptimizer(Optimizer):
     def _pass0(self) -> tuple[float, bool]:
         chain = self.chain
         clip_first = chain.clip_value is not None and chain.clip_first
-        sums, finite = grad_stats(self._all_grads(), chain.clip_value if clip_first else 0.0)
-        total = torch.stack([sums.sum(), torch.tensor(0.0 if finite else 1.0, dtype=sums.dtype)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(total)  # every rank takes the same decision
-        return float(total[0]), bool(total[1] == 0)
+        clip = chain.clip_value if clip_first else 0.0
+        return global_grad_stats(self._all_grads(), clip or 0.0, grad_stats)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -479,7 +486,8 @@ class RuleOptimizer(Optimizer):
         ]
         accumulating = chain.accumulate > 1
         has_step = rule.has_step
-        params: list[Tensor] = []
+        originals: list[Tensor] = []
+        params: list[Tensor] = []  # local shards of DTensors
         grads: list[Tensor] = []
         states: list[dict[str, Any]] = []
         fresh: list[bool] = []
@@ -501,8 +509,9 @@ class RuleOptimizer(Optimizer):
             state = optimizer_state[p]
             if not state or (has_step and "step" not in state):
                 self._init_state(p, state, group)
-            params.append(p)
-            grads.append(grad)
+            originals.append(p)
+            params.append(local(p))
+            grads.append(local_grad(grad, p))
             states.append(state)
             is_fresh = False
             for k, key, scale_key in slots:
@@ -514,7 +523,7 @@ class RuleOptimizer(Optimizer):
                     pending.append((state, source))
                     value = source[key]
                     is_fresh = True
-                columns[k].append(value)
+                columns[k].append(local(value))
                 if quantized:
                     sc = source.get(scale_key)
                     scales[k].append(_EMPTY if sc is None else sc)
@@ -536,7 +545,7 @@ class RuleOptimizer(Optimizer):
             pindex = {id(p): i for i, p in enumerate(group["params"])}
             l2 = [0.0 if decoupled else wd] * len(params)
             decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
-            for i, p in enumerate(params):
+            for i, p in enumerate(originals):
                 name = names[pindex[id(p)]] if names else None
                 for j, (rate, mask) in enumerate(chain.decay_before):
                     if self._masked(2 * j, mask, p, name):
@@ -588,7 +597,7 @@ class RuleOptimizer(Optimizer):
         if implementation == "fused" and _overflows_float32(group, params):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
-            ema = [s["ema"] for s in states] if self.chain.ema is not None else []
+            ema = [local(s["ema"]) for s in states] if self.chain.ema is not None else []
             # (tensor subclasses such as DTensor are among the indices it returns)
             slow = load().unsupported_indices([params, grads, *columns, ema])
             eager = list(slow)
@@ -645,7 +654,7 @@ class RuleOptimizer(Optimizer):
             pro["decay"],
             float(pro["l2_all"]),
             float(pro["decay_all"]),
-            [s["ema"] for s in batch.states] if ema is not None else [],
+            [local(s["ema"]) for s in batch.states] if ema is not None else [],
             [],
             float(ema or 0.0),
             batch.state_stochastic,
@@ -705,7 +714,7 @@ class RuleOptimizer(Optimizer):
         fresh = bool(batch.fresh[0]) if batch.fresh else False
         rule.eager(work, g, views, hyper, _with_fresh(batch.flags, rule.fresh_flag, fresh))
         if self.chain.ema is not None:
-            e = as_real(state["ema"])
+            e = as_real(local(state["ema"]))
             d = self.chain.ema
             e.mul_(d).add_(work.to(e.dtype), alpha=1 - d)
         for k, s in enumerate(slots):

@@ -1,0 +1,114 @@
+"""What the engine needs from ``torch.distributed``: local shards and rank-wide pass-0 scalars.
+
+* :func:`local` / :func:`local_grad`: the local shard of a DTensor (FSDP2's ``fully_shard``
+  parameters, gradients and the optimizer state made like them); other tensors unchanged. Every
+  rule is element-wise, so updating the local shards is the sharded update.
+* :func:`global_grad_stats`: pass 0 (sum of squared gradients, finiteness) over the whole model,
+  the same numbers on every rank, so ``clip_by_global_norm`` and ``skip_nonfinite`` decide
+  alike everywhere:
+
+  - DTensor gradients: local sums combined by DTensor itself (a ``Partial`` sum over the mesh
+    dimensions the gradient is sharded on, nothing over the replicated ones); one collective
+    per (mesh, placements) pair;
+  - plain gradients, when a process group is initialised: the ranks' rows
+    ``(sum of squares, non-finite, numel)`` are all-gathered; if every rank holds the same row
+    the parameters are replicas (DDP: the gradients were already averaged) and it counts once,
+    otherwise each rank holds its own part (``ZeroRedundancyOptimizer``) and the rows are
+    summed. Either way every rank ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+try:
+    from torch.distributed.tensor import DTensor, Partial, Replicate
+except ImportError:  # torch built without distributed support
+    DTensor = None  # type: ignore[assignment,misc]
+
+__all__ = ["global_grad_stats", "is_dtensor", "local", "local_grad"]
+
+StatsFn = Callable[[Sequence[Tensor], float], tuple[Tensor, bool]]
+
+
+def is_dtensor(t: object) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor``."""
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (a view: in-place updates reach the DTensor); else ``t``."""
+    return t.to_local() if is_dtensor(t) else t
+
+
+def local_grad(grad: Tensor, param: Tensor) -> Tensor:
+    """The local shard of ``grad`` laid out as ``param``'s (redistributed if placed otherwise)."""
+    if not is_dtensor(param):
+        return grad
+    if not is_dtensor(grad):
+        raise ValueError(
+            "the gradient of a DTensor parameter must be a DTensor sharded like it. "
+            f"Received: a {type(grad).__name__} of shape {tuple(grad.shape)}"
+        )
+    if grad.device_mesh != param.device_mesh or tuple(grad.placements) != tuple(param.placements):
+        grad = grad.redistribute(param.device_mesh, param.placements)
+    return grad.to_local()
+
+
+def _world() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _plain_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Tensor:
+    sums, finite = stats(grads, clip_value)
+    numel = float(sum(g.numel() for g in grads))
+    row = torch.tensor([float(sums.sum()), 0.0 if finite else 1.0, numel], dtype=torch.float64)
+    world = _world()
+    if world == 1:
+        return row
+    rows = [torch.empty_like(row) for _ in range(world)]
+    torch.distributed.all_gather(rows, row)
+    if all(torch.equal(r, rows[0]) for r in rows):
+        return rows[0]  # replicas (DDP)
+    return torch.stack(rows).sum(0)  # one part each (ZeRO)
+
+
+def _sharded_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Tensor:
+    first = grads[0]
+    if any(pl.is_partial() for pl in first.placements):
+        raise ValueError(
+            "clip_by_global_norm / skip_nonfinite need reduced gradients; received a DTensor "
+            f"gradient with placements {tuple(first.placements)} (reduce it before step())"
+        )
+    sums, finite = stats([g.to_local() for g in grads], clip_value)
+    part = torch.tensor(
+        [float(sums.sum()), 0.0 if finite else 1.0], dtype=torch.float64, device=first.device
+    )
+    spec = [Partial() if pl.is_shard() else Replicate() for pl in first.placements]
+    full = DTensor.from_local(part, first.device_mesh, spec, run_check=False).full_tensor()
+    return full.cpu()
+
+
+def global_grad_stats(
+    grads: Sequence[Tensor], clip_value: float, stats: StatsFn
+) -> tuple[float, bool]:
+    """Sum of squared gradients and whether all are finite, over every rank (module docstring).
+
+    ``stats(grads, clip_value)`` gives per-tensor sums of squares and finiteness of plain
+    tensors (the engine's pass 0).
+    """
+    plain = [g for g in grads if not is_dtensor(g)]
+    sharded: dict[tuple, list[Tensor]] = {}
+    for g in grads:
+        if is_dtensor(g):
+            sharded.setdefault((g.device_mesh, tuple(g.placements)), []).append(g)
+    total = torch.zeros(2, dtype=torch.float64)
+    if plain or not sharded:
+        total += _plain_row(plain, clip_value, stats)[:2]
+    for group in sharded.values():
+        total += _sharded_row(group, clip_value, stats)
+    return float(total[0]), bool(total[1] == 0)

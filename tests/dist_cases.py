@@ -1,0 +1,187 @@
+"""Multi-process cases for tests/test_distributed.py: each runs on every rank of a gloo group
+(CPU, loopback, file rendezvous) and its single-process twin runs the same steps on the
+concatenated batch. ``spawn(...)`` starts the ranks with a deadline so nothing hangs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel
+
+import optimist
+import optimist.optim as oo
+from optimist import transforms as T
+
+WORLD = 2
+STEPS = 3
+OPTIMIZERS: dict[str, Callable] = {
+    "adam": lambda params: oo.Adam(params, lr=0.01),
+    "sgd_momentum": lambda params: oo.SGD(params, lr=0.05, momentum=0.9),
+    "adamw_int8": lambda params: oo.AdamW(params, lr=0.01, weight_decay=0.1, state_dtype="int8"),
+    "lion": lambda params: oo.Lion(params, lr=0.01),
+}
+# clip_by_global_norm small enough to act on every step, skip_nonfinite for the NaN step
+GUARDED = optimist.chain(T.clip_by_global_norm(0.05), T.skip_nonfinite(), T.scale_by_adam())
+NAN_STEP = 1
+
+
+def mlp() -> torch.nn.Module:
+    # 64 x 64 = 4096 weights: int8 state; each rank's half (2048) is whole 256-element blocks
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64)]
+    return torch.nn.Sequential(*layers).double()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 16, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 64, (8,), generator=g)
+
+
+def mnist_mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers = [torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(32, 10)).double()
+
+
+def mnist_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    from optimist.datasets import mnist
+
+    (x, y), _ = mnist.load_data(copy=False)
+    x = torch.from_numpy(np.asarray(x[:32], dtype=np.float64) / 255.0)
+    return x, torch.from_numpy(np.asarray(y[:32], dtype=np.int64))
+
+
+def _params(model: torch.nn.Module) -> list[torch.Tensor]:
+    out = []
+    for p in model.parameters():
+        p = p.full_tensor() if hasattr(p, "full_tensor") else p
+        out.append(p.detach().clone())
+    return out
+
+
+def train(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    data: tuple[torch.Tensor, torch.Tensor],
+    nan_on: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None,
+) -> list[torch.Tensor]:
+    """STEPS steps of cross-entropy on ``data``; ``nan_on`` poisons a gradient at NAN_STEP."""
+    x, y = data
+    for step in range(STEPS):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if nan_on is not None and step == NAN_STEP:
+            nan_on(model, opt)
+        opt.step()
+    return _params(model)
+
+
+def _skipped(opt: torch.optim.Optimizer) -> int:
+    return getattr(opt, "optim", opt).skipped_steps
+
+
+# --- the cases: name -> (rank function, single-process function) ---------------------------------
+
+
+def _half(data: tuple[torch.Tensor, torch.Tensor], rank: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t.chunk(WORLD)[rank] for t in data)
+
+
+def _nan_in_rank1_part(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """A NaN in rank 1's own part only: its ZeRO partition, or its local shard (FSDP2).
+
+    (Any poisoned gradient skips the whole step, so the one-process twin poisons another.)"""
+    if dist.get_rank() == 1:
+        if isinstance(opt, ZeroRedundancyOptimizer):
+            g = opt.optim.param_groups[0]["params"][0].grad
+        else:
+            g = model[2].weight.grad.to_local()
+        g.view(-1)[-1] = float("nan")
+
+
+def run_rank(rank: int) -> dict[str, object]:
+    """Every case on this rank; rank-0 parameters and every rank's skip counts."""
+    out: dict[str, object] = {}
+    data = _half(batch(), rank)
+    for name, make in OPTIMIZERS.items():
+        model = DistributedDataParallel(mlp())
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=make)
+        out[f"zero/{name}"] = train(model, opt, data)
+        model = mlp()
+        fully_shard(model)
+        out[f"fsdp/{name}"] = train(model, make(model.parameters()), data)
+    model = DistributedDataParallel(mnist_mlp())
+    mnist = _half(mnist_batch(), rank)
+    out["ddp/mnist"] = train(model, oo.Adam(model.parameters(), lr=0.01), mnist)
+    model = DistributedDataParallel(mlp())
+    out["ddp/guarded"] = train(model, GUARDED(model.parameters(), lr=0.01), data)
+    for kind in ("zero", "fsdp"):
+        model = mlp()
+        if kind == "zero":
+            model = DistributedDataParallel(model)
+            opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=GUARDED, lr=0.01)
+        else:
+            fully_shard(model)
+            opt = GUARDED(model.parameters(), lr=0.01)
+        out[f"{kind}/guarded_nan"] = train(model, opt, data, _nan_in_rank1_part)
+        out[f"{kind}/skipped@{rank}"] = _skipped(opt)
+    return out
+
+
+def _nan_last_weight(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    model[2].weight.grad.view(-1)[-1] = float("nan")
+
+
+def run_single() -> dict[str, object]:
+    """The same cases in one process on the whole batch."""
+    out: dict[str, object] = {}
+    data = batch()
+    for name, make in OPTIMIZERS.items():
+        model = mlp()
+        out[f"zero/{name}"] = out[f"fsdp/{name}"] = train(model, make(model.parameters()), data)
+    model = mnist_mlp()
+    out["ddp/mnist"] = train(model, oo.Adam(model.parameters(), lr=0.01), mnist_batch())
+    model = mlp()
+    out["ddp/guarded"] = train(model, GUARDED(model.parameters(), lr=0.01), data)
+    model = mlp()
+    opt = GUARDED(model.parameters(), lr=0.01)
+    out["zero/guarded_nan"] = out["fsdp/guarded_nan"] = train(model, opt, data, _nan_last_weight)
+    out["skipped"] = opt.skipped_steps
+    return out
+
+
+# --- launching ---------------------------------------------------------------------------------
+
+
+def _entry(rank: int, folder: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD
+    )
+    try:
+        result = run_rank(rank)
+        torch.save(result, f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(folder: Path, timeout: float = 240.0) -> list[dict[str, object]]:
+    """Run :func:`run_rank` on WORLD processes; their results (TimeoutError past ``timeout``)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    context = mp.start_processes(_entry, args=(str(folder),), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise TimeoutError(f"the {WORLD} ranks did not finish within {timeout:.0f} s")
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
