@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
@@ -20,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 import optimist
 import optimist.optim as oo
 from optimist import transforms as T
+from optimist.optim.checkpoint import TrainState
 
 WORLD = 2
 STEPS = 3
@@ -32,6 +34,11 @@ OPTIMIZERS: dict[str, Callable] = {
 # clip_by_global_norm small enough to act on every step, skip_nonfinite for the NaN step
 GUARDED = optimist.chain(T.clip_by_global_norm(0.05), T.skip_nonfinite(), T.scale_by_adam())
 NAN_STEP = 1
+# sharded checkpoints: int8 (decoded to float32 in the file) and bfloat16 state
+CHECKPOINTED: dict[str, Callable] = {
+    "adamw_int8": OPTIMIZERS["adamw_int8"],
+    "adam_bf16": lambda params: oo.Adam(params, lr=0.01, state_dtype="bfloat16"),
+}
 
 
 def mlp() -> torch.nn.Module:
@@ -74,10 +81,11 @@ def train(
     opt: torch.optim.Optimizer,
     data: tuple[torch.Tensor, torch.Tensor],
     nan_on: Callable[[torch.nn.Module, torch.optim.Optimizer], None] | None = None,
+    steps: int = STEPS,
 ) -> list[torch.Tensor]:
-    """STEPS steps of cross-entropy on ``data``; ``nan_on`` poisons a gradient at NAN_STEP."""
+    """``steps`` steps of cross-entropy on ``data``; ``nan_on`` poisons a gradient at NAN_STEP."""
     x, y = data
-    for step in range(STEPS):
+    for step in range(steps):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         if nan_on is not None and step == NAN_STEP:
@@ -135,7 +143,35 @@ def run_rank(rank: int) -> dict[str, object]:
             opt = GUARDED(model.parameters(), lr=0.01)
         out[f"{kind}/guarded_nan"] = train(model, opt, data, _nan_in_rank1_part)
         out[f"{kind}/skipped@{rank}"] = _skipped(opt)
+    out.update(checkpoint_cases(rank, data))
     return out
+
+
+def checkpoint_cases(rank: int, data: tuple[torch.Tensor, ...]) -> dict[str, object]:
+    """FSDP2: train, save (every rank), train on; a fresh model + optimizer loads and trains on."""
+    out: dict[str, object] = {}
+    for name, make in CHECKPOINTED.items():
+        model = mlp()
+        fully_shard(model)
+        opt = make(model.parameters())
+        train(model, opt, data)
+        folder = Path(os.environ["OPTIMIST_TEST_CHECKPOINTS"]) / name
+        dcp.save({"train": TrainState(model, opt)}, checkpoint_id=folder)
+        out[f"dcp/{name}/continued"] = train(model, opt, data)
+        model = mlp()
+        fully_shard(model)
+        opt = make(model.parameters())
+        dcp.load({"train": TrainState(model, opt)}, checkpoint_id=folder)
+        out[f"dcp/{name}/reloaded"] = train(model, opt, data)
+    return out
+
+
+def load_on_one(name: str, folder: Path) -> list[torch.Tensor]:
+    """One process (no process group) loads the 2-rank checkpoint and trains on."""
+    model = mlp()
+    opt = CHECKPOINTED[name](model.parameters())
+    dcp.load({"train": TrainState(model, opt)}, checkpoint_id=folder / name)
+    return train(model, opt, batch())
 
 
 def _nan_last_weight(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -164,6 +200,7 @@ def run_single() -> dict[str, object]:
 
 
 def _entry(rank: int, folder: str) -> None:
+    os.environ["OPTIMIST_TEST_CHECKPOINTS"] = f"{folder}/checkpoints"
     dist.init_process_group(
         "gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD
     )

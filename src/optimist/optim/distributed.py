@@ -29,7 +29,7 @@ try:
 except ImportError:  # torch built without distributed support
     DTensor = None  # type: ignore[assignment,misc]
 
-__all__ = ["global_grad_stats", "is_dtensor", "local", "local_grad"]
+__all__ = ["global_grad_stats", "is_dtensor", "like", "local", "local_grad"]
 
 StatsFn = Callable[[Sequence[Tensor], float], tuple[Tensor, bool]]
 
@@ -42,6 +42,20 @@ def is_dtensor(t: object) -> bool:
 def local(t: Tensor) -> Tensor:
     """The local shard of a DTensor (a view: in-place updates reach the DTensor); else ``t``."""
     return t.to_local() if is_dtensor(t) else t
+
+
+def like(reference: Tensor, shard: Tensor) -> Tensor:
+    """``shard`` (a local tensor) as a DTensor laid out as ``reference``, if that is one."""
+    if not is_dtensor(reference):
+        return shard
+    return DTensor.from_local(
+        shard,
+        reference.device_mesh,
+        reference.placements,
+        run_check=False,
+        shape=reference.shape,
+        stride=reference.stride(),
+    )
 
 
 def local_grad(grad: Tensor, param: Tensor) -> Tensor:

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from optimist.optim import _build, codecs
 from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, scalar
-from optimist.optim.distributed import global_grad_stats, local, local_grad
+from optimist.optim.distributed import global_grad_stats, like, local, local_grad
 from optimist.optim.rule import Rule
 from optimist.optim.transforms import ChainConfig, mask_matches
 
@@ -138,11 +138,13 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
     return torch.stack(sums), bool(torch.stack(finite).all())
 
 
-def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+def float_state_dict(state_dict: dict[str, Any], *, widen_bfloat16: bool = True) -> dict[str, Any]:
     """A copy of an optimizer ``state_dict`` with float32 state, loadable by torch.optim.
 
-    int8 state (codes plus ``<key>_absmax`` scales) is decoded and bfloat16 state widened; the
-    groups' ``state_dtype`` is dropped.
+    int8 state (codes plus ``<key>_absmax`` scales) is decoded (a DTensor's per local shard, into
+    a float32 DTensor laid out alike) and bfloat16 state widened unless ``widen_bfloat16`` is
+    False; the groups' ``state_dtype`` is dropped, so loading keeps the optimizer's own choice
+    (and re-encodes: int8 codes come back bit for bit on the same layout).
     """
     out = {key: value for key, value in state_dict.items() if key != "optimist"}
     out["param_groups"] = [
@@ -156,8 +158,8 @@ def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
                 continue
             scale = pstate.get(key + "_absmax")
             if isinstance(value, Tensor) and value.dtype == torch.int8 and scale is not None:
-                value = codecs.int8_decode(value, scale)
-            elif isinstance(value, Tensor) and value.dtype == torch.bfloat16:
+                value = like(value, codecs.int8_decode(local(value), scale))
+            elif widen_bfloat16 and isinstance(value, Tensor) and value.dtype == torch.bfloat16:
                 value = value.float()
             new[key] = value
         states[pid] = new
