@@ -4,6 +4,7 @@ concatenated batch. ``spawn(...)`` starts the ranks with a deadline so nothing h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -199,22 +200,28 @@ def run_single() -> dict[str, object]:
 # --- launching ---------------------------------------------------------------------------------
 
 
-def _entry(rank: int, folder: str) -> None:
+def _entry(rank: int, folder: str, case: str) -> None:
     os.environ["OPTIMIST_TEST_CHECKPOINTS"] = f"{folder}/checkpoints"
     dist.init_process_group(
         "gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD
     )
     try:
-        result = run_rank(rank)
+        with (
+            open(f"{folder}/out{rank}.txt", "w") as out,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(out),
+        ):
+            result = globals()[case](rank)
         torch.save(result, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def spawn(folder: Path, timeout: float = 240.0) -> list[dict[str, object]]:
-    """Run :func:`run_rank` on WORLD processes; their results (TimeoutError past ``timeout``)."""
+def spawn(folder: Path, case: str = "run_rank", timeout: float = 240.0) -> list[dict[str, object]]:
+    """Run ``case(rank)`` (a function here) on WORLD processes; their results (TimeoutError past
+    ``timeout``); what each rank printed is in ``folder/out<rank>.txt``."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    context = mp.start_processes(_entry, args=(str(folder),), nprocs=WORLD, join=False)
+    context = mp.start_processes(_entry, args=(str(folder), case), nprocs=WORLD, join=False)
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1.0):
         if time.monotonic() > deadline:
@@ -222,3 +229,43 @@ def spawn(folder: Path, timeout: float = 240.0) -> list[dict[str, object]]:
                 process.kill()
             raise TimeoutError(f"the {WORLD} ranks did not finish within {timeout:.0f} s")
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+# --- fit(..., strategy="ddp") --------------------------------------------------------------------
+
+
+class StopOnRank1(optimist.training.callbacks.Callback):
+    """Asks to stop after epoch index 1 on rank 1 only."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 1 and dist.is_initialized() and dist.get_rank() == 1:
+            self.model.stop_training = True
+
+
+def fit_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=96)
+    x = np.eye(3, 6)[labels] * 2 + 0.3 * rng.standard_normal((96, 6))
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None):  # noqa: ANN201
+    from optimist.layers import Dense
+    from optimist.training.callbacks import CSVLogger
+
+    torch.manual_seed(0)
+    model = optimist.Sequential([Dense(8, activation="relu", input_shape=(6,)), Dense(3)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if folder is not None:
+        callbacks = [*callbacks, CSVLogger(folder / f"log{dist.get_rank()}.csv")]
+    x, y = fit_data()
+    history = model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=2,
+                        callbacks=callbacks, strategy=strategy)  # fmt: skip
+    return history.history, [p.detach().clone() for p in model.parameters()]
+
+
+def fit_rank(rank: int) -> dict[str, object]:
+    folder = Path(os.environ["OPTIMIST_TEST_CHECKPOINTS"]).parent
+    history, weights = fit_model("ddp", [], folder)
+    stopped, _ = fit_model("ddp", [StopOnRank1()])
+    return {"history": history, "weights": weights, "stopped": stopped}

@@ -35,6 +35,7 @@ from torch import nn
 
 from optimist.training import checkpoint as _ckpt
 from optimist.training import data as _data
+from optimist.training import distributed as _distributed
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
 from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
@@ -444,6 +445,7 @@ class Model(nn.Module):
         validation_batch_size: int | None = None,
         validation_freq: int = 1,
         check_nan: bool | int = True,
+        strategy: str | None = None,
     ) -> History:
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
@@ -459,9 +461,14 @@ class Model(nn.Module):
         becomes NaN/inf (checked every ``NAN_CHECK_EVERY`` batches and at each epoch's end, or
         every ``check_nan`` batches if an int; ``False`` disables).
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
+        ``strategy="ddp"``: data-parallel over the initialised ``torch.distributed`` process
+        group (see :mod:`optimist.training.distributed`).
         """
         self._require_compiled("fit")
+        ddp = _distributed.start(self, strategy)
         verbose = resolve_verbose(verbose)
+        if ddp is not None:
+            verbose = ddp.verbose(verbose)
         _check_int("epochs", epochs, 0)
         _check_int("initial_epoch", initial_epoch, 0)
         _check_int("batch_size", batch_size, 1, allow_none=True)
@@ -476,6 +483,8 @@ class Model(nn.Module):
             _check_int("check_nan", check_nan, 1)
             nan_every = int(check_nan)
         callbacks = list(callbacks or [])
+        if ddp is not None:
+            callbacks = ddp.callbacks(callbacks)
         terminate_cb = any(isinstance(cb, TerminateOnNaN) for cb in callbacks)
         if terminate_cb:
             nan_every = 0
@@ -516,6 +525,11 @@ class Model(nn.Module):
                 train, val = train.split_last(float(validation_split))
         if validation_data is not None:
             val = self._validation_source(validation_data, validation_batch_size or batch_size)
+        if ddp is not None:
+            if validation_batch_size is None and batch_size is not None:
+                validation_batch_size = batch_size  # validation is whole on every rank
+            batch_size = ddp.local_batch_size(batch_size, getattr(train, "n", 0))
+            train = ddp.shard(train)
         # A model still unbuilt here (DataLoader input) builds on its first batch.
         optimizer = self._ensure_optimizer() if self._is_built() else None
 
@@ -554,9 +568,12 @@ class Model(nn.Module):
                 val=val,
                 val_batch_size=validation_batch_size or batch_size,
                 validate=val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0,
+                ddp=ddp,
             )
             self.epoch = epoch + 1
             cbs.on_epoch_end(epoch, logs)
+            if ddp is not None:
+                self.stop_training = ddp.agree_stop(self.stop_training)
             if self.stop_training:
                 break
         cbs.on_train_end(logs)
@@ -622,6 +639,7 @@ class Model(nn.Module):
         val: Any,
         val_batch_size: int | None,
         validate: bool,
+        ddp: _distributed.DDPStrategy | None = None,
     ) -> dict[str, Any]:
         self.train()
         metrics = self.compiled_metrics
@@ -630,6 +648,8 @@ class Model(nn.Module):
         loss_fn = self.loss
         fold = self._fold
         forward = self._forward_logits if fold else self
+        if ddp is not None:
+            forward = ddp.forward(fold)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         done = 0
@@ -676,11 +696,14 @@ class Model(nn.Module):
                     cbs.on_train_batch_end(done - 1, running())
                 progress.step(done, running)
                 if nan_every and done % nan_every == 0:
-                    if not bool(torch.isfinite(loss_sum)):
+                    finite = ddp.all_finite(loss_sum) if ddp else bool(torch.isfinite(loss_sum))
+                    if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
                 if self.stop_training or done == steps_per_epoch:
                     break
+            if ddp is not None:
+                loss_sum, seen = ddp.reduce(loss_sum, seen, metrics)
             logs = running()
             if check_nan and seen and not math.isfinite(logs["loss"]):
                 raise self._nan_error(epoch, epochs, checked + 1, done, steps)
