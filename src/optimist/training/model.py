@@ -700,7 +700,8 @@ class Model(nn.Module):
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
-                if self.stop_training or done == steps_per_epoch:
+                # under DDP a stop asked mid-epoch waits for the epoch's end (all ranks agree)
+                if (self.stop_training and ddp is None) or done == steps_per_epoch:
                     break
             if ddp is not None:
                 loss_sum, seen = ddp.reduce(loss_sum, seen, metrics)
