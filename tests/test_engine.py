@@ -533,6 +533,14 @@ def test_dtensor_parameters_run_the_engine_on_their_local_shards(tmp_path):
             ref.step()
         for w, p in zip(wrapped, plain, strict=True):
             torch.testing.assert_close(w.full_tensor().detach(), p.detach(), rtol=0, atol=0)
+        # foreach=True (torch's kernel for plain tensors): DTensors take the per-tensor path,
+        # and the state made from the first gradient is a DTensor like its parameter
+        sgd = oo.SGD(wrapped, lr=0.01, momentum=0.9, foreach=True)
+        sgd.step()
+        buffers = [sgd.state[w]["momentum_buffer"] for w in wrapped]
+        assert all(isinstance(b, type(wrapped[0].data)) for b in buffers)
+        for b, w in zip(buffers, wrapped, strict=True):
+            torch.testing.assert_close(b.full_tensor(), w.grad.full_tensor(), rtol=0, atol=0)
     finally:
         dist.destroy_process_group()
 

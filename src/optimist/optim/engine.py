@@ -40,7 +40,7 @@ from torch import Tensor
 
 from optimist.optim import _build, codecs
 from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, scalar
-from optimist.optim.distributed import global_grad_stats, like, local, local_grad
+from optimist.optim.distributed import global_grad_stats, is_dtensor, like, local, local_grad
 from optimist.optim.rule import Rule
 from optimist.optim.transforms import ChainConfig, mask_matches
 
@@ -557,6 +557,8 @@ class RuleOptimizer(Optimizer):
                         decay[i] -= lr * rate
         flags = rule.flags(group)
         implementation = self._implementation(group, params)
+        if implementation == "torch" and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
+            implementation = "single"  # torch's kernel would store local shards as the state
         prologue = dict(
             grad_scale=grad_scale,
             clip_value=chain.clip_value or 0.0,
