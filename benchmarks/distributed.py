@@ -87,6 +87,14 @@ def rank_main(rank: int, args, folder: str) -> None:  # noqa: ANN001
     dist.init_process_group(
         "gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=args.world
     )
+    try:
+        measure(rank, args, folder)
+    finally:  # after measure()'s DDP objects are gone (destroying them later can hang)
+        dist.destroy_process_group()
+
+
+def measure(rank: int, args, folder: str) -> None:  # noqa: ANN001
+    """This rank's throughput and state bytes, saved to ``folder/rank<rank>.pt``."""
     x, y = data(args.batch * args.steps)
     # this rank's slice of every global batch
     per = args.batch // args.world
@@ -106,7 +114,6 @@ def rank_main(rank: int, args, folder: str) -> None:  # noqa: ANN001
         one_step(net, opt, xb, yb)
         out[f"fsdp2 {name}"] = state_bytes(opt)
     torch.save(out, f"{folder}/rank{rank}.pt")
-    dist.destroy_process_group()
 
 
 def main() -> None:

@@ -48,8 +48,17 @@ def main() -> None:
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        train(args, torch.device("cuda" if cuda else "cpu"))
+    finally:
+        # after train() returned: DDP and its reducer are gone before the group is torn down
+        # (destroying them afterwards can hang in gloo)
+        dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace, device: torch.device) -> None:
+    """The epochs from the last checkpoint on, a checkpoint after each."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda" if cuda else "cpu")
 
     (x, y), _ = mnist.load_data(copy=False)
     x = torch.from_numpy(np.asarray(x[: args.samples], dtype=np.float32) / 255.0)
@@ -86,7 +95,6 @@ def main() -> None:
         dcp.save({"train": TrainState(model, opt)}, checkpoint_id=args.out / f"epoch{epoch}")
         if rank == 0:
             print(f"epoch {epoch}: loss {float(total[0] / total[1]):.4f}", flush=True)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
