@@ -292,6 +292,15 @@ def cases() -> list[Case]:
             primary="update_ratio_high",
         ),
         Case(
+            "quadratic-lr-x100",
+            "lr_x100",
+            _function("quadratic", (3.0, 2.0)),
+            sgd(5.0),
+            steps=200,
+            expect=DIVERGE,
+            primary="diverging",
+        ),
+        Case(
             "lr-div1000-sgd",
             "lr_div1000",
             _digits_model(small),

@@ -1,7 +1,8 @@
 """optimist: deep-learning optimizers on PyTorch, a Keras-style training API, and fair comparisons.
 
 Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (optimizers, kernels, registry)
-<- ``training`` (layers, Sequential, fit, callbacks, datasets) <- ``compare`` <- ``cli``.
+<- ``monitor`` (training signals, verdicts, ``watch``, ``lr_finder``) <- ``training`` (layers,
+Sequential, fit, callbacks, datasets) <- ``compare`` <- ``cli``.
 
 Heavy subpackages are imported lazily, so ``import optimist`` stays cheap.
 """
@@ -28,6 +29,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Model": ("optimist.training", "Model"),
     "fit": ("optimist.training", "fit"),
     "load_model": ("optimist.training", "load_model"),
+    "monitor": ("optimist.monitor", None),
+    "lr_finder": ("optimist.monitor", "lr_finder"),
     "compare": ("optimist.comparison", "compare"),
     "comparison": ("optimist.comparison", None),
 }

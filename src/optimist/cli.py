@@ -1,4 +1,4 @@
-"""The ``optimist`` command: ``compare``, ``tasks``, ``trajectories``, ``optimizers``.
+"""The ``optimist`` command: ``compare``, ``tasks``, ``trajectories``, ``optimizers``, ``diagnose``.
 
 ``main(argv=None) -> int`` returns the exit status: 0 done, 1 some trials failed with an error,
 2 bad arguments (one line on stderr, no traceback), 130 interrupted (a partial report is written).
@@ -172,7 +172,49 @@ def _build_parser() -> _Parser:
     t.add_argument("--lr", type=float, help="one learning rate for all (default: per method)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/trajectories")
+    _add_diagnose_parser(sub)
     return parser
+
+
+def _add_diagnose_parser(sub: Any) -> None:
+    d = sub.add_parser(
+        "diagnose",
+        help="print the verdicts of a saved training-monitor log (and plot its signals)",
+        description="Read a monitor log (JSON lines, written by optimist.monitor.watch(..., "
+        "log=...) or Monitor(log=...)) and print the verdicts with evidence and advice. A log "
+        "cut short by a killed run is read up to its last complete line.",
+    )
+    d.add_argument("logfile", help="the monitor log (.jsonl)")
+    d.add_argument("--plot", metavar="OUT.png|OUT.svg", help="also plot every signal to this file")
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from optimist.monitor import diagnose, read_log, series_of
+    from optimist.monitor.plots import plot_signals
+
+    try:
+        if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg"):
+            raise ValueError(f"--plot must name a .png or .svg file, got {args.plot!r}")
+        log = read_log(args.logfile)
+        verdicts = diagnose(log)
+        last = max((int(r["step"]) for r in log.records), default=0)
+        print(
+            f"{args.logfile}: {len(log.records)} records up to step {last} "
+            f"({log.header.get('optimizer', '?')}, signals every {log.header.get('every', '?')} "
+            f"steps)"
+        )
+        if log.truncated:
+            print(
+                "note: the last line was cut off (the run was killed while writing); read up to it"
+            )
+        for v in verdicts:
+            print(f"- {v}")
+        if args.plot:
+            print(plot_signals(series_of(log), args.plot, verdicts, title=str(args.logfile)))
+    except (OSError, ValueError) as exc:
+        print(f"optimist diagnose: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _print_tasks() -> None:
@@ -348,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "trajectories":
         return _trajectories(args)
+    if args.command == "diagnose":
+        return _diagnose(args)
     return _compare(args, argv)
 
 

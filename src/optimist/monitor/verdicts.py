@@ -183,7 +183,10 @@ class Diagnoser:
             return []
         first = statistics.mean(loss[: t.window])
         now = statistics.mean(loss[-t.window :])
-        if first > 0 and now > (1.0 - t.stall_min_drop) * first:
+        recent = loss[-t.stall_min_readings :]
+        rough = statistics.mean(abs(b - a) for a, b in zip(recent, recent[1:], strict=False))
+        flat = rough < t.oscillate_roughness * abs(statistics.mean(recent))  # else: oscillating
+        if first > 0 and now > (1.0 - t.stall_min_drop) * first and flat:
             steps = self.series["loss"][-1][0] - self.series["loss"][0][0]
             evidence = f"the loss moved from {first:.4g} to {now:.4g} in {steps} steps"
             return [("stalled", evidence, None)]

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optimist import monitor as _monitor
 from optimist.training import checkpoint as _ckpt
 from optimist.training import data as _data
 from optimist.training import losses as _losses
@@ -444,6 +445,7 @@ class Model(nn.Module):
         validation_batch_size: int | None = None,
         validation_freq: int = 1,
         check_nan: bool | int = True,
+        monitor: bool = True,
     ) -> History:
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
@@ -457,7 +459,9 @@ class Model(nn.Module):
         ``steps_per_epoch`` caps the batches per epoch (a DataLoader then continues where the
         previous epoch stopped). ``check_nan``: stop with ``FloatingPointError`` when the loss
         becomes NaN/inf (checked every ``NAN_CHECK_EVERY`` batches and at each epoch's end, or
-        every ``check_nan`` batches if an int; ``False`` disables).
+        every ``check_nan`` batches if an int; ``False`` disables). ``monitor``: adds an
+        ``optimist.monitor.Monitor()`` in light mode (warns once per verdict) unless ``callbacks``
+        holds one; ``False`` turns it off.
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         """
         self._require_compiled("fit")
@@ -476,6 +480,8 @@ class Model(nn.Module):
             _check_int("check_nan", check_nan, 1)
             nan_every = int(check_nan)
         callbacks = list(callbacks or [])
+        if monitor and not any(isinstance(cb, _monitor.Monitor) for cb in callbacks):
+            callbacks.append(_monitor.Monitor())
         terminate_cb = any(isinstance(cb, TerminateOnNaN) for cb in callbacks)
         if terminate_cb:
             nan_every = 0
