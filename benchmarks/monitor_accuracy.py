@@ -1,6 +1,7 @@
 """How often are the monitor's verdicts right? Labelled healthy and broken runs, small and CPU-fast.
 
-Each run trains a small model (digits or an MNIST subset MLP, a 2-D test function) under
+Each run trains a small model (MLPs on digits and on MNIST / Fashion-MNIST subsets, a tiny
+next-character model on Shakespeare, 2-D test functions) under
 ``optimist.monitor.watch`` and compares the verdicts with the run's label: healthy runs should get
 only *healthy*; a broken run (a known cause: LR x100, LR /1000, unscaled inputs, bad init, dead
 ReLUs by a large negative bias, label-noise overfitting, a too-deep sigmoid net) is *caught* when
@@ -57,11 +58,53 @@ def _mnist() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(np.asarray(y[:3000], dtype=np.int64))
 
 
+@cache
+def _fashion() -> tuple[torch.Tensor, torch.Tensor]:
+    (x, y), _ = optimist.datasets.fashion_mnist.load_data()
+    x = torch.tensor(np.asarray(x[:3000], dtype=np.float32).reshape(3000, -1))
+    return x, torch.tensor(np.asarray(y[:3000], dtype=np.int64))
+
+
+@cache
+def _chars() -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Shakespeare: the next character after 8 (first 300,000 characters of the corpus)."""
+    from optimist.datasets import shakespeare
+
+    (x, y), _ = shakespeare.load_data(seq_len=8, max_chars=300_000)
+    vocab = len(shakespeare.vocabulary().chars)
+    return torch.tensor(x[:4000]), torch.tensor(y[:4000, -1]), vocab
+
+
+class CharMLP(nn.Sequential):
+    """A tiny next-character model: embeddings of 8 characters -> hidden ReLU layer -> logits."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__(
+            nn.Embedding(vocab, 16),
+            nn.Flatten(),
+            nn.Linear(8 * 16, 64),
+            nn.ReLU(),
+            nn.Linear(64, vocab),
+        )
+
+
+def _char_model():
+    def build(seed: int) -> tuple[nn.Module, Any]:
+        torch.manual_seed(seed)
+        x, y, vocab = _chars()
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(x), generator=gen)
+        val, train = order[:800], order[800:]
+        return CharMLP(vocab), (x[train], y[train], x[val], y[val])
+
+    return build
+
+
 def dataset(
     name: str, seed: int, *, raw: bool = False, n_train: int | None = None, label_noise: float = 0.0
 ) -> tuple[torch.Tensor, ...]:
     """(x_train, y_train, x_val, y_val); inputs scaled to [0, 1] unless ``raw`` (0..255)."""
-    x, y = _digits() if name == "digits" else _mnist()
+    x, y = {"digits": _digits, "mnist": _mnist, "fashion": _fashion}[name]()
     peak = 16.0 if name == "digits" else 255.0
     x = x * (255.0 / peak) if raw else x / peak
     gen = torch.Generator().manual_seed(seed)
@@ -266,6 +309,13 @@ def cases() -> list[Case]:
         Case(
             "mnist-mlp-adam", h, _digits_model([784, 128, 10], data="mnist"), by_name("adam", 1e-3)
         ),
+        Case(
+            "fashion-mlp-sgd-momentum",
+            h,
+            _digits_model([784, 64, 10], data="fashion"),
+            sgd(0.02, 0.9),
+        ),
+        Case("shakespeare-char-adam", h, _char_model(), by_name("adam", 3e-3)),
         Case("quadratic-sgd", h, _function("quadratic", (3.0, 2.0)), sgd(0.05), steps=200),
         Case(
             "rosenbrock-adam",
@@ -313,6 +363,14 @@ def cases() -> list[Case]:
             "lr_div1000",
             _digits_model(small),
             by_name("adam", 1e-6),
+            expect=STALL,
+            primary="stalled",
+        ),
+        Case(
+            "shakespeare-char-lr-div1000",
+            "lr_div1000",
+            _char_model(),
+            by_name("adam", 3e-6),
             expect=STALL,
             primary="stalled",
         ),

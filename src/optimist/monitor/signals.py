@@ -15,6 +15,8 @@ A *layer* is the module that owns the parameters (``fc1`` for ``fc1.weight`` and
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,9 @@ import torch
 from torch import nn
 
 Record = dict[str, Any]
+
+AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
+AUTO_MAX = 1000
 
 # second-moment state keys of torch/optimist optimizers, and first-moment (momentum) keys
 _SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg", "sum")
@@ -67,21 +72,31 @@ class SignalCollector:
         model: nn.Module | None,
         optimizer: torch.optim.Optimizer,
         emit: Callable[[Record], None],
-        every: int = 10,
+        every: int | str = 10,
+        budget: float = 0.02,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be an integer >= 1. Received: every={every!r}")
+        auto = every == "auto"
+        if not auto and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(
+                f"`every` must be an integer >= 1 or 'auto'. Received: every={every!r}"
+            )
         self.optimizer = optimizer
-        self.every = every
+        self.every: int = AUTO_START if auto else int(every)
+        self.auto = auto
+        self.budget = budget
         self.emit = emit
         self.step = 0  # optimizer steps completed
+        self.next_sample = 0
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.layers = _layer_names(model, self.params)
         self.layer_sizes: dict[str, int] = {}
         for name, p in zip(self.layers, self.params, strict=True):
             self.layer_sizes[name] = self.layer_sizes.get(name, 0) + p.numel()
+        self._layer_ids = {name: i for i, name in enumerate(self.layer_sizes)}
         self._before: dict[str, Any] | None = None
         self._dead: dict[str, torch.Tensor] = {}
+        self._cost = 0.0  # seconds spent on the latest sample
+        self._since = time.perf_counter()  # start of the latest sample
         self._handles: list[Any] = [
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
@@ -94,7 +109,7 @@ class SignalCollector:
     @property
     def sampling(self) -> bool:
         """True while the coming optimizer step is one that is sampled."""
-        return self.step % self.every == 0
+        return self.step == self.next_sample
 
     def close(self) -> None:
         """Removes every hook (idempotent)."""
@@ -106,9 +121,11 @@ class SignalCollector:
     def _relu_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if self.sampling and module.training and torch.is_grad_enabled():
+                start = time.perf_counter()
                 share = _dead_share(output)
                 if share is not None:
                     self._dead[name or "(root)"] = share
+                self._cost += time.perf_counter() - start
 
         return hook
 
@@ -116,17 +133,15 @@ class SignalCollector:
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not self.sampling:
             return
-        with_grad = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
-        idx = [i for i, _ in with_grad]
-        grads = [p.grad for _, p in with_grad]
-        norms = torch._foreach_norm(grads) if grads else []
+        start = time.perf_counter()
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        grads = [self.params[i].grad for i in idx]
         self._before = {
             "idx": idx,
-            "grad_norms": norms,
-            "nonfinite": [(~torch.isfinite(g)).sum() for g in grads],
-            "numel": sum(g.numel() for g in grads),
-            "weights": [p.detach().clone() for _, p in with_grad],
+            "grad_norms": torch.stack(torch._foreach_norm(grads)).double() if grads else None,
+            "weights": [self.params[i].detach().clone() for i in idx],
         }
+        self._cost += time.perf_counter() - start
 
     @torch.no_grad()
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -134,77 +149,103 @@ class SignalCollector:
         self.step += 1
         self._before = None
         if before is None:
+            if step == self.next_sample:  # a step without gradients: sample the next one
+                self.next_sample += 1
             return
-        idx = before["idx"]
+        start = time.perf_counter()
         names: list[str] = []
         values: list[torch.Tensor] = []
 
         def add(name: str, value: torch.Tensor) -> None:
             names.append(name)
-            values.append(value.detach().reshape(()).to(torch.float64).cpu())
+            values.append(value.detach().reshape(()).to(torch.float64))
 
+        idx = before["idx"]
         if idx:
-            sq = torch.stack([n.double() ** 2 for n in before["grad_norms"]])
-            add("grad_norm", sq.sum().sqrt())
-            add(
-                "nonfinite",
-                torch.stack([c.double() for c in before["nonfinite"]]).sum() / before["numel"],
-            )
+            layer_names = list(dict.fromkeys(self.layers[i] for i in idx))
+            where = {name: k for k, name in enumerate(layer_names)}
+            index = torch.tensor([where[self.layers[i]] for i in idx])
             old = before["weights"]
             new = [self.params[i].detach() for i in idx]
-            d_norms = torch._foreach_norm(torch._foreach_sub(new, old))
-            w_norms = torch._foreach_norm(old)
-            for layer in dict.fromkeys(self.layers[i] for i in idx):
-                pos = [k for k, i in enumerate(idx) if self.layers[i] == layer]
-                add(f"grad_norm/{layer}", sq[pos].sum().sqrt())
-                dw = torch.stack([d_norms[k].double() ** 2 for k in pos]).sum().sqrt()
-                w = torch.stack([w_norms[k].double() ** 2 for k in pos]).sum().sqrt()
-                add(f"update_ratio/{layer}", dw / w.clamp_min(1e-30))
+            g2 = before["grad_norms"] ** 2
+            d2 = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old))).double() ** 2
+            w2 = torch.stack(torch._foreach_norm(old)).double() ** 2
+            per_layer = torch.zeros(3, len(layer_names), dtype=torch.float64, device=g2.device)
+            per_layer.index_add_(1, index.to(g2.device), torch.stack([g2, d2, w2]))
+            per_layer = per_layer.sqrt()
+            add("grad_norm", g2.sum().sqrt())
+            for k, layer in enumerate(layer_names):
+                add(f"grad_norm/{layer}", per_layer[0, k])
+                add(f"update_ratio/{layer}", per_layer[1, k] / per_layer[2, k].clamp_min(1e-30))
             self._state_signals(idx, add)
         for name, share in self._dead.items():
             add(f"dead/{name}", share)
         self._dead = {}
-        if not names:
-            return
-        record: Record = {"step": step}
-        record.update(zip(names, torch.stack(values).tolist(), strict=True))  # one host transfer
-        self.emit(record)
+        if names:
+            record: Record = {"step": step}
+            # one host transfer
+            record.update(zip(names, torch.stack(values).cpu().tolist(), strict=True))
+            if "grad_norm" in record:
+                record["nonfinite"] = self._nonfinite_share(idx, record["grad_norm"])
+            self.emit(record)
+        self._schedule(start, step)
+
+    def _nonfinite_share(self, idx: list[int], grad_norm: float) -> float:
+        # a finite global norm means every entry is finite: count only when it is not
+        if math.isfinite(grad_norm):
+            return 0.0
+        grads = [self.params[i].grad for i in idx if self.params[i].grad is not None]
+        bad = sum(int((~torch.isfinite(g)).sum()) for g in grads)
+        return bad / max(sum(g.numel() for g in grads), 1)
+
+    def _schedule(self, start: float, step: int) -> None:
+        """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
+        time exceeds ``budget`` of the wall time since the previous sample."""
+        now = time.perf_counter()
+        self._cost += now - start
+        if self.auto:
+            elapsed = now - self._since
+            if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
+                self.every = min(self.every * 2, AUTO_MAX)
+        self._since = now
+        self._cost = 0.0
+        self.next_sample = step + self.every
 
     def _state_signals(self, idx: list[int], add: Callable[[str, torch.Tensor], None]) -> None:
         group_of = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
-        momentum_sq: list[torch.Tensor] = []
+        momenta: list[torch.Tensor] = []
         v_min: list[torch.Tensor] = []
         v_max: list[torch.Tensor] = []
         eff: dict[str, list[torch.Tensor]] = {}
         for i in idx:
             p = self.params[i]
             state = self.optimizer.state.get(p, {})
-            group = group_of[id(p)]
             m = next((state[k] for k in _MOMENTUM_KEYS if k in state), None)
-            if isinstance(m, torch.Tensor):
-                momentum_sq.append(m.double().pow(2).sum())
+            if isinstance(m, torch.Tensor) and m.numel():
+                momenta.append(m)
             v = next((state[k] for k in _SECOND_MOMENT_KEYS if k in state), None)
-            if not isinstance(v, torch.Tensor) or v.numel() == 0:
+            if not isinstance(v, torch.Tensor) or v.numel() == 0 or v.is_complex():
                 continue
-            v_min.append(v.min().double())
-            v_max.append(v.max().double())
-            lr, eps = group.get("lr"), group.get("eps", 1e-8)
+            lo, hi = torch.aminmax(v)
+            v_min.append(lo)
+            v_max.append(hi)
+            group = group_of[id(p)]
+            lr, eps = group.get("lr"), float(group.get("eps", 1e-8))
             if not isinstance(lr, (int, float, torch.Tensor)):
                 continue
-            v_hat = v.double()
-            betas = group.get("betas")
-            t = state.get("step")
+            # lr / (sqrt(v / bc) + eps) = lr sqrt(bc) / (sqrt(v) + eps sqrt(bc)), bc: Adam's bias
+            # correction of v; entries that never had a gradient (v == 0) are left out
+            betas, t = group.get("betas"), state.get("step")
+            root_bc = 1.0
             if betas is not None and t is not None:
-                v_hat = v_hat / (1.0 - float(betas[1]) ** max(float(t), 1.0))
-            # entries that never had a gradient (v == 0) would report lr/eps: leave them out
-            seen = v_hat > 0
+                root_bc = math.sqrt(1.0 - float(betas[1]) ** max(float(t), 1.0))
+            rate = (float(lr) * root_bc) / v.sqrt().add_(eps * root_bc)
+            seen = v > 0
             eff.setdefault(self.layers[i], []).append(
-                torch.stack(
-                    [(float(lr) / (v_hat[seen].sqrt() + float(eps))).sum(), seen.sum().double()]
-                )
+                torch.stack([rate.mul_(seen).sum().double(), seen.sum().double()])
             )
-        if momentum_sq:
-            add("momentum_norm", torch.stack(momentum_sq).sum().sqrt())
+        if momenta:
+            add("momentum_norm", torch.stack(torch._foreach_norm(momenta)).double().norm())
         if v_min:
             add("v_min", torch.stack(v_min).min())
             add("v_max", torch.stack(v_max).max())

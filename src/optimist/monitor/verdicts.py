@@ -97,8 +97,19 @@ class Thresholds:
 Series = dict[str, list[tuple[int, float]]]
 
 
-def _values(series: Series, key: str) -> list[float]:
-    return [v for _, v in series.get(key, [])]
+def _values(series: Series, key: str, last: int | None = None) -> list[float]:
+    """The values of ``key`` (only the ``last`` ones if given: the rules look at the tail)."""
+    points = series.get(key, [])
+    return [v for _, v in (points[-last:] if last else points)]
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values)  # statistics.mean is exact, and slow
+
+
+def _first(series: Series, key: str, n: int = 1) -> list[float]:
+    return [v for _, v in series.get(key, [])[:n]]
 
 
 def _median_last(values: list[float], n: int) -> float:
@@ -162,8 +173,10 @@ class Diagnoser:
         return out
 
     def _diverging(self) -> list[tuple[str, str, str | None]]:
-        t, loss, grad = self.t, _values(self.series, "loss"), _values(self.series, "grad_norm")
-        nonfinite = _values(self.series, "nonfinite")
+        t = self.t
+        loss = _first(self.series, "loss") + _values(self.series, "loss", 1)
+        grad = _first(self.series, "grad_norm") + _values(self.series, "grad_norm", 1)
+        nonfinite = _values(self.series, "nonfinite", 1)
         if loss and not math.isfinite(loss[-1]):
             return [("diverging", f"the loss is {loss[-1]}", None)]
         if nonfinite and nonfinite[-1] > 0:
@@ -178,14 +191,17 @@ class Diagnoser:
         return []
 
     def _stalled(self) -> list[tuple[str, str, str | None]]:
-        t, loss = self.t, _values(self.series, "loss")
-        if len(loss) < t.stall_min_readings or not all(map(math.isfinite, loss)):
+        t = self.t
+        if len(self.series.get("loss", [])) < t.stall_min_readings:
             return []
-        first = statistics.mean(loss[: t.window])
-        now = statistics.mean(loss[-t.window :])
-        recent = loss[-t.stall_min_readings :]
-        rough = statistics.mean(abs(b - a) for a, b in zip(recent, recent[1:], strict=False))
-        flat = rough < t.oscillate_roughness * abs(statistics.mean(recent))  # else: oscillating
+        recent = _values(self.series, "loss", t.stall_min_readings)
+        head = _first(self.series, "loss", t.window)
+        if not all(map(math.isfinite, recent + head)):
+            return []
+        first = _mean(head)
+        now = _mean(recent[-t.window :])
+        rough = _mean(abs(b - a) for a, b in zip(recent, recent[1:], strict=False))
+        flat = rough < t.oscillate_roughness * abs(_mean(recent))  # else: oscillating
         if first > 0 and now > (1.0 - t.stall_min_drop) * first and flat:
             steps = self.series["loss"][-1][0] - self.series["loss"][0][0]
             evidence = f"the loss moved from {first:.4g} to {now:.4g} in {steps} steps"
@@ -193,20 +209,19 @@ class Diagnoser:
         return []
 
     def _oscillating(self) -> list[tuple[str, str, str | None]]:
-        t, loss = self.t, _values(self.series, "loss")[-self.t.oscillate_window :]
+        t, loss = self.t, _values(self.series, "loss", self.t.oscillate_window)
         if len(loss) < t.oscillate_window or not all(map(math.isfinite, loss)):
             return []
         diffs = [b - a for a, b in zip(loss, loss[1:], strict=False)]
         changes = sum((a > 0) != (b > 0) for a, b in zip(diffs, diffs[1:], strict=False)) / (
             len(diffs) - 1
         )
-        level = statistics.mean(abs(v) for v in loss)
-        rough = statistics.mean(abs(d) for d in diffs) / level if level > 0 else 0.0
+        level = _mean(abs(v) for v in loss)
+        rough = _mean(abs(d) for d in diffs) / level if level > 0 else 0.0
         half = len(loss) // 2
-        first = _values(self.series, "loss")[0]
+        first = _first(self.series, "loss")[0]
         no_progress = (
-            statistics.mean(loss[half:]) >= 0.9 * statistics.mean(loss[:half])
-            and level >= t.oscillate_level * first
+            _mean(loss[half:]) >= 0.9 * _mean(loss[:half]) and level >= t.oscillate_level * first
         )
         if changes >= t.oscillate_sign_changes and rough >= t.oscillate_roughness and no_progress:
             evidence = (
@@ -217,7 +232,7 @@ class Diagnoser:
         return []
 
     def _rms(self, layer: str, last: bool = False) -> float | None:
-        values = _values(self.series, f"grad_norm/{layer}")
+        values = _values(self.series, f"grad_norm/{layer}", self.t.window)
         if len(values) < (1 if last else self.t.window):
             return None
         value = values[-1] if last else _median_last(values, self.t.window)
@@ -225,7 +240,7 @@ class Diagnoser:
 
     def _dead_now(self) -> bool:
         for layer in _layers(self.series, "dead/"):
-            values = _values(self.series, f"dead/{layer}")
+            values = _values(self.series, f"dead/{layer}", self.t.window)
             if (
                 len(values) >= self.t.window
                 and _median_last(values, self.t.window) >= self.t.dead_share
@@ -265,7 +280,7 @@ class Diagnoser:
         for layer in _layers(self.series, "update_ratio/"):
             if self.layer_sizes.get(layer, 0) < t.min_layer_size:
                 continue
-            values = _values(self.series, f"update_ratio/{layer}")
+            values = _values(self.series, f"update_ratio/{layer}", t.update_ratio_readings)
             if values and values[-1] > t.update_ratio_extreme:
                 evidence = f"one step changed its weights by {values[-1]:.2g}x their norm"
                 out.append(("update_ratio_high", evidence, layer))
@@ -284,7 +299,7 @@ class Diagnoser:
     def _dead(self) -> list[tuple[str, str, str | None]]:
         t, out = self.t, []
         for layer in _layers(self.series, "dead/"):
-            values = _values(self.series, f"dead/{layer}")
+            values = _values(self.series, f"dead/{layer}", t.window)
             if len(values) >= t.window and _median_last(values, t.window) >= t.dead_share:
                 m = _median_last(values, t.window)
                 out.append(

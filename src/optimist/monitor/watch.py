@@ -22,7 +22,7 @@ from optimist.monitor.signals import sharpness as _sharpness
 from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
 
-DEFAULT_EVERY = 10
+DEFAULT_EVERY: int | str = "auto"
 
 
 class MonitorWarning(UserWarning):
@@ -46,6 +46,9 @@ class Watch:
     """Monitors one model/optimizer pair; use :func:`watch` (a context manager) to make one.
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
+    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
+    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
+    tiny models too;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
     diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
@@ -57,7 +60,7 @@ class Watch:
         model: nn.Module | None,
         optimizer: torch.optim.Optimizer,
         *,
-        every: int = DEFAULT_EVERY,
+        every: int | str = DEFAULT_EVERY,
         log: str | os.PathLike[str] | None = None,
         csv: str | os.PathLike[str] | None = None,
         tensorboard: str | os.PathLike[str] | None = None,
@@ -73,7 +76,6 @@ class Watch:
         self._loss_n = 0
         self._closed = False
         self._collector = SignalCollector(model, optimizer, self._emit, every)
-        self.every = every
         self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
         try:
             if log is not None:
@@ -92,6 +94,11 @@ class Watch:
             raise
 
     # ---- inputs ------------------------------------------------------------------------------
+    @property
+    def every(self) -> int:
+        """The current interval between sampled steps (``every="auto"`` widens it as needed)."""
+        return self._collector.every
+
     @property
     def step(self) -> int:
         """Optimizer steps taken since the watch began."""
@@ -199,7 +206,7 @@ class Monitor:
     def __init__(
         self,
         *,
-        every: int = DEFAULT_EVERY,
+        every: int | str = DEFAULT_EVERY,
         log: str | os.PathLike[str] | None = None,
         csv: str | os.PathLike[str] | None = None,
         tensorboard: str | os.PathLike[str] | None = None,
