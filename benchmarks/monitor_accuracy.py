@@ -213,12 +213,14 @@ def _function(kind: str, start: tuple[float, float]):
     return build
 
 
-def run_case(case: Case, seed: int, thresholds: Thresholds | None = None) -> RunResult:
+def run_case(
+    case: Case, seed: int, thresholds: Thresholds | None = None, every: int | str = EVERY
+) -> RunResult:
     model, data = case.build(seed)
     opt = case.optimizer(model.parameters())
     gen = torch.Generator().manual_seed(seed)
     val_curve: list[tuple[int, float]] = []
-    with watch(model, opt, every=EVERY, thresholds=thresholds) as m:
+    with watch(model, opt, every=every, thresholds=thresholds) as m:
         if data is None:
             for _ in range(case.steps):
                 loss = model()
@@ -517,14 +519,17 @@ def print_table(s: dict[str, Any], seeds: tuple[int, ...], seconds: float) -> No
 
 
 def run_all(
-    seeds: tuple[int, ...], thresholds: Thresholds | None = None, only: str | None = None
+    seeds: tuple[int, ...],
+    thresholds: Thresholds | None = None,
+    only: str | None = None,
+    every: int | str = EVERY,
 ) -> list[RunResult]:
     out = []
     for case in cases():
         if only and only not in case.name:
             continue
         for seed in seeds:
-            out.append(run_case(case, seed, thresholds))
+            out.append(run_case(case, seed, thresholds, every))
     return out
 
 
@@ -533,11 +538,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", choices=("tune", "report"), default="report")
     parser.add_argument("--only", help="run only cases whose name contains this")
     parser.add_argument("--json", help="also write the scores to this JSON file")
+    parser.add_argument(
+        "--every", default=str(EVERY), help="signal interval: an integer or 'auto' (default 10)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = TUNE_SEEDS if args.seeds == "tune" else REPORT_SEEDS
     start = time.perf_counter()
-    results = run_all(seeds, only=args.only)
+    every = args.every if args.every == "auto" else int(args.every)
+    print(f"signal interval: every={every}")
+    results = run_all(seeds, only=args.only, every=every)
     s = score(results)
     print_table(s, seeds, time.perf_counter() - start)
     if args.json:

@@ -200,8 +200,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         last = max((int(r["step"]) for r in log.records), default=0)
         print(
             f"{args.logfile}: {len(log.records)} records up to step {last} "
-            f"({log.header.get('optimizer', '?')}, signals every {log.header.get('every', '?')} "
-            f"steps)"
+            f"({log.header.get('optimizer', '?')}, signal interval: "
+            f"{log.header.get('every', '?')})"
         )
         if log.truncated:
             print(

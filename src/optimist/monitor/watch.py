@@ -29,17 +29,25 @@ class MonitorWarning(UserWarning):
     """A verdict other than *healthy*, raised once per verdict (and layer) of a run."""
 
 
-def _as_float(loss: Any) -> torch.Tensor | float:
+def _check_loss(loss: Any) -> torch.Tensor | float:
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(
                 f"log_loss expects a scalar loss, got a tensor of shape {tuple(loss.shape)}"
             )
-        return loss.detach().reshape(()).to(torch.float64)
+        return loss.detach()
     try:
         return float(loss)
     except (TypeError, ValueError):
         raise ValueError(f"log_loss expects a number or a scalar tensor, got {loss!r}") from None
+
+
+def _mean_loss(items: list[torch.Tensor | float]) -> float:
+    tensors = [t.reshape(1) for t in items if isinstance(t, torch.Tensor)]
+    total = sum(t for t in items if not isinstance(t, torch.Tensor))
+    if tensors:  # one host transfer for the whole interval
+        total += float(torch.cat([t.to(torch.float64) for t in tensors]).sum())
+    return total / len(items)
 
 
 class Watch:
@@ -72,8 +80,8 @@ class Watch:
         self.warn = warn
         self.records: list[Record] = []
         self._sinks: list[Sink] = []
-        self._loss_sum: torch.Tensor | float = 0.0
-        self._loss_n = 0
+        self._losses: list[torch.Tensor | float] = []
+        self._first_loss = True
         self._closed = False
         self._collector = SignalCollector(model, optimizer, self._emit, every)
         self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
@@ -107,16 +115,16 @@ class Watch:
     def log_loss(self, loss: Any) -> None:
         """The training loss of the latest step; averaged over ``every`` steps per reading (one
         host transfer per reading)."""
-        self._loss_sum = self._loss_sum + _as_float(loss)
-        self._loss_n += 1
+        self._losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
-        if self._loss_n >= self.every or "loss" not in self.diagnoser.series:
+        if len(self._losses) >= self.every or self._first_loss:
+            self._first_loss = False
             self._flush_loss()
 
     def log_val_loss(self, loss: Any) -> None:
         """A validation loss (for the *overfitting* verdict); one reading per call."""
         self._flush_loss()
-        self._emit({"step": self.step, "val_loss": float(_as_float(loss))})
+        self._emit({"step": self.step, "val_loss": float(_check_loss(loss))})
 
     def sharpness(self, closure: Any, iters: int = 5) -> float:
         """Opt-in: the top Hessian eigenvalue of ``closure()`` (see
@@ -168,10 +176,10 @@ class Watch:
 
     # ---- internals ---------------------------------------------------------------------------
     def _flush_loss(self) -> None:
-        if self._loss_n == 0 or self._closed:
+        if not self._losses or self._closed:
             return
-        mean = float(self._loss_sum) / self._loss_n
-        self._loss_sum, self._loss_n = 0.0, 0
+        mean = _mean_loss(self._losses)
+        self._losses = []
         self._emit({"step": self.step, "loss": mean})
 
     def _emit(self, record: Record) -> None:
