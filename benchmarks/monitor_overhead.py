@@ -41,7 +41,7 @@ def _models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]]
             (784,),
             128,
         ),
-        "cnn 2 conv + dense (28x28), batch 64": (
+        "cnn 2 conv + dense (28x28), batch 32": (
             lambda: nn.Sequential(
                 nn.Conv2d(1, 16, 3, padding=1),
                 nn.ReLU(),
@@ -53,7 +53,7 @@ def _models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]]
                 nn.Linear(32 * 7 * 7, 10),
             ),
             (1, 28, 28),
-            64,
+            32,
         ),
     }
 

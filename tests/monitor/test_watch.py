@@ -86,6 +86,28 @@ def test_signals_of_a_sampled_step():
     assert [r["step"] for r in losses] == [1, 6, 11]  # the first loss alone, then means of 5
 
 
+def test_auto_interval_widens_while_the_monitor_costs_too_much():
+    from optimist.monitor.signals import SignalCollector
+
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    steps: list[int] = []
+    # budget 0: every reading costs "too much", so the interval doubles after each one
+    c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=0.0)
+    _train(net, opt, 160)
+    c.close()
+    assert steps == [0, 20, 60, 140]  # 10 -> 20 after the first reading, then 40, 80
+    assert c.every == 160
+    # a generous budget keeps the interval
+    steps.clear()
+    c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=1e9)
+    _train(net, opt, 31)
+    c.close()
+    assert steps == [0, 10, 20, 30]
+    with pytest.raises(ValueError, match="'auto'"):
+        SignalCollector(net, opt, print, every="sometimes")
+
+
 def test_dead_share_counts_units_silent_for_the_whole_batch():
     net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
     with torch.no_grad():

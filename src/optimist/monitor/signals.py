@@ -2,8 +2,9 @@
 
 A :class:`SignalCollector` attaches to an optimizer (``register_step_pre_hook`` /
 ``register_step_post_hook``) and to the ReLU modules of a model (forward hooks). On a sampled step
-it reads, before the update: the global and per-layer gradient norms and the share of non-finite
-gradient entries, and keeps a copy of the weights; after the update: the per-layer update-to-weight
+it reads, before the update: the global and per-layer gradient norms, and keeps a copy of the
+weights; after the update: the share of non-finite gradient entries (counted only when the global
+norm is not finite), the per-layer update-to-weight
 ratio ``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
 ``lr / (sqrt(v_hat) + eps)``), the momentum norm and the range of the second moment. Forward hooks
 give the share of dead units (zero for the whole batch) of each ReLU layer. All values of one step
