@@ -102,10 +102,25 @@ class SignalCollector:
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
         ]
-        if model is not None:
-            for name, module in model.named_modules():
-                if _is_relu(module):
-                    self._handles.append(module.register_forward_hook(self._relu_hook(name)))
+        # forward hooks slow every module call down, so they are on only for sampled steps
+        self._relus = [
+            (name, module)
+            for name, module in (model.named_modules() if model is not None else [])
+            if _is_relu(module)
+        ]
+        self._relu_handles: list[Any] = []
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self._relu_handles:
+            self._relu_handles = [
+                module.register_forward_hook(self._relu_hook(name)) for name, module in self._relus
+            ]
+
+    def _disarm(self) -> None:
+        for h in self._relu_handles:
+            h.remove()
+        self._relu_handles = []
 
     @property
     def sampling(self) -> bool:
@@ -117,6 +132,7 @@ class SignalCollector:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._disarm()
 
     # ---- hooks ---------------------------------------------------------------------------------
     def _relu_hook(self, name: str) -> Callable[..., None]:
@@ -152,6 +168,8 @@ class SignalCollector:
         if before is None:
             if step == self.next_sample:  # a step without gradients: sample the next one
                 self.next_sample += 1
+            if self.sampling:
+                self._arm()
             return
         start = time.perf_counter()
         names: list[str] = []
@@ -211,6 +229,10 @@ class SignalCollector:
         self._since = now
         self._cost = 0.0
         self.next_sample = step + self.every
+        if self.sampling:
+            self._arm()
+        else:
+            self._disarm()
 
     def _state_signals(self, idx: list[int], add: Callable[[str, torch.Tensor], None]) -> None:
         group_of = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
