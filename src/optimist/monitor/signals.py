@@ -146,10 +146,13 @@ class SignalCollector:
 
         return hook
 
-    @torch.no_grad()
+    # the hooks run on every step: the cheap checks come before any torch.no_grad() context
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self.sampling:
-            return
+        if self.sampling:
+            with torch.no_grad():
+                self._read_before()
+
+    def _read_before(self) -> None:
         start = time.perf_counter()
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
         grads = [self.params[i].grad for i in idx]
@@ -160,7 +163,6 @@ class SignalCollector:
         }
         self._cost += time.perf_counter() - start
 
-    @torch.no_grad()
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         step, before = self.step, self._before
         self.step += 1
@@ -171,6 +173,10 @@ class SignalCollector:
             if self.sampling:
                 self._arm()
             return
+        with torch.no_grad():
+            self._read_after(step, before)
+
+    def _read_after(self, step: int, before: dict[str, Any]) -> None:
         start = time.perf_counter()
         names: list[str] = []
         values: list[torch.Tensor] = []
