@@ -137,6 +137,9 @@ def lr_finder(
     opt = _make_optimizer(optimizer, model)
     model_state = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(opt.state_dict())
+    groups = [
+        copy.deepcopy({k: v for k, v in g.items() if k != "params"}) for g in opt.param_groups
+    ]
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     lrs: list[float] = []
@@ -176,6 +179,11 @@ def lr_finder(
     finally:
         model.load_state_dict(model_state)
         opt.load_state_dict(opt_state)
+        # the group dicts exactly as they were (load_state_dict may add default keys)
+        for group, saved in zip(opt.param_groups, groups, strict=True):
+            for key in [k for k in group if k != "params" and k not in saved]:
+                del group[key]
+            group.update(saved)
         model.train(was_training)
     return LRFinderResult(lrs, losses, _suggest(lrs, losses), stopped)
 
