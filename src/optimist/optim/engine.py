@@ -235,6 +235,7 @@ class RuleOptimizer(Optimizer):
         self._count = 0  # real (applied) steps
         self._micro = 0  # calls since the last real step (gradient accumulation)
         self._mask_cache: dict[tuple[int, int], bool] = {}
+        self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     # --- checks and persistence --------------------------------------------------------------
@@ -257,6 +258,7 @@ class RuleOptimizer(Optimizer):
         self.__dict__.setdefault("_count", 0)
         self.__dict__.setdefault("_micro", 0)
         self.__dict__["_mask_cache"] = {}
+        self.__dict__.setdefault("_warned_subclass", False)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -592,6 +594,16 @@ class RuleOptimizer(Optimizer):
             # (tensor subclasses such as DTensor are among the indices it returns)
             slow = load().unsupported_indices([params, grads, *columns, ema])
             eager = list(slow)
+            if slow and not self._warned_subclass:
+                kinds = {type(params[i]).__name__ for i in slow} - {"Tensor", "Parameter"}
+                if kinds:
+                    self._warned_subclass = True
+                    warnings.warn(
+                        f"optimist: parameters of tensor subclass {', '.join(sorted(kinds))} use "
+                        "the per-tensor PyTorch path (the C++ engine takes plain CPU tensors)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             if not slow:
                 self._run_fused(group, batch)
             elif len(slow) < n:
