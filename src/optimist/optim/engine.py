@@ -124,13 +124,21 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         if not slow:
             return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
-    for g in grads:
+    for g in grads:  # on the gradients' devices; one host transfer at the end
         r = as_real(g)
         if clip_value > 0:
             r = r.clamp(-clip_value, clip_value)
-        sums.append(r.double().square().sum().cpu())
-        finite.append(torch.isfinite(as_real(g)).all().cpu())
-    return torch.stack(sums), bool(torch.stack(finite).all())
+        sums.append(r.double().square().sum())
+        finite.append(torch.isfinite(as_real(g)).all())
+    by_device: dict[torch.device, list[int]] = {}
+    for i, s in enumerate(sums):
+        by_device.setdefault(s.device, []).append(i)
+    out = torch.zeros(len(grads), dtype=torch.float64)
+    all_finite = True
+    for idx in by_device.values():
+        out[idx] = torch.stack([sums[i] for i in idx]).cpu()
+        all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
+    return out, all_finite
 
 
 def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
