@@ -180,6 +180,13 @@ class Model(nn.Module):
             return t.device
         return torch.device("cpu")
 
+    def _dtype(self) -> torch.dtype:
+        """The floating dtype inputs are cast to: the parameters', else torch's default."""
+        for t in self.parameters():
+            if not isinstance(t, nn.parameter.UninitializedParameter) and t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
+
     # ------------------------------------------------------------------------------------------
     # compile
     # ------------------------------------------------------------------------------------------
@@ -346,15 +353,16 @@ class Model(nn.Module):
                 f"the targets itself)"
             )
         device = self._device() if self._is_built() else None
-        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device)
+        dtype = self._dtype()
+        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
         yt = None
         if y is not None:
             kind = self.loss.target_kind if self.loss is not None else "float"
-            yt = _data.to_tensor(y, f"{prefix}y", kind=kind, device=device)
+            yt = _data.to_tensor(y, f"{prefix}y", kind=kind, device=device, dtype=dtype)
         wt = None
         if sample_weight is not None:
             wt = _data.to_tensor(
-                sample_weight, f"{prefix}sample_weight", kind="float", device=device
+                sample_weight, f"{prefix}sample_weight", kind="float", device=device, dtype=dtype
             )
             if wt.dim() != 1:
                 wt = wt.reshape(wt.shape[0], -1)[:, 0] if wt.numel() == wt.shape[0] else wt
@@ -364,6 +372,10 @@ class Model(nn.Module):
                     f"{tuple(wt.shape)}"
                 )
         _data.check_lengths(xt, yt, wt, prefix)
+        if need_y and xt.shape[0] == 0:
+            raise ValueError(
+                f"{prefix}x is empty (0 samples): there is nothing to train or evaluate on"
+            )
         if check:
             _data.check_finite(xt, f"{prefix}x")
             if yt is not None:
@@ -584,6 +596,7 @@ class Model(nn.Module):
             x_kind=self._x_kind(),
             y_kind=self.loss.target_kind if self.loss is not None else "float",
             device=self._device(),
+            dtype=self._dtype(),
         )
 
     def _running_logs(self, loss_sum: torch.Tensor, seen: int) -> dict[str, float]:
@@ -809,7 +822,12 @@ class Model(nn.Module):
         if _data.is_loader_like(x):
             source: Any = _data.LoaderData(x, batch_size, False, None)
             batches = source.batches(
-                None, x_kind=self._x_kind(), y_kind="float", device=self._device(), need_y=False
+                None,
+                x_kind=self._x_kind(),
+                y_kind="float",
+                device=self._device(),
+                need_y=False,
+                dtype=self._dtype(),
             )
             total = source.steps()
         else:
