@@ -37,6 +37,7 @@ from optimist.training import checkpoint as _ckpt
 from optimist.training import data as _data
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
+from optimist.training import optimizers as _keras_opt
 from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
@@ -198,10 +199,15 @@ class Model(nn.Module):
     ) -> None:
         """Configure training (Keras' ``compile``).
 
-        ``optimizer``: a name for :func:`optimist.optim.optimizer` (``"sgd"`` is SGD with
-        ``lr=0.01`` as in Keras, ``"adam"``...), a ``torch.optim.Optimizer`` instance over this
-        model's parameters, or a factory ``params -> Optimizer`` (e.g.
-        ``functools.partial(torch.optim.SGD, lr=0.1)``). A model without parameters yet (no
+        ``optimizer``: a Keras name (``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
+        ``"adagrad"``, ``"adadelta"``, ``"adamax"``, ``"nadam"``: Keras 3's defaults and update
+        rule, see :mod:`optimist.optimizers`), a Keras-style optimizer object
+        (``optimist.optimizers.Adam(learning_rate=1e-3)``), another name of the registry
+        :func:`optimist.optim.optimizer` (``"momentum"``, ``"radam"``...: torch's conventions),
+        a ``torch.optim.Optimizer`` instance over this model's parameters, or a factory
+        ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``). In every
+        case ``model.optimizer`` is the ``torch.optim.Optimizer`` that runs the updates (a Keras
+        object's is ``model.optimizer.keras_optimizer``). A model without parameters yet (no
         ``input_shape``) gets its optimizer when ``fit`` builds it from the first data it sees;
         an optimizer *instance* needs a built model.
 
@@ -225,8 +231,12 @@ class Model(nn.Module):
 
         self.optimizer = None
         self._optimizer_name = None
+        if isinstance(optimizer, str) and _keras_opt.is_keras_name(optimizer):
+            optimizer = _keras_opt.get(optimizer)  # Keras 3's defaults and rule
         self._optimizer_spec = optimizer
-        if isinstance(optimizer, str):
+        if isinstance(optimizer, _keras_opt.Optimizer):
+            pass  # built on this model's parameters by _ensure_optimizer
+        elif isinstance(optimizer, str):
             from optimist import optim
 
             optim.spec(optimizer)  # unknown names fail now, with close matches
@@ -288,6 +298,11 @@ class Model(nn.Module):
         theirs = [p for g in optimizer.param_groups for p in g["params"]]
         if theirs and not any(id(p) in mine for p in theirs):
             raise ValueError("the optimizer holds none of this model's parameters")
+
+    def _keras_optimizer(self) -> _keras_opt.Optimizer | None:
+        """The Keras-style optimizer object given to ``compile`` (by name or instance), if any."""
+        spec = self._optimizer_spec
+        return spec if isinstance(spec, _keras_opt.Optimizer) else None
 
     def _has_parameters(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
@@ -571,6 +586,9 @@ class Model(nn.Module):
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
+        keras_opt = self._keras_optimizer()
+        if keras_opt is not None:
+            keras_opt.finalize_variable_values()  # use_ema: the averaged weights, as Keras
         cbs.on_train_end(logs)
         return history
 
@@ -958,7 +976,13 @@ class Model(nn.Module):
         if self.compiled:
             compile_config = dict(self._compile_config or {})
             opt = self.optimizer
-            if opt is not None:
+            keras_opt = self._keras_optimizer()
+            if keras_opt is not None:
+                compile_config["optimizer"] = {
+                    "keras": _keras_opt.serialize(keras_opt),
+                    "iterations": keras_opt.iterations,
+                }
+            elif opt is not None:
                 compile_config["optimizer"] = _ckpt.optimizer_config(opt, self._optimizer_name)
             elif self._optimizer_name is not None:
                 compile_config["optimizer"] = {"name": self._optimizer_name}
@@ -1113,7 +1137,9 @@ def _compile_from_checkpoint(
     opt_cfg = cc.get("optimizer") or {}
     spec: Any = optimizer
     params = [p for p in model.parameters() if p.requires_grad]
-    if spec is None and opt_cfg.get("name"):
+    if spec is None and opt_cfg.get("keras"):
+        spec = _keras_opt.deserialize(opt_cfg["keras"])
+    elif spec is None and opt_cfg.get("name"):
         spec = opt_cfg["name"]
     elif spec is None and opt_cfg.get("class") and params:
         spec = _ckpt.rebuild_optimizer(opt_cfg, params)
@@ -1144,6 +1170,9 @@ def _compile_from_checkpoint(
                 RuntimeWarning,
                 stacklevel=3,
             )
+    keras_opt = model._keras_optimizer()
+    if keras_opt is not None and optimizer is None:
+        keras_opt.iterations = int(opt_cfg.get("iterations", 0))
     shuffle_state = ckpt["rng"].get("shuffle")
     if shuffle_state is not None:
         model._shuffle_generator.set_state(shuffle_state)
