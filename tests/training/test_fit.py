@@ -252,11 +252,18 @@ def test_eval_mode_in_evaluate_and_predict(blobs):
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    assert not model.training  # Keras: inference mode outside fit
     model.fit(x, labels, epochs=1, verbose=0)
-    assert model.training  # fit leaves train mode, evaluate/predict restore it
+    assert not any(m.training for m in model.modules())  # fit ends in inference mode
     first = model.evaluate(x, labels, verbose=0)
     assert model.evaluate(x, labels, verbose=0) == first
     assert np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert torch.equal(model(x), model(x))  # Dropout off in model(x), as in Keras
+    assert not torch.equal(model(x, training=True), model(x, training=True))
+    assert not model.training  # training=True is for that call only
+    model.train()  # a torch user's choice is kept by evaluate/predict
+    model.evaluate(x, labels, verbose=0)
+    model.predict(x, verbose=0)
     assert model.training
 
 

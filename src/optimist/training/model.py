@@ -109,6 +109,42 @@ class Model(nn.Module):
         self._fold: str | None = None
         self._shuffle_generator: torch.Generator | None = None
         self._sample_input: torch.Tensor | None = None
+        self.eval()  # Keras: inference behaviour (Dropout off) everywhere but inside fit
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, nn.Module) and "training" in self.__dict__:
+            value.train(self.training)  # a submodule added later follows the model's mode
+        super().__setattr__(name, value)
+
+    def _plain_call(self, *args: Any, **kwargs: Any) -> Any:
+        """``torch.nn.Module.__call__`` (hooks included) without the Keras conveniences, for
+        the engine's own batches, which are already tensors of the right dtype."""
+        return nn.Module.__call__(self, *args, **kwargs)
+
+    def __call__(self, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        """``model(x)`` as in Keras: ``x`` may be a NumPy array (then no gradient is tracked
+        and the result is a plain tensor: ``model(x).numpy()`` works) or a tensor of any float
+        dtype (cast to the model's dtype); ``training=True/False`` runs the call in train or
+        inference mode (default: the current mode, which is inference outside ``fit``)."""
+        if args:
+            x = args[0]
+            if isinstance(x, (np.ndarray, list)):
+                device = self._device() if self._is_built() else None
+                x = _data.to_tensor(x, "x", kind=self._x_kind(), device=device, dtype=self._dtype())
+                with torch.no_grad():
+                    return self(x, *args[1:], training=training, **kwargs)
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                dtype = self._dtype()
+                if x.dtype != dtype:
+                    args = (x.to(dtype), *args[1:])
+        if training is None or bool(training) == self.training:
+            return super().__call__(*args, **kwargs)
+        was_training = self.training
+        self.train(bool(training))
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------------------------------
     # structure hooks (overridden by Sequential)
@@ -169,7 +205,7 @@ class Model(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                return self(x[:1])
+                return self._plain_call(x[:1])
         finally:
             self.train(was_training)
 
@@ -275,6 +311,8 @@ class Model(nn.Module):
     def _loss_config(loss: Any) -> Any:
         if loss is None or isinstance(loss, str):
             return loss
+        if _losses.builtin_name(loss) is not None:
+            return _losses.builtin_name(loss)
         if type(loss) in set(_losses.LOSSES.values()):
             return {"class": type(loss).__name__, "config": loss.get_config()}
         return None
@@ -562,30 +600,33 @@ class Model(nn.Module):
         history.model = self
         logs: dict[str, Any] = {}
         cbs.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch)
-            logs = self._train_epoch(
-                train,
-                batch_size=batch_size,
-                shuffle=shuffle,
-                steps=steps,
-                steps_per_epoch=steps_per_epoch,
-                epoch=epoch,
-                epochs=epochs,
-                optimizer=optimizer,
-                cbs=cbs,
-                verbose=verbose,
-                nan_every=nan_every,
-                check_nan=check_nan,
-                cw_table=cw_table,
-                val=val,
-                val_batch_size=validation_batch_size or batch_size,
-                validate=val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0,
-            )
-            self.epoch = epoch + 1
-            cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        try:
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                logs = self._train_epoch(
+                    train,
+                    batch_size=batch_size,
+                    shuffle=shuffle,
+                    steps=steps,
+                    steps_per_epoch=steps_per_epoch,
+                    epoch=epoch,
+                    epochs=epochs,
+                    optimizer=optimizer,
+                    cbs=cbs,
+                    verbose=verbose,
+                    nan_every=nan_every,
+                    check_nan=check_nan,
+                    cw_table=cw_table,
+                    val=val,
+                    val_batch_size=validation_batch_size or batch_size,
+                    validate=val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0,
+                )
+                self.epoch = epoch + 1
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            self.eval()  # outside fit the model is in inference mode, as in Keras
         keras_opt = self._keras_optimizer()
         if keras_opt is not None:
             keras_opt.finalize_variable_values()  # use_ema: the averaged weights, as Keras
@@ -660,7 +701,7 @@ class Model(nn.Module):
             m.reset()
         loss_fn = self.loss
         fold = self._fold
-        forward = self._forward_logits if fold else self
+        forward = self._forward_logits if fold else self._plain_call
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         done = 0
@@ -748,7 +789,7 @@ class Model(nn.Module):
             m.reset()
         loss_fn = self.loss
         fold = self._fold
-        forward = self._forward_logits if fold else self
+        forward = self._forward_logits if fold else self._plain_call
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
@@ -866,7 +907,7 @@ class Model(nn.Module):
                     if steps is not None and step >= steps:
                         break
                     cbs.on_predict_batch_begin(step)
-                    out = self(xb)
+                    out = self._plain_call(xb)
                     outputs.append(out)
                     cbs.on_predict_batch_end(step, {"outputs": out})
                     progress.step(step + 1)

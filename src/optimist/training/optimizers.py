@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -105,8 +106,15 @@ class Optimizer:
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.pop("decay", None) is not None:
+            warnings.warn(
+                "Argument `decay` is no longer supported and will be ignored (Keras 3).",
+                UserWarning,
+                stacklevel=3,
+            )
         if kwargs:
-            raise ValueError(f"Argument(s) not recognized: {kwargs}")
+            hint = " (Keras 3 spells it `learning_rate`)" if "lr" in kwargs else ""
+            raise ValueError(f"Argument(s) not recognized: {kwargs}{hint}")
         if callable(learning_rate):
             self._schedule: Callable[[int], float] | None = learning_rate
             self._learning_rate = float(learning_rate(0))
