@@ -8,9 +8,10 @@ per-sample values, as Keras' do, and given to ``compile`` they are the built-in 
 name (stable from-logits folding, ``class_weight``, saved with the model).
 
 When ``from_logits`` is true, ``y_pred`` holds pre-activation logits and the cross-entropies
-use ``log_softmax`` / ``binary_cross_entropy_with_logits`` (no overflow, no NaN at extreme logits). The training engine
-sets ``from_logits`` itself when the model's last layer has a ``softmax`` (categorical losses) or
-``sigmoid`` (binary cross-entropy) activation, and still returns probabilities from ``predict``.
+use ``log_softmax`` / ``binary_cross_entropy_with_logits`` (no overflow, no NaN at extreme
+logits). The training engine sets ``from_logits`` itself when the model's last layer has a
+``softmax`` (categorical losses) or ``sigmoid`` (binary cross-entropy) activation, and still
+returns probabilities from ``predict``.
 
 Custom losses: any callable. A ``torch.nn`` loss module (``torch.nn.MSELoss()`` ...) is called
 PyTorch-style as ``fn(y_pred, y_true)``; any other callable Keras-style as ``fn(y_true, y_pred)``.
