@@ -19,7 +19,16 @@ from optimist.optim import optimizer
 # name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
+    # Keras' namespaces, for ``import optimist as keras``
     "optimizers": ("optimist.optimizers", None),
+    "models": ("optimist.models", None),
+    "losses": ("optimist.losses", None),
+    "metrics": ("optimist.metrics", None),
+    "regularizers": ("optimist.regularizers", None),
+    "initializers": ("optimist.initializers", None),
+    "activations": ("optimist.activations", None),
+    "backend": ("optimist.backend", None),
+    "Input": ("optimist.training.layers", "Input"),
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),

@@ -25,6 +25,7 @@ from torch import nn
 
 from optimist.training import activations as _activations
 from optimist.training import initializers as _initializers
+from optimist.training import regularizers as _regularizers
 
 Shape = tuple[int | None, ...]
 
@@ -64,9 +65,7 @@ def _activation_config(activation: Any) -> Any:
 
 
 def _initializer_config(initializer: Any) -> Any:
-    if isinstance(initializer, str):
-        return initializer
-    return getattr(initializer, "__name__", repr(initializer))
+    return _initializers.config_of(initializer)
 
 
 class Layer(nn.Module):
@@ -84,8 +83,18 @@ class Layer(nn.Module):
         name: str | None = None,
         input_shape: Sequence[int | None] | None = None,
         trainable: bool = True,
+        input_dim: int | None = None,
+        dtype: Any = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
     ) -> None:
         super().__init__()
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+        if input_dim is not None:  # Keras 2's Dense(input_dim=784) == input_shape=(784,)
+            if input_shape is not None:
+                raise ValueError("pass input_shape= or input_dim=, not both")
+            input_shape = (int(input_dim),)
         if name is not None and (not isinstance(name, str) or not name or "." in name):
             raise ValueError(f"layer name must be a non-empty string without '.', got {name!r}")
         self.name = name
@@ -143,8 +152,21 @@ class Layer(nn.Module):
         """Number of weights, trainable and not (moving statistics included), as Keras counts."""
         return sum(count_weights(self))
 
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """This layer's weight penalties (``kernel_regularizer`` / ``bias_regularizer``)."""
+        out = []
+        for attr, reg in (("kernel", self.kernel_regularizer), ("bias", self.bias_regularizer)):
+            weight = getattr(self, attr, None)
+            if reg is not None and isinstance(weight, torch.Tensor):
+                out.append(reg(weight))
+        return out
+
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"name": self.name, "trainable": self._trainable}
+        for key in ("kernel_regularizer", "bias_regularizer"):
+            if getattr(self, key) is not None:
+                config[key] = _regularizers.serialize(getattr(self, key))
         if self.input_shape_arg is not None:
             config["input_shape"] = list(self.input_shape_arg)
         return config
@@ -930,6 +952,10 @@ class GRU(_Recurrent):
         return torch.stack(outputs, dim=1)
 
 
+# Layers of other files register themselves in LAYER_CLASSES on import (they subclass Layer).
+from optimist.training import layers_more as _more_layers  # noqa: E402
+from optimist.training.layers_more import *  # noqa: E402, F403
+
 __all__ = [
     "LAYER_CLASSES",
     "Activation",
@@ -951,4 +977,5 @@ __all__ = [
     "Reshape",
     "count_weights",
     "register_layer",
+    *_more_layers.__all__,
 ]

@@ -19,6 +19,20 @@ from typing import Any
 
 import torch
 
+__all__ = [
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "METRIC_NAMES",
+    "MeanAbsoluteError",
+    "MeanMetricWrapper",
+    "MeanSquaredError",
+    "Metric",
+    "SparseCategoricalAccuracy",
+    "TopKAccuracy",
+    "get",
+]
+
 
 class Metric:
     """Base class: a running mean ``total / count`` kept as a tensor and a Python int."""

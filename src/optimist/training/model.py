@@ -337,6 +337,38 @@ class Model(nn.Module):
         if theirs and not any(id(p) in mine for p in theirs):
             raise ValueError("the optimizer holds none of this model's parameters")
 
+    # ------------------------------------------------------------------------------------------
+    # Keras' weight lists and penalties
+    # ------------------------------------------------------------------------------------------
+    def _regularized_layers(self) -> list[Layer]:
+        return [
+            m
+            for m in self.modules()
+            if isinstance(m, Layer) and (m.kernel_regularizer or m.bias_regularizer)
+        ]
+
+    @staticmethod
+    def _penalty(layers: list[Layer]) -> torch.Tensor:
+        return torch.stack([p for layer in layers for p in layer.losses]).sum()
+
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """The weight penalties of the layers' regularizers (added to the loss by fit)."""
+        return [p for layer in self._regularized_layers() for p in layer.losses]
+
+    @property
+    def trainable_weights(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def non_trainable_weights(self) -> list[torch.Tensor]:
+        frozen = [p for p in self.parameters() if not p.requires_grad]
+        return frozen + [b for b in self.buffers() if b.is_floating_point()]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self.trainable_weights + self.non_trainable_weights
+
     def _keras_optimizer(self) -> _keras_opt.Optimizer | None:
         """The Keras-style optimizer object given to ``compile`` (by name or instance), if any."""
         spec = self._optimizer_spec
@@ -702,6 +734,7 @@ class Model(nn.Module):
         loss_fn = self.loss
         fold = self._fold
         forward = self._forward_logits if fold else self._plain_call
+        penalized = self._regularized_layers()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         done = 0
@@ -734,6 +767,8 @@ class Model(nn.Module):
                 optimizer.zero_grad()
                 out = forward(xb)
                 loss = loss_fn(yb, out, wb, fold)
+                if penalized:
+                    loss = loss + self._penalty(penalized)
                 loss.backward()
                 optimizer.step()
                 n = xb.shape[0]
@@ -790,6 +825,7 @@ class Model(nn.Module):
         loss_fn = self.loss
         fold = self._fold
         forward = self._forward_logits if fold else self._plain_call
+        penalized = self._regularized_layers()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
@@ -814,6 +850,8 @@ class Model(nn.Module):
                         first = False
                     out = forward(xb)
                     loss = loss_fn(yb, out, wb, fold)
+                    if penalized:
+                        loss = loss + self._penalty(penalized)
                     n = xb.shape[0]
                     seen += n
                     loss_sum.add_(loss, alpha=n)
@@ -916,6 +954,40 @@ class Model(nn.Module):
             progress.close()
         cbs.on_predict_end()
         return _concat_outputs(outputs)
+
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """One gradient step on this batch (Keras' ``train_on_batch``); returns the loss (and
+        metrics) of the batch, computed before the step."""
+        history = self.fit(
+            x,
+            y,
+            batch_size=None,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
+        )
+        logs = {k: v[-1] for k, v in history.history.items()}
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def test_on_batch(
+        self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """Loss (and metrics) on this batch in inference mode (Keras' ``test_on_batch``)."""
+        return self.evaluate(
+            x, y, batch_size=None, verbose=0, sample_weight=sample_weight, return_dict=return_dict
+        )
 
     def predict_on_batch(self, x: Any) -> Any:
         return self.predict(x, batch_size=None, verbose=0)
