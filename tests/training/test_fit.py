@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -157,7 +158,8 @@ def test_class_weight_and_sample_weight(blobs):
     assert loss_oh.history["loss"][0] == pytest.approx(loss_cw[0], rel=1e-5)
 
 
-def test_verbose_modes(blobs, capfd):
+def test_verbose_modes(blobs, capfd, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # the summary must not be cut to the terminal's width
     x, labels = blobs
     model = classifier()
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
@@ -169,9 +171,15 @@ def test_verbose_modes(blobs, capfd):
 
     model.fit(x, labels, epochs=2, verbose=1, validation_split=0.1)
     out, err = capfd.readouterr()
-    assert "Epoch 1/2" in err and "Epoch 2/2" in err
-    assert "9/9" in err  # tqdm's counter: 270 samples / 32 per batch
-    assert "loss:" in err and "accuracy:" in err and "val_loss:" in err
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err  # the bars
+    summaries = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert len(summaries) == 2 and all(" 9/9 - " in line for line in summaries)  # 270 / 32
+    for line in summaries:  # every metric in full, as Keras prints it
+        assert re.search(
+            r"loss: \d\.\d{4} - accuracy: \d\.\d{4} - val_loss: \d\.\d{4} - "
+            r"val_accuracy: \d\.\d{4}$",
+            line,
+        ), line
 
     model.fit(x, labels, epochs=2, verbose=2)
     out, err = capfd.readouterr()
@@ -179,9 +187,9 @@ def test_verbose_modes(blobs, capfd):
     assert len(lines) == 2 and "10/10" in lines[0] and "accuracy:" in lines[0]
     assert err == ""
 
-    model.evaluate(x, labels)  # "auto": a bar, as Keras
+    model.evaluate(x, labels)  # "auto": a bar, then the summary line, as Keras
     out, err = capfd.readouterr()
-    assert "Evaluate" in err
+    assert "Evaluate" in err and re.search(r"Evaluate: 10/10 .* accuracy: \d\.\d{4}$", out)
 
 
 def test_history_plot_writes_png(blobs, tmp_path):
