@@ -89,8 +89,11 @@ class Progress:
             self.bar.close()
             self.bar = None
         if self.verbose in (1, 2):
-            per_step = f"{1000.0 * elapsed / self.done:.0f}ms/step - " if self.done else ""
             count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+            parts = [count, f"{elapsed:.1f}s"]
+            if self.done:
+                parts.append(f"{1000.0 * elapsed / self.done:.0f}ms/step")
+            if logs:
+                parts.append(format_logs(logs))
             prefix = f"{self.desc}: " if self.verbose == 1 or not self.header else ""
-            text = f"{prefix}{count} - {elapsed:.1f}s - {per_step}"
-            print(text + format_logs(logs or {}), flush=True)
+            print(prefix + " - ".join(parts), flush=True)
