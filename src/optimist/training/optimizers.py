@@ -259,12 +259,14 @@ class Optimizer:
             if buffers:
                 torch._foreach_mul_(buffers, self._last_lr / lr)
         self._last_lr = lr
-        grads = self._grads()
-        if grads:
-            self._clip(grads)
-            if self.weight_decay:
-                with torch.no_grad():
-                    params = [p for p in self._params if p.grad is not None]
+        if self.clipnorm or self.global_clipnorm or self.clipvalue:
+            grads = self._grads()
+            if grads:
+                self._clip(grads)
+        if self.weight_decay:
+            with torch.no_grad():
+                params = [p for p in self._params if p.grad is not None]
+                if params:
                     torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
         self._adjust(opt, self.iterations + 1)
 
