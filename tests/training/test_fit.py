@@ -306,3 +306,25 @@ def test_initial_epoch_and_repeated_fit_continue(line_data):
     history = model.fit(x, y, epochs=5, initial_epoch=3, verbose=0)
     assert history.epoch == [3, 4] and model.epoch == 5
     assert model.fit(x, y, epochs=5, initial_epoch=5, verbose=0).history == {}
+
+
+def test_one_hot_targets_train_as_labels_with_the_same_results(blobs):
+    x, labels = blobs
+    y = to_categorical(labels, 3)
+    runs, models = [], []
+    for metrics in (["accuracy", "top_k_accuracy"], ["accuracy", "top_k_accuracy", "mse"]):
+        torch.manual_seed(0)  # the second run keeps one-hot targets (mse reads them)
+        model = classifier()
+        model.compile("sgd", "categorical_crossentropy", metrics)
+        runs.append(model.fit(x, y, epochs=2, verbose=0, validation_split=0.2).history)
+        models.append(model)
+    from optimist.training.data import ArrayData
+
+    compact = models[0]._compact_targets(ArrayData(torch.from_numpy(x), torch.from_numpy(y), None))
+    assert compact.y.dtype == torch.long and torch.equal(compact.y, torch.from_numpy(labels))
+    kept = models[1]._compact_targets(ArrayData(torch.from_numpy(x), torch.from_numpy(y), None))
+    assert kept.y.dtype == torch.float32
+    soft = y * 0.9 + 0.1 / 3  # label smoothing: not one-hot, never converted
+    assert models[0]._compact_targets(ArrayData(None, torch.from_numpy(soft), None)).y.dim() == 2
+    for key in ("loss", "accuracy", "top_k_accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-6, err_msg=key)

@@ -80,15 +80,14 @@ _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
 
 
 def _as_tensor(value: Any, dtype: torch.dtype | None) -> torch.Tensor:
-    """NumPy arrays, lists and numbers as tensors (floating ones cast to ``dtype``)."""
-    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-    if (
-        dtype is not None
-        and t.dtype != dtype
-        and (t.is_floating_point() or dtype.is_floating_point)
-    ):
-        t = t.to(dtype)
-    return t
+    """NumPy arrays, lists and numbers as tensors cast to ``dtype``; a tensor keeps integer
+    labels as they are (the engine passes one-hot targets as int64 labels)."""
+    if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            return value.to(dtype)
+        return value
+    t = torch.as_tensor(np.asarray(value))
+    return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -195,8 +194,12 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     logits_activation = "softmax"
 
+    # ``y_true`` may also be int64 class labels: the engine passes exact one-hot targets that
+    # way (converted once per data set), which is the same loss computed more cheaply.
     def per_sample(self, y_true: torch.Tensor, y_pred: torch.Tensor, logits: bool) -> torch.Tensor:
         logp = torch.log_softmax(y_pred, dim=-1) if logits else _probs_clipped(y_pred).log()
+        if y_true.dtype == torch.long:
+            return -logp.gather(-1, y_true.unsqueeze(-1)).squeeze(-1)
         return -(y_true * logp).sum(dim=-1)
 
     def mean(self, y_true: torch.Tensor, y_pred: torch.Tensor, logits: bool) -> torch.Tensor:

@@ -88,7 +88,8 @@ class CategoricalAccuracy(Metric):
     def update(
         self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
     ) -> None:
-        hits = y_pred.argmax(dim=-1) == y_true.argmax(dim=-1)
+        labels = y_true if y_true.dtype == torch.long else y_true.argmax(dim=-1)  # see _labels
+        hits = y_pred.argmax(dim=-1) == labels
         self._add(hits.sum(), hits.numel())
 
 

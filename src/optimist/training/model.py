@@ -611,8 +611,12 @@ class Model(nn.Module):
                 train = _data.ArrayData(train.x, train.y, sw)
             if validation_split and validation_data is None:
                 train, val = train.split_last(float(validation_split))
+            train = self._compact_targets(train)
+            val = None if val is None else self._compact_targets(val)
         if validation_data is not None:
-            val = self._validation_source(validation_data, validation_batch_size or batch_size)
+            val = self._compact_targets(
+                self._validation_source(validation_data, validation_batch_size or batch_size)
+            )
         # A model still unbuilt here (DataLoader input) builds on its first batch.
         optimizer = self._ensure_optimizer() if self._is_built() else None
 
@@ -664,6 +668,25 @@ class Model(nn.Module):
             keras_opt.finalize_variable_values()  # use_ema: the averaged weights, as Keras
         cbs.on_train_end(logs)
         return history
+
+    def _compact_targets(self, arr: Any) -> Any:
+        """Exact one-hot targets of categorical cross-entropy as int64 labels, once per data
+        set: the same loss and accuracy, computed with class indices (``F.cross_entropy``'s
+        fast path, no ``argmax`` of the targets per batch). Only when every metric reads labels
+        the same way; anything else (soft labels, other metrics) is left as it is."""
+        if not isinstance(arr, _data.ArrayData) or arr.y is None or arr.y.dim() != 2:
+            return arr
+        if type(self.loss) is not _losses.CategoricalCrossentropy or not arr.y.is_floating_point():
+            return arr
+        label_metrics = (_metrics.CategoricalAccuracy, _metrics.TopKAccuracy)
+        for m in self.compiled_metrics:
+            kind = m.kind if isinstance(m, _metrics.Accuracy) else m
+            if not isinstance(kind, label_metrics):
+                return arr
+        y = arr.y
+        if not (bool(((y == 0) | (y == 1)).all()) and bool((y.sum(dim=1) == 1).all())):
+            return arr
+        return _data.ArrayData(arr.x, y.argmax(dim=1), arr.sample_weight)
 
     def _validation_source(self, validation_data: Any, batch_size: int | None) -> Any:
         if _data.is_loader_like(validation_data):
