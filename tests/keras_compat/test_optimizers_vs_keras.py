@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import optimist
 from optimist import optimizers
@@ -94,3 +95,20 @@ def test_schedules_match_keras(keras):
                 type(mine).__name__,
                 step,
             )
+
+
+@pytest.mark.parametrize("name", ["Precision", "Recall"])
+@pytest.mark.parametrize("kwargs", [{}, {"thresholds": 0.3}, {"class_id": 1}])
+def test_precision_recall_match_keras(keras, name, kwargs):
+    from optimist import metrics
+
+    rng = np.random.default_rng(1)
+    batches = [
+        (rng.integers(0, 2, (16, 3)).astype(np.float32), rng.random((16, 3)).astype(np.float32))
+        for _ in range(3)
+    ]
+    theirs, mine = getattr(keras.metrics, name)(**kwargs), getattr(metrics, name)(**kwargs)
+    for y_true, y_pred in batches:
+        theirs.update_state(y_true, y_pred)
+        mine.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    assert mine.result() == pytest.approx(float(theirs.result()), rel=1e-6)

@@ -154,3 +154,14 @@ def test_new_layers():
     assert torch.allclose(layers.Softmax()(t).sum(), torch.tensor(1.0))
     model = keras.Sequential([layers.Dense(3, input_dim=5), layers.Softmax()])
     assert model.input_shape == (None, 5) and model._final_activation() == "softmax"
+
+
+def test_precision_and_recall_in_fit():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    model = keras.Sequential([layers.Dense(1, input_dim=4, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy", ["precision", keras.metrics.Recall()])
+    logs = model.fit(x, y, epochs=2, verbose=0, validation_split=0.25).history
+    assert set(logs) == {"loss", "precision", "recall", "val_loss", "val_precision", "val_recall"}
+    assert all(0.0 <= v <= 1.0 for key in ("precision", "recall") for v in logs[key])

@@ -28,6 +28,8 @@ __all__ = [
     "MeanMetricWrapper",
     "MeanSquaredError",
     "Metric",
+    "Precision",
+    "Recall",
     "SparseCategoricalAccuracy",
     "TopKAccuracy",
     "get",
@@ -216,6 +218,76 @@ class MeanSquaredError(_ProbabilityMetric):
         self._add(err.sum(), err.numel())
 
 
+class _ConfusionMetric(_ProbabilityMetric):
+    """Counts true/false positives and false negatives of ``y_pred > threshold`` against
+    ``y_true != 0``, element-wise (or on column ``class_id``), as Keras' confusion metrics."""
+
+    def __init__(
+        self,
+        thresholds: float | None = None,
+        top_k: int | None = None,
+        class_id: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if top_k is not None:
+            raise ValueError(f"{type(self).__name__}(top_k=...) is not supported")
+        if isinstance(thresholds, (list, tuple)):
+            if len(thresholds) != 1:
+                raise ValueError(f"{type(self).__name__} takes one threshold, got {thresholds}")
+            thresholds = thresholds[0]
+        self.threshold = 0.5 if thresholds is None else float(thresholds)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        self.class_id = class_id
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts: torch.Tensor | None = None  # tp, fp, fn
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if y_true.shape != y_pred.shape:
+            if y_true.numel() != y_pred.numel():
+                raise ValueError(
+                    f"{self.name}: targets of shape {tuple(y_true.shape)} do not match "
+                    f"predictions of shape {tuple(y_pred.shape)}"
+                )
+            y_true = y_true.reshape(y_pred.shape)
+        if self.class_id is not None:
+            y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
+        pred = y_pred > self.threshold
+        true = y_true != 0
+        counts = torch.stack([(pred & true).sum(), (pred & ~true).sum(), (~pred & true).sum()])
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def _ratio(self, part: int) -> float:
+        if self._counts is None:
+            return 0.0
+        tp, other = (float(v) for v in self._counts[[0, part]].tolist())
+        return tp / (tp + other) if tp + other else 0.0
+
+
+class Precision(_ConfusionMetric):
+    """``tp / (tp + fp)`` (0 when nothing is predicted positive), Keras' default threshold 0.5."""
+
+    name = "precision"
+
+    def result(self) -> float:
+        return self._ratio(1)
+
+
+class Recall(_ConfusionMetric):
+    """``tp / (tp + fn)`` (0 when there are no positives), Keras' default threshold 0.5."""
+
+    name = "recall"
+
+    def result(self) -> float:
+        return self._ratio(2)
+
+
 class MeanMetricWrapper(_ProbabilityMetric):
     """Averages ``fn(y_true, y_pred)`` (per-sample values or a batch mean) over samples."""
 
@@ -245,6 +317,8 @@ _NAMES: dict[str, Callable[..., Metric]] = {
     "mean_absolute_error": MeanAbsoluteError,
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
+    "precision": Precision,
+    "recall": Recall,
 }
 
 METRIC_NAMES = tuple(sorted(_NAMES))
