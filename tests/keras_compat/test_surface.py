@@ -165,3 +165,36 @@ def test_precision_and_recall_in_fit():
     logs = model.fit(x, y, epochs=2, verbose=0, validation_split=0.25).history
     assert set(logs) == {"loss", "precision", "recall", "val_loss", "val_precision", "val_recall"}
     assert all(0.0 <= v <= 1.0 for key in ("precision", "recall") for v in logs[key])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
+        lambda: keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.ExponentialDecay(0.01, 3, 0.5)
+        ),
+    ],
+)
+def test_keras_optimizer_resumes_exactly_after_load(tmp_path, make):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    y = np.arange(40) % 3
+
+    def fresh():
+        torch.manual_seed(0)
+        model = mlp(dropout=0.0)
+        model.compile(make(), "sparse_categorical_crossentropy")
+        return model
+
+    straight = fresh()
+    straight.fit(x, y, epochs=4, batch_size=8, verbose=0)
+    first = fresh()
+    first.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    first.save(tmp_path / "m.pt")
+    resumed = keras.models.load_model(tmp_path / "m.pt")
+    keras_opt = resumed.optimizer.keras_optimizer
+    assert type(keras_opt) is type(make()) and keras_opt.iterations == 10
+    resumed.fit(x, y, epochs=4, batch_size=8, verbose=0, initial_epoch=resumed.epoch)
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
