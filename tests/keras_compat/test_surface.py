@@ -171,6 +171,9 @@ def test_precision_and_recall_in_fit():
     "make",
     [
         lambda: keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
+        lambda: keras.optimizers.SGD(
+            learning_rate=keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5), momentum=0.9
+        ),
         lambda: keras.optimizers.Adam(
             learning_rate=keras.optimizers.schedules.ExponentialDecay(0.01, 3, 0.5)
         ),

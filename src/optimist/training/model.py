@@ -1308,7 +1308,7 @@ def _compile_from_checkpoint(
             )
     keras_opt = model._keras_optimizer()
     if keras_opt is not None and optimizer is None:
-        keras_opt.iterations = int(opt_cfg.get("iterations", 0))
+        keras_opt.restored(int(opt_cfg.get("iterations", 0)))
     shuffle_state = ckpt["rng"].get("shuffle")
     if shuffle_state is not None:
         model._shuffle_generator.set_state(shuffle_state)

@@ -299,6 +299,18 @@ class Optimizer:
                 if freq and self.iterations % freq == 0:
                     self.finalize_variable_values()
 
+    def restored(self, iterations: int) -> None:
+        """After a checkpoint's state was loaded into the built optimizer: continue counting
+        from ``iterations``, remembering the rate of the last step (for the momentum rescaling
+        of SGD/RMSprop when a schedule moves on)."""
+        self.iterations = int(iterations)
+        opt = self.torch_optimizer
+        if self.iterations and opt is not None:
+            if self._schedule is not None:
+                self._last_lr = float(self._schedule(self.iterations - 1))
+            else:
+                self._last_lr = float(opt.param_groups[0]["lr"])
+
     def finalize_variable_values(self, var_list: Any = None) -> None:
         """With ``use_ema``: write the moving average of the weights into the model (``fit``
         calls this when it ends, as Keras does)."""
