@@ -112,3 +112,35 @@ def test_precision_recall_match_keras(keras, name, kwargs):
         theirs.update_state(y_true, y_pred)
         mine.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
     assert mine.result() == pytest.approx(float(theirs.result()), rel=1e-6)
+
+
+def _layer_cases(L):  # noqa: N803 - a layers module
+    return {
+        "conv1d-valid-stride2": lambda: L.Conv1D(4, 3, strides=2, activation="relu"),
+        "conv1d-same": lambda: L.Conv1D(4, 4, padding="same"),
+        "conv1d-causal-dilated": lambda: L.Conv1D(4, 3, padding="causal", dilation_rate=2),
+        "simple-rnn": lambda: L.SimpleRNN(5),
+        "simple-rnn-sequences-relu": lambda: L.SimpleRNN(
+            5, activation="relu", return_sequences=True
+        ),
+        "bidirectional-lstm": lambda: L.Bidirectional(L.LSTM(3)),
+        "bidirectional-gru-sequences-sum": lambda: L.Bidirectional(
+            L.GRU(3, return_sequences=True), merge_mode="sum"
+        ),
+        "time-distributed-dense": lambda: L.TimeDistributed(L.Dense(2, activation="tanh")),
+    }
+
+
+@pytest.mark.parametrize("case", list(_layer_cases(optimist.layers)))
+def test_sequence_layers_match_keras(keras, case):
+    x = RNG.standard_normal((3, 7, 2)).astype(np.float32)
+    reference = keras.Sequential([keras.Input((7, 2)), _layer_cases(keras.layers)[case]()])
+    model = optimist.Sequential([optimist.Input((7, 2)), _layer_cases(optimist.layers)[case]()])
+    weights = reference.get_weights()
+    if case.startswith("conv1d"):
+        weights[0] = weights[0].transpose(2, 1, 0)  # Keras (k, in, filters) -> torch's layout
+    model.set_weights(weights)
+    expected = np.asarray(reference.predict(x, verbose=0))
+    got = model.predict(x, verbose=0)
+    assert got.shape == expected.shape == (3, *model.output_shape[1:])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -954,7 +954,9 @@ class GRU(_Recurrent):
 
 # Layers of other files register themselves in LAYER_CLASSES on import (they subclass Layer).
 from optimist.training import layers_more as _more_layers  # noqa: E402
+from optimist.training import layers_seq as _seq_layers  # noqa: E402
 from optimist.training.layers_more import *  # noqa: E402, F403
+from optimist.training.layers_seq import *  # noqa: E402, F403
 
 __all__ = [
     "LAYER_CLASSES",
@@ -978,4 +980,5 @@ __all__ = [
     "count_weights",
     "register_layer",
     *_more_layers.__all__,
+    *_seq_layers.__all__,
 ]
