@@ -144,3 +144,30 @@ def test_sequence_layers_match_keras(keras, case):
     got = model.predict(x, verbose=0)
     assert got.shape == expected.shape == (3, *model.output_shape[1:])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _branching_model(k, layers):  # the same functional program in both libraries
+    inputs = k.Input(shape=(6,))
+    a = layers.Dense(5, activation="relu")(inputs)
+    b = layers.Dense(5, activation="tanh")(inputs)
+    merged = layers.Concatenate()([a, layers.Add()([a, b])])
+    outputs = layers.Dense(3, activation="softmax")(merged)
+    return k.Model(inputs=inputs, outputs=outputs)
+
+
+def test_functional_model_matches_keras(keras):
+    x = RNG.standard_normal((32, 6)).astype(np.float32)
+    y = np.arange(32) % 3
+    reference = _branching_model(keras, keras.layers)
+    model = _branching_model(optimist, optimist.layers)
+    assert model.output_shape == (None, 3) and model.count_params() == reference.count_params()
+    model.set_weights(reference.get_weights())
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    reference.compile("adam", "sparse_categorical_crossentropy")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    expected = reference.fit(x, y, batch_size=32, epochs=5, shuffle=False, verbose=0)
+    got = model.fit(x, y, batch_size=None, epochs=5, shuffle=False, verbose=0)
+    np.testing.assert_allclose(got.history["loss"], expected.history["loss"], rtol=1e-5)
+    assert "(None, 10)" in model.summary(print_fn=None)  # the Concatenate's output shape

@@ -125,6 +125,8 @@ class Layer(nn.Module):
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_symbolic(x):  # functional API: record the call, compute shapes only
+            return SymbolicTensor.record(self, x)
         if not self.built:
             self.build((None, *x.shape[1:]))
             self.to(x.device)
@@ -182,6 +184,37 @@ class Layer(nn.Module):
         return f"name={self.name!r}"
 
 
+class SymbolicTensor:
+    """The output of a layer called on :func:`Input` (or on another symbolic tensor): it
+    records the layer and its inputs, and knows its shape; ``Model(inputs, outputs)`` runs the
+    recorded graph."""
+
+    def __init__(self, layer: Layer, parents: list[Any], multi: bool, shape: Shape) -> None:
+        self.layer, self.parents, self.multi, self.shape = layer, parents, multi, shape
+
+    @staticmethod
+    def record(layer: Layer, x: Any) -> SymbolicTensor:
+        multi = isinstance(x, (list, tuple))
+        parents = list(x) if multi else [x]
+        shapes = [tuple(p.shape) for p in parents]
+        if multi:
+            layer.build(shapes)  # merge layers take a list of shapes
+            shape = tuple(layer.compute_output_shape(shapes))
+        else:
+            layer.build(shapes[0])
+            shape = tuple(layer.compute_output_shape(shapes[0]))
+        return SymbolicTensor(layer, parents, multi, shape)
+
+    def __repr__(self) -> str:
+        return f"<SymbolicTensor shape={self.shape} from {type(self.layer).__name__}>"
+
+
+def is_symbolic(x: Any) -> bool:
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(is_symbolic(v) for v in x)
+    return isinstance(x, (SymbolicTensor, InputLayer))
+
+
 def count_weights(module: nn.Module) -> tuple[int, int]:
     """(trainable, non_trainable) weight counts; floating buffers count as non-trainable."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -210,12 +243,18 @@ class _ActivationMixin:
 
 @register_layer
 class InputLayer(Layer):
-    """Placeholder giving a :class:`Sequential` its input shape (what :func:`Input` returns)."""
+    """What :func:`Input` returns: the input shape of a :class:`Sequential` (as its first
+    entry), or the symbolic input of a functional model (``Input`` -> layers ->
+    ``Model(inputs, outputs)``)."""
 
     default_name = "input_layer"
 
     def __init__(self, shape: Sequence[int | None], **kwargs: Any) -> None:
         super().__init__(input_shape=shape, **kwargs)
+
+    @property
+    def shape(self) -> Shape:
+        return (None, *self.input_shape_arg)  # type: ignore[misc]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -973,6 +1012,7 @@ __all__ = [
     "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
+    "SymbolicTensor",
     "LSTM",
     "Layer",
     "MaxPooling2D",

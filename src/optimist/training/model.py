@@ -85,6 +85,14 @@ class Model(nn.Module):
     ``torch.nn.Module.compile`` -- call ``torch.compile(model)`` for TorchDynamo instead.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        # Keras' functional form, Model(inputs, outputs), makes a Functional model.
+        if cls is Model and ("inputs" in kwargs or "outputs" in kwargs or len(args) >= 2):
+            from optimist.training.functional import Functional
+
+            return super().__new__(Functional)
+        return super().__new__(cls)
+
     def __init__(self, module: nn.Module | None = None, name: str | None = None) -> None:
         super().__init__()
         if module is not None and not isinstance(module, nn.Module):
