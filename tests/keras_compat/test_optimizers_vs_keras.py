@@ -97,9 +97,25 @@ def test_schedules_match_keras(keras):
             )
 
 
-@pytest.mark.parametrize("name", ["Precision", "Recall"])
-@pytest.mark.parametrize("kwargs", [{}, {"thresholds": 0.3}, {"class_id": 1}])
-def test_precision_recall_match_keras(keras, name, kwargs):
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("Precision", {}),
+        ("Precision", {"thresholds": 0.3}),
+        ("Precision", {"class_id": 1}),
+        ("Recall", {}),
+        ("Recall", {"thresholds": 0.3}),
+        ("Recall", {"class_id": 1}),
+        ("AUC", {}),
+        ("AUC", {"num_thresholds": 7}),
+        ("F1Score", {"average": "macro"}),
+        ("F1Score", {"average": "micro", "threshold": 0.4}),
+        ("F1Score", {"average": "weighted"}),
+        ("F1Score", {}),
+        ("FBetaScore", {"beta": 2.0, "average": "macro"}),
+    ],
+)
+def test_confusion_metrics_match_keras(keras, name, kwargs):
     from optimist import metrics
 
     rng = np.random.default_rng(1)
@@ -111,7 +127,8 @@ def test_precision_recall_match_keras(keras, name, kwargs):
     for y_true, y_pred in batches:
         theirs.update_state(y_true, y_pred)
         mine.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
-    assert mine.result() == pytest.approx(float(theirs.result()), rel=1e-6)
+    expected = np.asarray(theirs.result(), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(mine.result()), expected, rtol=1e-5, atol=1e-7)
 
 
 def _layer_cases(L):  # noqa: N803 - a layers module

@@ -161,10 +161,13 @@ def test_precision_and_recall_in_fit():
     x = rng.standard_normal((64, 4)).astype(np.float32)
     y = (x[:, :1] > 0).astype(np.float32)
     model = keras.Sequential([layers.Dense(1, input_dim=4, activation="sigmoid")])
-    model.compile("adam", "binary_crossentropy", ["precision", keras.metrics.Recall()])
+    metrics = ["precision", keras.metrics.Recall(), "auc", keras.metrics.F1Score(average="micro")]
+    model.compile("adam", "binary_crossentropy", metrics)
     logs = model.fit(x, y, epochs=2, verbose=0, validation_split=0.25).history
-    assert set(logs) == {"loss", "precision", "recall", "val_loss", "val_precision", "val_recall"}
-    assert all(0.0 <= v <= 1.0 for key in ("precision", "recall") for v in logs[key])
+    names = {"loss", "precision", "recall", "auc", "f1_score"}
+    assert set(logs) == names | {f"val_{name}" for name in names}
+    for key in names - {"loss"}:
+        assert all(0.0 <= v <= 1.0 for v in logs[key]), key
 
 
 @pytest.mark.parametrize(
