@@ -4,6 +4,12 @@ Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (optimizers, ke
 <- ``training`` (layers, Sequential, fit, callbacks, datasets) <- ``compare`` <- ``cli``.
 
 Heavy subpackages are imported lazily, so ``import optimist`` stays cheap.
+
+``import optimist as keras`` gives Keras' namespaces (``keras.Input``, ``keras.models``,
+``keras.layers``, ``keras.losses``, ``keras.metrics``, ``keras.optimizers`` with Keras 3's
+optimizers and ``schedules``, ``keras.regularizers``, ``keras.initializers``,
+``keras.activations``, ``keras.callbacks``, ``keras.utils``, ``keras.backend``,
+``keras.datasets``), so Keras programs run with their imports changed.
 """
 
 from __future__ import annotations
