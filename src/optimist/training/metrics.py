@@ -55,9 +55,11 @@ class Metric:
         self._count = 0
 
     def _add(self, value: torch.Tensor, count: int) -> None:
-        value = value.detach()
+        if value.requires_grad:
+            value = value.detach()
         if self._total is None:
-            self._total = value.to(torch.float64).clone()
+            # counts (accuracy hits) stay int64: exact, and no dtype promotion per batch
+            self._total = (value if not value.is_floating_point() else value.double()).clone()
         else:
             self._total.add_(value)
         self._count += count
