@@ -20,11 +20,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 from optimist import optim
-from optimist.optim import optimizer
+from optimist.optim import chain, optimizer
 
 # name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
+    "transforms": ("optimist.transforms", None),
     # Keras' namespaces, for ``import optimist as keras``
     "optimizers": ("optimist.optimizers", None),
     "models": ("optimist.models", None),
@@ -48,7 +49,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "comparison": ("optimist.comparison", None),
 }
 
-__all__ = ["__version__", "optim", "optimizer", *_LAZY]
+__all__ = ["__version__", "chain", "optim", "optimizer", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
