@@ -519,3 +519,17 @@ def test_failed_build_warns_once_and_falls_back(tmp_path):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_complex_params_keep_complex_state_under_any_state_dtype():
+    needs_engine()
+    p = torch.randn(5000, dtype=torch.complex64, requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    a, b = oo.Adam([p], lr=0.01, state_dtype="int8"), oo.Adam([q], lr=0.01)
+    for _ in range(3):
+        g = torch.randn(5000, dtype=torch.complex64)
+        p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert a.state[p]["exp_avg"].dtype == torch.complex64
+    assert torch.equal(p, q)
