@@ -1,7 +1,9 @@
 """The ``optimist`` command: ``compare``, ``tasks``, ``trajectories``, ``optimizers``.
 
 ``main(argv=None) -> int`` returns the exit status: 0 done, 1 some trials failed with an error,
-2 bad arguments (one line on stderr, no traceback), 130 interrupted (a partial report is written).
+2 bad arguments (one line on stderr, no traceback), 3 the machine or the study database failed
+(disk full, permission denied, I/O error, a damaged database: one line; re-running resumes and
+retries the trial that hit it), 130 interrupted (a partial report is written).
 """
 
 from __future__ import annotations
@@ -203,10 +205,11 @@ def _print_optimizers() -> None:
 
 
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
-    from optimist.comparison.api import ConfigError, run
+    from optimist.comparison.api import ConfigError, RunError, run
     from optimist.comparison.methods import DEFAULT_METHODS
     from optimist.comparison.report import text_table
     from optimist.comparison.runner import Config
+    from optimist.comparison.safety import redact, scrub, secrets_of
 
     default_study = args.tasks is None
     tasks = list(DEFAULT_STUDY["tasks"]) if default_study else args.tasks
@@ -239,16 +242,23 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         storage=args.storage,
         quiet=args.quiet,
         report=not args.no_report,
-        command="optimist " + " ".join(shlex.quote(a) for a in argv),
+        command=redact("optimist " + " ".join(shlex.quote(a) for a in argv)),
     )
     if default_study and budget is None and args.budget_steps is None:
         config.tasks = _default_study_tasks(config)
+    secrets = secrets_of(config.storage_url)
     start = time.perf_counter()
     try:
         result = run(config)
     except ConfigError as exc:
-        print(f"optimist compare: error: {exc}", file=sys.stderr)
+        print(f"optimist compare: error: {scrub(str(exc), secrets)}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"optimist compare: error: {scrub(str(exc), secrets)}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:  # before the study was open: nothing to write
+        print("optimist compare: interrupted", file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - start
     print(text_table(result.results))
     for task, text in result.results["recommendations"].items():

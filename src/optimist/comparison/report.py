@@ -11,7 +11,8 @@ from typing import Any
 
 from optimist.comparison import plots
 from optimist.comparison.methods import MINIBATCH
-from optimist.comparison.results import atomic_write_text
+from optimist.comparison.results import atomic_write_bytes, atomic_write_text
+from optimist.comparison.safety import inside, safe_name
 
 __all__ = ["text_table", "write_report"]
 
@@ -266,7 +267,7 @@ def _task_section(document: dict[str, Any], task: str, plot_dir: Path | None) ->
         )
     )
     parts = [
-        f'<section id="task-{_e(task)}"><h2>{_e(task)}</h2>',
+        f'<section id="task-{safe_name(task)}"><h2>{_e(task)}</h2>',
         f"<p>{_e(info['description'])} Budget: {_e(_budget_text(info))}. "
         f"Target: {_e(_target_text(info))}.</p>",
         f'<p class="rec">{_e(document["recommendations"].get(task, ""))}</p>',
@@ -276,7 +277,7 @@ def _task_section(document: dict[str, Any], task: str, plot_dir: Path | None) ->
     for stem, data, mime, caption in figures:
         if data and plot_dir is not None:
             ext = "gif" if mime == "image/gif" else "png"
-            (plot_dir / f"{task}-{stem}.{ext}").write_bytes(data)
+            atomic_write_bytes(inside(plot_dir, plot_dir / f"{safe_name(task)}-{stem}.{ext}"), data)
         parts.append(_img(data, mime, f"{task} {stem}", caption))
     parts.append("</div></section>")
     return "".join(parts)
@@ -291,7 +292,7 @@ def _overview(document: dict[str, Any]) -> str:
         ranked = [r["method"] for r in document["summary"] if r["task"] == task and r["rank"]]
         cells = [*(ranked[:3] + ["–"] * (3 - len(ranked[:3]))), ranked[-1] if ranked else "–"]
         rows.append(
-            f'<tr><td class="l"><a href="#task-{_e(task)}">{_e(task)}</a></td>'
+            f'<tr><td class="l"><a href="#task-{safe_name(task)}">{_e(task)}</a></td>'
             + "".join(f'<td class="l">{_e(c)}</td>' for c in cells)
             + "</tr>"
         )
@@ -310,7 +311,7 @@ def render_html(document: dict[str, Any], plot_dir: Path | None = None) -> str:
             "going elsewhere; run the same command again to resume: finished trials are "
             "kept.</p>"
         )
-    nav = " ".join(f'<a href="#task-{_e(t)}">{_e(t)}</a>' for t in document["tasks"])
+    nav = " ".join(f'<a href="#task-{safe_name(t)}">{_e(t)}</a>' for t in document["tasks"])
     sections = "".join(_task_section(document, t, plot_dir) for t in document["tasks"])
     command = document.get("command")
     return (

@@ -34,17 +34,19 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from optimist.comparison.safety import inside, safe_name
+
 __all__ = [
     "CSV_COLUMNS",
     "RESULTS_SCHEMA",
     "SCHEMA_VERSION",
+    "atomic_write_bytes",
     "atomic_write_text",
     "compact",
     "finite",
@@ -72,14 +74,14 @@ def finite(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -89,19 +91,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: Path, document: Any) -> None:
     atomic_write_text(path, json.dumps(finite(document), indent=1, allow_nan=False) + "\n")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(text))
-
-
 def write_trial_file(out: Path, record: dict[str, Any]) -> Path:
     """``OUT/trials/<task>/<method>/<phase>-lr<lr>-seed<seed>-<study sig>.json``, atomically."""
-    sig = str(record["study"]).rsplit("/", 1)[-1]
-    name = f"{record['phase']}-lr{record['lr']:.6g}-seed{record['seed']}-{sig}.json"
-    path = Path(out) / "trials" / _slug(record["task"]) / _slug(record["method"]) / _slug(name)
+    sig = safe_name(str(record["study"]).rsplit("/", 1)[-1])
+    lr = safe_name(f"{record['lr']:.6g}".replace(".", "p").replace("+", ""))
+    name = f"{record['phase']}-lr{lr}-seed{safe_name(str(record['seed']))}-{sig}.json"
+    folder = Path(out) / "trials" / safe_name(record["task"]) / safe_name(record["method"])
+    path = inside(out, folder / name)
     write_json(path, record)
     return path
 
@@ -209,8 +214,15 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for task in order:
         mine = sorted((r for r in rows if r["task"] == task), key=rank_key)
-        for i, r in enumerate(mine, 1):
-            r["rank"] = i if r["n_runs"] else None
+        position = 0
+        for r in mine:
+            # A method with no complete run (every run errored or diverged) has no number to
+            # rank by: it is listed, unranked, and never recommended.
+            if r["val_loss"]["n"]:
+                position += 1
+                r["rank"] = position
+            else:
+                r["rank"] = None
         out.extend(mine)
     return out
 

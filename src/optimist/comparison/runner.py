@@ -29,15 +29,34 @@ from optuna.trial import TrialState
 from optimist.comparison import results as results_io
 from optimist.comparison import study as st
 from optimist.comparison.methods import Method, get_method
+from optimist.comparison.safety import is_environment_error
 from optimist.comparison.tasks import DataTask, Task, get_task
 from optimist.comparison.training_loop import run_trial
 
-__all__ = ["Config", "Context", "Group", "Item", "work"]
+__all__ = ["Config", "Context", "Group", "Item", "RunError", "interrupt_once", "work"]
 
 TUNE_SEED = "tune"
 """Tuning trials use their own seed, so the chosen LR is not scored on the run that chose it."""
 
 EventFn = Callable[[dict[str, Any]], None]
+
+
+class RunError(RuntimeError):
+    """The comparison cannot go on for a reason outside the trials (disk full, permission denied,
+    an I/O error, a killed worker, a damaged study database). One line, meant for the user; the
+    trial that hit it is left to be retried when the same command is run again."""
+
+
+def describe_environment_error(exc: BaseException) -> str:
+    """``No space left on device (errno 28, ENOSPC): /path`` for an OSError, else its text."""
+    import errno as errno_module
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno_module.errorcode.get(exc.errno, str(exc.errno))
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc} ({name}){where}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 @dataclass
@@ -375,6 +394,16 @@ class Context:
                 study.tell(trial, state=TrialState.FAIL)  # a finished trial stays finished
             raise
         except Exception as exc:
+            if is_environment_error(exc):
+                # The machine failed, not the trial: leave it FAILED without an error record,
+                # so that the next run of the same command retries it.
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+                raise RunError(
+                    f"{describe_environment_error(exc)} (in trial {group.label} {phase} "
+                    f"seed={item.seed}); fix that, then run the same command again to resume: "
+                    "the trial will be retried"
+                ) from exc
             message = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
                 trial.set_user_attr("error", message)
@@ -417,7 +446,42 @@ def deferred_sigint() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        if callable(previous):
+            previous(signal.SIGINT, None)  # e.g. interrupt_once's handler: raises, or not
+        else:
+            raise KeyboardInterrupt
+
+
+class _FirstInterrupt:
+    """A SIGINT handler that raises KeyboardInterrupt once and ignores every later SIGINT, so
+    that a burst of Ctrl-C cannot cut short the writing of the partial report."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_once() -> Iterator[_FirstInterrupt]:
+    """Within the block, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored
+    (main thread only; elsewhere it changes nothing)."""
+    handler = _FirstInterrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield handler
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _reporter(trial: optuna.trial.Trial, n_evals: int) -> Callable[[int, float], bool]:
