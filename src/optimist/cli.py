@@ -207,7 +207,7 @@ def _print_optimizers() -> None:
 def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from optimist.comparison.api import ConfigError, RunError, run
     from optimist.comparison.methods import DEFAULT_METHODS
-    from optimist.comparison.report import text_table
+    from optimist.comparison.report import print_summary
     from optimist.comparison.runner import Config
     from optimist.comparison.safety import redact, scrub, secrets_of
 
@@ -260,9 +260,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         print("optimist compare: interrupted", file=sys.stderr)
         return 130
     elapsed = time.perf_counter() - start
-    print(text_table(result.results))
-    for task, text in result.results["recommendations"].items():
-        print(f"{task}: {text}")
+    print_summary(result.results)
     print()
     out = Path(config.out)
     if result.report is not None:

@@ -135,7 +135,7 @@ def test_hostile_task_names_write_a_report_and_nothing_outside(tmp_path):
     assert result.report is not None and result.report.is_file()
     created = set(tmp_path.rglob("*")) - before
     assert all(p == out or out in p.parents or p in out.parents for p in created), created
-    stems = {p.name.split("-loss-steps")[0] for p in (out / "plots").glob("*-loss-steps.png")}
+    stems = {p.name.split("-loss-steps")[0] for p in (out / "plots").glob("*-loss-steps.svg")}
     assert len(stems) == 3  # three tasks, three distinct sets of plots
     page = result.report.read_text()
     assert all(n.replace("/", "&#x2F;") in page or n in page for n in names)

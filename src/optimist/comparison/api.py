@@ -66,10 +66,24 @@ class CompareResult:
         """Method names of ``task``, best first."""
         return [r["method"] for r in self.summary if r["task"] == task and r["rank"]]
 
-    def table(self) -> str:
+    def table(self, width: int | None = 120) -> str:
+        """The verdict and the tables as text, as the command prints them."""
         from optimist.comparison.report import text_table
 
-        return text_table(self.results)
+        return text_table(self.results, width=width)
+
+    def to_pandas(self):
+        """The summary as a pandas DataFrame: one row per (task, method), ranked per task
+        (needs pandas: ``pip install pandas``)."""
+        from optimist.comparison.tables import summary_frame
+
+        return summary_frame(self.results)
+
+    def _repr_html_(self) -> str:
+        """The verdict and the tables, shown when a notebook cell displays the result."""
+        from optimist.comparison.report import render_html
+
+        return render_html(self.results, fragment=True)
 
 
 def _positive(name: str, value: Any, kind: type = float) -> None:
@@ -287,7 +301,7 @@ def _protocol(config: Config) -> dict[str, Any]:
 
 def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str, Any]:
     """The ``results.json`` document from the studies (whatever is finished so far)."""
-    from optimist.comparison.recommend import recommend
+    from optimist.comparison.recommend import recommend, verdicts
 
     config = ctx.config
     runs: list[dict[str, Any]] = []
@@ -336,7 +350,7 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
                 group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
             )
         )
-    summary = results_io.rank(rows)
+    summary = results_io.rank(rows, runs, tasks)
     document = {
         "schema_version": results_io.SCHEMA_VERSION,
         "generator": f"optimist {optimist.__version__}",
@@ -353,6 +367,7 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
         "recommendations": {},
     }
     document["recommendations"] = recommend(document)
+    document["verdicts"] = verdicts(document)
     return scrub(results_io.finite(document), secrets_of(config.storage_url))
 
 

@@ -171,6 +171,7 @@ def summarize(
         "n_runs": len(runs),
         "n_diverged": sum(r["state"] == "diverged" for r in runs),
         "n_errors": sum(r["state"] == "error" for r in runs),
+        "batch_size": next((f["batch_size"] for f in finals if f.get("batch_size")), None),
         "train_loss": _stats(f["train_loss"] for f in finals),
         "val_loss": _stats(f["val_loss"] for f in finals),
         "val_acc": _stats(f.get("val_acc") for f in finals),
@@ -181,6 +182,7 @@ def summarize(
         "epochs_to_target": _stats(f.get("epochs_to_target") for f in finals),
         "time_to_target_s": _stats(f.get("time_to_target_s") for f in finals),
         "steps_per_s": _stats(f.get("steps_per_s") for f in finals),
+        "examples_per_s": _stats(f.get("examples_per_s") for f in finals),
         "time_s": _stats(f.get("time_s") for f in finals),
         "tuning": {
             "n_trials": len(tuned),
@@ -192,38 +194,24 @@ def summarize(
     }
 
 
-def rank_key(row: dict[str, Any]) -> tuple:
-    """Sort key within a task: runs that all diverged last; on a 2-D function, the fraction of
-    seeds that reached the target, then mean steps to it, then final loss; on a data task,
-    the mean final validation loss."""
-    failed = row["n_runs"] == 0 or row["val_loss"]["n"] == 0
-    loss = row["val_loss"]["mean"] if row["val_loss"]["mean"] is not None else math.inf
-    if row["kind"] == "function":
-        frac = row["n_reached_target"] / row["n_runs"] if row["n_runs"] else 0.0
-        steps = row["steps_to_target"]["mean"]
-        return (failed, -frac, steps if steps is not None else math.inf, loss, row["method"])
-    return (failed, loss, row["method"])
+def rank(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]], tasks: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows sorted per task (tasks in first-seen order) with ``rank``, ``score``, ``tied_with``,
+    ``beaten_by``, ``vs_best`` and ``vs_next`` filled in by :mod:`ranking`'s rule."""
+    from optimist.comparison.ranking import rank_task
 
-
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows sorted per task (tasks in first-seen order), ``rank`` filled in (1 = best)."""
     order: list[str] = []
     for r in rows:
         if r["task"] not in order:
             order.append(r["task"])
     out = []
     for task in order:
-        mine = sorted((r for r in rows if r["task"] == task), key=rank_key)
-        position = 0
-        for r in mine:
-            # A method with no complete run (every run errored or diverged) has no number to
-            # rank by: it is listed, unranked, and never recommended.
-            if r["val_loss"]["n"]:
-                position += 1
-                r["rank"] = position
-            else:
-                r["rank"] = None
-        out.extend(mine)
+        info = tasks[task]
+        mine = [r for r in rows if r["task"] == task]
+        out.extend(
+            rank_task(mine, [r for r in runs if r["task"] == task], info["kind"], info["target"])
+        )
     return out
 
 
@@ -246,9 +234,11 @@ CSV_COLUMNS = [
     "test_acc_mean",
     "steps_to_target_mean",
     "n_reached_target",
+    "tied_with",
     "epochs_to_target_mean",
     "time_to_target_s_mean",
     "steps_per_s_mean",
+    "examples_per_s_mean",
     "time_s_mean",
     "tuning_trials",
     "tuning_pruned",
@@ -271,6 +261,8 @@ def write_csv(path: Path, summary: list[dict[str, Any]]) -> None:
                         "tuning_diverged": "n_diverged",
                     }[col]
                 ]
+            elif col == "tied_with":
+                value = " ".join(r.get("tied_with") or [])
             elif col.endswith(("_mean", "_std")):
                 name, stat = col.rsplit("_", 1)
                 value = r[name][stat]
@@ -363,6 +355,7 @@ _RUN = {
         "study": {"type": "string"},
         "trial_number": {"type": "integer"},
         "error": {"type": "string"},
+        "reports": {"type": "object", "additionalProperties": _NUM},
     },
 }
 _SUMMARY = {
@@ -384,6 +377,9 @@ _SUMMARY = {
         "n_reached_target",
         "time_to_target_s",
         "steps_per_s",
+        "examples_per_s",
+        "score",
+        "tied_with",
         "tuning",
     ],
     "properties": {
@@ -403,6 +399,15 @@ _SUMMARY = {
         "n_reached_target": {"type": "integer"},
         "time_to_target_s": _STATS,
         "steps_per_s": _STATS,
+        "examples_per_s": _STATS,
+        "batch_size": _INT,
+        "score": {
+            "type": "object",
+            "required": ["mean", "ci_half_width", "n"],
+            "properties": {"mean": _NUM, "ci_half_width": _NUM, "n": {"type": "integer"}},
+        },
+        "tied_with": {"type": "array", "items": {"type": "string"}},
+        "beaten_by": {"type": "array", "items": {"type": "string"}},
         "tuning": {
             "type": "object",
             "required": ["n_trials", "n_pruned", "n_diverged"],
@@ -476,6 +481,20 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "tuning": {"type": "array", "items": _RUN},
         "summary": {"type": "array", "items": _SUMMARY},
         "recommendations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "verdicts": {
+            "type": "object",
+            "required": ["overall", "tasks"],
+            "properties": {
+                "overall": {"type": "string"},
+                "tasks": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["winners", "text", "lr", "batch_size", "second"],
+                    },
+                },
+            },
+        },
     },
 }
 

@@ -166,6 +166,7 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                 },
                 "steps": steps,
                 "n_evals": config.n_evals,
+                "trial_version": 2,  # 2: steps to target count only a target kept to the end
             }
             tune_sig = st.signature(
                 {**base, "grid": sorted(grid), "sampler": config.sampler, "pruner": config.pruner}
@@ -353,9 +354,12 @@ class Context:
                 else:
                     d = st.FINAL_LR_DISTRIBUTION
                     lr = trial.suggest_float("lr", d.low, d.high, log=True)
+            reports: dict[str, float] = {}
             reporter = None
-            if phase == "tune" and config.pruner != "none":
-                reporter = _reporter(trial, config.n_evals)
+            if phase == "tune":
+                reporter = _reporter(
+                    trial if config.pruner != "none" else None, config.n_evals, reports
+                )
             result = run_trial(
                 group.task,
                 group.method,
@@ -369,7 +373,7 @@ class Context:
             )
             with deferred_sigint():
                 objective = result["objective"]
-                result = results_io.compact(result, phase)
+                result = results_io.compact({**result, "reports": reports}, phase)
                 record = {
                     "task": group.task.name,
                     "method": group.method.name,
@@ -484,19 +488,32 @@ def interrupt_once() -> Iterator[_FirstInterrupt]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _reporter(trial: optuna.trial.Trial, n_evals: int) -> Callable[[int, float], bool]:
-    """Report to Optuna at the pruner's rungs (min_resource * 3**k) and the last point only:
-    each report is a database write, and the pruner looks at no other step."""
+def rungs(n_evals: int) -> list[int]:
+    """The evaluation points at which tuning trials report: the pruner's rungs
+    (``min_resource * 3**k``) and the last point. Every trial that is still running at a rung
+    has a value there, so trials can be compared at equal fidelity."""
     min_resource = max(1, n_evals // 9)
-    rungs = set()
+    found = set()
     r = min_resource
     while r < n_evals:
-        rungs.add(r)
+        found.add(r)
         r *= 3
-    rungs.add(n_evals)
+    found.add(n_evals)
+    return sorted(found)
+
+
+def _reporter(
+    trial: optuna.trial.Trial | None, n_evals: int, record: dict[str, float]
+) -> Callable[[int, float], bool]:
+    """Record the value at each rung (and report it to Optuna, which prunes, when ``trial`` is
+    given): each report is a database write, and the pruner looks at no other point."""
+    at = set(rungs(n_evals))
 
     def report(index: int, value: float) -> bool:
-        if index not in rungs:
+        if index not in at:
+            return False
+        record[str(index)] = value if math.isfinite(value) else None
+        if trial is None:
             return False
         with deferred_sigint():
             trial.report(value if math.isfinite(value) else float("inf"), index)

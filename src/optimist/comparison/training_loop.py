@@ -115,6 +115,8 @@ def _function_trial(
     steps, gaps, times, path = [0], [initial], [0.0], [[x, y]]
     checkpoints = set(eval_steps(total_steps, n_evals))
     state = "complete"
+    # The first step from which the gap stays within the target to the end: a run that got
+    # there and left again has not reached it.
     steps_to_target = 0 if initial <= task.target_gap else None
     elapsed = 0.0
     t0 = time.perf_counter()
@@ -139,7 +141,9 @@ def _function_trial(
             break
         gaps.append(gap)
         path.append([x, y])
-        if steps_to_target is None and gap <= task.target_gap:
+        if gap > task.target_gap:
+            steps_to_target = None
+        elif steps_to_target is None:
             steps_to_target = step
         if step in checkpoints:
             eval_index += 1
@@ -160,7 +164,9 @@ def _function_trial(
         "epochs": None,
         "time_s": times[-1],
         "steps_per_s": steps[-1] / times[-1] if times[-1] > 0 else None,
-        "steps_to_target": steps_to_target,
+        "batch_size": None,
+        "examples_per_s": None,
+        "steps_to_target": steps_to_target if last_gap <= task.target_gap else None,
         "time_to_target_s": None if steps_to_target is None else times[steps_to_target],
         "epochs_to_target": None,
         "best_val_loss": min(gaps),
@@ -283,7 +289,9 @@ def _data_trial(
         if _is_bad(train_loss, train0) or _is_bad(val_loss, val0):
             state = "diverged"
             break
-        if hit is None and reached(val_loss, val_acc):
+        if not reached(val_loss, val_acc):
+            hit = None  # reached and left again: not reached (yet)
+        elif hit is None:
             hit = len(curves["step"]) - 1
         if report is not None and report(next_eval, val_loss):
             state = "pruned"
@@ -300,6 +308,8 @@ def _data_trial(
         "epochs": steps_run / per_epoch,
         "time_s": elapsed,
         "steps_per_s": steps_run / elapsed if elapsed > 0 else None,
+        "batch_size": bs,
+        "examples_per_s": steps_run * bs / elapsed if elapsed > 0 else None,
         "steps_to_target": None if hit is None else curves["step"][hit],
         "time_to_target_s": None if hit is None else curves["time_s"][hit],
         "epochs_to_target": None if hit is None else curves["epoch"][hit],
@@ -313,6 +323,10 @@ def _data_trial(
             result_final["test_loss"], result_final["test_acc"] = _evaluate(
                 model, loss_fn, data.x_test, data.y_test, cls
             )
+        if not reached(result_final["val_loss"], result_final["val_acc"]):
+            # On the whole validation set the run ends short of the target.
+            for key in ("steps_to_target", "time_to_target_s", "epochs_to_target"):
+                result_final[key] = None
     return {
         "state": state,
         "objective": math.inf if state == "diverged" else curves["val_loss"][-1],

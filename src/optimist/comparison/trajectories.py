@@ -72,7 +72,7 @@ def draw_trajectories(
         "runs": runs,
     }
     written = []
-    png = plots.contour_png(document, function)
+    png = plots.paths_plot(document, function, fmt="png")
     gif = plots.trajectory_gif(document, function)
     for name, data in (("paths.png", png), ("paths.gif", gif)):
         if data:

@@ -1,0 +1,178 @@
+"""The answer can be trusted: constructed studies whose right answer is known (issue 9)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+import optimist
+from optimist.comparison import METHODS, validate
+from optimist.comparison import methods as methods_module
+from optimist.comparison.functions import TestFunction as Function2D
+from optimist.comparison.ranking import compare_pair, rank_task, run_score, t_quantile
+from optimist.comparison.recommend import lr_sensitivity
+from optimist.comparison.tasks import FunctionTask
+from optimist.comparison.training_loop import run_trial
+
+FUNCTION_TARGET = {"metric": "loss", "threshold": 1e-3, "mode": "below"}
+
+
+def _run(method, seed, *, gap=None, steps_to_target=None, val_loss=None, state="complete"):
+    final = {
+        "val_loss": val_loss if val_loss is not None else gap,
+        "steps": 100,
+        "steps_to_target": steps_to_target,
+    }
+    return {"method": method, "seed": seed, "state": state, "final": final}
+
+
+def _row(method, n_runs):
+    return {"method": method, "n_runs": n_runs}
+
+
+def test_score_orders_sooner_later_short_and_far():
+    sooner = run_score(_run("a", 0, gap=1e-4, steps_to_target=10), "function", FUNCTION_TARGET)
+    later = run_score(_run("a", 0, gap=1e-4, steps_to_target=90), "function", FUNCTION_TARGET)
+    short = run_score(_run("a", 0, gap=2e-3), "function", FUNCTION_TARGET)
+    far = run_score(_run("a", 0, gap=1.0), "function", FUNCTION_TARGET)
+    assert sooner < later < short < far
+    # got there once but ended above the target: scored as ending short, not as reached
+    left = run_score(_run("a", 0, gap=5e-3, steps_to_target=5), "function", FUNCTION_TARGET)
+    assert left > later
+    assert run_score(_run("a", 0, gap=1.0, state="diverged"), "function", FUNCTION_TARGET) is None
+
+
+def _leaving_task() -> FunctionTask:
+    """f = x^2 from x = 1; its 'gradient' is the true one for 3 calls, then a constant push
+    away: gradient descent reaches the minimum at once and then walks off."""
+    calls = {"n": 0}
+
+    def gradient(x, y):
+        calls["n"] += 1
+        return (2 * x if calls["n"] <= 3 else -1.0, 0.0)
+
+    f = Function2D(
+        name="leave",
+        description="reach and leave",
+        value=lambda x, y: x**2 + 0 * y,
+        gradient=gradient,
+        start=(1.0, 0.0),
+        minima=((0.0, 0.0),),
+        f_min=0.0,
+        xlim=(-2, 2),
+        ylim=(-1, 1),
+        noise=0.0,
+        default_steps=20,
+    )
+    return FunctionTask(name="leave", description="", default_budget=20, function=f)
+
+
+def test_a_run_that_reaches_the_target_and_leaves_is_not_counted_as_reached():
+    result = run_trial(_leaving_task(), METHODS["gd"], 0.5, 0, 20, n_evals=5)
+    gaps = result["curves"]["val_loss"]
+    assert min(gaps) <= 1e-3 < gaps[-1]  # it was there, and it left
+    assert result["final"]["steps_to_target"] is None
+    rows = [_row("leaver", 1), _row("stayer", 1)]
+    runs = [
+        {**result, "method": "leaver", "seed": 0},
+        _run("stayer", 0, gap=1e-4, steps_to_target=80),
+    ]
+    ranked = rank_task(rows, runs, "function", FUNCTION_TARGET)
+    assert [r["method"] for r in ranked] == ["stayer", "leaver"]
+    assert ranked[0]["rank"] == 1 and ranked[1]["rank"] == 2
+
+
+def test_identical_methods_are_tied_and_a_clear_winner_wins():
+    seeds = range(3)
+    runs = [_run("a", s, val_loss=0.5 + 0.01 * s) for s in seeds]
+    runs += [_run("b", s, val_loss=0.5 + 0.01 * s) for s in seeds]  # identical to a
+    runs += [_run("c", s, val_loss=0.2 + 0.01 * s) for s in seeds]  # better on every seed
+    rows = [_row(m, 3) for m in "abc"]
+    ranked = {r["method"]: r for r in rank_task(rows, runs, "data", {})}
+    assert ranked["c"]["rank"] == 1 and not ranked["c"]["tied_with"]
+    assert ranked["a"]["rank"] == ranked["b"]["rank"] == 2
+    assert ranked["a"]["tied_with"] == ["b"] and ranked["b"]["tied_with"] == ["a"]
+    assert ranked["a"]["vs_best"]["diff"] == pytest.approx(0.3)
+
+
+def test_noisy_difference_within_the_seed_spread_is_a_tie():
+    better = {0: 1.0, 1: 2.0, 2: 0.5}
+    worse = {0: 1.5, 1: 1.6, 2: 1.0}  # mean 0.2 higher, but one seed the other way
+    result = compare_pair(better, worse, resolution=0.0)
+    assert not result["beats"] and result["half_width"] > result["diff"] > 0
+    assert compare_pair({0: 1.0, 1: 1.0}, {0: 2.0, 1: 2.1}, 0.0)["beats"]
+    assert t_quantile(2) == pytest.approx(4.303) and t_quantile(1000) == 1.96
+    assert math.isinf(t_quantile(0))
+
+
+def test_failed_runs_rank_below_and_an_all_failed_method_is_unranked():
+    runs = [_run("a", 0, val_loss=0.1), _run("a", 1, val_loss=0.1, state="diverged")]
+    runs += [_run("b", 0, val_loss=0.3), _run("b", 1, val_loss=0.3)]
+    runs += [_run("c", 0, state="error", val_loss=0.0)]
+    rows = [_row("a", 2), _row("b", 2), _row("c", 1)]
+    ranked = rank_task(rows, runs, "data", {})
+    assert [(r["method"], r["rank"]) for r in ranked] == [("b", 1), ("a", 2), ("c", None)]
+
+
+@pytest.fixture
+def twin_adam(monkeypatch):
+    twin = dataclasses.replace(METHODS["adam"], name="adam-twin", in_default_study=False)
+    monkeypatch.setitem(methods_module.METHODS, "adam-twin", twin)
+    return twin
+
+
+def test_study_with_two_identical_methods_declares_them_tied(tmp_path, twin_adam):
+    result = optimist.compare(
+        tasks=["digits-mlp"],
+        optimizers=["adam", "adam-twin", "gd"],
+        budget=5,
+        seeds=2,
+        n_evals=4,
+        out=tmp_path,
+    )
+    validate(result.results)
+    rows = {r["method"]: r for r in result.summary}
+    assert rows["adam"]["val_loss"]["mean"] == rows["adam-twin"]["val_loss"]["mean"]
+    assert rows["adam"]["rank"] == rows["adam-twin"]["rank"] == 1
+    assert "adam-twin" in rows["adam"]["tied_with"]
+    assert rows["gd"]["rank"] == 3 and set(rows["gd"]["beaten_by"]) == {"adam", "adam-twin"}
+    verdict = result.results["verdicts"]["tasks"]["digits-mlp"]
+    assert set(verdict["winners"]) == {"adam", "adam-twin"}
+    assert verdict["batch_size"] == 32 and "batch 32" in verdict["text"]
+    assert "Tied with adam-twin" in verdict["text"]
+    frame = result.to_pandas()
+    assert list(frame["method"]) == ["adam", "adam-twin", "gd"]
+    assert {"batch_size", "examples_per_s", "tied_with", "score_ci"} <= set(frame.columns)
+    html = result._repr_html_()
+    assert "<caption>" in html and "Verdict" in html and "<img" not in html
+    assert "adam-twin" in result.table(width=100)
+
+
+def test_pruned_trials_appear_in_the_sensitivity_at_their_fidelity(tmp_path):
+    result = optimist.compare(
+        tasks=["digits-mlp"],
+        optimizers=["minibatch"],
+        budget=1,
+        tune=True,
+        grid_size=5,
+        lr_span=2.0,
+        n_evals=9,
+        out=tmp_path,
+    )
+    document = result.results
+    tuning = document["tuning"]
+    pruned = [t for t in tuning if t["state"] == "pruned"]
+    assert pruned, [t["state"] for t in tuning]
+    sens = lr_sensitivity(document, "digits-mlp", "minibatch")
+    fidelity = str(sens["fidelity"])
+    assert sens["fidelity"] < 9  # not the end: some trials stopped early
+    by_lr = {p["lr"]: p for p in sens["points"]}
+    for t in pruned:
+        assert by_lr[t["lr"]]["state"] == "pruned"
+        assert by_lr[t["lr"]]["value"] == t["reports"][fidelity]
+    for t in tuning:
+        if t["state"] == "complete":  # compared at the same point, not at their end
+            assert by_lr[t["lr"]]["value"] == t["reports"][fidelity]
+    assert 0 < sens["fidelity_fraction"] < 1
