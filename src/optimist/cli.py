@@ -59,6 +59,20 @@ def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _method_list(text: str) -> list[str]:
+    """Comma-separated methods; commas inside ``[...]`` settings belong to the method."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def _lr_range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
@@ -94,9 +108,32 @@ def _build_parser() -> _Parser:
         "--optimizers",
         "--methods",
         dest="methods",
-        type=_csv_list,
+        type=_method_list,
         metavar="M[,M...]",
-        help="methods (default: gd,sgd,minibatch,momentum,adagrad,rmsprop,adadelta,adam)",
+        help="methods (default: gd,sgd,minibatch,momentum,adagrad,rmsprop,adadelta,adam); "
+        "settings in brackets: adam[weight_decay=1e-4,betas=0.9:0.99,batch=64]",
+    )
+    c.add_argument(
+        "--batch-size",
+        type=int,
+        help="examples per step of every mini-batch method (default 32; gd stays full-batch, "
+        "sgd batch 1)",
+    )
+    c.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your model: a function that returns a fresh torch.nn.Module (with --data)",
+    )
+    c.add_argument(
+        "--data",
+        metavar="MODULE:FUNCTION",
+        help="your data: a function returning (x_train, y_train, x_val, y_val[, x_test, y_test])",
+    )
+    c.add_argument("--name", default="custom", help="the name of the --model/--data task")
+    c.add_argument(
+        "--loss",
+        default="cross_entropy",
+        help="loss of the --model/--data task: cross_entropy (classification) or mse",
     )
     c.add_argument(
         "--budget",
@@ -211,8 +248,15 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     from optimist.comparison.runner import Config
     from optimist.comparison.safety import redact, scrub, secrets_of
 
-    default_study = args.tasks is None
-    tasks = list(DEFAULT_STUDY["tasks"]) if default_study else args.tasks
+    custom = args.model is not None or args.data is not None
+    default_study = args.tasks is None and not custom
+    tasks = list(DEFAULT_STUDY["tasks"]) if default_study else list(args.tasks or [])
+    if custom:
+        try:
+            tasks.append(_user_task(args))
+        except ConfigError as exc:
+            print(f"optimist compare: error: {exc}", file=sys.stderr)
+            return 2
     budget = args.budget
     workers = args.workers
     if workers is None:
@@ -243,6 +287,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         quiet=args.quiet,
         report=not args.no_report,
         command=redact("optimist " + " ".join(shlex.quote(a) for a in argv)),
+        batch_size=args.batch_size,
     )
     if default_study and budget is None and args.budget_steps is None:
         config.tasks = _default_study_tasks(config)
@@ -278,6 +323,55 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{errors} trial(s) failed with an error; see results.json", file=sys.stderr)
         return 1
     return 0
+
+
+def _load_callable(spec: str, what: str) -> Any:
+    """``package.module:function`` (the module found from the current folder too)."""
+    import importlib
+
+    from optimist.comparison.api import ConfigError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--{what} must be MODULE:FUNCTION, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure of user code: one line
+        raise ConfigError(f"--{what}: cannot import {module_name!r}: {exc}") from None
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ConfigError(f"--{what}: {module_name!r} has no function {attr!r}")
+    return found
+
+
+def _user_task(args: argparse.Namespace) -> Any:
+    """The task of ``--model`` and ``--data``."""
+    from optimist.comparison.api import ConfigError
+    from optimist.comparison.tasks import custom_task
+
+    if args.model is None or args.data is None:
+        raise ConfigError("give both --model MODULE:FUNCTION and --data MODULE:FUNCTION")
+    model_fn = _load_callable(args.model, "model")
+    load_data = _load_callable(args.data, "data")
+    if args.loss not in ("cross_entropy", "mse"):
+        raise ConfigError(f"--loss must be cross_entropy or mse, got {args.loss!r}")
+    try:
+        data = load_data()
+        return custom_task(
+            model_fn,
+            data,
+            name=args.name,
+            description=f"model {args.model}, data {args.data}",
+            loss=args.loss,
+            budget=args.budget if args.budget is not None else 1,
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--data {args.data}: {first}") from None
 
 
 def _default_study_tasks(config: Any) -> list[Any]:

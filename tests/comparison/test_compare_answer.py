@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -176,3 +177,86 @@ def test_pruned_trials_appear_in_the_sensitivity_at_their_fidelity(tmp_path):
         if t["state"] == "complete":  # compared at the same point, not at their end
             assert by_lr[t["lr"]]["value"] == t["reports"][fidelity]
     assert 0 < sens["fidelity_fraction"] < 1
+
+
+USER_MODULE = """
+import numpy as np
+import torch
+
+
+def make_model():
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+def load_data():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = np.argmax(x[:, :3], axis=1)
+    return (x[:240], y[:240]), (x[240:], y[240:])
+"""
+
+
+def test_cli_compares_your_own_model_and_data(tmp_path, monkeypatch, capsys):
+    from optimist.cli import main
+
+    (tmp_path / "my_study.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    args = ["compare", "--model", "my_study:make_model", "--data", "my_study:load_data"]
+    args += [
+        "--name",
+        "mine",
+        "--optimizers",
+        "sgd[batch=64,momentum=0.9],adam[weight_decay=0.001]",
+    ]
+    args += ["--batch-size", "16", "--budget", "2", "--seeds", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "mine" in printed and "Verdict" in printed
+    document = json.loads((out / "results.json").read_text())
+    validate(document)
+    methods = document["methods"]
+    assert methods["sgd[batch=64,momentum=0.9]"]["batch_size"] == 64  # its own batch wins
+    assert methods["sgd[batch=64,momentum=0.9]"]["kwargs"] == {"momentum": 0.9}
+    assert methods["adam[weight_decay=0.001]"]["batch_size"] == 16  # --batch-size
+    assert document["tasks"]["mine"]["steps"] == {
+        "sgd[batch=64,momentum=0.9]": 8,  # 2 epochs of 240 examples, 64 at a time
+        "adam[weight_decay=0.001]": 30,
+    }
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nowhere_module:f", "--data", "nowhere_module:g"], "cannot import"),
+        (["--model", "my_study:make_model"], "give both --model"),
+        (["--model", "my_study", "--data", "my_study:load_data"], "MODULE:FUNCTION"),
+        (["--task", "saddle", "--optimizers", "adam[betas=2:0.9]"], "adam[betas=2:0.9]"),
+        (["--task", "saddle", "--optimizers", "adam[lr]"], "expected key=value"),
+        (["--task", "saddle", "--batch-size", "0"], "batch-size must be a positive"),
+    ],
+)
+def test_cli_user_task_and_settings_errors_are_one_line(
+    args, message, tmp_path, monkeypatch, capsys
+):
+    from optimist.cli import main
+
+    (tmp_path / "my_study.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", *args, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_every_method_has_its_own_fixed_colour_and_line_style():
+    from optimist.comparison.plots import method_style
+
+    styles = [tuple(method_style(m).values()) for m in METHODS]
+    assert len(set(styles)) == len(styles)  # no two built-in methods look alike
+    assert method_style("adam") == method_style("adam")  # fixed, not by position
+    variant = method_style("adam[weight_decay=0.001]")
+    assert variant["color"] == method_style("adam")["color"]
+    assert variant["linestyle"] != method_style("adam")["linestyle"]
+    assert method_style("my-method") == method_style("my-method")

@@ -24,6 +24,7 @@ from optimist.comparison.runner import (
     RunError,
     build_groups,
     interrupt_once,
+    resolve_method,
     resolve_tasks,
     work,
 )
@@ -107,7 +108,12 @@ def check_config(config: Config) -> list[Task]:
     if not config.methods:
         raise ConfigError("no method given; known methods: " + ", ".join(METHODS))
     for name in config.methods:
-        if name not in METHODS:
+        if "[" in name:
+            try:
+                resolve_method(name, config)
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0])) from None
+        elif name not in METHODS:
             raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
     if len(set(config.methods)) != len(config.methods):
         raise ConfigError("a method is listed twice: " + ",".join(config.methods))
@@ -119,6 +125,7 @@ def check_config(config: Config) -> list[Task]:
     _positive("n-evals", config.n_evals, int)
     _positive("subsample", config.subsample, int)
     _positive("train-size", config.train_size, int)
+    _positive("batch-size", config.batch_size, int)
     if config.lr_span < 0 or not math.isfinite(config.lr_span):
         raise ConfigError(f"lr-span must be >= 0, got {config.lr_span!r}")
     if config.lr_range is not None:
@@ -360,7 +367,7 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
         "wall_time_s": wall_time_s,
         "protocol": _protocol(config),
         "tasks": tasks,
-        "methods": {m: METHODS[m].as_dict() for m in config.methods},
+        "methods": {m: resolve_method(m, config).as_dict() for m in config.methods},
         "runs": runs,
         "tuning": tuning,
         "summary": summary,

@@ -24,7 +24,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from optimist.comparison.functions import FUNCTIONS
-from optimist.comparison.methods import METHODS
 from optimist.comparison.training_loop import GAP_FLOOR
 
 __all__ = [
@@ -42,30 +41,51 @@ PNG_DPI = 180
 """PNG figures are drawn at twice the usual resolution, for HiDPI screens."""
 
 OKABE_ITO = (
-    "#0072B2",
-    "#D55E00",
-    "#009E73",
-    "#CC79A7",
+    "#000000",
     "#E69F00",
     "#56B4E9",
-    "#000000",
-    "#F0E442",
+    "#009E73",
+    "#CC79A7",
+    "#0072B2",
+    "#D55E00",
 )
-LINE_STYLES = ("-", "--", "-.", ":")
+"""The Okabe-Ito palette without its yellow, which is too light on white."""
+LINE_STYLES = ("-", "--", ":", "-.")
+BUILT_IN_STYLES = {
+    "gd": (0, "-"),
+    "sgd": (1, "-"),
+    "minibatch": (2, "-"),
+    "momentum": (3, "-"),
+    "adagrad": (4, "-"),
+    "rmsprop": (5, "-"),
+    "adadelta": (1, "--"),
+    "adam": (6, "-"),
+    "nesterov": (3, "--"),
+    "adamw": (6, "--"),
+    "nadam": (6, ":"),
+    "radam": (6, "-."),
+    "adamax": (5, "--"),
+}
+
+
+def _hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16)
 
 
 def method_style(name: str) -> dict[str, Any]:
-    """``{"color", "linestyle"}`` of a method: the built-in methods in table order, any other
-    name by a stable hash of it (the same in every run)."""
+    """``{"color", "linestyle"}`` of a method, fixed by its name (the same in every figure and
+    every run): the built-in methods from a table, any other name from a hash of it; a method
+    with settings (``adam[weight_decay=1e-4]``) keeps its base colour with another line style."""
     base = str(name).split("[", 1)[0]
-    order = list(METHODS)
-    if base in order:
-        i = order.index(base)
+    if base in BUILT_IN_STYLES:
+        colour, style = BUILT_IN_STYLES[base]
     else:
-        i = int(hashlib.sha256(base.encode()).hexdigest(), 16) % 32
-    if name != base:  # a variant of a built-in method: same colour, another dash
-        i += 8 * (1 + int(hashlib.sha256(name.encode()).hexdigest(), 16) % 3)
-    return {"color": OKABE_ITO[i % 8], "linestyle": LINE_STYLES[(i // 8) % 4]}
+        h = _hash(base)
+        colour, style = h % len(OKABE_ITO), LINE_STYLES[(h // 7) % len(LINE_STYLES)]
+    if name != base:
+        others = [s for s in LINE_STYLES if s != style]
+        style = others[_hash(name) % len(others)]
+    return {"color": OKABE_ITO[colour], "linestyle": style}
 
 
 def method_styles(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -254,13 +274,11 @@ def sensitivity_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> b
     if kind == "data" and values and min(values) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("learning rate")
-    at = (
-        (f"{min(fractions):.0%}" if len(fractions) == 1 else "the % in the legend")
-        if fractions
-        else "the end"
-    )
     what = "mean log10 gap" if kind == "function" else "validation loss"
-    ax.set_ylabel(f"{what} at {at} of the budget")
+    if len(fractions) == 1:
+        ax.set_ylabel(f"{what} at {min(fractions):.0%} of the budget")
+    else:
+        ax.set_ylabel(f"{what} at equal fidelity\n(% of the budget in the legend)")
     ax.grid(True, alpha=0.3)
     _legend(fig, ax, ncols=3)
     return _render(fig, fmt)

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from optimist.comparison import results as results_io
 from optimist.comparison import study as st
-from optimist.comparison.methods import Method, get_method
+from optimist.comparison.methods import Method, get_method, with_batch_size
 from optimist.comparison.safety import is_environment_error
 from optimist.comparison.tasks import DataTask, Task, get_task
 from optimist.comparison.training_loop import run_trial
@@ -86,6 +86,8 @@ class Config:
     quiet: bool = False
     report: bool = True
     command: str | None = None
+    batch_size: int | None = None
+    """Examples per step of every mini-batch method (default: each method's own, 32)."""
 
     @property
     def storage_url(self) -> str:
@@ -148,11 +150,16 @@ def lr_grid(default_lr: float, config: Config) -> list[float]:
     return [values[i] for i in order]
 
 
+def resolve_method(name: str, config: Config) -> Method:
+    """The method ``name`` (with ``[settings]``), at the config's ``batch_size``."""
+    return with_batch_size(get_method(name), config.batch_size)
+
+
 def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
     groups = []
     for task in tasks:
         for name in config.methods:
-            method = get_method(name)
+            method = resolve_method(name, config)
             steps = task.total_steps(method, config.budget, config.budget_steps, config.subsample)
             default_lr = task.default_lr(method)
             grid = lr_grid(default_lr, config)
@@ -163,6 +170,7 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                     "kwargs": method.kwargs,
                     "batch": method.batch,
                     "noise": method.noisy_on_functions,
+                    **({"mini_batch": method.mini_batch} if method.batch == "mini" else {}),
                 },
                 "steps": steps,
                 "n_evals": config.n_evals,
