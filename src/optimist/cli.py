@@ -142,6 +142,13 @@ def _build_parser() -> _Parser:
     )
     c.add_argument("--budget-steps", type=int, help="optimizer steps on every task instead")
     c.add_argument(
+        "--budget-unit",
+        choices=("examples", "steps"),
+        default="examples",
+        help="what --budget holds equal on data tasks: examples seen (epochs, the default) or "
+        "optimizer steps (then --budget is a step count, as --budget-steps)",
+    )
+    c.add_argument(
         "--seeds", type=int, help="evaluation runs per method (default 1; default study 3)"
     )
     c.add_argument(
@@ -258,6 +265,23 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"optimist compare: error: {exc}", file=sys.stderr)
             return 2
     budget = args.budget
+    budget_steps = args.budget_steps
+    if args.budget_unit == "steps" and budget is not None:
+        if budget_steps is not None:
+            print(
+                "optimist compare: error: give --budget with --budget-unit steps, or "
+                "--budget-steps, not both",
+                file=sys.stderr,
+            )
+            return 2
+        if budget != int(budget) or budget < 1:
+            print(
+                f"optimist compare: error: with --budget-unit steps the budget must be a whole "
+                f"number of steps >= 1, got {budget!r}",
+                file=sys.stderr,
+            )
+            return 2
+        budget, budget_steps = None, int(budget)
     workers = args.workers
     if workers is None:
         workers = max(1, min(2, os.cpu_count() or 1)) if default_study else 1
@@ -269,7 +293,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         methods=args.methods or list(DEFAULT_METHODS),
         out=Path(args.out or "runs/compare"),
         budget=budget,
-        budget_steps=args.budget_steps,
+        budget_steps=budget_steps,
         seeds=args.seeds
         if args.seeds is not None
         else (DEFAULT_STUDY["seeds"] if default_study else 1),
@@ -289,7 +313,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         command=redact("optimist " + " ".join(shlex.quote(a) for a in argv)),
         batch_size=args.batch_size,
     )
-    if default_study and budget is None and args.budget_steps is None:
+    if default_study and budget is None and budget_steps is None:
         config.tasks = _default_study_tasks(config)
     secrets = secrets_of(config.storage_url)
     start = time.perf_counter()

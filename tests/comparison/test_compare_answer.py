@@ -260,3 +260,22 @@ def test_every_method_has_its_own_fixed_colour_and_line_style():
     assert variant["color"] == method_style("adam")["color"]
     assert variant["linestyle"] != method_style("adam")["linestyle"]
     assert method_style("my-method") == method_style("my-method")
+
+
+def test_budget_unit_steps_holds_updates_equal_and_says_so(tmp_path, capsys):
+    from optimist.cli import main
+
+    out = tmp_path / "steps"
+    args = ["compare", "--task", "digits-mlp", "--optimizers", "gd,adam", "--budget-unit"]
+    args += ["steps", "--budget", "20", "--evals", "4", "--out", str(out), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    document = json.loads((out / "results.json").read_text())
+    assert document["tasks"]["digits-mlp"]["steps"] == {"gd": 20, "adam": 20}
+    from optimist.comparison.tables import fairness
+
+    assert fairness(document, "digits-mlp").startswith("Held equal: optimizer steps (20")
+    examples = {r["method"]: r["examples_per_s"]["mean"] for r in document["summary"]}
+    assert all(v and v > 0 for v in examples.values())
+    args[args.index("20")] = "2.5"
+    assert main(args) == 2
+    assert "whole number of steps" in capsys.readouterr().err

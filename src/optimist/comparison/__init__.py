@@ -62,6 +62,7 @@ def compare(
     storage: str | None = None,
     subsample: int | None = None,
     train_size: int | None = None,
+    batch_size: int | None = None,
     quiet: bool = True,
     report: bool = True,
 ) -> CompareResult:
@@ -74,7 +75,8 @@ def compare(
         data: ``(x_train, y_train, x_val, y_val[, x_test, y_test])`` arrays or tensors, or
             ``((x_train, y_train), (x_val, y_val))``.
         optimizers: method names from :data:`METHODS` (default: the eight in
-            :data:`DEFAULT_METHODS`).
+            :data:`DEFAULT_METHODS`), optionally with settings: ``"adam[weight_decay=1e-4,
+            batch=64]"``.
         tasks: built-in task names (see :data:`TASKS`) or Task objects, compared as well.
         loss: ``"cross_entropy"`` (classification, accuracy reported), ``"mse"`` or a callable
             ``loss(output, target)``.
@@ -88,6 +90,7 @@ def compare(
         workers: processes running trials in parallel (same numbers for any count).
         out: output folder (``report.html``, ``results.json``, ``results.csv``, ``study.db``,
             ``trials/``, ``plots/``).
+        batch_size: examples per step of every mini-batch method (default 32).
         storage: Optuna storage URL (default ``sqlite:///OUT/study.db``); a server database
             (``postgresql://...``) lets several machines work on one comparison.
 
@@ -127,6 +130,7 @@ def compare(
         n_evals=n_evals,
         subsample=subsample,
         train_size=train_size,
+        batch_size=batch_size,
         workers=workers,
         storage=storage,
         quiet=quiet,
