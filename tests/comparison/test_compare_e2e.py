@@ -106,7 +106,9 @@ def test_resume_after_kill_redoes_nothing_finished(tiny_study, tmp_path):
     proc.kill()
     proc.communicate()
     before = _finished_trials(out)
-    assert 8 <= len(before) < 30
+    # the trial file is written just before the study records the trial: a kill in between
+    # leaves one file more than finished trials
+    assert 7 <= len(before) < 30
     proc = run_cli(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = _finished_trials(out)

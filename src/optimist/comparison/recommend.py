@@ -146,10 +146,10 @@ def _margin(document: dict[str, Any], best: dict[str, Any], other: dict[str, Any
             text += " (1 seed: no spread to judge by)"
         return text
     if best["n_reached_target"] and other["n_reached_target"]:
-        return (
-            f"{other['steps_to_target']['mean'] - best['steps_to_target']['mean']:.0f} fewer steps "
-            "to the target"
-        )
+        fewer = other["steps_to_target"]["mean"] - best["steps_to_target"]["mean"]
+        if round(fewer) == 0:
+            return f"none: both reached the target in {best['steps_to_target']['mean']:.0f} steps"
+        return f"{fewer:.0f} fewer steps to the target"
     return f"final gap {_num(best['val_loss']['mean'])} against {_num(other['val_loss']['mean'])}"
 
 

@@ -189,7 +189,7 @@ def terminal_tables(document: dict[str, Any]) -> list[Any]:
                 header,
                 justify="right" if key in numeric else "left",
                 overflow="fold",
-                no_wrap=key in {"rank", "method", "lr", "reached", "to_target", "examples_per_s"},
+                no_wrap=key != "tied_with",
                 min_width={"rank": 4, "batch": 5, "tied_with": 9}.get(key),
                 style="bold" if key == "method" else None,
             )
