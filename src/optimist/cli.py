@@ -153,10 +153,15 @@ def _build_parser() -> _Parser:
     )
     c.add_argument(
         "--tune",
-        action=argparse.BooleanOptionalAction,
+        nargs="?",
+        const=["lr"],
         default=None,
-        help="tune each method's learning rate with the same Optuna budget first",
+        type=_csv_list,
+        metavar="lr[,momentum,weight_decay]",
+        help="tune each method with the same Optuna budget first: the learning rate (default), "
+        "or also momentum / weight_decay where the optimizer has them (then with TPE)",
     )
+    c.add_argument("--no-tune", dest="tune", action="store_const", const=[], help="no tuning")
     c.add_argument(
         "--sampler",
         choices=("grid", "tpe"),
@@ -297,7 +302,8 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         seeds=args.seeds
         if args.seeds is not None
         else (DEFAULT_STUDY["seeds"] if default_study else 1),
-        tune=args.tune if args.tune is not None else default_study,
+        tune=bool(args.tune) if args.tune is not None else default_study,
+        tune_params=tuple(args.tune) if args.tune else ("lr",),
         sampler=args.sampler,
         grid_size=args.grid_size,
         lr_span=args.lr_span,

@@ -279,3 +279,26 @@ def test_budget_unit_steps_holds_updates_equal_and_says_so(tmp_path, capsys):
     args[args.index("20")] = "2.5"
     assert main(args) == 2
     assert "whole number of steps" in capsys.readouterr().err
+
+
+def test_tuning_more_than_the_learning_rate(tmp_path, capsys):
+    from optimist.cli import main
+
+    out = tmp_path / "multi"
+    args = ["compare", "--task", "digits-mlp", "--optimizers", "momentum,adam"]
+    args += ["--tune", "lr,momentum,weight_decay", "--grid-size", "4", "--budget", "1"]
+    args += ["--seeds", "2", "--evals", "6", "--out", str(out), "--quiet", "--no-report"]
+    assert main(args) == 0, capsys.readouterr().err
+    document = json.loads((out / "results.json").read_text())
+    assert document["protocol"]["tune_params"] == ["lr", "momentum", "weight_decay"]
+    assert {t["method"] for t in document["tuning"]} == {"momentum", "adam"}
+    rows = {r["method"]: r for r in document["summary"]}
+    # SGD has momentum and weight decay, Adam weight decay only: each tunes what it has
+    assert set(rows["momentum"]["tuned_settings"]) == {"momentum", "weight_decay"}
+    assert set(rows["adam"]["tuned_settings"]) == {"weight_decay"}
+    # the evaluation runs used the chosen settings, and the verdict names them
+    verdict = document["verdicts"]["tasks"]["digits-mlp"]["text"]
+    assert "weight_decay" in verdict
+    bad = ["compare", "--task", "digits-mlp", "--tune", "lr,nonsense", "--out", str(out)]
+    assert main(bad) == 2
+    assert "--tune takes lr plus any of momentum, weight_decay" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def compare(
     budget: float | None = None,
     budget_steps: int | None = None,
     seeds: int = 1,
-    tune: bool = False,
+    tune: bool | Sequence[str] = False,
     sampler: str = "grid",
     grid_size: int = 7,
     lr_span: float = 1.5,
@@ -83,7 +83,9 @@ def compare(
         budget: epochs on data tasks, steps on 2-D functions (default: each task's own);
             ``budget_steps`` counts optimizer steps on every task instead.
         seeds: evaluation runs per method (mean ± std are reported).
-        tune: tune each method's learning rate with the same Optuna budget first:
+        tune: tune each method's learning rate with the same Optuna budget first (a list such
+            as ``["lr", "momentum", "weight_decay"]`` also tunes those settings where the
+            optimizer has them, with TPE):
             ``grid_size`` trials, log-spaced ``lr_span`` decades either side of the method's
             default (or over ``lr_range`` for every method), ``sampler`` ``"grid"`` or
             ``"tpe"``, ``pruner`` ``"sha"``, ``"hyperband"`` or ``"none"``.
@@ -121,7 +123,8 @@ def compare(
         budget=budget,
         budget_steps=budget_steps,
         seeds=seeds,
-        tune=tune,
+        tune=bool(tune),
+        tune_params=tuple(tune) if isinstance(tune, (list, tuple)) and tune else ("lr",),
         sampler=sampler,
         grid_size=grid_size,
         lr_span=lr_span,

@@ -132,6 +132,13 @@ def check_config(config: Config) -> list[Task]:
         lo, hi = config.lr_range
         if not (0 < lo <= hi and math.isfinite(hi)):
             raise ConfigError(f"lr-range must be 0 < LOW <= HIGH, got {lo!r},{hi!r}")
+    from optimist.comparison.runner import TUNABLE
+
+    unknown = [p for p in config.tune_params if p != "lr" and p not in TUNABLE]
+    if unknown or "lr" not in config.tune_params:
+        raise ConfigError(
+            f"--tune takes lr plus any of {', '.join(TUNABLE)}, got {','.join(config.tune_params)}"
+        )
     if config.sampler not in ("grid", "tpe"):
         raise ConfigError(f"unknown sampler {config.sampler!r}; use grid or tpe")
     if config.pruner not in ("sha", "hyperband", "none"):
@@ -289,6 +296,7 @@ def _protocol(config: Config) -> dict[str, Any]:
         "lr_range": list(config.lr_range) if config.lr_range else None,
         "pruner": config.pruner if config.tune else None,
         "tune_seed": TUNE_SEED if config.tune else None,
+        "tune_params": list(config.tune_params) if config.tune else None,
         "seeds": config.seeds,
         "n_evals": config.n_evals,
         "budget": config.budget,
@@ -352,11 +360,11 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
                         mine.append(record)
             mine.sort(key=lambda r: str(r["seed"]))
         runs.extend(mine)
-        rows.append(
-            results_io.summarize(
-                group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
-            )
+        row = results_io.summarize(
+            group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
         )
+        row["tuned_settings"] = dict(ctx.final_lr(group).params) if tune_done else {}
+        rows.append(row)
     summary = results_io.rank(rows, runs, tasks)
     document = {
         "schema_version": results_io.SCHEMA_VERSION,

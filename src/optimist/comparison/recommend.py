@@ -98,8 +98,8 @@ def method_label(document: dict[str, Any], row: dict[str, Any], lr: bool = True)
     parts = []
     if lr and row.get("lr") is not None:
         parts.append(f"lr {_num(row['lr'])}")
-    kwargs = info.get("kwargs") or {}
-    parts += [f"{k} {v}" for k, v in kwargs.items()]
+    kwargs = {**(info.get("kwargs") or {}), **(row.get("tuned_settings") or {})}
+    parts += [f"{k} {_num(v) if isinstance(v, float) else v}" for k, v in kwargs.items()]
     if document["tasks"][row["task"]]["kind"] == "data":
         batch = row.get("batch_size") or info.get("batch_size")
         if batch is not None:

@@ -88,12 +88,38 @@ class Config:
     command: str | None = None
     batch_size: int | None = None
     """Examples per step of every mini-batch method (default: each method's own, 32)."""
+    tune_params: tuple[str, ...] = ("lr",)
+    """What tuning searches: the learning rate, plus any of :data:`TUNABLE` (with TPE)."""
 
     @property
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
         return f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+
+
+TUNABLE: dict[str, tuple[float, float, bool]] = {
+    "momentum": (0.0, 0.99, False),
+    "weight_decay": (1e-6, 0.1, True),
+}
+"""Settings ``--tune`` can search besides the learning rate: (low, high, log scale)."""
+
+
+def tunable(method: Method, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings of ``names`` (besides ``lr``) that ``method``'s optimizer accepts."""
+    found = []
+    for name in names:
+        if name == "lr" or name not in TUNABLE:
+            continue
+        low, high, log = TUNABLE[name]
+        middle = math.sqrt(low * high) if log else (low + high) / 2
+        trial = dataclasses.replace(method, kwargs={**method.kwargs, name: middle})
+        try:
+            trial.build([torch.zeros(1, requires_grad=True)], 1e-3)
+        except (TypeError, ValueError):
+            continue
+        found.append(name)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,7 @@ class Item:
     key: str
     lr: float | None
     seed: Any
+    params: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -116,6 +143,12 @@ class Group:
     grid: list[float]
     tune_name: str
     final_name: str
+    extra: tuple[str, ...] = ()
+    """Settings tuned besides the learning rate (then the sampler is TPE)."""
+
+    @property
+    def sampler(self) -> str | None:
+        return "tpe" if self.extra else None
 
     @property
     def label(self) -> str:
@@ -176,8 +209,15 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                 "n_evals": config.n_evals,
                 "trial_version": 2,  # 2: steps to target count only a target kept to the end
             }
+            extra = tunable(method, tuple(config.tune_params))
             tune_sig = st.signature(
-                {**base, "grid": sorted(grid), "sampler": config.sampler, "pruner": config.pruner}
+                {
+                    **base,
+                    "grid": sorted(grid),
+                    "sampler": "tpe" if extra else config.sampler,
+                    "pruner": config.pruner,
+                    **({"tune_params": list(extra)} if extra else {}),
+                }
             )
             groups.append(
                 Group(
@@ -187,6 +227,7 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                     default_lr=default_lr,
                     grid=grid,
                     tune_name=f"{task.name}/{method.name}/tune/{tune_sig}",
+                    extra=extra,
                     final_name=f"{task.name}/{method.name}/final/{st.signature(base)}",
                 )
             )
@@ -215,7 +256,7 @@ class Context:
         if found is None:
             seed = int(st.signature({"study": name}), 16) % (2**31)
             if phase == "tune":
-                sampler = st.make_sampler(self.config.sampler, group.grid, seed)
+                sampler = st.make_sampler(group.sampler or self.config.sampler, group.grid, seed)
                 pruner = st.make_pruner(self.config.pruner, self.config.n_evals)
             else:
                 sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -246,11 +287,14 @@ class Context:
 
     def planned(self, group: Group, phase: str) -> list[Item]:
         if phase == "tune":
-            if self.config.sampler == "tpe":
+            if (group.sampler or self.config.sampler) == "tpe":
                 return [Item(f"tpe-{i}", None, TUNE_SEED) for i in range(self.config.grid_size)]
             return [Item(st.key_of(lr, TUNE_SEED), lr, TUNE_SEED) for lr in group.grid]
-        lr = self.final_lr(group).lr
-        return [Item(st.key_of(lr, seed), lr, seed) for seed in range(self.config.seeds)]
+        outcome = self.final_lr(group)
+        lr, params = outcome.lr, outcome.params
+        return [
+            Item(st.key_of(lr, seed, params), lr, seed, params) for seed in range(self.config.seeds)
+        ]
 
     def tune_bounds(self, group: Group) -> tuple[float, float]:
         return min(group.grid), max(group.grid)
@@ -329,7 +373,7 @@ class Context:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if item.lr is not None:
-                study.enqueue_trial({"lr": item.lr}, user_attrs=attrs)
+                study.enqueue_trial({"lr": item.lr, **dict(item.params)}, user_attrs=attrs)
                 trial = study.ask()
             else:
                 trial = study.ask()
@@ -362,6 +406,15 @@ class Context:
                 else:
                     d = st.FINAL_LR_DISTRIBUTION
                     lr = trial.suggest_float("lr", d.low, d.high, log=True)
+                settings = {
+                    name: trial.suggest_float(
+                        name, TUNABLE[name][0], TUNABLE[name][1], log=TUNABLE[name][2]
+                    )
+                    for name in (group.extra if phase == "tune" else dict(item.params))
+                }
+            method = group.method
+            if settings:
+                method = dataclasses.replace(method, kwargs={**method.kwargs, **settings})
             reports: dict[str, float] = {}
             reporter = None
             if phase == "tune":
@@ -370,7 +423,7 @@ class Context:
                 )
             result = run_trial(
                 group.task,
-                group.method,
+                method,
                 lr,
                 item.seed,
                 group.steps,

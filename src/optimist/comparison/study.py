@@ -197,9 +197,10 @@ def signature(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def key_of(lr: float, seed: Any) -> str:
-    """The identity of a fixed-LR trial."""
-    return f"lr={lr!r}|seed={seed}"
+def key_of(lr: float, seed: Any, params: tuple[tuple[str, float], ...] = ()) -> str:
+    """The identity of a fixed-LR (and fixed-settings) trial."""
+    extra = "".join(f"|{k}={v!r}" for k, v in params)
+    return f"lr={lr!r}{extra}|seed={seed}"
 
 
 _RESULT_KEYS = ("state", "final", "curves")
@@ -357,19 +358,22 @@ class TuneOutcome:
     lr: float
     source: str
     """``"tuned"`` or ``"default (no tuning trial finished without diverging)"``."""
+    params: tuple[tuple[str, float], ...] = ()
+    """Other tuned settings (``--tune lr,momentum,...``), as (name, value) pairs."""
 
 
 def best_lr(trials: list[FrozenTrial], default: float) -> TuneOutcome:
     """The LR of the COMPLETE, non-diverged trial with the lowest objective (ties: first)."""
-    best: tuple[float, int, float] | None = None
+    best: tuple[float, int, float, tuple] | None = None
     for t in trials:
         if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
             continue
         if t.user_attrs.get("result", {}).get("state") == "diverged":
             continue
-        candidate = (t.value, t.number, float(t.params["lr"]))
+        extra = tuple(sorted((k, float(v)) for k, v in t.params.items() if k != "lr"))
+        candidate = (t.value, t.number, float(t.params["lr"]), extra)
         if best is None or candidate < best:
             best = candidate
     if best is None:
         return TuneOutcome(default, "default (every tuning trial diverged or was cut short)")
-    return TuneOutcome(best[2], "tuned")
+    return TuneOutcome(best[2], "tuned", best[3])

@@ -77,7 +77,10 @@ def rows(document: dict[str, Any], task: str) -> list[dict[str, str]]:
         if r["task"] != task:
             continue
         method = document["methods"].get(r["method"], {})
-        settings = ", ".join(f"{k}={v}" for k, v in (method.get("kwargs") or {}).items())
+        kwargs = {**(method.get("kwargs") or {}), **(r.get("tuned_settings") or {})}
+        settings = ", ".join(
+            f"{k}={format(v, '.3g') if isinstance(v, float) else v}" for k, v in kwargs.items()
+        )
         batch = r.get("batch_size") or method.get("batch_size")
         if not data:
             batch = "exact" if not method.get("noisy_on_functions") else f"noise of {batch}"
@@ -140,7 +143,7 @@ def summary_frame(document: dict[str, Any]):
             "rank": r["rank"],
             "method": r["method"],
             "optimizer": method.get("optimizer"),
-            "settings": dict(method.get("kwargs") or {}),
+            "settings": {**(method.get("kwargs") or {}), **(r.get("tuned_settings") or {})},
             "batch_size": r.get("batch_size") or method.get("batch_size"),
             "lr": r["lr"],
             "tied_with": list(r.get("tied_with") or []),
