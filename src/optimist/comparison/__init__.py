@@ -1,8 +1,11 @@
 """Fair, side-by-side optimizer comparisons: ``optimist compare`` and :func:`compare`.
 
-Layers: ``functions``/``methods``/``tasks`` (what is compared) <- ``training_loop`` (one trial)
-<- ``study``/``runner``/``workers`` (Optuna studies, claiming, parallel processes) <- ``results``
-(schema, files) <- ``plots``/``recommend``/``report`` <- ``api`` (the coordinator).
+Layers: ``safety`` (secrets, file names, environment errors) and ``functions``/``methods``/
+``tasks`` (what is compared) <- ``training_loop`` (one trial; data tasks through
+``optimist.training``'s ``fit``) <- ``study``/``runner``/``workers`` (Optuna studies, claiming,
+parallel processes) <- ``results``/``ranking`` (schema, files, the ranking rule) <-
+``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <- ``api``
+(the coordinator).
 """
 
 from __future__ import annotations
