@@ -35,6 +35,11 @@ examples:
   optimist compare --task mnist-mlp --optimizers gd,sgd,minibatch,momentum,adagrad,rmsprop,\\
 adadelta,adam --budget 3 --seeds 3 --tune --out runs/mnist
   optimist compare --task rosenbrock,beale --tune --workers 2
+  optimist compare --model mypkg.nets:make_model --data mypkg.data:load --batch-size 64 \
+      --optimizers "sgd[momentum=0.9],adam[weight_decay=1e-4]" --tune lr,weight_decay --seeds 3
+
+the answer: the verdict names the method to use with its learning rate, settings and batch size,
+its margin with a 95% confidence interval over paired seeds, and the methods tied with it.
 
 storage: the Optuna study lives in sqlite:///OUT/study.db unless --storage names another
 database; several processes or machines given the same --storage URL (for example
