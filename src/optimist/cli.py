@@ -35,7 +35,7 @@ examples:
   optimist compare --task mnist-mlp --optimizers gd,sgd,minibatch,momentum,adagrad,rmsprop,\\
 adadelta,adam --budget 3 --seeds 3 --tune --out runs/mnist
   optimist compare --task rosenbrock,beale --tune --workers 2
-  optimist compare --model mypkg.nets:make_model --data mypkg.data:load --batch-size 64 \
+  optimist compare --model mypkg.nets:make_model --data mypkg.data:load --batch-size 64 \\
       --optimizers "sgd[momentum=0.9],adam[weight_decay=1e-4]" --tune lr,weight_decay --seeds 3
 
 the answer: the verdict names the method to use with its learning rate, settings and batch size,
