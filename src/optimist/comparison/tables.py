@@ -53,14 +53,14 @@ def columns(kind: str, compact: bool = False) -> list[tuple[str, str]]:
             ("val_loss", "val loss (mean ± sd)"),
             ("val_acc", "val acc %"),
             ("test_acc", "test acc %"),
-            ("reached", "reached target"),
+            ("reached", "reached (k/n)"),
             ("to_target", "epochs to target"),
             ("examples_per_s", "examples/s"),
         ]
     else:
         head += [
             ("val_loss", "final gap"),
-            ("reached", "reached and stayed"),
+            ("reached", "reached (k/n)"),
             ("to_target", "steps to target"),
         ]
     head += [("steps", "steps"), ("steps_per_s", "steps/s"), ("diverged", "diverged")]
