@@ -204,6 +204,12 @@ def _build_parser() -> _Parser:
     c.add_argument("--no-report", action="store_true", help="skip report.html and plots")
     c.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     c.add_argument("--subsample", type=int, help=argparse.SUPPRESS)
+    c.add_argument(
+        "--study",
+        metavar="FILE.toml",
+        help="read options from a TOML file (keys: the options above, with _ for -); options "
+        "on the command line win",
+    )
 
     sub.add_parser("tasks", help="list the built-in tasks")
     sub.add_parser("optimizers", help="list the optimizers of optimist.optimizer()")
@@ -462,11 +468,104 @@ def _trajectories(args: argparse.Namespace) -> int:
     return 0
 
 
+STUDY_KEYS = (
+    "tasks",
+    "optimizers",
+    "model",
+    "data",
+    "name",
+    "loss",
+    "budget",
+    "budget_unit",
+    "budget_steps",
+    "batch_size",
+    "seeds",
+    "tune",
+    "sampler",
+    "grid_size",
+    "lr_span",
+    "lr_range",
+    "pruner",
+    "evals",
+    "train_size",
+    "workers",
+    "out",
+    "storage",
+)
+"""Keys of a ``--study`` TOML file: the options of ``optimist compare``, with ``_`` for ``-``."""
+
+
+def _study_argv(path: str) -> list[str]:
+    """The command-line options written in a TOML study file, for example::
+
+    tasks = ["digits-mlp"]
+    optimizers = ["sgd[momentum=0.9]", "adam[weight_decay=1e-4]"]
+    tune = ["lr", "weight_decay"]
+    seeds = 3
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise _UsageError(
+                "optimist compare: --study needs Python 3.11 or `pip install tomli`"
+            ) from None
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as exc:
+        raise _UsageError(f"optimist compare: cannot read --study {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _UsageError(f"optimist compare: --study {path} is not valid TOML: {exc}") from None
+    out: list[str] = []
+    for key, value in table.items():
+        if key not in STUDY_KEYS:
+            raise _UsageError(
+                f"optimist compare: unknown key {key!r} in {path}; known: {', '.join(STUDY_KEYS)}"
+            )
+        flag = "--" + key.replace("_", "-")
+        if key == "tune" and value is False:
+            out.append("--no-tune")
+        elif value is True:
+            out.append(flag)
+        elif isinstance(value, list):
+            out += [flag, ",".join(str(v) for v in value)]
+        elif value is not False:
+            out += [flag, str(value)]
+    return out
+
+
+def _expand_study(argv: list[str]) -> list[str]:
+    """``compare --study FILE ...``: the file's options first, so that the command line's own
+    options (which come after them) win."""
+    if not argv or argv[0] != "compare":
+        return argv
+    rest, files = [argv[0]], []
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--study" and i + 1 < len(argv):
+            files.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--study="):
+            files.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    expanded = [argv[0]]
+    for path in files:
+        expanded += _study_argv(path)
+    return expanded + rest[1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``optimist`` command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser()
     try:
+        argv = _expand_study(argv)
         args = parser.parse_args(argv)
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)

@@ -302,3 +302,30 @@ def test_tuning_more_than_the_learning_rate(tmp_path, capsys):
     bad = ["compare", "--task", "digits-mlp", "--tune", "lr,nonsense", "--out", str(out)]
     assert main(bad) == 2
     assert "--tune takes lr plus any of momentum, weight_decay" in capsys.readouterr().err
+
+
+def test_a_study_file_sets_the_options_and_the_command_line_wins(tmp_path, capsys):
+    from optimist.cli import main
+
+    study = tmp_path / "study.toml"
+    out = tmp_path / "from-file"
+    study.write_text(
+        'tasks = ["saddle"]\n'
+        'optimizers = ["gd", "momentum[momentum=0.5]"]\n'
+        "budget_steps = 40\n"
+        "seeds = 3\n"
+        "evals = 4\n"
+        "tune = false\n"
+        f'out = "{out}"\n'
+    )
+    assert main(["compare", "--study", str(study), "--seeds", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    document = json.loads((out / "results.json").read_text())
+    assert set(document["methods"]) == {"gd", "momentum[momentum=0.5]"}
+    assert document["protocol"]["seeds"] == 2  # the command line wins over the file
+    assert document["tasks"]["saddle"]["steps"]["gd"] == 40
+    # the recorded command has every option, so the study can be re-run from it
+    assert "--optimizers" in document["command"] and "--budget-steps 40" in document["command"]
+    study.write_text("optimisers = ['adam']\n")
+    assert main(["compare", "--study", str(study)]) == 2
+    assert "unknown key 'optimisers'" in capsys.readouterr().err
