@@ -317,8 +317,9 @@ def _surface(ax, task: str, resolution: int = 300, marks: bool = True) -> None:
     )
     ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.5)
     if marks:
-        for mx, my in f.minima:
-            ax.plot(mx, my, "*", color="gold", mec="k", ms=12, zorder=5, label="minimum")
+        for i, (mx, my) in enumerate(f.minima):
+            label = "minimum" if i == 0 else None  # one legend entry for all of them
+            ax.plot(mx, my, "*", color="gold", mec="k", ms=12, zorder=5, label=label)
         for sx, sy in f.saddles:
             ax.plot(sx, sy, "X", color="black", mec="white", ms=9, zorder=5, label="saddle point")
         ax.plot(*f.start, "o", color="white", mec="k", ms=7, zorder=5, label="start")
@@ -396,12 +397,12 @@ def trajectory_gif(
     from matplotlib.patches import Rectangle
 
     styles = method_styles(document)
-    size = (5.0, 4.0)
+    size = (6.2, 4.0)
     static, ax = _contour_axes(task, figsize=size, resolution=150)
     static.set_dpi(dpi)
     for method in paths:
         ax.plot([], [], lw=1.5, label=method, **styles[method])
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title(" ", fontsize=9)
     static.tight_layout()
     static.canvas.draw()
