@@ -301,7 +301,7 @@ def test_cache_with_wrong_shapes_is_not_trusted(fashion_arrays, tmp_cache):
     small = np.zeros((3, 28, 28), np.uint8)
     labels = np.zeros(3, np.uint8)
     arrays = {"x_train": small, "y_train": labels, "x_test": small, "y_test": labels}
-    np.savez(path, **{_common._META_KEY: np.array(key)}, **arrays)
+    np.savez(path, **{_common._META_KEY: _common.cache_meta(key, arrays)}, **arrays)
     with pytest.warns(RuntimeWarning, match="x_train has shape"):
         (x_train, _), _ = fashion_mnist.load_data()
     assert x_train.shape == (60000, 28, 28)

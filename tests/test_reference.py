@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import optimist.optim
 from optimist import reference
 
 RTOL = 1e-10
@@ -60,6 +61,7 @@ CASES: list[tuple[str, type[torch.optim.Optimizer], dict]] = [
 ]
 
 TORCH_CLASS = {name: cls for name, cls, _ in CASES}
+NO_TORCH_TWIN = {"lion": optimist.optim.Lion}
 
 
 def _case_id(case: tuple[str, type, dict]) -> str:
@@ -242,6 +244,7 @@ def test_module_does_not_import_torch():
 def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
+        "lion",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)
@@ -249,8 +252,9 @@ def test_rules_table_and_signatures():
         parameters = list(inspect.signature(rule).parameters.values())
         assert [p.name for p in parameters[:3]] == ["param", "grad", "state"]
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[3:])
-        # Every hyperparameter exists in torch.optim with the same default.
-        torch_defaults = TORCH_CLASS[name]([torch.zeros(1)]).defaults
+        # Every hyperparameter exists in torch.optim (or, without a twin there, in optimist's
+        # class) with the same default.
+        torch_defaults = TORCH_CLASS.get(name, NO_TORCH_TWIN.get(name))([torch.zeros(1)]).defaults
         for parameter in parameters[3:]:
             assert torch_defaults[parameter.name] == parameter.default, (name, parameter.name)
 
@@ -347,7 +351,7 @@ def _hyperparameters(name: str) -> st.SearchStrategy[dict]:
 
 @st.composite
 def problems(draw, complex_: bool = False):
-    name = draw(st.sampled_from(sorted(reference.RULES)))
+    name = draw(st.sampled_from(sorted(TORCH_CLASS)))
     kwargs = draw(_hyperparameters(name))
     shape = tuple(draw(st.lists(st.integers(1, 4), max_size=3)))
     seed = draw(st.integers(0, 2**32 - 1))

@@ -14,11 +14,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 from optimist import optim
-from optimist.optim import optimizer, optimizers
+from optimist.optim import chain, optimizer, optimizers
 
 # name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
+    "transforms": ("optimist.transforms", None),
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),
@@ -32,7 +33,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "comparison": ("optimist.comparison", None),
 }
 
-__all__ = ["__version__", "optim", "optimizer", "optimizers", *_LAZY]
+__all__ = ["__version__", "chain", "optim", "optimizer", "optimizers", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

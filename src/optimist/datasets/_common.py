@@ -5,8 +5,10 @@ Decoded arrays are cached twice:
 * on disk, as an uncompressed ``.npz`` in :func:`cache_dir` (``$OPTIMIST_CACHE_DIR``, default
   ``~/.cache/optimist``), written atomically (temporary file + ``os.replace``) and tagged with a
   fingerprint of the source files (path, size, modification time), so a changed source is decoded
-  again; an unreadable or stale cache file is rebuilt (with a :class:`RuntimeWarning` when it was
-  unreadable), never trusted;
+  again, and with a SHA-256 checksum of the decoded arrays, verified on every read. A stale cache
+  file is rebuilt quietly; an unreadable, malformed (a header promising more data than the file
+  holds, an unparsable header) or modified one is rebuilt with a :class:`RuntimeWarning`; the
+  file is read member by member with sizes checked first, never trusted;
 * in this process, as read-only arrays, so a second call costs no file access beyond a ``stat``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -41,7 +44,8 @@ __all__ = [
 ]
 
 #: Bumped whenever the layout of the cache files changes; old files are then ignored.
-CACHE_FORMAT = 1
+#: 2: the metadata member holds JSON with the source fingerprint and the arrays' checksum.
+CACHE_FORMAT = 2
 
 INSTALL_SCRIPT = "scripts/install_data.sh"
 
@@ -191,18 +195,72 @@ def cache_file(name: str) -> Path:
     return cache_dir() / f"{name}-v{CACHE_FORMAT}.npz"
 
 
+def checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays``."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.reshape(-1).view(np.uint8) if array.size else b"")
+    return digest.hexdigest()
+
+
+def cache_meta(key: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The metadata member of a cache file: the source fingerprint and the arrays' checksum."""
+    return np.array(json.dumps({"key": key, "sha256": checksum(arrays)}))
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the member's size before any allocation
+    (a crafted header cannot make us allocate more than the file holds)."""
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
+        if version not in readers:
+            raise ValueError(f"{info.filename}: unsupported .npy version {version}")
+        shape, fortran, dtype = readers[version](handle)
+        if dtype.hasobject or fortran:
+            raise ValueError(f"{info.filename}: not a plain C-ordered array")
+        size = math.prod(shape) * dtype.itemsize
+        if size > info.file_size:
+            raise ValueError(
+                f"{info.filename}: header promises shape {shape} ({size} bytes) but the member "
+                f"holds {info.file_size} bytes"
+            )
+        data = handle.read(size)
+    if len(data) != size:
+        raise ValueError(f"{info.filename}: truncated ({len(data)} of {size} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
 def _read_cache(
     path: Path, key: str, check: Callable[[Mapping[str, np.ndarray]], None]
 ) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
+    meta_name = f"{_META_KEY}.npy"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if _META_KEY not in npz.files or str(npz[_META_KEY][()]) != key:
-                return None  # stale: the sources changed, or another format; rebuild quietly
-            arrays = {name: npz[name] for name in npz.files if name != _META_KEY}
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if meta_name not in names:
+                return None  # another format; rebuild quietly
+            meta = json.loads(str(_read_member(archive, archive.getinfo(meta_name))[()]))
+            if not isinstance(meta, dict) or meta.get("key") != key:
+                return None  # stale: the sources changed; rebuild quietly
+            arrays = {}
+            for info in archive.infolist():
+                if info.filename == meta_name:
+                    continue
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"unexpected member {info.filename!r}")
+                arrays[info.filename.removesuffix(".npy")] = _read_member(archive, info)
+        if checksum(arrays) != meta.get("sha256"):
+            raise ValueError("checksum mismatch: the file was changed after it was written")
         check(arrays)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except Exception as exc:  # any malformed file (MemoryError, SyntaxError, ...) is rebuilt
         warnings.warn(
             f"ignoring unreadable data set cache {path} ({type(exc).__name__}: {exc}); "
             "decoding the source files again and rewriting it",
@@ -219,7 +277,7 @@ def _write_cache(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{_META_KEY: np.array(key)}, **arrays)
+            np.savez(handle, **{_META_KEY: cache_meta(key, arrays)}, **arrays)
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:

@@ -11,11 +11,15 @@ from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
 from optimist.optim.base import Optimizer
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.lion import Lion
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
 from optimist.optim.rmsprop import RMSprop
+from optimist.optim.rule import Rule, Slot
 from optimist.optim.sgd import SGD
+from optimist.optim.transforms import chain
 
 __all__ = [
     "SGD",
@@ -24,11 +28,16 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "NAdam",
     "Optimizer",
     "OptimizerSpec",
     "RAdam",
     "RMSprop",
+    "Rule",
+    "RuleOptimizer",
+    "Slot",
+    "chain",
     "optimizer",
     "optimizers",
     "register",

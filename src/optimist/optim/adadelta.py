@@ -15,28 +15,63 @@ Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012). State keys as torch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.adadelta import adadelta as _torch_adadelta
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_nonnegative,
-    check_unit_interval,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_nonnegative, check_unit_interval, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["ADADELTA", "Adadelta"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    rho = group["rho"]
+    return (rho, 1 - rho, group["eps"], -scalar(group["lr"]))
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    rho, one_minus_rho, eps, neg_lr = h
+    v, u = s
+    v.mul_(rho).addcmul_(g, g, value=one_minus_rho)  # v = rho v + (1 - rho) g^2
+    std = v.add(eps).sqrt_()
+    delta = u.add(eps).sqrt_().div_(std).mul_(g)  # delta = sqrt(u + eps) / sqrt(v + eps) g
+    u.mul_(rho).addcmul_(delta, delta, value=one_minus_rho)  # u = rho u + (1 - rho) delta^2
+    p.add_(delta, alpha=neg_lr)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    _torch_adadelta(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        lr=scalar(group["lr"]),
+        rho=group["rho"],
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+        maximize=group["maximize"],
+    )
+
+
+ADADELTA = Rule(
+    name="adadelta",
+    slots=(Slot("square_avg"), Slot("acc_delta")),
+    scalars=_scalars,
+    eager=_eager,
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["Adadelta", "adadelta"]
 
-
-class Adadelta(Optimizer):
+class Adadelta(RuleOptimizer):
     """Adadelta: a drop-in ``torch.optim.Adadelta``.
 
     Args:
@@ -45,12 +80,15 @@ class Adadelta(Optimizer):
         rho: :math:`\\rho`, decay rate of both running averages, in [0, 1].
         eps: :math:`\\epsilon` inside both square roots.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = ADADELTA
 
     def __init__(
         self,
@@ -66,6 +104,9 @@ class Adadelta(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -78,89 +119,17 @@ class Adadelta(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_unit_interval("rho", group["rho"], closed=True)
         check_nonnegative("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        params, grads, (square_avgs, acc_deltas, steps) = self._gather(
-            group, "Adadelta", init_state, ["square_avg", "acc_delta", "step"]
-        )
-        if not params:
-            return
-        adadelta(
-            params,
-            grads,
-            square_avgs,
-            acc_deltas,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            rho=group["rho"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
-
-
-def adadelta(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    acc_deltas: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    rho: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """Functional Adadelta over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    lists = (params, grads, square_avgs, acc_deltas, steps)
-    if implementation == "fused":
-        run_fused(_fused.adadelta, _single_tensor_adadelta, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_adadelta(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_adadelta(*lists, **hyper)
-
-
-def _single_tensor_adadelta(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    acc_deltas: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    rho: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        v, u = as_real(square_avgs[i]), as_real(acc_deltas[i])
-        steps[i] += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        v.mul_(rho).addcmul_(grad, grad, value=1 - rho)  # v = rho v + (1 - rho) g^2
-        std = v.add(eps).sqrt_()
-        delta = u.add(eps).sqrt_().div_(std).mul_(grad)  # delta = sqrt(u + eps) / sqrt(v + eps) g
-        u.mul_(rho).addcmul_(delta, delta, value=1 - rho)  # u = rho u + (1 - rho) delta^2
-        param.add_(delta, alpha=-lr)

@@ -14,27 +14,60 @@ Optimization" (JMLR 2011). State keys as torch.optim: ``step``, ``sum``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.adagrad import adagrad as _torch_adagrad
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_nonnegative,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim import codecs
+from optimist.optim.base import ParamsT, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["ADAGRAD", "Adagrad"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    clr = scalar(group["lr"]) / (1 + (t - 1) * group["lr_decay"])
+    return (group["eps"], -clr)
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    eps, neg_clr = h
+    total = s[0]
+    total.addcmul_(g, g, value=1)  # s = s + g^2
+    p.addcdiv_(g, total.sqrt().add_(eps), value=neg_clr)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    _torch_adagrad(
+        params,
+        grads,
+        columns[0],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        lr=scalar(group["lr"]),
+        weight_decay=group["weight_decay"],
+        lr_decay=group["lr_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+    )
+
+
+ADAGRAD = Rule(
+    name="adagrad",
+    slots=(Slot("sum"),),
+    scalars=_scalars,
+    eager=_eager,
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["Adagrad", "adagrad"]
 
-
-class Adagrad(Optimizer):
+class Adagrad(RuleOptimizer):
     """Adagrad: a drop-in ``torch.optim.Adagrad`` (dense gradients only).
 
     Args:
@@ -44,11 +77,14 @@ class Adagrad(Optimizer):
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         initial_accumulator_value: the starting value of the sum :math:`s_0`.
         eps: :math:`\\epsilon` added to the denominator.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = ADAGRAD
 
     def __init__(
         self,
@@ -64,6 +100,9 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -76,19 +115,36 @@ class Adagrad(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
         # torch.optim.Adagrad creates its state eagerly; so do we, so state_dicts line up
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, self.state[p], group["initial_accumulator_value"])
+                self._init_state(p, self.state[p], group)
 
-    @staticmethod
-    def _init_state(p: Tensor, state: dict[str, Any], initial: float) -> None:
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if state:
             return
-        state["step"] = new_step_tensor()
-        value = complex(initial, initial) if torch.is_complex(p) else initial
-        state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+        super()._init_state(p, state, group)
+        initial = group["initial_accumulator_value"]
+        if initial != 0:
+            total = state["sum"]
+            if total.dtype == torch.int8:
+                codecs.encode(
+                    torch.full(p.shape, float(initial)),
+                    total,
+                    state["sum_absmax"],
+                    stochastic=False,
+                    seed=0,
+                )
+            else:
+                total.fill_(complex(initial, initial) if torch.is_complex(p) else initial)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -96,74 +152,3 @@ class Adagrad(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
         check_nonnegative("eps", group["eps"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        initial = group["initial_accumulator_value"]
-        params, grads, (sums, steps) = self._gather(
-            group, "Adagrad", lambda p, s: self._init_state(p, s, initial), ["sum", "step"]
-        )
-        if not params:
-            return
-        adagrad(
-            params,
-            grads,
-            sums,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            weight_decay=group["weight_decay"],
-            lr_decay=group["lr_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-        )
-
-
-def adagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    state_sums: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    weight_decay: float,
-    lr_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
-    """Functional Adagrad over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, eps=eps, maximize=maximize)
-    lists = (params, grads, state_sums, steps)
-    if implementation == "fused":
-        run_fused(_fused.adagrad, _single_tensor_adagrad, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_adagrad(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_adagrad(*lists, **hyper)
-
-
-def _single_tensor_adagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    state_sums: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    weight_decay: float,
-    lr_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        s = as_real(state_sums[i])
-        steps[i] += 1
-        t = steps[i].item()
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        clr = lr / (1 + (t - 1) * lr_decay)
-        s.addcmul_(grad, grad, value=1)  # s = s + g^2
-        param.addcdiv_(grad, s.sqrt().add_(eps), value=-clr)

@@ -19,30 +19,77 @@ Beyond" (2018). State keys as torch.optim: ``step``, ``exp_avg``, ``exp_avg_sq``
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.adam import adam as _torch_adam
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_betas,
-    check_flag,
-    check_nonnegative,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["ADAM", "Adam", "AdamW"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    beta1, beta2 = (scalar(b) for b in group["betas"])
+    step_size = scalar(group["lr"]) / (1 - beta1**t)
+    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    return (1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt, group["eps"], -step_size)
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    w1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size = h
+    m, v, v_max = s
+    m.lerp_(g, w1)  # m = b1 m + (1 - b1) g
+    v.mul_(beta2).addcmul_(g, g, value=one_minus_beta2)  # v = b2 v + (1 - b2) g^2
+    if flags[0]:  # AMSGrad
+        torch.maximum(v_max, v, out=v_max)
+        v = v_max
+    p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=neg_step_size)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    beta1, beta2 = group["betas"]
+    _torch_adam(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        columns[2],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        decoupled_weight_decay=group["decoupled_weight_decay"],
+        amsgrad=group["amsgrad"],
+        beta1=scalar(beta1),
+        beta2=scalar(beta2),
+        lr=scalar(group["lr"]),
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+    )
+
+
+ADAM = Rule(
+    name="adam",
+    slots=(
+        Slot("exp_avg"),
+        Slot("exp_avg_sq"),
+        Slot("max_exp_avg_sq", when=lambda g: g["amsgrad"]),
+    ),
+    scalars=_scalars,
+    eager=_eager,
+    flags=lambda g: (bool(g["amsgrad"]),),
+    decoupled=lambda g: bool(g["decoupled_weight_decay"]),
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["Adam", "AdamW", "adam"]
 
-
-class Adam(Optimizer):
+class Adam(RuleOptimizer):
     """Adam (and, with ``decoupled_weight_decay=True``, AdamW): a drop-in ``torch.optim.Adam``.
 
     Args:
@@ -52,13 +99,16 @@ class Adam(Optimizer):
         eps: :math:`\\epsilon` added to the denominator.
         weight_decay: :math:`\\lambda`; an L2 penalty, or decoupled decay (AdamW).
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         maximize: ascend instead of descend.
         capturable, differentiable: accepted for signature compatibility; True is not
             supported for either.
         decoupled_weight_decay: AdamW's decay instead of the L2 penalty.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = ADAM
 
     def __init__(
         self,
@@ -76,6 +126,9 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -90,7 +143,14 @@ class Adam(Optimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -99,41 +159,15 @@ class Adam(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_flag("amsgrad", group["amsgrad"])
         check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        amsgrad = group["amsgrad"]
-
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if amsgrad:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        keys = ["exp_avg", "exp_avg_sq", "step"] + (["max_exp_avg_sq"] if amsgrad else [])
-        params, grads, columns = self._gather(group, type(self).__name__, init_state, keys)
-        if not params:
-            return
-        exp_avgs, exp_avg_sqs, steps = columns[:3]
-        max_exp_avg_sqs = columns[3] if amsgrad else []
-        beta1, beta2 = group["betas"]
-        adam(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            max_exp_avg_sqs,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            beta1=scalar(beta1),
-            beta2=scalar(beta2),
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            amsgrad=amsgrad,
-            maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
+        if group.get("foreach") and not group.get("capturable"):
+            # as torch.optim.Adam: its multi-tensor kernel takes no tensor hyperparameters
+            tensors = [("lr", group["lr"]), ("betas[0]", group["betas"][0])]
+            tensors.append(("betas[1]", group["betas"][1]))
+            for name, value in tensors:
+                if isinstance(value, Tensor):
+                    raise ValueError(
+                        f"{name} as a Tensor is not supported for capturable=False and foreach=True"
+                    )
 
 
 class AdamW(Adam):
@@ -154,6 +188,9 @@ class AdamW(Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -169,6 +206,9 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,
             skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -180,95 +220,3 @@ class AdamW(Adam):
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
-
-
-def adam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled_weight_decay: bool = False,
-) -> None:
-    """Functional Adam/AdamW over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        decoupled_weight_decay=decoupled_weight_decay,
-    )
-    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
-    if implementation == "fused":
-        run_fused(_fused.adam, _single_tensor_adam, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_adam(
-            *lists,
-            foreach=True,
-            has_complex=any(torch.is_complex(p) for p in params),
-            decoupled_weight_decay=decoupled_weight_decay,
-            amsgrad=amsgrad,
-            beta1=beta1,
-            beta2=beta2,
-            lr=lr,
-            weight_decay=weight_decay,
-            eps=eps,
-            maximize=maximize,
-        )
-    else:
-        _single_tensor_adam(*lists, **hyper)
-
-
-def _single_tensor_adam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled_weight_decay: bool,
-) -> None:
-    for i, param in enumerate(params):
-        grad = -grads[i] if maximize else grads[i]
-        param, grad = as_real(param), as_real(grad)
-        m, v = as_real(exp_avgs[i]), as_real(exp_avg_sqs[i])
-        steps[i] += 1
-        t = steps[i].item()
-
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-
-        m.lerp_(grad, 1 - beta1)  # m = b1 m + (1 - b1) g
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v = b2 v + (1 - b2) g^2
-        if amsgrad:
-            v_max = as_real(max_exp_avg_sqs[i])
-            torch.maximum(v_max, v, out=v_max)
-            v = v_max
-
-        step_size = lr / (1 - beta1**t)
-        denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
-        param.addcdiv_(m, denom, value=-step_size)

@@ -14,28 +14,63 @@ torch.optim: ``step``, ``exp_avg``, ``exp_inf``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.adamax import adamax as _torch_adamax
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_betas,
-    check_nonnegative,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_betas, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["ADAMAX", "Adamax"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    beta1, beta2 = (scalar(b) for b in group["betas"])
+    return (1 - beta1, beta2, group["eps"], -scalar(group["lr"]) / (1 - beta1**t))
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    w1, beta2, eps, neg_clr = h
+    m, u = s
+    m.lerp_(g, w1)  # m = b1 m + (1 - b1) g
+    torch.maximum(u.mul_(beta2), g.abs().add_(eps), out=u)  # u = max(b2 u, |g| + eps)
+    p.addcdiv_(m, u, value=neg_clr)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    beta1, beta2 = group["betas"]
+    _torch_adamax(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        eps=group["eps"],
+        beta1=scalar(beta1),
+        beta2=scalar(beta2),
+        lr=scalar(group["lr"]),
+        weight_decay=group["weight_decay"],
+        maximize=group["maximize"],
+    )
+
+
+ADAMAX = Rule(
+    name="adamax",
+    slots=(Slot("exp_avg"), Slot("exp_inf")),
+    scalars=_scalars,
+    eager=_eager,
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["Adamax", "adamax"]
 
-
-class Adamax(Optimizer):
+class Adamax(RuleOptimizer):
     """Adamax: a drop-in ``torch.optim.Adamax``.
 
     Args:
@@ -44,12 +79,15 @@ class Adamax(Optimizer):
         betas: :math:`(\\beta_1, \\beta_2)`.
         eps: :math:`\\epsilon` added to :math:`|g_t|`.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = ADAMAX
 
     def __init__(
         self,
@@ -65,6 +103,9 @@ class Adamax(Optimizer):
         capturable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -77,94 +118,17 @@ class Adamax(Optimizer):
             capturable=capturable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_betas(group["betas"])
         check_nonnegative("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_inf"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        params, grads, (exp_avgs, exp_infs, steps) = self._gather(
-            group, "Adamax", init_state, ["exp_avg", "exp_inf", "step"]
-        )
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        adamax(
-            params,
-            grads,
-            exp_avgs,
-            exp_infs,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            beta1=scalar(beta1),
-            beta2=scalar(beta2),
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
-
-
-def adamax(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_infs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    """Functional Adamax over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(
-        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize
-    )
-    lists = (params, grads, exp_avgs, exp_infs, steps)
-    if implementation == "fused":
-        run_fused(_fused.adamax, _single_tensor_adamax, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_adamax(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_adamax(*lists, **hyper)
-
-
-def _single_tensor_adamax(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_infs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        m, u = as_real(exp_avgs[i]), as_real(exp_infs[i])
-        steps[i] += 1
-        t = steps[i].item()
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        m.lerp_(grad, 1 - beta1)  # m = b1 m + (1 - b1) g
-        torch.maximum(u.mul_(beta2), grad.abs().add_(eps), out=u)  # u = max(b2 u, |g| + eps)
-        param.addcdiv_(m, u, value=-lr / (1 - beta1**t))

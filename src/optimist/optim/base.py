@@ -24,7 +24,11 @@ Implementations (``implementation=`` on the functional API; chosen per step by t
 
 from __future__ import annotations
 
+import decimal
+import functools
+import inspect
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -40,14 +44,48 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tens
 # Each check is written so that NaN fails it (`not lo <= x` is True for NaN).
 
 
+def _is_real(value: Any) -> bool:
+    """Any real number torch accepts (int, float, NumPy scalars, Fraction, Decimal), no bool."""
+    return not isinstance(value, bool) and isinstance(value, (numbers.Real, decimal.Decimal))
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_real(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (ValueError, OverflowError) as exc:  # Decimal('sNaN'), huge Fractions
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from exc
+
+
+def plain_number(value: Any) -> Any:
+    """A NumPy scalar, Fraction or Decimal as a Python int/float (other values unchanged).
+
+    Hyperparameters are stored this way in ``param_groups`` so every kernel (and torch's own
+    functional kernels on accelerators) sees a plain Python number.
+    """
+    if type(value) in (int, float) or not _is_real(value):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
     return float(value)
+
+
+def plain_numbers(group: dict[str, Any]) -> None:
+    """Apply :func:`plain_number` to every hyperparameter of ``group`` (and inside ``betas``)."""
+    for key, value in group.items():
+        if key == "params":
+            continue
+        if isinstance(value, tuple):
+            group[key] = tuple(plain_number(v) for v in value)
+        elif isinstance(value, list):
+            group[key] = [plain_number(v) for v in value]
+        else:
+            group[key] = plain_number(value)
 
 
 def check_nonnegative(name: str, value: Any) -> None:
@@ -85,9 +123,14 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ValueError(f"Invalid {name}: {value!r} ({name} must be True or False)")
 
 
-def scalar(value: float | Tensor) -> float:
-    """A hyperparameter as a Python float (torch accepts 0-dim tensors for ``lr``)."""
-    return float(value.item()) if isinstance(value, Tensor) else float(value)
+def scalar(value: float | Tensor) -> float | int:
+    """A hyperparameter as a Python number (torch accepts 0-dim tensors for ``lr``).
+
+    An int stays an int, as in torch: SGD on integer tensors needs an integer ``alpha``.
+    """
+    if isinstance(value, Tensor):
+        return value.item()
+    return value if isinstance(value, int) and not isinstance(value, bool) else float(value)
 
 
 def new_step_tensor() -> Tensor:
@@ -144,6 +187,19 @@ def choose_implementation(
     return "torch"
 
 
+_FLOAT16_MAX = torch.finfo(torch.float16).max
+
+
+def _overflows_low_precision(hyper: dict[str, Any]) -> bool:
+    """Whether a hyperparameter is finite but too large for float16 (``lr=1e5``, ``1e300``)."""
+    return any(
+        type(value) in (int, float)
+        and abs(value) > _FLOAT16_MAX
+        and (type(value) is int or math.isfinite(value))
+        for value in hyper.values()
+    )
+
+
 def run_fused(
     kernel: Callable[..., None],
     single: Callable[..., None],
@@ -160,6 +216,11 @@ def run_fused(
     (another device, non-contiguous, mixed dtypes, ...) is decided in one C++ call, since for
     many small tensors per-tensor checks in Python would cost more than the update itself.
     """
+    if _overflows_low_precision(hyper):
+        # torch raises ("value cannot be converted to type float without overflow") where such
+        # a scalar meets a float32/float16 tensor; the per-tensor path makes torch's calls.
+        single(*lists, **hyper)
+        return
     n_elementwise = len(lists) - n_tail
     slow = _fused.unsupported_indices(*lists[:n_elementwise])
     if not slow:
@@ -179,6 +240,16 @@ def run_fused(
 # --- the base class ----------------------------------------------------------------------------
 
 
+@functools.cache
+def _signature_defaults(cls: type) -> dict[str, Any]:
+    """The constructor's keyword defaults of an optimizer class (its "class defaults")."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class: hyperparameter checks per group, implementation choice, non-finite skipping.
 
@@ -194,6 +265,7 @@ class Optimizer(torch.optim.Optimizer):
         self, params: ParamsT, defaults: dict[str, Any], *, skip_nonfinite: bool = False
     ) -> None:
         check_flag("skip_nonfinite", skip_nonfinite)
+        plain_numbers(defaults)
         self._check_group(defaults)
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
@@ -218,7 +290,8 @@ class Optimizer(torch.optim.Optimizer):
                 "use torch.optim for graph-captured steps"
             )
         if group.get("fused") and group.get("foreach"):
-            raise ValueError("`fused` and `foreach` cannot both be True")
+            # RuntimeError, as torch.optim raises for this combination
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         if group.get("differentiable"):
             raise ValueError(
                 "differentiable=True (autograd through the optimizer step) is not supported by "
@@ -228,18 +301,50 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         try:
+            plain_numbers(self.param_groups[-1])
             self._check_group(self.param_groups[-1])
-        except ValueError:
+        except Exception:
             self.param_groups.pop()
             raise
 
+    # State keys that torch.optim keeps as 0-dim tensors but that old checkpoints (torch < 1.12)
+    # store as Python numbers; NAdam adds "mu_product".
+    _scalar_state_keys: tuple[str, ...] = ("step",)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim's pickles only defaults, state and param_groups; keep optimist's settings
+        # so a deepcopy or pickle goes on skipping non-finite steps.
+        state = super().__getstate__()
+        state["skip_nonfinite"] = self.skip_nonfinite
+        state["skipped_steps"] = self.skipped_steps
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also called by torch's load_state_dict with the loaded groups and state.
         super().__setstate__(state)
         self.__dict__.setdefault("skip_nonfinite", False)
         self.__dict__.setdefault("skipped_steps", 0)
+        # A group key missing from a checkpoint (older torch, or torch.optim without optimist's
+        # ``fused``) gets the class default, as torch's __setstate__ does, not this instance's
+        # constructor value.
+        class_defaults = _signature_defaults(type(self))
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                group.setdefault(key, class_defaults.get(key, value))
+            for p in group["params"]:
+                self._upgrade_scalar_state(self.state.get(p))
+
+    def _upgrade_scalar_state(self, p_state: dict[str, Any] | None) -> None:
+        """Old checkpoints: ``step`` (and NAdam's ``mu_product``) as a Python number or an
+        integer tensor become torch's 0-dim float tensor (the fused kernels need float)."""
+        if not p_state:
+            return
+        for key in self._scalar_state_keys:
+            value = p_state.get(key)
+            if value is None or (isinstance(value, Tensor) and value.is_floating_point()):
+                continue
+            number = value.item() if isinstance(value, Tensor) else value
+            p_state[key] = torch.tensor(float(number), dtype=new_step_tensor().dtype)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -250,11 +355,7 @@ class Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("optimist", None) or {}
-        super().load_state_dict(state_dict)
-        # state saved by torch.optim lacks optimist's group keys; fill them from our defaults
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        super().load_state_dict(state_dict)  # calls __setstate__, which fills and upgrades
         self.skipped_steps = int(extra.get("skipped_steps", 0))
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:

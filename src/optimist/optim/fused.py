@@ -1,11 +1,12 @@
 """Single-pass fused CPU kernels for optimist's optimizers.
 
 The kernels live in one C++ source (``csrc/kernels.cpp``) that is compiled on first use
-with :func:`torch.utils.cpp_extension.load` (``-O3 -march=native``) and cached by torch
-under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). The first build
-takes about a minute on two cores; later processes load the cached library in well under a
-second. Several processes building at once are safe: torch serializes the build with a file
-lock and the others wait for it and load the result.
+with :func:`torch.utils.cpp_extension.load` (``-O3 -march=native``) and cached under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) by
+:func:`optimist.optim._build.load_extension`: keyed by content (not path), loaded without any
+lock once built, every build announced on stderr, and a build lock held by another process
+waited on for a bounded time only. The first build takes about a minute on two cores; later
+processes load the cached library in well under a second.
 
 Each function below updates lists of tensors in place with exactly the per-element math
 of torch's ``torch.optim._single_tensor_<name>`` (non-capturable, non-differentiable),
@@ -39,11 +40,7 @@ then use their per-tensor PyTorch path).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
-import shutil
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -51,6 +48,8 @@ from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from optimist.optim import _build
 
 __all__ = [
     "available",
@@ -68,6 +67,7 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
+NAME_PREFIX = "optimist_kernels"
 CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 SUPPORTED_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
@@ -82,93 +82,9 @@ def _disabled() -> bool:
     return value not in ("", "0", "false", "no", "off")
 
 
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on, so a shared cache never serves another CPU."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.machine() + platform.processor()
-
-
 def extension_name() -> str:
     """Name of the compiled module: changes with the source, flags, torch and the CPU."""
-    digest = hashlib.sha256()
-    digest.update(SOURCE.read_bytes())
-    for part in (*CFLAGS, *LDFLAGS, torch.__version__, sys.version, _cpu_signature()):
-        digest.update(b"\0" + part.encode())
-    return f"optimist_kernels_{digest.hexdigest()[:12]}"
-
-
-def _build_directory(name: str) -> Path:
-    from torch.utils import cpp_extension
-
-    try:
-        return Path(cpp_extension._get_build_directory(name, verbose=False))
-    except Exception:  # private helper moved: mirror torch's default layout
-        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
-        path = Path(root) / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-
-def _build() -> ModuleType:
-    from torch.utils import cpp_extension
-
-    if not SOURCE.is_file():
-        raise RuntimeError(f"optimist: kernel source {SOURCE} is missing from the installation")
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        raise RuntimeError(
-            f"optimist: no C++ compiler found (looked for {compiler!r} on PATH; set CXX or "
-            "install g++/clang++) - cannot build the fused CPU kernels"
-        )
-    try:
-        cpp_extension.verify_ninja_availability()
-    except RuntimeError as exc:
-        raise RuntimeError(
-            "optimist: the 'ninja' build tool is required to build the fused CPU kernels "
-            "(pip install ninja)"
-        ) from exc
-
-    name = extension_name()
-    build_dir = _build_directory(name)
-    if not any(build_dir.glob(f"{name}*.so")) and not any(build_dir.glob(f"{name}*.pyd")):
-        print(
-            "optimist: compiling fused CPU kernels (first use only, about a minute)...",
-            file=sys.stderr,
-            flush=True,
-        )
-    try:
-        return cpp_extension.load(
-            name=name,
-            sources=[str(SOURCE)],
-            extra_cflags=CFLAGS,
-            extra_ldflags=LDFLAGS,
-            verbose=False,
-        )
-    except Exception as exc:
-        log = build_dir / "optimist_build.log"
-        try:
-            log.write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
-            where = f"; build log: {log}"
-        except OSError:
-            where = f"; build directory: {build_dir}"
-        raise RuntimeError(
-            f"optimist: building the fused CPU kernels failed ({_first_error(exc)}){where}"
-        ) from exc
-
-
-def _first_error(exc: BaseException) -> str:
-    """The compiler's first error line from torch's build exception, else its first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "error" in line.lower() and not line.startswith("Error building extension"):
-            return line[:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    return _build.extension_name(NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS)
 
 
 def load() -> ModuleType:
@@ -186,7 +102,9 @@ def load() -> ModuleType:
         if _failure is not None:
             raise RuntimeError(_failure)
         try:
-            _module = _build()
+            _module = _build.load_extension(
+                NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS, description="fused CPU kernels"
+            )
         except Exception as exc:
             _failure = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
             raise RuntimeError(_failure) from exc
@@ -223,7 +141,11 @@ def supports(t: Tensor) -> bool:
     """Whether the fused kernels can update tensor ``t`` (and its grad/state of its dtype)."""
     # Cheapest checks first: this runs for every tensor of every step (~0.3 us).
     return (
-        t.is_cpu and t.dtype in SUPPORTED_DTYPES and t.layout == torch.strided and t.is_contiguous()
+        t.is_cpu
+        and t.dtype in SUPPORTED_DTYPES
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and not t.is_inference()
     )
 
 
@@ -233,8 +155,11 @@ def unsupported_indices(*lists: list[Tensor]) -> list[int]:
     ``lists`` are index-aligned tensor lists, params first, then grads and state tensors
     (empty lists, for unused state, are ignored). Index ``i`` is unsupported when its param
     has a dtype outside float32/float64/bfloat16/float16/complex64/complex128, or any of its
-    tensors is not on the CPU, not contiguous, has another dtype or size than the param, or
-    has a lazy conj/neg bit. An optimizer can send everything to the kernel when this is
+    tensors is not on the CPU, not contiguous, has another dtype or shape than the param, is
+    an inference tensor, or has a lazy conj/neg bit. When the memory of any two params
+    overlaps (views of one storage, a param listed twice), every index is returned, so that
+    the caller updates them one by one in order, as torch does (the overlap test is cached
+    per set of param addresses). An optimizer can send everything to the kernel when this is
     empty, and otherwise route the listed indices to its per-tensor path. Costs about
     0.1 us per tensor (versus a few us for the same checks in Python).
     """

@@ -21,29 +21,77 @@ torch.optim: ``step``, ``mu_product`` (a 0-dim tensor, :math:`P_t`), ``exp_avg``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.nadam import nadam as _torch_nadam
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_betas,
-    check_flag,
-    check_nonnegative,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["NADAM", "NAdam"]
+
+
+def _scalars(group: Any, t: float, scalars: ScalarState) -> tuple[float, ...]:
+    beta1, beta2 = (scalar(b) for b in group["betas"])
+    lr, momentum_decay = scalar(group["lr"]), group["momentum_decay"]
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    mu_product = scalars.scale("mu_product", mu)  # kept as a tensor, as torch.optim does
+    mu_product_next = mu_product * mu_next
+    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+    c_avg = -lr * mu_next / (1.0 - mu_product_next)
+    return (1 - beta1, beta2, 1 - beta2, 1 - beta2**t, group["eps"], c_grad, c_avg)
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    w1, beta2, one_minus_beta2, bias_correction2, eps, c_grad, c_avg = h
+    m, v = s
+    m.lerp_(g, w1)
+    v.mul_(beta2).addcmul_(g, g, value=one_minus_beta2)
+    denom = v.div(bias_correction2).sqrt().add_(eps)
+    p.addcdiv_(g, denom, value=c_grad)
+    p.addcdiv_(m, denom, value=c_avg)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    beta1, beta2 = group["betas"]
+    _torch_nadam(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        [s["mu_product"] for s in states],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        beta1=scalar(beta1),
+        beta2=scalar(beta2),
+        lr=scalar(group["lr"]),
+        weight_decay=group["weight_decay"],
+        momentum_decay=group["momentum_decay"],
+        eps=group["eps"],
+        decoupled_weight_decay=group["decoupled_weight_decay"],
+        maximize=group["maximize"],
+    )
+
+
+NADAM = Rule(
+    name="nadam",
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
+    scalars=_scalars,
+    eager=_eager,
+    decoupled=lambda g: bool(g["decoupled_weight_decay"]),
+    scalar_state=(("mu_product", 1.0),),
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["NAdam", "nadam"]
 
-
-class NAdam(Optimizer):
+class NAdam(RuleOptimizer):
     """NAdam: a drop-in ``torch.optim.NAdam``.
 
     Args:
@@ -54,12 +102,15 @@ class NAdam(Optimizer):
         weight_decay: :math:`\\lambda`.
         momentum_decay: :math:`\\psi` of the momentum schedule (default 4e-3).
         decoupled_weight_decay: decay the weights directly (NAdamW) instead of an L2 penalty.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = NADAM
 
     def __init__(
         self,
@@ -77,6 +128,9 @@ class NAdam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -91,7 +145,16 @@ class NAdam(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
+
+    _scalar_state_keys = ("step", "mu_product")
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -100,116 +163,3 @@ class NAdam(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_nonnegative("momentum_decay", group["momentum_decay"])
         check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["mu_product"] = torch.ones((), dtype=state["step"].dtype)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        params, grads, (exp_avgs, exp_avg_sqs, mu_products, steps) = self._gather(
-            group, "NAdam", init_state, ["exp_avg", "exp_avg_sq", "mu_product", "step"]
-        )
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        nadam(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            mu_products,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            beta1=scalar(beta1),
-            beta2=scalar(beta2),
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum_decay=group["momentum_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"],
-        )
-
-
-def nadam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    mu_products: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    momentum_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> None:
-    """Functional NAdam over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum_decay=momentum_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
-    lists = (params, grads, exp_avgs, exp_avg_sqs, mu_products, steps)
-    if implementation == "fused":
-        run_fused(_fused.nadam, _single_tensor_nadam, lists, n_tail=2, **hyper)
-    elif implementation == "torch":
-        _torch_nadam(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_nadam(*lists, **hyper)
-
-
-def _single_tensor_nadam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    mu_products: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    momentum_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        m, v = as_real(exp_avgs[i]), as_real(exp_avg_sqs[i])
-        steps[i] += 1
-        t = steps[i].item()
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-
-        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
-        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-        mu_products[i] *= mu  # kept as a tensor (rounded to its dtype), as torch.optim does
-        mu_product = mu_products[i].item()
-        mu_product_next = mu_product * mu_next
-
-        m.lerp_(grad, 1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = v.div(1 - beta2**t).sqrt().add_(eps)
-        param.addcdiv_(grad, denom, value=-lr * (1.0 - mu) / (1.0 - mu_product))
-        param.addcdiv_(m, denom, value=-lr * mu_next / (1.0 - mu_product_next))

@@ -24,29 +24,88 @@ as torch.optim: ``step``, ``exp_avg``, ``exp_avg_sq``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.radam import radam as _torch_radam
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_betas,
-    check_flag,
-    check_nonnegative,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["RADAM", "RAdam"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    beta1, beta2 = (scalar(b) for b in group["betas"])
+    bias_correction1 = 1 - beta1**t
+    bias_correction2 = 1 - beta2**t
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / bias_correction2
+    rect = 0.0
+    if rho_t > 5.0:
+        rect = math.sqrt(
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        )
+    return (
+        1 - beta1,
+        beta2,
+        1 - beta2,
+        bias_correction1,
+        scalar(group["lr"]),
+        math.sqrt(bias_correction2),
+        rect,
+        group["eps"],
+    )
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    w1, beta2, one_minus_beta2, bias_correction1, lr, bc2_sqrt, rect, eps = h
+    m, v = s
+    m.lerp_(g, w1)
+    v.mul_(beta2).addcmul_(g, g, value=one_minus_beta2)
+    m_hat = m / bias_correction1
+    if rect > 0:  # the variance is tractable: rectified adaptive step
+        adaptive = bc2_sqrt / v.sqrt().add_(eps)
+        p.add_(m_hat * lr * adaptive * rect, alpha=-1.0)
+    else:
+        p.add_(m_hat * lr, alpha=-1.0)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    beta1, beta2 = group["betas"]
+    _torch_radam(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        beta1=scalar(beta1),
+        beta2=scalar(beta2),
+        lr=scalar(group["lr"]),
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        decoupled_weight_decay=group["decoupled_weight_decay"],
+        maximize=group["maximize"],
+    )
+
+
+RADAM = Rule(
+    name="radam",
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
+    scalars=_scalars,
+    eager=_eager,
+    decoupled=lambda g: bool(g["decoupled_weight_decay"]),
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["RAdam", "radam"]
 
-
-class RAdam(Optimizer):
+class RAdam(RuleOptimizer):
     """RAdam: a drop-in ``torch.optim.RAdam``.
 
     Args:
@@ -56,12 +115,15 @@ class RAdam(Optimizer):
         eps: :math:`\\epsilon` added to the denominator.
         weight_decay: :math:`\\lambda`.
         decoupled_weight_decay: decay the weights directly (RAdamW) instead of an L2 penalty.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         capturable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = RADAM
 
     def __init__(
         self,
@@ -78,6 +140,9 @@ class RAdam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -91,7 +156,14 @@ class RAdam(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -99,112 +171,3 @@ class RAdam(Optimizer):
         check_nonnegative("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
         check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        params, grads, (exp_avgs, exp_avg_sqs, steps) = self._gather(
-            group, "RAdam", init_state, ["exp_avg", "exp_avg_sq", "step"]
-        )
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        radam(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            beta1=scalar(beta1),
-            beta2=scalar(beta2),
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"],
-        )
-
-
-def radam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> None:
-    """Functional RAdam over index-aligned tensor lists (see the module docstring)."""
-    hyper = dict(
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-    )
-    lists = (params, grads, exp_avgs, exp_avg_sqs, steps)
-    if implementation == "fused":
-        run_fused(_fused.radam, _single_tensor_radam, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_radam(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_radam(*lists, **hyper)
-
-
-def _single_tensor_radam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    maximize: bool,
-) -> None:
-    rho_inf = 2 / (1 - beta2) - 1
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        m, v = as_real(exp_avgs[i]), as_real(exp_avg_sqs[i])
-        steps[i] += 1
-        t = steps[i].item()
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-
-        m.lerp_(grad, 1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1**t
-        bias_correction2 = 1 - beta2**t
-        m_hat = m / bias_correction1
-        rho_t = rho_inf - 2 * t * beta2**t / bias_correction2
-        if rho_t > 5.0:
-            rect = math.sqrt(
-                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            )
-            adaptive = math.sqrt(bias_correction2) / v.sqrt().add_(eps)
-            param.add_(m_hat * lr * adaptive * rect, alpha=-1.0)
-        else:
-            param.add_(m_hat * lr, alpha=-1.0)

@@ -22,6 +22,7 @@ from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
 from optimist.optim.base import ParamsT
+from optimist.optim.lion import Lion
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
@@ -123,3 +124,4 @@ register("adamw", AdamW, "AdamW: Adam with decoupled weight decay (default 0.01)
 register("adamax", Adamax, "Adamax: Adam with the infinity norm instead of the second moment.")
 register("nadam", NAdam, "NAdam: Adam with Nesterov momentum.")
 register("radam", RAdam, "RAdam: Adam with a rectified (warm-up free) adaptive step.")
+register("lion", Lion, "Lion: the sign of interpolated momentum, decoupled weight decay (2023).")

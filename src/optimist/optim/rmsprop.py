@@ -19,29 +19,77 @@ torch.optim: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``gra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.rmsprop import rmsprop as _torch_rmsprop
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_flag,
-    check_nonnegative,
-    check_unit_interval,
-    new_step_tensor,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_flag, check_nonnegative, check_unit_interval, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["RMSPROP", "RMSprop"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    alpha = group["alpha"]
+    return (alpha, 1 - alpha, group["eps"], group["momentum"], -scalar(group["lr"]))
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    alpha, one_minus_alpha, eps, momentum, neg_lr = h
+    v, g_avg, buf = s
+    v.mul_(alpha).addcmul_(g, g, value=one_minus_alpha)  # v = a v + (1 - a) g^2
+    if flags[0]:  # centered
+        g_avg.lerp_(g, one_minus_alpha)  # g_avg = a g_avg + (1 - a) g
+        denom = v.addcmul(g_avg, g_avg, value=-1).sqrt_().add_(eps)
+    else:
+        denom = v.sqrt().add_(eps)
+    if flags[1]:  # momentum
+        buf.mul_(momentum).addcdiv_(g, denom)  # b = mu b + g / d
+        p.add_(buf, alpha=neg_lr)
+    else:
+        p.addcdiv_(g, denom, value=neg_lr)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    _torch_rmsprop(
+        params,
+        grads,
+        columns[0],
+        columns[1],
+        columns[2],
+        [s["step"] for s in states],
+        foreach=True,
+        has_complex=any(torch.is_complex(p) for p in params),
+        lr=scalar(group["lr"]),
+        alpha=group["alpha"],
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+        momentum=group["momentum"],
+        centered=group["centered"],
+        maximize=group["maximize"],
+    )
+
+
+RMSPROP = Rule(
+    name="rmsprop",
+    slots=(
+        Slot("square_avg"),
+        Slot("grad_avg", when=lambda g: g["centered"]),
+        Slot("momentum_buffer", when=lambda g: g["momentum"] > 0),
+    ),
+    scalars=_scalars,
+    eager=_eager,
+    flags=lambda g: (bool(g["centered"]), g["momentum"] > 0),
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["RMSprop", "rmsprop"]
 
-
-class RMSprop(Optimizer):
+class RMSprop(RuleOptimizer):
     """RMSprop: a drop-in ``torch.optim.RMSprop``.
 
     Args:
@@ -54,11 +102,14 @@ class RMSprop(Optimizer):
         centered: normalise by an estimate of the gradient's variance instead of its second
             moment.
         capturable: accepted for signature compatibility; True is not supported.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
         maximize: ascend instead of descend.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = RMSPROP
 
     def __init__(
         self,
@@ -76,6 +127,9 @@ class RMSprop(Optimizer):
         *,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -90,7 +144,14 @@ class RMSprop(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -99,117 +160,3 @@ class RMSprop(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_nonnegative("momentum", group["momentum"])
         check_flag("centered", group["centered"])
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        momentum, centered = group["momentum"], group["centered"]
-
-        def init_state(p: Tensor, state: dict[str, Any]) -> None:
-            state["step"] = new_step_tensor()
-            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if momentum > 0:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if centered:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        keys = ["square_avg", "step"]
-        keys += ["grad_avg"] if centered else []
-        keys += ["momentum_buffer"] if momentum > 0 else []
-        params, grads, columns = self._gather(group, "RMSprop", init_state, keys)
-        if not params:
-            return
-        square_avgs, steps = columns[0], columns[1]
-        grad_avgs = columns[2] if centered else []
-        momentum_buffers = columns[-1] if momentum > 0 else []
-        rmsprop(
-            params,
-            grads,
-            square_avgs,
-            grad_avgs,
-            momentum_buffers,
-            steps,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=momentum,
-            centered=centered,
-            maximize=group["maximize"],
-        )
-
-
-def rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    steps: list[Tensor],
-    *,
-    implementation: str = "single",
-    lr: float,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-) -> None:
-    """Functional RMSprop; ``grad_avgs`` empty unless centered, ``momentum_buffers`` empty
-    unless momentum > 0."""
-    hyper = dict(
-        lr=lr,
-        alpha=alpha,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        centered=centered,
-        maximize=maximize,
-    )
-    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, steps)
-    if implementation == "fused":
-        run_fused(_fused.rmsprop, _single_tensor_rmsprop, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        _torch_rmsprop(
-            *lists, foreach=True, has_complex=any(torch.is_complex(p) for p in params), **hyper
-        )
-    else:
-        _single_tensor_rmsprop(*lists, **hyper)
-
-
-def _single_tensor_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor],
-    momentum_buffers: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        v = as_real(square_avgs[i])
-        steps[i] += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        v.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # v = a v + (1 - a) g^2
-        if centered:
-            g_avg = as_real(grad_avgs[i])
-            g_avg.lerp_(grad, 1 - alpha)  # g_avg = a g_avg + (1 - a) g
-            denom = v.addcmul(g_avg, g_avg, value=-1).sqrt_().add_(eps)
-        else:
-            denom = v.sqrt().add_(eps)
-        if momentum > 0:
-            buf = as_real(momentum_buffers[i])
-            buf.mul_(momentum).addcdiv_(grad, denom)  # b = mu b + g / d
-            param.add_(buf, alpha=-lr)
-        else:
-            param.addcdiv_(grad, denom, value=-lr)

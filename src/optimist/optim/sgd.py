@@ -15,27 +15,70 @@ example, or a few). State key as torch.optim: ``momentum_buffer`` (only when mom
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.sgd import sgd as _torch_sgd
 
-from optimist.optim import fused as _fused
-from optimist.optim.base import (
-    Optimizer,
-    ParamsT,
-    as_real,
-    check_flag,
-    check_nonnegative,
-    run_fused,
-    scalar,
+from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["SGD_RULE", "SGD"]
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    return (group["momentum"], 1 - group["dampening"], -scalar(group["lr"]))
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    momentum, one_minus_dampening, neg_lr = h
+    use_momentum, fresh, nesterov = flags
+    if use_momentum:
+        buf = s[0]
+        if fresh:
+            buf.copy_(g)  # b_1 = g_1
+        else:
+            buf.mul_(momentum).add_(g, alpha=one_minus_dampening)  # b = mu b + (1 - tau) g
+        g = g.add(buf, alpha=momentum) if nesterov else buf
+    p.add_(g, alpha=neg_lr)
+
+
+def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
+    momentum = group["momentum"]
+    buffers = [s.get("momentum_buffer") for s in states] if momentum != 0 else []
+    _torch_sgd(
+        params,
+        grads,
+        buffers or [None] * len(params),
+        foreach=True,
+        weight_decay=group["weight_decay"],
+        momentum=momentum,
+        lr=scalar(group["lr"]),
+        dampening=group["dampening"],
+        nesterov=group["nesterov"],
+        maximize=group["maximize"],
+    )
+    if momentum != 0:
+        for state, buf in zip(states, buffers, strict=True):
+            state["momentum_buffer"] = buf
+
+
+SGD_RULE = Rule(
+    name="sgd",
+    slots=(Slot("momentum_buffer", when=lambda g: g["momentum"] != 0, fresh=True),),
+    scalars=_scalars,
+    eager=_eager,
+    flags=lambda g: (g["momentum"] != 0, False, bool(g["nesterov"])),
+    has_step=False,
+    fresh_flag=1,
+    torch_foreach=_torch_foreach,
 )
 
-__all__ = ["SGD", "sgd"]
 
-
-class SGD(Optimizer):
+class SGD(RuleOptimizer):
     """SGD: a drop-in ``torch.optim.SGD`` (same arguments, defaults and state keys).
 
     Args:
@@ -47,10 +90,13 @@ class SGD(Optimizer):
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
         maximize: ascend instead of descend.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.base`).
+        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
         differentiable: accepted for signature compatibility; True is not supported.
-        skip_nonfinite: skip (and count) steps whose gradients hold NaN or inf.
+        skip_nonfinite, state_dtype, stochastic_params: see
+            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    rule = SGD_RULE
 
     def __init__(
         self,
@@ -66,6 +112,9 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -78,7 +127,14 @@ class SGD(Optimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -91,121 +147,3 @@ class SGD(Optimizer):
                 "Nesterov momentum requires a momentum > 0 and zero dampening, got "
                 f"momentum={group['momentum']}, dampening={group['dampening']}"
             )
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        params: list[Tensor] = []
-        grads: list[Tensor] = []
-        buffers: list[Tensor] = []
-        is_new: list[bool] = []
-        momentum = group["momentum"]
-        new_buffers: list[tuple[dict[str, Any], Tensor]] = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            self._check_sparse(p.grad, "SGD")
-            params.append(p)
-            grads.append(p.grad)
-            if momentum != 0:
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                is_new.append(buf is None)
-                if buf is None:
-                    # the first step sets it to the gradient; allocated here so that every
-                    # implementation writes into the same tensor
-                    buf = torch.empty_like(p, memory_format=torch.preserve_format)
-                    new_buffers.append((state, buf))
-                buffers.append(buf)
-        if not params:
-            return
-        sgd(
-            params,
-            grads,
-            buffers,
-            is_new,
-            implementation=self._implementation(group, params),
-            lr=scalar(group["lr"]),
-            weight_decay=scalar(group["weight_decay"]),
-            momentum=momentum,
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-        )
-        # stored only once filled, so a step that raised leaves no uninitialised buffer behind
-        for state, buf in new_buffers:
-            state["momentum_buffer"] = buf
-
-
-def sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor],
-    is_new_buffer: list[bool],
-    *,
-    implementation: str = "single",
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    maximize: bool,
-) -> None:
-    """Functional SGD. ``momentum_buffers`` is empty when momentum == 0; ``is_new_buffer[i]``
-    marks a buffer allocated this step (set to the gradient rather than updated)."""
-    hyper = dict(
-        lr=lr,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        maximize=maximize,
-    )
-    lists = (params, grads, momentum_buffers, is_new_buffer)
-    if implementation == "fused":
-        run_fused(_fused.sgd, _single_tensor_sgd, lists, n_tail=1, **hyper)
-    elif implementation == "torch":
-        torch_buffers: list[Tensor | None] = [
-            None if new else buf for buf, new in zip(momentum_buffers, is_new_buffer, strict=True)
-        ]
-        _torch_sgd(
-            params,
-            grads,
-            torch_buffers if momentum != 0 else [None] * len(params),
-            foreach=True,
-            **hyper,
-        )
-        if momentum != 0:
-            for buf, new, result in zip(
-                momentum_buffers, is_new_buffer, torch_buffers, strict=True
-            ):
-                if new:
-                    buf.copy_(result)
-    else:
-        _single_tensor_sgd(*lists, **hyper)
-
-
-def _single_tensor_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor],
-    is_new_buffer: list[bool],
-    *,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    maximize: bool,
-) -> None:
-    for i, param in enumerate(params):
-        param = as_real(param)
-        grad = as_real(-grads[i] if maximize else grads[i])
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        if momentum != 0:
-            buf = as_real(momentum_buffers[i])
-            if is_new_buffer[i]:
-                buf.copy_(grad)  # b_1 = g_1
-            else:
-                buf.mul_(momentum).add_(grad, alpha=1 - dampening)  # b = mu b + (1 - tau) g
-            grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        param.add_(grad, alpha=-lr)

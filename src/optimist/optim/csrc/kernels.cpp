@@ -28,6 +28,8 @@
 //
 // Aliasing: param, grad and the state tensors of one parameter must not overlap in
 // memory (they never do in torch.optim), since the pointers are declared __restrict__.
+// Params that overlap each other are reported by unsupported_indices (see params_overlap),
+// so that the optimizers update them one by one, in order, like torch.
 
 #include <torch/extension.h>
 
@@ -40,7 +42,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__F16C__) || defined(__AVX512F__)
@@ -615,8 +619,10 @@ void check_tensor(const char* opt, const char* what, size_t i, const Tensor& t,
               "[", i, "] must be a dense contiguous tensor");
   TORCH_CHECK(t.scalar_type() == param.scalar_type(), "optimist.", opt, ": ", what, "[", i,
               "] has dtype ", t.scalar_type(), " but the parameter has ", param.scalar_type());
-  TORCH_CHECK(t.numel() == param.numel(), "optimist.", opt, ": ", what, "[", i, "] has ",
-              t.numel(), " elements but the parameter has ", param.numel());
+  TORCH_CHECK(t.sizes() == param.sizes(), "optimist.", opt, ": ", what, "[", i,
+              "] has shape ", t.sizes(), " but the parameter has shape ", param.sizes());
+  TORCH_CHECK(!t.is_inference(), "optimist.", opt, ": ", what, "[", i,
+              "] is an inference tensor, which torch does not update in place");
   TORCH_CHECK(!t.is_conj() && !t.is_neg(), "optimist.", opt, ": ", what, "[", i,
               "] has a lazy conjugate/negative bit set (call .resolve_conj()/.resolve_neg())");
 }
@@ -645,7 +651,69 @@ void check_param(const char* opt, size_t i, const Tensor& param) {
 bool usable(const Tensor& t, const Tensor& param) {
   return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided &&
          t.is_contiguous() && t.scalar_type() == param.scalar_type() &&
-         t.numel() == param.numel() && !t.is_conj() && !t.is_neg();
+         t.sizes() == param.sizes() && !t.is_conj() && !t.is_neg() && !t.is_inference();
+}
+
+// ---------------------------------------------------------------------------------------
+// Aliasing among the params of one call.  The kernels update small tensors in parallel and
+// large ones first, so params whose memory overlaps (two views of one storage, a param listed
+// twice) must instead go through the per-tensor path in the caller's order, as torch does.
+// The byte ranges of a param set are compared with the last few sets seen (one pass, no
+// sort), so the O(n log n) overlap test runs once per param set, not once per step.
+
+using Range = std::pair<uintptr_t, uintptr_t>;  // [first byte, one past the last byte)
+
+// The byte range a CPU strided tensor can touch (empty for non-CPU or empty tensors).
+Range byte_range(const Tensor& t) {
+  if (!t.defined() || !t.device().is_cpu() || t.layout() != at::kStrided) return {0, 0};
+  const int64_t n = t.numel();
+  if (n == 0) return {0, 0};
+  int64_t span = n;  // elements from the first to one past the last
+  if (!t.is_contiguous()) {
+    const auto sizes = t.sizes();
+    const auto strides = t.strides();
+    span = 1;
+    for (size_t d = 0; d < sizes.size(); ++d) span += (sizes[d] - 1) * std::abs(strides[d]);
+  }
+  const auto lo = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  return {lo, lo + static_cast<uintptr_t>(span * t.itemsize())};
+}
+
+bool any_overlap(std::vector<Range> ranges) {
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const Range& r) { return r.first == r.second; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  }
+  return false;
+}
+
+bool params_overlap(const std::vector<Tensor>& params) {
+  struct Entry {
+    std::vector<Range> ranges;
+    bool overlap;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recent first
+  constexpr size_t kCacheSize = 16;
+
+  std::vector<Range> ranges;
+  ranges.reserve(params.size());
+  for (const Tensor& p : params) ranges.push_back(byte_range(p));
+  std::lock_guard<std::mutex> guard(mutex);
+  for (size_t k = 0; k < cache.size(); ++k) {
+    if (cache[k].ranges == ranges) {
+      const bool overlap = cache[k].overlap;
+      if (k != 0) std::rotate(cache.begin(), cache.begin() + k, cache.begin() + k + 1);
+      return overlap;
+    }
+  }
+  const bool overlap = any_overlap(ranges);
+  if (cache.size() == kCacheSize) cache.pop_back();
+  cache.insert(cache.begin(), Entry{std::move(ranges), overlap});
+  return overlap;
 }
 
 // Indices i at which some tensor of the (non-empty) lists cannot go to the kernels; lists[0]
@@ -658,6 +726,10 @@ std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Tensor>>&
   for (size_t k = 1; k < lists.size(); ++k) {
     TORCH_CHECK(lists[k].empty() || lists[k].size() == n, "optimist.unsupported_indices: list ",
                 k, " has ", lists[k].size(), " tensors, expected ", n, " (or none)");
+  }
+  if (n > 1 && params_overlap(params)) {
+    for (size_t i = 0; i < n; ++i) out.push_back(static_cast<int64_t>(i));
+    return out;
   }
   for (size_t i = 0; i < n; ++i) {
     const Tensor& p = params[i];

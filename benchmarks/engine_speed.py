@@ -1,0 +1,142 @@
+"""What the engine's shared features cost per step: transforms, low-precision state, Lion.
+
+Rows (float32 parameters in the model-shaped sets of ``step_speed.py``, all contenders of a
+row timed in the same run, interleaved round by round; ratios are to the row's baseline):
+
+* ``chain``: ``chain(clip_by_global_norm(1.0), add_decayed_weights(0.01, mask=no_bias),
+  scale_by_adam())`` vs plain ``optimist.optim.AdamW`` (target <= 1.2x: the clip costs one
+  extra read of the gradients, pass 0);
+* ``state``: ``Adam(state_dtype=...)`` for bfloat16 and int8 vs float32 state (target
+  <= 1.3x), with the optimizer-state bytes of each (targets: bf16 <= 55%, int8 <= 30%);
+* ``lion``: ``optimist.optim.Lion`` vs a foreach Lion in torch ops (the way the authors'
+  ``lion-pytorch`` writes it) and vs the ``add_`` roofline (Lion moves 20 bytes per parameter:
+  p, g, m read, p, m written).
+
+    python benchmarks/engine_speed.py --threads 2
+    python benchmarks/engine_speed.py --sizes 10M --repeats 9 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import optimist  # noqa: E402
+from optimist import transforms as T  # noqa: E402
+from optimist.optim import Adam, AdamW, Lion  # noqa: E402
+from step_speed import make_params, param_set, print_table, roofline_fn, time_interleaved  # noqa: E402
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for s in opt.state.values()
+        for k, t in s.items()
+        if isinstance(t, torch.Tensor) and k != "step"
+    )
+
+
+def foreach_lion(params, lr=1e-4, betas=(0.9, 0.99), wd=0.0) -> Callable[[], None]:
+    """Lion in torch's multi-tensor ops (an eager peer; lion-pytorch's update, foreach)."""
+    ps = [p.detach() for p in params]
+    gs = [p.grad for p in params]
+    ms = [torch.zeros_like(p) for p in ps]
+    b1, b2 = betas
+
+    def step() -> None:
+        if wd:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        c = torch._foreach_lerp(ms, gs, 1 - b1)
+        torch._foreach_add_(ps, torch._foreach_sign(c), alpha=-lr)
+        torch._foreach_lerp_(ms, gs, 1 - b2)
+
+    return step
+
+
+def bench(size: str, repeats: int) -> list[list[str]]:
+    shapes = param_set(size)
+    rows: list[list[str]] = []
+
+    def params():
+        return make_params(shapes)
+
+    # chain vs AdamW
+    a, b = params(), params()
+    chained = optimist.chain(
+        T.clip_by_global_norm(1.0),
+        T.add_decayed_weights(0.01, mask=T.no_bias_or_norm),
+        T.scale_by_adam(),
+    )(a, lr=1e-3)
+    plain = AdamW(b, lr=1e-3, weight_decay=0.01)
+    times = time_interleaved({"AdamW": plain.step, "chain": chained.step}, repeats)
+    rows.append(_row(size, "chain(clip, decay mask, adam) / AdamW", times, "AdamW", "chain"))
+
+    # state dtypes
+    opts = {
+        sd or "float32": Adam(params(), lr=1e-3, state_dtype=sd)
+        for sd in (None, "bfloat16", "int8")
+    }
+    for opt in opts.values():
+        opt.step()
+    times = time_interleaved({k: o.step for k, o in opts.items()}, repeats)
+    base_bytes = state_bytes(opts["float32"])
+    for sd in ("bfloat16", "int8"):
+        share = state_bytes(opts[sd]) / base_bytes
+        what = f"Adam state {sd} / float32 (state bytes {share:.0%})"
+        rows.append(_row(size, what, times, "float32", sd))
+
+    # Lion vs an eager foreach peer and the roofline
+    c, d = params(), params()
+    lion = Lion(c, lr=1e-4)
+    fns = {"foreach": foreach_lion(d), "optimist": lion.step}
+    if size != "tiny":
+        fns["add_"] = roofline_fn()
+    times = time_interleaved(fns, repeats)
+    rows.append(_row(size, "Lion: foreach peer / optimist", times, "optimist", "foreach"))
+    if "add_" in times:
+        n = sum(p.numel() for p in c)
+        lion_gbs = 20 * n / times["optimist"] / 1e9
+        roof_gbs = 12 * 2**26 / times["add_"] / 1e9
+        rows.append(
+            [size, f"Lion GB/s {lion_gbs:.1f} vs add_ roofline {roof_gbs:.1f}",
+             f"{times['optimist'] * 1e3:.2f}", f"{times['add_'] * 1e3:.2f}",
+             f"{lion_gbs / roof_gbs:.2f}"]
+        )  # fmt: skip
+    return rows
+
+
+def _row(size: str, what: str, times: dict[str, float], base: str, other: str) -> list[str]:
+    return [
+        size,
+        what,
+        f"{times[base] * 1e3:.2f}",
+        f"{times[other] * 1e3:.2f}",
+        f"{times[other] / times[base]:.2f}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10M,50M,tiny")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for size in args.sizes.split(","):
+        rows += bench(size, args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "
+          f"{args.repeats} interleaved rounds")  # fmt: skip
+    print_table(["size", "what", "baseline ms", "other ms", "other/baseline"], rows, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,542 @@
+"""The engine: fused == eager, == today's hand-written kernels, codecs, state_dtype, transforms.
+
+The per-optimizer contract (torch.optim equality, errors, state_dict interop, ...) is
+``tests/test_optimizers.py``; this file covers what the engine adds for every rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import optimist
+import optimist.optim as oo
+from helpers import require
+from optimist import reference
+from optimist import transforms as T
+from optimist.optim import codecs, engine
+
+# (class, constructor kwargs) for every rule, with non-default settings that reach every slot
+RULES = [
+    (oo.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    (oo.Adagrad, {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+    (oo.RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.5, "weight_decay": 0.01}),
+    (oo.Adadelta, {"lr": 0.5, "weight_decay": 0.01}),
+    (oo.Adam, {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01}),
+    (oo.AdamW, {"lr": 0.01}),
+    (oo.Adamax, {"lr": 0.01, "weight_decay": 0.01}),
+    (oo.NAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.01}),
+    (oo.RAdam, {"lr": 0.01, "weight_decay": 0.01}),
+    (oo.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
+]
+IDS = [cls.__name__ for cls, _ in RULES]
+SHAPES = [(64, 80), (300,), (7,), ()]  # one tensor >= 4096 elements (int8), others float32
+
+
+def needs_engine() -> None:
+    if not engine.available():
+        require(False, "the C++ engine", "a C++ compiler and ninja")
+
+
+def make_params(dtype=torch.float32, seed=0, shapes=SHAPES):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def set_grads(sets, step, seed=1):
+    gen = torch.Generator().manual_seed(seed * 1000 + step)
+    for i, p in enumerate(sets[0]):
+        g = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        for params in sets:
+            params[i].grad = g.clone()
+
+
+def run(cls, kwargs, params, steps=20, seed=1, **extra):
+    opt = cls(params, **kwargs, **extra)
+    for step in range(steps):
+        set_grads([params], step, seed)
+        opt.step()
+    return opt
+
+
+def clone(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+# --- the engine reproduces the hand-written kernels it replaces, bit for bit -------------------
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), RULES[:-1], ids=IDS[:-1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_engine_equals_the_previous_fused_kernels_bitwise(cls, kwargs, dtype):
+    needs_engine()
+    from optimist.optim import fused as legacy
+
+    if not legacy.available():
+        require(False, "the previous kernels", "a C++ compiler and ninja")
+    a, b = make_params(dtype), make_params(dtype)
+    opt = cls(a, **kwargs, fused=True)
+    states = {}
+    for step in range(10):
+        set_grads([a, b], step)
+        opt.step()
+        _legacy_step(legacy, cls, kwargs, b, states)
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+
+
+def _legacy_step(legacy, cls, kwargs, params, states):
+    """One step of the previous per-optimizer kernels (``optim/fused.py``), state kept here."""
+    grads = [p.grad for p in params]
+    name = cls.__name__.lower()
+    defaults = cls([torch.zeros(1)], **kwargs).defaults
+    lr, wd = defaults["lr"], defaults.get("weight_decay", 0.0)
+
+    def slot(key, init=None):
+        if key not in states:
+            states[key] = [torch.zeros_like(p) if init is None else init(p) for p in params]
+        return states[key]
+
+    steps = slot("step", lambda p: torch.tensor(0.0))
+    common = dict(lr=lr, weight_decay=wd, maximize=False)
+    if name == "sgd":
+        is_new = ["buf" not in states] * len(params)
+        legacy.sgd(
+            params,
+            grads,
+            slot("buf"),
+            is_new,
+            momentum=defaults["momentum"],
+            dampening=defaults["dampening"],
+            nesterov=defaults["nesterov"],
+            **common,
+        )
+    elif name == "adagrad":
+        total = slot("sum", lambda p: torch.full_like(p, defaults["initial_accumulator_value"]))
+        legacy.adagrad(
+            params,
+            grads,
+            total,
+            steps,
+            lr_decay=defaults["lr_decay"],
+            eps=defaults["eps"],
+            **common,
+        )
+    elif name == "rmsprop":
+        legacy.rmsprop(
+            params,
+            grads,
+            slot("v"),
+            slot("g"),
+            slot("b"),
+            steps,
+            alpha=defaults["alpha"],
+            eps=defaults["eps"],
+            momentum=defaults["momentum"],
+            centered=defaults["centered"],
+            **common,
+        )
+    elif name == "adadelta":
+        legacy.adadelta(
+            params,
+            grads,
+            slot("v"),
+            slot("u"),
+            steps,
+            rho=defaults["rho"],
+            eps=defaults["eps"],
+            **common,
+        )
+    elif name in ("adam", "adamw"):
+        legacy.adam(
+            params,
+            grads,
+            slot("m"),
+            slot("v"),
+            slot("vmax"),
+            steps,
+            beta1=defaults["betas"][0],
+            beta2=defaults["betas"][1],
+            eps=defaults["eps"],
+            amsgrad=defaults["amsgrad"],
+            decoupled_weight_decay=defaults["decoupled_weight_decay"],
+            **common,
+        )
+    elif name == "adamax":
+        legacy.adamax(
+            params,
+            grads,
+            slot("m"),
+            slot("u"),
+            steps,
+            beta1=defaults["betas"][0],
+            beta2=defaults["betas"][1],
+            eps=defaults["eps"],
+            **common,
+        )
+    elif name == "nadam":
+        mu = slot("mu", lambda p: torch.tensor(1.0))
+        legacy.nadam(
+            params,
+            grads,
+            slot("m"),
+            slot("v"),
+            mu,
+            steps,
+            beta1=defaults["betas"][0],
+            beta2=defaults["betas"][1],
+            eps=defaults["eps"],
+            momentum_decay=defaults["momentum_decay"],
+            decoupled_weight_decay=defaults["decoupled_weight_decay"],
+            **common,
+        )
+    elif name == "radam":
+        legacy.radam(
+            params,
+            grads,
+            slot("m"),
+            slot("v"),
+            steps,
+            beta1=defaults["betas"][0],
+            beta2=defaults["betas"][1],
+            eps=defaults["eps"],
+            decoupled_weight_decay=defaults["decoupled_weight_decay"],
+            **common,
+        )
+
+
+# --- fused == eager for every rule, state dtype and parameter dtype -----------------------------
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), RULES, ids=IDS)
+@pytest.mark.parametrize("state_dtype", [None, "float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_equals_eager(cls, kwargs, state_dtype, dtype):
+    needs_engine()
+    a, b = make_params(dtype), make_params(dtype)
+    fused = run(cls, kwargs, a, state_dtype=state_dtype, fused=True)
+    eager = run(cls, kwargs, b, state_dtype=state_dtype, foreach=False)
+    exact = state_dtype is None and dtype == torch.float64
+    for pa, pb in zip(a, b, strict=True):
+        if exact:
+            torch.testing.assert_close(pa, pb, rtol=1e-12, atol=1e-12)
+        else:  # float32 sqrt/division may differ by an ulp; a quantized state can flip a code
+            torch.testing.assert_close(pa, pb, rtol=2e-3, atol=2e-3)
+    for pa, pb in zip(a, b, strict=True):  # the state is stored in the same formats
+        for key, value in fused.state[pa].items():
+            assert value.dtype == eager.state[pb][key].dtype, key
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), RULES, ids=IDS)
+def test_lion_and_every_rule_matches_numpy_reference(cls, kwargs):
+    """Each rule's fused path against optimist.reference in float64 (Lion has no torch twin)."""
+    needs_engine()
+    name = "adamw" if cls is oo.AdamW else cls.__name__.lower()
+    rule = reference.RULES[name]
+    params = make_params(torch.float64, shapes=[(5, 3)])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch-style scalar state (step, mu_product) in f64
+    try:
+        opt = cls(params, **kwargs, fused=True)
+        _run_against_reference(opt, params, cls, kwargs, rule)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _run_against_reference(opt, params, cls, kwargs, rule):
+    ref_param = params[0].detach().numpy().copy()
+    ref_state: dict = {}
+    defaults = {k: v for k, v in opt.defaults.items() if k in _ref_keys(rule)}
+    for step in range(15):
+        set_grads([params], step)
+        grad = params[0].grad.numpy().copy()
+        opt.step()
+        ref_param, ref_state = rule(ref_param, grad, ref_state, **defaults)
+    np.testing.assert_allclose(params[0].detach().numpy(), ref_param, rtol=1e-9, atol=1e-12)
+
+
+def _ref_keys(rule):
+    import inspect
+
+    return set(inspect.signature(rule).parameters) - {"param", "grad", "state"}
+
+
+# --- codecs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["normal", "positive", "wide", "zeros", "tail"])
+def test_int8_codec_matches_numpy_and_torch(kind):
+    needs_engine()
+    gen = torch.Generator().manual_seed(3)
+    x = {
+        "normal": torch.randn(1000, generator=gen),
+        "positive": torch.rand(1000, generator=gen) ** 4,
+        "wide": torch.randn(1000, generator=gen) * 10 ** torch.randint(-9, 3, (1000,)).float(),
+        "zeros": torch.zeros(700),
+        "tail": torch.randn(257, generator=gen),
+    }[kind]
+    q_cpp, s_cpp = engine.load().quantize(x)
+    q_torch, s_torch = codecs.int8_encode(x)
+    assert torch.equal(q_cpp, q_torch) and torch.equal(s_cpp, s_torch)
+    codes, scales = reference.int8_encode(x.numpy())
+    assert np.array_equal(q_cpp.numpy().view(np.uint8).astype(np.int64), codes)
+    assert np.array_equal(s_cpp.numpy(), scales)
+    decoded = engine.load().dequantize(q_cpp, s_cpp)
+    assert torch.equal(decoded, codecs.int8_decode(q_cpp, s_cpp))
+    np.testing.assert_allclose(decoded.numpy(), reference.int8_decode(codes, scales), rtol=1e-7)
+    # error bound: relative 1/32 (unsigned) or 1/16 (signed) of the value, or 2^-15 of absmax
+    blocks = x.reshape(-1)
+    for b in range(0, blocks.numel(), 256):
+        xb, db = blocks[b : b + 256], decoded.reshape(-1)[b : b + 256]
+        amax = xb.abs().max()
+        step = 1 / 16 if (xb < 0).any() else 1 / 32
+        bound = torch.maximum(xb.abs() * step, amax * 2.0**-14)
+        assert ((xb - db).abs() <= bound + 1e-12).all()
+
+
+def test_bf16_stochastic_rounding_is_unbiased_and_matches_engine():
+    x = torch.full((100_000,), 1.0 + 2.0**-10)  # between two bfloat16 values
+    rounded = codecs.bf16_stochastic(x, seed=7).float()
+    assert set(rounded.unique().tolist()) == {1.0, 1.0078125}
+    assert abs(rounded.mean().item() - x[0].item()) < 2e-5
+
+
+# --- state_dtype --------------------------------------------------------------------------------
+
+
+def state_bytes(opt):
+    return sum(
+        t.numel() * t.element_size()
+        for s in opt.state.values()
+        for k, t in s.items()
+        if isinstance(t, torch.Tensor) and k != "step"
+    )
+
+
+def test_state_dtype_bytes():
+    needs_engine()
+    sizes = {}
+    for sd in (None, "bfloat16", "int8"):
+        params = make_params(shapes=[(256, 256), (128, 64)])
+        sizes[sd] = state_bytes(run(oo.Adam, {}, params, steps=2, state_dtype=sd))
+    assert sizes["int8"] <= 0.30 * sizes[None]
+    assert sizes["bfloat16"] <= 0.55 * sizes[None]
+
+
+def test_bad_state_dtype():
+    with pytest.raises(ValueError, match=r"Invalid state_dtype: 'int4' .*'int8'"):
+        oo.Adam([torch.zeros(2, requires_grad=True)], state_dtype="int4")
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize(("cls", "kwargs"), RULES, ids=IDS)
+def test_quantized_state_dict_round_trip_is_bit_identical(cls, kwargs, state_dtype):
+    needs_engine()
+    a = make_params()
+    opt = run(cls, kwargs, a, steps=5, state_dtype=state_dtype)
+    b = clone(a)
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    saved.seek(0)
+    opt_b = cls(b, **kwargs, state_dtype=state_dtype)
+    opt_b.load_state_dict(torch.load(saved, weights_only=True))
+    for step in range(5, 10):
+        set_grads([a, b], step)
+        opt.step()
+        opt_b.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_torch_checkpoint_into_int8_optimizer_and_back():
+    needs_engine()
+    a = make_params()
+    theirs = torch.optim.Adam(a, lr=0.01)
+    for step in range(5):
+        set_grads([a], step)
+        theirs.step()
+    b = clone(a)
+    ours = oo.Adam(b, lr=0.01, state_dtype="int8")
+    ours.load_state_dict(theirs.state_dict())
+    big = ours.state[b[0]]
+    assert big["exp_avg"].dtype == torch.int8 and big["exp_avg_absmax"].dtype == torch.float32
+    back = torch.optim.Adam(clone(a), lr=0.01)  # and back into torch.optim, float32 again
+    back.load_state_dict(engine.float_state_dict(ours.state_dict()))
+    restored = back.state[back.param_groups[0]["params"][0]]["exp_avg_sq"]
+    original = theirs.state[a[0]]["exp_avg_sq"]
+    assert restored.dtype == torch.float32
+    torch.testing.assert_close(restored, original, rtol=1 / 30, atol=original.max() * 2.0**-14)
+
+
+# --- transforms ---------------------------------------------------------------------------------
+
+
+def test_clip_by_global_norm_equals_torch_clip_then_step():
+    needs_engine()
+    a, b = make_params(torch.float64), make_params(torch.float64)
+    ours = optimist.chain(T.clip_by_global_norm(0.5), T.scale_by_adam())(a, lr=0.01)
+    theirs = torch.optim.Adam(b, lr=0.01, foreach=False)
+    for step in range(10):
+        set_grads([a, b], step)
+        torch.nn.utils.clip_grad_norm_(b, 0.5)
+        ours.step()
+        theirs.step()
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+
+
+def test_decayed_weights_mask_by_name_and_callable():
+    needs_engine()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = optimist.chain(
+        T.scale_by_sgd(), T.add_decayed_weights(0.5, mask=T.exclude("*bias", "1.*"))
+    )(model.named_parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        expected = start[name] * (1 - 0.1 * 0.5) if name == "0.weight" else start[name]
+        torch.testing.assert_close(p.detach(), expected)
+    assert T.mask_matches(T.no_bias_or_norm, torch.zeros(3, 3), None)
+    assert not T.mask_matches(T.no_bias_or_norm, torch.zeros(3), None)
+    with pytest.raises(ValueError, match="named parameters"):
+        T.mask_matches("*.bias", torch.zeros(3), None)
+
+
+def test_decay_before_rule_is_l2_after_is_decoupled():
+    needs_engine()
+    a, b, c = make_params(torch.float64), make_params(torch.float64), make_params(torch.float64)
+    before = optimist.chain(T.add_decayed_weights(0.1), T.scale_by_adam())(a, lr=0.01)
+    after = optimist.chain(T.scale_by_adam(), T.add_decayed_weights(0.1))(b, lr=0.01)
+    adam_l2 = oo.Adam(c, lr=0.01, weight_decay=0.1)
+    d = make_params(torch.float64)
+    adamw = oo.AdamW(d, lr=0.01, weight_decay=0.1)
+    for step in range(5):
+        set_grads([a, b, c, d], step)
+        for opt in (before, after, adam_l2, adamw):
+            opt.step()
+    for x, y in zip(a, c, strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(b, d, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_accumulate_equals_mean_gradient_step():
+    needs_engine()
+    a, b = make_params(torch.float64), make_params(torch.float64)
+    acc = optimist.chain(T.accumulate(3), T.clip_by_global_norm(1.0), T.scale_by_adam())(a, lr=0.01)
+    plain = optimist.chain(T.clip_by_global_norm(1.0), T.scale_by_adam())(b, lr=0.01)
+    for outer in range(4):
+        grads = []
+        for inner in range(3):
+            set_grads([a], outer * 3 + inner)
+            grads.append([p.grad.clone() for p in a])
+            before = [p.detach().clone() for p in a]
+            acc.step()
+            if inner < 2:
+                assert all(torch.equal(p, q) for p, q in zip(a, before, strict=True))
+        for i, p in enumerate(b):
+            p.grad = sum(g[i] for g in grads) / 3
+        plain.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_ema_and_swap():
+    needs_engine()
+    params = make_params(torch.float64)
+    opt = optimist.chain(T.scale_by_sgd(), T.ema(0.9))(params, lr=0.1)
+    ema = [p.detach().clone() for p in params]
+    for step in range(5):
+        set_grads([params], step)
+        opt.step()
+        ema = [0.9 * e + 0.1 * p.detach() for e, p in zip(ema, params, strict=True)]
+    live = [p.detach().clone() for p in params]
+    with opt.swap_ema():
+        for p, e in zip(params, ema, strict=True):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(p, q) for p, q in zip(params, live, strict=True))
+
+
+def test_skip_nonfinite_and_schedule_and_clip_value():
+    needs_engine()
+    params = make_params(torch.float64, shapes=[(4,)])
+    opt = optimist.chain(
+        T.clip_by_value(0.1),
+        T.skip_nonfinite(),
+        T.scale_by_sgd(),
+        T.scale_by_schedule(lambda n: 0.5**n),
+    )(params, lr=1.0)
+    start = params[0].detach().clone()
+    params[0].grad = torch.tensor([1.0, -1.0, 0.05, float("nan")], dtype=torch.float64)
+    opt.step()
+    assert opt.skipped_steps == 1 and torch.equal(params[0], start)
+    params[0].grad = torch.tensor([1.0, -1.0, 0.05, 0.0], dtype=torch.float64)
+    opt.step()  # multiplier 0.5**0
+    opt.step()  # multiplier 0.5**1
+    expected = start - 1.5 * torch.tensor([0.1, -0.1, 0.05, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(params[0].detach(), expected)
+
+
+def test_chain_errors():
+    with pytest.raises(ValueError, match="exactly one update rule"):
+        optimist.chain(T.clip_by_global_norm(1.0))
+    with pytest.raises(ValueError, match="max_norm"):
+        T.clip_by_global_norm(-1)
+    with pytest.raises(ValueError, match="every"):
+        T.accumulate(0)
+
+
+def test_state_survives_deepcopy_and_pickle():
+    needs_engine()
+    params = make_params()
+    opt = optimist.chain(T.clip_by_global_norm(1.0), T.scale_by_adam(), T.ema(0.9))(
+        params, lr=0.01, state_dtype="int8"
+    )
+    set_grads([params], 0)
+    opt.step()
+    twin = copy.deepcopy(opt)
+    assert twin.chain == opt.chain and twin.param_groups[0]["state_dtype"] == "int8"
+
+
+# --- tensor subclasses --------------------------------------------------------------------------
+
+
+def test_dtensor_parameters_fall_back_to_eager(tmp_path):
+    needs_engine()
+    dist = torch.distributed
+    from torch.distributed.tensor import DeviceMesh, Replicate, distribute_tensor
+
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+        )
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        plain = make_params(torch.float64, shapes=[(6, 4), (5,)])
+        wrapped = [
+            torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, [Replicate()]))
+            for p in plain
+        ]
+        ours = oo.Adam(wrapped, lr=0.01)
+        ref = oo.Adam(plain, lr=0.01, foreach=False)
+        for step in range(3):
+            set_grads([plain], step)
+            for w, p in zip(wrapped, plain, strict=True):
+                w.grad = distribute_tensor(p.grad.clone(), mesh, [Replicate()])
+            ours.step()
+            ref.step()
+        for w, p in zip(wrapped, plain, strict=True):
+            torch.testing.assert_close(w.full_tensor().detach(), p.detach(), rtol=0, atol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_lion_is_registered_by_name():
+    opt = optimist.optimizer("lion", [torch.zeros(2, requires_grad=True)])
+    assert isinstance(opt, oo.Lion) and opt.defaults["lr"] == 1e-4
