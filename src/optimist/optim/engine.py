@@ -113,21 +113,25 @@ def available() -> bool:
 def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor, bool]:
     """Pass 0: per-tensor sums of squares (float64) and whether all gradients are finite.
 
-    One read of each gradient (after clamping to ``±clip_value`` when > 0). Uses the C++ engine
-    for CPU tensors it takes, torch ops for the rest.
+    One read of each gradient. Without clipping by value this is torch's multi-tensor norm
+    (vectorized and threaded), and "finite" is judged from the norms as
+    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it (a NaN or inf
+    element makes its norm NaN or inf). With ``clip_value > 0`` the gradients are clamped to
+    ``±clip_value`` first, in the C++ engine for CPU tensors it takes, else in torch ops.
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
+    if clip_value <= 0:
+        norms = torch._foreach_norm([as_real(g) for g in grads])
+        sums = torch.stack([n.double().cpu() for n in norms]) ** 2
+        return sums, bool(torch.isfinite(sums).all())
     if all(g.is_cpu for g in grads) and available():
         mod = load()
-        slow = set(mod.unsupported_indices([list(grads), list(grads)]))
-        if not slow:
+        if not mod.unsupported_indices([list(grads), list(grads)]):
             return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
     for g in grads:  # on the gradients' devices; one host transfer at the end
-        r = as_real(g)
-        if clip_value > 0:
-            r = r.clamp(-clip_value, clip_value)
+        r = as_real(g).clamp(-clip_value, clip_value)
         sums.append(r.double().square().sum())
         finite.append(torch.isfinite(as_real(g)).all())
     by_device: dict[torch.device, list[int]] = {}

@@ -578,19 +578,28 @@ bool plain_grad(const Job& job) {
          pr.sign == 1.0 && pr.l2 == 0.0;
 }
 
+// The prologue's gradient: clip by value, scale, maximize (one loop per case, so that each
+// vectorizes), then the L2 penalty.  The operation order is torch's: clip_grad_* before the
+// step, then `-grad` for maximize, then `grad.add(param, alpha=weight_decay)`.
 template <typename C>
 void prepare_grad(const Job& job, const C* __restrict__ p, const C* __restrict__ graw,
                   C* __restrict__ out, int64_t n) {
   const Prologue& pr = job.pro;
   const C scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
   const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
-  const bool clip = pr.clip_value > 0.0, scaled = pr.grad_scale != 1.0;
-  for (int64_t i = 0; i < n; ++i) {
-    C gi = graw[i];
-    if (clip && pr.clip_first) gi = std::min(std::max(gi, lo), hi);
-    if (scaled) gi = gi * scale;
-    if (clip && !pr.clip_first) gi = std::min(std::max(gi, lo), hi);
-    out[i] = gi * sgn;
+  const bool clip = pr.clip_value > 0.0, first = pr.clip_first, scaled = pr.grad_scale != 1.0;
+  if (clip) {
+    for (int64_t i = 0; i < n; ++i) {
+      C gi = graw[i];
+      if (first) gi = std::min(std::max(gi, lo), hi);
+      if (scaled) gi = gi * scale;
+      if (!first) gi = std::min(std::max(gi, lo), hi);
+      out[i] = gi * sgn;
+    }
+  } else if (scaled) {
+    for (int64_t i = 0; i < n; ++i) out[i] = (graw[i] * scale) * sgn;
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = graw[i] * sgn;
   }
   if (pr.l2 != 0.0) {
     for (int64_t i = 0; i < n; ++i) out[i] = fmadd(l2, p[i], out[i]);
@@ -1020,20 +1029,48 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     bool ok = true;
     auto body = [&](auto zero) {
       using C = decltype(zero);
+      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
       alignas(64) C buf[kBlock];
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
-        const C* x = load<C>(s, b, len, buf);
-        C acc = 0;
-        bool fin = true;
-        for (int64_t j = 0; j < len; ++j) {
-          C v = x[j];
-          fin &= std::isfinite(v);
-          if (clip_value > 0) v = std::min(std::max(v, C(-clip_value)), C(clip_value));
-          acc += v * v;
+        const C* __restrict__ x = load<C>(s, b, len, buf);
+        C acc[kLanes] = {};
+        C probe[kLanes] = {};  // sums of v * 0: NaN as soon as one v is NaN or inf
+        int64_t j = 0;
+        if (clip_value > 0) {
+          const C hi = C(clip_value), lo = -C(clip_value);
+          for (; j + kLanes <= len; j += kLanes) {
+            for (int k = 0; k < kLanes; ++k) {
+              const C v = x[j + k];
+              probe[k] += v * C(0);
+              const C c = std::min(std::max(v, lo), hi);
+              acc[k] += c * c;
+            }
+          }
+          for (; j < len; ++j) {
+            probe[0] += x[j] * C(0);
+            const C c = std::min(std::max(x[j], lo), hi);
+            acc[0] += c * c;
+          }
+        } else {
+          for (; j + kLanes <= len; j += kLanes) {
+            for (int k = 0; k < kLanes; ++k) {
+              const C v = x[j + k];
+              probe[k] += v * C(0);
+              acc[k] += v * v;
+            }
+          }
+          for (; j < len; ++j) {
+            probe[0] += x[j] * C(0);
+            acc[0] += x[j] * x[j];
+          }
         }
-        total += static_cast<double>(acc);
-        ok &= fin;
+        C bad = 0;
+        for (int k = 0; k < kLanes; ++k) {
+          total += static_cast<double>(acc[k]);
+          bad += probe[k];
+        }
+        ok &= bad == C(0);
       }
     };
     if (compute_is_double(grads[ch.tensor].scalar_type())) {
