@@ -123,7 +123,10 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         return torch.zeros(0, dtype=torch.float64), True
     if clip_value <= 0:
         norms = torch._foreach_norm([as_real(g) for g in grads])
-        sums = torch.stack([n.double().cpu() for n in norms]) ** 2
+        try:  # one op when the norms share a dtype and device (the usual case)
+            sums = torch.stack(norms).double().cpu() ** 2
+        except RuntimeError:
+            sums = torch.stack([n.double().cpu() for n in norms]) ** 2
         return sums, bool(torch.isfinite(sums).all())
     if all(g.is_cpu for g in grads) and available():
         mod = load()
