@@ -20,6 +20,7 @@ from optimist.optim import chain, optimizer, optimizers
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
     "transforms": ("optimist.transforms", None),
+    "schedules": ("optimist.optim.schedules", None),
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),
