@@ -32,8 +32,16 @@ RULES = [
     (oo.NAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.01}),
     (oo.RAdam, {"lr": 0.01, "weight_decay": 0.01}),
     (oo.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
+    (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.01}),
+    (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    (oo.ADOPT, {"lr": 0.01, "clip_exponent": None, "betas": (0.8, 0.99)}),
+    (oo.AdEMAMix, {"lr": 0.01, "weight_decay": 0.1}),
+    (oo.AdEMAMix, {"lr": 0.01, "alpha": 5.0, "beta3_warmup": 12, "alpha_warmup": 9}),
+    (oo.Adan, {"lr": 0.01, "weight_decay": 0.1}),
+    (oo.Adan, {"lr": 0.01, "weight_decay": 0.1, "no_prox": True, "betas": (0.9, 0.9, 0.95)}),
 ]
-IDS = [cls.__name__ for cls, _ in RULES]
+IDS = [cls.__name__ for cls, _ in RULES]  # pytest numbers repeated names
+LEGACY, LEGACY_IDS = RULES[:9], IDS[:9]  # the rules optim/fused.py had hand-written kernels for
 SHAPES = [(64, 80), (300,), (7,), ()]  # one tensor >= 4096 elements (int8), others float32
 
 
@@ -70,7 +78,7 @@ def clone(params):
 # --- the engine reproduces the hand-written kernels it replaces, bit for bit -------------------
 
 
-@pytest.mark.parametrize(("cls", "kwargs"), RULES[:-1], ids=IDS[:-1])
+@pytest.mark.parametrize(("cls", "kwargs"), LEGACY, ids=LEGACY_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_engine_equals_the_previous_fused_kernels_bitwise(cls, kwargs, dtype):
     needs_engine()

@@ -61,7 +61,12 @@ CASES: list[tuple[str, type[torch.optim.Optimizer], dict]] = [
 ]
 
 TORCH_CLASS = {name: cls for name, cls, _ in CASES}
-NO_TORCH_TWIN = {"lion": optimist.optim.Lion}
+NO_TORCH_TWIN = {
+    "lion": optimist.optim.Lion,
+    "adopt": optimist.optim.ADOPT,
+    "ademamix": optimist.optim.AdEMAMix,
+    "adan": optimist.optim.Adan,
+}
 
 
 def _case_id(case: tuple[str, type, dict]) -> str:
@@ -244,7 +249,7 @@ def test_module_does_not_import_torch():
 def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
-        "lion",
+        "lion", "adopt", "ademamix", "adan",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)

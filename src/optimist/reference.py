@@ -49,6 +49,9 @@ import numpy as np
 __all__ = [
     "RULES",
     "adadelta",
+    "ademamix",
+    "adan",
+    "adopt",
     "adagrad",
     "adam",
     "adamax",
@@ -734,6 +737,161 @@ def lion(
     return param, {"exp_avg": m}
 
 
+def _require_betas3(betas: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Return ``(beta1, beta2, beta3)``, each checked to lie in ``[0, 1)``."""
+    if len(betas) != 3:
+        raise ValueError(f"betas must be a triple (beta1, beta2, beta3), got {betas}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
+    return betas[0], betas[1], betas[2]
+
+
+@_update_rule
+def adopt(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.9999),
+    eps: float = 1e-6,
+    clip_exponent: float | None = 0.25,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """ADOPT (Taniguchi et al., 2024, Algorithm 2; Algorithm 1 with ``clip_exponent=None``).
+
+    ::
+
+        g = -grad if maximize else grad
+        g = g + weight_decay * param                       (unless decoupled)
+        param = param * (1 - lr * weight_decay)             (if decoupled)
+        step 1:  v = g^2                                    (no update)
+        step t:  c = (t - 1) ** clip_exponent
+                 m = beta1 m + (1 - beta1) clip(g / max(sqrt(v), eps), -c, c)
+                 param = param - lr * m
+                 v = beta2 v + (1 - beta2) g^2               (after its use: v_{t-1} above)
+
+    State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
+    """
+    _require_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay)
+    beta1, beta2 = _require_betas(betas)
+    step = state.get("step", 0) + 1
+    m = state.get("exp_avg", np.zeros_like(param))
+    v = state.get("exp_avg_sq", np.zeros_like(param))
+    g = -grad if maximize else grad
+    if decoupled_weight_decay:
+        param = param * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * param
+    if step == 1:
+        return param.copy(), {"step": step, "exp_avg": m.copy(), "exp_avg_sq": g * g}
+    c = np.inf if clip_exponent is None else (step - 1) ** clip_exponent
+    m = beta1 * m + (1 - beta1) * np.clip(g / np.maximum(np.sqrt(v), eps), -c, c)
+    param = param - lr * m
+    v = beta2 * v + (1 - beta2) * g * g
+    return param, {"step": step, "exp_avg": m, "exp_avg_sq": v}
+
+
+@_update_rule
+def ademamix(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
+    alpha: float = 2.0,
+    beta3_warmup: int | None = None,
+    alpha_warmup: int | None = None,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """AdEMAMix (Pagliardini et al., 2024, Algorithm 1 with the schedulers of eqs. 2-3).
+
+    ::
+
+        g = -grad if maximize else grad
+        a_t  = alpha * min(1, t / alpha_warmup)
+        b3_t = 0.5 ** (1 / (1 + (1 - x) h(beta1) + x h(beta3))), x = min(1, t / beta3_warmup),
+               h(b) = log(0.5) / log(b + 1e-8) - 1   (linear in the half-life)
+        m1 = beta1 m1 + (1 - beta1) g;  m2 = b3_t m2 + (1 - b3_t) g
+        v = beta2 v + (1 - beta2) g^2
+        param = param * (1 - lr * weight_decay)
+                - lr (m1 / (1 - beta1^t) + a_t m2) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    State: ``step``, ``exp_avg_fast`` (m1), ``exp_avg_slow`` (m2), ``exp_avg_sq`` (v).
+    """
+    _require_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, alpha=alpha)
+    beta1, beta2, beta3 = _require_betas3(betas)
+    t = state.get("step", 0) + 1
+
+    def half_life(b: float) -> float:
+        return math.log(0.5) / math.log(b + 1e-8) - 1
+
+    a_t = alpha * (min(1.0, t / alpha_warmup) if alpha_warmup else 1.0)
+    b3_t = beta3
+    if beta3_warmup and t < beta3_warmup:
+        x = t / beta3_warmup
+        b3_t = 0.5 ** (1 / (1 + (1 - x) * half_life(beta1) + x * half_life(beta3)))
+    g = -grad if maximize else grad
+    m1 = beta1 * state.get("exp_avg_fast", np.zeros_like(param)) + (1 - beta1) * g
+    m2 = b3_t * state.get("exp_avg_slow", np.zeros_like(param)) + (1 - b3_t) * g
+    v = beta2 * state.get("exp_avg_sq", np.zeros_like(param)) + (1 - beta2) * g * g
+    denom = np.sqrt(v / (1 - beta2**t)) + eps
+    param = param * (1 - lr * weight_decay) - lr * (m1 / (1 - beta1**t) + a_t * m2) / denom
+    return param, {"step": t, "exp_avg_fast": m1, "exp_avg_slow": m2, "exp_avg_sq": v}
+
+
+@_update_rule
+def adan(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    no_prox: bool = False,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """Adan (Xie et al., 2022, Algorithm 1, in the authors' code's beta convention).
+
+    ::
+
+        g = -grad if maximize else grad
+        d = g - g_prev   (0 on the first step)
+        m = beta1 m + (1 - beta1) g
+        v = beta2 v + (1 - beta2) d
+        n = beta3 n + (1 - beta3) (g + beta2 d)^2
+        u = (m / (1 - beta1^t) + beta2 v / (1 - beta2^t)) / (sqrt(n / (1 - beta3^t)) + eps)
+        param = (param - lr u) / (1 + lr weight_decay)           (proximal), or
+        param = param (1 - lr weight_decay) - lr u                (no_prox)
+
+    State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (n), ``exp_avg_diff`` (v),
+    ``neg_pre_grad`` (-g).
+    """
+    _require_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay)
+    beta1, beta2, beta3 = _require_betas3(betas)
+    t = state.get("step", 0) + 1
+    g = -grad if maximize else grad
+    d = g + state["neg_pre_grad"] if "neg_pre_grad" in state else np.zeros_like(g)
+    m = beta1 * state.get("exp_avg", np.zeros_like(param)) + (1 - beta1) * g
+    v = beta2 * state.get("exp_avg_diff", np.zeros_like(param)) + (1 - beta2) * d
+    n = beta3 * state.get("exp_avg_sq", np.zeros_like(param)) + (1 - beta3) * (g + beta2 * d) ** 2
+    u = (m / (1 - beta1**t) + beta2 * v / (1 - beta2**t)) / (np.sqrt(n / (1 - beta3**t)) + eps)
+    if no_prox:
+        param = param * (1 - lr * weight_decay) - lr * u
+    else:
+        param = (param - lr * u) / (1 + lr * weight_decay)
+    new = {"step": t, "exp_avg": m, "exp_avg_sq": n, "exp_avg_diff": v, "neg_pre_grad": -g}
+    return param, new
+
+
 # --------------------------------------------------------------------------- state codecs
 
 QUANT_BLOCK = 256
@@ -811,4 +969,7 @@ RULES: dict[str, Rule] = {
     "nadam": nadam,
     "radam": radam,
     "lion": lion,
+    "adopt": adopt,
+    "ademamix": ademamix,
+    "adan": adan,
 }

@@ -10,6 +10,9 @@ from optimist.optim.adadelta import Adadelta
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
+from optimist.optim.adan import Adan
+from optimist.optim.ademamix import AdEMAMix
+from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
@@ -22,12 +25,15 @@ from optimist.optim.sgd import SGD
 from optimist.optim.transforms import chain
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
+    "AdEMAMix",
     "Lion",
     "NAdam",
     "Optimizer",

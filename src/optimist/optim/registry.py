@@ -21,6 +21,9 @@ from optimist.optim.adadelta import Adadelta
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
+from optimist.optim.adan import Adan
+from optimist.optim.ademamix import AdEMAMix
+from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
 from optimist.optim.nadam import NAdam
@@ -125,3 +128,6 @@ register("adamax", Adamax, "Adamax: Adam with the infinity norm instead of the s
 register("nadam", NAdam, "NAdam: Adam with Nesterov momentum.")
 register("radam", RAdam, "RAdam: Adam with a rectified (warm-up free) adaptive step.")
 register("lion", Lion, "Lion: the sign of interpolated momentum, decoupled weight decay (2023).")
+register("adopt", ADOPT, "ADOPT: Adam normalising by the previous second moment, clipped (2024).")
+register("ademamix", AdEMAMix, "AdEMAMix: Adam with a fast and a slow momentum mixed (2024).")
+register("adan", Adan, "Adan: adaptive Nesterov momentum from gradient differences (2022).")
