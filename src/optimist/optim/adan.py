@@ -18,7 +18,10 @@ Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing De
 root, and the weight decay is the paper's proximal step (divide by :math:`1 + \gamma\lambda`);
 ``no_prox=True`` gives the decoupled form :math:`\theta(1 - \gamma\lambda)` before the step
 instead, as their flag. Their ``max_grad_norm`` is optimist's
-``chain(clip_by_global_norm(...), ...)``. State keys as theirs: ``step``, ``exp_avg``,
+``chain(clip_by_global_norm(...), ...)``. Warning: Optax's ``adan`` (0.2.8) weights the gradient
+difference by :math:`1-\beta_2` in the update and in :math:`n_t` where the paper and the
+authors' code use :math:`\beta_2` (the paper's :math:`1-\beta_2`); the two agree only at
+:math:`\beta_2 = 0.5`, where the tests compare them. State keys as theirs: ``step``, ``exp_avg``,
 ``exp_avg_sq``, ``exp_avg_diff``, ``neg_pre_grad`` (minus the previous gradient: 4 state
 tensors per parameter).
 """
