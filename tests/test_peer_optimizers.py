@@ -67,7 +67,10 @@ def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     [
         ({}, {}),
         ({"weight_decay": 0.1, "lr": 0.05}, {"weight_decay": 0.1, "lr": 0.05}),
-        ({"clip_exponent": None, "betas": (0.8, 0.99)}, {"clip_lambda": None, "betas": (0.8, 0.99)}),
+        (
+            {"clip_exponent": None, "betas": (0.8, 0.99)},
+            {"clip_lambda": None, "betas": (0.8, 0.99)},
+        ),  # noqa: E501
     ],
 )
 def test_adopt_equals_the_authors_package(ours, theirs, fused):
@@ -124,7 +127,8 @@ def test_adan_equals_optax(weight_decay):
     param, grads = problem(4)
     # Optax weights the gradient difference by 1 - beta2 where the authors' code (and optimist)
     # use beta2 (the paper's 1 - beta2); beta2 = 0.5 is where the two conventions agree
-    tx = optax.adan(1e-2, b1=0.9, b2=0.5, b3=0.95, eps=1e-8, eps_root=0.0, weight_decay=weight_decay)
+    kw = dict(b1=0.9, b2=0.5, b3=0.95, eps=1e-8, eps_root=0.0, weight_decay=weight_decay)
+    tx = optax.adan(1e-2, **kw)
     expected = run_optax(tx, param, grads)
     # Optax decays as lr * wd * param with the update: Adan's no_prox form
     ours = {"lr": 1e-2, "betas": (0.9, 0.5, 0.95), "weight_decay": weight_decay, "no_prox": True}
