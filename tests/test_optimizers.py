@@ -154,7 +154,7 @@ TABLE = [
     ),
 ]
 
-NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan")
+NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "ScheduleFreeSGD")
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]
 CONFIG_IDS = [f"{case.name}-{i}" for case in TABLE for i, _ in enumerate(case.configs)]
 ERRORS = [(case, kw, msg) for case in TABLE for kw, msg in case.errors]

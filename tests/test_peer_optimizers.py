@@ -1,8 +1,9 @@
 """The 2022-2024 optimizers against independent implementations that install here.
 
 ADOPT against the authors' package (``torch-adopt``) and Optax; AdEMAMix and Adan against Optax
-(JAX on CPU, float64). Each runs the same gradients through both for 20 steps. CI installs the
-peers (``scripts/setup.sh``); elsewhere a missing one skips with the install command.
+(JAX on CPU, float64); Schedule-Free AdamW and SGD against the authors' ``schedulefree``. Each
+runs the same gradients through both for 20 steps. CI installs the peers
+(``scripts/setup.sh``); elsewhere a missing one skips with the install command.
 """
 
 from __future__ import annotations
@@ -134,3 +135,110 @@ def test_adan_equals_optax(weight_decay):
     ours = {"lr": 1e-2, "betas": (0.9, 0.5, 0.95), "weight_decay": weight_decay, "no_prox": True}
     got = run_ours(oo.Adan, ours, param, grads)
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
+
+
+# --- Schedule-Free: the authors' package, train/eval modes, checkpoints in either mode ----------
+
+SF_CASES = [
+    ("AdamWScheduleFree", oo.ScheduleFreeAdamW, {}),
+    (
+        "AdamWScheduleFree",
+        oo.ScheduleFreeAdamW,
+        {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5},
+    ),  # noqa: E501
+    ("AdamWScheduleFree", oo.ScheduleFreeAdamW, {"lr": 0.01, "r": 1.0, "betas": (0.8, 0.99)}),
+    ("SGDScheduleFree", oo.ScheduleFreeSGD, {"lr": 0.1, "weight_decay": 0.1, "warmup_steps": 4}),
+    ("SGDScheduleFree", oo.ScheduleFreeSGD, {"lr": 0.05, "momentum": 0.5, "weight_lr_power": 1.0}),
+]
+
+
+def needs_schedulefree():  # noqa: ANN201
+    require(
+        importlib.util.find_spec("schedulefree") is not None,
+        "the Schedule-Free authors' package",
+        "pip install --no-deps schedulefree",
+    )
+    import schedulefree
+
+    return schedulefree
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(("theirs", "cls", "kwargs"), SF_CASES)
+def test_schedule_free_equals_the_authors_package(theirs, cls, kwargs, fused):
+    schedulefree = needs_schedulefree()
+    param, grads = problem(5)
+    a = torch.tensor(param, requires_grad=True)
+    b = torch.tensor(param, requires_grad=True)
+    ref = getattr(schedulefree, theirs)([a], **kwargs, foreach=False)
+    ours = cls([b], **kwargs, **({"fused": True} if fused else {"foreach": False}))
+    ref.train()
+    ours.train()
+    for g in grads:
+        a.grad, b.grad = torch.tensor(g), torch.tensor(g)
+        ref.step()
+        ours.step()
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-12, atol=1e-14)
+    ref.eval()
+    ours.eval()  # both now hold x, the average
+    np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert ours.param_groups[0]["k"] == ref.param_groups[0]["k"] == STEPS
+    torch.testing.assert_close(ours.state[b]["z"], ref.state[a]["z"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_schedule_free_checkpoint_in_either_mode_resumes_the_same_run(mode, tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(32, 4), torch.randn(32, 3)
+
+    def train_steps(m, opt, n):  # noqa: ANN001, ANN202
+        opt.train()
+        for _ in range(n):
+            m.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+
+    opt = oo.ScheduleFreeAdamW(model.parameters(), lr=0.05, warmup_steps=3)
+    train_steps(model, opt, 6)
+    getattr(opt, mode)()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    train_steps(model, opt, 6)
+    opt.eval()
+    uninterrupted = [p.detach().clone() for p in model.parameters()]
+
+    resumed = torch.nn.Linear(4, 3)
+    opt2 = oo.ScheduleFreeAdamW(resumed.parameters(), lr=0.05, warmup_steps=3)
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    resumed.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    assert opt2.training == (mode == "train")
+    train_steps(resumed, opt2, 6)
+    opt2.eval()
+    for p, q in zip(resumed.parameters(), uninterrupted, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
+
+
+def test_schedule_free_modes():
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = oo.ScheduleFreeSGD([p], lr=0.1, momentum=0.8)
+    opt.eval()  # before the first step there is no z: nothing moves
+    assert torch.equal(p.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"eval mode; call optimizer.train\(\)"):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    opt.train()
+    for _ in range(3):
+        p.grad = p.detach().clone()
+        opt.step()
+    y, z = p.detach().clone(), opt.state[p]["z"].clone()
+    opt.eval()
+    torch.testing.assert_close(p.detach(), (y - 0.2 * z) / 0.8)  # x = (y - (1 - b1) z) / b1
+    opt.eval()  # idempotent
+    torch.testing.assert_close(p.detach(), (y - 0.2 * z) / 0.8)
+    opt.train()
+    torch.testing.assert_close(p.detach(), y)
+    with pytest.raises(ValueError, match="momentum"):
+        oo.ScheduleFreeSGD([p], momentum=0.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        oo.ScheduleFreeAdamW([p], warmup_steps=-1)

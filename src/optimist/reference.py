@@ -62,6 +62,8 @@ __all__ = [
     "nadam",
     "radam",
     "rmsprop",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
     "sgd",
 ]
 
@@ -892,6 +894,103 @@ def adan(
     return param, new
 
 
+def _schedule_free(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    normalise: Callable[[np.ndarray, Mapping[str, Any], int], tuple[np.ndarray, State]],
+    *,
+    lr: float,
+    beta1: float,
+    warmup_steps: int,
+    r: float,
+    weight_lr_power: float,
+    maximize: bool,
+) -> tuple[np.ndarray, State]:
+    """Schedule-Free's y/z step shared by the AdamW and SGD forms (``param`` is y)."""
+    k = state.get("k", 0)
+    z = state.get("z", param)
+    lr_t = lr * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
+    lr_max = max(lr_t, state.get("lr_max", -1.0))
+    weight = (k + 1) ** r * lr_max**weight_lr_power
+    weight_sum = state.get("weight_sum", 0.0) + weight
+    c = weight / weight_sum if weight_sum else 0.0
+    g, extra = normalise(-grad if maximize else grad, state, k + 1)
+    param = (1 - c) * param + c * z + lr_t * (beta1 * (1 - c) - 1) * g
+    z = z - lr_t * g
+    return param, {"k": k + 1, "lr_max": lr_max, "weight_sum": weight_sum, "z": z, **extra}
+
+
+@_update_rule
+def schedule_free_adamw(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 0.0025,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """Schedule-Free AdamW (Defazio et al., 2024, Algorithm 1 with x eliminated), train mode.
+
+    ::
+
+        lr_t = lr * min(1, t / warmup_steps);  lr_max = max(lr_max, lr_t)
+        w_t = t^r * lr_max^weight_lr_power;  c = w_t / sum(w_1..w_t)
+        v = beta2 v + (1 - beta2) g^2
+        h = g / (sqrt(v / (1 - beta2^t)) + eps) + weight_decay * y
+        y = (1 - c) y + c z + lr_t (beta1 (1 - c) - 1) h
+        z = z - lr_t h                                    (z starts at y)
+
+    ``param`` is y; the evaluation point is x = (y - (1 - beta1) z) / beta1. State: ``k``,
+    ``lr_max``, ``weight_sum`` (per group in the optimizer), ``z``, ``exp_avg_sq`` (v).
+    """
+    _require_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay)
+    beta1, beta2 = _require_betas(betas)
+
+    def normalise(g: np.ndarray, st: Mapping[str, Any], t: int) -> tuple[np.ndarray, State]:
+        v = beta2 * st.get("exp_avg_sq", np.zeros_like(g)) + (1 - beta2) * g * g
+        return g / (np.sqrt(v / (1 - beta2**t)) + eps) + weight_decay * param, {"exp_avg_sq": v}
+
+    return _schedule_free(
+        param, grad, state, normalise, lr=lr, beta1=beta1, warmup_steps=warmup_steps, r=r,
+        weight_lr_power=weight_lr_power, maximize=maximize,
+    )  # fmt: skip
+
+
+@_update_rule
+def schedule_free_sgd(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """Schedule-Free SGD (Defazio et al., 2024): :func:`schedule_free_adamw` with
+    ``h = g + weight_decay * y`` and ``beta1 = momentum``. State: ``k``, ``lr_max``,
+    ``weight_sum``, ``z``."""
+    _require_nonnegative(lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+    def normalise(g: np.ndarray, st: Mapping[str, Any], t: int) -> tuple[np.ndarray, State]:
+        return g + weight_decay * param, {}
+
+    return _schedule_free(
+        param, grad, state, normalise, lr=lr, beta1=momentum, warmup_steps=warmup_steps, r=r,
+        weight_lr_power=weight_lr_power, maximize=maximize,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- state codecs
 
 QUANT_BLOCK = 256
@@ -972,4 +1071,6 @@ RULES: dict[str, Rule] = {
     "adopt": adopt,
     "ademamix": ademamix,
     "adan": adan,
+    "schedule_free_adamw": schedule_free_adamw,
+    "schedule_free_sgd": schedule_free_sgd,
 }

@@ -21,6 +21,7 @@ from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.rule import Rule, Slot
+from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.transforms import chain
 
@@ -41,6 +42,8 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "Rule",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "RuleOptimizer",
     "Slot",
     "chain",

@@ -42,13 +42,11 @@ from optimist.optim.transforms import ChainConfig
 
 __all__ = ["ADAN", "Adan"]
 
-_PROX = "_adan_prox_weight_decay"  # the proximal decay, hidden from the engine's prologue
-
 
 def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
     beta1, beta2, beta3 = (scalar(b) for b in group["betas"])
     lr = scalar(group["lr"])
-    prox = 1 + lr * group.get(_PROX, 0.0)
+    prox = 1.0 if group["no_prox"] else 1 + lr * scalar(group["weight_decay"])
     return (
         beta1, 1 - beta1, beta2, 1 - beta2, beta3, 1 - beta3, math.sqrt(1 - beta3**t),
         group["eps"], -lr / (1 - beta1**t), -lr * beta2 / (1 - beta2**t), prox,
@@ -83,6 +81,7 @@ ADAN = Rule(
     eager=_eager,
     flags=lambda g: (False,),
     decoupled=lambda g: True,
+    engine_decay=lambda g: bool(g["no_prox"]),  # the proximal division is the rule's
     fresh_flag=0,
 )
 
@@ -146,10 +145,3 @@ class Adan(RuleOptimizer):
         check_nonnegative("eps", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
         check_flag("no_prox", group["no_prox"])
-
-    def _step_group(self, group: dict[str, Any], **kwargs: Any) -> bool:
-        wd = scalar(group["weight_decay"])
-        if group["no_prox"] or wd == 0:
-            return super()._step_group(group, **kwargs)
-        # the proximal decay divides after the step: the rule does it, not the engine's prologue
-        return super()._step_group({**group, "weight_decay": 0.0, _PROX: wd}, **kwargs)

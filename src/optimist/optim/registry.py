@@ -29,6 +29,7 @@ from optimist.optim.lion import Lion
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
+from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
@@ -131,3 +132,13 @@ register("lion", Lion, "Lion: the sign of interpolated momentum, decoupled weigh
 register("adopt", ADOPT, "ADOPT: Adam normalising by the previous second moment, clipped (2024).")
 register("ademamix", AdEMAMix, "AdEMAMix: Adam with a fast and a slow momentum mixed (2024).")
 register("adan", Adan, "Adan: adaptive Nesterov momentum from gradient differences (2022).")
+register(
+    "schedule_free_adamw",
+    ScheduleFreeAdamW,
+    "Schedule-Free AdamW: no LR schedule, evaluate the average (train()/eval(), 2024).",
+)
+register(
+    "schedule_free_sgd",
+    ScheduleFreeSGD,
+    "Schedule-Free SGD: no LR schedule, evaluate the average (train()/eval(), 2024).",
+)

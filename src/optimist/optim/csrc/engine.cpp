@@ -624,6 +624,33 @@ struct Adan {  // h: b1, 1-b1, b2, 1-b2, b3, 1-b3, sqrt(1-b3^t), eps, -lr/(1-b1^
   }
 };
 
+template <typename C, bool ADAM, bool FRESH>
+struct ScheduleFree {  // h: c, 1 - c, lr (beta1 (1 - c) - 1), -lr, beta2, 1 - beta2,
+                       //    1 - beta2^t, eps, weight decay at y (AdamW form; 0 for SGD)
+  C ckp1, omc, ylr, neg_lr, beta2, omb2, bc2, eps, wd;
+  bool small;
+  explicit ScheduleFree(const double* h)
+      : ckp1(C(h[0])), omc(C(h[1])), ylr(C(h[2])), neg_lr(C(h[3])), beta2(C(h[4])),
+        omb2(C(h[5])), bc2(C(h[6])), eps(C(h[7])), wd(C(h[8])),
+        small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ z,
+                  C* __restrict__ v, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (FRESH) z[i] = p[i];  // z starts at the parameter
+      C gi = g[i];
+      if constexpr (ADAM) {
+        const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+        v[i] = vi;
+        gi = gi / (std::sqrt(vi / bc2) + eps);
+        if (wd != C(0)) gi = fmadd(wd, p[i], gi);  // decay at y, after normalisation
+      }
+      const C y = lerp(p[i], z[i], ckp1, omc, small);
+      p[i] = fmadd(ylr, gi, y);
+      z[i] = fmadd(neg_lr, gi, z[i]);
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Jobs: one tensor's work, type-erased, over [begin, end) of its elements.
 
@@ -788,6 +815,12 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     fn = &run_job<Adopt<C>, C>;
   } else if (rule == "ademamix") {
     fn = &run_job<Ademamix<C>, C>;
+  } else if (rule == "schedule_free") {
+    with_flag(flag(0), [&](auto adam) {
+      with_flag(flag(1), [&](auto fresh) {
+        fn = &run_job<ScheduleFree<C, decltype(adam)::value, decltype(fresh)::value>, C>;
+      });
+    });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   }
