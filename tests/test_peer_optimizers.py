@@ -242,3 +242,26 @@ def test_schedule_free_modes():
         oo.ScheduleFreeSGD([p], momentum=0.0)
     with pytest.raises(ValueError, match="warmup_steps"):
         oo.ScheduleFreeAdamW([p], warmup_steps=-1)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_schedule_free_adamw_equals_optax(weight_decay):
+    optax = needs_optax()
+    import jax.numpy as jnp
+
+    param, grads = problem(6)
+    tx = optax.contrib.schedule_free_adamw(1e-2, b1=0.9, b2=0.99, weight_decay=weight_decay)
+    y = jnp.asarray(param)
+    state = tx.init(y)
+    for g in grads:
+        updates, state = tx.update(jnp.asarray(g), state, y)
+        y = optax.apply_updates(y, updates)
+    p = torch.tensor(param, requires_grad=True)
+    opt = oo.ScheduleFreeAdamW([p], lr=1e-2, betas=(0.9, 0.99), weight_decay=weight_decay)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
+    opt.eval()
+    x = optax.contrib.schedule_free_eval_params(state, y)
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)

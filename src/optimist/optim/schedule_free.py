@@ -16,7 +16,8 @@ evaluate. The parameter holds :math:`y` in train mode and :math:`x` in eval mode
 
 which is Defazio et al., "The Road Less Scheduled" (NeurIPS 2024), Algorithm 1 (eqs. 1-3) with
 :math:`x` eliminated as the authors' ``schedulefree`` package does (``AdamWScheduleFree``,
-``SGDScheduleFree``, 1.4.1, the tests' reference): :math:`\gamma_t` is ``lr`` after the linear
+``SGDScheduleFree``, 1.4.1, the tests' reference, as is Optax's
+``contrib.schedule_free_adamw``): :math:`\gamma_t` is ``lr`` after the linear
 ``warmup_steps``, the average weights :math:`w_t` use ``r`` and ``weight_lr_power`` :math:`p`,
 the AdamW decay is taken at :math:`y` after normalisation, SGD's is an L2 penalty. ``eval()``
 sets the parameters to :math:`x = (y - (1 - \beta_1) z) / \beta_1`, ``train()`` back to
