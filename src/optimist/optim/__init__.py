@@ -16,6 +16,7 @@ from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
+from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
@@ -36,6 +37,7 @@ __all__ = [
     "Adan",
     "AdEMAMix",
     "Lion",
+    "Muon",
     "NAdam",
     "Optimizer",
     "OptimizerSpec",

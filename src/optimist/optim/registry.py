@@ -26,6 +26,7 @@ from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
+from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
@@ -141,4 +142,9 @@ register(
     "schedule_free_sgd",
     ScheduleFreeSGD,
     "Schedule-Free SGD: no LR schedule, evaluate the average (train()/eval(), 2024).",
+)
+register(
+    "muon",
+    Muon,
+    "Muon: Newton-Schulz orthogonalised momentum for matrices, AdamW for the rest (2024).",
 )
