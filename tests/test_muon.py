@@ -1,4 +1,4 @@
-"""Muon against torch.optim.Muon (2-D weights, bit for bit) and its AdamW fallback."""
+"""Muon and Adafactor against torch.optim's (bit for bit), and Muon's AdamW fallback."""
 
 from __future__ import annotations
 
@@ -83,3 +83,38 @@ def test_conv_weights_and_explicit_groups_and_errors():
         oo.Muon([conv], adjust_lr_fn="other")
     with pytest.raises(ValueError, match="ns_steps"):
         oo.Muon([conv], ns_steps=100)
+
+
+# --- Adafactor ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"lr": 0.05, "weight_decay": 0.1, "d": 2.0}, {"eps": (1e-20, 1e-2), "maximize": True}],
+)
+def test_adafactor_equals_torch_bitwise(kwargs):
+    shapes = ((16, 8), (9,), (3, 5, 4), ())
+    a, b = matrices(1, shapes), matrices(1, shapes)
+    ours = oo.Adafactor(a, **kwargs)
+    theirs = torch.optim.Adafactor(b, **kwargs, foreach=False)
+    for step in range(8):
+        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+        for key, value in theirs.state[q].items():
+            assert torch.equal(ours.state[p][key], value), key
+    again = oo.Adafactor(a, **kwargs)  # torch's checkpoint loads into ours
+    again.load_state_dict(theirs.state_dict())
+    assert set(again.state[a[0]]) == {"step", "row_var", "col_var"}
+
+
+def test_adafactor_errors():
+    with pytest.raises(ValueError, match="beta2_decay"):
+        oo.Adafactor([torch.zeros(2, requires_grad=True)], beta2_decay=0.5)
+    with pytest.raises(ValueError, match="eps"):
+        oo.Adafactor([torch.zeros(2, requires_grad=True)], eps=1e-3)
+    with pytest.raises(ValueError, match="d"):
+        oo.Adafactor([torch.zeros(2, requires_grad=True)], d=0.5)

@@ -7,6 +7,7 @@
 """
 
 from optimist.optim.adadelta import Adadelta
+from optimist.optim.adafactor import Adafactor
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
@@ -30,6 +31,7 @@ __all__ = [
     "ADOPT",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from optimist.optim.adadelta import Adadelta
+from optimist.optim.adafactor import Adafactor
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
@@ -148,3 +149,4 @@ register(
     Muon,
     "Muon: Newton-Schulz orthogonalised momentum for matrices, AdamW for the rest (2024).",
 )
+register("adafactor", Adafactor, "Adafactor: factored second moments, relative steps (2018).")
