@@ -28,7 +28,8 @@ def problem(seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def run_ours(cls, kwargs, param, grads, fused=True):  # noqa: ANN001, ANN201
     p = torch.tensor(param, requires_grad=True)
-    opt = cls([p], **kwargs, **({"fused": True} if fused else {"foreach": False}))
+    implementation = {True: {"fused": True}, False: {"foreach": False}, None: {}}[fused]
+    opt = cls([p], **kwargs, **implementation)
     for g in grads:
         p.grad = torch.tensor(g)
         opt.step()
@@ -265,3 +266,35 @@ def test_schedule_free_adamw_equals_optax(weight_decay):
     opt.eval()
     x = optax.contrib.schedule_free_eval_params(state, y)
     np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+
+
+# --- LAMB and LARS against Optax ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lamb_equals_optax(weight_decay):
+    optax = needs_optax()
+    param, grads = problem(7)
+    tx = optax.lamb(1e-2, b1=0.9, b2=0.99, eps=1e-6, weight_decay=weight_decay)
+    expected = run_optax(tx, param, grads)
+    kw = {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": weight_decay}
+    got = run_ours(oo.LAMB, kw, param, grads, fused=None)
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_equals_optax(nesterov):
+    optax = needs_optax()
+    param, grads = problem(8)
+    kw = dict(weight_decay=0.01, trust_coefficient=0.02, eps=1e-9, momentum=0.8, nesterov=nesterov)
+    expected = run_optax(optax.lars(0.5, **kw), param, grads)
+    got = run_ours(oo.LARS, {"lr": 0.5, **kw}, param, grads, fused=None)
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
+
+
+def test_trust_ratio_is_one_for_zero_norms():
+    from optimist.optim.trust_ratio import trust_ratio
+
+    assert trust_ratio(torch.zeros(3), torch.ones(3)) == 1.0
+    assert trust_ratio(torch.ones(4), torch.zeros(4), 0.5) == 1.0
+    assert trust_ratio(torch.ones(4), torch.full((4,), 2.0), 0.5) == pytest.approx(0.25)

@@ -26,9 +26,12 @@ from optimist.optim.rule import Rule, Slot
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.transforms import chain
+from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = [
     "ADOPT",
+    "LAMB",
+    "LARS",
     "SGD",
     "Adadelta",
     "Adafactor",
