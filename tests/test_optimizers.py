@@ -22,7 +22,7 @@ import optimist
 import optimist.optim as oo
 from helpers import require
 from optimist import reference
-from optimist.optim import fused
+from optimist.optim import engine
 
 
 @dataclass
@@ -168,7 +168,7 @@ SHAPES = [(7, 5), (13,), (), (3, 1, 4)]
 
 
 def needs_fused() -> None:
-    require(fused.available(), "optimist's fused CPU kernels", "a C++ compiler (g++) and ninja")
+    require(engine.available(), "optimist's C++ engine", "a C++ compiler (g++) and ninja")
 
 
 def implementation_kwargs(implementation: str) -> dict[str, Any]:

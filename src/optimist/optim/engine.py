@@ -124,13 +124,21 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         if not slow:
             return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
-    for g in grads:
+    for g in grads:  # on the gradients' devices; one host transfer at the end
         r = as_real(g)
         if clip_value > 0:
             r = r.clamp(-clip_value, clip_value)
-        sums.append(r.double().square().sum().cpu())
-        finite.append(torch.isfinite(as_real(g)).all().cpu())
-    return torch.stack(sums), bool(torch.stack(finite).all())
+        sums.append(r.double().square().sum())
+        finite.append(torch.isfinite(as_real(g)).all())
+    by_device: dict[torch.device, list[int]] = {}
+    for i, s in enumerate(sums):
+        by_device.setdefault(s.device, []).append(i)
+    out = torch.zeros(len(grads), dtype=torch.float64)
+    all_finite = True
+    for idx in by_device.values():
+        out[idx] = torch.stack([sums[i] for i in idx]).cpu()
+        all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
+    return out, all_finite
 
 
 def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +243,7 @@ class RuleOptimizer(Optimizer):
         self._count = 0  # real (applied) steps
         self._micro = 0  # calls since the last real step (gradient accumulation)
         self._mask_cache: dict[tuple[int, int], bool] = {}
+        self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     # --- checks and persistence --------------------------------------------------------------
@@ -257,6 +266,7 @@ class RuleOptimizer(Optimizer):
         self.__dict__.setdefault("_count", 0)
         self.__dict__.setdefault("_micro", 0)
         self.__dict__["_mask_cache"] = {}
+        self.__dict__.setdefault("_warned_subclass", False)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -592,6 +602,16 @@ class RuleOptimizer(Optimizer):
             # (tensor subclasses such as DTensor are among the indices it returns)
             slow = load().unsupported_indices([params, grads, *columns, ema])
             eager = list(slow)
+            if slow and not self._warned_subclass:
+                kinds = {type(params[i]).__name__ for i in slow} - {"Tensor", "Parameter"}
+                if kinds:
+                    self._warned_subclass = True
+                    warnings.warn(
+                        f"optimist: parameters of tensor subclass {', '.join(sorted(kinds))} use "
+                        "the per-tensor PyTorch path (the C++ engine takes plain CPU tensors)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             if not slow:
                 self._run_fused(group, batch)
             elif len(slow) < n:
