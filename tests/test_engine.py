@@ -34,7 +34,7 @@ RULES = [
     (oo.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
     (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.01}),
     (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
-    (oo.ADOPT, {"lr": 0.01, "clip_exponent": None, "betas": (0.8, 0.99)}),
+    (oo.ADOPT, {"lr": 0.01, "clip_exponent": None, "betas": (0.8, 0.99), "eps": 1e-2}),
     (oo.AdEMAMix, {"lr": 0.01, "weight_decay": 0.1}),
     (oo.AdEMAMix, {"lr": 0.01, "alpha": 5.0, "beta3_warmup": 12, "alpha_warmup": 9}),
     (oo.Adan, {"lr": 0.01, "weight_decay": 0.1}),

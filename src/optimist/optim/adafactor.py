@@ -30,12 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim.base import Optimizer, ParamsT, check_nonnegative, new_step_tensor, scalar
+from optimist.optim.base import ParamsT, check_nonnegative, new_step_tensor, scalar
+from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["Adafactor"]
 
 
-class Adafactor(Optimizer):
+class Adafactor(TensorwiseOptimizer):
     """Adafactor (Shazeer & Stern 2018) as ``torch.optim.Adafactor``; see the module docstring.
 
     Args:

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from optimist.optim.base import (
-    Optimizer,
     ParamsT,
     check_betas,
     check_flag,
@@ -39,6 +38,7 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
+from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
 
@@ -57,7 +57,7 @@ def _grad(p: Tensor, group: dict[str, Any], name: str) -> Tensor:
     return -p.grad if group["maximize"] else p.grad
 
 
-class LAMB(Optimizer):
+class LAMB(TensorwiseOptimizer):
     """LAMB (You et al. 2019); see the module docstring.
 
     Args:
@@ -113,7 +113,7 @@ class LAMB(Optimizer):
             p.add_(update, alpha=-lr * trust_ratio(p, update))
 
 
-class LARS(Optimizer):
+class LARS(TensorwiseOptimizer):
     """LARS (You et al. 2017); see the module docstring.
 
     Args:
