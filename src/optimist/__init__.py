@@ -1,8 +1,9 @@
 """optimist: deep-learning optimizers on PyTorch, a Keras-style training API, and fair comparisons.
 
-Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (optimizers, kernels, registry)
-<- ``monitor`` (training signals, verdicts, ``watch``, ``lr_finder``) <- ``training`` (layers,
-Sequential, fit, callbacks, datasets) <- ``compare`` <- ``cli``.
+Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (rules on one engine, state
+codecs, transforms and ``chain``, registry) <- ``monitor`` (training signals, verdicts, ``watch``,
+``lr_finder``) <- ``training`` (layers, Sequential, fit, callbacks, datasets) <- ``compare`` <-
+``cli``.
 
 Heavy subpackages are imported lazily, so ``import optimist`` stays cheap.
 
