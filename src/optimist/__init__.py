@@ -28,6 +28,7 @@ from optimist.optim import chain, optimizer
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
     "transforms": ("optimist.transforms", None),
+    "schedules": ("optimist.optim.schedules", None),
     # Keras' namespaces, for ``import optimist as keras``
     "optimizers": ("optimist.optimizers", None),
     "models": ("optimist.models", None),

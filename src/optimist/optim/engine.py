@@ -544,7 +544,7 @@ class RuleOptimizer(Optimizer):
         if not pending:
             fresh = []
         lr = scalar(group["lr"])
-        wd = scalar(group.get("weight_decay", 0.0))
+        wd = scalar(group.get("weight_decay", 0.0)) if rule.engine_decay(group) else 0.0
         decoupled = rule.decoupled(group)
         l2: list[float] = []
         decay: list[float] = []
