@@ -10,7 +10,10 @@ row timed in the same run, interleaved round by round; ratios are to the row's b
   <= 1.3x), with the optimizer-state bytes of each (targets: bf16 <= 55%, int8 <= 30%);
 * ``lion``: ``optimist.optim.Lion`` vs a foreach Lion in torch ops (the way the authors'
   ``lion-pytorch`` writes it) and vs the ``add_`` roofline (Lion moves 20 bytes per parameter:
-  p, g, m read, p, m written).
+  p, g, m read, p, m written);
+* ``modern``: ADOPT, AdEMAMix, Adan, Schedule-Free AdamW/SGD: optimist's GB/s as a share of the
+  ``add_`` roofline (bytes per parameter: every tensor read plus every tensor written), and the
+  authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers.
 
     python benchmarks/engine_speed.py --threads 2
     python benchmarks/engine_speed.py --sizes 10M --repeats 9 --markdown
@@ -28,7 +31,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optimist  # noqa: E402
 from optimist import transforms as T  # noqa: E402
-from optimist.optim import Adam, AdamW, Lion  # noqa: E402
+from optimist.optim import (  # noqa: E402
+    ADOPT,
+    Adam,
+    AdamW,
+    Adan,
+    AdEMAMix,
+    Lion,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
+)
 from step_speed import make_params, param_set, print_table, roofline_fn, time_interleaved  # noqa: E402
 
 
@@ -107,6 +119,43 @@ def bench(size: str, repeats: int) -> list[list[str]]:
              f"{times['optimist'] * 1e3:.2f}", f"{times['add_'] * 1e3:.2f}",
              f"{lion_gbs / roof_gbs:.2f}"]
         )  # fmt: skip
+    if size != "tiny":
+        rows += bench_modern(size, repeats, params)
+    return rows
+
+
+# optimizer, bytes per float32 parameter (reads + writes), the authors' package (module, class)
+MODERN = [
+    (ADOPT, 28, ("adopt", "ADOPT")),
+    (AdEMAMix, 36, None),
+    (Adan, 44, None),
+    (ScheduleFreeAdamW, 28, ("schedulefree", "AdamWScheduleFree")),
+    (ScheduleFreeSGD, 20, ("schedulefree", "SGDScheduleFree")),
+]
+
+
+def bench_modern(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
+    import importlib
+
+    rows = []
+    for cls, nbytes, peer in MODERN:
+        mine = params()
+        fns = {"optimist": cls(mine).step, "add_": roofline_fn()}
+        if peer is not None and importlib.util.find_spec(peer[0]) is not None:
+            theirs = getattr(importlib.import_module(peer[0]), peer[1])(params(), foreach=True)
+            if hasattr(theirs, "train"):
+                theirs.train()
+            fns["peer"] = theirs.step
+        times = time_interleaved(fns, repeats)
+        gbs = nbytes * sum(p.numel() for p in mine) / times["optimist"] / 1e9
+        roof = 12 * 2**26 / times["add_"] / 1e9
+        rows.append(
+            [size, f"{cls.__name__} GB/s {gbs:.1f} vs add_ roofline {roof:.1f}",
+             f"{times['optimist'] * 1e3:.2f}", f"{times['add_'] * 1e3:.2f}", f"{gbs / roof:.2f}"]
+        )  # fmt: skip
+        if "peer" in times:
+            rows.append(_row(size, f"{cls.__name__}: authors' package / optimist", times,
+                             "optimist", "peer"))  # fmt: skip
     return rows
 
 

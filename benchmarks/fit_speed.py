@@ -3,17 +3,21 @@
 One epoch of the classic Keras MNIST example (784-10-10 MLP, relu/softmax, categorical
 cross-entropy + accuracy, SGD lr=0.01, batch 32, 60,000 images) is timed through:
 
+* ``plain loop``: what a PyTorch user writes (``nn.Sequential``, ``randperm`` indexing,
+  ``F.cross_entropy``, ``zero_grad`` / ``backward`` / ``step`` with the same optimizer class,
+  ``.item()`` per batch for loss and accuracy): the baseline of the "vs plain loop" column;
 * ``hand loop``: the same optimist model and optimizer driven by hand: a ``randperm`` from a
   generator, ``index_select`` batches, ``zero_grad`` / forward to logits / ``F.cross_entropy`` /
   ``backward`` / ``step``, loss and accuracy summed on tensors -- the work ``fit`` does;
-* ``fit verbose=0`` and ``fit verbose=1`` (the tqdm bar goes to /dev/null so the table stays
-  readable; it is refreshed at most 10 times a second either way);
+* ``fit verbose=0`` and ``fit verbose=1`` (the tqdm bar and the epoch's summary line go to
+  /dev/null so the table stays readable; the bar is refreshed at most 10 times a second);
 * Keras 3 on its torch backend, when ``import keras`` works (``pip install keras``; this script
   sets ``KERAS_BACKEND=torch``), else a line saying why it was skipped.
 
-Contenders run one epoch each in turn, ``--rounds`` times; the table shows the median. "fit
-call" is the whole ``fit(epochs=1)`` call (input checks included), "epoch" the epoch alone
-(from ``on_epoch_begin`` to ``on_epoch_end``).
+Contenders run one epoch each in turn, ``--rounds`` times (interleaved, so a change of load
+hits all); the table shows medians. "fit call" is the whole ``fit(epochs=1)`` call (input checks
+included), "epoch" the epoch alone (from ``on_epoch_begin`` to ``on_epoch_end``), "vs plain
+loop" the median over rounds of each round's fit-call time over the plain loop's.
 
     python benchmarks/fit_speed.py [--rounds 7] [--threads N] [--no-keras]
 """
@@ -26,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -105,6 +110,46 @@ class HandLoop:
         self.call_times.append(elapsed)
 
 
+class PlainLoop:
+    """The loop a PyTorch user writes: a plain ``nn.Sequential`` of the same shape, ``randperm``
+    indexing, forward, ``F.cross_entropy`` on the labels, ``zero_grad`` / ``backward`` /
+    ``step`` (the same optimizer class), and ``.item()`` per batch for the accuracy."""
+
+    name = "plain PyTorch loop"
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.labels = torch.from_numpy(x), torch.from_numpy(y.argmax(-1))
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(784, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10)
+        )
+        self.opt = optimist.optim.SGD(self.model.parameters(), lr=0.01)
+        self.epoch_times: list[float] = []
+        self.call_times: list[float] = []
+        self.accuracy = float("nan")
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        model, opt, x, labels = self.model, self.opt, self.x, self.labels
+        model.train()
+        perm = torch.randperm(len(x))
+        correct = total_loss = 0.0
+        for i in range(0, len(x), BATCH):
+            idx = perm[i : i + BATCH]
+            xb, yb = x[idx], labels[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+        self.accuracy = correct / len(x)
+        elapsed = time.perf_counter() - start
+        self.epoch_times.append(elapsed)
+        self.call_times.append(elapsed)
+
+
 class Fit:
     def __init__(self, x: np.ndarray, y: np.ndarray, verbose: int) -> None:
         self.name = f"optimist fit verbose={verbose}"
@@ -120,7 +165,11 @@ class Fit:
         return self.timer.times
 
     def run(self) -> None:
-        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        with (
+            open(os.devnull, "w") as sink,
+            contextlib.redirect_stderr(sink),
+            contextlib.redirect_stdout(sink),
+        ):
             start = time.perf_counter()
             history = self.model.fit(
                 self.x,
@@ -189,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     x, y = load()
-    contenders: list = [HandLoop(x, y), Fit(x, y, 0), Fit(x, y, 1)]
+    contenders: list = [PlainLoop(x, y), HandLoop(x, y), Fit(x, y, 0), Fit(x, y, 1)]
     keras_note = ""
     if args.no_keras:
         keras_note = "Keras 3: skipped (--no-keras)"
@@ -211,21 +260,30 @@ def main(argv: list[str] | None = None) -> int:
         for c in contenders:
             c.run()
 
-    base = statistics.median(contenders[0].call_times)
+    # each round's ratio to the plain loop run just before it, so that load changing over
+    # the run (a shared machine) cancels out; the median of those ratios
+    plain = contenders[0].call_times
+
+    def ratio(c: Any) -> float:
+        return statistics.median(t / p for t, p in zip(c.call_times, plain, strict=True))
+
     print(
         f"MNIST 60,000 x 784 -> Dense(10, relu) -> Dense(10, softmax), SGD lr=0.01, batch {BATCH},"
         f" {len(x) // BATCH + 1} steps/epoch; median of {args.rounds} epochs; torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads"
     )
-    header = f"| {'contender':<30} | {'fit call ms':>11} | {'epoch ms':>9} | {'vs hand loop':>12} |"
+    header = (
+        f"| {'contender':<30} | {'fit call ms':>11} | {'epoch ms':>9} | {'vs plain loop':>13} |"
+        f" {'accuracy':>8} |"
+    )
     print(header)
-    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 10}:|{'-' * 13}:|")
+    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 10}:|{'-' * 14}:|{'-' * 9}:|")
     for c in contenders:
         call = statistics.median(c.call_times)
         epoch = statistics.median(c.epoch_times)
         print(
             f"| {c.name:<30} | {1000 * call:>11.0f} | {1000 * epoch:>9.0f} | "
-            f"{call / base:>11.2f}x |"
+            f"{ratio(c):>12.3f}x | {c.accuracy:>8.4f} |"
         )
     print(keras_note)
     spread = {c.name: [round(1000 * t) for t in c.call_times] for c in contenders}

@@ -8,17 +8,14 @@ Parameter sets (float32):
 
 Contenders, all timed in the same run and interleaved round by round (so that load from other
 processes hits them alike): torch.optim with ``foreach=False`` ("for-loop"), ``foreach=True``
-and ``fused=True`` (where torch has it: SGD, Adam, AdamW, Adagrad), and optimist. For optimist
-the class ``optimist.optim.<Name>`` is used when ``import optimist.optim`` provides it;
-otherwise the fused kernel ``optimist.optim.fused.<name>`` is called directly on pre-built
-state lists (the "via" column says which).
+and ``fused=True`` (where torch has it: SGD, Adam, AdamW, Adagrad), and optimist: the class
+``optimist.optim.<Name>`` with its default path (the C++ engine on CPU).
 
 The roofline is measured in the same run, interleaved with every large-size row so that it
 sees the same machine load: in-place ``a.add_(b, alpha=s)`` over 2^26 float32 (12 bytes
 moved per element). Each optimizer's minimum traffic (bytes read + written per parameter:
 SGD-momentum, Adagrad, RMSprop 20; Adadelta, Adam(W), Adamax, NAdam, RAdam 28) over its time
-gives its GB/s; "of roofline" is that over the ``add_`` GB/s. "kernel" is optimist's fused
-kernel called directly (no optimizer-class bookkeeping), shown when the class is measured.
+gives its GB/s; "of roofline" is that over the ``add_`` GB/s.
 
     python benchmarks/step_speed.py --threads 2
     python benchmarks/step_speed.py --sizes 50M --optimizers adam,adamw --repeats 9 --markdown
@@ -48,7 +45,7 @@ OPTIMIZERS: dict[str, tuple[str, dict, int, bool]] = {
     "nadam": ("NAdam", {"lr": 2e-3}, 28, False),
     "radam": ("RAdam", {"lr": 1e-3}, 28, False),
 }
-CONTENDERS = ("for-loop", "foreach", "fused", "optimist", "kernel")
+CONTENDERS = ("for-loop", "foreach", "fused", "optimist")
 TORCH_CONTENDERS = ("for-loop", "foreach", "fused")
 
 
@@ -94,80 +91,6 @@ def make_params(shapes, seed=0) -> list[torch.nn.Parameter]:
 # Contenders: each is a zero-argument callable doing one step, or None if unavailable.
 
 
-def _optimist_class(torch_name: str):
-    try:
-        import optimist.optim as oo
-    except Exception:
-        return None
-    cls = getattr(oo, torch_name, None)
-    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) else None
-
-
-def _kernel_step(name: str, params, kwargs) -> Callable[[], None]:
-    """optimist's fused kernel called directly, with state built the way torch builds it."""
-    from optimist.optim import fused
-
-    fused.load()
-    ps = [p.detach() for p in params]
-    gs = [p.grad for p in params]
-
-    def zeros():
-        return [torch.zeros_like(p) for p in ps]
-
-    steps = [torch.tensor(0.0) for _ in ps]
-    lr = kwargs["lr"]
-    if name == "sgd":
-        bufs = zeros()
-        return lambda: fused.sgd(
-            ps, gs, bufs, [False] * len(ps), lr=lr, weight_decay=0.0,
-            momentum=kwargs["momentum"], dampening=0.0, nesterov=False, maximize=False,
-        )  # fmt: skip
-    if name == "adagrad":
-        sums = zeros()
-        return lambda: fused.adagrad(
-            ps, gs, sums, steps, lr=lr, weight_decay=0.0, lr_decay=0.0, eps=1e-10, maximize=False
-        )
-    if name == "rmsprop":
-        sq = zeros()
-        return lambda: fused.rmsprop(
-            ps, gs, sq, [], [], steps, lr=lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
-            momentum=0.0, centered=False, maximize=False,
-        )  # fmt: skip
-    if name == "adadelta":
-        sq, acc = zeros(), zeros()
-        return lambda: fused.adadelta(
-            ps, gs, sq, acc, steps, lr=lr, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False
-        )
-    if name in ("adam", "adamw"):
-        m, v = zeros(), zeros()
-        decoupled = name == "adamw"
-        wd = kwargs.get("weight_decay", 0.0)
-        return lambda: fused.adam(
-            ps, gs, m, v, [], steps, lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd,
-            amsgrad=False, maximize=False, decoupled_weight_decay=decoupled,
-        )  # fmt: skip
-    if name == "adamax":
-        m, u = zeros(), zeros()
-        return lambda: fused.adamax(
-            ps, gs, m, u, steps, lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-            maximize=False,
-        )  # fmt: skip
-    if name == "nadam":
-        m, v = zeros(), zeros()
-        mus = [torch.tensor(1.0) for _ in ps]
-        return lambda: fused.nadam(
-            ps, gs, m, v, mus, steps, lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-            momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-        )  # fmt: skip
-    if name == "radam":
-        m, v = zeros(), zeros()
-        return lambda: fused.radam(
-            ps, gs, m, v, steps, lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-            decoupled_weight_decay=False, maximize=False,
-        )  # fmt: skip
-    raise ValueError(name)
-
-
 def make_contenders(name: str, params) -> tuple[dict[str, Callable[[], None] | None], str]:
     torch_name, kwargs, _, has_fused = OPTIMIZERS[name]
     cls = getattr(torch.optim, torch_name)
@@ -183,14 +106,10 @@ def make_contenders(name: str, params) -> tuple[dict[str, Callable[[], None] | N
             out["fused"] = opt.step
         except (RuntimeError, ValueError, TypeError):
             out["fused"] = None
-    out["kernel"] = _kernel_step(name, params, kwargs)
-    ocls = _optimist_class(torch_name)
-    if ocls is not None:
-        out["optimist"] = ocls(params, **kwargs).step
-        via = "class"
-    else:
-        out["optimist"], out["kernel"] = out["kernel"], None
-        via = "kernel"
+    import optimist.optim as oo
+
+    out["optimist"] = getattr(oo, torch_name)(params, **kwargs).step
+    via = "class"
     return out, via
 
 
@@ -252,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     repeats = max(args.repeats, 1)
 
-    from optimist.optim import fused
+    from optimist.optim import engine
 
-    if not fused.available():
-        print("note: optimist's fused kernels are unavailable; optimist numbers use its fallback")
+    if not engine.available():
+        print("note: optimist's C++ engine is unavailable; optimist numbers use its eager path")
     else:
-        fused.load()  # build outside any timed region
+        engine.load()  # build outside any timed region
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
     # The roofline is timed inside every big-size row, interleaved with the optimizers, so
@@ -299,20 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     if big_rows:
         head = ["optimizer", "params/tensors", *(f"{k} ms" for k in CONTENDERS), "optimist via"]
         head += ["roofline GB/s", "optimist GB/s", "optimist/torch-best", "of roofline"]
-        head += ["kernel of roofline"]
         rows = []
         for r in big_rows:
             t = r["times"]
             traffic = OPTIMIZERS[r["optimizer"]][2] * r["nparams"]
             gbs = traffic / t["optimist"] / 1e9
             roof_gbs = ROOF_BYTES / t["roofline"] / 1e9
-            kernel = t["kernel"] if t["kernel"] is not None else t["optimist"]
             rows.append(
                 [r["optimizer"], f"{r['nparams'] / 1e6:.1f}M/{r['ntensors']}"]
                 + [fmt_ms(t[k]) for k in CONTENDERS]
                 + [r["via"], f"{roof_gbs:.1f}", f"{gbs:.1f}"]
                 + [f"{t['optimist'] / r['torch_best']:.2f}"]
-                + [f"{gbs / roof_gbs:.2f}", f"{traffic / kernel / 1e9 / roof_gbs:.2f}"]
+                + [f"{gbs / roof_gbs:.2f}"]
             )
         print_table(head, rows, args.markdown)
         print()

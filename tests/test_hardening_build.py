@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 import optimist
-from optimist.optim import _build, engine, fused
+from optimist.optim import _build, engine
 
 # subprocesses and small builds: about two minutes on 2 cores
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not fused.available(), reason="needs a C++ toolchain"),
+    pytest.mark.skipif(not engine.available(), reason="needs a C++ toolchain"),
 ]
 
 MINI_SOURCE = textwrap.dedent(
@@ -146,13 +146,13 @@ def test_build_lock_of_a_killed_builder_does_not_block(mini):
 
 def test_built_kernels_load_without_taking_the_lock():
     """A leftover torch ``lock`` beside the built kernels neither blocks nor rebuilds."""
-    build_dir = Path(fused.load().__file__).parent
+    build_dir = Path(engine.load().__file__).parent
     lock = build_dir / "lock"
     created = not lock.exists()
     lock.touch()
     try:
         out, _ = run_python(
-            "from optimist.optim import fused; assert fused.available(); print('ok')",
+            "from optimist.optim import engine; assert engine.available(); print('ok')",
             timeout=120,
         )
     finally:
@@ -168,9 +168,9 @@ def test_second_checkout_loads_the_kernels_without_recompiling(tmp_path):
     code = textwrap.dedent(
         f"""
         import optimist
-        from optimist.optim import fused
+        from optimist.optim import engine
         assert optimist.__file__.startswith({str(tmp_path)!r}), optimist.__file__
-        assert fused.available()
+        assert engine.available()
         print("ok")
         """
     )

@@ -22,7 +22,7 @@ import optimist
 import optimist.optim as oo
 from helpers import require
 from optimist import reference
-from optimist.optim import fused
+from optimist.optim import engine
 
 
 @dataclass
@@ -154,7 +154,11 @@ TABLE = [
     ),
 ]
 
-NO_TORCH_TWIN = ("Lion",)
+NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "ScheduleFreeSGD")
+# torch.optim has these two, but they are matrix optimizers outside the element-wise
+# contract table: tests/test_muon.py compares them with torch.optim
+NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too
+NO_TORCH_TWIN += ("LAMB", "LARS")  # per-tensor norms: tests/test_peer_optimizers.py
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]
 CONFIG_IDS = [f"{case.name}-{i}" for case in TABLE for i, _ in enumerate(case.configs)]
 ERRORS = [(case, kw, msg) for case in TABLE for kw, msg in case.errors]
@@ -164,7 +168,7 @@ SHAPES = [(7, 5), (13,), (), (3, 1, 4)]
 
 
 def needs_fused() -> None:
-    require(fused.available(), "optimist's fused CPU kernels", "a C++ compiler (g++) and ninja")
+    require(engine.available(), "optimist's C++ engine", "a C++ compiler (g++) and ninja")
 
 
 def implementation_kwargs(implementation: str) -> dict[str, Any]:

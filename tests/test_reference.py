@@ -61,7 +61,14 @@ CASES: list[tuple[str, type[torch.optim.Optimizer], dict]] = [
 ]
 
 TORCH_CLASS = {name: cls for name, cls, _ in CASES}
-NO_TORCH_TWIN = {"lion": optimist.optim.Lion}
+NO_TORCH_TWIN = {
+    "lion": optimist.optim.Lion,
+    "adopt": optimist.optim.ADOPT,
+    "ademamix": optimist.optim.AdEMAMix,
+    "adan": optimist.optim.Adan,
+    "schedule_free_adamw": optimist.optim.ScheduleFreeAdamW,
+    "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
+}
 
 
 def _case_id(case: tuple[str, type, dict]) -> str:
@@ -170,7 +177,9 @@ def test_zero_dim_param_returns_arrays():
         param, state = rule(param, np.array(-0.5), state, **kwargs)
         assert isinstance(param, np.ndarray) and param.shape == (), name
         assert all(
-            isinstance(v, np.ndarray) for k, v in state.items() if k not in ("step", "mu_product")
+            isinstance(v, np.ndarray)
+            for k, v in state.items()
+            if k not in ("step", "mu_product", "k", "lr_max", "weight_sum")
         ), name
     assert_matches_torch("adam", {}, np.array(1.5), [np.array(0.5), np.array(-0.25)])
 
@@ -244,7 +253,7 @@ def test_module_does_not_import_torch():
 def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
-        "lion",
+        "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)

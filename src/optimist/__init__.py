@@ -1,9 +1,17 @@
 """optimist: deep-learning optimizers on PyTorch, a Keras-style training API, and fair comparisons.
 
-Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (optimizers, kernels, registry)
-<- ``training`` (layers, Sequential, fit, callbacks, datasets) <- ``compare`` <- ``cli``.
+Layers (arrows one way): ``reference`` (NumPy math) <- ``optim`` (rules on one engine, state
+codecs, transforms and ``chain``, registry) <- ``monitor`` (training signals, verdicts, ``watch``,
+``lr_finder``) <- ``training`` (layers, Sequential, fit, callbacks, datasets) <- ``compare`` <-
+``cli``.
 
 Heavy subpackages are imported lazily, so ``import optimist`` stays cheap.
+
+``import optimist as keras`` gives Keras' namespaces (``keras.Input``, ``keras.models``,
+``keras.layers``, ``keras.losses``, ``keras.metrics``, ``keras.optimizers`` with Keras 3's
+optimizers and ``schedules``, ``keras.regularizers``, ``keras.initializers``,
+``keras.activations``, ``keras.callbacks``, ``keras.utils``, ``keras.backend``,
+``keras.datasets``), so Keras programs run with their imports changed.
 """
 
 from __future__ import annotations
@@ -14,12 +22,23 @@ from typing import Any
 __version__ = "0.1.0"
 
 from optimist import optim
-from optimist.optim import chain, optimizer, optimizers
+from optimist.optim import chain, optimizer
 
 # name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "reference": ("optimist.reference", None),
     "transforms": ("optimist.transforms", None),
+    "schedules": ("optimist.optim.schedules", None),
+    # Keras' namespaces, for ``import optimist as keras``
+    "optimizers": ("optimist.optimizers", None),
+    "models": ("optimist.models", None),
+    "losses": ("optimist.losses", None),
+    "metrics": ("optimist.metrics", None),
+    "regularizers": ("optimist.regularizers", None),
+    "initializers": ("optimist.initializers", None),
+    "activations": ("optimist.activations", None),
+    "backend": ("optimist.backend", None),
+    "Input": ("optimist.training.layers", "Input"),
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),
@@ -29,11 +48,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Model": ("optimist.training", "Model"),
     "fit": ("optimist.training", "fit"),
     "load_model": ("optimist.training", "load_model"),
+    "monitor": ("optimist.monitor", None),
+    "lr_finder": ("optimist.monitor", "lr_finder"),
     "compare": ("optimist.comparison", "compare"),
     "comparison": ("optimist.comparison", None),
 }
 
-__all__ = ["__version__", "chain", "optim", "optimizer", "optimizers", *_LAZY]
+__all__ = ["__version__", "chain", "optim", "optimizer", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["to_categorical"]
+__all__ = ["normalize", "set_random_seed", "to_categorical"]
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (all devices), as
+    ``keras.utils.set_random_seed`` does."""
+    import random
+
+    import torch
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+
+
+def normalize(x: Any, axis: int = -1, order: int = 2) -> np.ndarray:
+    """``x`` divided by its ``order``-norm along ``axis`` (zero vectors stay zero), as
+    ``keras.utils.normalize``."""
+    arr = np.asarray(x, dtype=np.float64 if np.asarray(x).dtype == np.float64 else np.float32)
+    norm = np.linalg.norm(arr, ord=order, axis=axis, keepdims=True)
+    return arr / np.where(norm == 0, 1, norm)
 
 
 def to_categorical(

@@ -66,7 +66,7 @@ def comparable(document: dict) -> dict:
             else {
                 k: v
                 for k, v in r["final"].items()
-                if k not in ("time_s", "steps_per_s", "time_to_target_s")
+                if k not in ("time_s", "steps_per_s", "examples_per_s", "time_to_target_s")
             }
         )
         curves = (
@@ -83,7 +83,9 @@ def comparable(document: dict) -> dict:
 
     def strip_row(row):
         return {
-            k: v for k, v in row.items() if k not in ("time_to_target_s", "steps_per_s", "time_s")
+            k: v
+            for k, v in row.items()
+            if k not in ("time_to_target_s", "steps_per_s", "examples_per_s", "time_s")
         }
 
     return {

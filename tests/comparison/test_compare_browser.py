@@ -42,10 +42,13 @@ window.addEventListener('load', function () {
   var ok = all.filter(function (i) { return i.complete && i.naturalWidth > 0; });
   var mark = document.createElement('div');
   mark.id = 'image-check';
-  mark.textContent = 'loaded ' + ok.length + ' of ' + all.length;
+  mark.textContent = 'loaded ' + ok.length + ' of ' + all.length + ' width ' +
+    document.documentElement.scrollWidth + ' of ' + window.innerWidth;
   document.body.appendChild(mark);
 });
 </script>"""
+WIDTHS = (1400, 420)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "ci-artifacts"
 
 
 def _browser() -> str | None:
@@ -82,7 +85,7 @@ def test_report_renders_offline_with_every_image(tiny_study, tmp_path):
         "--dump-dom",
         check.as_uri(),
     )
-    found = re.search(r'id="image-check">loaded (\d+) of (\d+)<', proc.stdout)
+    found = re.search(r'id="image-check">loaded (\d+) of (\d+) width', proc.stdout)
     assert found, proc.stderr[-2000:]
     loaded, total = map(int, found.groups())
     assert total >= 9 and loaded == total
@@ -96,22 +99,45 @@ def test_report_renders_offline_with_every_image(tiny_study, tmp_path):
     }
     assert not foreign, foreign
 
-    shot = tmp_path / "report.png"
-    proc = _chromium(
-        browser,
-        tmp_path / "profile2",
-        f"--screenshot={shot}",
-        "--window-size=1280,3000",
-        report.as_uri(),
-    )
-    assert shot.is_file(), proc.stderr[-2000:]
+
+def test_report_reads_at_1400_and_420_pixels(tiny_study, tmp_path):
+    """A screenshot at a desktop and at a phone width (kept as CI artifacts); at 420 px the page
+    itself does not scroll sideways (wide tables scroll inside their own box)."""
+    browser = _browser()
+    require(browser is not None, "headless Chromium", "scripts/install_chromium.sh")
     from PIL import Image
 
-    with Image.open(shot) as image:
-        assert image.size == (1280, 3000)
-        colours = image.convert("RGB").resize((320, 750)).getcolors(maxcolors=1 << 16)
-        assert colours is None or len(colours) > 200  # text, tables and plots, not a blank page
-    keep = os.environ.get("OPTIMIST_SCREENSHOT_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(keep) / "report.png")
+    page = (tiny_study / "report.html").read_text()
+    check = tmp_path / "check.html"
+    check.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    for width in WIDTHS:
+        proc = _chromium(
+            browser,
+            tmp_path / f"profile-dom-{width}",
+            f"--window-size={width},2000",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            check.as_uri(),
+        )
+        found = re.search(r"width (\d+) of (\d+)<", proc.stdout)
+        assert found, proc.stderr[-2000:]
+        scroll, inner = map(int, found.groups())
+        assert scroll <= inner + 1, f"the page scrolls sideways at {width} px: {scroll} > {inner}"
+
+        shot = tmp_path / f"report-{width}.png"
+        proc = _chromium(
+            browser,
+            tmp_path / f"profile-shot-{width}",
+            f"--screenshot={shot}",
+            f"--window-size={width},3000",
+            (tiny_study / "report.html").as_uri(),
+        )
+        assert shot.is_file(), proc.stderr[-2000:]
+        with Image.open(shot) as image:
+            assert image.size == (width, 3000)
+            small = image.convert("RGB").resize((width // 4, 750))
+            colours = small.getcolors(maxcolors=1 << 16)
+            assert colours is None or len(colours) > 100  # text, tables and plots, not blank
+        for folder in filter(None, (os.environ.get("OPTIMIST_SCREENSHOT_DIR"), ARTIFACTS)):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(folder) / shot.name)

@@ -40,7 +40,9 @@ def test_tiny_study_writes_valid_files(tiny_study):
     assert len(document["runs"]) == 12
     assert len(document["tuning"]) == 18
     assert all(r["trajectory"] for r in document["runs"] if r["task"] == "rosenbrock")
-    assert {r["rank"] for r in document["summary"]} == {1, 2, 3}
+    for task in document["tasks"]:
+        ranks = sorted(r["rank"] for r in document["summary"] if r["task"] == task)
+        assert ranks[0] == 1 and all(1 <= k <= 3 for k in ranks), ranks  # ties share a rank
     assert set(document["recommendations"]) == {"rosenbrock", "digits-mlp"}
     rows = list(csv.reader((out / "results.csv").open()))
     assert rows[0] == CSV_COLUMNS and len(rows) == 7
@@ -104,7 +106,9 @@ def test_resume_after_kill_redoes_nothing_finished(tiny_study, tmp_path):
     proc.kill()
     proc.communicate()
     before = _finished_trials(out)
-    assert 8 <= len(before) < 30
+    # the trial file is written just before the study records the trial: a kill in between
+    # leaves one file more than finished trials
+    assert 7 <= len(before) < 30
     proc = run_cli(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = _finished_trials(out)
@@ -215,7 +219,7 @@ def test_tiny_mnist_study(tmp_path):
     sgd = next(r for r in mnist if r["method"] == "sgd")
     assert sgd["final"]["steps"] == 300  # one epoch of 300 examples, one at a time
     assert all(r["final"]["val_acc"] is not None for r in mnist)
-    assert (out / "plots" / "mnist-mlp-accuracy.png").is_file()
+    assert (out / "plots" / "mnist-mlp-accuracy.svg").is_file()
 
 
 @pytest.mark.parametrize("task", ["mnist-logreg", "fashion-cnn", "shakespeare-char"])

@@ -14,6 +14,7 @@ import optuna
 from conftest import TINY_ARGS, comparable
 
 from helpers import require
+from optimist.comparison.safety import secrets_of
 from optimist.comparison.study import normalize_url
 
 HOW = (
@@ -103,9 +104,14 @@ def test_two_processes_share_one_postgres_study(tiny_study, tmp_path):
         assert len(pids) == 2
 
         reference = comparable(json.loads((tiny_study / "results.json").read_text()))
+        secrets = [v for v in secrets_of(db_url) if len(v) >= 4]
         for i in range(2):
             document = json.loads((tmp_path / f"machine{i}" / "results.json").read_text())
             assert document["protocol"]["storage"].startswith("postgresql")
             assert comparable(document) == reference
+            for path in (tmp_path / f"machine{i}").rglob("*"):  # no password in any output
+                if path.is_file():
+                    data = path.read_bytes()
+                    assert not any(secret.encode() in data for secret in secrets), path
     finally:
         _drop_database(url, name)

@@ -202,3 +202,35 @@ def test_load_weights_accepts_bare_state_dict_and_checks_shapes(tmp_path):
         wrong.load_weights(tmp_path / "sd.pt")
     with pytest.raises(FileNotFoundError):
         optimist.load_model(tmp_path / "missing.pt")
+
+
+class _RunsCode:
+    """Pickles to a call of ``os.system``: what a malicious checkpoint holds."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this-must-not-run",))
+
+
+class _Foreign:
+    pass
+
+
+@pytest.mark.parametrize(
+    "payload,named",
+    [(_RunsCode(), "posix.system"), (_Foreign(), "test_checkpoint._Foreign")],
+)
+def test_malicious_pickle_is_refused_for_safety(tmp_path, payload, named):
+    # torch 2.13 words the refusal "Trying to load unsupported GLOBAL posix.system whose module
+    # posix is blocked" or "Unsupported global: GLOBAL ... was not an allowed global": both must
+    # read as a refusal, never as a corrupt file.
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "optimist.checkpoint", "version": 1, "x": payload}, path)
+    model = optimist.Sequential([Dense(2, input_shape=(3,))])
+    for load in (optimist.load_model, model.load_weights):
+        with pytest.raises(ValueError, match="refused for safety") as info:
+            load(path)
+        text = str(info.value)
+        assert str(path) in text and named in text and "weights_only=False" in text
+        assert "corrupt" not in text

@@ -45,12 +45,12 @@ def test_fit_equals_hand_loop_with_adam(line_data, shuffle, batch_size):
     x, y = line_data
     torch.manual_seed(123)
     fitted = optimist.Sequential([Dense(1, input_shape=(1,))])
-    fitted.compile(optimizer="adam", loss="mse")
+    fitted.compile(optimizer=optimist.optim.Adam, loss="mse")  # a factory params -> optimizer
     fitted.fit(x, y, epochs=3, batch_size=batch_size, shuffle=shuffle, verbose=0)
 
     torch.manual_seed(123)
     by_hand = optimist.Sequential([Dense(1, input_shape=(1,))])
-    opt = optimist.optim.Adam(by_hand.parameters())  # what "adam" names
+    opt = optimist.optim.Adam(by_hand.parameters())
     hand_loop(by_hand, opt, x, y, epochs=3, batch_size=batch_size, shuffle=shuffle)
 
     for (name, a), b in zip(fitted.named_parameters(), by_hand.parameters(), strict=True):

@@ -163,3 +163,43 @@ def test_other_misuse():
         compiled().fit(X, None)
     with pytest.raises(ValueError, match=r"must be numeric"):
         compiled().fit(np.array([["a"] * 4] * 20), LABELS)
+
+
+def test_empty_arrays_raise_instead_of_nan():
+    model = compiled()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"x is empty \(0 samples\)"):
+        model.fit(X[:0], LABELS[:0], verbose=0)
+    with pytest.raises(ValueError, match=r"validation x is empty"):
+        model.fit(X, LABELS, validation_data=(X[:0], LABELS[:0]), verbose=0)
+    with pytest.raises(ValueError, match=r"x is empty"):
+        model.evaluate(X[:0], LABELS[:0], verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert model.predict(X[:0], verbose=0).shape[0] == 0  # predicting nothing is fine
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a.astype(np.float16),
+        lambda a: torch.from_numpy(a).to(torch.bfloat16),
+        lambda a: a.astype(np.float64),
+        lambda a: torch.from_numpy(a).half(),
+    ],
+    ids=["np.float16", "torch.bfloat16", "np.float64", "torch.float16"],
+)
+def test_any_float_input_dtype_is_cast_to_the_model_dtype(convert):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 4)).astype(np.float16).astype(np.float32)  # exact in float16
+    x_bf16 = torch.from_numpy(x).bfloat16().float().numpy()  # and in bfloat16
+    results = []
+    for data in (x_bf16, convert(x_bf16)):
+        torch.manual_seed(0)
+        model = compiled()
+        model.fit(data, LABELS, epochs=2, verbose=0)
+        results.append((model.evaluate(data, LABELS, verbose=0), model.predict(data, verbose=0)))
+        loader = torch.utils.data.TensorDataset(torch.as_tensor(data))  # cast per batch too
+        assert model.predict(loader, verbose=0).dtype == np.float32
+    assert results[1][1].dtype == np.float32
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)

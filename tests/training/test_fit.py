@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -157,7 +158,8 @@ def test_class_weight_and_sample_weight(blobs):
     assert loss_oh.history["loss"][0] == pytest.approx(loss_cw[0], rel=1e-5)
 
 
-def test_verbose_modes(blobs, capfd):
+def test_verbose_modes(blobs, capfd, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # the summary must not be cut to the terminal's width
     x, labels = blobs
     model = classifier()
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
@@ -169,9 +171,15 @@ def test_verbose_modes(blobs, capfd):
 
     model.fit(x, labels, epochs=2, verbose=1, validation_split=0.1)
     out, err = capfd.readouterr()
-    assert "Epoch 1/2" in err and "Epoch 2/2" in err
-    assert "9/9" in err  # tqdm's counter: 270 samples / 32 per batch
-    assert "loss:" in err and "accuracy:" in err and "val_loss:" in err
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err  # the bars
+    summaries = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert len(summaries) == 2 and all(" 9/9 - " in line for line in summaries)  # 270 / 32
+    for line in summaries:  # every metric in full, as Keras prints it
+        assert re.search(
+            r"loss: \d\.\d{4} - accuracy: \d\.\d{4} - val_loss: \d\.\d{4} - "
+            r"val_accuracy: \d\.\d{4}$",
+            line,
+        ), line
 
     model.fit(x, labels, epochs=2, verbose=2)
     out, err = capfd.readouterr()
@@ -179,9 +187,9 @@ def test_verbose_modes(blobs, capfd):
     assert len(lines) == 2 and "10/10" in lines[0] and "accuracy:" in lines[0]
     assert err == ""
 
-    model.evaluate(x, labels)  # "auto": a bar, as Keras
+    model.evaluate(x, labels)  # "auto": a bar, then the summary line, as Keras
     out, err = capfd.readouterr()
-    assert "Evaluate" in err
+    assert "Evaluate" in err and re.search(r"Evaluate: 10/10 .* accuracy: \d\.\d{4}$", out)
 
 
 def test_history_plot_writes_png(blobs, tmp_path):
@@ -252,11 +260,18 @@ def test_eval_mode_in_evaluate_and_predict(blobs):
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    assert not model.training  # Keras: inference mode outside fit
     model.fit(x, labels, epochs=1, verbose=0)
-    assert model.training  # fit leaves train mode, evaluate/predict restore it
+    assert not any(m.training for m in model.modules())  # fit ends in inference mode
     first = model.evaluate(x, labels, verbose=0)
     assert model.evaluate(x, labels, verbose=0) == first
     assert np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert torch.equal(model(x), model(x))  # Dropout off in model(x), as in Keras
+    assert not torch.equal(model(x, training=True), model(x, training=True))
+    assert not model.training  # training=True is for that call only
+    model.train()  # a torch user's choice is kept by evaluate/predict
+    model.evaluate(x, labels, verbose=0)
+    model.predict(x, verbose=0)
     assert model.training
 
 
@@ -291,3 +306,25 @@ def test_initial_epoch_and_repeated_fit_continue(line_data):
     history = model.fit(x, y, epochs=5, initial_epoch=3, verbose=0)
     assert history.epoch == [3, 4] and model.epoch == 5
     assert model.fit(x, y, epochs=5, initial_epoch=5, verbose=0).history == {}
+
+
+def test_one_hot_targets_train_as_labels_with_the_same_results(blobs):
+    x, labels = blobs
+    y = to_categorical(labels, 3)
+    runs, models = [], []
+    for metrics in (["accuracy", "top_k_accuracy"], ["accuracy", "top_k_accuracy", "mse"]):
+        torch.manual_seed(0)  # the second run keeps one-hot targets (mse reads them)
+        model = classifier()
+        model.compile("sgd", "categorical_crossentropy", metrics)
+        runs.append(model.fit(x, y, epochs=2, verbose=0, validation_split=0.2).history)
+        models.append(model)
+    from optimist.training.data import ArrayData
+
+    compact = models[0]._compact_targets(ArrayData(torch.from_numpy(x), torch.from_numpy(y), None))
+    assert compact.y.dtype == torch.long and torch.equal(compact.y, torch.from_numpy(labels))
+    kept = models[1]._compact_targets(ArrayData(torch.from_numpy(x), torch.from_numpy(y), None))
+    assert kept.y.dtype == torch.float32
+    soft = y * 0.9 + 0.1 / 3  # label smoothing: not one-hot, never converted
+    assert models[0]._compact_targets(ArrayData(None, torch.from_numpy(soft), None)).y.dim() == 2
+    for key in ("loss", "accuracy", "top_k_accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-6, err_msg=key)

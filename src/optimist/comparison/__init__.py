@@ -1,8 +1,11 @@
 """Fair, side-by-side optimizer comparisons: ``optimist compare`` and :func:`compare`.
 
-Layers: ``functions``/``methods``/``tasks`` (what is compared) <- ``training_loop`` (one trial)
-<- ``study``/``runner``/``workers`` (Optuna studies, claiming, parallel processes) <- ``results``
-(schema, files) <- ``plots``/``recommend``/``report`` <- ``api`` (the coordinator).
+Layers: ``safety`` (secrets, file names, environment errors) and ``functions``/``methods``/
+``tasks`` (what is compared) <- ``training_loop`` (one trial; data tasks through
+``optimist.training``'s ``fit``) <- ``study``/``runner``/``workers`` (Optuna studies, claiming,
+parallel processes) <- ``results``/``ranking`` (schema, files, the ranking rule) <-
+``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <- ``api``
+(the coordinator).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def compare(
     budget: float | None = None,
     budget_steps: int | None = None,
     seeds: int = 1,
-    tune: bool = False,
+    tune: bool | Sequence[str] = False,
     sampler: str = "grid",
     grid_size: int = 7,
     lr_span: float = 1.5,
@@ -62,6 +65,7 @@ def compare(
     storage: str | None = None,
     subsample: int | None = None,
     train_size: int | None = None,
+    batch_size: int | None = None,
     quiet: bool = True,
     report: bool = True,
 ) -> CompareResult:
@@ -74,20 +78,24 @@ def compare(
         data: ``(x_train, y_train, x_val, y_val[, x_test, y_test])`` arrays or tensors, or
             ``((x_train, y_train), (x_val, y_val))``.
         optimizers: method names from :data:`METHODS` (default: the eight in
-            :data:`DEFAULT_METHODS`).
+            :data:`DEFAULT_METHODS`), optionally with settings: ``"adam[weight_decay=1e-4,
+            batch=64]"``.
         tasks: built-in task names (see :data:`TASKS`) or Task objects, compared as well.
         loss: ``"cross_entropy"`` (classification, accuracy reported), ``"mse"`` or a callable
             ``loss(output, target)``.
         budget: epochs on data tasks, steps on 2-D functions (default: each task's own);
             ``budget_steps`` counts optimizer steps on every task instead.
         seeds: evaluation runs per method (mean ± std are reported).
-        tune: tune each method's learning rate with the same Optuna budget first:
+        tune: tune each method's learning rate with the same Optuna budget first (a list such
+            as ``["lr", "momentum", "weight_decay"]`` also tunes those settings where the
+            optimizer has them, with TPE):
             ``grid_size`` trials, log-spaced ``lr_span`` decades either side of the method's
             default (or over ``lr_range`` for every method), ``sampler`` ``"grid"`` or
             ``"tpe"``, ``pruner`` ``"sha"``, ``"hyperband"`` or ``"none"``.
         workers: processes running trials in parallel (same numbers for any count).
         out: output folder (``report.html``, ``results.json``, ``results.csv``, ``study.db``,
             ``trials/``, ``plots/``).
+        batch_size: examples per step of every mini-batch method (default 32).
         storage: Optuna storage URL (default ``sqlite:///OUT/study.db``); a server database
             (``postgresql://...``) lets several machines work on one comparison.
 
@@ -118,7 +126,8 @@ def compare(
         budget=budget,
         budget_steps=budget_steps,
         seeds=seeds,
-        tune=tune,
+        tune=bool(tune),
+        tune_params=tuple(tune) if isinstance(tune, (list, tuple)) and tune else ("lr",),
         sampler=sampler,
         grid_size=grid_size,
         lr_span=lr_span,
@@ -127,6 +136,7 @@ def compare(
         n_evals=n_evals,
         subsample=subsample,
         train_size=train_size,
+        batch_size=batch_size,
         workers=workers,
         storage=storage,
         quiet=quiet,

@@ -3,6 +3,7 @@ a progress bar, then collects the results from the studies and writes the report
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import sys
@@ -16,10 +17,32 @@ import optimist
 from optimist.comparison import results as results_io
 from optimist.comparison import study as st
 from optimist.comparison.methods import METHODS
-from optimist.comparison.runner import TUNE_SEED, Config, Context, resolve_tasks, work
+from optimist.comparison.runner import (
+    TUNE_SEED,
+    Config,
+    Context,
+    RunError,
+    build_groups,
+    interrupt_once,
+    resolve_method,
+    resolve_tasks,
+    work,
+)
+from optimist.comparison.safety import redact, scrub, secrets_of
 from optimist.comparison.tasks import DATA_SOURCES, TASKS, DataTask, Task
 
-__all__ = ["CompareResult", "ConfigError", "check_config", "collect", "run"]
+__all__ = [
+    "MAX_STEPS",
+    "CompareResult",
+    "ConfigError",
+    "RunError",
+    "check_config",
+    "collect",
+    "run",
+]
+
+MAX_STEPS = 5_000_000
+"""The most optimizer steps one run may take (a budget beyond it is a typo, not a plan)."""
 
 
 class ConfigError(ValueError):
@@ -44,10 +67,24 @@ class CompareResult:
         """Method names of ``task``, best first."""
         return [r["method"] for r in self.summary if r["task"] == task and r["rank"]]
 
-    def table(self) -> str:
+    def table(self, width: int | None = 120) -> str:
+        """The verdict and the tables as text, as the command prints them."""
         from optimist.comparison.report import text_table
 
-        return text_table(self.results)
+        return text_table(self.results, width=width)
+
+    def to_pandas(self):
+        """The summary as a pandas DataFrame: one row per (task, method), ranked per task
+        (needs pandas: ``pip install pandas``)."""
+        from optimist.comparison.tables import summary_frame
+
+        return summary_frame(self.results)
+
+    def _repr_html_(self) -> str:
+        """The verdict and the tables, shown when a notebook cell displays the result."""
+        from optimist.comparison.report import render_html
+
+        return render_html(self.results, fragment=True)
 
 
 def _positive(name: str, value: Any, kind: type = float) -> None:
@@ -55,6 +92,8 @@ def _positive(name: str, value: Any, kind: type = float) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if kind is int and int(value) != value:
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
 
@@ -69,7 +108,12 @@ def check_config(config: Config) -> list[Task]:
     if not config.methods:
         raise ConfigError("no method given; known methods: " + ", ".join(METHODS))
     for name in config.methods:
-        if name not in METHODS:
+        if "[" in name:
+            try:
+                resolve_method(name, config)
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0])) from None
+        elif name not in METHODS:
             raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
     if len(set(config.methods)) != len(config.methods):
         raise ConfigError("a method is listed twice: " + ",".join(config.methods))
@@ -81,12 +125,20 @@ def check_config(config: Config) -> list[Task]:
     _positive("n-evals", config.n_evals, int)
     _positive("subsample", config.subsample, int)
     _positive("train-size", config.train_size, int)
+    _positive("batch-size", config.batch_size, int)
     if config.lr_span < 0 or not math.isfinite(config.lr_span):
         raise ConfigError(f"lr-span must be >= 0, got {config.lr_span!r}")
     if config.lr_range is not None:
         lo, hi = config.lr_range
         if not (0 < lo <= hi and math.isfinite(hi)):
             raise ConfigError(f"lr-range must be 0 < LOW <= HIGH, got {lo!r},{hi!r}")
+    from optimist.comparison.runner import TUNABLE
+
+    unknown = [p for p in config.tune_params if p != "lr" and p not in TUNABLE]
+    if unknown or "lr" not in config.tune_params:
+        raise ConfigError(
+            f"--tune takes lr plus any of {', '.join(TUNABLE)}, got {','.join(config.tune_params)}"
+        )
     if config.sampler not in ("grid", "tpe"):
         raise ConfigError(f"unknown sampler {config.sampler!r}; use grid or tpe")
     if config.pruner not in ("sha", "hyperband", "none"):
@@ -112,6 +164,23 @@ def check_config(config: Config) -> list[Task]:
                 ) from None
             if len(data.y_train) == 0 or len(data.y_val) == 0:
                 raise ConfigError(f"task {task.name!r} has no training or validation data")
+    for group in build_groups(config, tasks):
+        if config.budget_steps is not None:
+            what = f"budget-steps {config.budget_steps}"
+        elif config.budget is not None:
+            what = f"budget {config.budget:g}"
+        else:
+            what = "the default budget"
+        if group.steps < 1:
+            raise ConfigError(
+                f"{what} gives {group.method.name} no optimizer step on {group.task.name}; "
+                "give a budget of at least one step"
+            )
+        if group.steps > MAX_STEPS:
+            raise ConfigError(
+                f"{what} means {group.steps:.3g} optimizer steps for {group.method.name} on "
+                f"{group.task.name}; the most is {MAX_STEPS:,} per run"
+            )
     return tasks
 
 
@@ -143,8 +212,13 @@ def status_line(event: dict[str, Any]) -> str:
 
 
 class _Progress:
-    def __init__(self, total: int, done: int, quiet: bool) -> None:
+    """The progress bar and per-trial lines (secrets scrubbed); remembers a worker's fatal
+    environment error so that the coordinator can stop with it."""
+
+    def __init__(self, total: int, done: int, quiet: bool, secrets: list[str]) -> None:
         self.quiet = quiet
+        self.secrets = secrets
+        self.fatal: str | None = None
         self.bar = None
         if not quiet:
             from tqdm.auto import tqdm
@@ -159,12 +233,15 @@ class _Progress:
             )
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event["type"] == "worker_error" and event.get("fatal") and self.fatal is None:
+            self.fatal = scrub(event["error"], self.secrets)
         if self.quiet or event["type"] not in ("done", "error", "worker_error"):
             return
         if event["type"] == "worker_error":
-            self.bar.write(f"worker {event['pid']} stopped: {event['error']}", file=sys.stderr)
+            line = f"worker {event['pid']} stopped: {event['error']}"
+            self.bar.write(scrub(line, self.secrets), file=sys.stderr)
             return
-        self.bar.write(status_line(event), file=sys.stderr)
+        self.bar.write(scrub(status_line(event), self.secrets), file=sys.stderr)
         self.bar.update(1)
 
     def close(self) -> None:
@@ -177,6 +254,10 @@ class _Progress:
 
 def _run_record(group, phase: str, trial) -> dict[str, Any] | None:
     result = trial.user_attrs.get("result")
+    if result is not None and not _well_formed(result):
+        result = None  # a damaged row: treated as not run (see study.trial_is_done)
+        if "error" not in trial.user_attrs:
+            return None
     if "error" in trial.user_attrs and result is None:
         result = {
             "state": "error",
@@ -202,6 +283,10 @@ def _run_record(group, phase: str, trial) -> dict[str, Any] | None:
     return record
 
 
+def _well_formed(result: Any) -> bool:
+    return isinstance(result, dict) and st.result_is_well_formed(result)
+
+
 def _protocol(config: Config) -> dict[str, Any]:
     return {
         "tuned": config.tune,
@@ -211,6 +296,7 @@ def _protocol(config: Config) -> dict[str, Any]:
         "lr_range": list(config.lr_range) if config.lr_range else None,
         "pruner": config.pruner if config.tune else None,
         "tune_seed": TUNE_SEED if config.tune else None,
+        "tune_params": list(config.tune_params) if config.tune else None,
         "seeds": config.seeds,
         "n_evals": config.n_evals,
         "budget": config.budget,
@@ -230,7 +316,7 @@ def _protocol(config: Config) -> dict[str, Any]:
 
 def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str, Any]:
     """The ``results.json`` document from the studies (whatever is finished so far)."""
-    from optimist.comparison.recommend import recommend
+    from optimist.comparison.recommend import recommend, verdicts
 
     config = ctx.config
     runs: list[dict[str, Any]] = []
@@ -274,80 +360,138 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
                         mine.append(record)
             mine.sort(key=lambda r: str(r["seed"]))
         runs.extend(mine)
-        rows.append(
-            results_io.summarize(
-                group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
-            )
+        row = results_io.summarize(
+            group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
         )
-    summary = results_io.rank(rows)
+        row["tuned_settings"] = dict(ctx.final_lr(group).params) if tune_done else {}
+        rows.append(row)
+    summary = results_io.rank(rows, runs, tasks)
     document = {
         "schema_version": results_io.SCHEMA_VERSION,
         "generator": f"optimist {optimist.__version__}",
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "status": status,
-        "command": config.command,
+        "command": redact(config.command) if config.command else None,
         "wall_time_s": wall_time_s,
         "protocol": _protocol(config),
         "tasks": tasks,
-        "methods": {m: METHODS[m].as_dict() for m in config.methods},
+        "methods": {m: resolve_method(m, config).as_dict() for m in config.methods},
         "runs": runs,
         "tuning": tuning,
         "summary": summary,
         "recommendations": {},
     }
     document["recommendations"] = recommend(document)
-    return results_io.finite(document)
+    document["verdicts"] = verdicts(document)
+    return scrub(results_io.finite(document), secrets_of(config.storage_url))
 
 
 def write_outputs(document: dict[str, Any], out: Path, *, report: bool) -> Path | None:
+    """Write ``results.json``, ``results.csv`` and (with ``report``) the report; an OSError
+    becomes a one-line :class:`RunError`."""
     out = Path(out)
     results_io.validate(document)
-    results_io.write_json(out / "results.json", document)
-    results_io.write_csv(out / "results.csv", document["summary"])
-    if not report:
-        return None
-    from optimist.comparison.report import write_report
+    try:
+        results_io.write_json(out / "results.json", document)
+        results_io.write_csv(out / "results.csv", document["summary"])
+        if not report:
+            return None
+        from optimist.comparison.report import write_report
 
-    return write_report(document, out)
+        return write_report(document, out)
+    except OSError as exc:
+        from optimist.comparison.runner import describe_environment_error
+
+        raise RunError(
+            f"cannot write the results: {describe_environment_error(exc)}; the trials are kept "
+            "in the study, so fix that and run the same command again"
+        ) from None
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the study database is unreadable or damaged."""
+    import json
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, json.JSONDecodeError)
 
 
 def run(config: Config) -> CompareResult:
-    """Run a comparison end to end (see :func:`optimist.compare`)."""
+    """Run a comparison end to end (see :func:`optimist.compare`).
+
+    Raises :class:`ConfigError` for bad settings and :class:`RunError` when the machine or the
+    study database fails (the work done so far is kept; re-running resumes)."""
     start = time.perf_counter()
+    secrets = secrets_of(config.storage_url)
     tasks = check_config(config)
+    damaged = _storage_errors()
     try:
         ctx = Context(config, tasks=tasks)
     except st.StorageError as exc:
-        raise ConfigError(str(exc)) from None
-    done, total = ctx.count()
-    progress = _Progress(total, done, config.quiet)
-    interrupted = False
-    try:
-        if config.workers > 1:
-            from optimist.comparison.workers import run_workers
+        raise ConfigError(scrub(str(exc), secrets)) from None
+    except damaged as exc:
+        raise _damaged(config, exc, secrets) from None
+    with interrupt_once():
+        try:
+            done, total = ctx.count()
+        except damaged as exc:
+            raise _damaged(config, exc, secrets) from None
+        progress = _Progress(total, done, config.quiet, secrets)
+        interrupted = False
+        failure: RunError | None = None
+        try:
+            if config.workers > 1:
+                from optimist.comparison.workers import run_workers
 
-            run_workers(config, config.workers, progress)
-        work(ctx, progress)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.close()
-    try:
-        for phase in ctx.phases:
-            ctx.recover(phase, own=interrupted)
-        complete = all(ctx.phase_done(p, g) for g in ctx.groups for p in ctx.phases)
-        document = collect(
-            ctx,
-            status="complete" if complete and not interrupted else "partial",
-            wall_time_s=time.perf_counter() - start,
-        )
-        report = write_outputs(document, Path(config.out), report=config.report)
-    except KeyboardInterrupt:
-        interrupted = True
-        report = None
-        document = collect(ctx, status="partial", wall_time_s=time.perf_counter() - start)
-        write_outputs(document, Path(config.out), report=False)
+                run_workers(config, config.workers, progress)
+            if progress.fatal is not None:
+                raise RunError(progress.fatal)
+            work(ctx, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+        except RunError as exc:
+            failure = RunError(scrub(str(exc), secrets))
+        except damaged as exc:
+            failure = _damaged(config, exc, secrets)
+        finally:
+            progress.close()
+        try:
+            for phase in ctx.phases:
+                ctx.recover(phase, own=interrupted or failure is not None)
+            complete = all(ctx.phase_done(p, g) for g in ctx.groups for p in ctx.phases)
+            document = collect(
+                ctx,
+                status="complete" if complete and not (interrupted or failure) else "partial",
+                wall_time_s=time.perf_counter() - start,
+            )
+        except damaged as exc:
+            raise _damaged(config, exc, secrets) from None
+        if failure is not None:
+            with contextlib.suppress(RunError):  # best effort: the disk may still be full
+                write_outputs(document, Path(config.out), report=False)
+            raise failure
+        try:
+            report = write_outputs(document, Path(config.out), report=config.report)
+        except KeyboardInterrupt:  # the first Ctrl-C came while writing: later ones are ignored
+            interrupted = True
+            report = None
+            document = collect(ctx, status="partial", wall_time_s=time.perf_counter() - start)
+            write_outputs(document, Path(config.out), report=False)
     return CompareResult(document, Path(config.out), report, interrupted)
+
+
+def _damaged(config: Config, exc: BaseException, secrets: list[str]) -> RunError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RunError(
+        scrub(
+            f"cannot read the study database {redact(config.storage_url)}: it looks damaged "
+            f"({type(exc).__name__}: {text[:200]}); move it away (or choose a new --out) to "
+            "start afresh",
+            secrets,
+        )
+    )
 
 
 def data_available(task: str) -> bool:

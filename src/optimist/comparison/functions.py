@@ -52,6 +52,8 @@ class TestFunction:
     default_steps: int
     default_lrs: dict[str, float] = field(default_factory=dict)
     """Default learning rate per method on this function (used without ``--tune``)."""
+    saddles: tuple[tuple[float, float], ...] = ()
+    """Saddle points, marked on the plots."""
 
     def gap(self, x: float, y: float) -> float:
         """f(x, y) - f(min): the distance to the minimum value, 0 at the minimum."""
@@ -155,6 +157,7 @@ FUNCTIONS: dict[str, TestFunction] = {
         ),
         TestFunction(
             name="saddle",
+            saddles=((0.0, 0.0),),
             description="A saddle point at (0, 0) between minima at (0, 1) and (0, -1).",
             value=_saddle,
             gradient=_saddle_grad,

@@ -20,6 +20,7 @@ Batch rules:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +30,15 @@ import torch
 
 from optimist.optim import optimizer as build_optimizer
 
-__all__ = ["MINIBATCH", "METHODS", "DEFAULT_METHODS", "Method", "get_method"]
+__all__ = [
+    "MINIBATCH",
+    "METHODS",
+    "DEFAULT_METHODS",
+    "Method",
+    "get_method",
+    "parse_method",
+    "with_batch_size",
+]
 
 MINIBATCH = 32
 """Examples per step for the ``mini`` batch rule."""
@@ -50,6 +59,8 @@ class Method:
     noisy_on_functions: bool = False
     """Whether the 2-D test functions add sampling noise to this method's gradient."""
     in_default_study: bool = True
+    mini_batch: int = MINIBATCH
+    """Examples per step for the ``mini`` batch rule (``--batch-size`` or ``name[batch=N]``)."""
 
     def batch_size(self, n_train: int) -> int:
         """Examples per step on a training set of ``n_train`` examples."""
@@ -57,7 +68,7 @@ class Method:
             return n_train
         if self.batch == "one":
             return 1
-        return min(MINIBATCH, n_train)
+        return min(self.mini_batch, n_train)
 
     def noise_scale(self, sigma: float) -> float:
         """Gradient-noise standard deviation on a 2-D function whose one-example noise is sigma."""
@@ -65,7 +76,7 @@ class Method:
             return 0.0
         if self.batch == "one":
             return sigma
-        return sigma / math.sqrt(MINIBATCH)
+        return sigma / math.sqrt(self.mini_batch)
 
     def build(self, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
         """The optimizer over ``params`` with learning rate ``lr``."""
@@ -77,7 +88,7 @@ class Method:
             "optimizer": self.optimizer,
             "kwargs": dict(self.kwargs),
             "batch": self.batch,
-            "batch_size": {"full": "all", "one": 1, "mini": MINIBATCH}[self.batch],
+            "batch_size": {"full": "all", "one": 1, "mini": self.mini_batch}[self.batch],
             "default_lr": self.default_lr,
             "noisy_on_functions": self.noisy_on_functions,
             "description": self.description,
@@ -205,8 +216,75 @@ DEFAULT_METHODS: tuple[str, ...] = tuple(m.name for m in _ROWS if m.in_default_s
 """The eight methods every course teaches, in teaching order."""
 
 
+def _value(text: str) -> Any:
+    """A setting's value: a number, true/false, or a tuple written ``a:b`` (``betas=0.9:0.99``)."""
+    if ":" in text:
+        return tuple(_value(part) for part in text.split(":"))
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise KeyError(f"setting value {text!r} is not a number, true/false or a:b") from None
+
+
+def parse_method(spec: str) -> Method:
+    """A method with settings: ``adam[weight_decay=1e-4,batch=64]`` is the ``adam`` row with
+    those optimizer keyword arguments and 64 examples per step; ``batch`` takes a number,
+    ``1`` or ``full``. The settings become part of the method's name, so results say exactly
+    what ran. ``KeyError`` for an unknown method or a malformed setting."""
+    spec = spec.strip()
+    if "[" not in spec:
+        return get_method(spec)
+    if not spec.endswith("]"):
+        raise KeyError(f"method {spec!r}: settings go in brackets, e.g. adam[weight_decay=1e-4]")
+    base, inner = spec[:-1].split("[", 1)
+    method = get_method(base)
+    kwargs = dict(method.kwargs)
+    changes: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in inner.split(","))):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise KeyError(f"method {spec!r}: expected key=value, got {part!r}")
+        if key == "batch":
+            raw = raw.strip().lower()
+            if raw in ("full", "all"):
+                changes["batch"] = "full"
+            elif raw == "1":
+                changes["batch"] = "one"
+            else:
+                size = _value(raw)
+                if not isinstance(size, int) or size < 2:
+                    raise KeyError(f"method {spec!r}: batch must be 1, full or a whole number")
+                changes.update(batch="mini", mini_batch=size)
+        else:
+            kwargs[key] = _value(raw.strip())
+    try:  # the optimizer checks its own arguments (a clear error names the bad one)
+        build_optimizer(method.optimizer, [torch.zeros(1, requires_grad=True)], lr=1e-3, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise KeyError(f"method {spec!r}: {exc}") from None
+    return dataclasses.replace(method, name=spec, kwargs=kwargs, **changes)
+
+
+def with_batch_size(method: Method, batch_size: int | None) -> Method:
+    """``method`` with ``batch_size`` examples per step if it uses mini-batches (the rules of
+    full-batch GD and batch-1 SGD are their batch size, so they keep it)."""
+    if batch_size is None or method.batch != "mini" or "batch=" in method.name:
+        return method
+    return dataclasses.replace(method, mini_batch=int(batch_size))
+
+
 def get_method(name: str) -> Method:
-    """The method called ``name``; ``KeyError`` lists the known ones."""
+    """The method called ``name`` (or written ``name[settings]``, see :func:`parse_method`);
+    ``KeyError`` lists the known ones."""
+    if "[" in name:
+        return parse_method(name)
     try:
         return METHODS[name]
     except KeyError:

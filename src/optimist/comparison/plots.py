@@ -1,19 +1,23 @@
-"""Figures of a results document, as PNG (and GIF) bytes, drawn with matplotlib's Agg backend.
+"""Figures of a results document: SVG (sharp on any screen) for the report, PNG where a bitmap
+is asked for, and an animated GIF of the paths, drawn with matplotlib's Agg/SVG backends.
 
-Curves show the mean over seeds as a line and the min-max range across seeds as a band.
-Figures are built on the Agg canvas directly (not through pyplot), so drawing a report never
-changes the caller's matplotlib backend or leaves figures open.
+Every method has one colour *and* one line style (:func:`method_style`), fixed by its name, so
+it looks the same in every figure of a study and between runs; the colours are the Okabe-Ito
+palette, which stays distinguishable with the common colour-vision deficiencies, and the line
+styles tell methods apart even in grey. Legends sit below the axes, off the data. Curves show the
+mean over seeds as a line and the min-max range across seeds as a band. Figures are built on
+their own canvas (not through pyplot), so drawing a report never changes the caller's backend.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
 import tempfile
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,32 +27,106 @@ from optimist.comparison.functions import FUNCTIONS
 from optimist.comparison.training_loop import GAP_FLOOR
 
 __all__ = [
-    "accuracy_png",
-    "contour_png",
-    "curves_png",
-    "method_colors",
-    "sensitivity_png",
+    "accuracy_plot",
+    "curves_plot",
+    "method_style",
+    "method_styles",
+    "paths_grid_plot",
+    "paths_plot",
+    "sensitivity_plot",
     "trajectory_gif",
 ]
 
-DPI = 90
+PNG_DPI = 180
+"""PNG figures are drawn at twice the usual resolution, for HiDPI screens."""
+
+OKABE_ITO = (
+    "#000000",
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#CC79A7",
+    "#0072B2",
+    "#D55E00",
+)
+"""The Okabe-Ito palette without its yellow, which is too light on white."""
+LINE_STYLES = ("-", "--", ":", "-.")
+BUILT_IN_STYLES = {
+    "gd": (0, "-"),
+    "sgd": (1, "-"),
+    "minibatch": (2, "-"),
+    "momentum": (3, "-"),
+    "adagrad": (4, "-"),
+    "rmsprop": (5, "-"),
+    "adadelta": (1, "--"),
+    "adam": (6, "-"),
+    "nesterov": (3, "--"),
+    "adamw": (6, "--"),
+    "nadam": (6, ":"),
+    "radam": (6, "-."),
+    "adamax": (5, "--"),
+}
 
 
-def method_colors(document: dict[str, Any]) -> dict[str, Any]:
-    cmap = matplotlib.colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(document["methods"])}
+def _hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16)
 
 
-def _figure(size: tuple[float, float], dpi: float = 100) -> Figure:
-    fig = Figure(figsize=size, dpi=dpi)
+def method_style(name: str) -> dict[str, Any]:
+    """``{"color", "linestyle"}`` of a method, fixed by its name (the same in every figure and
+    every run): the built-in methods from a table, any other name from a hash of it; a method
+    with settings (``adam[weight_decay=1e-4]``) keeps its base colour with another line style."""
+    base = str(name).split("[", 1)[0]
+    if base in BUILT_IN_STYLES:
+        colour, style = BUILT_IN_STYLES[base]
+    else:
+        h = _hash(base)
+        colour, style = h % len(OKABE_ITO), LINE_STYLES[(h // 7) % len(LINE_STYLES)]
+    if name != base:
+        others = [s for s in LINE_STYLES if s != style]
+        style = others[_hash(name) % len(others)]
+    return {"color": OKABE_ITO[colour], "linestyle": style}
+
+
+def method_styles(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m: method_style(m) for m in document["methods"]}
+
+
+def _figure(size: tuple[float, float], dpi: float = 100, layout: str | None = None) -> Figure:
+    fig = Figure(figsize=size, dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _png(fig) -> bytes:
+def _render(fig: Figure, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    if fmt == "svg":
+        import matplotlib
+
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "optimist"}):
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+    else:
+        fig.savefig(buffer, format="png", dpi=PNG_DPI)
     return buffer.getvalue()
+
+
+def _legend(fig: Figure, axes, ncols: int | None = None) -> None:
+    """One legend for the figure, below the axes (constrained layout makes room for it)."""
+    handles, labels = [], []
+    for ax in np.atleast_1d(axes).ravel():
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=ncols or min(len(labels), 5),
+            fontsize=8,
+            frameon=False,
+        )
 
 
 def _runs(document: dict[str, Any], task: str, method: str) -> list[dict[str, Any]]:
@@ -74,38 +152,27 @@ def _band(runs: list[dict[str, Any]], x_key: str, y_key: str):
     n = min(len(xs) for xs, _ in series)
     x = np.array([[np.nan if v is None else v for v in xs[:n]] for xs, _ in series], float)
     y = np.array([[np.nan if v is None else v for v in ys[:n]] for _, ys in series], float)
-    with np.errstate(all="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return (np.nanmean(x, 0), np.nanmean(y, 0), np.nanmin(y, 0), np.nanmax(y, 0))
-
-
-def _loss_axis(ax, kind: str) -> None:
-    ax.set_yscale("log")
-    ax.grid(True, which="major", alpha=0.3)
-    if kind == "function":
-        ax.set_ylabel("f(x, y) - f(min)")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.nanmean(x, 0), np.nanmean(y, 0), np.nanmin(y, 0), np.nanmax(y, 0))
 
 
 _X_LABELS = {"step": "optimizer steps", "time_s": "training time (s)", "epoch": "epochs"}
 
 
-def curves_png(document: dict[str, Any], task: str, x_key: str) -> bytes | None:
+def curves_plot(document: dict[str, Any], task: str, x_key: str, fmt: str = "svg") -> bytes | None:
     """Loss against ``x_key`` (``step``, ``time_s`` or ``epoch``): training and validation loss
     panels on a data task, the gap to the minimum on a 2-D function."""
     kind = document["tasks"][task]["kind"]
-    colors = method_colors(document)
+    styles = method_styles(document)
     panels = (
-        [("val_loss", "gap to the minimum")]
+        [("val_loss", "gap f - f(min)")]
         if kind == "function"
-        else [
-            ("train_loss", "training loss (mean over each interval)"),
-            ("val_loss", "validation loss"),
-        ]
+        else [("train_loss", "training loss (interval mean)"), ("val_loss", "validation loss")]
     )
-    fig = _figure((5.2 * len(panels), 3.6))
+    fig = _figure((4.6 * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
     drawn = False
     for ax, (y_key, title) in zip(axes[0], panels, strict=True):
@@ -118,30 +185,27 @@ def curves_png(document: dict[str, Any], task: str, x_key: str) -> bytes | None:
                 mean, low, high = (np.maximum(a, GAP_FLOOR) for a in (mean, low, high))
             if x_key == "step" and kind == "data":
                 x = np.maximum(x, 0)
-            ax.plot(x, mean, color=colors[method], label=method, lw=1.6)
+            ax.plot(x, mean, label=method, lw=1.6, **styles[method])
             if np.any(high > low):
-                ax.fill_between(x, low, high, color=colors[method], alpha=0.18, lw=0)
+                ax.fill_between(x, low, high, color=styles[method]["color"], alpha=0.15, lw=0)
             drawn = True
-        _loss_axis(ax, kind)
+        ax.set_yscale("log")
+        ax.grid(True, which="major", alpha=0.3)
         ax.set_xlabel(_X_LABELS[x_key])
-        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(title)
         if x_key == "step" and kind == "data":
             ax.set_xscale("symlog", linthresh=10)  # steps span 1 (GD) to 10^5 (batch-1 SGD)
             ax.set_xlim(left=0)
     if not drawn:
         return None
-    axes[0][-1].legend(fontsize=8, loc="best")
-    fig.suptitle(
-        f"{task}: loss vs {_X_LABELS[x_key]} (line: mean over seeds; band: min-max)", fontsize=10
-    )
-    fig.tight_layout()
-    return _png(fig)
+    _legend(fig, axes)
+    return _render(fig, fmt)
 
 
-def accuracy_png(document: dict[str, Any], task: str) -> bytes | None:
-    """Validation accuracy against epochs (data tasks with accuracy)."""
-    colors = method_colors(document)
-    fig = _figure((5.6, 3.6))
+def accuracy_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
+    """Validation accuracy against epochs (data tasks with accuracy); dotted: the target."""
+    styles = method_styles(document)
+    fig = _figure((5.0, 3.6), layout="constrained")
     ax = fig.subplots()
     drawn = False
     for method in document["methods"]:
@@ -149,9 +213,9 @@ def accuracy_png(document: dict[str, Any], task: str) -> bytes | None:
         if band is None:
             continue
         x, mean, low, high = band
-        ax.plot(x, 100 * mean, color=colors[method], label=method, lw=1.6)
+        ax.plot(x, 100 * mean, label=method, lw=1.6, **styles[method])
         if np.any(high > low):
-            ax.fill_between(x, 100 * low, 100 * high, color=colors[method], alpha=0.18, lw=0)
+            ax.fill_between(x, 100 * low, 100 * high, color=styles[method]["color"], alpha=0.15)
         drawn = True
     if not drawn:
         return None
@@ -161,64 +225,63 @@ def accuracy_png(document: dict[str, Any], task: str) -> bytes | None:
     ax.set_xlabel("epochs")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{task}: validation accuracy", fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
+    _legend(fig, ax)
+    return _render(fig, fmt)
 
 
-def sensitivity_png(document: dict[str, Any], task: str) -> bytes | None:
-    """Tuning objective against learning rate for each method (hollow: pruned, x: diverged)."""
-    trials = [t for t in document["tuning"] if t["task"] == task]
-    if not trials:
-        return None
+def sensitivity_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
+    """Each method's tuning trials at equal fidelity: the value at the last point all of the
+    method's trials reached, against the learning rate (filled: ran to the end; hollow: pruned
+    there or later; x at the top: diverged)."""
+    from optimist.comparison.recommend import lr_sensitivity
+
     kind = document["tasks"][task]["kind"]
-    colors = method_colors(document)
-    fig = _figure((6.4, 3.8))
+    styles = method_styles(document)
+    found = {m: lr_sensitivity(document, task, m) for m in document["methods"]}
+    found = {m: v for m, v in found.items() if v is not None}
+    if not found:
+        return None
+    fig = _figure((5.6, 3.9), layout="constrained")
     ax = fig.subplots()
-    values = [t["objective"] for t in trials if t["objective"] is not None]
+    values = [p["value"] for v in found.values() for p in v["points"] if p["value"] is not None]
     top = max(values) if values else 1.0
-    for method in document["methods"]:
-        mine = sorted((t for t in trials if t["method"] == method), key=lambda t: t["lr"])
-        if not mine:
-            continue
-        done = [t for t in mine if t["state"] == "complete" and t["objective"] is not None]
+    fractions = set()
+    for method, sens in found.items():
+        style = styles[method]
+        pts = sorted(sens["points"], key=lambda p: p["lr"])
+        label = method
+        if sens["fidelity_fraction"] is not None:
+            fractions.add(sens["fidelity_fraction"])
+            label += f" (at {sens['fidelity_fraction']:.0%})"
+        ax.plot([p["lr"] for p in pts], [p["value"] for p in pts], lw=1.3, label=label, **style)
+        done = [p for p in pts if p["state"] == "complete"]
+        cut = [p for p in pts if p["state"] != "complete"]
+        ax.plot([p["lr"] for p in done], [p["value"] for p in done], "o", color=style["color"])
         ax.plot(
-            [t["lr"] for t in done],
-            [t["objective"] for t in done],
-            "o-",
-            color=colors[method],
-            label=method,
-            lw=1.4,
-            ms=4,
-        )
-        pruned = [t for t in mine if t["state"] == "pruned" and t["objective"] is not None]
-        ax.plot(
-            [t["lr"] for t in pruned],
-            [t["objective"] for t in pruned],
+            [p["lr"] for p in cut],
+            [p["value"] for p in cut],
             "o",
-            mfc="none",
-            color=colors[method],
-            ms=6,
+            mfc="white",
+            color=style["color"],
         )
-        div = [t for t in mine if t["state"] == "diverged"]
-        ax.plot([t["lr"] for t in div], [top] * len(div), "x", color=colors[method], ms=7)
+        div = [
+            t["lr"]
+            for t in document["tuning"]
+            if t["task"] == task and t["method"] == method and t["state"] == "diverged"
+        ]
+        ax.plot(div, [top] * len(div), "x", color=style["color"], ms=7)
     ax.set_xscale("log")
     if kind == "data" and values and min(values) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(
-        "mean log10 gap over the run" if kind == "function" else "validation loss at the end"
-    )
+    what = "mean log10 gap" if kind == "function" else "validation loss"
+    if len(fractions) == 1:
+        ax.set_ylabel(f"{what} at {min(fractions):.0%} of the budget")
+    else:
+        ax.set_ylabel(f"{what} at equal fidelity\n(% of the budget in the legend)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best", ncol=2)
-    ax.set_title(
-        f"{task}: learning-rate sensitivity (o complete, hollow pruned, "
-        f"x diverged, drawn at the top)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return _png(fig)
+    _legend(fig, ax, ncols=3)
+    return _render(fig, fmt)
 
 
 def _paths(document: dict[str, Any], task: str) -> dict[str, np.ndarray]:
@@ -234,12 +297,11 @@ def _paths(document: dict[str, Any], task: str) -> dict[str, np.ndarray]:
     return paths
 
 
-def _contour_axes(task: str, figsize=(6.0, 4.8), resolution: int = 300):
-    """Axes with log10(f - f(min)) drawn as a shaded image plus contour lines. The shading is
-    an image, not filled polygons, so that redrawing it for each GIF frame is cheap."""
+def _surface(ax, task: str, resolution: int = 300, marks: bool = True) -> None:
+    """log10(f - f(min)) as a shaded image plus contour lines, with the start (white circle),
+    the minima (gold stars) and any saddle point (a black cross) marked. The shading is an image,
+    not filled polygons, so that redrawing it (GIF frames, small multiples) is cheap."""
     f = FUNCTIONS[task]
-    fig = _figure(figsize)
-    ax = fig.subplots()
     xs = np.linspace(*f.xlim, resolution)
     ys = np.linspace(*f.ylim, resolution)
     gx, gy = np.meshgrid(xs, ys)
@@ -254,32 +316,69 @@ def _contour_axes(task: str, figsize=(6.0, 4.8), resolution: int = 300):
         interpolation="bilinear",
     )
     ax.contour(gx, gy, z, levels=15, colors="k", linewidths=0.3, alpha=0.5)
-    for mx, my in f.minima:
-        ax.plot(mx, my, "*", color="gold", mec="k", ms=14, zorder=5)
-    ax.plot(*f.start, "o", color="white", mec="k", ms=7, zorder=5)
+    if marks:
+        for i, (mx, my) in enumerate(f.minima):
+            label = "minimum" if i == 0 else None  # one legend entry for all of them
+            ax.plot(mx, my, "*", color="gold", mec="k", ms=12, zorder=5, label=label)
+        for sx, sy in f.saddles:
+            ax.plot(sx, sy, "X", color="black", mec="white", ms=9, zorder=5, label="saddle point")
+        ax.plot(*f.start, "o", color="white", mec="k", ms=7, zorder=5, label="start")
     ax.set_xlim(*f.xlim)
     ax.set_ylim(*f.ylim)
+
+
+def _contour_axes(task: str, figsize=(6.0, 4.8), resolution: int = 300):
+    fig = _figure(figsize)
+    ax = fig.subplots()
+    _surface(ax, task, resolution)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     return fig, ax
 
 
-def contour_png(document: dict[str, Any], task: str) -> bytes | None:
-    """Each method's path (first seed) over the function's contour plot."""
+def paths_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
+    """Every method's path (first seed) on one contour plot."""
     if task not in FUNCTIONS:
         return None
     paths = _paths(document, task)
     if not paths:
         return None
-    colors = method_colors(document)
-    fig, ax = _contour_axes(task)
+    styles = method_styles(document)
+    fig = _figure((5.6, 5.0), layout="constrained")
+    ax = fig.subplots()
+    _surface(ax, task)
     for method, path in paths.items():
-        ax.plot(path[:, 0], path[:, 1], "-", color=colors[method], lw=1.5, label=method, alpha=0.9)
-        ax.plot(path[-1, 0], path[-1, 1], "o", color=colors[method], ms=4)
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.85)
-    ax.set_title(f"{task}: walking down the hill (o start, * minimum)", fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
+        ax.plot(path[:, 0], path[:, 1], lw=1.5, label=method, alpha=0.9, **styles[method])
+        ax.plot(path[-1, 0], path[-1, 1], "o", color=styles[method]["color"], ms=4)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    _legend(fig, ax, ncols=4)
+    return _render(fig, fmt)
+
+
+def paths_grid_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
+    """Small multiples: one panel per method, all on the same surface and the same axes."""
+    if task not in FUNCTIONS:
+        return None
+    paths = _paths(document, task)
+    if not paths:
+        return None
+    styles = method_styles(document)
+    n = len(paths)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig = _figure((2.6 * cols, 2.4 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False))
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    for ax, (method, path) in zip(axes.ravel(), paths.items(), strict=False):
+        _surface(ax, task, resolution=120)
+        ax.plot(path[:, 0], path[:, 1], lw=1.4, **styles[method])
+        ax.plot(path[-1, 0], path[-1, 1], "o", color=styles[method]["color"], ms=4)
+        ax.set_title(method, fontsize=9, color=styles[method]["color"])
+        ax.tick_params(labelsize=7)
+    _legend(fig, axes[0, 0], ncols=3)
+    return _render(fig, fmt)
 
 
 def trajectory_gif(
@@ -297,13 +396,13 @@ def trajectory_gif(
         return None
     from matplotlib.patches import Rectangle
 
-    colors = method_colors(document)
-    size = (5.0, 4.0)
+    styles = method_styles(document)
+    size = (6.2, 4.0)
     static, ax = _contour_axes(task, figsize=size, resolution=150)
     static.set_dpi(dpi)
     for method in paths:
-        ax.plot([], [], "-", color=colors[method], lw=1.5, label=method)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
+        ax.plot([], [], lw=1.5, label=method, **styles[method])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_title(" ", fontsize=9)
     static.tight_layout()
     static.canvas.draw()
@@ -322,8 +421,8 @@ def trajectory_gif(
     clip = Rectangle((box.x0, box.y0), box.width, box.height, transform=canvas.transData)
     lines, heads = {}, {}
     for method in paths:
-        (lines[method],) = canvas.plot([], [], "-", color=colors[method], lw=1.2)
-        (heads[method],) = canvas.plot([], [], "o", color=colors[method], ms=4)
+        (lines[method],) = canvas.plot([], [], lw=1.2, **styles[method])
+        (heads[method],) = canvas.plot([], [], "o", color=styles[method]["color"], ms=4)
         lines[method].set_clip_path(clip)
         heads[method].set_clip_path(clip)
     title = canvas.text(

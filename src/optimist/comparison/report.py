@@ -1,43 +1,38 @@
-"""``report.html``: one self-contained page (inline CSS, images as base64 data URIs, no scripts,
-no fonts or links outside the file), plus the same figures as files under ``plots/``, and the
-plain-text ranking table printed to the terminal."""
+"""``report.html``: one self-contained page rendered from a jinja2 template (inline CSS, figures
+as SVG/GIF data URIs, no scripts, nothing fetched), the same figures as files under ``plots/``,
+and the terminal summary (``rich`` tables that wrap to the window).
+
+The page opens with the verdict (per task: the winner or tied group, its margin and uncertainty,
+the learning rate and batch size to use, what to try second; and an overall line). Tables have
+captions and header cells for screen readers and scroll sideways on narrow screens; figures
+scale to the page, so it reads at 420 px as well as at 1400 px.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 from pathlib import Path
 from typing import Any
 
-from optimist.comparison import plots
+import jinja2
+from markupsafe import Markup
+
+from optimist.comparison import plots, tables
 from optimist.comparison.methods import MINIBATCH
-from optimist.comparison.results import atomic_write_text
+from optimist.comparison.results import atomic_write_bytes, atomic_write_text
+from optimist.comparison.safety import inside, safe_name
 
-__all__ = ["text_table", "write_report"]
+__all__ = ["render_html", "text_table", "write_report"]
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
- margin:0 auto;max-width:1180px;padding:1.2em 1.6em;color:#1d232a;line-height:1.45;
- background:#fff}
-h1{font-size:1.7em;margin:.2em 0}
-h2{font-size:1.3em;margin-top:1.8em;border-bottom:2px solid #e3e7eb;padding-bottom:.2em}
-h3{font-size:1.05em;margin:1.2em 0 .4em}
-.meta{color:#58636e;font-size:.9em}
-.banner{background:#fff4d6;border:1px solid #e8c766;padding:.6em .9em;border-radius:6px}
-.rec{background:#eef6ee;border-left:4px solid #4a9a4a;padding:.6em .9em;border-radius:4px}
-table{border-collapse:collapse;font-size:.88em;margin:.5em 0 1em}
-th,td{border-bottom:1px solid #e3e7eb;padding:.28em .6em;text-align:right;white-space:nowrap}
-th{background:#f4f6f8;text-align:center}
-td.l,th.l{text-align:left}
-tr.win td{font-weight:600;background:#f3faf3}
-.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-figure{margin:0}
-figure img{max-width:100%;height:auto;border:1px solid #e3e7eb;border-radius:4px}
-figcaption{font-size:.82em;color:#58636e;max-width:620px}
-nav a{margin-right:.9em}
-code{background:#f4f6f8;padding:0 .25em;border-radius:3px}
-ul.compact li{margin:.15em 0}
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
 
 
 def _e(x: Any) -> str:
@@ -48,88 +43,16 @@ def _g(value: Any, spec: str = ".3g") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _pm(stats: dict[str, Any], spec: str = ".4f", scale: float = 1.0) -> str:
-    if stats["mean"] is None:
-        return "–"
-    text = format(stats["mean"] * scale, spec)
-    if stats["n"] > 1:
-        text += " ± " + format(stats["std"] * scale, spec)
-    return text
-
-
-def _img(data: bytes | None, mime: str, alt: str, caption: str) -> str:
-    if not data:
-        return ""
-    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    return (
-        f'<figure><img src="{uri}" alt="{_e(alt)}"><figcaption>{_e(caption)}</figcaption></figure>'
-    )
-
-
 def _target_text(info: dict[str, Any]) -> str:
     t = info["target"]
     if t["metric"] == "val_acc":
-        return f"validation accuracy ≥ {t['threshold']:.0%}"
-    return f"{'gap' if info['kind'] == 'function' else 'validation loss'} ≤ {t['threshold']:g}"
+        return f"validation accuracy ≥ {t['threshold']:.0%} at the end"
+    what = "gap" if info["kind"] == "function" else "validation loss"
+    return f"{what} ≤ {t['threshold']:g} at the end"
 
 
-def _budget_text(info: dict[str, Any]) -> str:
-    steps = info["steps"]
-    if info["kind"] == "function":
-        values = sorted(set(steps.values()))
-        return f"{', '.join(map(str, values))} steps"
-    parts = ", ".join(f"{m} {s}" for m, s in steps.items())
-    return f"optimizer steps per method: {parts}"
-
-
-def _task_table(document: dict[str, Any], task: str) -> str:
-    info = document["tasks"][task]
-    rows = [r for r in document["summary"] if r["task"] == task]
-    data = info["kind"] == "data"
-    head = ["rank", "method", "lr"]
-    head += ["final train loss", "final val loss"] if data else ["final gap"]
-    if data:
-        head += ["val acc %", "test acc %", "epochs to target"]
-    else:
-        head += ["steps to target"]
-    head += ["time to target (s)", "steps/s", "diverged"]
-    out = ["<table><tr>"]
-    out += [f'<th class="{"l" if h == "method" else ""}">{_e(h)}</th>' for h in head]
-    out.append("</tr>")
-    for r in rows:
-        cls = ' class="win"' if r["rank"] == 1 else ""
-        cells = [
-            _g(r["rank"], "d"),
-            f'<td class="l">{_e(r["method"])}</td>',
-            f"{_g(r['lr'])}{'' if r['lr_source'] in ('tuned', 'default') else ' *'}",
-        ]
-        if data:
-            cells.append(_pm(r["train_loss"], ".3g"))
-        cells.append(_pm(r["val_loss"], ".4g"))
-        if data:
-            cells += [
-                _pm(r["val_acc"], ".1f", 100),
-                _pm(r["test_acc"], ".1f", 100),
-                _g(r["epochs_to_target"]["mean"], ".2f"),
-            ]
-        else:
-            reached = f" ({r['n_reached_target']}/{r['n_runs']})" if r["n_runs"] else ""
-            cells += [_g(r["steps_to_target"]["mean"], ".0f") + reached]
-        cells += [
-            _g(r["time_to_target_s"]["mean"], ".3g"),
-            _g(r["steps_per_s"]["mean"], ".0f"),
-            f"{r['n_diverged']}/{r['n_runs']}",
-        ]
-        out.append(
-            f"<tr{cls}>"
-            + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells)
-            + "</tr>"
-        )
-    out.append("</table>")
-    return "".join(out)
-
-
-def _protocol_html(document: dict[str, Any]) -> str:
+def _protocol_items(document: dict[str, Any]) -> list[Markup]:
+    """The protocol as list items (HTML: values escaped, markup ours)."""
     p = document["protocol"]
     items = []
     if p["tuned"]:
@@ -162,7 +85,8 @@ def _protocol_html(document: dict[str, Any]) -> str:
         )
     items += [
         f"<b>Evaluation</b>: the chosen learning rate re-run with {p['seeds']} seed(s); "
-        "tables show mean ± standard deviation, plots the mean and the min–max band.",
+        "tables show mean ± standard deviation over seeds, the verdict the 95% confidence "
+        "interval of paired differences, plots the mean and the min–max band.",
         "<b>Budget</b>: the same number of examples for every method on data tasks "
         "(epochs; full-batch GD therefore makes one step per epoch), the same number of steps on "
         f"2-D functions; {p['n_evals']} evaluation points per run"
@@ -182,160 +106,160 @@ def _protocol_html(document: dict[str, Any]) -> str:
         f"<b>Storage</b>: <code>{_e(p['storage'])}</code> ({p['workers']} worker process(es)); "
         "browse it with <code>optuna-dashboard &lt;storage URL&gt;</code>.",
     ]
-    return '<ul class="compact">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    items.append(
+        "<b>Ranking</b>: one score per evaluation run (data: final validation loss; 2-D "
+        "functions: the fraction of the budget used to reach the target gap and stay there, or "
+        "1 + the decades the run ended above it), compared across paired seeds; ties when the "
+        "difference is within its 95% confidence interval or below the resolution. Methods "
+        "with no complete run are not ranked."
+    )
+    return [Markup(i) for i in items]
 
 
-def _methods_html(document: dict[str, Any]) -> str:
-    rows = [
-        '<table><tr><th class="l">method</th><th class="l">optimizer</th>'
-        '<th class="l">settings</th><th>batch</th><th>default lr</th>'
-        '<th class="l">what it is</th></tr>'
-    ]
-    for name, m in document["methods"].items():
-        kwargs = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items()) or "–"
-        rows.append(
-            f'<tr><td class="l">{_e(name)}</td><td class="l">{_e(m["optimizer"])}</td>'
-            f'<td class="l">{_e(kwargs)}</td><td>{_e(m["batch_size"])}</td>'
-            f'<td>{_g(m["default_lr"])}</td><td class="l">{_e(m["description"])}</td></tr>'
-        )
-    rows.append("</table>")
-    return "".join(rows)
+_MIME = {"svg": "image/svg+xml", "gif": "image/gif", "png": "image/png"}
 
 
-def _task_section(document: dict[str, Any], task: str, plot_dir: Path | None) -> str:
-    info = document["tasks"][task]
-    figures: list[tuple[str, bytes | None, str, str]] = []
-    kind = info["kind"]
-    figures.append(
+def _figures(document: dict[str, Any], task: str) -> list[tuple[str, str, bytes | None, str]]:
+    """``(stem, extension, bytes, caption)`` of a task's figures."""
+    kind = document["tasks"][task]["kind"]
+    out = [
         (
             "loss-steps",
-            plots.curves_png(document, task, "step"),
-            "image/png",
-            "Loss against optimizer steps.",
+            "svg",
+            plots.curves_plot(document, task, "step"),
+            "Loss against optimizer steps (line: mean over seeds; band: min–max).",
         )
-    )
+    ]
     if kind == "data":
-        figures.append(
+        out.append(
             (
                 "loss-epochs",
-                plots.curves_png(document, task, "epoch"),
-                "image/png",
-                "Loss against epochs (the same examples for every method).",
+                "svg",
+                plots.curves_plot(document, task, "epoch"),
+                "Loss against epochs: the same examples for every method.",
             )
         )
-    figures.append(
+    out.append(
         (
             "loss-time",
-            plots.curves_png(document, task, "time_s"),
-            "image/png",
+            "svg",
+            plots.curves_plot(document, task, "time_s"),
             "Loss against training wall time (evaluation excluded).",
         )
     )
     if kind == "data":
-        figures.append(
+        out.append(
             (
                 "accuracy",
-                plots.accuracy_png(document, task),
-                "image/png",
+                "svg",
+                plots.accuracy_plot(document, task),
                 "Validation accuracy; dotted: the target.",
             )
         )
     else:
-        figures.append(
+        out.append(
             (
                 "paths",
-                plots.contour_png(document, task),
-                "image/png",
-                "Paths of the first seed over the contours of log10(f - f(min)).",
+                "svg",
+                plots.paths_plot(document, task),
+                "All paths (first seed) over the contours of log10(f - f(min)); circle: start, "
+                "star: minimum, cross: saddle point.",
             )
         )
-        figures.append(
+        out.append(
+            (
+                "paths-grid",
+                "svg",
+                plots.paths_grid_plot(document, task),
+                "One panel per method, on the same surface and axes.",
+            )
+        )
+        out.append(
             (
                 "paths",
+                "gif",
                 plots.trajectory_gif(document, task),
-                "image/gif",
-                "The same paths, step by step (animated GIF).",
+                "The paths step by step (animated GIF).",
             )
         )
-    figures.append(
+    out.append(
         (
             "lr-sensitivity",
-            plots.sensitivity_png(document, task),
-            "image/png",
-            "Tuning objective against learning rate for each method.",
+            "svg",
+            plots.sensitivity_plot(document, task),
+            "Tuning trials at equal fidelity: each method's value at the last point all its "
+            "trials reached (the % in the legend), against the learning rate; hollow: pruned, "
+            "x: diverged.",
         )
     )
-    parts = [
-        f'<section id="task-{_e(task)}"><h2>{_e(task)}</h2>',
-        f"<p>{_e(info['description'])} Budget: {_e(_budget_text(info))}. "
-        f"Target: {_e(_target_text(info))}.</p>",
-        f'<p class="rec">{_e(document["recommendations"].get(task, ""))}</p>',
-        _task_table(document, task),
-        '<div class="figs">',
+    return out
+
+
+def _section(
+    document: dict[str, Any], task: str, plot_dir: Path | None, figures: bool = True
+) -> dict[str, Any]:
+    info = document["tasks"][task]
+    drawn = _figures(document, task) if figures else []
+    figures_out = []
+    for stem, ext, data, caption in drawn:
+        if not data:
+            continue
+        name = f"{safe_name(task)}-{stem}.{ext}"
+        if plot_dir is not None:
+            atomic_write_bytes(inside(plot_dir, plot_dir / name), data)
+        uri = f"data:{_MIME[ext]};base64,{base64.b64encode(data).decode('ascii')}"
+        figures_out.append({"uri": uri, "alt": f"{task}: {caption}", "caption": caption})
+    cols = tables.columns(info["kind"])
+    caption = (
+        "Columns: the method's optimizer settings and batch size, the learning rate used "
+        "(* not tuned), mean ± standard deviation over seeds, how many seeds reached the target "
+        "and stayed there (k/n), steps per run, throughput, and the methods it is tied with."
+    )
+    return {
+        "task": task,
+        "id": safe_name(task),
+        "description": info["description"],
+        "target": _target_text(info),
+        "fairness": tables.fairness(document, task),
+        "recommendation": document["recommendations"].get(task, ""),
+        "columns": cols,
+        "rows": tables.rows(document, task),
+        "caption": caption,
+        "figures": figures_out,
+    }
+
+
+def render_html(
+    document: dict[str, Any], plot_dir: Path | None = None, *, fragment: bool = False
+) -> str:
+    """The report page as a string (figures also written to ``plot_dir`` when given); with
+    ``fragment``, only the verdict and the tables, for a notebook cell (no figures)."""
+    methods = [
+        {
+            "name": name,
+            "optimizer": m.get("optimizer", ""),
+            "settings": ", ".join(f"{k}={v}" for k, v in (m.get("kwargs") or {}).items())
+            or "defaults",
+            "batch": m.get("batch_size", ""),
+            "default_lr": _g(m.get("default_lr")),
+            "description": m.get("description", ""),
+        }
+        for name, m in document["methods"].items()
     ]
-    for stem, data, mime, caption in figures:
-        if data and plot_dir is not None:
-            ext = "gif" if mime == "image/gif" else "png"
-            (plot_dir / f"{task}-{stem}.{ext}").write_bytes(data)
-        parts.append(_img(data, mime, f"{task} {stem}", caption))
-    parts.append("</div></section>")
-    return "".join(parts)
-
-
-def _overview(document: dict[str, Any]) -> str:
-    rows = [
-        '<table><tr><th class="l">task</th><th class="l">1st</th>'
-        '<th class="l">2nd</th><th class="l">3rd</th><th class="l">last</th></tr>'
-    ]
-    for task in document["tasks"]:
-        ranked = [r["method"] for r in document["summary"] if r["task"] == task and r["rank"]]
-        cells = [*(ranked[:3] + ["–"] * (3 - len(ranked[:3]))), ranked[-1] if ranked else "–"]
-        rows.append(
-            f'<tr><td class="l"><a href="#task-{_e(task)}">{_e(task)}</a></td>'
-            + "".join(f'<td class="l">{_e(c)}</td>' for c in cells)
-            + "</tr>"
-        )
-    rows.append("</table>")
-    return "".join(rows)
-
-
-def render_html(document: dict[str, Any], plot_dir: Path | None = None) -> str:
-    """The report page as a string."""
-    status = document["status"]
-    wall = document.get("wall_time_s")
-    banner = ""
-    if status != "complete":
-        banner = (
-            '<p class="banner"><b>Partial results.</b> The run was interrupted or is still '
-            "going elsewhere; run the same command again to resume: finished trials are "
-            "kept.</p>"
-        )
-    nav = " ".join(f'<a href="#task-{_e(t)}">{_e(t)}</a>' for t in document["tasks"])
-    sections = "".join(_task_section(document, t, plot_dir) for t in document["tasks"])
-    command = document.get("command")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>optimist compare report</title><style>{_CSS}</style></head><body>"
-        "<h1>Which optimizer for my task? A side-by-side comparison</h1>"
-        f'<p class="meta">{_e(document["generator"])} · {_e(document["created"])} · status '
-        f"{_e(status)} · trials took {_g(wall, '.1f')} s"
-        + (f" · <code>{_e(command)}</code>" if command else "")
-        + "</p>"
-        + banner
-        + f"<nav>{nav}</nav>"
-        + "<h2>Ranking at a glance</h2>"
-        + _overview(document)
-        + "<h2>How the comparison was run</h2>"
-        + _protocol_html(document)
-        + "<h2>Methods</h2>"
-        + _methods_html(document)
-        + sections
-        + "<h2>Files</h2><p><code>results.json</code> (every curve and number; schema in "
-        "optimist's README), <code>results.csv</code> (the summary rows), "
-        "<code>study.db</code> (the Optuna studies), <code>trials/</code> (one JSON file per "
-        "finished trial), "
-        "<code>plots/</code> (these figures).</p></body></html>\n"
+    verdicts = document.get("verdicts") or {"overall": "", "tasks": {}}
+    return _TEMPLATES.get_template("report.html.j2").render(
+        generator=document["generator"],
+        created=document["created"],
+        status=document["status"],
+        wall=_g(document.get("wall_time_s"), ".1f"),
+        command=document.get("command"),
+        verdicts=verdicts,
+        tasks=list(document["tasks"]),
+        ids={t: safe_name(t) for t in document["tasks"]},
+        protocol=_protocol_items(document),
+        methods=methods,
+        sections=[_section(document, t, plot_dir, figures=not fragment) for t in document["tasks"]],
+        fragment=fragment,
     )
 
 
@@ -350,49 +274,34 @@ def write_report(document: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def text_table(document: dict[str, Any]) -> str:
-    """The ranking of every task as plain text (what the terminal shows)."""
-    lines = []
-    for task, info in document["tasks"].items():
-        rows = [r for r in document["summary"] if r["task"] == task]
-        data = info["kind"] == "data"
-        lines.append(f"{task} ({_budget_short(info)}; target: {_target_text(info)})")
-        if data:
-            head = (
-                f"  {'rank':>4} {'method':<10} {'lr':>9} {'train loss':>11} "
-                f"{'val loss':>15} {'val acc %':>13} {'test acc':>8}"
-            )
-        else:
-            head = (
-                f"  {'rank':>4} {'method':<10} {'lr':>9} {'final gap':>15} {'steps to target':>15}"
-            )
-        head += f" {'steps/s':>8} {'diverged':>8}"
-        lines.append(head)
-        for r in rows:
-            line = f"  {_g(r['rank'], 'd'):>4} {r['method']:<10} {_g(r['lr']):>9} "
-            if data:
-                line += (
-                    f"{_g(r['train_loss']['mean'], '.3g'):>11} "
-                    f"{_pm(r['val_loss'], '.3g'):>15} {_pm(r['val_acc'], '.1f', 100):>13}"
-                    f" {_g(_pct(r['test_acc']['mean']), '.1f'):>8}"
-                )
-            else:
-                reached = (
-                    f"{_g(r['steps_to_target']['mean'], '.0f')} "
-                    f"({r['n_reached_target']}/{r['n_runs']})"
-                )
-                line += f"{_pm(r['val_loss'], '.3g'):>15} {reached:>15}"
-            line += f" {_g(r['steps_per_s']['mean'], '.0f'):>8} {r['n_diverged']:>4}/{r['n_runs']}"
-            lines.append(line)
-        lines.append("")
-    return "\n".join(lines)
+def text_table(document: dict[str, Any], width: int | None = 120) -> str:
+    """The verdict and every task's table as text (what the terminal shows), wrapped to
+    ``width`` columns (None: the terminal's width)."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    print_summary(document, console)
+    return buffer.getvalue()
 
 
-def _pct(x: float | None) -> float | None:
-    return None if x is None else 100 * x
+def print_summary(document: dict[str, Any], console: Any = None) -> None:
+    """Print the tables and the verdict with ``rich`` (to the terminal by default)."""
+    import shutil
+
+    from rich.console import Console
+
+    console = console or Console(width=max(shutil.get_terminal_size((100, 24)).columns, 80))
+    for table in tables.terminal_tables(document):
+        console.print(table)
+    verdicts = document.get("verdicts")
+    if verdicts:
+        console.print("[bold]Verdict[/bold]: " + _escape_rich(verdicts["overall"]))
+        for task, v in verdicts["tasks"].items():
+            console.print(f"[bold]{_escape_rich(task)}[/bold]: {_escape_rich(v['text'])}")
 
 
-def _budget_short(info: dict[str, Any]) -> str:
-    if info["kind"] == "function" or info.get("budget_steps"):
-        return f"{max(info['steps'].values())} steps"
-    return f"{info['budget']:g} epochs"
+def _escape_rich(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

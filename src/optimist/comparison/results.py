@@ -34,17 +34,19 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from optimist.comparison.safety import inside, safe_name
+
 __all__ = [
     "CSV_COLUMNS",
     "RESULTS_SCHEMA",
     "SCHEMA_VERSION",
+    "atomic_write_bytes",
     "atomic_write_text",
     "compact",
     "finite",
@@ -72,14 +74,14 @@ def finite(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -89,19 +91,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: Path, document: Any) -> None:
     atomic_write_text(path, json.dumps(finite(document), indent=1, allow_nan=False) + "\n")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(text))
-
-
 def write_trial_file(out: Path, record: dict[str, Any]) -> Path:
     """``OUT/trials/<task>/<method>/<phase>-lr<lr>-seed<seed>-<study sig>.json``, atomically."""
-    sig = str(record["study"]).rsplit("/", 1)[-1]
-    name = f"{record['phase']}-lr{record['lr']:.6g}-seed{record['seed']}-{sig}.json"
-    path = Path(out) / "trials" / _slug(record["task"]) / _slug(record["method"]) / _slug(name)
+    sig = safe_name(str(record["study"]).rsplit("/", 1)[-1])
+    lr = safe_name(f"{record['lr']:.6g}".replace(".", "p").replace("+", ""))
+    name = f"{record['phase']}-lr{lr}-seed{safe_name(str(record['seed']))}-{sig}.json"
+    folder = Path(out) / "trials" / safe_name(record["task"]) / safe_name(record["method"])
+    path = inside(out, folder / name)
     write_json(path, record)
     return path
 
@@ -166,6 +171,7 @@ def summarize(
         "n_runs": len(runs),
         "n_diverged": sum(r["state"] == "diverged" for r in runs),
         "n_errors": sum(r["state"] == "error" for r in runs),
+        "batch_size": next((f["batch_size"] for f in finals if f.get("batch_size")), None),
         "train_loss": _stats(f["train_loss"] for f in finals),
         "val_loss": _stats(f["val_loss"] for f in finals),
         "val_acc": _stats(f.get("val_acc") for f in finals),
@@ -176,6 +182,7 @@ def summarize(
         "epochs_to_target": _stats(f.get("epochs_to_target") for f in finals),
         "time_to_target_s": _stats(f.get("time_to_target_s") for f in finals),
         "steps_per_s": _stats(f.get("steps_per_s") for f in finals),
+        "examples_per_s": _stats(f.get("examples_per_s") for f in finals),
         "time_s": _stats(f.get("time_s") for f in finals),
         "tuning": {
             "n_trials": len(tuned),
@@ -187,31 +194,24 @@ def summarize(
     }
 
 
-def rank_key(row: dict[str, Any]) -> tuple:
-    """Sort key within a task: runs that all diverged last; on a 2-D function, the fraction of
-    seeds that reached the target, then mean steps to it, then final loss; on a data task,
-    the mean final validation loss."""
-    failed = row["n_runs"] == 0 or row["val_loss"]["n"] == 0
-    loss = row["val_loss"]["mean"] if row["val_loss"]["mean"] is not None else math.inf
-    if row["kind"] == "function":
-        frac = row["n_reached_target"] / row["n_runs"] if row["n_runs"] else 0.0
-        steps = row["steps_to_target"]["mean"]
-        return (failed, -frac, steps if steps is not None else math.inf, loss, row["method"])
-    return (failed, loss, row["method"])
+def rank(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]], tasks: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows sorted per task (tasks in first-seen order) with ``rank``, ``score``, ``tied_with``,
+    ``beaten_by``, ``vs_best`` and ``vs_next`` filled in by :mod:`ranking`'s rule."""
+    from optimist.comparison.ranking import rank_task
 
-
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows sorted per task (tasks in first-seen order), ``rank`` filled in (1 = best)."""
     order: list[str] = []
     for r in rows:
         if r["task"] not in order:
             order.append(r["task"])
     out = []
     for task in order:
-        mine = sorted((r for r in rows if r["task"] == task), key=rank_key)
-        for i, r in enumerate(mine, 1):
-            r["rank"] = i if r["n_runs"] else None
-        out.extend(mine)
+        info = tasks[task]
+        mine = [r for r in rows if r["task"] == task]
+        out.extend(
+            rank_task(mine, [r for r in runs if r["task"] == task], info["kind"], info["target"])
+        )
     return out
 
 
@@ -234,9 +234,11 @@ CSV_COLUMNS = [
     "test_acc_mean",
     "steps_to_target_mean",
     "n_reached_target",
+    "tied_with",
     "epochs_to_target_mean",
     "time_to_target_s_mean",
     "steps_per_s_mean",
+    "examples_per_s_mean",
     "time_s_mean",
     "tuning_trials",
     "tuning_pruned",
@@ -259,6 +261,8 @@ def write_csv(path: Path, summary: list[dict[str, Any]]) -> None:
                         "tuning_diverged": "n_diverged",
                     }[col]
                 ]
+            elif col == "tied_with":
+                value = " ".join(r.get("tied_with") or [])
             elif col.endswith(("_mean", "_std")):
                 name, stat = col.rsplit("_", 1)
                 value = r[name][stat]
@@ -351,6 +355,7 @@ _RUN = {
         "study": {"type": "string"},
         "trial_number": {"type": "integer"},
         "error": {"type": "string"},
+        "reports": {"type": "object", "additionalProperties": _NUM},
     },
 }
 _SUMMARY = {
@@ -372,6 +377,9 @@ _SUMMARY = {
         "n_reached_target",
         "time_to_target_s",
         "steps_per_s",
+        "examples_per_s",
+        "score",
+        "tied_with",
         "tuning",
     ],
     "properties": {
@@ -391,6 +399,15 @@ _SUMMARY = {
         "n_reached_target": {"type": "integer"},
         "time_to_target_s": _STATS,
         "steps_per_s": _STATS,
+        "examples_per_s": _STATS,
+        "batch_size": _INT,
+        "score": {
+            "type": "object",
+            "required": ["mean", "ci_half_width", "n"],
+            "properties": {"mean": _NUM, "ci_half_width": _NUM, "n": {"type": "integer"}},
+        },
+        "tied_with": {"type": "array", "items": {"type": "string"}},
+        "beaten_by": {"type": "array", "items": {"type": "string"}},
         "tuning": {
             "type": "object",
             "required": ["n_trials", "n_pruned", "n_diverged"],
@@ -464,6 +481,20 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "tuning": {"type": "array", "items": _RUN},
         "summary": {"type": "array", "items": _SUMMARY},
         "recommendations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "verdicts": {
+            "type": "object",
+            "required": ["overall", "tasks"],
+            "properties": {
+                "overall": {"type": "string"},
+                "tasks": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["winners", "text", "lr", "batch_size", "second"],
+                    },
+                },
+            },
+        },
     },
 }
 

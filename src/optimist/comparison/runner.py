@@ -28,16 +28,35 @@ from optuna.trial import TrialState
 
 from optimist.comparison import results as results_io
 from optimist.comparison import study as st
-from optimist.comparison.methods import Method, get_method
+from optimist.comparison.methods import Method, get_method, with_batch_size
+from optimist.comparison.safety import is_environment_error
 from optimist.comparison.tasks import DataTask, Task, get_task
 from optimist.comparison.training_loop import run_trial
 
-__all__ = ["Config", "Context", "Group", "Item", "work"]
+__all__ = ["Config", "Context", "Group", "Item", "RunError", "interrupt_once", "work"]
 
 TUNE_SEED = "tune"
 """Tuning trials use their own seed, so the chosen LR is not scored on the run that chose it."""
 
 EventFn = Callable[[dict[str, Any]], None]
+
+
+class RunError(RuntimeError):
+    """The comparison cannot go on for a reason outside the trials (disk full, permission denied,
+    an I/O error, a killed worker, a damaged study database). One line, meant for the user; the
+    trial that hit it is left to be retried when the same command is run again."""
+
+
+def describe_environment_error(exc: BaseException) -> str:
+    """``No space left on device (errno 28, ENOSPC): /path`` for an OSError, else its text."""
+    import errno as errno_module
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno_module.errorcode.get(exc.errno, str(exc.errno))
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc} ({name}){where}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 @dataclass
@@ -67,12 +86,40 @@ class Config:
     quiet: bool = False
     report: bool = True
     command: str | None = None
+    batch_size: int | None = None
+    """Examples per step of every mini-batch method (default: each method's own, 32)."""
+    tune_params: tuple[str, ...] = ("lr",)
+    """What tuning searches: the learning rate, plus any of :data:`TUNABLE` (with TPE)."""
 
     @property
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
         return f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+
+
+TUNABLE: dict[str, tuple[float, float, bool]] = {
+    "momentum": (0.0, 0.99, False),
+    "weight_decay": (1e-6, 0.1, True),
+}
+"""Settings ``--tune`` can search besides the learning rate: (low, high, log scale)."""
+
+
+def tunable(method: Method, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The settings of ``names`` (besides ``lr``) that ``method``'s optimizer accepts."""
+    found = []
+    for name in names:
+        if name == "lr" or name not in TUNABLE:
+            continue
+        low, high, log = TUNABLE[name]
+        middle = math.sqrt(low * high) if log else (low + high) / 2
+        trial = dataclasses.replace(method, kwargs={**method.kwargs, name: middle})
+        try:
+            trial.build([torch.zeros(1, requires_grad=True)], 1e-3)
+        except (TypeError, ValueError):
+            continue
+        found.append(name)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -82,6 +129,7 @@ class Item:
     key: str
     lr: float | None
     seed: Any
+    params: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -95,6 +143,12 @@ class Group:
     grid: list[float]
     tune_name: str
     final_name: str
+    extra: tuple[str, ...] = ()
+    """Settings tuned besides the learning rate (then the sampler is TPE)."""
+
+    @property
+    def sampler(self) -> str | None:
+        return "tpe" if self.extra else None
 
     @property
     def label(self) -> str:
@@ -129,11 +183,16 @@ def lr_grid(default_lr: float, config: Config) -> list[float]:
     return [values[i] for i in order]
 
 
+def resolve_method(name: str, config: Config) -> Method:
+    """The method ``name`` (with ``[settings]``), at the config's ``batch_size``."""
+    return with_batch_size(get_method(name), config.batch_size)
+
+
 def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
     groups = []
     for task in tasks:
         for name in config.methods:
-            method = get_method(name)
+            method = resolve_method(name, config)
             steps = task.total_steps(method, config.budget, config.budget_steps, config.subsample)
             default_lr = task.default_lr(method)
             grid = lr_grid(default_lr, config)
@@ -144,12 +203,21 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                     "kwargs": method.kwargs,
                     "batch": method.batch,
                     "noise": method.noisy_on_functions,
+                    **({"mini_batch": method.mini_batch} if method.batch == "mini" else {}),
                 },
                 "steps": steps,
                 "n_evals": config.n_evals,
+                "trial_version": 2,  # 2: steps to target count only a target kept to the end
             }
+            extra = tunable(method, tuple(config.tune_params))
             tune_sig = st.signature(
-                {**base, "grid": sorted(grid), "sampler": config.sampler, "pruner": config.pruner}
+                {
+                    **base,
+                    "grid": sorted(grid),
+                    "sampler": "tpe" if extra else config.sampler,
+                    "pruner": config.pruner,
+                    **({"tune_params": list(extra)} if extra else {}),
+                }
             )
             groups.append(
                 Group(
@@ -159,6 +227,7 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                     default_lr=default_lr,
                     grid=grid,
                     tune_name=f"{task.name}/{method.name}/tune/{tune_sig}",
+                    extra=extra,
                     final_name=f"{task.name}/{method.name}/final/{st.signature(base)}",
                 )
             )
@@ -187,7 +256,7 @@ class Context:
         if found is None:
             seed = int(st.signature({"study": name}), 16) % (2**31)
             if phase == "tune":
-                sampler = st.make_sampler(self.config.sampler, group.grid, seed)
+                sampler = st.make_sampler(group.sampler or self.config.sampler, group.grid, seed)
                 pruner = st.make_pruner(self.config.pruner, self.config.n_evals)
             else:
                 sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -218,11 +287,14 @@ class Context:
 
     def planned(self, group: Group, phase: str) -> list[Item]:
         if phase == "tune":
-            if self.config.sampler == "tpe":
+            if (group.sampler or self.config.sampler) == "tpe":
                 return [Item(f"tpe-{i}", None, TUNE_SEED) for i in range(self.config.grid_size)]
             return [Item(st.key_of(lr, TUNE_SEED), lr, TUNE_SEED) for lr in group.grid]
-        lr = self.final_lr(group).lr
-        return [Item(st.key_of(lr, seed), lr, seed) for seed in range(self.config.seeds)]
+        outcome = self.final_lr(group)
+        lr, params = outcome.lr, outcome.params
+        return [
+            Item(st.key_of(lr, seed, params), lr, seed, params) for seed in range(self.config.seeds)
+        ]
 
     def tune_bounds(self, group: Group) -> tuple[float, float]:
         return min(group.grid), max(group.grid)
@@ -301,7 +373,7 @@ class Context:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if item.lr is not None:
-                study.enqueue_trial({"lr": item.lr}, user_attrs=attrs)
+                study.enqueue_trial({"lr": item.lr, **dict(item.params)}, user_attrs=attrs)
                 trial = study.ask()
             else:
                 trial = study.ask()
@@ -334,12 +406,24 @@ class Context:
                 else:
                     d = st.FINAL_LR_DISTRIBUTION
                     lr = trial.suggest_float("lr", d.low, d.high, log=True)
+                settings = {
+                    name: trial.suggest_float(
+                        name, TUNABLE[name][0], TUNABLE[name][1], log=TUNABLE[name][2]
+                    )
+                    for name in (group.extra if phase == "tune" else dict(item.params))
+                }
+            method = group.method
+            if settings:
+                method = dataclasses.replace(method, kwargs={**method.kwargs, **settings})
+            reports: dict[str, float] = {}
             reporter = None
-            if phase == "tune" and config.pruner != "none":
-                reporter = _reporter(trial, config.n_evals)
+            if phase == "tune":
+                reporter = _reporter(
+                    trial if config.pruner != "none" else None, config.n_evals, reports
+                )
             result = run_trial(
                 group.task,
-                group.method,
+                method,
                 lr,
                 item.seed,
                 group.steps,
@@ -350,7 +434,7 @@ class Context:
             )
             with deferred_sigint():
                 objective = result["objective"]
-                result = results_io.compact(result, phase)
+                result = results_io.compact({**result, "reports": reports}, phase)
                 record = {
                     "task": group.task.name,
                     "method": group.method.name,
@@ -375,6 +459,16 @@ class Context:
                 study.tell(trial, state=TrialState.FAIL)  # a finished trial stays finished
             raise
         except Exception as exc:
+            if is_environment_error(exc):
+                # The machine failed, not the trial: leave it FAILED without an error record,
+                # so that the next run of the same command retries it.
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=TrialState.FAIL)
+                raise RunError(
+                    f"{describe_environment_error(exc)} (in trial {group.label} {phase} "
+                    f"seed={item.seed}); fix that, then run the same command again to resume: "
+                    "the trial will be retried"
+                ) from exc
             message = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
                 trial.set_user_attr("error", message)
@@ -417,22 +511,70 @@ def deferred_sigint() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        if callable(previous):
+            previous(signal.SIGINT, None)  # e.g. interrupt_once's handler: raises, or not
+        else:
+            raise KeyboardInterrupt
 
 
-def _reporter(trial: optuna.trial.Trial, n_evals: int) -> Callable[[int, float], bool]:
-    """Report to Optuna at the pruner's rungs (min_resource * 3**k) and the last point only:
-    each report is a database write, and the pruner looks at no other step."""
+class _FirstInterrupt:
+    """A SIGINT handler that raises KeyboardInterrupt once and ignores every later SIGINT, so
+    that a burst of Ctrl-C cannot cut short the writing of the partial report."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_once() -> Iterator[_FirstInterrupt]:
+    """Within the block, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored
+    (main thread only; elsewhere it changes nothing)."""
+    handler = _FirstInterrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield handler
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def rungs(n_evals: int) -> list[int]:
+    """The evaluation points at which tuning trials report: the pruner's rungs
+    (``min_resource * 3**k``) and the last point. Every trial that is still running at a rung
+    has a value there, so trials can be compared at equal fidelity."""
     min_resource = max(1, n_evals // 9)
-    rungs = set()
+    found = set()
     r = min_resource
     while r < n_evals:
-        rungs.add(r)
+        found.add(r)
         r *= 3
-    rungs.add(n_evals)
+    found.add(n_evals)
+    return sorted(found)
+
+
+def _reporter(
+    trial: optuna.trial.Trial | None, n_evals: int, record: dict[str, float]
+) -> Callable[[int, float], bool]:
+    """Record the value at each rung (and report it to Optuna, which prunes, when ``trial`` is
+    given): each report is a database write, and the pruner looks at no other point."""
+    at = set(rungs(n_evals))
 
     def report(index: int, value: float) -> bool:
-        if index not in rungs:
+        if index not in at:
+            return False
+        record[str(index)] = value if math.isfinite(value) else None
+        if trial is None:
             return False
         with deferred_sigint():
             trial.report(value if math.isfinite(value) else float("inf"), index)

@@ -39,6 +39,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from optimist.comparison.safety import redact, scrub, secrets_of
+
 __all__ = [
     "GRACE_PERIOD_S",
     "HEARTBEAT_S",
@@ -52,6 +54,7 @@ __all__ = [
     "open_storage",
     "recover_dead_trials",
     "redact",
+    "result_is_well_formed",
     "signature",
     "storage_lock",
     "trial_is_done",
@@ -69,21 +72,10 @@ class StorageError(RuntimeError):
     """The storage URL cannot be opened."""
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    if ":" in credentials:
-        credentials = credentials.split(":", 1)[0] + ":***"
-    return f"{scheme}://{credentials}@{host}"
-
-
 def sqlite_path(url: str) -> Path | None:
     """The database file of an ``sqlite:///`` URL, else None."""
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
+        path = url[len("sqlite:///") :].split("?", 1)[0]  # a query is not part of the file
         return Path(path) if path and path != ":memory:" else None
     return None
 
@@ -127,14 +119,15 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + attempt)
-    except ImportError as exc:
+    except ImportError:
         raise StorageError(
             f"cannot open storage {redact(url)}: its database driver is not installed "
             "(for PostgreSQL: pip install psycopg2-binary, or pip install 'optimist[postgres]')"
-        ) from exc
+        ) from None
     except Exception as exc:  # any driver or connection error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {redact(url)}: {first}") from exc
+        first = scrub(first, secrets_of(url))
+        raise StorageError(f"cannot open storage {redact(url)}: {first}") from None
     if url.startswith("sqlite"):
         _use_wal(storage)
     return storage
@@ -204,15 +197,32 @@ def signature(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def key_of(lr: float, seed: Any) -> str:
-    """The identity of a fixed-LR trial."""
-    return f"lr={lr!r}|seed={seed}"
+def key_of(lr: float, seed: Any, params: tuple[tuple[str, float], ...] = ()) -> str:
+    """The identity of a fixed-LR (and fixed-settings) trial."""
+    extra = "".join(f"|{k}={v!r}" for k, v in params)
+    return f"lr={lr!r}{extra}|seed={seed}"
+
+
+_RESULT_KEYS = ("state", "final", "curves")
+
+
+def result_is_well_formed(result: Any) -> bool:
+    """Whether a trial's ``result`` attribute has the shape this package writes (a damaged
+    database row does not, and is then run again rather than trusted)."""
+    return (
+        isinstance(result, dict)
+        and all(k in result for k in _RESULT_KEYS)
+        and result["state"] in ("complete", "pruned", "diverged")
+        and isinstance(result["final"], dict)
+        and isinstance(result["curves"], dict)
+    )
 
 
 def trial_is_done(trial: FrozenTrial) -> bool:
-    """Finished for good: complete, pruned, or failed with a recorded error."""
+    """Finished for good: complete or pruned with a well-formed result, or failed with a
+    recorded error."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
+        return result_is_well_formed(trial.user_attrs.get("result"))
     return trial.state == TrialState.FAIL and "error" in trial.user_attrs
 
 
@@ -348,19 +358,22 @@ class TuneOutcome:
     lr: float
     source: str
     """``"tuned"`` or ``"default (no tuning trial finished without diverging)"``."""
+    params: tuple[tuple[str, float], ...] = ()
+    """Other tuned settings (``--tune lr,momentum,...``), as (name, value) pairs."""
 
 
 def best_lr(trials: list[FrozenTrial], default: float) -> TuneOutcome:
     """The LR of the COMPLETE, non-diverged trial with the lowest objective (ties: first)."""
-    best: tuple[float, int, float] | None = None
+    best: tuple[float, int, float, tuple] | None = None
     for t in trials:
         if t.state != TrialState.COMPLETE or t.value is None or not math.isfinite(t.value):
             continue
         if t.user_attrs.get("result", {}).get("state") == "diverged":
             continue
-        candidate = (t.value, t.number, float(t.params["lr"]))
+        extra = tuple(sorted((k, float(v)) for k, v in t.params.items() if k != "lr"))
+        candidate = (t.value, t.number, float(t.params["lr"]), extra)
         if best is None or candidate < best:
             best = candidate
     if best is None:
         return TuneOutcome(default, "default (every tuning trial diverged or was cut short)")
-    return TuneOutcome(best[2], "tuned")
+    return TuneOutcome(best[2], "tuned", best[3])

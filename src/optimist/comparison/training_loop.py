@@ -1,9 +1,10 @@
 """One trial: train one method at one learning rate with one seed, and record its curves.
 
-The loop is written directly with torch for speed: tensors are converted once, batches are
-slices of a per-epoch shuffled copy, the training loss is summed on a tensor and read only at the
-evaluation points (``n_evals`` evenly spaced steps), where the validation loss is computed on a
-fixed subset of the validation set.
+A data task trains through :meth:`optimist.training.Model.fit`, the same step loop as every
+``fit`` (batching, shuffling, evaluation, NaN detection, callbacks), with a callback that
+evaluates at ``n_evals`` evenly spaced steps (training and validation loss on fixed subsets of
+``eval_size`` examples), prunes and stops at the step budget. A 2-D function has no data and no
+model: its loop applies the optimizer to the function's gradient directly.
 
 Every random choice (initial weights, data order, gradient noise) is drawn from generators
 seeded by :func:`derive_seed` from the task name and the seed index only, so all methods and
@@ -26,6 +27,7 @@ import torch
 
 from optimist.comparison.methods import Method
 from optimist.comparison.tasks import DataTask, FunctionTask, Task
+from optimist.training import Callback, Model, losses
 
 __all__ = ["DIVERGENCE_FACTOR", "derive_seed", "eval_steps", "run_trial"]
 
@@ -115,6 +117,8 @@ def _function_trial(
     steps, gaps, times, path = [0], [initial], [0.0], [[x, y]]
     checkpoints = set(eval_steps(total_steps, n_evals))
     state = "complete"
+    # The first step from which the gap stays within the target to the end: a run that got
+    # there and left again has not reached it.
     steps_to_target = 0 if initial <= task.target_gap else None
     elapsed = 0.0
     t0 = time.perf_counter()
@@ -139,7 +143,9 @@ def _function_trial(
             break
         gaps.append(gap)
         path.append([x, y])
-        if steps_to_target is None and gap <= task.target_gap:
+        if gap > task.target_gap:
+            steps_to_target = None
+        elif steps_to_target is None:
             steps_to_target = step
         if step in checkpoints:
             eval_index += 1
@@ -160,7 +166,9 @@ def _function_trial(
         "epochs": None,
         "time_s": times[-1],
         "steps_per_s": steps[-1] / times[-1] if times[-1] > 0 else None,
-        "steps_to_target": steps_to_target,
+        "batch_size": None,
+        "examples_per_s": None,
+        "steps_to_target": steps_to_target if last_gap <= task.target_gap else None,
         "time_to_target_s": None if steps_to_target is None else times[steps_to_target],
         "epochs_to_target": None,
         "best_val_loss": min(gaps),
@@ -183,21 +191,122 @@ def _function_trial(
     }
 
 
-@torch.no_grad()
-def _evaluate(model, loss_fn, x, y, classification: bool, chunk: int = 8192):
-    """Mean loss (and accuracy) of ``model`` on ``x, y``, in chunks."""
-    was_training = model.training
-    model.eval()
-    total, correct, n = 0.0, 0, len(y)
-    for start in range(0, n, chunk):
-        out = model(x[start : start + chunk])
-        target = y[start : start + chunk]
-        total += float(loss_fn(out, target)) * len(target)
-        if classification:
-            correct += int((out.argmax(1) == target).sum())
-    model.train(was_training)
-    loss = total / max(n, 1)
-    return loss, (correct / max(n, 1) if classification else None)
+def _loss(task: DataTask) -> Any:
+    """The task's loss as an :mod:`optimist.training.losses` object (models output logits)."""
+    if task.loss == "cross_entropy":
+        return losses.SparseCategoricalCrossentropy(from_logits=True)
+    if task.loss == "mse":
+        return losses.MeanSquaredError()
+    if callable(task.loss):
+        user = task.loss
+        return losses.CustomLoss(lambda y_true, y_pred: user(y_pred, y_true))  # torch order
+    raise ValueError(f"unknown loss {task.loss!r}; use 'cross_entropy', 'mse' or a callable")
+
+
+class _Trial(Callback):
+    """A ``fit`` callback that runs one trial's bookkeeping: evaluation at the ``n_evals``
+    evenly spaced steps (timed out of the training time), the curves (training loss: the mean
+    of the batch losses since the previous point, from ``fit``'s logs; validation loss and
+    accuracy: ``evaluate`` on a fixed subset), divergence (a loss above ``DIVERGENCE_FACTOR``
+    times its start), the target, pruning through ``report``, and the step budget (it stops
+    ``fit`` when the budget is spent)."""
+
+    def __init__(self, model, task, data, total_steps, n_evals, per_epoch, report) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.x_eval, self.y_eval = data.x_val[: task.eval_size], data.y_val[: task.eval_size]
+        self.x_fit, self.y_fit = data.x_train[: task.eval_size], data.y_train[: task.eval_size]
+        self.total = total_steps
+        self.n_train = len(data.y_train)
+        self.batch_size = 1
+        self.interval_sum, self.interval_seen = 0.0, 0
+        self.epoch_sum, self.epoch_seen = 0.0, 0
+        self.checkpoints = eval_steps(total_steps, n_evals)
+        self.per_epoch = per_epoch
+        self.report = report
+        self.step = 0
+        self.next = 0
+        self.elapsed = 0.0
+        self.t0 = 0.0
+        self.state = "complete"
+        self.val0, acc0 = self.evaluate(self.x_eval, self.y_eval)
+        self.train0, _ = self.evaluate(self.x_fit, self.y_fit)
+        cls = task.classification
+        self.curves: dict[str, Any] = {
+            "step": [0],
+            "epoch": [0.0],
+            "time_s": [0.0],
+            "train_loss": [self.train0],
+            "val_loss": [self.val0],
+            "val_acc": [acc0] if cls else None,
+        }
+        self.hit = 0 if self.reached(self.val0, acc0) else None
+
+    def evaluate(self, x, y) -> tuple[float, float | None]:
+        """Loss (and accuracy) through the model's own ``evaluate``."""
+        logs = self.model.evaluate(x, y, batch_size=8192, verbose=0, return_dict=True)
+        loss = float(logs["loss"])
+        return (loss if math.isfinite(loss) else math.inf), logs.get("accuracy")
+
+    def reached(self, loss: float, acc: float | None) -> bool:
+        target = self.task.target
+        value = acc if target["metric"] == "val_acc" else loss
+        if value is None:
+            return False
+        if target["mode"] == "above":
+            return value >= target["threshold"]
+        return value <= target["threshold"]
+
+    def on_train_begin(self, logs=None) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self.step += 1
+        # fit's logs hold the epoch's running mean loss: keep the sum over the interval since
+        # the last evaluation point (the training-loss curve is that interval's mean)
+        seen = min((batch + 1) * self.batch_size, self.n_train)
+        total = float(logs["loss"]) * seen if logs else math.nan
+        if batch == 0:
+            self.epoch_sum, self.epoch_seen = 0.0, 0
+        self.interval_sum += total - self.epoch_sum
+        self.interval_seen += seen - self.epoch_seen
+        self.epoch_sum, self.epoch_seen = total, seen
+        if self.step >= self.total:
+            self.model.stop_training = True
+        if self.next >= len(self.checkpoints) or self.step != self.checkpoints[self.next]:
+            return
+        self.elapsed += time.perf_counter() - self.t0
+        self.record()
+        self.t0 = time.perf_counter()
+
+    def record(self) -> None:
+        """Evaluate at the current step and decide: go on, diverged, or pruned."""
+        train_loss = self.interval_sum / max(self.interval_seen, 1)
+        if not math.isfinite(train_loss):
+            train_loss = math.inf
+        self.interval_sum, self.interval_seen = 0.0, 0
+        val_loss, val_acc = self.evaluate(self.x_eval, self.y_eval)
+        c = self.curves
+        c["step"].append(self.step)
+        c["epoch"].append(self.step / self.per_epoch)
+        c["time_s"].append(self.elapsed)
+        c["train_loss"].append(train_loss)
+        c["val_loss"].append(val_loss)
+        if c["val_acc"] is not None:
+            c["val_acc"].append(val_acc)
+        self.next += 1
+        if _is_bad(train_loss, self.train0) or _is_bad(val_loss, self.val0):
+            self.state = "diverged"
+            self.model.stop_training = True
+            return
+        if not self.reached(val_loss, val_acc):
+            self.hit = None  # reached and left again: not reached (yet)
+        elif self.hit is None:
+            self.hit = len(c["step"]) - 1
+        if self.report is not None and self.report(self.next, val_loss):
+            self.state = "pruned"
+            self.model.stop_training = True
 
 
 def _data_trial(
@@ -211,84 +320,43 @@ def _data_trial(
     report: Reporter | None,
     final: bool,
 ) -> dict[str, Any]:
+    """Train through :meth:`optimist.training.Model.fit` (the same step loop, batching,
+    evaluation and NaN detection as every ``fit``), with :class:`_Trial` as its callback."""
     data = task.data(subsample)
-    loss_fn = task.loss_fn()
     cls = task.classification
     torch.manual_seed(derive_seed(task.name, seed, "init"))
-    model = task.model_fn()
-    model.train()
-    opt = method.build(model.parameters(), lr)
+    model = Model(task.model_fn())
+    # compile seeds fit's shuffle generator from torch.initial_seed(): the data order's seed
+    torch.manual_seed(derive_seed(task.name, seed, "order"))
+    model.compile(
+        optimizer=lambda params: method.build(params, lr),
+        loss=_loss(task),
+        metrics=["accuracy"] if cls else None,
+    )
     x, y = data.x_train, data.y_train
     n = len(y)
     bs = method.batch_size(n)
     per_epoch = math.ceil(n / bs)
-    order = torch.Generator().manual_seed(derive_seed(task.name, seed, "order"))
-    x_eval, y_eval = data.x_val[: task.eval_size], data.y_val[: task.eval_size]
-    target = task.target
-
-    def reached(loss: float, acc: float | None) -> bool:
-        value = acc if target["metric"] == "val_acc" else loss
-        if value is None:
-            return False
-        if target["mode"] == "above":
-            return value >= target["threshold"]
-        return value <= target["threshold"]
-
-    val0, acc0 = _evaluate(model, loss_fn, x_eval, y_eval, cls)
-    train0, _ = _evaluate(model, loss_fn, x[: task.eval_size], y[: task.eval_size], cls)
-    curves: dict[str, list] = {
-        "step": [0],
-        "epoch": [0.0],
-        "time_s": [0.0],
-        "train_loss": [train0],
-        "val_loss": [val0],
-        "val_acc": [acc0] if cls else None,
-    }
-    hit = 0 if reached(val0, acc0) else None
-    checkpoints = eval_steps(total_steps, n_evals)
-    next_eval = 0
-    state = "complete"
-    running = torch.zeros((), dtype=torch.float64)
-    count = 0
-    elapsed = 0.0
-    xs, ys = x, y
-    t0 = time.perf_counter()
-    for step in range(1, total_steps + 1):
-        k = (step - 1) % per_epoch
-        if k == 0 and bs < n:
-            perm = torch.randperm(n, generator=order)
-            xs, ys = x[perm], y[perm]
-        xb, yb = xs[k * bs : (k + 1) * bs], ys[k * bs : (k + 1) * bs]
-        loss = loss_fn(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running += loss.detach()
-        count += 1
-        if step != checkpoints[next_eval]:
-            continue
-        elapsed += time.perf_counter() - t0
-        train_loss = float(running) / count
-        running.zero_()
-        count = 0
-        val_loss, val_acc = _evaluate(model, loss_fn, x_eval, y_eval, cls)
-        curves["step"].append(step)
-        curves["epoch"].append(step / per_epoch)
-        curves["time_s"].append(elapsed)
-        curves["train_loss"].append(train_loss if math.isfinite(train_loss) else math.inf)
-        curves["val_loss"].append(val_loss if math.isfinite(val_loss) else math.inf)
-        if cls:
-            curves["val_acc"].append(val_acc)
-        next_eval += 1
-        if _is_bad(train_loss, train0) or _is_bad(val_loss, val0):
-            state = "diverged"
-            break
-        if hit is None and reached(val_loss, val_acc):
-            hit = len(curves["step"]) - 1
-        if report is not None and report(next_eval, val_loss):
-            state = "pruned"
-            break
-        t0 = time.perf_counter()
+    trial = _Trial(model, task, data, total_steps, n_evals, per_epoch, report)
+    trial.batch_size = bs
+    try:
+        model.fit(
+            x,
+            y,
+            batch_size=bs,
+            epochs=math.ceil(total_steps / per_epoch),
+            shuffle=bs < n,
+            verbose=0,
+            callbacks=[trial],
+        )
+    except FloatingPointError:  # fit's NaN check: the loss became NaN or infinite
+        trial.state = "diverged"
+        trial.elapsed += time.perf_counter() - trial.t0
+        if trial.curves["step"][-1] != trial.step:
+            trial.record()
+            trial.state = "diverged"
+    curves, hit, elapsed = trial.curves, trial.hit, trial.elapsed
+    state = trial.state
     steps_run = curves["step"][-1]
     result_final: dict[str, Any] = {
         "train_loss": curves["train_loss"][-1],
@@ -300,19 +368,23 @@ def _data_trial(
         "epochs": steps_run / per_epoch,
         "time_s": elapsed,
         "steps_per_s": steps_run / elapsed if elapsed > 0 else None,
+        "batch_size": bs,
+        "examples_per_s": steps_run * bs / elapsed if elapsed > 0 else None,
         "steps_to_target": None if hit is None else curves["step"][hit],
         "time_to_target_s": None if hit is None else curves["time_s"][hit],
         "epochs_to_target": None if hit is None else curves["epoch"][hit],
         "best_val_loss": min(curves["val_loss"]),
     }
     if final and state == "complete":
-        result_final["val_loss"], result_final["val_acc"] = _evaluate(
-            model, loss_fn, data.x_val, data.y_val, cls
-        )
+        result_final["val_loss"], result_final["val_acc"] = trial.evaluate(data.x_val, data.y_val)
         if data.x_test is not None and data.y_test is not None and len(data.y_test):
-            result_final["test_loss"], result_final["test_acc"] = _evaluate(
-                model, loss_fn, data.x_test, data.y_test, cls
+            result_final["test_loss"], result_final["test_acc"] = trial.evaluate(
+                data.x_test, data.y_test
             )
+        if not trial.reached(result_final["val_loss"], result_final["val_acc"]):
+            # On the whole validation set the run ends short of the target.
+            for key in ("steps_to_target", "time_to_target_s", "epochs_to_target"):
+                result_final[key] = None
     return {
         "state": state,
         "objective": math.inf if state == "diverged" else curves["val_loss"][-1],

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from optimist.comparison.methods import get_method
-from optimist.comparison.results import write_json
+from optimist.comparison.results import atomic_write_bytes, write_json
 from optimist.comparison.tasks import FunctionTask, get_task
 from optimist.comparison.training_loop import run_trial
 
@@ -72,11 +72,11 @@ def draw_trajectories(
         "runs": runs,
     }
     written = []
-    png = plots.contour_png(document, function)
+    png = plots.paths_plot(document, function, fmt="png")
     gif = plots.trajectory_gif(document, function)
     for name, data in (("paths.png", png), ("paths.gif", gif)):
         if data:
-            (out / name).write_bytes(data)
+            atomic_write_bytes(out / name, data)
             written.append(out / name)
     write_json(out / "trajectories.json", {"function": function, "steps": total, "runs": runs})
     written.append(out / "trajectories.json")

@@ -17,23 +17,33 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from optimist.comparison.runner import Config, Context, work
+from optimist.comparison.runner import Config, Context, RunError, interrupt_once, work
 
 __all__ = ["run_workers"]
 
 
 def _worker_main(config: Config, events: Any, parent_pid: int) -> None:
-    try:
-        ctx = Context(config)
-        work(ctx, on_event=events.put, parent_pid=parent_pid)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:  # reported to the coordinator, which finishes the work itself
-        events.put(
-            {"type": "worker_error", "pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"}
-        )
-    finally:
-        events.put({"type": "worker_exit", "pid": os.getpid()})
+    with interrupt_once():
+        try:
+            ctx = Context(config)
+            work(ctx, on_event=events.put, parent_pid=parent_pid)
+        except KeyboardInterrupt:
+            pass
+        except RunError as exc:  # the machine failed: the coordinator stops the run
+            events.put(
+                {"type": "worker_error", "pid": os.getpid(), "error": str(exc), "fatal": True}
+            )
+        except Exception as exc:  # reported to the coordinator, which finishes the work itself
+            events.put(
+                {
+                    "type": "worker_error",
+                    "pid": os.getpid(),
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "fatal": False,
+                }
+            )
+        finally:
+            events.put({"type": "worker_exit", "pid": os.getpid()})
 
 
 def run_workers(config: Config, n: int, on_event: Callable[[dict[str, Any]], None]) -> None:

@@ -7,34 +7,50 @@
 """
 
 from optimist.optim.adadelta import Adadelta
+from optimist.optim.adafactor import Adafactor
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
+from optimist.optim.adan import Adan
+from optimist.optim.ademamix import AdEMAMix
+from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
+from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.rule import Rule, Slot
+from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.transforms import chain
+from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = [
+    "ADOPT",
+    "LAMB",
+    "LARS",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "Adan",
+    "AdEMAMix",
     "Lion",
+    "Muon",
     "NAdam",
     "Optimizer",
     "OptimizerSpec",
     "RAdam",
     "RMSprop",
     "Rule",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "RuleOptimizer",
     "Slot",
     "chain",

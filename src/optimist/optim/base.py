@@ -1,25 +1,11 @@
-"""The base class every optimist optimizer shares, and the checks and dispatch they all use.
+"""The torch-compatible base every optimist optimizer shares, and the hyperparameter checks.
 
 An optimizer here is a :class:`torch.optim.Optimizer` subclass with torch.optim's constructor
 arguments, defaults and state keys, so ``state_dict`` moves between ``torch.optim`` and optimist
-both ways, and schedulers, hooks, ``param_groups`` and ``repr`` work as in torch.
-
-Each optimizer module has four layers, as ``torch/optim/adam.py`` does:
-
-* the class (validates hyperparameters, creates ``self.state[p]`` lazily, gathers tensors);
-* a functional ``<name>(params, grads, ..., implementation=...)`` that dispatches;
-* ``_single_tensor_<name>``: the readable per-tensor PyTorch kernel (the fallback, and the
-  reference the fast path is tested against);
-* the fast path: optimist's single-pass C++ kernel on CPU (:mod:`optimist.optim.fused`), or, on
-  other devices, torch's own multi-tensor / fused kernels for the same rule.
-
-Implementations (``implementation=`` on the functional API; chosen per step by the class):
-
-``"single"``   the per-tensor kernel written in this package.
-``"fused"``    optimist's compiled single-pass CPU kernel; tensors it cannot take (non-CPU,
-               non-contiguous, other dtypes) go through ``"single"``.
-``"torch"``    torch.optim's own multi-tensor/fused functional kernel (used on CUDA and other
-               accelerators, where optimist has no kernel of its own).
+both ways, and schedulers, hooks, ``param_groups`` and ``repr`` work as in torch. This module holds
+what is about that contract (checks, old-checkpoint upgrades, pickling, optimist's extra
+``state_dict`` entry); the update itself (rules, state storage, dispatch) is
+:mod:`optimist.optim.engine`.
 """
 
 from __future__ import annotations
@@ -29,13 +15,11 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from optimist.optim import fused as _fused
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
@@ -150,96 +134,6 @@ def as_real(t: Tensor | None) -> Tensor | None:
     return t
 
 
-# --- dispatch ----------------------------------------------------------------------------------
-
-
-def choose_implementation(
-    params: Sequence[Tensor], *, foreach: bool | None, fused: bool | None
-) -> str:
-    """Pick the implementation for one step of one param group.
-
-    ``fused=True`` demands optimist's CPU kernel; ``foreach=False`` (or ``fused=False`` with
-    ``foreach`` unset on CPU) asks for the per-tensor kernel; ``foreach=True`` asks for torch's
-    multi-tensor kernel. With both unset, the fastest correct path is used: the fused kernel on
-    CPU when it is available, torch's multi-tensor kernel on accelerators, else the per-tensor one.
-    """
-    on_cpu = all(p.is_cpu for p in params)
-    if fused:
-        if not on_cpu:
-            raise RuntimeError(
-                "fused=True runs optimist's CPU kernel, but some parameters are not on the CPU; "
-                "use fused=None (torch's kernels are used on accelerators)"
-            )
-        if not _fused.available():
-            raise RuntimeError(
-                "fused=True, but optimist's fused CPU kernels could not be built here "
-                "(see the warning above, or set fused=None to fall back to the per-tensor path)"
-            )
-        return "fused"
-    if foreach:
-        return "torch"
-    if foreach is False or fused is False:
-        return "single"
-    if not params:
-        return "single"
-    if on_cpu:
-        return "fused" if _fused.available() else "single"
-    return "torch"
-
-
-_FLOAT16_MAX = torch.finfo(torch.float16).max
-
-
-def _overflows_low_precision(hyper: dict[str, Any]) -> bool:
-    """Whether a hyperparameter is finite but too large for float16 (``lr=1e5``, ``1e300``)."""
-    return any(
-        type(value) in (int, float)
-        and abs(value) > _FLOAT16_MAX
-        and (type(value) is int or math.isfinite(value))
-        for value in hyper.values()
-    )
-
-
-def run_fused(
-    kernel: Callable[..., None],
-    single: Callable[..., None],
-    lists: Sequence[Sequence[Any]],
-    *,
-    n_tail: int,
-    **hyper: Any,
-) -> None:
-    """Run ``kernel`` on the tensors it supports and ``single`` on the rest.
-
-    ``lists`` are index-aligned: first the elementwise tensors (params, grads, state tensors),
-    then ``n_tail`` bookkeeping lists (0-dim step tensors, flags) passed through as they are. An
-    empty list stands for unused state and stays empty. Which indices the kernel cannot take
-    (another device, non-contiguous, mixed dtypes, ...) is decided in one C++ call, since for
-    many small tensors per-tensor checks in Python would cost more than the update itself.
-    """
-    if _overflows_low_precision(hyper):
-        # torch raises ("value cannot be converted to type float without overflow") where such
-        # a scalar meets a float32/float16 tensor; the per-tensor path makes torch's calls.
-        single(*lists, **hyper)
-        return
-    n_elementwise = len(lists) - n_tail
-    slow = _fused.unsupported_indices(*lists[:n_elementwise])
-    if not slow:
-        kernel(*lists, **hyper)
-        return
-    slow_set = set(slow)
-    fast = [i for i in range(len(lists[0])) if i not in slow_set]
-
-    def pick(indices: list[int]) -> list[list[Any]]:
-        return [[lst[i] for i in indices] if lst else [] for lst in lists]
-
-    if fast:
-        kernel(*pick(fast), **hyper)
-    single(*pick(slow), **hyper)
-
-
-# --- the base class ----------------------------------------------------------------------------
-
-
 @functools.cache
 def _signature_defaults(cls: type) -> dict[str, Any]:
     """The constructor's keyword defaults of an optimizer class (its "class defaults")."""
@@ -251,14 +145,14 @@ def _signature_defaults(cls: type) -> dict[str, Any]:
 
 
 class Optimizer(torch.optim.Optimizer):
-    """Base class: hyperparameter checks per group, implementation choice, non-finite skipping.
+    """Base class: hyperparameter checks per group, checkpoints, pickling, skipped-step count.
 
-    Subclasses define ``_check_group(group)`` (raise ``ValueError`` for bad values) and
-    ``_step_group(group)`` (one update of one param group, gradients assumed present).
+    Subclasses define ``_check_group(group)`` (raise ``ValueError`` for bad values) and the step
+    (:class:`optimist.optim.engine.RuleOptimizer` does, for every optimizer in this package).
 
-    ``skip_nonfinite=True`` checks every gradient before a step; if any holds NaN or inf the step
-    is skipped for all groups (parameters and state untouched) and :attr:`skipped_steps` grows
-    by one. It is off by default, where non-finite gradients flow into the update as in torch.
+    ``skip_nonfinite=True`` makes the step skip every update whose gradients hold a NaN or inf
+    (parameters and state untouched) and count it in :attr:`skipped_steps`. It is off by default,
+    where non-finite gradients flow into the update as in torch.
     """
 
     def __init__(
@@ -358,45 +252,6 @@ class Optimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)  # calls __setstate__, which fills and upgrades
         self.skipped_steps = int(extra.get("skipped_steps", 0))
 
-    def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
-        return choose_implementation(
-            params,
-            foreach=group.get("foreach"),
-            fused=group.get("fused"),
-        )
-
-    def _gather(
-        self,
-        group: dict[str, Any],
-        name: str,
-        init_state: Callable[[Tensor, dict[str, Any]], None],
-        keys: Sequence[str],
-    ) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]]]:
-        """Collect the params with gradients, their gradients and their ``keys`` state tensors.
-
-        State is created lazily by ``init_state(param, state)`` on a parameter's first step.
-        Parameters whose ``.grad`` is None are skipped (their state is neither made nor changed).
-        """
-        params: list[Tensor] = []
-        grads: list[Tensor] = []
-        columns: list[list[Tensor]] = [[] for _ in keys]
-        appends = list(zip([column.append for column in columns], keys, strict=True))
-        optimizer_state = self.state
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._check_sparse(grad, name)
-            state = optimizer_state[p]
-            if not state:
-                init_state(p, state)
-            params.append(p)
-            grads.append(grad)
-            for append, key in appends:
-                append(state[key])
-        return params, grads, columns
-
     @staticmethod
     def _check_sparse(grad: Tensor, name: str) -> None:
         if grad.is_sparse:
@@ -404,34 +259,3 @@ class Optimizer(torch.optim.Optimizer):
                 f"{name} does not support sparse gradients; use torch.optim.SparseAdam, or "
                 "torch.nn.Embedding(sparse=False)"
             )
-
-    def _gradients_finite(self) -> bool:
-        by_device: dict[torch.device, list[Tensor]] = {}
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    flag = torch.isfinite(as_real(p.grad)).all()
-                    by_device.setdefault(flag.device, []).append(flag)
-        # one host sync per device instead of one per tensor
-        return all(bool(torch.stack(flags).all()) for flags in by_device.values())
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimization step.
-
-        Args:
-            closure: optional; re-evaluates the model and returns the loss.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if self.skip_nonfinite and not self._gradients_finite():
-            self.skipped_steps += 1
-            return loss
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
-
-    def _step_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError

@@ -61,14 +61,12 @@ def check_state_dtype(value: object) -> None:
 
 def storage_dtype(state_dtype: str | None, param: Tensor) -> torch.dtype:
     """The dtype a state tensor of ``param`` is stored in under ``state_dtype``."""
-    if state_dtype is None or not param.is_floating_point() and not param.is_complex():
-        return param.dtype
+    if state_dtype is None or not param.is_floating_point():
+        return param.dtype  # complex parameters keep complex state (torch's view_as_real rule)
     if state_dtype == "int8":
-        if param.numel() < MIN_QUANT_NUMEL or param.is_complex():
+        if param.numel() < MIN_QUANT_NUMEL:
             return torch.float32 if param.dtype != torch.float64 else param.dtype
         return torch.int8
-    if param.is_complex():
-        return param.dtype
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[state_dtype]
 
 

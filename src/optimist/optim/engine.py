@@ -118,24 +118,39 @@ def available() -> bool:
 def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor, bool]:
     """Pass 0: per-tensor sums of squares (float64) and whether all gradients are finite.
 
-    One read of each gradient (after clamping to ``±clip_value`` when > 0). Uses the C++ engine
-    for CPU tensors it takes, torch ops for the rest.
+    One read of each gradient. Without clipping by value this is torch's multi-tensor norm
+    (vectorized and threaded), and "finite" is judged from the norms as
+    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it (a NaN or inf
+    element makes its norm NaN or inf). With ``clip_value > 0`` the gradients are clamped to
+    ``±clip_value`` first, in the C++ engine for CPU tensors it takes, else in torch ops.
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
+    if clip_value <= 0:
+        norms = torch._foreach_norm([as_real(g) for g in grads])
+        try:  # one op when the norms share a dtype and device (the usual case)
+            sums = torch.stack(norms).double().cpu() ** 2
+        except RuntimeError:
+            sums = torch.stack([n.double().cpu() for n in norms]) ** 2
+        return sums, bool(torch.isfinite(sums).all())
     if all(g.is_cpu for g in grads) and available():
         mod = load()
-        slow = set(mod.unsupported_indices([list(grads), list(grads)]))
-        if not slow:
+        if not mod.unsupported_indices([list(grads), list(grads)]):
             return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
-    for g in grads:
-        r = as_real(g)
-        if clip_value > 0:
-            r = r.clamp(-clip_value, clip_value)
-        sums.append(r.double().square().sum().cpu())
-        finite.append(torch.isfinite(as_real(g)).all().cpu())
-    return torch.stack(sums), bool(torch.stack(finite).all())
+    for g in grads:  # on the gradients' devices; one host transfer at the end
+        r = as_real(g).clamp(-clip_value, clip_value)
+        sums.append(r.double().square().sum())
+        finite.append(torch.isfinite(as_real(g)).all())
+    by_device: dict[torch.device, list[int]] = {}
+    for i, s in enumerate(sums):
+        by_device.setdefault(s.device, []).append(i)
+    out = torch.zeros(len(grads), dtype=torch.float64)
+    all_finite = True
+    for idx in by_device.values():
+        out[idx] = torch.stack([sums[i] for i in idx]).cpu()
+        all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
+    return out, all_finite
 
 
 def float_state_dict(state_dict: dict[str, Any], *, widen_bfloat16: bool = True) -> dict[str, Any]:
@@ -242,6 +257,7 @@ class RuleOptimizer(Optimizer):
         self._count = 0  # real (applied) steps
         self._micro = 0  # calls since the last real step (gradient accumulation)
         self._mask_cache: dict[tuple[int, int], bool] = {}
+        self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     # --- checks and persistence --------------------------------------------------------------
@@ -264,6 +280,7 @@ class RuleOptimizer(Optimizer):
         self.__dict__.setdefault("_count", 0)
         self.__dict__.setdefault("_micro", 0)
         self.__dict__["_mask_cache"] = {}
+        self.__dict__.setdefault("_warned_subclass", False)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -538,7 +555,7 @@ class RuleOptimizer(Optimizer):
         if not pending:
             fresh = []
         lr = scalar(group["lr"])
-        wd = scalar(group.get("weight_decay", 0.0))
+        wd = scalar(group.get("weight_decay", 0.0)) if rule.engine_decay(group) else 0.0
         decoupled = rule.decoupled(group)
         l2: list[float] = []
         decay: list[float] = []
@@ -602,9 +619,19 @@ class RuleOptimizer(Optimizer):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
             ema = [local(s["ema"]) for s in states] if self.chain.ema is not None else []
-            # (tensor subclasses such as DTensor are among the indices it returns)
+            # (tensor subclasses other than DTensor, now local shards, are among its indices)
             slow = load().unsupported_indices([params, grads, *columns, ema])
             eager = list(slow)
+            if slow and not self._warned_subclass:
+                kinds = {type(params[i]).__name__ for i in slow} - {"Tensor", "Parameter"}
+                if kinds:
+                    self._warned_subclass = True
+                    warnings.warn(
+                        f"optimist: parameters of tensor subclass {', '.join(sorted(kinds))} use "
+                        "the per-tensor PyTorch path (the C++ engine takes plain CPU tensors)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
             if not slow:
                 self._run_fused(group, batch)
             elif len(slow) < n:

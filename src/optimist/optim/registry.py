@@ -18,15 +18,22 @@ from typing import Any
 import torch
 
 from optimist.optim.adadelta import Adadelta
+from optimist.optim.adafactor import Adafactor
 from optimist.optim.adagrad import Adagrad
 from optimist.optim.adam import Adam, AdamW
 from optimist.optim.adamax import Adamax
+from optimist.optim.adan import Adan
+from optimist.optim.ademamix import AdEMAMix
+from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
+from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
+from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
+from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
 
@@ -125,3 +132,24 @@ register("adamax", Adamax, "Adamax: Adam with the infinity norm instead of the s
 register("nadam", NAdam, "NAdam: Adam with Nesterov momentum.")
 register("radam", RAdam, "RAdam: Adam with a rectified (warm-up free) adaptive step.")
 register("lion", Lion, "Lion: the sign of interpolated momentum, decoupled weight decay (2023).")
+register("adopt", ADOPT, "ADOPT: Adam normalising by the previous second moment, clipped (2024).")
+register("ademamix", AdEMAMix, "AdEMAMix: Adam with a fast and a slow momentum mixed (2024).")
+register("adan", Adan, "Adan: adaptive Nesterov momentum from gradient differences (2022).")
+register(
+    "schedule_free_adamw",
+    ScheduleFreeAdamW,
+    "Schedule-Free AdamW: no LR schedule, evaluate the average (train()/eval(), 2024).",
+)
+register(
+    "schedule_free_sgd",
+    ScheduleFreeSGD,
+    "Schedule-Free SGD: no LR schedule, evaluate the average (train()/eval(), 2024).",
+)
+register(
+    "muon",
+    Muon,
+    "Muon: Newton-Schulz orthogonalised momentum for matrices, AdamW for the rest (2024).",
+)
+register("adafactor", Adafactor, "Adafactor: factored second moments, relative steps (2018).")
+register("lamb", LAMB, "LAMB: Adam with a per-tensor trust ratio ||w|| / ||u|| (2019).")
+register("lars", LARS, "LARS: momentum SGD with a per-tensor trust ratio (2017).")

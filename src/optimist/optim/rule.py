@@ -69,6 +69,10 @@ def _never(group: Group) -> bool:
     return False
 
 
+def _always(group: Group) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Rule:
     """An element-wise optimizer update rule (see the module docstring).
@@ -78,8 +82,10 @@ class Rule:
     gradient (after clipping, maximize and L2 penalty) and ``h = scalars(...)``; tensors are real
     views in the compute precision. ``decoupled(group)`` says whether ``weight_decay`` is
     decoupled (:math:`\\theta \\leftarrow \\theta(1 - \\gamma\\lambda)` before the update) or an L2
-    penalty added to the gradient. ``scalar_state`` lists 0-dim state tensors besides ``step``
-    with their initial values.
+    penalty added to the gradient; ``engine_decay(group)`` False leaves ``weight_decay`` wholly to
+    the rule's ``scalars`` (a decay the prologue cannot express: Adan's proximal division,
+    Schedule-Free AdamW's decay after normalisation). ``scalar_state`` lists 0-dim state tensors
+    besides ``step`` with their initial values.
     """
 
     name: str
@@ -88,6 +94,7 @@ class Rule:
     eager: Callable[[Tensor, Tensor, list[Tensor | None], Sequence[float], Sequence[bool]], None]
     flags: Callable[[Group], tuple[bool, ...]] = _no_flags
     decoupled: Callable[[Group], bool] = _never
+    engine_decay: Callable[[Group], bool] = _always
     has_step: bool = True
     scalar_state: tuple[tuple[str, float], ...] = ()
     fresh_flag: int = -1

@@ -12,6 +12,29 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "ACTIVATIONS",
+    "elu",
+    "exponential",
+    "gelu",
+    "get",
+    "hard_sigmoid",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "name_of",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "softsign",
+    "tanh",
+]
+
+
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 

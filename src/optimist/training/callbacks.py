@@ -67,6 +67,8 @@ class Callback:
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
+    if not isinstance(cb, Callback):  # duck-typed (optimist.monitor.Monitor): the hooks it has
+        return callable(getattr(cb, hook, None))
     return hook in vars(cb) or getattr(type(cb), hook, None) is not getattr(Callback, hook)
 
 
@@ -76,7 +78,7 @@ class CallbackList:
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict[str, Any]):
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:
-            if not isinstance(cb, Callback):
+            if not isinstance(cb, Callback) and not callable(getattr(cb, "set_model", None)):
                 raise ValueError(
                     f"callbacks must be optimist.callbacks.Callback instances, got "
                     f"{type(cb).__name__}"
@@ -99,7 +101,9 @@ class CallbackList:
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            fn = getattr(cb, hook, None)  # a duck-typed callback may leave hooks out
+            if fn is not None:
+                fn(*args)
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self._call("on_train_begin", logs)

@@ -26,6 +26,7 @@ import importlib
 import io
 import json
 import os
+import pickle
 import re
 import tempfile
 import zipfile
@@ -80,12 +81,18 @@ def read_file(path: str | os.PathLike[str], *, weights_only: bool = True) -> Any
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - every reader error means the same thing here
         message = str(exc)
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if refused:
+        if weights_only and (
+            isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in message
+        ):
+            # torch words this refusal several ways ("Unsupported global: GLOBAL x.y ...",
+            # "Trying to load unsupported GLOBAL x.y whose module x is blocked", "Unsupported
+            # operand ..."): all mean the safe unpickler declined to run code from the file.
+            named = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", message)
+            what = f"a Python object ({named.group(1)})" if named else "pickled Python code"
             raise ValueError(
-                f"{path!r} holds a Python object ({refused.group(1)}) that "
-                f"torch.load(weights_only=True) refuses to unpickle. If you trust the file, pass "
-                f"weights_only=False."
+                f"{path!r} was refused for safety: it holds {what} that loading would have to "
+                f"execute, and torch.load(weights_only=True) refuses to unpickle it. Only if you "
+                f"trust where the file comes from, load it with weights_only=False."
             ) from None
         lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
         text = lines[-1] if lines else type(exc).__name__

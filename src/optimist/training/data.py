@@ -1,7 +1,8 @@
 """Input handling for fit/evaluate/predict: conversion, validation and batching.
 
 Array inputs (NumPy arrays, torch tensors, nested lists) are converted once to tensors on the
-model's device: floating arrays to torch's default dtype (``float32``), integer inputs to
+model's device: floating arrays of any dtype to the model's dtype (that of its parameters, or
+torch's default ``float32`` before it is built, as Keras casts inputs), integer inputs to
 ``int64`` when the model starts with an embedding (else to float), targets to what the loss
 needs (``int64`` labels for sparse cross-entropy, float otherwise). Batches are then slices of
 these tensors taken with a permutation index (no DataLoader, no per-batch conversion).
@@ -13,6 +14,7 @@ model's shuffle generator. Each batch is ``(x, y)`` or ``(x, y, sample_weight)``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +30,19 @@ def is_loader_like(x: Any) -> bool:
     return isinstance(x, (DataLoader, Dataset))
 
 
-def to_tensor(value: Any, name: str, *, kind: str, device: torch.device | None) -> torch.Tensor:
-    """Convert ``value`` for role ``kind``: "float", "index", "input_int" (keep integers)."""
+def to_tensor(
+    value: Any,
+    name: str,
+    *,
+    kind: str,
+    device: torch.device | None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Convert ``value`` for role ``kind``: "float", "index", "input_int" (keep integers).
+
+    Floating results (any input dtype: float16, bfloat16, float64, integers for a "float" role)
+    are cast to ``dtype`` -- the model's dtype, as Keras casts inputs -- or torch's default.
+    """
     if isinstance(value, torch.Tensor):
         t = value.detach()
     else:
@@ -42,6 +55,8 @@ def to_tensor(value: Any, name: str, *, kind: str, device: torch.device | None) 
                 f"{name} must be numeric, got an array of dtype {arr.dtype}"
                 + (" (ragged nested lists?)" if arr.dtype == object else "")
             )
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:  # long double: torch has none
+            arr = arr.astype(np.float64)
         if not arr.flags.writeable:
             arr = arr.copy()
         elif not arr.flags.c_contiguous:
@@ -57,8 +72,10 @@ def to_tensor(value: Any, name: str, *, kind: str, device: torch.device | None) 
         ):
             raise ValueError(f"{name} must hold whole numbers (integer labels or indices)")
         t = t.long()
-    elif not t.is_floating_point() or t.dtype == torch.float64:
-        t = t.to(torch.get_default_dtype())
+    else:
+        target = dtype or torch.get_default_dtype()
+        if t.dtype != target:
+            t = t.to(target)
     if device is not None and t.device != device:
         t = t.to(device)
     return t
@@ -241,6 +258,7 @@ class LoaderData:
         y_kind: str,
         device: torch.device | None,
         need_y: bool = True,
+        dtype: torch.dtype | None = None,
     ) -> Iterator[Batch]:
         for i, item in enumerate(self._raw_batches(steps)):
             if isinstance(item, dict):
@@ -257,9 +275,10 @@ class LoaderData:
             xb, yb, wb = parts
             if need_y and yb is None:
                 raise ValueError("DataLoader batches must yield (x, y) pairs for fit/evaluate")
-            xb = to_tensor(xb, "x batch", kind=x_kind, device=device)
-            yb = None if yb is None else to_tensor(yb, "y batch", kind=y_kind, device=device)
-            wb = None if wb is None else to_tensor(wb, "sample_weight", kind="float", device=device)
+            convert = functools.partial(to_tensor, device=device, dtype=dtype)
+            xb = convert(xb, "x batch", kind=x_kind)
+            yb = None if yb is None else convert(yb, "y batch", kind=y_kind)
+            wb = None if wb is None else convert(wb, "sample_weight", kind="float")
             yield xb, yb, wb
 
 

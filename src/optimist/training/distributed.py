@@ -13,7 +13,8 @@ the whole model; :class:`DDPStrategy` is all ``fit`` needs for it:
   history, callbacks and the progress bar see the numbers of the whole data;
 * the loss's NaN check and ``stop_training`` (``EarlyStopping``, ...) are agreed by all ranks;
 * only rank 0 prints (other ranks run with ``verbose=0``) and runs the callbacks that write
-  files (``ModelCheckpoint``, ``CSVLogger``); validation data is evaluated whole on every rank.
+  files or warnings (``ModelCheckpoint``, ``CSVLogger``, ``optimist.monitor.Monitor``);
+  validation data is evaluated whole on every rank.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from optimist import monitor as _monitor
 from optimist.training import data as _data
 from optimist.training.callbacks import Callback, CSVLogger, ModelCheckpoint
 
 __all__ = ["STRATEGIES", "DDPStrategy", "start"]
 
 STRATEGIES = (None, "ddp")
-WRITERS = (ModelCheckpoint, CSVLogger)
+WRITERS = (ModelCheckpoint, CSVLogger, _monitor.Monitor)
 
 
 def start(model: nn.Module, strategy: str | None) -> DDPStrategy | None:
@@ -58,7 +60,7 @@ class _Forward(nn.Module):
         self.fold = fold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model._forward_logits(x) if self.fold else self.model(x)
+        return self.model._forward_logits(x) if self.fold else self.model._plain_call(x)
 
 
 class DDPStrategy:

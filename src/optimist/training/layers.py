@@ -25,6 +25,7 @@ from torch import nn
 
 from optimist.training import activations as _activations
 from optimist.training import initializers as _initializers
+from optimist.training import regularizers as _regularizers
 
 Shape = tuple[int | None, ...]
 
@@ -64,9 +65,7 @@ def _activation_config(activation: Any) -> Any:
 
 
 def _initializer_config(initializer: Any) -> Any:
-    if isinstance(initializer, str):
-        return initializer
-    return getattr(initializer, "__name__", repr(initializer))
+    return _initializers.config_of(initializer)
 
 
 class Layer(nn.Module):
@@ -84,8 +83,18 @@ class Layer(nn.Module):
         name: str | None = None,
         input_shape: Sequence[int | None] | None = None,
         trainable: bool = True,
+        input_dim: int | None = None,
+        dtype: Any = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
     ) -> None:
         super().__init__()
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+        if input_dim is not None:  # Keras 2's Dense(input_dim=784) == input_shape=(784,)
+            if input_shape is not None:
+                raise ValueError("pass input_shape= or input_dim=, not both")
+            input_shape = (int(input_dim),)
         if name is not None and (not isinstance(name, str) or not name or "." in name):
             raise ValueError(f"layer name must be a non-empty string without '.', got {name!r}")
         self.name = name
@@ -116,6 +125,8 @@ class Layer(nn.Module):
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_symbolic(x):  # functional API: record the call, compute shapes only
+            return SymbolicTensor.record(self, x)
         if not self.built:
             self.build((None, *x.shape[1:]))
             self.to(x.device)
@@ -143,8 +154,21 @@ class Layer(nn.Module):
         """Number of weights, trainable and not (moving statistics included), as Keras counts."""
         return sum(count_weights(self))
 
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """This layer's weight penalties (``kernel_regularizer`` / ``bias_regularizer``)."""
+        out = []
+        for attr, reg in (("kernel", self.kernel_regularizer), ("bias", self.bias_regularizer)):
+            weight = getattr(self, attr, None)
+            if reg is not None and isinstance(weight, torch.Tensor):
+                out.append(reg(weight))
+        return out
+
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"name": self.name, "trainable": self._trainable}
+        for key in ("kernel_regularizer", "bias_regularizer"):
+            if getattr(self, key) is not None:
+                config[key] = _regularizers.serialize(getattr(self, key))
         if self.input_shape_arg is not None:
             config["input_shape"] = list(self.input_shape_arg)
         return config
@@ -158,6 +182,37 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
+
+
+class SymbolicTensor:
+    """The output of a layer called on :func:`Input` (or on another symbolic tensor): it
+    records the layer and its inputs, and knows its shape; ``Model(inputs, outputs)`` runs the
+    recorded graph."""
+
+    def __init__(self, layer: Layer, parents: list[Any], multi: bool, shape: Shape) -> None:
+        self.layer, self.parents, self.multi, self.shape = layer, parents, multi, shape
+
+    @staticmethod
+    def record(layer: Layer, x: Any) -> SymbolicTensor:
+        multi = isinstance(x, (list, tuple))
+        parents = list(x) if multi else [x]
+        shapes = [tuple(p.shape) for p in parents]
+        if multi:
+            layer.build(shapes)  # merge layers take a list of shapes
+            shape = tuple(layer.compute_output_shape(shapes))
+        else:
+            layer.build(shapes[0])
+            shape = tuple(layer.compute_output_shape(shapes[0]))
+        return SymbolicTensor(layer, parents, multi, shape)
+
+    def __repr__(self) -> str:
+        return f"<SymbolicTensor shape={self.shape} from {type(self.layer).__name__}>"
+
+
+def is_symbolic(x: Any) -> bool:
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(is_symbolic(v) for v in x)
+    return isinstance(x, (SymbolicTensor, InputLayer))
 
 
 def count_weights(module: nn.Module) -> tuple[int, int]:
@@ -188,12 +243,18 @@ class _ActivationMixin:
 
 @register_layer
 class InputLayer(Layer):
-    """Placeholder giving a :class:`Sequential` its input shape (what :func:`Input` returns)."""
+    """What :func:`Input` returns: the input shape of a :class:`Sequential` (as its first
+    entry), or the symbolic input of a functional model (``Input`` -> layers ->
+    ``Model(inputs, outputs)``)."""
 
     default_name = "input_layer"
 
     def __init__(self, shape: Sequence[int | None], **kwargs: Any) -> None:
         super().__init__(input_shape=shape, **kwargs)
+
+    @property
+    def shape(self) -> Shape:
+        return (None, *self.input_shape_arg)  # type: ignore[misc]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -930,6 +991,12 @@ class GRU(_Recurrent):
         return torch.stack(outputs, dim=1)
 
 
+# Layers of other files register themselves in LAYER_CLASSES on import (they subclass Layer).
+from optimist.training import layers_more as _more_layers  # noqa: E402
+from optimist.training import layers_seq as _seq_layers  # noqa: E402
+from optimist.training.layers_more import *  # noqa: E402, F403
+from optimist.training.layers_seq import *  # noqa: E402, F403
+
 __all__ = [
     "LAYER_CLASSES",
     "Activation",
@@ -945,10 +1012,13 @@ __all__ = [
     "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
+    "SymbolicTensor",
     "LSTM",
     "Layer",
     "MaxPooling2D",
     "Reshape",
     "count_weights",
     "register_layer",
+    *_more_layers.__all__,
+    *_seq_layers.__all__,
 ]

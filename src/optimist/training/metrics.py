@@ -19,6 +19,25 @@ from typing import Any
 
 import torch
 
+__all__ = [
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "METRIC_NAMES",
+    "MeanAbsoluteError",
+    "MeanMetricWrapper",
+    "MeanSquaredError",
+    "Metric",
+    "Precision",
+    "Recall",
+    "AUC",
+    "F1Score",
+    "FBetaScore",
+    "SparseCategoricalAccuracy",
+    "TopKAccuracy",
+    "get",
+]
+
 
 class Metric:
     """Base class: a running mean ``total / count`` kept as a tensor and a Python int."""
@@ -36,9 +55,11 @@ class Metric:
         self._count = 0
 
     def _add(self, value: torch.Tensor, count: int) -> None:
-        value = value.detach()
+        if value.requires_grad:
+            value = value.detach()
         if self._total is None:
-            self._total = value.to(torch.float64).clone()
+            # counts (accuracy hits) stay int64: exact, and no dtype promotion per batch
+            self._total = (value if not value.is_floating_point() else value.double()).clone()
         else:
             self._total.add_(value)
         self._count += count
@@ -74,7 +95,8 @@ class CategoricalAccuracy(Metric):
     def update(
         self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
     ) -> None:
-        hits = y_pred.argmax(dim=-1) == y_true.argmax(dim=-1)
+        labels = y_true if y_true.dtype == torch.long else y_true.argmax(dim=-1)  # see _labels
+        hits = y_pred.argmax(dim=-1) == labels
         self._add(hits.sum(), hits.numel())
 
 
@@ -201,6 +223,211 @@ class MeanSquaredError(_ProbabilityMetric):
         self._add(err.sum(), err.numel())
 
 
+class _ConfusionMetric(_ProbabilityMetric):
+    """Counts true/false positives and false negatives of ``y_pred > threshold`` against
+    ``y_true != 0``, element-wise (or on column ``class_id``), as Keras' confusion metrics."""
+
+    def __init__(
+        self,
+        thresholds: float | None = None,
+        top_k: int | None = None,
+        class_id: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if top_k is not None:
+            raise ValueError(f"{type(self).__name__}(top_k=...) is not supported")
+        if isinstance(thresholds, (list, tuple)):
+            if len(thresholds) != 1:
+                raise ValueError(f"{type(self).__name__} takes one threshold, got {thresholds}")
+            thresholds = thresholds[0]
+        self.threshold = 0.5 if thresholds is None else float(thresholds)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        self.class_id = class_id
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts: torch.Tensor | None = None  # tp, fp, fn
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if y_true.shape != y_pred.shape:
+            if y_true.numel() != y_pred.numel():
+                raise ValueError(
+                    f"{self.name}: targets of shape {tuple(y_true.shape)} do not match "
+                    f"predictions of shape {tuple(y_pred.shape)}"
+                )
+            y_true = y_true.reshape(y_pred.shape)
+        if self.class_id is not None:
+            y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
+        pred = y_pred > self.threshold
+        true = y_true != 0
+        counts = torch.stack([(pred & true).sum(), (pred & ~true).sum(), (~pred & true).sum()])
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def _ratio(self, part: int) -> float:
+        if self._counts is None:
+            return 0.0
+        tp, other = (float(v) for v in self._counts[[0, part]].tolist())
+        return tp / (tp + other) if tp + other else 0.0
+
+
+class Precision(_ConfusionMetric):
+    """``tp / (tp + fp)`` (0 when nothing is predicted positive), Keras' default threshold 0.5."""
+
+    name = "precision"
+
+    def result(self) -> float:
+        return self._ratio(1)
+
+
+class Recall(_ConfusionMetric):
+    """``tp / (tp + fn)`` (0 when there are no positives), Keras' default threshold 0.5."""
+
+    name = "recall"
+
+    def result(self) -> float:
+        return self._ratio(2)
+
+
+class FBetaScore(_ProbabilityMetric):
+    """Keras' F-beta score: per-class counts of ``y_pred > threshold`` (with ``threshold=None``,
+    the largest prediction of each sample) against one-hot/multi-hot ``y_true``; ``average``
+    ``None`` (one score per class, a list), ``"micro"``, ``"macro"`` or ``"weighted"``."""
+
+    name = "fbeta_score"
+
+    def __init__(
+        self,
+        average: str | None = None,
+        beta: float = 1.0,
+        threshold: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if average not in (None, "micro", "macro", "weighted"):
+            raise ValueError(
+                f"Invalid `average` argument value. Expected one of: None, 'micro', 'macro', "
+                f"'weighted'. Received: average={average!r}"
+            )
+        if not beta > 0:
+            raise ValueError(f"`beta` must be > 0. Received: beta={beta}")
+        self.average, self.beta = average, float(beta)
+        self.threshold = None if threshold is None else float(threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts: torch.Tensor | None = None  # rows: tp, fp, fn, support
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if self.threshold is None:
+            top = y_pred.amax(dim=-1, keepdim=True)
+            pred = ((y_pred >= top) & (y_pred.abs() > 1e-9)).to(torch.float64)
+        else:
+            pred = (y_pred > self.threshold).to(torch.float64)
+        true = y_true.reshape(y_pred.shape).to(torch.float64)
+        dims = tuple(range(pred.dim())) if self.average == "micro" else tuple(range(pred.dim() - 1))
+        counts = torch.stack(
+            [
+                (pred * true).sum(dims),
+                (pred * (1 - true)).sum(dims),
+                ((1 - pred) * true).sum(dims),
+                true.sum(dims),
+            ]
+        )
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def result(self) -> Any:
+        if self._counts is None:
+            return float("nan")
+        tp, fp, fn, support = self._counts
+        eps = 1e-7  # Keras' backend epsilon
+        precision = tp / (tp + fp + eps)
+        recall = tp / (tp + fn + eps)
+        b2 = self.beta**2
+        score = (1 + b2) * precision * recall / (b2 * precision + recall + eps)
+        if self.average == "weighted":
+            return float((score * support / (support.sum() + eps)).sum())
+        if self.average is not None:
+            return float(score.mean())
+        return score.tolist()
+
+
+class F1Score(FBetaScore):
+    """Keras' F1 score (:class:`FBetaScore` with ``beta=1``)."""
+
+    name = "f1_score"
+
+    def __init__(
+        self, average: str | None = None, threshold: float | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(average, 1.0, threshold, name)
+
+
+class AUC(_ProbabilityMetric):
+    """Area under the ROC curve, as Keras computes it: confusion counts at ``num_thresholds``
+    evenly spaced thresholds over all elements, trapezoids between them."""
+
+    name = "auc"
+
+    def __init__(
+        self,
+        num_thresholds: int = 200,
+        curve: str = "ROC",
+        summation_method: str = "interpolation",
+        name: str | None = None,
+        from_logits: bool = False,
+    ) -> None:
+        super().__init__(name)
+        if curve != "ROC" or summation_method != "interpolation":
+            raise ValueError(
+                "optimist's AUC computes curve='ROC' with summation_method='interpolation' "
+                f"(Keras' defaults); got curve={curve!r}, summation_method={summation_method!r}"
+            )
+        if num_thresholds <= 1:
+            raise ValueError(f"`num_thresholds` must be > 1. Received: {num_thresholds}")
+        inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+        self.thresholds = torch.tensor([-1e-7, *inner, 1.0 + 1e-7], dtype=torch.float64)
+        self.from_logits = bool(from_logits)
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts: torch.Tensor | None = None  # rows: tp, fp, fn, tn per threshold
+
+    def update(
+        self, y_true: torch.Tensor, y_pred: torch.Tensor, from_logits: bool | str = False
+    ) -> None:
+        y_pred = self._probs(y_pred, from_logits)
+        if self.from_logits and not from_logits:
+            y_pred = torch.sigmoid(y_pred)
+        pred = y_pred.reshape(-1).to(torch.float64)
+        true = (y_true.reshape(-1) != 0).to(torch.float64)
+        above = (pred.unsqueeze(0) > self.thresholds.to(pred.device).unsqueeze(1)).to(torch.float64)
+        tp = above @ true
+        fp = above.sum(1) - tp
+        fn = true.sum() - tp
+        tn = (1 - true).sum() - fp
+        counts = torch.stack([tp, fp, fn, tn])
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def result(self) -> float:
+        if self._counts is None:
+            return 0.0
+        tp, fp, fn, tn = self._counts
+
+        def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(b > 0, a / torch.where(b > 0, b, 1), torch.zeros_like(a))
+
+        tpr, fpr = ratio(tp, tp + fn), ratio(fp, fp + tn)
+        return float(((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2).sum())
+
+
 class MeanMetricWrapper(_ProbabilityMetric):
     """Averages ``fn(y_true, y_pred)`` (per-sample values or a batch mean) over samples."""
 
@@ -230,6 +457,10 @@ _NAMES: dict[str, Callable[..., Metric]] = {
     "mean_absolute_error": MeanAbsoluteError,
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
+    "precision": Precision,
+    "recall": Recall,
+    "auc": AUC,
+    "f1_score": F1Score,
 }
 
 METRIC_NAMES = tuple(sorted(_NAMES))

@@ -33,11 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from optimist import monitor as _monitor
 from optimist.training import checkpoint as _ckpt
 from optimist.training import data as _data
 from optimist.training import distributed as _distributed
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
+from optimist.training import optimizers as _keras_opt
 from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
@@ -85,6 +87,14 @@ class Model(nn.Module):
     ``torch.nn.Module.compile`` -- call ``torch.compile(model)`` for TorchDynamo instead.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        # Keras' functional form, Model(inputs, outputs), makes a Functional model.
+        if cls is Model and ("inputs" in kwargs or "outputs" in kwargs or len(args) >= 2):
+            from optimist.training.functional import Functional
+
+            return super().__new__(Functional)
+        return super().__new__(cls)
+
     def __init__(self, module: nn.Module | None = None, name: str | None = None) -> None:
         super().__init__()
         if module is not None and not isinstance(module, nn.Module):
@@ -109,6 +119,42 @@ class Model(nn.Module):
         self._fold: str | None = None
         self._shuffle_generator: torch.Generator | None = None
         self._sample_input: torch.Tensor | None = None
+        self.eval()  # Keras: inference behaviour (Dropout off) everywhere but inside fit
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, nn.Module) and "training" in self.__dict__:
+            value.train(self.training)  # a submodule added later follows the model's mode
+        super().__setattr__(name, value)
+
+    def _plain_call(self, *args: Any, **kwargs: Any) -> Any:
+        """``torch.nn.Module.__call__`` (hooks included) without the Keras conveniences, for
+        the engine's own batches, which are already tensors of the right dtype."""
+        return nn.Module.__call__(self, *args, **kwargs)
+
+    def __call__(self, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        """``model(x)`` as in Keras: ``x`` may be a NumPy array (then no gradient is tracked
+        and the result is a plain tensor: ``model(x).numpy()`` works) or a tensor of any float
+        dtype (cast to the model's dtype); ``training=True/False`` runs the call in train or
+        inference mode (default: the current mode, which is inference outside ``fit``)."""
+        if args:
+            x = args[0]
+            if isinstance(x, (np.ndarray, list)):
+                device = self._device() if self._is_built() else None
+                x = _data.to_tensor(x, "x", kind=self._x_kind(), device=device, dtype=self._dtype())
+                with torch.no_grad():
+                    return self(x, *args[1:], training=training, **kwargs)
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                dtype = self._dtype()
+                if x.dtype != dtype:
+                    args = (x.to(dtype), *args[1:])
+        if training is None or bool(training) == self.training:
+            return super().__call__(*args, **kwargs)
+        was_training = self.training
+        self.train(bool(training))
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------------------------------
     # structure hooks (overridden by Sequential)
@@ -169,7 +215,7 @@ class Model(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                return self(x[:1])
+                return self._plain_call(x[:1])
         finally:
             self.train(was_training)
 
@@ -180,6 +226,13 @@ class Model(nn.Module):
         for t in self.buffers():
             return t.device
         return torch.device("cpu")
+
+    def _dtype(self) -> torch.dtype:
+        """The floating dtype inputs are cast to: the parameters', else torch's default."""
+        for t in self.parameters():
+            if not isinstance(t, nn.parameter.UninitializedParameter) and t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
 
     # ------------------------------------------------------------------------------------------
     # compile
@@ -192,10 +245,15 @@ class Model(nn.Module):
     ) -> None:
         """Configure training (Keras' ``compile``).
 
-        ``optimizer``: a name for :func:`optimist.optim.optimizer` (``"sgd"`` is SGD with
-        ``lr=0.01`` as in Keras, ``"adam"``...), a ``torch.optim.Optimizer`` instance over this
-        model's parameters, or a factory ``params -> Optimizer`` (e.g.
-        ``functools.partial(torch.optim.SGD, lr=0.1)``). A model without parameters yet (no
+        ``optimizer``: a Keras name (``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
+        ``"adagrad"``, ``"adadelta"``, ``"adamax"``, ``"nadam"``: Keras 3's defaults and update
+        rule, see :mod:`optimist.optimizers`), a Keras-style optimizer object
+        (``optimist.optimizers.Adam(learning_rate=1e-3)``), another name of the registry
+        :func:`optimist.optim.optimizer` (``"momentum"``, ``"radam"``...: torch's conventions),
+        a ``torch.optim.Optimizer`` instance over this model's parameters, or a factory
+        ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``). In every
+        case ``model.optimizer`` is the ``torch.optim.Optimizer`` that runs the updates (a Keras
+        object's is ``model.optimizer.keras_optimizer``). A model without parameters yet (no
         ``input_shape``) gets its optimizer when ``fit`` builds it from the first data it sees;
         an optimizer *instance* needs a built model.
 
@@ -219,8 +277,12 @@ class Model(nn.Module):
 
         self.optimizer = None
         self._optimizer_name = None
+        if isinstance(optimizer, str) and _keras_opt.is_keras_name(optimizer):
+            optimizer = _keras_opt.get(optimizer)  # Keras 3's defaults and rule
         self._optimizer_spec = optimizer
-        if isinstance(optimizer, str):
+        if isinstance(optimizer, _keras_opt.Optimizer):
+            pass  # built on this model's parameters by _ensure_optimizer
+        elif isinstance(optimizer, str):
             from optimist import optim
 
             optim.spec(optimizer)  # unknown names fail now, with close matches
@@ -259,6 +321,8 @@ class Model(nn.Module):
     def _loss_config(loss: Any) -> Any:
         if loss is None or isinstance(loss, str):
             return loss
+        if _losses.builtin_name(loss) is not None:
+            return _losses.builtin_name(loss)
         if type(loss) in set(_losses.LOSSES.values()):
             return {"class": type(loss).__name__, "config": loss.get_config()}
         return None
@@ -282,6 +346,43 @@ class Model(nn.Module):
         theirs = [p for g in optimizer.param_groups for p in g["params"]]
         if theirs and not any(id(p) in mine for p in theirs):
             raise ValueError("the optimizer holds none of this model's parameters")
+
+    # ------------------------------------------------------------------------------------------
+    # Keras' weight lists and penalties
+    # ------------------------------------------------------------------------------------------
+    def _regularized_layers(self) -> list[Layer]:
+        return [
+            m
+            for m in self.modules()
+            if isinstance(m, Layer) and (m.kernel_regularizer or m.bias_regularizer)
+        ]
+
+    @staticmethod
+    def _penalty(layers: list[Layer]) -> torch.Tensor:
+        return torch.stack([p for layer in layers for p in layer.losses]).sum()
+
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """The weight penalties of the layers' regularizers (added to the loss by fit)."""
+        return [p for layer in self._regularized_layers() for p in layer.losses]
+
+    @property
+    def trainable_weights(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def non_trainable_weights(self) -> list[torch.Tensor]:
+        frozen = [p for p in self.parameters() if not p.requires_grad]
+        return frozen + [b for b in self.buffers() if b.is_floating_point()]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self.trainable_weights + self.non_trainable_weights
+
+    def _keras_optimizer(self) -> _keras_opt.Optimizer | None:
+        """The Keras-style optimizer object given to ``compile`` (by name or instance), if any."""
+        spec = self._optimizer_spec
+        return spec if isinstance(spec, _keras_opt.Optimizer) else None
 
     def _has_parameters(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
@@ -347,15 +448,16 @@ class Model(nn.Module):
                 f"the targets itself)"
             )
         device = self._device() if self._is_built() else None
-        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device)
+        dtype = self._dtype()
+        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
         yt = None
         if y is not None:
             kind = self.loss.target_kind if self.loss is not None else "float"
-            yt = _data.to_tensor(y, f"{prefix}y", kind=kind, device=device)
+            yt = _data.to_tensor(y, f"{prefix}y", kind=kind, device=device, dtype=dtype)
         wt = None
         if sample_weight is not None:
             wt = _data.to_tensor(
-                sample_weight, f"{prefix}sample_weight", kind="float", device=device
+                sample_weight, f"{prefix}sample_weight", kind="float", device=device, dtype=dtype
             )
             if wt.dim() != 1:
                 wt = wt.reshape(wt.shape[0], -1)[:, 0] if wt.numel() == wt.shape[0] else wt
@@ -365,6 +467,10 @@ class Model(nn.Module):
                     f"{tuple(wt.shape)}"
                 )
         _data.check_lengths(xt, yt, wt, prefix)
+        if need_y and xt.shape[0] == 0:
+            raise ValueError(
+                f"{prefix}x is empty (0 samples): there is nothing to train or evaluate on"
+            )
         if check:
             _data.check_finite(xt, f"{prefix}x")
             if yt is not None:
@@ -445,6 +551,7 @@ class Model(nn.Module):
         validation_batch_size: int | None = None,
         validation_freq: int = 1,
         check_nan: bool | int = True,
+        monitor: bool = True,
         strategy: str | None = None,
     ) -> History:
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
@@ -459,7 +566,9 @@ class Model(nn.Module):
         ``steps_per_epoch`` caps the batches per epoch (a DataLoader then continues where the
         previous epoch stopped). ``check_nan``: stop with ``FloatingPointError`` when the loss
         becomes NaN/inf (checked every ``NAN_CHECK_EVERY`` batches and at each epoch's end, or
-        every ``check_nan`` batches if an int; ``False`` disables).
+        every ``check_nan`` batches if an int; ``False`` disables). ``monitor``: adds an
+        ``optimist.monitor.Monitor()`` in light mode (warns once per verdict) unless ``callbacks``
+        holds one; ``False`` turns it off.
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         ``strategy="ddp"``: data-parallel over the initialised ``torch.distributed`` process
         group (see :mod:`optimist.training.distributed`).
@@ -483,6 +592,8 @@ class Model(nn.Module):
             _check_int("check_nan", check_nan, 1)
             nan_every = int(check_nan)
         callbacks = list(callbacks or [])
+        if monitor and not any(isinstance(cb, _monitor.Monitor) for cb in callbacks):
+            callbacks.append(_monitor.Monitor())
         if ddp is not None:
             callbacks = ddp.callbacks(callbacks)
         terminate_cb = any(isinstance(cb, TerminateOnNaN) for cb in callbacks)
@@ -523,8 +634,12 @@ class Model(nn.Module):
                 train = _data.ArrayData(train.x, train.y, sw)
             if validation_split and validation_data is None:
                 train, val = train.split_last(float(validation_split))
+            train = self._compact_targets(train)
+            val = None if val is None else self._compact_targets(val)
         if validation_data is not None:
-            val = self._validation_source(validation_data, validation_batch_size or batch_size)
+            val = self._compact_targets(
+                self._validation_source(validation_data, validation_batch_size or batch_size)
+            )
         if ddp is not None:
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
@@ -549,35 +664,60 @@ class Model(nn.Module):
         history.model = self
         logs: dict[str, Any] = {}
         cbs.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cbs.on_epoch_begin(epoch)
-            logs = self._train_epoch(
-                train,
-                batch_size=batch_size,
-                shuffle=shuffle,
-                steps=steps,
-                steps_per_epoch=steps_per_epoch,
-                epoch=epoch,
-                epochs=epochs,
-                optimizer=optimizer,
-                cbs=cbs,
-                verbose=verbose,
-                nan_every=nan_every,
-                check_nan=check_nan,
-                cw_table=cw_table,
-                val=val,
-                val_batch_size=validation_batch_size or batch_size,
-                validate=val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0,
-                ddp=ddp,
-            )
-            self.epoch = epoch + 1
-            cbs.on_epoch_end(epoch, logs)
-            if ddp is not None:
-                self.stop_training = ddp.agree_stop(self.stop_training)
-            if self.stop_training:
-                break
+        try:
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                logs = self._train_epoch(
+                    train,
+                    batch_size=batch_size,
+                    shuffle=shuffle,
+                    steps=steps,
+                    steps_per_epoch=steps_per_epoch,
+                    epoch=epoch,
+                    epochs=epochs,
+                    optimizer=optimizer,
+                    cbs=cbs,
+                    verbose=verbose,
+                    nan_every=nan_every,
+                    check_nan=check_nan,
+                    cw_table=cw_table,
+                    val=val,
+                    val_batch_size=validation_batch_size or batch_size,
+                    validate=val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0,
+                    ddp=ddp,
+                )
+                self.epoch = epoch + 1
+                cbs.on_epoch_end(epoch, logs)
+                if ddp is not None:
+                    self.stop_training = ddp.agree_stop(self.stop_training)
+                if self.stop_training:
+                    break
+        finally:
+            self.eval()  # outside fit the model is in inference mode, as in Keras
+        keras_opt = self._keras_optimizer()
+        if keras_opt is not None:
+            keras_opt.finalize_variable_values()  # use_ema: the averaged weights, as Keras
         cbs.on_train_end(logs)
         return history
+
+    def _compact_targets(self, arr: Any) -> Any:
+        """Exact one-hot targets of categorical cross-entropy as int64 labels, once per data
+        set: the same loss and accuracy, computed with class indices (``F.cross_entropy``'s
+        fast path, no ``argmax`` of the targets per batch). Only when every metric reads labels
+        the same way; anything else (soft labels, other metrics) is left as it is."""
+        if not isinstance(arr, _data.ArrayData) or arr.y is None or arr.y.dim() != 2:
+            return arr
+        if type(self.loss) is not _losses.CategoricalCrossentropy or not arr.y.is_floating_point():
+            return arr
+        label_metrics = (_metrics.CategoricalAccuracy, _metrics.TopKAccuracy)
+        for m in self.compiled_metrics:
+            kind = m.kind if isinstance(m, _metrics.Accuracy) else m
+            if not isinstance(kind, label_metrics):
+                return arr
+        y = arr.y
+        if not (bool(((y == 0) | (y == 1)).all()) and bool((y.sum(dim=1) == 1).all())):
+            return arr
+        return _data.ArrayData(arr.x, y.argmax(dim=1), arr.sample_weight)
 
     def _validation_source(self, validation_data: Any, batch_size: int | None) -> Any:
         if _data.is_loader_like(validation_data):
@@ -601,6 +741,7 @@ class Model(nn.Module):
             x_kind=self._x_kind(),
             y_kind=self.loss.target_kind if self.loss is not None else "float",
             device=self._device(),
+            dtype=self._dtype(),
         )
 
     def _running_logs(self, loss_sum: torch.Tensor, seen: int) -> dict[str, float]:
@@ -647,7 +788,8 @@ class Model(nn.Module):
             m.reset()
         loss_fn = self.loss
         fold = self._fold
-        forward = self._forward_logits if fold else self
+        forward = self._forward_logits if fold else self._plain_call
+        penalized = self._regularized_layers()
         if ddp is not None:
             forward = ddp.forward(fold)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
@@ -682,6 +824,8 @@ class Model(nn.Module):
                 optimizer.zero_grad()
                 out = forward(xb)
                 loss = loss_fn(yb, out, wb, fold)
+                if penalized:
+                    loss = loss + self._penalty(penalized)
                 loss.backward()
                 optimizer.step()
                 n = xb.shape[0]
@@ -741,7 +885,8 @@ class Model(nn.Module):
             m.reset()
         loss_fn = self.loss
         fold = self._fold
-        forward = self._forward_logits if fold else self
+        forward = self._forward_logits if fold else self._plain_call
+        penalized = self._regularized_layers()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
@@ -766,6 +911,8 @@ class Model(nn.Module):
                         first = False
                     out = forward(xb)
                     loss = loss_fn(yb, out, wb, fold)
+                    if penalized:
+                        loss = loss + self._penalty(penalized)
                     n = xb.shape[0]
                     seen += n
                     loss_sum.add_(loss, alpha=n)
@@ -833,7 +980,12 @@ class Model(nn.Module):
         if _data.is_loader_like(x):
             source: Any = _data.LoaderData(x, batch_size, False, None)
             batches = source.batches(
-                None, x_kind=self._x_kind(), y_kind="float", device=self._device(), need_y=False
+                None,
+                x_kind=self._x_kind(),
+                y_kind="float",
+                device=self._device(),
+                need_y=False,
+                dtype=self._dtype(),
             )
             total = source.steps()
         else:
@@ -854,7 +1006,7 @@ class Model(nn.Module):
                     if steps is not None and step >= steps:
                         break
                     cbs.on_predict_batch_begin(step)
-                    out = self(xb)
+                    out = self._plain_call(xb)
                     outputs.append(out)
                     cbs.on_predict_batch_end(step, {"outputs": out})
                     progress.step(step + 1)
@@ -863,6 +1015,40 @@ class Model(nn.Module):
             progress.close()
         cbs.on_predict_end()
         return _concat_outputs(outputs)
+
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """One gradient step on this batch (Keras' ``train_on_batch``); returns the loss (and
+        metrics) of the batch, computed before the step."""
+        history = self.fit(
+            x,
+            y,
+            batch_size=None,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
+        )
+        logs = {k: v[-1] for k, v in history.history.items()}
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def test_on_batch(
+        self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """Loss (and metrics) on this batch in inference mode (Keras' ``test_on_batch``)."""
+        return self.evaluate(
+            x, y, batch_size=None, verbose=0, sample_weight=sample_weight, return_dict=return_dict
+        )
 
     def predict_on_batch(self, x: Any) -> Any:
         return self.predict(x, batch_size=None, verbose=0)
@@ -964,7 +1150,13 @@ class Model(nn.Module):
         if self.compiled:
             compile_config = dict(self._compile_config or {})
             opt = self.optimizer
-            if opt is not None:
+            keras_opt = self._keras_optimizer()
+            if keras_opt is not None:
+                compile_config["optimizer"] = {
+                    "keras": _keras_opt.serialize(keras_opt),
+                    "iterations": keras_opt.iterations,
+                }
+            elif opt is not None:
                 compile_config["optimizer"] = _ckpt.optimizer_config(opt, self._optimizer_name)
             elif self._optimizer_name is not None:
                 compile_config["optimizer"] = {"name": self._optimizer_name}
@@ -1119,7 +1311,9 @@ def _compile_from_checkpoint(
     opt_cfg = cc.get("optimizer") or {}
     spec: Any = optimizer
     params = [p for p in model.parameters() if p.requires_grad]
-    if spec is None and opt_cfg.get("name"):
+    if spec is None and opt_cfg.get("keras"):
+        spec = _keras_opt.deserialize(opt_cfg["keras"])
+    elif spec is None and opt_cfg.get("name"):
         spec = opt_cfg["name"]
     elif spec is None and opt_cfg.get("class") and params:
         spec = _ckpt.rebuild_optimizer(opt_cfg, params)
@@ -1150,6 +1344,9 @@ def _compile_from_checkpoint(
                 RuntimeWarning,
                 stacklevel=3,
             )
+    keras_opt = model._keras_optimizer()
+    if keras_opt is not None and optimizer is None:
+        keras_opt.restored(int(opt_cfg.get("iterations", 0)))
     shuffle_state = ckpt["rng"].get("shuffle")
     if shuffle_state is not None:
         model._shuffle_generator.set_state(shuffle_state)

@@ -80,16 +80,20 @@ class Progress:
                 self.bar.set_postfix_str(format_logs(logs()), refresh=True)
 
     def close(self, logs: dict[str, Any] | None = None) -> None:
+        """End the pass. The summary -- count, time, every log entry -- is printed as one full
+        line (the terminal wraps it, never cuts it), as Keras does; with ``verbose=1`` the bar
+        is cleared first, since a bar is cut to the terminal's width."""
         elapsed = time.perf_counter() - self.start
         if self.bar is not None:
-            self.bar.update(self.done - self.bar.n)
-            if logs:
-                self.bar.set_postfix_str(format_logs(logs), refresh=False)
+            self.bar.leave = False
             self.bar.close()
             self.bar = None
-        elif self.verbose == 2:
-            per_step = f"{1000.0 * elapsed / self.done:.0f}ms/step - " if self.done else ""
+        if self.verbose in (1, 2):
             count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
-            prefix = "" if self.header else f"{self.desc}: "
-            text = f"{prefix}{count} - {elapsed:.1f}s - {per_step}"
-            print(text + format_logs(logs or {}), flush=True)
+            parts = [count, f"{elapsed:.1f}s"]
+            if self.done:
+                parts.append(f"{1000.0 * elapsed / self.done:.0f}ms/step")
+            if logs:
+                parts.append(format_logs(logs))
+            prefix = f"{self.desc}: " if self.verbose == 1 or not self.header else ""
+            print(prefix + " - ".join(parts), flush=True)

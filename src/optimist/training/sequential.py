@@ -83,6 +83,7 @@ class Sequential(Model):
         if hasattr(self, name) and name not in self._modules:
             raise ValueError(f"layer name {name!r} clashes with an attribute of Sequential")
         self.add_module(name, layer)
+        layer.train(self.training)  # inference mode outside fit, as the model
         if isinstance(layer, Layer):
             layer.name = name
         self._layer_list.append(layer)

@@ -548,6 +548,109 @@ struct Lion {  // h: beta1, 1 - beta1, beta2, 1 - beta2, -lr
   }
 };
 
+template <typename C>
+struct Adopt {  // h: first step (1/0), clip, 1 - beta1, beta2, 1 - beta2, eps, -lr
+  C clip, w1, lw1, beta2, omb2, eps, neg_lr;
+  bool first, small;
+  explicit Adopt(const double* h)
+      : clip(C(h[1])), w1(C(h[2])), lw1(C(1) - C(h[2])), beta2(C(h[3])), omb2(C(h[4])),
+        eps(C(h[5])), neg_lr(C(h[6])), first(h[0] != 0.0), small(std::abs(C(h[2])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C*, C*) const {
+    if (first) {  // v_0 = g_0^2; no update
+      for (int64_t i = 0; i < n; ++i) v[i] = fmadd(g[i], g[i], v[i]);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C normed = gi / maximum(std::sqrt(v[i]), eps);  // uses v_{t-1}
+      const C mi = lerp(m[i], std::min(std::max(normed, -clip), clip), w1, lw1, small);
+      m[i] = mi;
+      p[i] = fmadd(neg_lr, mi, p[i]);
+      v[i] = fmadd(omb2 * gi, gi, v[i] * beta2);
+    }
+  }
+};
+
+template <typename C>
+struct Ademamix {  // h: b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, 1 - b1^t, sqrt(1 - b2^t), eps, alpha, -lr
+  C b1, omb1, b2, omb2, b3, omb3, bc1, bc2s, eps, alpha, neg_lr;
+  explicit Ademamix(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), b3(C(h[4])), omb3(C(h[5])),
+        bc1(C(h[6])), bc2s(C(h[7])), eps(C(h[8])), alpha(C(h[9])), neg_lr(C(h[10])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m1,
+                  C* __restrict__ m2, C* __restrict__ v, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C fast = fmadd(omb1, gi, m1[i] * b1);
+      const C slow = fmadd(omb3, gi, m2[i] * b3);
+      const C vi = fmadd(omb2 * gi, gi, v[i] * b2);
+      m1[i] = fast;
+      m2[i] = slow;
+      v[i] = vi;
+      const C denom = std::sqrt(vi) / bc2s + eps;
+      p[i] = p[i] + neg_lr * ((fast / bc1 + alpha * slow) / denom);  // p.add_(-lr * update)
+    }
+  }
+};
+
+template <typename C, bool FRESH>
+struct Adan {  // h: b1, 1-b1, b2, 1-b2, b3, 1-b3, sqrt(1-b3^t), eps, -lr/(1-b1^t),
+               //    -lr*b2/(1-b2^t), 1 + lr*wd (proximal decay; 1 without)
+  C b1, omb1, b2, omb2, b3, omb3, bc3s, eps, s1, s2, prox;
+  bool proximal;
+  explicit Adan(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), b3(C(h[4])), omb3(C(h[5])),
+        bc3s(C(h[6])), eps(C(h[7])), s1(C(h[8])), s2(C(h[9])), prox(C(h[10])),
+        proximal(h[10] != 1.0) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C* __restrict__ d, C* __restrict__ neg_prev) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C diff = FRESH ? C(0) : gi + neg_prev[i];  // g_t - g_{t-1}; 0 on the first step
+      const C mi = fmadd(omb1, gi, m[i] * b1);
+      const C di = fmadd(omb2, diff, d[i] * b2);
+      const C u = diff * b2 + gi;  // g_t + b2 (g_t - g_{t-1}), as mul_ then add_
+      const C vi = fmadd(omb3 * u, u, v[i] * b3);
+      m[i] = mi;
+      d[i] = di;
+      v[i] = vi;
+      neg_prev[i] = -gi;
+      const C denom = std::sqrt(vi) / bc3s + eps;
+      C pi = p[i] + s1 * mi / denom;  // two addcdiv_ calls
+      pi = pi + s2 * di / denom;
+      p[i] = proximal ? pi / prox : pi;
+    }
+  }
+};
+
+template <typename C, bool ADAM, bool FRESH>
+struct ScheduleFree {  // h: c, 1 - c, lr (beta1 (1 - c) - 1), -lr, beta2, 1 - beta2,
+                       //    1 - beta2^t, eps, weight decay at y (AdamW form; 0 for SGD)
+  C ckp1, omc, ylr, neg_lr, beta2, omb2, bc2, eps, wd;
+  bool small;
+  explicit ScheduleFree(const double* h)
+      : ckp1(C(h[0])), omc(C(h[1])), ylr(C(h[2])), neg_lr(C(h[3])), beta2(C(h[4])),
+        omb2(C(h[5])), bc2(C(h[6])), eps(C(h[7])), wd(C(h[8])),
+        small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ z,
+                  C* __restrict__ v, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (FRESH) z[i] = p[i];  // z starts at the parameter
+      C gi = g[i];
+      if constexpr (ADAM) {
+        const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+        v[i] = vi;
+        gi = gi / (std::sqrt(vi / bc2) + eps);
+        if (wd != C(0)) gi = fmadd(wd, p[i], gi);  // decay at y, after normalisation
+      }
+      const C y = lerp(p[i], z[i], ckp1, omc, small);
+      p[i] = fmadd(ylr, gi, y);
+      z[i] = fmadd(neg_lr, gi, z[i]);
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Jobs: one tensor's work, type-erased, over [begin, end) of its elements.
 
@@ -578,19 +681,28 @@ bool plain_grad(const Job& job) {
          pr.sign == 1.0 && pr.l2 == 0.0;
 }
 
+// The prologue's gradient: clip by value, scale, maximize (one loop per case, so that each
+// vectorizes), then the L2 penalty.  The operation order is torch's: clip_grad_* before the
+// step, then `-grad` for maximize, then `grad.add(param, alpha=weight_decay)`.
 template <typename C>
 void prepare_grad(const Job& job, const C* __restrict__ p, const C* __restrict__ graw,
                   C* __restrict__ out, int64_t n) {
   const Prologue& pr = job.pro;
   const C scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
   const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
-  const bool clip = pr.clip_value > 0.0, scaled = pr.grad_scale != 1.0;
-  for (int64_t i = 0; i < n; ++i) {
-    C gi = graw[i];
-    if (clip && pr.clip_first) gi = std::min(std::max(gi, lo), hi);
-    if (scaled) gi = gi * scale;
-    if (clip && !pr.clip_first) gi = std::min(std::max(gi, lo), hi);
-    out[i] = gi * sgn;
+  const bool clip = pr.clip_value > 0.0, first = pr.clip_first, scaled = pr.grad_scale != 1.0;
+  if (clip) {
+    for (int64_t i = 0; i < n; ++i) {
+      C gi = graw[i];
+      if (first) gi = std::min(std::max(gi, lo), hi);
+      if (scaled) gi = gi * scale;
+      if (!first) gi = std::min(std::max(gi, lo), hi);
+      out[i] = gi * sgn;
+    }
+  } else if (scaled) {
+    for (int64_t i = 0; i < n; ++i) out[i] = (graw[i] * scale) * sgn;
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = graw[i] * sgn;
   }
   if (pr.l2 != 0.0) {
     for (int64_t i = 0; i < n; ++i) out[i] = fmadd(l2, p[i], out[i]);
@@ -708,6 +820,18 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     fn = &run_job<Radam<C>, C>;
   } else if (rule == "lion") {
     fn = &run_job<Lion<C>, C>;
+  } else if (rule == "adopt") {
+    fn = &run_job<Adopt<C>, C>;
+  } else if (rule == "ademamix") {
+    fn = &run_job<Ademamix<C>, C>;
+  } else if (rule == "schedule_free") {
+    with_flag(flag(0), [&](auto adam) {
+      with_flag(flag(1), [&](auto fresh) {
+        fn = &run_job<ScheduleFree<C, decltype(adam)::value, decltype(fresh)::value>, C>;
+      });
+    });
+  } else if (rule == "adan") {
+    with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   }
   TORCH_CHECK(fn != nullptr, "optimist engine: unknown rule '", rule, "'");
   return fn;
@@ -1020,20 +1144,48 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     bool ok = true;
     auto body = [&](auto zero) {
       using C = decltype(zero);
+      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
       alignas(64) C buf[kBlock];
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
-        const C* x = load<C>(s, b, len, buf);
-        C acc = 0;
-        bool fin = true;
-        for (int64_t j = 0; j < len; ++j) {
-          C v = x[j];
-          fin &= std::isfinite(v);
-          if (clip_value > 0) v = std::min(std::max(v, C(-clip_value)), C(clip_value));
-          acc += v * v;
+        const C* __restrict__ x = load<C>(s, b, len, buf);
+        C acc[kLanes] = {};
+        C probe[kLanes] = {};  // sums of v * 0: NaN as soon as one v is NaN or inf
+        int64_t j = 0;
+        if (clip_value > 0) {
+          const C hi = C(clip_value), lo = -C(clip_value);
+          for (; j + kLanes <= len; j += kLanes) {
+            for (int k = 0; k < kLanes; ++k) {
+              const C v = x[j + k];
+              probe[k] += v * C(0);
+              const C c = std::min(std::max(v, lo), hi);
+              acc[k] += c * c;
+            }
+          }
+          for (; j < len; ++j) {
+            probe[0] += x[j] * C(0);
+            const C c = std::min(std::max(x[j], lo), hi);
+            acc[0] += c * c;
+          }
+        } else {
+          for (; j + kLanes <= len; j += kLanes) {
+            for (int k = 0; k < kLanes; ++k) {
+              const C v = x[j + k];
+              probe[k] += v * C(0);
+              acc[k] += v * v;
+            }
+          }
+          for (; j < len; ++j) {
+            probe[0] += x[j] * C(0);
+            acc[0] += x[j] * x[j];
+          }
         }
-        total += static_cast<double>(acc);
-        ok &= fin;
+        C bad = 0;
+        for (int k = 0; k < kLanes; ++k) {
+          total += static_cast<double>(acc[k]);
+          bad += probe[k];
+        }
+        ok &= bad == C(0);
       }
     };
     if (compute_is_double(grads[ch.tensor].scalar_type())) {

@@ -1,0 +1,273 @@
+"""``watch(model, optimizer)``: the monitor for plain PyTorch loops, and the ``Monitor`` callback.
+
+>>> with optimist.monitor.watch(model, optimizer) as m:          # doctest: +SKIP
+...     for x, y in data:
+...         loss = loss_fn(model(x), y)
+...         optimizer.zero_grad(); loss.backward(); optimizer.step()
+...         m.log_loss(loss)
+>>> for v in m.verdicts(): print(v)                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from optimist.monitor.signals import Record, SignalCollector
+from optimist.monitor.signals import sharpness as _sharpness
+from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
+from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
+
+DEFAULT_EVERY: int | str = "auto"
+
+
+class MonitorWarning(UserWarning):
+    """A verdict other than *healthy*, raised once per verdict (and layer) of a run."""
+
+
+def _check_loss(loss: Any) -> torch.Tensor | float:
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"log_loss expects a scalar loss, got a tensor of shape {tuple(loss.shape)}"
+            )
+        return loss.detach()
+    try:
+        return float(loss)
+    except (TypeError, ValueError):
+        raise ValueError(f"log_loss expects a number or a scalar tensor, got {loss!r}") from None
+
+
+def _mean_loss(items: list[torch.Tensor | float]) -> float:
+    tensors = [t.reshape(1) for t in items if isinstance(t, torch.Tensor)]
+    total = sum(t for t in items if not isinstance(t, torch.Tensor))
+    if tensors:  # one host transfer for the whole interval
+        total += float(torch.cat([t.to(torch.float64) for t in tensors]).sum())
+    return total / len(items)
+
+
+class Watch:
+    """Monitors one model/optimizer pair; use :func:`watch` (a context manager) to make one.
+
+    Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
+    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
+    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
+    tiny models too;
+    :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
+    the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
+    diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
+    issues a :class:`MonitorWarning` the first time each verdict holds.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None,
+        optimizer: torch.optim.Optimizer,
+        *,
+        every: int | str = DEFAULT_EVERY,
+        log: str | os.PathLike[str] | None = None,
+        csv: str | os.PathLike[str] | None = None,
+        tensorboard: str | os.PathLike[str] | None = None,
+        thresholds: Thresholds | None = None,
+        warn: bool = False,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"watch needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.warn = warn
+        self.records: list[Record] = []
+        self._sinks: list[Sink] = []
+        self._losses: list[torch.Tensor | float] = []
+        self._first_loss = True
+        self._closed = False
+        self._collector = SignalCollector(model, optimizer, self._emit, every)
+        self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
+        try:
+            if log is not None:
+                header = {
+                    "every": every,
+                    "optimizer": type(optimizer).__name__,
+                    "layer_sizes": self._collector.layer_sizes,
+                }
+                self._sinks.append(LogWriter(log, header))
+            if csv is not None:
+                self._sinks.append(CSVSink(csv))
+            if tensorboard is not None:
+                self._sinks.append(TensorBoardSink(tensorboard))
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- inputs ------------------------------------------------------------------------------
+    @property
+    def every(self) -> int:
+        """The current interval between sampled steps (``every="auto"`` widens it as needed)."""
+        return self._collector.every
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken since the watch began."""
+        return self._collector.step
+
+    def log_loss(self, loss: Any) -> None:
+        """The training loss of the latest step; averaged over ``every`` steps per reading (one
+        host transfer per reading)."""
+        self._losses.append(_check_loss(loss))
+        # the first loss is a reading of its own: the reference the divergence rule compares with
+        if len(self._losses) >= self.every or self._first_loss:
+            self._first_loss = False
+            self._flush_loss()
+
+    def log_val_loss(self, loss: Any) -> None:
+        """A validation loss (for the *overfitting* verdict); one reading per call."""
+        self._flush_loss()
+        self._emit({"step": self.step, "val_loss": float(_check_loss(loss))})
+
+    def sharpness(self, closure: Any, iters: int = 5) -> float:
+        """Opt-in: the top Hessian eigenvalue of ``closure()`` (see
+        :func:`optimist.monitor.signals.sharpness`), recorded as the ``sharpness`` signal."""
+        model = self._model_for_sharpness()
+        value = _sharpness(model, closure, iters)
+        self._emit({"step": self.step, "sharpness": value})
+        return value
+
+    def _model_for_sharpness(self) -> nn.Module:
+        params = self._collector.params
+
+        class _Params(nn.Module):
+            def parameters(self, recurse: bool = True):  # type: ignore[override]
+                return iter(params)
+
+        return _Params()
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def verdicts(self) -> list[Verdict]:
+        """Verdicts so far (``[healthy]`` when no rule fired)."""
+        self._flush_loss()
+        return self.diagnoser.verdicts()
+
+    def health(self) -> tuple[str, list[str]]:
+        """``(word, verdict names)`` for a report column; see :func:`optimist.monitor.health`."""
+        return health(self.verdicts())
+
+    @property
+    def series(self) -> dict[str, list[tuple[int, float]]]:
+        """Every signal as ``[(step, value), ...]``."""
+        return self.diagnoser.series
+
+    def close(self) -> None:
+        """Removes the hooks and flushes the log/CSV/TensorBoard (idempotent)."""
+        if self._closed:
+            return
+        self._flush_loss()
+        self._closed = True
+        self._collector.close()
+        for sink in self._sinks:
+            sink.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _flush_loss(self) -> None:
+        if not self._losses or self._closed:
+            return
+        mean = _mean_loss(self._losses)
+        self._losses = []
+        self._emit({"step": self.step, "loss": mean})
+
+    def _emit(self, record: Record) -> None:
+        if self._closed:
+            return
+        self.records.append(record)
+        for verdict in self.diagnoser.add(record):
+            if self.warn:
+                warnings.warn(f"optimist monitor: {verdict}", MonitorWarning, stacklevel=3)
+        for sink in self._sinks:
+            sink.write(record)
+
+
+def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Watch:
+    """Starts monitoring ``optimizer`` (and ``model``'s ReLU layers); see :class:`Watch`.
+
+    Use it as a context manager (the hooks come off at the end) or call ``close()``.
+    """
+    return Watch(model, optimizer, **kwargs)
+
+
+class Monitor:
+    """The monitor as a ``fit`` callback (duck-typed to ``optimist.callbacks.Callback``).
+
+    ``fit`` adds ``Monitor()`` by default: light mode, which reads the gradient-side signals
+    every ``every`` steps, the epoch losses (``loss``, ``val_loss``) from the epoch logs, and
+    warns once per verdict. It needs no per-batch callback, so it adds no host sync per batch.
+    Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in ``callbacks`` to keep a
+    log, or ``fit(..., monitor=False)`` to turn it off. After training, ``monitor.verdicts()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        every: int | str = DEFAULT_EVERY,
+        log: str | os.PathLike[str] | None = None,
+        csv: str | os.PathLike[str] | None = None,
+        tensorboard: str | os.PathLike[str] | None = None,
+        thresholds: Thresholds | None = None,
+        warn: bool = True,
+    ) -> None:
+        self.model: Any = None
+        self.params: dict[str, Any] = {}
+        self.watch: Watch | None = None
+        self._kwargs = dict(
+            every=every,
+            log=log,
+            csv=csv,
+            tensorboard=tensorboard,
+            thresholds=thresholds,
+            warn=warn,
+        )
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def _attach(self) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if self.watch is None and isinstance(optimizer, torch.optim.Optimizer):
+            module = self.model if isinstance(self.model, nn.Module) else None
+            self.watch = Watch(module, optimizer, **self._kwargs)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        self._attach()
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.watch is None:  # a model built on its first batch has its optimizer only now
+            self._attach()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.watch is None or not logs:
+            return
+        if "loss" in logs:
+            self.watch.log_loss(logs["loss"])
+            self.watch._flush_loss()
+        if "val_loss" in logs:
+            self.watch.log_val_loss(logs["val_loss"])
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.watch is not None:
+            self.watch.close()
+
+    def verdicts(self) -> list[Verdict]:
+        """The verdicts of the latest ``fit`` (``[]`` before any)."""
+        return self.watch.verdicts() if self.watch is not None else []

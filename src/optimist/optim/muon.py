@@ -1,0 +1,186 @@
+r"""Muon: momentum orthogonalised by Newton-Schulz, for weight matrices; AdamW for the rest.
+
+For every parameter with two or more dimensions (flattened to ``(shape[0], -1)``):
+
+.. math::
+
+    B_t &\leftarrow \mu B_{t-1} + (1 - \mu) g_t \quad(\text{torch's } \texttt{lerp}) \\
+    \tilde B_t &\leftarrow g_t + \mu (B_t - g_t) \text{ (Nesterov) or } B_t \\
+    O_t &\leftarrow \mathrm{NS}^{(a,b,c)}_k(\tilde B_t / \max(\lVert\tilde B_t\rVert_F, \epsilon))
+        \quad\text{in bfloat16} \\
+    \theta_t &\leftarrow \theta_{t-1}(1 - \gamma\lambda) - \gamma\,s(\text{shape})\,O_t
+
+Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024), as
+``torch.optim.Muon`` (torch 2.13) computes it: same arguments, defaults, state key
+(``momentum_buffer``) and results (tested bit for bit); ``adjust_lr_fn`` ``None``/"original"
+scales by :math:`\sqrt{\max(1, A/B)}`, "match_rms_adamw" by :math:`0.2\sqrt{\max(A, B)}` (Liu et
+al. 2025). Beyond torch's (which rejects them): parameters of rank < 2 (biases, norms) are
+stepped by AdamW (optimist's engine rule) inside the same optimizer, with ``adamw_lr``,
+``adamw_betas``, ``adamw_eps``, ``adamw_weight_decay``, in param groups of their own
+(``use_muon=False``; put embeddings and the output head in such a group too, Muon is meant for
+hidden layers); parameters of rank > 2 (convolutions) are orthogonalised as ``(shape[0], -1)``
+matrices. The momentum buffer is stored in the parameter's dtype (``state_dtype`` applies to the
+AdamW part only); the matrix work is torch ops, one tensor at a time (not batched over
+same-shape weights, not ``torch.compile``d), and the engine's transforms other than gradient
+scaling (clipping, accumulation, schedules) do not reach the Muon groups.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimist.optim.adam import ADAM
+from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["Muon", "newton_schulz"]
+
+
+def newton_schulz(
+    g: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+) -> Tensor:
+    """The quintic Newton-Schulz iteration of ``torch.optim.Muon``, in bfloat16, on a matrix."""
+    a, b, c = coefficients
+    x = g.bfloat16()
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T
+    x.div_(x.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    rows, cols = shape[0], math.prod(shape[1:])
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return math.sqrt(max(1, rows / cols))
+    return 0.2 * math.sqrt(max(rows, cols))  # "match_rms_adamw"
+
+
+class Muon(RuleOptimizer):
+    """Muon with an AdamW fallback (see the module docstring); torch.optim.Muon's arguments.
+
+    Args:
+        params: parameters or param groups (a group may set ``use_muon`` True/False; by
+            default parameters of rank >= 2 use Muon, the others AdamW).
+        lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn:
+            as ``torch.optim.Muon`` (defaults 1e-3, 0.1, 0.95, True, (3.4445, -4.775, 2.0315),
+            1e-7, 5, None).
+        adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's settings
+            (defaults 1e-3, (0.9, 0.95), 1e-8, 0.1).
+        skip_nonfinite, state_dtype, chain: see :class:`~optimist.optim.engine.RuleOptimizer`.
+    """
+
+    rule = ADAM  # the fallback's rule; Muon groups are stepped by _step_group below
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+        eps: float = 1e-7,
+        ns_steps: int = 5,
+        adjust_lr_fn: str | None = None,
+        *,
+        adamw_lr: float = 1e-3,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.1,
+        skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        chain: ChainConfig | None = None,
+    ) -> None:
+        muon = dict(lr=lr, weight_decay=weight_decay, eps=eps)
+        adamw = dict(lr=adamw_lr, weight_decay=adamw_weight_decay, eps=adamw_eps)
+        groups = []
+        given = list(params)
+        if given and not isinstance(given[0], dict):
+            given = [{"params": given}]
+        for group in given:
+            ps = list(group["params"])
+            if "use_muon" in group:
+                groups.append({**(muon if group["use_muon"] else adamw), **group, "params": ps})
+                continue
+            for use in (True, False):
+                part = [p for p in ps if (p.ndim >= 2) == use]
+                if part:
+                    settings = muon if use else adamw
+                    groups.append({**settings, **group, "params": part, "use_muon": use})
+        defaults = dict(
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_coefficients=ns_coefficients,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+            betas=adamw_betas,
+            amsgrad=False,
+            decoupled_weight_decay=True,
+            maximize=False,
+            foreach=None,
+            fused=None,
+            use_muon=False,
+            **adamw,
+        )
+        super().__init__(
+            groups, defaults, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype, chain=chain
+        )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        self._check_common(group)
+        check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("eps", group["eps"])
+        check_nonnegative("momentum", group["momentum"])
+        check_flag("nesterov", group["nesterov"])
+        check_flag("use_muon", group["use_muon"])
+        if group["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
+            raise ValueError(
+                f"Invalid adjust_lr_fn: {group['adjust_lr_fn']!r} "
+                "(None, 'original' or 'match_rms_adamw')"
+            )
+        steps = group["ns_steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < 100:
+            raise ValueError(f"Invalid ns_steps: {steps!r} (an integer in [0, 100))")
+        if len(group["ns_coefficients"]) != 3:
+            raise ValueError(f"Invalid ns_coefficients: {group['ns_coefficients']!r} (3 numbers)")
+
+    @torch.no_grad()
+    def _step_group(
+        self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
+    ) -> bool:
+        if not group["use_muon"]:
+            return super()._step_group(group, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
+        lr = scalar(group["lr"]) * lr_multiplier
+        wd, mu = scalar(group["weight_decay"]), scalar(group["momentum"])
+        updated = False
+        for p in group["params"]:
+            g = self._gradient(p)
+            if g is None:
+                continue
+            if p.is_complex() or g.is_sparse:
+                raise RuntimeError("Muon does not support complex parameters or sparse gradients")
+            if grad_scale != 1.0:
+                g = g * grad_scale
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"]
+            buf.lerp_(g, 1 - mu)
+            update = g.lerp(buf, mu) if group["nesterov"] else buf
+            matrix = update.reshape(update.shape[0], -1)
+            ortho = newton_schulz(matrix, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            p.mul_(1 - lr * wd)
+            p.add_(
+                ortho.reshape(update.shape), alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape)
+            )
+            updated = True
+        return updated

@@ -1,0 +1,237 @@
+"""watch(): signals, the unchanged trajectory, sharpness, fit's Monitor callback, errors."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import optimist
+from optimist.monitor import Monitor, MonitorWarning, watch
+
+
+def _net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _data(n: int = 64):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _train(net, opt, steps, m=None):
+    x, y = _data()
+    for i in range(steps):
+        xb, yb = x[(i * 16) % 64 :][:16], y[(i * 16) % 64 :][:16]
+        loss = nn.functional.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if m is not None:
+            m.log_loss(loss)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optimist.optim.Adam(p, lr=1e-2),
+        lambda p: optimist.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        lambda p: optimist.optim.RMSprop(p, lr=1e-2),
+        lambda p: torch.optim.Adagrad(p, lr=0.1),
+    ],
+    ids=["adam", "sgd-nesterov", "rmsprop", "torch-adagrad"],
+)
+def test_monitor_does_not_change_the_trajectory(make):
+    plain = _net()
+    opt = make(plain.parameters())
+    _train(plain, opt, 25)
+    watched = _net()
+    opt2 = make(watched.parameters())
+    with watch(watched, opt2, every=1) as m:  # every step sampled: the most intrusive setting
+        _train(watched, opt2, 25, m)
+    for a, b in zip(plain.parameters(), watched.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for sa, sb in zip(opt.state.values(), opt2.state.values(), strict=True):
+        for k in sa:
+            if isinstance(sa[k], torch.Tensor):
+                assert torch.equal(sa[k], sb[k]), k
+    assert len([r for r in m.records if "grad_norm" in r]) == 25
+
+
+def test_signals_of_a_sampled_step():
+    net = _net()
+    opt = optimist.optim.Adam(net.parameters(), lr=1e-3)
+    with watch(net, opt, every=5) as m:
+        _train(net, opt, 11, m)
+    signal_steps = [r["step"] for r in m.records if "grad_norm" in r]
+    assert signal_steps == [0, 5, 10]
+    r = next(r for r in m.records if "grad_norm" in r)
+    # the global norm is the norm of the per-layer norms
+    assert r["grad_norm"] == pytest.approx(math.hypot(r["grad_norm/0"], r["grad_norm/2"]))
+    assert r["nonfinite"] == 0.0
+    # Adam's first step moves every entry by ~lr: the update ratio is ~lr * sqrt(n) / ||w||
+    w0 = _net()[0].requires_grad_(False)
+    n, norm = w0.weight.numel() + w0.bias.numel(), math.hypot(w0.weight.norm(), w0.bias.norm())
+    assert r["update_ratio/0"] == pytest.approx(1e-3 * math.sqrt(n) / norm, rel=0.05)
+    assert 0.0 <= r["dead/1"] <= 1.0
+    assert r["v_max"] >= r["v_min"] >= 0.0 and r["momentum_norm"] > 0
+    assert r["eff_lr/0"] > 0
+    assert m.step == 11
+    losses = [r for r in m.records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 6, 11]  # the first loss alone, then means of 5
+
+
+def test_auto_interval_widens_while_the_monitor_costs_too_much():
+    from optimist.monitor.signals import SignalCollector
+
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    steps: list[int] = []
+    # budget 0: every reading costs "too much", so the interval doubles after each one
+    c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=0.0)
+    _train(net, opt, 160)
+    c.close()
+    assert steps == [0, 20, 60, 140]  # 10 -> 20 after the first reading, then 40, 80
+    assert c.every == 160
+    # a generous budget keeps the interval
+    steps.clear()
+    c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=1e9)
+    _train(net, opt, 31)
+    c.close()
+    assert steps == [0, 10, 20, 30]
+    with pytest.raises(ValueError, match="'auto'"):
+        SignalCollector(net, opt, print, every="sometimes")
+
+
+def test_dead_share_counts_units_silent_for_the_whole_batch():
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.copy_(torch.tensor([1.0, -1.0, -1.0, -1.0]))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    with watch(net, opt, every=1) as m:
+        net(torch.randn(8, 4)).sum().backward()
+        opt.step()
+    assert m.records[0]["dead/1"] == 0.75
+
+
+def test_sharpness_of_a_quadratic():
+    w = nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    opt = torch.optim.SGD([w], lr=0.1)
+    with watch(None, opt) as m:
+        value = m.sharpness(lambda: 0.5 * (w[0] ** 2 + 10 * w[1] ** 2), iters=20)
+    assert value == pytest.approx(10.0, rel=1e-3)
+    assert m.records[-1]["sharpness"] == value
+    assert w.grad is None  # Hessian-vector products do not touch .grad
+
+
+def test_hooks_come_off_when_the_watch_closes():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with watch(net, opt, every=1) as m:
+        _train(net, opt, 2)
+    n = len(m.records)
+    _train(net, opt, 3)
+    assert len(m.records) == n
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="every"):
+        watch(net, opt, every=0)
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        watch(net, "adam")
+    with watch(net, opt) as m, pytest.raises(ValueError, match="scalar loss"):
+        m.log_loss(torch.ones(3))
+    with pytest.raises(FileNotFoundError, match="folder"):
+        watch(net, opt, log=tmp_path / "missing" / "log.jsonl")
+    assert not (tmp_path / "missing").exists()
+
+
+# ---- fit ----------------------------------------------------------------------------------------
+def test_fit_monitors_by_default_and_warns_once_per_verdict():
+    x, y = _data(256)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    far_too_large = optimist.optim.SGD(net.parameters(), lr=1e3)
+    with pytest.warns(MonitorWarning) as record:
+        optimist.fit(
+            net,
+            x.numpy(),
+            y.numpy(),
+            optimizer=far_too_large,
+            loss="sparse_categorical_crossentropy",
+            epochs=3,
+            verbose=0,
+            check_nan=False,
+        )
+    messages = [str(w.message) for w in record if issubclass(w.category, MonitorWarning)]
+    (ratio,) = [m for m in messages if "update_ratio_high in layer module.0 (step 0)" in m]
+    assert "the learning rate is too large for this layer" in ratio
+    assert len(messages) == len(set(messages))  # once each
+
+
+def test_fit_monitor_off_and_own_monitor(tmp_path):
+    x, y = _data(128)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MonitorWarning)
+        optimist.fit(
+            net,
+            x.numpy() * 1e4,
+            y.numpy(),
+            optimizer="sgd",
+            loss="sparse_categorical_crossentropy",
+            epochs=1,
+            verbose=0,
+            check_nan=False,
+            monitor=False,
+        )
+    mon = Monitor(log=tmp_path / "fit.jsonl", warn=False, every=10)
+    net2 = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    history = optimist.fit(
+        net2,
+        x.numpy(),
+        y.numpy(),
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[mon],
+        validation_split=0.25,
+    )
+    assert len(history.history["loss"]) == 3
+    assert [v.name for v in mon.verdicts()] == ["healthy"]
+    log = optimist.monitor.read_log(tmp_path / "fit.jsonl")
+    assert [r["step"] for r in log.records if "val_loss" in r] == [6, 12, 18]
+    assert [r["step"] for r in log.records if "grad_norm" in r] == [0, 10]
+
+
+def test_fit_is_bit_identical_with_and_without_the_monitor():
+    x, y = _data(128)
+    params = []
+    for monitor in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        optimist.fit(
+            net,
+            x.numpy(),
+            y.numpy(),
+            optimizer="adam",
+            loss="sparse_categorical_crossentropy",
+            epochs=2,
+            batch_size=16,
+            verbose=0,
+            monitor=monitor,
+        )
+        params.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert torch.equal(a, b)
+    assert np.isfinite(params[0][0].numpy()).all()
