@@ -528,9 +528,10 @@ class RuleOptimizer(Optimizer):
             state = optimizer_state[p]
             if not state or (has_step and "step" not in state):
                 self._init_state(p, state, group)
+            sharded = type(p) not in _PLAIN  # a DTensor: the step runs on its local shards
             originals.append(p)
-            params.append(local(p))
-            grads.append(local_grad(grad, p))
+            params.append(local(p) if sharded else p)
+            grads.append(local_grad(grad, p) if sharded else grad)
             states.append(state)
             is_fresh = False
             for k, key, scale_key in slots:
@@ -542,7 +543,7 @@ class RuleOptimizer(Optimizer):
                     pending.append((state, source))
                     value = source[key]
                     is_fresh = True
-                columns[k].append(local(value))
+                columns[k].append(local(value) if sharded else value)
                 if quantized:
                     sc = source.get(scale_key)
                     scales[k].append(_EMPTY if sc is None else sc)
@@ -792,6 +793,7 @@ class RuleOptimizer(Optimizer):
 
 
 _EMPTY = torch.empty(0)
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 
 
 class _Batch:
