@@ -37,8 +37,11 @@ def main() -> None:
     loss_fn = torch.nn.CrossEntropyLoss()
     n = len(x_train)
     print(f"digits: {n} train / {len(x_test)} test, {args.epochs} epochs, batch {args.batch_size}")
-    print(f"{'optimizer':<10} {'train loss':>10} {'test loss':>10} {'test acc':>9} {'time':>7}")
-    for name in optimist.optimizers():
+    names = list(optimist.optimizers())
+    width = max(len("optimizer"), *(len(name) for name in names))
+    header = f"{'train loss':>10} {'test loss':>10} {'test acc':>9} {'time':>7}"
+    print(f"{'optimizer':<{width}} {header}")
+    for name in names:
         model = copy.deepcopy(template)
         opt = optimist.optimizer(name, model.parameters())
         generator = torch.Generator().manual_seed(1)
@@ -53,14 +56,15 @@ def main() -> None:
                 loss.backward()
                 opt.step()
         elapsed = time.perf_counter() - start
+        if callable(getattr(opt, "eval", None)):  # Schedule-Free: evaluate the averaged weights
+            opt.eval()
         with torch.no_grad():
             train_loss = loss_fn(model(x_train), y_train).item()
             logits = model(x_test)
             test_loss = loss_fn(logits, y_test).item()
             accuracy = (logits.argmax(1) == y_test).float().mean().item()
-        print(
-            f"{name:<10} {train_loss:>10.4f} {test_loss:>10.4f} {accuracy:>9.3f} {elapsed:>6.1f}s"
-        )
+        numbers = f"{train_loss:>10.4f} {test_loss:>10.4f} {accuracy:>9.3f} {elapsed:>6.1f}s"
+        print(f"{name:<{width}} {numbers}")
 
 
 if __name__ == "__main__":
