@@ -616,7 +616,7 @@ class RuleOptimizer(Optimizer):
         batch = _Batch(params, grads, states, columns, scales, fresh, flags, prologue)
         n = len(params)
         eager: list[int] = list(range(n))
-        if implementation == "fused" and _overflows_float32(group, params):
+        if implementation == "fused" and _overflows_low_precision(group, params):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
             ema = [local(s["ema"]) for s in states] if self.chain.ema is not None else []
@@ -831,7 +831,7 @@ def _with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool,
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
-def _overflows_float32(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+def _overflows_low_precision(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
     """A finite hyperparameter too large for float16 (``lr=1e5``, ``1e300``) with a
     non-float64 param: torch raises converting it for such tensors, so the eager path runs."""
     values = [v for v in group.values() if type(v) in (int, float)]
