@@ -22,7 +22,12 @@ import torch
 from torch import Tensor
 from torch.optim.adadelta import adadelta as _torch_adadelta
 
-from optimist.optim.base import ParamsT, check_nonnegative, check_unit_interval, scalar
+from optimist.optim.base import (
+    ParamsT,
+    check_unit_interval,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -89,6 +94,8 @@ class Adadelta(RuleOptimizer):
     """
 
     rule = ADADELTA
+    nonnegative = ("eps", "weight_decay")
+    examples = ({"lr": 0.5, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -108,28 +115,8 @@ class Adadelta(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            rho=rho,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            capturable=capturable,
-            foreach=foreach,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_unit_interval("rho", group["rho"], closed=True)
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])

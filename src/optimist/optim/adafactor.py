@@ -30,7 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, check_nonnegative, new_step_tensor, scalar
+from optimist.optim.base import (
+    ParamsT,
+    check_nonnegative,
+    init_arguments,
+    new_step_tensor,
+    scalar,
+)
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["Adafactor"]
@@ -50,7 +56,14 @@ class Adafactor(TensorwiseOptimizer):
         foreach: accepted for signature compatibility (one implementation here).
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
+        state_dtype: None only (the factored moments are in the parameter's dtype).
     """
+
+    nonnegative = ("weight_decay",)
+    examples = (
+        {"lr": 0.05, "weight_decay": 0.1, "d": 2.0},
+        {"lr": 0.01, "beta2_decay": -0.5, "eps": (1e-20, 1e-2), "maximize": True},
+    )
 
     def __init__(
         self,
@@ -64,17 +77,9 @@ class Adafactor(TensorwiseOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            beta2_decay=beta2_decay,
-            eps=eps,
-            d=d,
-            weight_decay=weight_decay,
-            foreach=foreach,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
@@ -88,7 +93,6 @@ class Adafactor(TensorwiseOptimizer):
         check_nonnegative("eps[1]", eps[1])
         if not scalar(group["d"]) >= 1.0:
             raise ValueError(f"Invalid d: {group['d']} (the clipping threshold must be >= 1)")
-        check_nonnegative("weight_decay", group["weight_decay"])
 
     def _step_group(self, group: dict[str, Any]) -> None:
         lr, wd, d = scalar(group["lr"]), scalar(group["weight_decay"]), scalar(group["d"])

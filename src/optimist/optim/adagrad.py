@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.optim.adagrad import adagrad as _torch_adagrad
 
 from optimist.optim import codecs
-from optimist.optim.base import ParamsT, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -85,6 +85,8 @@ class Adagrad(RuleOptimizer):
     """
 
     rule = ADAGRAD
+    examples = ({"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1},)
+    nonnegative = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def __init__(
         self,
@@ -104,25 +106,7 @@ class Adagrad(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            eps=eps,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
         # torch.optim.Adagrad creates its state eagerly; so do we, so state_dicts line up
         for group in self.param_groups:
             for p in group["params"]:
@@ -145,10 +129,3 @@ class Adagrad(RuleOptimizer):
                 )
             else:
                 total.fill_(complex(initial, initial) if torch.is_complex(p) else initial)
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_nonnegative("lr_decay", group["lr_decay"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-        check_nonnegative("eps", group["eps"])

@@ -26,7 +26,12 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam as _torch_adam
 
-from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.base import (
+    ParamsT,
+    call_arguments,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -109,6 +114,8 @@ class Adam(RuleOptimizer):
     """
 
     rule = ADAM
+    nonnegative = ("eps", "weight_decay")
+    examples = ({"lr": 0.01, "amsgrad": True, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -130,35 +137,10 @@ class Adam(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            foreach=foreach,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("amsgrad", group["amsgrad"])
-        check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
         if group.get("foreach") and not group.get("capturable"):
             # as torch.optim.Adam: its multi-tensor kernel takes no tensor hyperparameters
             tensors = [("lr", group["lr"]), ("betas[0]", group["betas"][0])]
@@ -172,6 +154,8 @@ class Adam(RuleOptimizer):
 
 class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (default ``weight_decay=1e-2``), as torch.optim."""
+
+    examples = ({"lr": 0.01},)
 
     def __init__(
         self,
@@ -192,24 +176,7 @@ class AdamW(Adam):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=True,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**call_arguments(locals()), decoupled_weight_decay=True)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

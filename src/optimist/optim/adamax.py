@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.optim.adamax import adamax as _torch_adamax
 
-from optimist.optim.base import ParamsT, check_betas, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -88,6 +88,8 @@ class Adamax(RuleOptimizer):
     """
 
     rule = ADAMAX
+    nonnegative = ("eps", "weight_decay")
+    examples = ({"lr": 0.01, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -107,28 +109,4 @@ class Adamax(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            capturable=capturable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
+        super().__init__(**init_arguments(locals()))

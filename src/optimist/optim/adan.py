@@ -34,8 +34,7 @@ from typing import Any
 
 from torch import Tensor
 
-from optimist.optim.ademamix import check_betas3
-from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -102,6 +101,11 @@ class Adan(RuleOptimizer):
     """
 
     rule = ADAN
+    nonnegative = ("eps", "weight_decay")
+    examples = (
+        {"lr": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay": 0.1, "no_prox": True, "betas": (0.9, 0.9, 0.95)},
+    )
 
     def __init__(
         self,
@@ -120,28 +124,4 @@ class Adan(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            no_prox=no_prox,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas3(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("no_prox", group["no_prox"])
+        super().__init__(**init_arguments(locals()))

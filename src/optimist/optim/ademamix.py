@@ -29,7 +29,12 @@ from typing import Any
 
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, check_nonnegative, check_unit_interval, scalar
+from optimist.optim.base import (
+    ParamsT,
+    check_betas3,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -86,14 +91,6 @@ ADEMAMIX = Rule(
 )
 
 
-def check_betas3(betas: Any) -> None:
-    """Raise ``ValueError`` unless ``betas`` is a triple with entries in [0, 1)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 3:
-        raise ValueError(f"Invalid betas: {betas!r} (betas must be a triple (beta1, beta2, beta3))")
-    for index, beta in enumerate(betas):
-        check_unit_interval(f"betas[{index}]", beta)
-
-
 def _check_warmup(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"Invalid {name}: {value!r} ({name} must be None or an integer >= 1)")
@@ -116,6 +113,11 @@ class AdEMAMix(RuleOptimizer):
     """
 
     rule = ADEMAMIX
+    nonnegative = ("alpha", "eps", "weight_decay")
+    examples = (
+        {"lr": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "alpha": 5.0, "beta3_warmup": 12, "alpha_warmup": 9},
+    )
 
     def __init__(
         self,
@@ -136,32 +138,9 @@ class AdEMAMix(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            alpha=alpha,
-            beta3_warmup=beta3_warmup,
-            alpha_warmup=alpha_warmup,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
-        check_betas3(group["betas"])
-        check_nonnegative("alpha", group["alpha"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
         _check_warmup("beta3_warmup", group["beta3_warmup"])
         _check_warmup("alpha_warmup", group["alpha_warmup"])

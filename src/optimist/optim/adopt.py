@@ -28,7 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.base import (
+    ParamsT,
+    check_nonnegative,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -82,6 +87,12 @@ class ADOPT(RuleOptimizer):
     """
 
     rule = ADOPT_RULE
+    nonnegative = ("eps", "weight_decay")
+    examples = (
+        {"lr": 0.01, "weight_decay": 0.01},
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        {"lr": 0.01, "clip_exponent": None, "betas": (0.8, 0.99), "eps": 1e-2},
+    )
 
     def __init__(
         self,
@@ -101,31 +112,9 @@ class ADOPT(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            clip_exponent=clip_exponent,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
         if group["clip_exponent"] is not None:
             check_nonnegative("clip_exponent", group["clip_exponent"])

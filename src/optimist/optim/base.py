@@ -15,8 +15,8 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -100,6 +100,14 @@ def check_betas(betas: Any) -> None:
             )
 
 
+def check_betas3(betas: Any) -> None:
+    """Raise ``ValueError`` unless ``betas`` is a triple with entries in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 3:
+        raise ValueError(f"Invalid betas: {betas!r} (betas must be a triple (beta1, beta2, beta3))")
+    for index, beta in enumerate(betas):
+        check_unit_interval(f"betas[{index}]", beta)
+
+
 def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -134,6 +142,34 @@ def as_real(t: Tensor | None) -> Tensor | None:
     return t
 
 
+#: The keyword arguments of an optimizer that are settings of the optimizer object, not
+#: hyperparameters of its param groups (see :func:`init_arguments`).
+OPTIONS = ("skip_nonfinite", "state_dtype", "stochastic_params", "chain")
+
+
+def call_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's arguments from its ``locals()``, without ``self`` (to pass them on)."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+
+
+def init_arguments(arguments: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The base constructor's arguments, from an explicit torch-style ``__init__``'s ``locals()``.
+
+    The shared tail of every optimizer's constructor, written once: as the first statement,
+    ``super().__init__(**init_arguments(locals()))`` puts every hyperparameter of the signature
+    (and ``extra``) into ``defaults``, as torch.optim's ``defaults = dict(lr=lr, ...)``, and
+    passes :data:`OPTIONS` on as keyword arguments. The signature stays explicit (torch's
+    arguments, defaults and docs); only the forwarding is derived from it.
+    """
+    values = call_arguments(arguments)
+    result: dict[str, Any] = {"params": values.pop("params")}
+    for key in OPTIONS:
+        if key in values:
+            result[key] = values.pop(key)
+    result["defaults"] = {**values, **extra}
+    return result
+
+
 @functools.cache
 def _signature_defaults(cls: type) -> dict[str, Any]:
     """The constructor's keyword defaults of an optimizer class (its "class defaults")."""
@@ -153,7 +189,21 @@ class Optimizer(torch.optim.Optimizer):
     ``skip_nonfinite=True`` makes the step skip every update whose gradients hold a NaN or inf
     (parameters and state untouched) and count it in :attr:`skipped_steps`. It is off by default,
     where non-finite gradients flow into the update as in torch.
+
+    Hyperparameter checks are derived where they can be: every group key whose constructor
+    default is a bool must be True or False, ``betas`` must be a pair (or a triple, if the default
+    is one) in [0, 1), and the keys in :attr:`nonnegative` finite numbers >= 0. A subclass's
+    ``_check_group`` adds only what is particular to it.
     """
+
+    #: hyperparameters that must be finite numbers >= 0 (``lr`` always is checked)
+    nonnegative: ClassVar[tuple[str, ...]] = ()
+    #: the ``state_dtype`` values the optimizer takes (None: state in the parameter's dtype)
+    state_dtypes: ClassVar[tuple[str | None, ...]] = (None,)
+    #: constructor settings that, together, reach every state slot and branch of the update:
+    #: examples for readers, and the rows of the generated contract tests (``tests/engine``).
+    #: Empty: the registry's defaults only.
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     def __init__(
         self, params: ParamsT, defaults: dict[str, Any], *, skip_nonfinite: bool = False
@@ -167,12 +217,19 @@ class Optimizer(torch.optim.Optimizer):
 
     # hyperparameter checks run on the defaults and again on every group added later, so a
     # per-group override (``[{"params": ..., "lr": -1}]``) is rejected too.
-    def _check_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _check_group(self, group: dict[str, Any]) -> None:
+        self._check_common(group)
 
     def _check_common(self, group: dict[str, Any]) -> None:
         check_nonnegative("lr", group["lr"])
-        for flag in ("maximize", "differentiable", "capturable"):
+        class_defaults = _signature_defaults(type(self))
+        if "betas" in group:
+            triple = len(class_defaults.get("betas", ())) == 3
+            (check_betas3 if triple else check_betas)(group["betas"])
+        for key in self.nonnegative:
+            check_nonnegative(key, group[key])
+        flags = {k for k, v in class_defaults.items() if isinstance(v, bool)}
+        for flag in sorted(flags | {"maximize", "differentiable", "capturable"}):
             if flag in group:
                 check_flag(flag, group[flag])
         for flag in ("foreach", "fused"):

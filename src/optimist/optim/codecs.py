@@ -51,11 +51,16 @@ _MIN_EXPONENT = 127 - 15
 _MASK32 = 0xFFFFFFFF
 
 
-def check_state_dtype(value: object) -> None:
-    if value not in STATE_DTYPES:
+def check_state_dtype(
+    value: object, accepted: tuple[str | None, ...] = STATE_DTYPES, owner: str = ""
+) -> None:
+    """Raise ``ValueError`` naming the accepted values unless ``value`` is one of ``accepted``."""
+    if value not in accepted:
+        names = ", ".join(repr(v) for v in accepted)
+        known = value in STATE_DTYPES and owner
+        why = f"; {owner} keeps its state in the parameter's dtype" if known else ""
         raise ValueError(
-            f"Invalid state_dtype: {value!r} (state_dtype must be one of None, 'float32', "
-            "'bfloat16', 'int8')"
+            f"Invalid state_dtype: {value!r} (state_dtype must be one of {names}{why})"
         )
 
 

@@ -236,6 +236,7 @@ class RuleOptimizer(Optimizer):
     """
 
     rule: ClassVar[Rule]
+    state_dtypes = codecs.STATE_DTYPES
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, check_betas, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -67,6 +67,8 @@ class Lion(RuleOptimizer):
     """
 
     rule = LION
+    nonnegative = ("weight_decay",)
+    examples = ({"lr": 1e-3, "weight_decay": 0.1},)
 
     def __init__(
         self,
@@ -83,24 +85,4 @@ class Lion(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("weight_decay", group["weight_decay"])
+        super().__init__(**init_arguments(locals()))

@@ -135,6 +135,13 @@ class Muon(RuleOptimizer):
             groups, defaults, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype, chain=chain
         )
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a torch.optim.Muon checkpoint has no ``use_muon``: each of its groups is Muon's (it
+        # takes matrices only), not the AdamW fallback that the class default would make it
+        for group in state.get("param_groups", []):
+            group.setdefault("use_muon", True)
+        super().__setstate__(state)
+
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_nonnegative("weight_decay", group["weight_decay"])

@@ -28,7 +28,11 @@ import torch
 from torch import Tensor
 from torch.optim.nadam import nadam as _torch_nadam
 
-from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.base import (
+    ParamsT,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -111,6 +115,8 @@ class NAdam(RuleOptimizer):
     """
 
     rule = NADAM
+    nonnegative = ("eps", "weight_decay", "momentum_decay")
+    examples = ({"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -132,34 +138,6 @@ class NAdam(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     _scalar_state_keys = ("step", "mu_product")
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("momentum_decay", group["momentum_decay"])
-        check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])

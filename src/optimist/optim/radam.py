@@ -31,7 +31,11 @@ import torch
 from torch import Tensor
 from torch.optim.radam import radam as _torch_radam
 
-from optimist.optim.base import ParamsT, check_betas, check_flag, check_nonnegative, scalar
+from optimist.optim.base import (
+    ParamsT,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -124,6 +128,8 @@ class RAdam(RuleOptimizer):
     """
 
     rule = RADAM
+    nonnegative = ("eps", "weight_decay")
+    examples = ({"lr": 0.01, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -144,30 +150,4 @@ class RAdam(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            capturable=capturable,
-            decoupled_weight_decay=decoupled_weight_decay,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("decoupled_weight_decay", group["decoupled_weight_decay"])
+        super().__init__(**init_arguments(locals()))

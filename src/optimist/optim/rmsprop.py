@@ -26,7 +26,12 @@ import torch
 from torch import Tensor
 from torch.optim.rmsprop import rmsprop as _torch_rmsprop
 
-from optimist.optim.base import ParamsT, check_flag, check_nonnegative, check_unit_interval, scalar
+from optimist.optim.base import (
+    ParamsT,
+    check_unit_interval,
+    init_arguments,
+    scalar,
+)
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -110,6 +115,8 @@ class RMSprop(RuleOptimizer):
     """
 
     rule = RMSPROP
+    nonnegative = ("eps", "weight_decay", "momentum")
+    examples = ({"lr": 0.01, "centered": True, "momentum": 0.5, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -131,32 +138,8 @@ class RMSprop(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            alpha=alpha,
-            eps=eps,
-            centered=centered,
-            weight_decay=weight_decay,
-            capturable=capturable,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
         check_unit_interval("alpha", group["alpha"], closed=True)
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("momentum", group["momentum"])
-        check_flag("centered", group["centered"])

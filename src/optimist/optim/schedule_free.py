@@ -41,9 +41,8 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.base import (
     ParamsT,
-    check_betas,
-    check_nonnegative,
     check_unit_interval,
+    init_arguments,
     scalar,
 )
 from optimist.optim.engine import RuleOptimizer
@@ -103,14 +102,13 @@ class _ScheduleFree(RuleOptimizer):
     """What both Schedule-Free optimizers share: the average's weights and the two modes."""
 
     rule = SCHEDULE_FREE
+    nonnegative = ("weight_decay", "r", "weight_lr_power")
 
     def _beta1(self, group: dict[str, Any]) -> float:
         return scalar(group["betas"][0] if _is_adam(group) else group["momentum"])
 
-    def _check_schedule(self, group: dict[str, Any]) -> None:
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("r", group["r"])
-        check_nonnegative("weight_lr_power", group["weight_lr_power"])
+    def _check_group(self, group: dict[str, Any]) -> None:
+        self._check_common(group)
         w = group["warmup_steps"]
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
             raise ValueError(f"Invalid warmup_steps: {w!r} (warmup_steps must be an integer >= 0)")
@@ -166,17 +164,8 @@ class _ScheduleFree(RuleOptimizer):
         return all(group["train_mode"] for group in self.param_groups)
 
 
-def _schedule_defaults(warmup_steps: int, r: float, weight_lr_power: float) -> dict[str, Any]:
-    return dict(
-        warmup_steps=warmup_steps,
-        r=r,
-        weight_lr_power=weight_lr_power,
-        k=0,
-        train_mode=True,
-        weight_sum=0.0,
-        lr_max=-1.0,
-        scheduled_lr=0.0,
-    )
+# per-group schedule state besides the hyperparameters (in param_groups, so state_dict keeps it)
+_SCHEDULE_STATE = dict(k=0, train_mode=True, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0)
 
 
 class ScheduleFreeAdamW(_ScheduleFree):
@@ -194,6 +183,12 @@ class ScheduleFreeAdamW(_ScheduleFree):
         maximize, foreach, fused, skip_nonfinite, state_dtype, stochastic_params, chain: see
             :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    nonnegative = (*_ScheduleFree.nonnegative, "eps")
+    examples = (
+        {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5},
+        {"lr": 0.01, "r": 1.0, "weight_lr_power": 1.0, "betas": (0.8, 0.9)},
+    )
 
     def __init__(
         self,
@@ -214,34 +209,14 @@ class ScheduleFreeAdamW(_ScheduleFree):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            **_schedule_defaults(warmup_steps, r, weight_lr_power),
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals(), **_SCHEDULE_STATE))
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
+        super()._check_group(group)
         if not scalar(group["betas"][0]) > 0:
             raise ValueError(
                 f"Invalid beta parameter at index 0: {group['betas'][0]} (must be > 0)"
             )
-        check_nonnegative("eps", group["eps"])
-        self._check_schedule(group)
 
 
 class ScheduleFreeSGD(_ScheduleFree):
@@ -256,6 +231,8 @@ class ScheduleFreeSGD(_ScheduleFree):
         maximize, foreach, fused, skip_nonfinite, state_dtype, stochastic_params, chain: see
             :class:`~optimist.optim.engine.RuleOptimizer`.
     """
+
+    examples = ({"lr": 0.1, "weight_decay": 0.1, "warmup_steps": 3},)
 
     def __init__(
         self,
@@ -275,27 +252,10 @@ class ScheduleFreeSGD(_ScheduleFree):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            **_schedule_defaults(warmup_steps, r, weight_lr_power),
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals(), **_SCHEDULE_STATE))
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
+        super()._check_group(group)
         check_unit_interval("momentum", group["momentum"])
         if not scalar(group["momentum"]) > 0:
             raise ValueError(f"Invalid momentum: {group['momentum']} (momentum must be in (0, 1))")
-        self._check_schedule(group)

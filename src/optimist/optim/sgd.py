@@ -21,7 +21,7 @@ from typing import Any
 from torch import Tensor
 from torch.optim.sgd import sgd as _torch_sgd
 
-from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -97,6 +97,8 @@ class SGD(RuleOptimizer):
     """
 
     rule = SGD_RULE
+    nonnegative = ("momentum", "dampening", "weight_decay")
+    examples = ({"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},)
 
     def __init__(
         self,
@@ -116,32 +118,10 @@ class SGD(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
-        check_nonnegative("momentum", group["momentum"])
-        check_nonnegative("dampening", group["dampening"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_flag("nesterov", group["nesterov"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 "Nesterov momentum requires a momentum > 0 and zero dampening, got "

@@ -13,14 +13,30 @@ from typing import Any
 
 import torch
 
-from optimist.optim.base import Optimizer
+from optimist.optim import codecs
+from optimist.optim.base import Optimizer, ParamsT
 from optimist.optim.engine import grad_stats
 
 __all__ = ["TensorwiseOptimizer"]
 
 
 class TensorwiseOptimizer(Optimizer):
-    """Subclasses define ``_check_group(group)`` and ``_step_group(group)`` (torch ops)."""
+    """Subclasses define ``_check_group(group)`` and ``_step_group(group)`` (torch ops).
+
+    ``state_dtype`` is taken for a uniform signature and checked; its only value here is None
+    (the state in the parameter's dtype), unless a subclass widens :attr:`state_dtypes`.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        defaults: dict[str, Any],
+        *,
+        skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+    ) -> None:
+        codecs.check_state_dtype(state_dtype, self.state_dtypes, type(self).__name__)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

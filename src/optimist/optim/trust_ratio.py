@@ -32,9 +32,7 @@ from torch import Tensor
 
 from optimist.optim.base import (
     ParamsT,
-    check_betas,
-    check_flag,
-    check_nonnegative,
+    init_arguments,
     new_step_tensor,
     scalar,
 )
@@ -68,7 +66,11 @@ class LAMB(TensorwiseOptimizer):
         weight_decay: :math:`\\lambda`, added to the update before the trust ratio.
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
+        state_dtype: None only (the state is in the parameter's dtype).
     """
+
+    nonnegative = ("eps", "weight_decay")
+    examples = ({"lr": 0.01, "weight_decay": 0.1}, {"lr": 0.01, "maximize": True})
 
     def __init__(
         self,
@@ -80,15 +82,9 @@ class LAMB(TensorwiseOptimizer):
         *,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
+        super().__init__(**init_arguments(locals()))
 
     def _step_group(self, group: dict[str, Any]) -> None:
         beta1, beta2 = (scalar(b) for b in group["betas"])
@@ -126,7 +122,14 @@ class LARS(TensorwiseOptimizer):
         nesterov: Nesterov momentum.
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
+        state_dtype: None only (the state is in the parameter's dtype).
     """
+
+    nonnegative = ("momentum", "weight_decay", "trust_coefficient", "eps")
+    examples = (
+        {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
+        {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
+    )
 
     def __init__(
         self,
@@ -140,23 +143,9 @@ class LARS(TensorwiseOptimizer):
         *,
         maximize: bool = False,
         skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            trust_coefficient=trust_coefficient,
-            eps=eps,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        for key in ("momentum", "weight_decay", "trust_coefficient", "eps"):
-            check_nonnegative(key, group[key])
-        check_flag("nesterov", group["nesterov"])
+        super().__init__(**init_arguments(locals()))
 
     def _step_group(self, group: dict[str, Any]) -> None:
         lr, wd, mu = scalar(group["lr"]), scalar(group["weight_decay"]), group["momentum"]

@@ -1,0 +1,208 @@
+"""The contract every registered optimizer keeps, rows generated from the registry (table.py).
+
+Bad inputs, every ``state_dtype`` (stored as asked, or refused naming the accepted values),
+float32/float64 parameters, ``state_dict`` round trips (also through quantized state) and
+torch.optim interop where a twin exists. The element-wise rows (fused == eager, reference, ...)
+are ``test_rules.py``; the torch.optim equality tables of the classic nine are
+``tests/test_optimizers.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import math
+
+import pytest
+import torch
+
+import optimist
+from optimist.optim import codecs, registry
+
+from .table import (
+    ELEMENTWISE,
+    EVERY,
+    ONE_PER_OPTIMIZER,
+    STATE_DTYPES,
+    clone,
+    entries,
+    exported_optimizer_classes,
+    ids,
+    make_params,
+    needs_engine,
+    set_grads,
+)
+
+# --- no optimizer escapes the table --------------------------------------------------------------
+
+
+def test_every_registered_optimizer_has_rows():
+    in_rows = {row.entry.factory for row in EVERY}
+    for name in optimist.optimizers():
+        assert registry.spec(name).factory in in_rows, f"{name!r} has no contract rows"
+    registered = {registry.spec(n).factory for n in optimist.optimizers()}
+    unregistered = exported_optimizer_classes() - registered
+    assert not unregistered, f"exported but not registered (so not in the tables): {unregistered}"
+
+
+def test_every_elementwise_rule_has_a_numpy_reference_and_examples_are_valid():
+    """A rule = one functor + one eager function + one NumPy reference + its rows."""
+    for entry in entries():
+        if entry.elementwise:
+            assert entry.reference is not None, f"{entry.name}: no optimist.reference.RULES entry"
+        signature = inspect.signature(entry.factory)
+        for example in entry.examples:  # a misspelt setting would silently test the default
+            signature.bind(None, **{**entry.defaults, **example})
+    assert len({row.entry.factory for row in ELEMENTWISE}) >= 15  # the rules as of this table
+
+
+# --- bad inputs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", ONE_PER_OPTIMIZER, ids=ids)
+def test_bad_inputs_raise_one_clear_error_and_lose_nothing(row):
+    p = torch.zeros(3, 2, requires_grad=True)
+    with pytest.raises(ValueError, match=r"Invalid state_dtype: 'int4' \(state_dtype must be one"):
+        row.build([p], state_dtype="int4")
+    with pytest.raises(ValueError, match=r"Invalid lr: -1"):
+        row.build([p], lr=-1.0)
+    with pytest.raises(ValueError, match=r"Invalid lr: nan"):
+        row.build([p], lr=math.nan)
+    # a flag must be True or False (checked for every bool-default hyperparameter)
+    signature = inspect.signature(row.entry.factory).parameters.values()
+    flags = [a.name for a in signature if isinstance(a.default, bool) and a.name != "params"]
+    opt = row.build([p])
+    for flag in flags:
+        if flag in opt.defaults:
+            with pytest.raises(ValueError, match=rf"Invalid {flag}: 'yes'"):
+                row.build([p], **{flag: "yes"})
+    # a bad group added later is refused and the optimizer keeps what it had
+    before = [dict(g) for g in opt.param_groups]
+    q = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match=r"Invalid lr"):
+        opt.add_param_group({"params": [q], "lr": -1.0})
+    assert [dict(g) for g in opt.param_groups] == before
+
+
+# --- state_dtype, float32/float64, state_dict round trips ---------------------------------------
+
+
+def _stored_keys(opt, p) -> list[str]:
+    """The element-wise state keys whose storage ``state_dtype`` decides."""
+    rule = getattr(opt, "rule", None)
+    state = opt.state[p]
+    if rule is not None:
+        return [s.key for s in rule.slots if s.key in state]
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.shape == p.shape and k != "step"
+    ]
+
+
+def _check_storage(opt, params, state_dtype):
+    for p in params:
+        for key in _stored_keys(opt, p):
+            value = opt.state[p][key]
+            expected = codecs.storage_dtype(state_dtype, p)
+            assert value.dtype == expected, (key, tuple(p.shape), value.dtype, expected)
+            if expected == torch.int8:
+                scales = opt.state[p][key + "_absmax"]
+                assert scales.dtype == torch.float32
+                assert scales.numel() == -(-p.numel() // codecs.QUANT_BLOCK)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES)
+@pytest.mark.parametrize("row", EVERY, ids=ids)
+def test_state_dtype_and_state_dict_round_trip(row, state_dtype, dtype, request):
+    """Stored as asked (or refused naming the accepted values); a torch.save/load round trip
+    continues bit for bit, through quantized state too."""
+    if row.entry.elementwise:
+        needs_engine()
+    if dtype == torch.float64:
+        # torch.optim's convention for float64 runs: 0-dim scalar state (``step``, NAdam's
+        # ``mu_product``) in the default dtype. Under a float32 default, load_state_dict casts
+        # ``mu_product`` to float64 (as torch.optim does, which tests/test_optimizers.py checks),
+        # and the run resumes off by rounding.
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        request.addfinalizer(lambda: torch.set_default_dtype(previous))
+    a = make_params(dtype)
+    try:
+        opt = row.build(a, state_dtype=state_dtype)
+    except ValueError as error:
+        assert state_dtype is not None, error  # the parameter's dtype is always accepted
+        assert f"Invalid state_dtype: {state_dtype!r}" in str(error) and "None" in str(error)
+        return
+    for step in range(4):
+        set_grads([a], step)
+        opt.step()
+    _check_storage(opt, a, state_dtype)
+    for p in a:
+        assert p.dtype == dtype and torch.isfinite(p).all()
+    b = clone(a)
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    saved.seek(0)
+    twin = row.build(b, state_dtype=state_dtype)
+    twin.load_state_dict(torch.load(saved, weights_only=True))
+    _check_storage(twin, b, state_dtype)
+    for step in range(4, 8):
+        set_grads([a, b], step)
+        opt.step()
+        twin.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+
+
+# --- torch.optim interop where a twin exists ---------------------------------------------------
+
+
+def _twin_rows():
+    out = []
+    for row in EVERY:
+        twin = row.entry.torch_twin
+        if twin is None:
+            continue
+        accepted = set(inspect.signature(twin).parameters)
+        if set(row.entry.defaults) | set(row.kwargs) <= accepted:
+            out.append(row)
+    return out
+
+
+TWINS = _twin_rows()
+
+
+@pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
+@pytest.mark.parametrize("row", TWINS, ids=ids)
+def test_state_dict_moves_between_torch_and_optimist(row, direction):
+    """A checkpoint of the torch.optim twin continues in optimist, and the other way round:
+    both then take the same steps (float64, matrices, which every twin takes)."""
+    if row.entry.elementwise:
+        needs_engine()
+    twin = row.entry.torch_twin
+    settings = {**row.entry.defaults, **row.kwargs}
+    shapes = [(6, 5), (4, 3)]
+    first = make_params(torch.float64, shapes=shapes)
+    source = twin(first, **settings) if direction == "torch_to_ours" else row.build(first)
+    for step in range(3):
+        set_grads([first], step)
+        source.step()
+    second = clone(first)
+    target = row.build(second) if direction == "torch_to_ours" else twin(second, **settings)
+    target.load_state_dict(copy.deepcopy(source.state_dict()))  # torch shares tensors
+    for step in range(3, 6):
+        set_grads([first, second], step)
+        source.step()
+        target.step()
+    for pa, pb in zip(first, second, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-9, atol=1e-12)
+
+
+def test_interop_rows_cover_the_twins():
+    """Every registered optimizer with a torch.optim twin has an interop row."""
+    with_twin = {e.factory for e in entries() if e.torch_twin is not None}
+    assert with_twin == {row.entry.factory for row in TWINS}
+    assert len(with_twin) >= 11  # the classic nine, Adafactor, Muon

@@ -1,0 +1,143 @@
+"""Transforms (optimist.chain) against their plain equivalents."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import optimist
+import optimist.optim as oo
+from optimist import transforms as T
+
+from .table import make_params, needs_engine, set_grads
+
+
+def test_clip_by_global_norm_equals_torch_clip_then_step():
+    needs_engine()
+    a, b = make_params(torch.float64), make_params(torch.float64)
+    ours = optimist.chain(T.clip_by_global_norm(0.5), T.scale_by_adam())(a, lr=0.01)
+    theirs = torch.optim.Adam(b, lr=0.01, foreach=False)
+    for step in range(10):
+        set_grads([a, b], step)
+        torch.nn.utils.clip_grad_norm_(b, 0.5)
+        ours.step()
+        theirs.step()
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+
+
+def test_decayed_weights_mask_by_name_and_callable():
+    needs_engine()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = optimist.chain(
+        T.scale_by_sgd(), T.add_decayed_weights(0.5, mask=T.exclude("*bias", "1.*"))
+    )(model.named_parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        expected = start[name] * (1 - 0.1 * 0.5) if name == "0.weight" else start[name]
+        torch.testing.assert_close(p.detach(), expected)
+    assert T.mask_matches(T.no_bias_or_norm, torch.zeros(3, 3), None)
+    assert not T.mask_matches(T.no_bias_or_norm, torch.zeros(3), None)
+    with pytest.raises(ValueError, match="named parameters"):
+        T.mask_matches("*.bias", torch.zeros(3), None)
+
+
+def test_decay_before_rule_is_l2_after_is_decoupled():
+    needs_engine()
+    a, b, c = make_params(torch.float64), make_params(torch.float64), make_params(torch.float64)
+    before = optimist.chain(T.add_decayed_weights(0.1), T.scale_by_adam())(a, lr=0.01)
+    after = optimist.chain(T.scale_by_adam(), T.add_decayed_weights(0.1))(b, lr=0.01)
+    adam_l2 = oo.Adam(c, lr=0.01, weight_decay=0.1)
+    d = make_params(torch.float64)
+    adamw = oo.AdamW(d, lr=0.01, weight_decay=0.1)
+    for step in range(5):
+        set_grads([a, b, c, d], step)
+        for opt in (before, after, adam_l2, adamw):
+            opt.step()
+    for x, y in zip(a, c, strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(b, d, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_accumulate_equals_mean_gradient_step():
+    needs_engine()
+    a, b = make_params(torch.float64), make_params(torch.float64)
+    acc = optimist.chain(T.accumulate(3), T.clip_by_global_norm(1.0), T.scale_by_adam())(a, lr=0.01)
+    plain = optimist.chain(T.clip_by_global_norm(1.0), T.scale_by_adam())(b, lr=0.01)
+    for outer in range(4):
+        grads = []
+        for inner in range(3):
+            set_grads([a], outer * 3 + inner)
+            grads.append([p.grad.clone() for p in a])
+            before = [p.detach().clone() for p in a]
+            acc.step()
+            if inner < 2:
+                assert all(torch.equal(p, q) for p, q in zip(a, before, strict=True))
+        for i, p in enumerate(b):
+            p.grad = sum(g[i] for g in grads) / 3
+        plain.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_ema_and_swap():
+    needs_engine()
+    params = make_params(torch.float64)
+    opt = optimist.chain(T.scale_by_sgd(), T.ema(0.9))(params, lr=0.1)
+    ema = [p.detach().clone() for p in params]
+    for step in range(5):
+        set_grads([params], step)
+        opt.step()
+        ema = [0.9 * e + 0.1 * p.detach() for e, p in zip(ema, params, strict=True)]
+    live = [p.detach().clone() for p in params]
+    with opt.swap_ema():
+        for p, e in zip(params, ema, strict=True):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(p, q) for p, q in zip(params, live, strict=True))
+
+
+def test_skip_nonfinite_and_schedule_and_clip_value():
+    needs_engine()
+    params = make_params(torch.float64, shapes=[(4,)])
+    opt = optimist.chain(
+        T.clip_by_value(0.1),
+        T.skip_nonfinite(),
+        T.scale_by_sgd(),
+        T.scale_by_schedule(lambda n: 0.5**n),
+    )(params, lr=1.0)
+    start = params[0].detach().clone()
+    params[0].grad = torch.tensor([1.0, -1.0, 0.05, float("nan")], dtype=torch.float64)
+    opt.step()
+    assert opt.skipped_steps == 1 and torch.equal(params[0], start)
+    params[0].grad = torch.tensor([1.0, -1.0, 0.05, 0.0], dtype=torch.float64)
+    opt.step()  # multiplier 0.5**0
+    opt.step()  # multiplier 0.5**1
+    expected = start - 1.5 * torch.tensor([0.1, -0.1, 0.05, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(params[0].detach(), expected)
+
+
+def test_chain_errors():
+    with pytest.raises(ValueError, match="exactly one update rule"):
+        optimist.chain(T.clip_by_global_norm(1.0))
+    with pytest.raises(ValueError, match="max_norm"):
+        T.clip_by_global_norm(-1)
+    with pytest.raises(ValueError, match="every"):
+        T.accumulate(0)
+
+
+def test_state_survives_deepcopy_and_pickle():
+    needs_engine()
+    params = make_params()
+    opt = optimist.chain(T.clip_by_global_norm(1.0), T.scale_by_adam(), T.ema(0.9))(
+        params, lr=0.01, state_dtype="int8"
+    )
+    set_grads([params], 0)
+    opt.step()
+    twin = copy.deepcopy(opt)
+    assert twin.chain == opt.chain and twin.param_groups[0]["state_dtype"] == "int8"
