@@ -88,29 +88,38 @@ def test_bad_inputs_raise_one_clear_error_and_lose_nothing(row):
 # --- state_dtype, float32/float64, state_dict round trips ---------------------------------------
 
 
-def _stored_keys(opt, p) -> list[str]:
-    """The element-wise state keys whose storage ``state_dtype`` decides."""
-    rule = getattr(opt, "rule", None)
-    state = opt.state[p]
-    if rule is not None:
-        return [s.key for s in rule.slots if s.key in state]
-    return [
-        k
-        for k, v in state.items()
-        if isinstance(v, torch.Tensor) and v.shape == p.shape and k != "step"
-    ]
-
-
 def _check_storage(opt, params, state_dtype):
+    """Rule slots are stored as ``state_dtype`` asks. Other optimizers' element-wise state is in
+    that format or the parameter's (copies such as slow weights); a wrapper's inner optimizer
+    is checked too. A ``state_dtype`` that changes nothing at all was silently ignored."""
+    inner = getattr(opt, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        _check_storage(inner, params, state_dtype)
+    rule = getattr(opt, "rule", None)
+    changed = False
     for p in params:
-        for key in _stored_keys(opt, p):
-            value = opt.state[p][key]
-            expected = codecs.storage_dtype(state_dtype, p)
+        state, expected = opt.state.get(p, {}), codecs.storage_dtype(state_dtype, p)
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor) or value.shape != p.shape or key == "step":
+                continue
+            if rule is not None and key not in {s.key for s in rule.slots}:
+                continue
+            if rule is None and value.dtype == p.dtype:
+                continue
             assert value.dtype == expected, (key, tuple(p.shape), value.dtype, expected)
+            changed = True
             if expected == torch.int8:
-                scales = opt.state[p][key + "_absmax"]
+                scales = state[key + "_absmax"]
                 assert scales.dtype == torch.float32
                 assert scales.numel() == -(-p.numel() // codecs.QUANT_BLOCK)
+    if rule is None and not isinstance(inner, torch.optim.Optimizer):
+        moved = any(codecs.storage_dtype(state_dtype, p) != p.dtype for p in params)
+        has_state = any(
+            isinstance(v, torch.Tensor) and v.shape == p.shape and k != "step"
+            for p in params
+            for k, v in opt.state.get(p, {}).items()
+        )
+        assert changed or not (moved and has_state), f"state_dtype={state_dtype!r} was ignored"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
