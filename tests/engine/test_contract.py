@@ -31,6 +31,7 @@ from .table import (
     ids,
     make_params,
     needs_engine,
+    rows,
     set_grads,
 )
 
@@ -215,3 +216,24 @@ def test_interop_rows_cover_the_twins():
     with_twin = {e.factory for e in entries() if e.torch_twin is not None}
     assert with_twin == {row.entry.factory for row in TWINS}
     assert len(with_twin) >= 11  # the classic nine, Adafactor, Muon
+
+
+# --- bfloat16 parameters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", rows(lambda e: not e.elementwise, first_only=True), ids=ids)
+def test_bfloat16_parameters_close_to_float32(row):
+    """The optimizers outside the rule tables (test_rules.py has the rules) on bfloat16
+    parameters: they stay bfloat16 and close to the float32 run."""
+    a = make_params(torch.float32)
+    b = [p.detach().bfloat16().requires_grad_() for p in a]
+    run_a, run_b = row.build(a), row.build(b)
+    for step in range(5):
+        set_grads([a], step)
+        for pa, pb in zip(a, b, strict=True):
+            pb.grad = pa.grad.bfloat16()
+        run_a.step()
+        run_b.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert pb.dtype == torch.bfloat16
+        torch.testing.assert_close(pb.float(), pa.detach(), rtol=3e-2, atol=3e-2)
