@@ -85,12 +85,8 @@ class Adadelta(RuleOptimizer):
         rho: :math:`\\rho`, decay rate of both running averages, in [0, 1].
         eps: :math:`\\epsilon` inside both square roots.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        capturable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = ADADELTA

@@ -77,11 +77,8 @@ class Adagrad(RuleOptimizer):
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         initial_accumulator_value: the starting value of the sum :math:`s_0`.
         eps: :math:`\\epsilon` added to the denominator.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, differentiable, skip_nonfinite, state_dtype, stochastic_params,
+            chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = ADAGRAD

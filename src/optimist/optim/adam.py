@@ -104,13 +104,9 @@ class Adam(RuleOptimizer):
         eps: :math:`\\epsilon` added to the denominator.
         weight_decay: :math:`\\lambda`; an L2 penalty, or decoupled decay (AdamW).
         amsgrad: use the running maximum of :math:`v_t` (AMSGrad).
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        maximize: ascend instead of descend.
-        capturable, differentiable: accepted for signature compatibility; True is not
-            supported for either.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
         decoupled_weight_decay: AdamW's decay instead of the L2 penalty.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
     """
 
     rule = ADAM

@@ -79,12 +79,8 @@ class Adamax(RuleOptimizer):
         betas: :math:`(\\beta_1, \\beta_2)`.
         eps: :math:`\\epsilon` added to :math:`|g_t|`.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        capturable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = ADAMAX

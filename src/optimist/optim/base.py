@@ -190,6 +190,21 @@ class Optimizer(torch.optim.Optimizer):
     (parameters and state untouched) and count it in :attr:`skipped_steps`. It is off by default,
     where non-finite gradients flow into the update as in torch.
 
+    Keyword arguments that every optimizer here takes, documented once (each class's
+    docstring names the ones it has):
+
+    Args:
+        maximize: ascend instead of descend.
+        foreach, fused: implementation choice: ``fused`` demands the C++ engine (the default on
+            CPU), ``foreach=False`` the rule's readable per-tensor path, ``foreach=True`` torch's
+            multi-tensor kernel where one exists (see :mod:`optimist.optim.engine`).
+        capturable, differentiable: accepted for torch.optim's signature; True is not
+            supported for either (a one-line ``ValueError`` says so).
+        skip_nonfinite: see above.
+        state_dtype, stochastic_params, chain: storage of the element-wise state, stochastic
+            rounding of low-precision parameters, and the transforms of an
+            :func:`optimist.chain`; see :class:`~optimist.optim.engine.RuleOptimizer`.
+
     Hyperparameter checks are derived where they can be: every group key whose constructor
     default is a bool must be True or False, ``betas`` must be a pair (or a triple, if the default
     is one) in [0, 1), and the keys in :attr:`nonnegative` finite numbers >= 0. A subclass's

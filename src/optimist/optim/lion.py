@@ -60,10 +60,8 @@ class Lion(RuleOptimizer):
         betas: :math:`(\\beta_1, \\beta_2)`: interpolation for the update's sign, and the
             momentum's decay.
         weight_decay: :math:`\\lambda`, decoupled (scaled by ``lr``).
-        maximize: ascend instead of descend.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, skip_nonfinite, state_dtype, stochastic_params, chain: see
+            :class:`~optimist.optim.Optimizer`.
     """
 
     rule = LION

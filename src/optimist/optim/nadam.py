@@ -106,12 +106,8 @@ class NAdam(RuleOptimizer):
         weight_decay: :math:`\\lambda`.
         momentum_decay: :math:`\\psi` of the momentum schedule (default 4e-3).
         decoupled_weight_decay: decay the weights directly (NAdamW) instead of an L2 penalty.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        capturable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = NADAM

@@ -119,12 +119,8 @@ class RAdam(RuleOptimizer):
         eps: :math:`\\epsilon` added to the denominator.
         weight_decay: :math:`\\lambda`.
         decoupled_weight_decay: decay the weights directly (RAdamW) instead of an L2 penalty.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        capturable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = RADAM

@@ -106,12 +106,8 @@ class RMSprop(RuleOptimizer):
         momentum: :math:`\\mu` (default 0).
         centered: normalise by an estimate of the gradient's variance instead of its second
             moment.
-        capturable: accepted for signature compatibility; True is not supported.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        maximize: ascend instead of descend.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, capturable, differentiable, skip_nonfinite, state_dtype,
+            stochastic_params, chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = RMSPROP

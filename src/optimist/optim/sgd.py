@@ -89,11 +89,8 @@ class SGD(RuleOptimizer):
         dampening: :math:`\\tau`, scales down new gradients in the momentum buffer.
         weight_decay: :math:`\\lambda`, an L2 penalty added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
-        maximize: ascend instead of descend.
-        foreach, fused: implementation choice (see :mod:`optimist.optim.engine`).
-        differentiable: accepted for signature compatibility; True is not supported.
-        skip_nonfinite, state_dtype, stochastic_params: see
-            :class:`~optimist.optim.engine.RuleOptimizer`.
+        maximize, foreach, fused, differentiable, skip_nonfinite, state_dtype, stochastic_params,
+            chain: see :class:`~optimist.optim.Optimizer`.
     """
 
     rule = SGD_RULE
