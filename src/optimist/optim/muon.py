@@ -23,6 +23,13 @@ matrices. The momentum buffer is stored in the parameter's dtype (``state_dtype`
 AdamW part only); the matrix work is torch ops, one tensor at a time (not batched over
 same-shape weights, not ``torch.compile``d), and the engine's transforms other than gradient
 scaling (clipping, accumulation, schedules) do not reach the Muon groups.
+
+Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
+groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
+one). Under FSDP2 (DTensor parameters) the momentum buffer is sharded like the parameter; the
+momentum update runs on the local shard, then Newton-Schulz runs on the all-gathered matrix on
+every rank and each rank keeps its own rows (:func:`optimist.optim.distributed.on_whole`): the
+same result as one process, at the cost of one all-gather and the whole iteration per rank.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch import Tensor
 
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.distributed import local, local_grad, on_whole
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.transforms import ChainConfig
 
@@ -171,16 +179,20 @@ class Muon(RuleOptimizer):
             if grad_scale != 1.0:
                 g = g * grad_scale
             state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-            buf = state["momentum_buffer"]
+            if "momentum_buffer" not in state:  # sharded like p under FSDP2
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buf, g = local(state["momentum_buffer"]), local_grad(g, p)
             buf.lerp_(g, 1 - mu)
             update = g.lerp(buf, mu) if group["nesterov"] else buf
-            matrix = update.reshape(update.shape[0], -1)
-            ortho = newton_schulz(matrix, group["ns_coefficients"], group["ns_steps"], group["eps"])
-            p.mul_(1 - lr * wd)
-            p.add_(
-                ortho.reshape(update.shape), alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape)
-            )
+
+            def orthogonalize(u: Tensor) -> Tensor:
+                matrix = u.reshape(u.shape[0], -1)
+                coefficients, steps = group["ns_coefficients"], group["ns_steps"]
+                return newton_schulz(matrix, coefficients, steps, group["eps"]).reshape(u.shape)
+
+            ortho = on_whole(update, p, orthogonalize)  # gathers a DTensor's shards (FSDP2)
+            shard = local(p)
+            shard.mul_(1 - lr * wd)
+            shard.add_(ortho, alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape))
             updated = True
         return updated
