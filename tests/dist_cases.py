@@ -309,7 +309,46 @@ def fit_data() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), labels.astype(np.int64)
 
 
-def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None):  # noqa: ANN201
+class StopOnEpoch0(optimist.training.callbacks.Callback):
+    """Asks to stop at the end of the first epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = True
+
+
+class StopAtBatch(optimist.training.callbacks.Callback):
+    """Asks to stop after batch 2 of the first epoch (under DDP: on rank 1 only)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        ranked = dist.is_initialized() and dist.get_rank() != 1
+        if batch == 2 and self.model.epoch == 0 and not ranked:
+            self.model.stop_training = True
+
+
+def fit_input(source: str) -> tuple[object, object]:
+    """``fit``'s x and y: the arrays, a Dataset, a DataLoader (batch 16: the global batch), or
+    a DataLoader on a DistributedSampler (batch 8 per rank)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    x, y = fit_data()
+    if source == "arrays":
+        return x, y
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    if source == "dataset":
+        return data, None
+    if source == "loader":
+        return DataLoader(data, batch_size=16), None
+    sampler = DistributedSampler(data, shuffle=False, drop_last=True)
+    return DataLoader(data, batch_size=8, sampler=sampler), None
+
+
+def fit_model(  # noqa: ANN201
+    strategy: str | None,
+    callbacks: list,
+    folder: Path | None = None,
+    source: str = "arrays",
+    shuffle: bool = False,
+):
     from optimist.layers import Dense
     from optimist.training.callbacks import CSVLogger
 
@@ -318,8 +357,8 @@ def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if folder is not None:
         callbacks = [*callbacks, CSVLogger(folder / f"log{dist.get_rank()}.csv")]
-    x, y = fit_data()
-    history = model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=2,
+    x, y = fit_input(source)
+    history = model.fit(x, y, batch_size=16, epochs=4, shuffle=shuffle, verbose=2,
                         callbacks=callbacks, strategy=strategy)  # fmt: skip
     return history.history, [p.detach().clone() for p in model.parameters()]
 
@@ -327,5 +366,10 @@ def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None)
 def fit_rank(rank: int) -> dict[str, object]:
     folder = Path(os.environ["OPTIMIST_TEST_CHECKPOINTS"]).parent
     history, weights = fit_model("ddp", [], folder)
-    stopped, _ = fit_model("ddp", [StopOnRank1()])
-    return {"history": history, "weights": weights, "stopped": stopped}
+    out: dict[str, object] = {"history": history, "weights": weights}
+    out["stopped"], _ = fit_model("ddp", [StopOnRank1()])
+    out["stopped_mid"] = fit_model("ddp", [StopAtBatch()])
+    for source in ("dataset", "loader", "sampler"):
+        out[source] = fit_model("ddp", [], source=source)
+    out["shuffled"] = fit_model("ddp", [], source="dataset", shuffle=True)
+    return out
