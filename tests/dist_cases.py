@@ -191,6 +191,7 @@ def tensorwise_rank(rank: int) -> dict[str, object]:
             opt = GUARDED_LAMB(model.parameters())
         out[f"{kind}/lamb_nan"] = train(model, opt, data, _nan_in_rank1_part)
         out[f"{kind}/lamb_skipped@{rank}"] = _skipped(opt)
+    out.update(checkpoint_cases(rank, data, TENSORWISE))
     return out
 
 
@@ -208,10 +209,12 @@ def run_single_tensorwise() -> dict[str, object]:
     return out
 
 
-def checkpoint_cases(rank: int, data: tuple[torch.Tensor, ...]) -> dict[str, object]:
+def checkpoint_cases(
+    rank: int, data: tuple[torch.Tensor, ...], optimizers: dict[str, Callable] = CHECKPOINTED
+) -> dict[str, object]:
     """FSDP2: train, save (every rank), train on; a fresh model + optimizer loads and trains on."""
     out: dict[str, object] = {}
-    for name, make in CHECKPOINTED.items():
+    for name, make in optimizers.items():
         model = mlp()
         fully_shard(model)
         opt = make(model.parameters())

@@ -45,3 +45,14 @@ def test_tensorwise_nan_on_one_rank_is_skipped_by_every_rank(runs, kind):
     assert single["lamb_skipped"] == 1
     assert rank0[f"{kind}/lamb_skipped@0"] == rank1[f"{kind}/lamb_skipped@1"] == 1
     _assert_same(rank0[f"{kind}/lamb_nan"], single[f"{kind}/lamb_nan"])
+
+
+@pytest.mark.parametrize("name", list(dist_cases.TENSORWISE))
+def test_tensorwise_checkpoint_on_two_processes_continues_identically(runs, name):
+    # FSDP2 + torch.distributed.checkpoint: sharded (Muon, LAMB, LARS) and replicated
+    # (Adafactor's factored moments) state saved by 2 ranks, loaded by 2 fresh ranks
+    (rank0, rank1), _ = runs
+    for rank in (rank0, rank1):
+        got, want = rank[f"dcp/{name}/reloaded"], rank[f"dcp/{name}/continued"]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
