@@ -18,9 +18,9 @@
 * whole-tensor work on a DTensor parameter (the tensor-wise optimizers under FSDP2; under
   ``ZeroRedundancyOptimizer`` every tensor is whole on its rank and nothing here applies):
 
-  - :func:`whole`, :func:`shard_of`, :func:`on_whole`: all-gather the local shards, run a
-    function on the whole tensor (the same on every rank), keep this rank's shard of the
-    result (Muon's Newton-Schulz, Adafactor's factored moments);
+  - :func:`full`, :func:`whole`: all-gather a DTensor (or a local shard laid out as one); the
+    whole-tensor work then runs on every rank alike (Muon's Newton-Schulz, Adafactor's
+    factored moments), and :func:`shard_of` cuts this rank's shard out of the result;
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
     (LAMB/LARS trust ratios, Adafactor's parameter RMS).
@@ -40,12 +40,12 @@ except ImportError:  # torch built without distributed support
 
 __all__ = [
     "global_grad_stats",
+    "full",
     "global_norms",
     "is_dtensor",
     "like",
     "local",
     "local_grad",
-    "on_whole",
     "shard_of",
     "whole",
 ]
@@ -91,6 +91,11 @@ def local_grad(grad: Tensor, param: Tensor) -> Tensor:
     return grad.to_local()
 
 
+def full(t: Tensor) -> Tensor:
+    """The whole tensor of a DTensor (all-gathered: every rank gets the same); else ``t``."""
+    return t.full_tensor() if is_dtensor(t) else t
+
+
 def whole(shard: Tensor, reference: Tensor) -> Tensor:
     """The whole tensor whose local shard ``shard`` is, laid out as DTensor ``reference``
     (all-gathered: every rank gets the same); ``shard`` itself for a plain ``reference``."""
@@ -105,15 +110,6 @@ def shard_of(full: Tensor, reference: Tensor) -> Tensor:
     mesh = reference.device_mesh
     replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
     return replicated.redistribute(mesh, reference.placements).to_local()
-
-
-def on_whole(shard: Tensor, reference: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """This rank's shard of ``fn(whole tensor)`` for ``shard`` laid out as ``reference``.
-
-    ``fn`` runs on the gathered tensor on every rank (same input, same result). For a plain
-    ``reference``: ``fn(shard)``.
-    """
-    return shard_of(fn(whole(shard, reference)), reference)
 
 
 def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:

@@ -26,10 +26,11 @@ scaling (clipping, accumulation, schedules) do not reach the Muon groups.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
 groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
-one). Under FSDP2 (DTensor parameters) the momentum buffer is sharded like the parameter; the
-momentum update runs on the local shard, then Newton-Schulz runs on the all-gathered matrix on
-every rank and each rank keeps its own rows (:func:`optimist.optim.distributed.on_whole`): the
-same result as one process, at the cost of one all-gather and the whole iteration per rank.
+one). Under FSDP2 (DTensor parameters) the momentum buffer is a DTensor sharded like the
+parameter and the momentum update runs on the shards; :meth:`Muon._full_matrix` all-gathers the
+update, Newton-Schulz runs on the whole matrix on every rank, and :meth:`Muon._local_update`
+keeps each rank's own rows: the result of one process, for one all-gather and the whole
+iteration per rank (:mod:`optimist.optim.distributed`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
-from optimist.optim.distributed import local, local_grad, on_whole
+from optimist.optim.distributed import full, like, shard_of
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.transforms import ChainConfig
 
@@ -161,6 +162,16 @@ class Muon(RuleOptimizer):
         if len(group["ns_coefficients"]) != 3:
             raise ValueError(f"Invalid ns_coefficients: {group['ns_coefficients']!r} (3 numbers)")
 
+    # --- the matrix a parameter's update is orthogonalised as, and back ----------------------
+
+    def _full_matrix(self, p: Tensor, update: Tensor) -> Tensor:
+        """The whole ``(shape[0], -1)`` matrix of ``p``'s update (a DTensor's shards gathered)."""
+        return full(update).reshape(update.shape[0], -1)
+
+    def _local_update(self, p: Tensor, ortho: Tensor) -> Tensor:
+        """The orthogonalised matrix as the tensor to add to ``p`` (a DTensor: its own rows)."""
+        return like(p, shard_of(ortho.reshape(p.shape), p))
+
     @torch.no_grad()
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
@@ -179,20 +190,16 @@ class Muon(RuleOptimizer):
             if grad_scale != 1.0:
                 g = g * grad_scale
             state = self.state[p]
-            if "momentum_buffer" not in state:  # sharded like p under FSDP2
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            buf, g = local(state["momentum_buffer"]), local_grad(g, p)
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"]
             buf.lerp_(g, 1 - mu)
             update = g.lerp(buf, mu) if group["nesterov"] else buf
-
-            def orthogonalize(u: Tensor) -> Tensor:
-                matrix = u.reshape(u.shape[0], -1)
-                coefficients, steps = group["ns_coefficients"], group["ns_steps"]
-                return newton_schulz(matrix, coefficients, steps, group["eps"]).reshape(u.shape)
-
-            ortho = on_whole(update, p, orthogonalize)  # gathers a DTensor's shards (FSDP2)
-            shard = local(p)
-            shard.mul_(1 - lr * wd)
-            shard.add_(ortho, alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape))
+            matrix = self._full_matrix(p, update)
+            ortho = newton_schulz(matrix, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            p.mul_(1 - lr * wd)
+            p.add_(
+                self._local_update(p, ortho), alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape)
+            )
             updated = True
         return updated
