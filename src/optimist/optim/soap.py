@@ -279,7 +279,10 @@ class SOAP(TensorwiseOptimizer):
         ]
         m, v = (
             _stack(
-                [read_slot(p, s, key).reshape(shape) for p, s in zip(params, states, strict=True)]
+                [
+                    read_slot(p, s, key, group["state_dtype"]).reshape(shape)
+                    for p, s in zip(params, states, strict=True)
+                ]
             ).to(work)
             for key in ("exp_avg", "exp_avg_sq")
         )

@@ -43,15 +43,22 @@ def compute_dtype(p: Tensor, stored: Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-def read_slot(p: Tensor, state: dict[str, Any], key: str) -> Tensor:
+def read_slot(p: Tensor, state: dict[str, Any], key: str, state_dtype: str | None) -> Tensor:
     """``state[key]`` in its compute precision: the stored tensor itself when that is already
     the compute precision (update it in place), else a decoded copy (then call
-    :func:`write_slot`)."""
+    :func:`write_slot`). A tensor stored otherwise than ``state_dtype`` asks (a checkpoint of
+    another setting) is first converted to it."""
     stored = state[key]
+    scale = state.get(key + "_absmax")
+    if stored.dtype != codecs.storage_dtype(state_dtype, p):
+        value = codecs.decode(stored, scale, torch.float64).reshape(p.shape)
+        new_slot(p, state, key, state_dtype)
+        codecs.encode(value, state[key], state.get(key + "_absmax"), stochastic=False, seed=0)
+        stored, scale = state[key], state.get(key + "_absmax")
     dtype = compute_dtype(p, stored)
     if stored.dtype == dtype:
         return stored
-    return codecs.decode(stored, state.get(key + "_absmax"), dtype).reshape(p.shape)
+    return codecs.decode(stored, scale, dtype).reshape(p.shape)
 
 
 def write_slot(
