@@ -43,6 +43,7 @@ from optimist.training import optimizers as _keras_opt
 from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
+from optimist.training.optimizer_view import keras_view
 from optimist.training.progress import Progress, resolve_verbose
 
 #: Without TerminateOnNaN, ``fit`` checks the running loss for NaN/inf every this many batches
@@ -78,6 +79,52 @@ def _fmt_count(n: int) -> str:
             return f"{n:,} ({size:.2f} {unit})"
         size /= 1024
     return f"{n:,}"  # pragma: no cover
+
+
+def _loss_scale(optimizer: torch.optim.Optimizer | None) -> float | None:
+    """A Keras optimizer's ``loss_scale_factor`` (fit scales the loss before ``backward``)."""
+    keras = getattr(optimizer, "keras_optimizer", None)
+    return None if keras is None else keras.loss_scale_factor
+
+
+class _LossSum:
+    """The running sum of ``batch loss * batch size`` in float64, without a host sync per
+    batch: a Python float for losses on the CPU (``.item()`` is free there, an in-place add on
+    a 0-d tensor is a kernel launch), a tensor on an accelerator."""
+
+    __slots__ = ("_dev", "_host")
+
+    def __init__(self, device: torch.device) -> None:
+        self._host = 0.0
+        self._dev = (
+            None if device.type == "cpu" else torch.zeros((), dtype=torch.float64, device=device)
+        )
+
+    @classmethod
+    def of(cls, total: torch.Tensor) -> _LossSum:
+        out = cls(total.device)
+        if out._dev is None:
+            out._host = float(total)
+        else:
+            out._dev.copy_(total)
+        return out
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        if self._dev is None:
+            self._host += loss.item() * n
+        else:
+            self._dev.add_(loss.detach(), alpha=n)
+
+    def value(self) -> float:
+        return self._host if self._dev is None else float(self._dev)
+
+    def tensor(self) -> torch.Tensor:
+        if self._dev is None:
+            return torch.tensor(self._host, dtype=torch.float64)
+        return self._dev
+
+    def finite(self) -> bool:
+        return math.isfinite(self.value())
 
 
 class Model(nn.Module):
@@ -125,6 +172,18 @@ class Model(nn.Module):
         if isinstance(value, nn.Module) and "training" in self.__dict__:
             value.train(self.training)  # a submodule added later follows the model's mode
         super().__setattr__(name, value)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The ``torch.optim.Optimizer`` that runs the updates, with Keras' ``learning_rate``,
+        ``iterations`` and ``scale_loss`` added (see :mod:`optimist.training.optimizer_view`)."""
+        return self.__dict__.get("_optimizer")
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer | None) -> None:
+        if isinstance(value, torch.optim.Optimizer):
+            value = keras_view(value)
+        self.__dict__["_optimizer"] = value
 
     def _plain_call(self, *args: Any, **kwargs: Any) -> Any:
         """``torch.nn.Module.__call__`` (hooks included) without the Keras conveniences, for
@@ -744,8 +803,8 @@ class Model(nn.Module):
             dtype=self._dtype(),
         )
 
-    def _running_logs(self, loss_sum: torch.Tensor, seen: int) -> dict[str, float]:
-        logs = {"loss": float(loss_sum) / max(seen, 1)}
+    def _running_logs(self, loss_sum: _LossSum, seen: int) -> dict[str, float]:
+        logs = {"loss": loss_sum.value() / max(seen, 1)}
         for m in self.compiled_metrics:
             logs[m.name] = m.result()
         return logs
@@ -792,11 +851,13 @@ class Model(nn.Module):
         penalized = self._regularized_layers()
         if ddp is not None:
             forward = ddp.forward(fold)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
+        loss_sum = _LossSum(self._device())
         seen = 0
         done = 0
         checked = 0
         batch_logs = cbs.train_batch_logs
+        batch_begin = cbs.on_train_batch_begin if cbs.wants["on_train_batch_begin"] else None
+        scale = _loss_scale(optimizer)
         is_loader = not isinstance(train, _data.ArrayData)
         first = is_loader
         progress = Progress(
@@ -811,12 +872,14 @@ class Model(nn.Module):
             for xb, yb, wb in self._batches(
                 train, batch_size, shuffle, steps_per_epoch if is_loader else None
             ):
-                cbs.on_train_batch_begin(done)
+                if batch_begin is not None:
+                    batch_begin(done)
                 if first:
                     # DataLoader input: checks (and a lazy build) on the first batch.
                     self._check_batch(xb, yb)
                     optimizer = self._ensure_optimizer()
-                    loss_sum = loss_sum.to(self._device())
+                    loss_sum = _LossSum(self._device())
+                    scale = _loss_scale(optimizer)
                     first = False
                 if is_loader and cw_table is not None:
                     cw = _data.class_weights_for(yb, cw_table.to(yb.device))
@@ -826,12 +889,12 @@ class Model(nn.Module):
                 loss = loss_fn(yb, out, wb, fold)
                 if penalized:
                     loss = loss + self._penalty(penalized)
-                loss.backward()
+                (loss if scale is None else loss * scale).backward()
                 optimizer.step()
                 n = xb.shape[0]
                 seen += n
                 done += 1
-                loss_sum.add_(loss.detach(), alpha=n)
+                loss_sum.add(loss, n)
                 if metrics:
                     out = out.detach()
                     for m in metrics:
@@ -840,7 +903,7 @@ class Model(nn.Module):
                     cbs.on_train_batch_end(done - 1, running())
                 progress.step(done, running)
                 if nan_every and done % nan_every == 0:
-                    finite = ddp.all_finite(loss_sum) if ddp else bool(torch.isfinite(loss_sum))
+                    finite = ddp.all_finite(loss_sum.tensor()) if ddp else loss_sum.finite()
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
@@ -848,7 +911,8 @@ class Model(nn.Module):
                 if (self.stop_training and ddp is None) or done == steps_per_epoch:
                     break
             if ddp is not None:
-                loss_sum, seen = ddp.reduce(loss_sum, seen, metrics)
+                total, seen = ddp.reduce(loss_sum.tensor(), seen, metrics)
+                loss_sum = _LossSum.of(total)
             logs = running()
             if check_nan and seen and not math.isfinite(logs["loss"]):
                 raise self._nan_error(epoch, epochs, checked + 1, done, steps)
@@ -887,7 +951,7 @@ class Model(nn.Module):
         fold = self._fold
         forward = self._forward_logits if fold else self._plain_call
         penalized = self._regularized_layers()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
+        loss_sum = _LossSum(self._device())
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
         progress = Progress(verbose, steps or total, desc)
@@ -915,7 +979,7 @@ class Model(nn.Module):
                         loss = loss + self._penalty(penalized)
                     n = xb.shape[0]
                     seen += n
-                    loss_sum.add_(loss, alpha=n)
+                    loss_sum.add(loss, n)
                     for m in metrics:
                         m.update(yb, out, fold)
                     if cbs is not None and cbs.wants["on_test_batch_end"]:
