@@ -195,17 +195,28 @@ class Model(nn.Module):
         and the result is a plain tensor: ``model(x).numpy()`` works) or a tensor of any float
         dtype (cast to the model's dtype); ``training=True/False`` runs the call in train or
         inference mode (default: the current mode, which is inference outside ``fit``)."""
+        if len(args) == 1 and self._input_count() > 1 and isinstance(args[0], (list, tuple, dict)):
+            args = tuple(part for part, _, _ in self._input_parts(args[0], "x"))  # model([a, b])
         if args:
-            x = args[0]
-            if isinstance(x, (np.ndarray, list)):
-                device = self._device() if self._is_built() else None
-                x = _data.to_tensor(x, "x", kind=self._x_kind(), device=device, dtype=self._dtype())
+            converted, from_numpy = [], False
+            for i, x in enumerate(args[: self._input_count()]):
+                if isinstance(x, (np.ndarray, list)):
+                    device = self._device() if self._is_built() else None
+                    kind = self._input_kinds()[i]
+                    x = _data.to_tensor(x, "x", kind=kind, device=device, dtype=self._dtype())
+                    from_numpy = True
+                elif isinstance(x, torch.Tensor) and x.is_floating_point():
+                    dtype = self._dtype()
+                    if x.dtype != dtype:
+                        x = x.to(dtype)
+                converted.append(x)
+            args = (*converted, *args[len(converted) :])
+            if from_numpy:
                 with torch.no_grad():
-                    return self(x, *args[1:], training=training, **kwargs)
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                dtype = self._dtype()
-                if x.dtype != dtype:
-                    args = (x.to(dtype), *args[1:])
+                    return self._call_in_mode(args, training, kwargs)
+        return self._call_in_mode(args, training, kwargs)
+
+    def _call_in_mode(self, args: tuple[Any, ...], training: bool | None, kwargs: Any) -> Any:
         if training is None or bool(training) == self.training:
             return super().__call__(*args, **kwargs)
         was_training = self.training
@@ -260,6 +271,19 @@ class Model(nn.Module):
     def _expected_input_shape(self) -> tuple[int | None, ...] | None:
         return None
 
+    def _input_count(self) -> int:
+        """How many input tensors ``forward`` takes (a functional model may take several)."""
+        return 1
+
+    def _input_kinds(self) -> list[str]:
+        """How each input array is converted (see :func:`optimist.training.data.to_tensor`)."""
+        return [self._x_kind()]
+
+    def _input_parts(self, x: Any, name: str) -> list[tuple[Any, str, str]]:
+        """A multi-input model's ``x`` (a list in input order, or a dict by input name) as
+        ``(array, name for errors, kind)`` per input (see :class:`Functional`)."""
+        raise NotImplementedError  # pragma: no cover - single-input models never ask
+
     def _static_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple | None:
         return None
 
@@ -274,6 +298,8 @@ class Model(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
+                if isinstance(x, tuple):
+                    return self._plain_call(*(t[:1] for t in x))
                 return self._plain_call(x[:1])
         finally:
             self.train(was_training)
@@ -508,7 +534,21 @@ class Model(nn.Module):
             )
         device = self._device() if self._is_built() else None
         dtype = self._dtype()
-        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
+        xt: Any
+        if self._input_count() > 1:
+            parts = self._input_parts(x, f"{prefix}x")
+            xt = tuple(
+                _data.to_tensor(part, name, kind=kind, device=device, dtype=dtype)
+                for part, name, kind in parts
+            )
+            for t, (_, name, _) in zip(xt[1:], parts[1:], strict=True):
+                if t.shape[0] != xt[0].shape[0]:
+                    raise ValueError(
+                        f"the inputs have different lengths: {parts[0][1]} has {xt[0].shape[0]} "
+                        f"samples, {name} has {t.shape[0]}"
+                    )
+        else:
+            xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
         yt = None
         if y is not None:
             kind = self.loss.target_kind if self.loss is not None else "float"
@@ -525,25 +565,35 @@ class Model(nn.Module):
                     f"{prefix}sample_weight must hold one weight per sample, got shape "
                     f"{tuple(wt.shape)}"
                 )
-        _data.check_lengths(xt, yt, wt, prefix)
-        if need_y and xt.shape[0] == 0:
+        _data.check_lengths(_data.first(xt), yt, wt, prefix)
+        if need_y and _data.first(xt).shape[0] == 0:
             raise ValueError(
                 f"{prefix}x is empty (0 samples): there is nothing to train or evaluate on"
             )
         if check:
-            _data.check_finite(xt, f"{prefix}x")
+            for i, t in enumerate(xt if isinstance(xt, tuple) else (xt,)):
+                _data.check_finite(t, f"{prefix}x" if t is xt else f"{prefix}x[{i}]")
             if yt is not None:
                 _data.check_finite(yt, f"{prefix}y")
             if wt is not None:
                 _data.check_finite(wt, f"{prefix}sample_weight")
                 if bool((wt < 0).any()):
                     raise ValueError(f"{prefix}sample_weight must be >= 0")
-        if self._is_built():
+        if isinstance(xt, tuple):
+            self._check_input_shapes(xt, f"{prefix}x")
+        elif self._is_built():
             _data.check_input_shape(tuple(xt.shape), self._expected_input_shape(), f"{prefix}x")
         return _data.ArrayData(xt, yt, wt)
 
-    def _prepare_model(self, x: torch.Tensor, name: str = "x") -> None:
+    def _check_input_shapes(self, xs: tuple[torch.Tensor, ...], name: str) -> None:
+        """A multi-input model checks each input against its ``Input`` (see Functional)."""
+
+    def _prepare_model(self, x: Any, name: str = "x") -> None:
         """Build from the data if needed, then check the input shape."""
+        if isinstance(x, tuple):  # a multi-input (functional) model: built, shapes checked
+            if self._sample_input is None:
+                self._sample_input = tuple(t[:1].detach().clone() for t in x)  # type: ignore[assignment]
+            return
         if not self._is_built():
             self._build_from(x)
         _data.check_input_shape(tuple(x.shape), self._expected_input_shape(), name)
@@ -552,16 +602,16 @@ class Model(nn.Module):
 
     def _move(self, arr: _data.ArrayData) -> _data.ArrayData:
         device = self._device()
-        if arr.x.device == device:
+        if _data.first(arr.x).device == device:
             return arr
         return _data.ArrayData(
-            arr.x.to(device),
+            _data.map_inputs(lambda t: t.to(device), arr.x),
             None if arr.y is None else arr.y.to(device),
             None if arr.sample_weight is None else arr.sample_weight.to(device),
         )
 
     def _output_shape(self, x: torch.Tensor) -> tuple[int | None, ...]:
-        shape = self._static_output_shape((None, *x.shape[1:]))
+        shape = self._static_output_shape((None, *_data.first(x).shape[1:]))
         if shape is None:
             out = self._probe(x)
             if not isinstance(out, torch.Tensor):
@@ -573,7 +623,7 @@ class Model(nn.Module):
         """Check targets (and embedding indices) against the model before any training step."""
         from optimist.training.layers import Embedding
 
-        if not arr.x.is_floating_point():
+        if not isinstance(arr.x, tuple) and not arr.x.is_floating_point():
             emb = next(
                 (m for m in self._network().modules() if isinstance(m, (Embedding, nn.Embedding))),
                 None,
@@ -700,6 +750,8 @@ class Model(nn.Module):
                 self._validation_source(validation_data, validation_batch_size or batch_size)
             )
         if ddp is not None:
+            if isinstance(getattr(train, "x", None), tuple):
+                raise ValueError("strategy='ddp' takes single-input models (one x array)")
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
             batch_size = ddp.local_batch_size(batch_size, getattr(train, "n", 0))
@@ -859,6 +911,7 @@ class Model(nn.Module):
         batch_begin = cbs.on_train_batch_begin if cbs.wants["on_train_batch_begin"] else None
         scale = _loss_scale(optimizer)
         is_loader = not isinstance(train, _data.ArrayData)
+        multi = not is_loader and isinstance(train.x, tuple)
         first = is_loader
         progress = Progress(
             verbose, steps, f"Epoch {epoch + 1}/{epochs}", header=f"Epoch {epoch + 1}/{epochs}"
@@ -885,13 +938,13 @@ class Model(nn.Module):
                     cw = _data.class_weights_for(yb, cw_table.to(yb.device))
                     wb = cw if wb is None else wb * cw
                 optimizer.zero_grad()
-                out = forward(xb)
+                out = forward(*xb) if multi else forward(xb)
                 loss = loss_fn(yb, out, wb, fold)
                 if penalized:
                     loss = loss + self._penalty(penalized)
                 (loss if scale is None else loss * scale).backward()
                 optimizer.step()
-                n = xb.shape[0]
+                n = (xb[0] if multi else xb).shape[0]
                 seen += n
                 done += 1
                 loss_sum.add(loss, n)
@@ -973,11 +1026,12 @@ class Model(nn.Module):
                     if first:
                         self._check_batch(xb, yb)
                         first = False
-                    out = forward(xb)
+                    multi = isinstance(xb, tuple)
+                    out = forward(*xb) if multi else forward(xb)
                     loss = loss_fn(yb, out, wb, fold)
                     if penalized:
                         loss = loss + self._penalty(penalized)
-                    n = xb.shape[0]
+                    n = (xb[0] if multi else xb).shape[0]
                     seen += n
                     loss_sum.add(loss, n)
                     for m in metrics:
@@ -1070,7 +1124,7 @@ class Model(nn.Module):
                     if steps is not None and step >= steps:
                         break
                     cbs.on_predict_batch_begin(step)
-                    out = self._plain_call(xb)
+                    out = self._plain_call(*xb) if isinstance(xb, tuple) else self._plain_call(xb)
                     outputs.append(out)
                     cbs.on_predict_batch_end(step, {"outputs": out})
                     progress.step(step + 1)
