@@ -40,6 +40,7 @@ from optimist.training import distributed as _distributed
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
 from optimist.training import optimizers as _keras_opt
+from optimist.training import schedules as _keras_schedules
 from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
@@ -79,6 +80,14 @@ def _fmt_count(n: int) -> str:
             return f"{n:,} ({size:.2f} {unit})"
         size /= 1024
     return f"{n:,}"  # pragma: no cover
+
+
+def _optimizer_mode(optimizer: Any, training: bool) -> None:
+    """Optimizers with a train and an eval mode (Schedule-Free's ``train()``/``eval()``): train
+    mode for the updates, eval mode (the averaged weights) for validation and after ``fit``."""
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch) and callable(getattr(optimizer, "eval" if training else "train", None)):
+        switch()
 
 
 def _loss_scale(optimizer: torch.optim.Optimizer | None) -> float | None:
@@ -166,6 +175,7 @@ class Model(nn.Module):
         self._fold: str | None = None
         self._shuffle_generator: torch.Generator | None = None
         self._sample_input: torch.Tensor | None = None
+        self._lr_schedule: Any = None
         self.eval()  # Keras: inference behaviour (Dropout off) everywhere but inside fit
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -327,6 +337,7 @@ class Model(nn.Module):
         optimizer: str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] = "rmsprop",
         loss: str | _losses.Loss | Callable[..., torch.Tensor] | None = None,
         metrics: Sequence[str | _metrics.Metric | Callable[..., Any]] | None = None,
+        lr_schedule: Any = None,
     ) -> None:
         """Configure training (Keras' ``compile``).
 
@@ -347,6 +358,15 @@ class Model(nn.Module):
         :class:`~optimist.training.losses.Loss` or a callable. ``metrics``: names
         (``accuracy``, ``top_k_accuracy``, ``mae``, ``mse``, ...), Metric instances or callables.
 
+        ``lr_schedule`` (optimist's addition, for any optimizer): a schedule object
+        (``optimist.optimizers.schedules.CosineDecay(...)``, ``...schedules.get("wsd", 1e-3,
+        total_steps=...)``) or any ``callable(step) -> learning rate``; or the name of a schedule
+        of :mod:`optimist.schedules` (``"warmup_cosine"``, ``"wsd"``, ``"inverse_sqrt"``...) or a
+        dict ``{"name": ..., **its arguments}``, which then peaks at the optimizer's own
+        learning rate and, where it takes ``total_steps`` and none is given, runs over the first
+        ``fit``'s epochs x steps. It becomes ``model.optimizer.learning_rate``, evaluated before
+        every update.
+
         Compiling also (re)seeds the shuffle generator from ``torch.initial_seed()``.
         """
         loss_fn = _losses.get(loss) if loss is not None else None
@@ -360,8 +380,10 @@ class Model(nn.Module):
         if "loss" in names:
             raise ValueError("a metric may not be called 'loss'")
 
+        _keras_schedules.check(lr_schedule)
         self.optimizer = None
         self._optimizer_name = None
+        self._lr_schedule = lr_schedule
         if isinstance(optimizer, str) and _keras_opt.is_keras_name(optimizer):
             optimizer = _keras_opt.get(optimizer)  # Keras 3's defaults and rule
         self._optimizer_spec = optimizer
@@ -400,7 +422,9 @@ class Model(nn.Module):
         self._shuffle_generator = torch.Generator().manual_seed(torch.initial_seed())
         self.compiled = True
         if self.optimizer is None and self._is_built() and self._has_parameters():
-            self._ensure_optimizer()
+            self._build_optimizer()
+        if self.optimizer is not None and callable(lr_schedule):
+            self._ensure_optimizer()  # a schedule object applies now; a name at fit (steps known)
 
     @staticmethod
     def _loss_config(loss: Any) -> Any:
@@ -473,8 +497,16 @@ class Model(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
     def _ensure_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is not None:
-            return self.optimizer
+        if self.optimizer is None:
+            self._build_optimizer()
+        if self._lr_schedule is not None:  # compile(lr_schedule=...), set once
+            spec, self._lr_schedule = self._lr_schedule, None
+            self.optimizer.learning_rate = _keras_schedules.resolve(
+                spec, float(self.optimizer.learning_rate), self.__dict__.get("_fit_steps")
+            )
+        return self.optimizer
+
+    def _build_optimizer(self) -> None:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters to optimize")
@@ -495,7 +527,6 @@ class Model(nn.Module):
                     f"torch.optim.Optimizer"
                 )
             self.optimizer = opt
-        return self.optimizer
 
     def _require_compiled(self, what: str, need_loss: bool = True) -> None:
         if not self.compiled:
@@ -756,16 +787,17 @@ class Model(nn.Module):
                 validation_batch_size = batch_size  # validation is whole on every rank
             batch_size = ddp.local_batch_size(batch_size, getattr(train, "n", 0))
             train = ddp.shard(train)
-        # A model still unbuilt here (DataLoader input) builds on its first batch.
-        optimizer = self._ensure_optimizer() if self._is_built() else None
-
-        # ---- loop
         if isinstance(train, _data.ArrayData):
             steps = train.steps(batch_size)
             if steps_per_epoch is not None:
                 steps = min(steps, steps_per_epoch)
         else:
             steps = steps_per_epoch or train.steps()
+        self._fit_steps = (epochs - initial_epoch) * steps if steps else None
+        # A model still unbuilt here (DataLoader input) builds on its first batch.
+        optimizer = self._ensure_optimizer() if self._is_built() else None
+
+        # ---- loop
         history = History()
         cbs = CallbackList(
             [*callbacks, history], self, {"epochs": epochs, "steps": steps, "verbose": verbose}
@@ -910,6 +942,7 @@ class Model(nn.Module):
         batch_logs = cbs.train_batch_logs
         batch_begin = cbs.on_train_batch_begin if cbs.wants["on_train_batch_begin"] else None
         scale = _loss_scale(optimizer)
+        _optimizer_mode(optimizer, True)
         is_loader = not isinstance(train, _data.ArrayData)
         multi = not is_loader and isinstance(train.x, tuple)
         first = is_loader
@@ -933,6 +966,7 @@ class Model(nn.Module):
                     optimizer = self._ensure_optimizer()
                     loss_sum = _LossSum(self._device())
                     scale = _loss_scale(optimizer)
+                    _optimizer_mode(optimizer, True)
                     first = False
                 if is_loader and cw_table is not None:
                     cw = _data.class_weights_for(yb, cw_table.to(yb.device))
@@ -969,6 +1003,7 @@ class Model(nn.Module):
             logs = running()
             if check_nan and seen and not math.isfinite(logs["loss"]):
                 raise self._nan_error(epoch, epochs, checked + 1, done, steps)
+            _optimizer_mode(optimizer, False)
             if validate and val is not None:
                 val_logs = self._evaluate_source(val, val_batch_size, cbs, 0, "Validation")
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})

@@ -9,7 +9,9 @@ with Keras' attributes added:
 * ``learning_rate``: read it (a float, also ``float(...)``/``.numpy()``), set it
   (``model.optimizer.learning_rate = 1e-4``) or ``model.optimizer.learning_rate.assign(1e-4)``.
   A Keras-style optimizer answers for itself (a schedule is evaluated at the current step);
-  otherwise it is the first param group's ``lr``, and setting it sets every group's.
+  otherwise it is the first param group's ``lr``, and setting it sets every group's. A schedule
+  (``optimist.optimizers.schedules.*`` or any ``callable(step)``) may be set on any optimizer:
+  before each step every group's ``lr`` becomes ``schedule(iterations)``.
 * ``iterations``: the optimizer steps taken (Keras' count: with ``gradient_accumulation_steps``
   the real updates); ``scale_loss(loss)``: the loss times ``loss_scale_factor`` (or the loss).
 
@@ -90,6 +92,9 @@ class KerasOptimizerView:
         keras = self._keras()
         if keras is not None:
             return keras.learning_rate
+        schedule = self.__dict__.get("_lr_schedule")
+        if schedule is not None:
+            return LearningRate(float(schedule(int(self.iterations))), self)
         return LearningRate(float(self.param_groups[0]["lr"]), self)  # type: ignore[attr-defined]
 
     @learning_rate.setter
@@ -99,12 +104,13 @@ class KerasOptimizerView:
             keras.learning_rate = value
             return
         if callable(value):
-            raise TypeError(
-                "a schedule as learning_rate needs a Keras-style optimizer "
-                "(optimist.optimizers.SGD(learning_rate=schedule)); for a torch optimizer use a "
-                "torch.optim.lr_scheduler or compile(..., lr_schedule=...)"
-            )
-        lr = check_learning_rate(value)
+            self.__dict__["_lr_schedule"] = value
+            self._set_lr(float(value(int(self.iterations))))
+            return
+        self.__dict__["_lr_schedule"] = None
+        self._set_lr(check_learning_rate(value))
+
+    def _set_lr(self, lr: float) -> None:
         for group in self.param_groups:  # type: ignore[attr-defined]
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)
@@ -130,8 +136,12 @@ class KerasOptimizerView:
         keras = self._keras()
         if keras is not None:
             return keras.apply_step(self, closure)
+        count = self.__dict__.get("_keras_iterations", 0)
+        schedule = self.__dict__.get("_lr_schedule")
+        if schedule is not None:
+            self._set_lr(float(schedule(count)))
         out = super().step(closure)  # type: ignore[misc]
-        self.__dict__["_keras_iterations"] = self.__dict__.get("_keras_iterations", 0) + 1
+        self.__dict__["_keras_iterations"] = count + 1
         return out
 
     # torch wraps a class's ``step`` with its hooks unless marked; the base class's ``step``
