@@ -123,14 +123,19 @@ def available() -> bool:
 def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor, bool]:
     """Pass 0: per-tensor sums of squares (float64) and whether all gradients are finite.
 
-    One read of each gradient. Without clipping by value this is torch's multi-tensor norm
-    (vectorized and threaded), and "finite" is judged from the norms as
-    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it (a NaN or inf
-    element makes its norm NaN or inf). With ``clip_value > 0`` the gradients are clamped to
-    ``±clip_value`` first, in the C++ engine for CPU tensors it takes, else in torch ops.
+    One read of each gradient. CPU tensors go through the C++ engine (each value widened to
+    float64 and summed in vectorized lanes, at memory speed); elsewhere torch's multi-tensor norm
+    (in the gradients' precision). "Finite" is judged from the sums, as
+    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it from the norm (a NaN
+    or inf element makes the sum NaN or inf). With ``clip_value > 0`` the gradients are clamped
+    to ``±clip_value`` first, and finiteness is that of the unclamped elements.
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
+    if all(g.is_cpu for g in grads) and available():
+        mod = load()
+        if not mod.unsupported_indices([list(grads), list(grads)]):
+            return mod.grad_stats(list(grads), float(clip_value))
     if clip_value <= 0:
         norms = torch._foreach_norm([as_real(g) for g in grads])
         try:  # one op when the norms share a dtype and device (the usual case)
@@ -138,10 +143,6 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         except RuntimeError:
             sums = torch.stack([n.double().cpu() for n in norms]) ** 2
         return sums, bool(torch.isfinite(sums).all())
-    if all(g.is_cpu for g in grads) and available():
-        mod = load()
-        if not mod.unsupported_indices([list(grads), list(grads)]):
-            return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
     for g in grads:  # on the gradients' devices; one host transfer at the end
         r = as_real(g).clamp(-clip_value, clip_value)

@@ -33,6 +33,7 @@
 
 #include "checks.h"
 #include "codecs.h"
+#include "reduce.h"
 #include "rules.h"
 
 namespace optimist {
@@ -404,8 +405,15 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
 
 
 // Pass 0: per tensor, the sum of squares of the gradient (after clamping to +-clip_value when
-// > 0) in float64, and whether every element is finite; one read of each gradient.  Large
-// tensors are split into chunks so that both threads read.
+// > 0) in float64, and whether every element is finite; one read of each gradient (reduce.h).
+// Tensors are split into chunks of at most kReduceChunk elements (so that both threads read),
+// and kReduceStreams chunks are read together, a block of each in turn: one core streams a
+// single array at about 60% of the speed at which it streams four (the hardware prefetchers
+// work per stream).  Each chunk is summed block after block in its own order, so the result
+// does not depend on the grouping or the number of threads.
+constexpr int64_t kReduceChunk = 1 << 20;
+constexpr size_t kReduceStreams = 4;
+
 std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
   const size_t n = grads.size();
   struct Chunk {
@@ -413,80 +421,57 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     int64_t begin, end;
   };
   std::vector<Store> stores(n);
+  std::vector<bool> dbl(n);
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < n; ++i) {
     const Tensor& g = grads[i];
     const int64_t numel = real_numel(g);
     stores[i] = make_store(g, g.scalar_type(), false, nullptr, numel, "grads", i);
-    for (int64_t b = 0; b < numel; b += kParallelElems) {
-      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
+    dbl[i] = compute_is_double(g.scalar_type());
+    for (int64_t b = 0; b < numel; b += kReduceChunk) {
+      chunks.push_back({i, b, std::min(numel, b + kReduceChunk)});
     }
   }
   std::vector<double> partial(chunks.size(), 0.0);
   std::vector<uint8_t> finite(chunks.size(), 1);
-  auto one = [&](size_t c) {
-    const Chunk& ch = chunks[c];
-    const Store& s = stores[ch.tensor];
-    double total = 0.0;
-    bool ok = true;
-    auto body = [&](auto zero) {
-      using C = decltype(zero);
-      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
-      alignas(64) C buf[kBlock];
-      for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
-        const int64_t len = std::min(kBlock, ch.end - b);
-        const C* __restrict__ x = load<C>(s, b, len, buf);
-        C acc[kLanes] = {};
-        C probe[kLanes] = {};  // sums of v * 0: NaN as soon as one v is NaN or inf
-        int64_t j = 0;
-        if (clip_value > 0) {
-          const C hi = C(clip_value), lo = -C(clip_value);
-          for (; j + kLanes <= len; j += kLanes) {
-            for (int k = 0; k < kLanes; ++k) {
-              const C v = x[j + k];
-              probe[k] += v * C(0);
-              const C c = std::min(std::max(v, lo), hi);
-              acc[k] += c * c;
-            }
-          }
-          for (; j < len; ++j) {
-            probe[0] += x[j] * C(0);
-            const C c = std::min(std::max(x[j], lo), hi);
-            acc[0] += c * c;
-          }
-        } else {
-          for (; j + kLanes <= len; j += kLanes) {
-            for (int k = 0; k < kLanes; ++k) {
-              const C v = x[j + k];
-              probe[k] += v * C(0);
-              acc[k] += v * v;
-            }
-          }
-          for (; j < len; ++j) {
-            probe[0] += x[j] * C(0);
-            acc[0] += x[j] * x[j];
-          }
-        }
-        C bad = 0;
-        for (int k = 0; k < kLanes; ++k) {
-          total += static_cast<double>(acc[k]);
-          bad += probe[k];
-        }
-        ok &= bad == C(0);
-      }
-    };
-    if (compute_is_double(grads[ch.tensor].scalar_type())) {
-      body(0.0);
+  // one block of chunk c at element b: adds to partial[c], clears ok on a non-finite value
+  auto block = [&](size_t c, int64_t b, int64_t len, bool& ok) {
+    const Store& s = stores[chunks[c].tensor];
+    alignas(64) double buf[kBlock];
+    if (dbl[chunks[c].tensor]) {
+      const double* x = load<double>(s, b, len, buf);
+      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, clip_value, ok)
+                                   : sum_squares(x, len);
     } else {
-      body(0.0f);
+      const float* x = load<float>(s, b, len, reinterpret_cast<float*>(buf));
+      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, float(clip_value), ok)
+                                   : sum_squares(x, len);
     }
-    partial[c] = total;
-    finite[c] = ok;
+  };
+  auto group = [&](size_t first) {
+    const size_t last = std::min(chunks.size(), first + kReduceStreams);
+    bool ok[kReduceStreams];
+    std::fill(ok, ok + kReduceStreams, true);
+    for (int64_t offset = 0;; offset += kBlock) {
+      bool any = false;
+      for (size_t c = first; c < last; ++c) {
+        const int64_t b = chunks[c].begin + offset;
+        if (b >= chunks[c].end) continue;
+        block(c, b, std::min(kBlock, chunks[c].end - b), ok[c - first]);
+        any = true;
+      }
+      if (!any) break;
+    }
+    for (size_t c = first; c < last; ++c) {
+      // without clipping a NaN or inf value makes the sum NaN or inf
+      finite[c] = clip_value > 0 ? ok[c - first] : std::isfinite(partial[c]);
+    }
   };
   {
     pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
+    const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
+    at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
+      for (int64_t g = a; g < b; ++g) group(static_cast<size_t>(g) * kReduceStreams);
     });
   }
   Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
