@@ -16,8 +16,9 @@ row timed in the same run, interleaved round by round; ratios are to the row's b
   authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers;
 * ``classic`` (with ``--old-tree``): the nine classic optimizers on the engine vs the
   per-optimizer kernels the engine replaced, timed in alternating processes (this checkout, then
-  the old one, round after round; the old tree is a checkout of commit 8b65312, e.g.
-  ``git worktree add --detach ../old 8b65312``), and AdamW vs Adam in the same process.
+  the old one, round after round; the nine interleaved within each process; the old tree is a
+  checkout of commit 8b65312, e.g. ``git worktree add --detach ../old 8b65312``), and AdamW vs
+  Adam in the same process.
 
 Timing: the minimum over ``--repeats`` interleaved rounds (the least disturbed step: the machine
 this was written on is shared), of the wall clock or, with ``--clock thread``, of the thread's CPU
@@ -225,12 +226,11 @@ def classic_worker(size: str, repeats: int) -> dict[str, float]:
     import optimist.optim
 
     shapes = param_set(size)
-    out = {}
-    for name, (cls_name, kwargs, _, _) in OPTIMIZERS.items():
-        opt = getattr(optimist.optim, cls_name)(make_params(shapes), **kwargs)
-        out[name] = time_interleaved({name: opt.step}, repeats)[name]
-        del opt
-    return out
+    steps = {
+        name: getattr(optimist.optim, cls_name)(make_params(shapes), **kwargs).step
+        for name, (cls_name, kwargs, _, _) in OPTIMIZERS.items()
+    }
+    return time_interleaved(steps, repeats)  # interleaved: load bursts hit every optimizer
 
 
 def bench_classic(args: argparse.Namespace, size: str) -> list[list[str]]:
