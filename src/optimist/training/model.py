@@ -786,10 +786,6 @@ class Model(nn.Module):
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
             train, batch_size = ddp.shard(train, batch_size)
-        # A model still unbuilt here (DataLoader input) builds on its first batch.
-        optimizer = self._ensure_optimizer() if self._is_built() else None
-
-        # ---- loop
         if isinstance(train, _data.ArrayData):
             steps = train.steps(batch_size)
             if steps_per_epoch is not None:
@@ -1012,9 +1008,13 @@ class Model(nn.Module):
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
-                if ddp is not None and ddp.stop_each_batch:  # every rank stops after this batch
-                    self.stop_training = ddp.agree_stop(self.stop_training)
-                if self.stop_training or done == steps_per_epoch:
+                # under DDP every rank stops after the same batch: agreed when a batch hook could
+                # ask for it (stop_each_batch), else at the epoch's end
+                stop = self.stop_training
+                if ddp is not None:
+                    stop = ddp.stop_each_batch and ddp.agree_stop(stop)
+                    self.stop_training |= stop
+                if stop or done == steps_per_epoch:
                     break
             if ddp is not None:
                 total, seen = ddp.reduce(loss_sum.tensor(), seen, metrics)
