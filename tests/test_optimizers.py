@@ -237,7 +237,7 @@ def test_table_covers_every_optimizer():
         and issubclass(getattr(oo, name), oo.Optimizer)
         and getattr(oo, name) not in (oo.Optimizer, oo.RuleOptimizer)
     }
-    # optimizers without a torch.optim twin are driven by tests/test_engine.py's table
+    # optimizers without a torch.optim twin are driven by tests/engine/'s generated tables
     assert classes == {case.name for case in TABLE} | set(NO_TORCH_TWIN)
 
 
