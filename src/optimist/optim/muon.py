@@ -12,7 +12,8 @@ For every parameter with two or more dimensions (flattened to ``(shape[0], -1)``
 
 Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024), as
 ``torch.optim.Muon`` (torch 2.13) computes it: same arguments, defaults, state key
-(``momentum_buffer``) and results (tested bit for bit); ``adjust_lr_fn`` ``None``/"original"
+(``momentum_buffer``) and results (tested bit for bit; and against ``optimist.reference.muon`` in
+float64 with ``ns_dtype=None``); ``adjust_lr_fn`` ``None``/"original"
 scales by :math:`\sqrt{\max(1, A/B)}`, "match_rms_adamw" by :math:`0.2\sqrt{\max(A, B)}` (Liu et
 al. 2025). Beyond torch's (which rejects them): parameters of rank < 2 (biases, norms) are
 stepped by AdamW (optimist's engine rule) inside the same optimizer, with ``adamw_lr``,
