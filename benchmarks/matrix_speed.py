@@ -37,7 +37,7 @@ from optimist.optim.muon import newton_schulz  # noqa: E402
 from step_speed import print_table, time_interleaved  # noqa: E402
 
 # A block of a transformer: attention (4 square), MLP (up and down); ``blocks`` of them.
-SIZES = {"small": (256, 4), "medium": (512, 6)}
+SIZES = {"tiny": (64, 16), "small": (256, 4), "medium": (512, 6)}
 
 
 def shapes(size: str) -> list[tuple[int, int]]:
