@@ -33,9 +33,13 @@ measured in ``benchmarks/matrix_speed.py``, compiling costs more than it saves o
 run of a few thousand steps on CPU. The engine's transforms other than gradient scaling
 (clipping, accumulation, schedules) do not reach the Muon groups.
 
-:meth:`Muon._full_matrix` and :meth:`Muon._local_update` are the one place a parameter's
-update becomes the matrix Newton-Schulz sees and comes back: a sharded (DTensor) parameter
-overrides them to gather and re-shard.
+Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
+groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
+one). Under FSDP2 (DTensor parameters) the momentum buffer is a DTensor sharded like the
+parameter and the momentum update runs on the shards; :meth:`Muon._full_matrix` all-gathers the
+update, Newton-Schulz runs on the whole matrix on every rank, and :meth:`Muon._local_update`
+keeps each rank's own rows: the result of one process, for one all-gather and the whole
+iteration per rank (:mod:`optimist.optim.distributed`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.distributed import full, like, shard_of
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.tensorwise import new_slot, read_slot, write_slot
 from optimist.optim.transforms import ChainConfig
@@ -204,12 +209,12 @@ class Muon(RuleOptimizer):
     # --- the matrix a parameter's update is orthogonalised as, and back ----------------------
 
     def _full_matrix(self, p: Tensor, update: Tensor) -> Tensor:
-        """The whole ``(shape[0], -1)`` matrix of ``p``'s update (a sharded parameter gathers)."""
-        return update.reshape(update.shape[0], -1)
+        """The whole ``(shape[0], -1)`` matrix of ``p``'s update (a DTensor's shards gathered)."""
+        return full(update).reshape(update.shape[0], -1)
 
     def _local_update(self, p: Tensor, ortho: Tensor) -> Tensor:
-        """The orthogonalised matrix as the tensor to add to ``p`` (a shard re-slices it)."""
-        return ortho.reshape(p.shape)
+        """The orthogonalised matrix as the tensor to add to ``p`` (a DTensor: its own rows)."""
+        return like(p, shard_of(ortho.reshape(p.shape), p))
 
     @torch.no_grad()
     def _step_group(
