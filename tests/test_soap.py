@@ -258,3 +258,26 @@ def test_precondition_1d_matches_reference_from_the_same_first_basis():
         x, state = reference.soap(x, g, state, precondition_1d=True, precondition_frequency=3)
         assert rel_error(p.detach().numpy(), x) < 1e-10
     assert opt.state[p]["GG"][0].shape == (4, 4)
+
+
+def test_dtensor_parameters_get_a_clear_error(tmp_path):
+    # SOAP under FSDP2 is not done yet (ZeRO and DDP keep every tensor whole: supported); Muon's
+    # encoded momentum on DTensors neither (its default state_dtype=None is: tests/dist_cases.py)
+    dist = torch.distributed
+    from torch.distributed.tensor import DeviceMesh, Replicate, distribute_tensor
+
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+        )
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        w = torch.nn.Parameter(distribute_tensor(torch.randn(80, 64), mesh, [Replicate()]))
+        w.grad = distribute_tensor(torch.randn(80, 64), mesh, [Replicate()])
+        with pytest.raises(RuntimeError, match="SOAP does not support DTensor"):
+            oo.SOAP([w]).step()
+        with pytest.raises(RuntimeError, match="state_dtype='int8' is not supported for DTensor"):
+            oo.Muon([w], state_dtype="int8").step()
+        oo.Muon([w], state_dtype="float32").step()  # the parameter's own dtype: fine
+    finally:
+        dist.destroy_process_group()

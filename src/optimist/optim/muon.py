@@ -53,7 +53,7 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
-from optimist.optim.distributed import full, like, shard_of
+from optimist.optim.distributed import full, is_dtensor, like, shard_of
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.tensorwise import new_slot, read_slot, write_slot
 from optimist.optim.transforms import ChainConfig
@@ -236,6 +236,11 @@ class Muon(RuleOptimizer):
                 raise RuntimeError("Muon does not support complex parameters or sparse gradients")
             if grad_scale != 1.0:
                 g = g * grad_scale
+            if is_dtensor(p) and codecs.storage_dtype(state_dtype, p) != p.dtype:
+                raise RuntimeError(
+                    f"Muon's state_dtype={state_dtype!r} is not supported for DTensor (FSDP2) "
+                    "parameters yet; use state_dtype=None there"
+                )
             state = self.state[p]
             if "momentum_buffer" not in state:
                 new_slot(p, state, "momentum_buffer", state_dtype)

@@ -80,6 +80,7 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
+from optimist.optim.distributed import is_dtensor
 from optimist.optim.tensorwise import TensorwiseOptimizer, new_slot, read_slot, write_slot
 
 __all__ = ["SOAP", "merged_shape"]
@@ -264,6 +265,11 @@ class SOAP(TensorwiseOptimizer):
                 continue
             if p.is_complex() or p.grad.is_sparse:
                 raise RuntimeError("SOAP does not support complex parameters or sparse gradients")
+            if is_dtensor(p):
+                raise RuntimeError(
+                    "SOAP does not support DTensor (FSDP2) parameters yet; use it under DDP or "
+                    "ZeroRedundancyOptimizer, where every tensor is whole on its rank"
+                )
             state = self.state[p]
             step = int(state["step"].item()) if "step" in state else -1
             buckets[(p.shape, p.dtype, p.device, step)].append(p)
