@@ -786,10 +786,6 @@ class Model(nn.Module):
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
             train, batch_size = ddp.shard(train, batch_size)
-        # A model still unbuilt here (DataLoader input) builds on its first batch.
-        optimizer = self._ensure_optimizer() if self._is_built() else None
-
-        # ---- loop
         if isinstance(train, _data.ArrayData):
             steps = train.steps(batch_size)
             if steps_per_epoch is not None:
