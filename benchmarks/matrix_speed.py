@@ -3,7 +3,7 @@
 Rows (float32 weight matrices of a transformer-like block stack, the same gradients for every
 contender, all contenders of a row timed in the same run, interleaved round by round; one
 timed call is ``--chunk`` steps, 10 by default, so SOAP's eigenbasis refresh every 10 steps is
-inside every sample; the median per step is reported; ratio = peer / optimist, > 1: optimist
+inside every sample; the fastest sample per step is reported; ratio = peer / optimist, > 1: optimist
 is faster):
 
 * ``Muon``: ``optimist.optim.Muon`` (Newton-Schulz batched over same-shape weights) vs
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(a * b for a, b in shape_list)
     print(
         f"{len(shape_list)} matrices, {n / 1e6:.1f}M parameters, {args.threads} thread(s), "
-        f"median of {args.repeats} calls of {args.chunk} steps, ms per step"
+        f"min of {args.repeats} calls of {args.chunk} steps, ms per step"
     )
     rows = []
     for row in args.rows.split(","):
