@@ -30,8 +30,9 @@ of a group's matrices of equal shape (one batched matmul per iteration instead o
 bit the per-matrix result, tested), in ``ns_dtype`` (torch's bfloat16 by default; None: the
 update's own dtype, e.g. float64 for the NumPy reference tests). It is not ``torch.compile``d:
 measured with ``benchmarks/matrix_speed.py --compile`` on CPU, the compiled iteration was 1%
-slower once and 9% faster once (6-16 s to compile, per distinct shape): no clear win. The engine's transforms other than gradient scaling
-(clipping, accumulation, schedules) do not reach the Muon groups.
+slower once and 9% faster once (6-16 s to compile, per distinct shape): no clear win. The
+engine's transforms other than gradient scaling (clipping, accumulation, schedules) do not
+reach the Muon groups.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
 groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
