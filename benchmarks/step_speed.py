@@ -515,26 +515,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         engine.load()  # build outside any timed region
 
-    results = []
-    for threads in thread_counts:
-        results += measure(args, names, sizes, threads)
     print(
-        f"torch {torch.__version__}, threads {args.threads}, minimum of {args.repeats} "
-        "interleaved rounds after 2 warm-up steps"
+        f"torch {torch.__version__}, minimum of {args.repeats} interleaved rounds after 2 "
+        "warm-up steps"
     )
-    big = [r for r in results if r["size"] != "tiny"]
-    if big:
-        roof_bytes = ROOF_BYTES_PER_ELEMENT * args.roofline_elements
-        roofs = [roof_bytes / r["times"]["roofline"] / 1e9 for r in big]
-        print(
-            f"roofline (a.add_(b) over {args.roofline_elements} float32, 12 B/element), per row: "
-            f"{min(roofs):.1f}..{max(roofs):.1f} GB/s, median {statistics.median(roofs):.1f}\n"
-        )
-        print_table(*big_table(big, args.roofline_elements), args.markdown)
-        print()
-    tiny = [r for r in results if r["size"] == "tiny"]
-    if tiny:
-        print_table(*tiny_table(tiny), args.markdown)
+    for threads in thread_counts:  # each thread count's tables as soon as they are measured
+        results = measure(args, names, sizes, threads)
+        print(f"\n{threads} thread(s):")
+        big = [r for r in results if r["size"] != "tiny"]
+        if big:
+            roof_bytes = ROOF_BYTES_PER_ELEMENT * args.roofline_elements
+            roofs = [roof_bytes / r["times"]["roofline"] / 1e9 for r in big]
+            print(
+                f"roofline (a.add_(b) over {args.roofline_elements} float32, 12 B/element), per "
+                f"row: {min(roofs):.1f}..{max(roofs):.1f} GB/s, median "
+                f"{statistics.median(roofs):.1f}\n"
+            )
+            print_table(*big_table(big, args.roofline_elements), args.markdown)
+            print()
+        tiny = [r for r in results if r["size"] == "tiny"]
+        if tiny:
+            print_table(*tiny_table(tiny), args.markdown)
+        sys.stdout.flush()
     return 0
 
 
