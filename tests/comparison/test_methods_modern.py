@@ -202,6 +202,8 @@ def test_with_schedule_adds_a_setting_unless_the_method_names_one():
     assert with_schedule("adam[batch=64]", "wsd") == "adam[batch=64,schedule=wsd]"
     assert with_schedule("adam[schedule=step]", "wsd") == "adam[schedule=step]"
     assert with_schedule("adam", None) == "adam"
+    constant = parse_method(with_schedule("adam[schedule=none]", "wsd"))
+    assert constant.schedule is None and constant.name == "adam[schedule=none]"
 
 
 def test_an_optimizer_registered_later_is_a_method_with_its_class_lr(monkeypatch):

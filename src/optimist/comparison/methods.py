@@ -398,8 +398,9 @@ def parse_method(spec: str) -> Method:
     """A method with settings: ``adam[weight_decay=1e-4,batch=64]`` is the ``adam`` row with
     those optimizer keyword arguments and 64 examples per step; ``batch`` takes a number,
     ``1`` or ``full``; ``schedule`` names a learning-rate schedule (``adamw[schedule=wsd]``,
-    see :data:`SCHEDULE_SETTINGS`). The settings become part of the method's name, so results
-    say exactly what ran. ``KeyError`` for an unknown method or a malformed setting."""
+    see :data:`SCHEDULE_SETTINGS`; ``none``: a constant rate). The settings become part of the
+    method's name, so results say exactly what ran. ``KeyError`` for an unknown method or a
+    malformed setting."""
     spec = spec.strip()
     if "[" not in spec:
         return get_method(spec)
@@ -425,11 +426,12 @@ def parse_method(spec: str) -> Method:
                 if not isinstance(size, int) or size < 2:
                     raise KeyError(f"method {spec!r}: batch must be 1, full or a whole number")
                 changes.update(batch="mini", mini_batch=size)
-        elif key == "schedule":
-            changes["schedule"] = _schedule_name(raw.strip())
+        elif key == "schedule":  # "none": a constant rate, also under --schedule
+            word = raw.strip()
+            changes["schedule"] = None if word.lower() == "none" else _schedule_name(word)
         else:
             kwargs[key] = _value(raw.strip())
-    if "schedule" in changes:
+    if changes.get("schedule"):
         changes["description"] = f"{method.description} LR schedule: {changes['schedule']}."
     new = dataclasses.replace(method, name=spec, kwargs=kwargs, **changes)
     try:  # the optimizer checks its own arguments (a clear error names the bad one)
