@@ -222,6 +222,16 @@ ROWS: dict[str, Row] = {
         },
         element_wise=False,
     ),
+    "soap": Row(
+        "SOAP",
+        {"lr": 3e-3},
+        None,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "SOAP", lr=3e-3),
+            **heavyball("SOAP", lr=3e-3),
+        },
+        element_wise=False,
+    ),
     "muon": Row(
         "Muon",
         {"lr": 1e-3},
@@ -233,7 +243,7 @@ ROWS: dict[str, Row] = {
 }
 """Every benchmarked rule; a new optimizer needs one row."""
 MODERN = ("lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd")
-DEFAULT_OPTIMIZERS = (*MODERN, "lamb", "lars", "prodigy", "adafactor", "muon")
+DEFAULT_OPTIMIZERS = (*MODERN, "lamb", "lars", "prodigy", "adafactor", "muon", "soap")
 ISSUE_12 = DEFAULT_OPTIMIZERS
 """Rows with issue 12's targets: element-wise >= 0.85 of the roofline and >= 2x the fastest
 eager peer; matrix optimizers no slower than the fastest peer."""

@@ -289,6 +289,9 @@ OPTIMIZER_DEFAULTS: dict[str, MethodDefaults] = {
     "adafactor": MethodDefaults(1e-2, 0.1, note="LR relative to the weights' RMS."),
     "lamb": MethodDefaults(1e-3, 0.1),
     "lars": MethodDefaults(1.0, 10.0, note="Steps of lr * 0.001 * ||w|| / ||g||."),
+    "soap": MethodDefaults(
+        3e-3, 0.1, note="On a vector (a 2-D test function) it is Adam without preconditioner."
+    ),
 }
 """Compare's settings per registered optimizer name; a new optimizer needs only a row."""
 
