@@ -264,3 +264,10 @@ def test_cli_rejects_an_unknown_schedule_in_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "Unknown schedule 'nope'" in err and err.count("\n") == 1
+
+
+def test_a_scheduled_method_keeps_its_tunable_settings():
+    from optimist.comparison.runner import tunable
+
+    method = parse_method("adamw[schedule=wsd]")
+    assert tunable(method, ("lr", "weight_decay", "momentum")) == ("weight_decay",)

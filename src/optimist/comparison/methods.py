@@ -105,13 +105,12 @@ class Method:
     def build(
         self, params: Iterable[torch.Tensor], lr: float, total_steps: int | None = None
     ) -> torch.optim.Optimizer:
-        """The optimizer over ``params`` with learning rate ``lr``; with a schedule, the
-        scheduler for a run of ``total_steps`` steps advances after every ``step()``."""
+        """The optimizer over ``params`` with learning rate ``lr``; with a schedule and the
+        run's ``total_steps``, its scheduler advances after every ``step()`` (without
+        ``total_steps``: the bare optimizer, as argument checks build it)."""
         tied = {key: lr for key in self.lr_keys if key not in self.kwargs}
         opt = build_optimizer(self.optimizer, params, **{**self.kwargs, **tied, "lr": lr})
-        if self.schedule is not None:
-            if total_steps is None:
-                raise ValueError(f"method {self.name!r}: a schedule needs the run's total_steps")
+        if self.schedule is not None and total_steps is not None:
             sched = schedules.get(
                 self.schedule, opt, **SCHEDULE_SETTINGS[self.schedule](total_steps, lr)
             )
