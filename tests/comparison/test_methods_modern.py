@@ -124,6 +124,10 @@ def test_evaluation_weights_swaps_only_optimizers_that_have_modes():
         torch.testing.assert_close(p.detach(), y)
     with evaluation_weights(None):  # fit's model before compile built its optimizer
         pass
+    opt.eval()
+    with evaluation_weights(opt):
+        pass
+    assert not opt.training  # left in the mode it was found in
 
 
 def test_data_trial_evaluates_schedule_free_in_eval_mode(monkeypatch):

@@ -457,16 +457,18 @@ def with_schedule(spec: str, schedule: str | None) -> str:
 @contextlib.contextmanager
 def evaluation_weights(optimizer: Any) -> Iterator[None]:
     """Inside, the parameters hold the weights to evaluate: Schedule-Free's average (its
-    ``eval()``, then back with ``train()``); other optimizers change nothing."""
+    ``eval()``; afterwards ``train()`` if it was in train mode); other optimizers change
+    nothing."""
     swap = callable(getattr(optimizer, "eval", None)) and callable(
         getattr(optimizer, "train", None)
     )
+    was_training = bool(getattr(optimizer, "training", True))
     if swap:
         optimizer.eval()
     try:
         yield
     finally:
-        if swap:
+        if swap and was_training:
             optimizer.train()
 
 
