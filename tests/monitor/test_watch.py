@@ -66,7 +66,7 @@ def test_monitor_does_not_change_the_trajectory(make):
 def test_signals_of_a_sampled_step():
     net = _net()
     opt = optimist.optim.Adam(net.parameters(), lr=1e-3)
-    with watch(net, opt, every=5) as m:
+    with watch(net, opt, every=5, full=True) as m:
         _train(net, opt, 11, m)
     signal_steps = [r["step"] for r in m.records if "grad_norm" in r]
     assert signal_steps == [0, 5, 10]
@@ -86,26 +86,71 @@ def test_signals_of_a_sampled_step():
     assert [r["step"] for r in losses] == [1, 6, 11]  # the first loss alone, then means of 5
 
 
+def test_light_mode_reads_only_what_the_verdicts_need(tmp_path):
+    """Without a log/CSV/TensorBoard output the optimizer-state signals are left out; the
+    signals the verdicts read are the same numbers as in the full mode."""
+    runs = {}
+    for mode, kwargs in {
+        "light": {},
+        "full": {"full": True},
+        "logged": {"log": tmp_path / "m.jsonl"},
+    }.items():
+        net = _net()
+        opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+        with watch(net, opt, every=5, **kwargs) as m:
+            _train(net, opt, 11, m)
+        runs[mode] = [r for r in m.records if "grad_norm" in r]
+    state = {"momentum_norm", "v_min", "v_max", "eff_lr/0", "eff_lr/2"}
+    light, full = runs["light"], runs["full"]
+    assert not state & set().union(*light) and state <= set(full[0]) <= set(runs["logged"][0])
+    assert len(light) == len(full) == 3
+    for a, b in zip(light, full, strict=True):
+        assert {"grad_norm/0", "update_ratio/2", "dead/1", "nonfinite"} <= set(a)
+        assert a == {k: v for k, v in b.items() if k not in state}
+
+
 def test_auto_interval_widens_while_the_monitor_costs_too_much():
-    from optimist.monitor.signals import SignalCollector
+    from optimist.monitor.signals import AUTO_MAX, AUTO_START, SignalCollector
 
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     steps: list[int] = []
-    # budget 0: every reading costs "too much", so the interval doubles after each one
+    # budget 0: every reading costs "too much": the interval doubles after the first reading,
+    # then goes to the widest at once (no interval makes a reading cost nothing)
     c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=0.0)
     _train(net, opt, 160)
     c.close()
-    assert steps == [0, 20, 60, 140]  # 10 -> 20 after the first reading, then 40, 80
-    assert c.every == 160
-    # a generous budget keeps the interval
+    assert steps == [0, 20]
+    assert c.every == AUTO_MAX
+    # a budget nothing can exceed: the interval stays at its start
     steps.clear()
     c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=1e9)
-    _train(net, opt, 31)
+    _train(net, opt, 35)
     c.close()
-    assert steps == [0, 10, 20, 30]
+    assert steps == [0, 10, 20, 30] and c.every == AUTO_START
     with pytest.raises(ValueError, match="'auto'"):
         SignalCollector(net, opt, print, every="sometimes")
+
+
+def test_auto_interval_goes_to_the_step_time_it_measures(monkeypatch):
+    """After the doubling, the interval is the reading's cost over budget x the step time."""
+    from optimist.monitor import signals
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(signals.time, "perf_counter", lambda: clock["now"])
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    c = signals.SignalCollector(net, opt, lambda r: None, every="auto", budget=0.25)
+    c._cost = 1.0  # the first reading costs 1 s, the set-up included: doubled, 10 -> 20
+    c._schedule(clock["now"], 0)
+    assert c.every == 20
+    clock["now"] = 20.0 + 16.0  # 20 steps of 1 s, then a reading of 16 s
+    c._schedule(20.0, 20)
+    assert c.every == 64  # 16 s / (0.25 x 1 s per step)
+    clock["now"] += 64.0 + 1.0  # 64 steps of 1 s and a cheap reading: no change
+    c._schedule(clock["now"] - 1.0, 84)
+    assert c.every == 64
+    c.close()
 
 
 def test_dead_share_counts_units_silent_for_the_whole_batch():

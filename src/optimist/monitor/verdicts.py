@@ -27,6 +27,24 @@ VERDICTS = (
     "healthy",
 )
 
+LABELS = {
+    "diverging": "diverging",
+    "stalled": "stalled",
+    "oscillating": "oscillating",
+    "vanishing_gradients": "vanishing gradients",
+    "exploding_gradients": "exploding gradients",
+    "update_ratio_high": "update ratio too high",
+    "update_ratio_low": "update ratio too low",
+    "dead_relus": "dead ReLUs",
+    "overfitting": "overfitting",
+    "healthy": "healthy",
+}
+"""Each verdict in words, for report columns."""
+
+LOSS_VERDICTS = ("diverging", "stalled", "oscillating")
+"""The verdicts that need only the loss and the global gradient norm: all that applies where
+there is no model (a 2-D test function), so no layers, update ratios or ReLUs."""
+
 ADVICE = {
     "diverging": "lower the learning rate (try /10), clip gradients, and check the data for "
     "NaN/inf and unscaled inputs",

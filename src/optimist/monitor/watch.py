@@ -43,10 +43,10 @@ def _check_loss(loss: Any) -> torch.Tensor | float:
 
 
 def _mean_loss(items: list[torch.Tensor | float]) -> float:
-    tensors = [t.reshape(1) for t in items if isinstance(t, torch.Tensor)]
+    tensors = [t for t in items if isinstance(t, torch.Tensor)]
     total = sum(t for t in items if not isinstance(t, torch.Tensor))
-    if tensors:  # one host transfer for the whole interval
-        total += float(torch.cat([t.to(torch.float64) for t in tensors]).sum())
+    if tensors:  # one op and one host transfer for the whole interval
+        total += float(torch.stack(tensors).reshape(-1).to(torch.float64).sum())
     return total / len(items)
 
 
@@ -54,13 +54,17 @@ class Watch:
     """Monitors one model/optimizer pair; use :func:`watch` (a context manager) to make one.
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
-    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
-    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
-    tiny models too;
+    ``every="auto"`` (the default) starts at 10 and widens the interval (up to 1000) while the
+    monitor's own time exceeds 2% of the wall time between two readings (doubling once, then
+    straight to the interval the measured step time asks for), so it stays cheap on tiny models
+    too;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
     diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
-    issues a :class:`MonitorWarning` the first time each verdict holds.
+    issues a :class:`MonitorWarning` the first time each verdict holds. ``full``: also read the
+    optimizer-state signals (effective LR, momentum norm, second-moment range), which no verdict
+    needs and which cost about half of a reading; the default (``None``) reads them only when a
+    log, CSV or TensorBoard output is written, so the light mode (nothing written) stays cheap.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Watch:
         tensorboard: str | os.PathLike[str] | None = None,
         thresholds: Thresholds | None = None,
         warn: bool = False,
+        full: bool | None = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"watch needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -83,7 +88,9 @@ class Watch:
         self._losses: list[torch.Tensor | float] = []
         self._first_loss = True
         self._closed = False
-        self._collector = SignalCollector(model, optimizer, self._emit, every)
+        if full is None:
+            full = any(out is not None for out in (log, csv, tensorboard))
+        self._collector = SignalCollector(model, optimizer, self._emit, every, full=full)
         self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
         try:
             if log is not None:
@@ -112,12 +119,13 @@ class Watch:
         """Optimizer steps taken since the watch began."""
         return self._collector.step
 
-    def log_loss(self, loss: Any) -> None:
+    def log_loss(self, loss: Any, *, reading: bool = False) -> None:
         """The training loss of the latest step; averaged over ``every`` steps per reading (one
-        host transfer per reading)."""
+        host transfer per reading). ``reading=True`` makes it (with any losses still pending) a
+        reading now: for a loss that is already a mean over an interval, e.g. an epoch's."""
         self._losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
-        if len(self._losses) >= self.every or self._first_loss:
+        if reading or len(self._losses) >= self.every or self._first_loss:
             self._first_loss = False
             self._flush_loss()
 
@@ -220,6 +228,7 @@ class Monitor:
         tensorboard: str | os.PathLike[str] | None = None,
         thresholds: Thresholds | None = None,
         warn: bool = True,
+        full: bool | None = None,
     ) -> None:
         self.model: Any = None
         self.params: dict[str, Any] = {}
@@ -231,6 +240,7 @@ class Monitor:
             tensorboard=tensorboard,
             thresholds=thresholds,
             warn=warn,
+            full=full,
         )
 
     def set_model(self, model: Any) -> None:
@@ -259,8 +269,7 @@ class Monitor:
         if self.watch is None or not logs:
             return
         if "loss" in logs:
-            self.watch.log_loss(logs["loss"])
-            self.watch._flush_loss()
+            self.watch.log_loss(logs["loss"], reading=True)
         if "val_loss" in logs:
             self.watch.log_val_loss(logs["val_loss"])
 
