@@ -83,6 +83,21 @@ def _protocol_items(document: dict[str, Any]) -> list[Markup]:
             "rate (see the methods table; 2-D functions have their own defaults). "
             "Use <code>--tune</code> for a fair comparison at each method's best."
         )
+    if p.get("lr_find"):
+        found = document.get("lr_finder") or {}
+        listed = ", ".join(
+            f"{_e(label)} {_g(f['suggestion'])}" if f["suggestion"] else f"{_e(label)} none"
+            for label, f in found.items()
+        )
+        items.append(
+            "<b>LR finder</b> (<code>--lr-find</code>): before any trial, Smith's learning-rate "
+            "range test (<code>optimist.lr_finder</code>, 100 steps from 1e-7 to 10, seeded, "
+            "with the method's batch size) ran per method on each data task; its suggestion, "
+            "rounded to a tenth of a decade, replaced the documented default"
+            + (" as the centre of the tuning grid" if p["tuned"] else " as the learning rate")
+            + " (marked † in the tables). 2-D functions keep their defaults: no data to sweep. "
+            + (f"Suggestions: {listed}." if listed else "")
+        )
     items += [
         f"<b>Evaluation</b>: the chosen learning rate re-run with {p['seeds']} seed(s); "
         "tables show mean ± standard deviation over seeds, the verdict the 95% confidence "

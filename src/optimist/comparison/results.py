@@ -16,7 +16,8 @@ The document (``schema_version`` 1)::
       "runs":    [run, ...],                      # evaluation runs, one per (task, method, seed)
       "tuning":  [run, ...],                      # tuning trials (no trajectory)
       "summary": [row, ...],                      # one per (task, method), ranked per task
-      "recommendations": {"<task>": "plain words"}
+      "recommendations": {"<task>": "plain words"},
+      "lr_finder": {"<task>/<method>": {...}}   # only with --lr-find
     }
 
 A ``run`` has ``task, method, phase, lr, seed, state`` (``complete | pruned | diverged | error``),
@@ -438,6 +439,7 @@ _SUMMARY = {
         "steps_per_s": _STATS,
         "examples_per_s": _STATS,
         "batch_size": _INT,
+        "lr_found": _NUM,
         "health": {"type": "string"},
         "health_word": {"enum": ["healthy", "warning", "diverged", None]},
         "health_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -521,6 +523,20 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "tuning": {"type": "array", "items": _RUN},
         "summary": {"type": "array", "items": _SUMMARY},
         "recommendations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "lr_finder": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["suggestion", "lr", "default_lr", "stopped", "steps"],
+                "properties": {
+                    "suggestion": _NUM,
+                    "lr": {"type": "number"},
+                    "default_lr": {"type": "number"},
+                    "stopped": {"type": "string"},
+                    "steps": {"type": "integer"},
+                },
+            },
+        },
         "verdicts": {
             "type": "object",
             "required": ["overall", "tasks"],

@@ -88,12 +88,15 @@ def rows(document: dict[str, Any], task: str) -> list[dict[str, str]]:
             batch = "exact" if not method.get("noisy_on_functions") else f"noise of {batch}"
         reached = f"{r['n_reached_target']}/{r['n_runs']}" if r["n_runs"] else "–"
         to_target = r["epochs_to_target" if data else "steps_to_target"]["mean"]
+        mark = "" if r["lr_source"] in ("tuned", "default") else " *"
+        if r.get("lr_found") is not None:
+            mark = " †"  # the LR finder's suggestion, or the grid centred on it
         row = {
             "rank": "–" if r["rank"] is None else str(r["rank"]),
             "method": r["method"],
             "settings": settings or "defaults",
             "batch": str(batch),
-            "lr": _g(r["lr"]) + ("" if r["lr_source"] in ("tuned", "default") else " *"),
+            "lr": _g(r["lr"]) + mark,
             "val_loss": _mean_ci(r, "val_loss", ".3g"),
             "reached": reached,
             "to_target": _g(to_target, ".2f" if data else ".0f"),
@@ -149,6 +152,8 @@ def summary_frame(document: dict[str, Any]):
             "settings": {**(method.get("kwargs") or {}), **(r.get("tuned_settings") or {})},
             "batch_size": r.get("batch_size") or method.get("batch_size"),
             "lr": r["lr"],
+            "lr_source": r["lr_source"],
+            "lr_found": r.get("lr_found"),
             "tied_with": list(r.get("tied_with") or []),
             "n_runs": r["n_runs"],
             "n_reached_target": r["n_reached_target"],
