@@ -100,8 +100,6 @@ class SignalCollector:
         self._before: dict[str, Any] | None = None
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
-        self._readings = 0  # samples taken
-        self._last = 0  # the step of the latest sample
         self._since = time.perf_counter()  # start of the latest sample
         self._handles: list[Any] = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -233,23 +231,14 @@ class SignalCollector:
         return bad / max(sum(g.numel() for g in grads), 1)
 
     def _schedule(self, start: float, step: int) -> None:
-        """Sets the next sampled step. In auto mode, while the monitor's own time exceeds
-        ``budget`` of the wall time since the previous reading, the interval widens: it doubles
-        after the first reading (whose cost includes one-off set-up), then goes straight to the
-        interval at which a reading costs ``budget`` of the training time measured per step."""
+        """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
+        time exceeds ``budget`` of the wall time since the previous sample."""
         now = time.perf_counter()
         self._cost += now - start
         if self.auto:
             elapsed = now - self._since
             if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
-                wider = self.every * 2
-                if self._readings > 0:
-                    per_step = max(elapsed - self._cost, 0.0) / max(step - self._last, 1)
-                    need = self.budget * per_step
-                    wider = max(wider, math.ceil(self._cost / need) if need > 0 else AUTO_MAX)
-                self.every = min(wider, AUTO_MAX)
-        self._readings += 1
-        self._last = step
+                self.every = min(self.every * 2, AUTO_MAX)
         self._since = now
         self._cost = 0.0
         self.next_sample = step + self.every

@@ -54,10 +54,9 @@ class Watch:
     """Monitors one model/optimizer pair; use :func:`watch` (a context manager) to make one.
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
-    ``every="auto"`` (the default) starts at 10 and widens the interval (up to 1000) while the
-    monitor's own time exceeds 2% of the wall time between two readings (doubling once, then
-    straight to the interval the measured step time asks for), so it stays cheap on tiny models
-    too;
+    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
+    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
+    tiny models too;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
     diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
