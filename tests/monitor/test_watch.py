@@ -258,3 +258,17 @@ def test_fit_is_bit_identical_with_and_without_the_monitor():
     for a, b in zip(*params, strict=True):
         assert torch.equal(a, b)
     assert np.isfinite(params[0][0].numpy()).all()
+
+
+def test_own_time_counts_readings_and_loss_readings():
+    import time
+
+    net = _net()
+    opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+    start = time.perf_counter()
+    with watch(net, opt, every=5) as m:
+        _train(net, opt, 3, m)  # readings at step 0 and the first loss: counted
+        before = m.own_time
+        m.log_loss(1.0, reading=True)  # a loss reading alone adds its time
+        assert m.own_time > before > 0
+    assert m.own_time < time.perf_counter() - start

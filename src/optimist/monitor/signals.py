@@ -100,6 +100,7 @@ class SignalCollector:
         self._before: dict[str, Any] | None = None
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
+        self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
         self._since = time.perf_counter()  # start of the latest sample
         self._handles: list[Any] = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -124,6 +125,11 @@ class SignalCollector:
         for h in self._relu_handles:
             h.remove()
         self._relu_handles = []
+
+    def charge(self, seconds: float) -> None:
+        """Counts ``seconds`` of other monitor work (a loss reading) in the auto interval's
+        budget."""
+        self._cost += seconds
 
     @property
     def sampling(self) -> bool:
@@ -240,6 +246,7 @@ class SignalCollector:
             if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
                 self.every = min(self.every * 2, AUTO_MAX)
         self._since = now
+        self.spent += self._cost
         self._cost = 0.0
         self.next_sample = step + self.every
         if self.sampling:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
 
@@ -118,6 +119,12 @@ class Watch:
         """Optimizer steps taken since the watch began."""
         return self._collector.step
 
+    @property
+    def own_time(self) -> float:
+        """Seconds (wall) the monitor spent on its readings so far (signals, losses, rules);
+        the few microseconds of each unsampled step's hooks are not counted."""
+        return self._collector.spent + self._collector._cost
+
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
         """The training loss of the latest step; averaged over ``every`` steps per reading (one
         host transfer per reading). ``reading=True`` makes it (with any losses still pending) a
@@ -185,9 +192,12 @@ class Watch:
     def _flush_loss(self) -> None:
         if not self._losses or self._closed:
             return
+        start = time.perf_counter()
         mean = _mean_loss(self._losses)
         self._losses = []
         self._emit({"step": self.step, "loss": mean})
+        # a loss reading is the monitor's time too: every="auto" counts it
+        self._collector.charge(time.perf_counter() - start)
 
     def _emit(self, record: Record) -> None:
         if self._closed:
@@ -212,10 +222,12 @@ class Monitor:
     """The monitor as a ``fit`` callback (duck-typed to ``optimist.callbacks.Callback``).
 
     ``fit`` adds ``Monitor()`` by default: light mode, which reads the gradient-side signals
-    every ``every`` steps, the epoch losses (``loss``, ``val_loss``) from the epoch logs, and
-    warns once per verdict. It needs no per-batch callback, so it adds no host sync per batch.
-    Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in ``callbacks`` to keep a
-    log, or ``fit(..., monitor=False)`` to turn it off. After training, ``monitor.verdicts()``.
+    every ``every`` steps (not the optimizer-state ones unless a log/CSV/TensorBoard output is
+    given, see :class:`Watch`'s ``full``), the epoch losses (``loss``, ``val_loss``) from the
+    epoch logs, and warns once per verdict. It needs no per-batch callback, so it adds no host
+    sync per batch. Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in
+    ``callbacks`` to keep a log, or ``fit(..., monitor=False)`` to turn it off. After
+    training, ``monitor.verdicts()``.
     """
 
     def __init__(
