@@ -11,6 +11,7 @@ same studies. 2-D test functions have no data to sweep: they keep their document
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,9 @@ def find_lr(task: DataTask, method: Method, subsample: int | None) -> dict[str, 
 
     data = task.data(subsample)
     x, y = data.x_train, data.y_train
+    if getattr(method, "schedule", None) is not None:
+        # the sweep sets the LR itself: it finds the peak LR that the schedule then scales
+        method = dataclasses.replace(method, schedule=None)
     torch.manual_seed(derive_seed(task.name, "lr-find", "init"))
     model = task.model_fn()
     optimizer = method.build(list(model.parameters()), START_LR)
@@ -101,7 +105,13 @@ def find_lrs(
             sig = signature(
                 {
                     "task": task.signature(subsample),
-                    "method": [method.optimizer, method.kwargs, method.batch, method.mini_batch],
+                    "method": [
+                        method.optimizer,
+                        method.kwargs,
+                        method.batch,
+                        method.mini_batch,
+                        getattr(method, "schedule", None),
+                    ],
                     "finder": [FINDER_STEPS, START_LR, END_LR],
                 }
             )
