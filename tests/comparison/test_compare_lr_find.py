@@ -91,3 +91,23 @@ class _Span:
 
     def __init__(self, grid_size: int, lr_span: float) -> None:
         self.grid_size, self.lr_span, self.lr_range = grid_size, lr_span, None
+
+
+def test_cli_flag_and_study_key_reach_the_config(monkeypatch, tmp_path):
+    from optimist import cli
+    from optimist.comparison import api
+
+    seen = []
+
+    def fake_run(config):
+        seen.append(config)
+        raise api.RunError("stop here")
+
+    monkeypatch.setattr(api, "run", fake_run)
+    base = ["compare", "--task", "digits-mlp", "--optimizers", "adam", "--out", str(tmp_path)]
+    assert cli.main([*base, "--lr-find"]) == 3
+    study = tmp_path / "study.toml"
+    study.write_text("lr_find = true\n")
+    assert cli.main([*base, "--study", str(study)]) == 3
+    assert cli.main(base) == 3
+    assert [c.lr_find for c in seen] == [True, True, False]
