@@ -68,6 +68,7 @@ NO_TORCH_TWIN = {
     "adan": optimist.optim.Adan,
     "schedule_free_adamw": optimist.optim.ScheduleFreeAdamW,
     "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
+    "prodigy": optimist.optim.Prodigy,
 }
 
 
@@ -261,6 +262,7 @@ def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
         "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
+        "prodigy",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)

@@ -19,6 +19,7 @@ from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
+from optimist.optim.prodigy import Prodigy
 from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
 from optimist.optim.rmsprop import RMSprop
@@ -46,6 +47,7 @@ __all__ = [
     "NAdam",
     "Optimizer",
     "OptimizerSpec",
+    "Prodigy",
     "RAdam",
     "RMSprop",
     "Rule",

@@ -453,11 +453,22 @@ class RuleOptimizer(Optimizer):
                 norm = math.sqrt(total_sq) * grad_scale
                 grad_scale *= min(1.0, chain.clip_norm / (norm + 1e-6))
         multiplier = 1.0 if chain.schedule is None else float(chain.schedule(self._count))
+        if not self._global_pass(grad_scale, multiplier):
+            return loss
         updated = False
         for group in self.param_groups:
             updated |= self._step_group(group, grad_scale=grad_scale, lr_multiplier=multiplier)
         self._count += updated
         return loss
+
+    def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
+        """A pass over every group before the rule's, for rules with global host scalars.
+
+        Rules whose scalars depend on reductions over all parameters (Prodigy's step size)
+        compute them here, from the same prepared gradients the rule sees; False skips the
+        step. The default does nothing.
+        """
+        return True
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
         # the first and last parameter decide; a stray tensor elsewhere on another device is

@@ -29,6 +29,7 @@ from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
+from optimist.optim.prodigy import Prodigy
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
@@ -153,3 +154,4 @@ register(
 register("adafactor", Adafactor, "Adafactor: factored second moments, relative steps (2018).")
 register("lamb", LAMB, "LAMB: Adam with a per-tensor trust ratio ||w|| / ||u|| (2019).")
 register("lars", LARS, "LARS: momentum SGD with a per-tensor trust ratio (2017).")
+register("prodigy", Prodigy, "Prodigy: Adam with a learning-rate-free step size estimate d (2023).")

@@ -40,6 +40,7 @@ Example: minimise ``f(x) = x @ x / 2`` (gradient ``x``) with Adam::
 from __future__ import annotations
 
 from optimist.reference._common import Rule, State
+from optimist.reference.adaptive import prodigy
 from optimist.reference.classic import (
     adadelta,
     adagrad,
@@ -78,6 +79,7 @@ __all__ = [
     "int8_encode",
     "lion",
     "nadam",
+    "prodigy",
     "radam",
     "rmsprop",
     "schedule_free_adamw",
@@ -102,4 +104,5 @@ RULES: dict[str, Rule] = {
     "adan": adan,
     "schedule_free_adamw": schedule_free_adamw,
     "schedule_free_sgd": schedule_free_sgd,
+    "prodigy": prodigy,
 }

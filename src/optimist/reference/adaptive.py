@@ -1,0 +1,89 @@
+"""Prodigy, Sophia and Lookahead, from their papers' pseudo-code.
+
+Prodigy's step size is global: it sums over every parameter. These functions take ``param`` as
+the whole parameter vector (pass the concatenation of several tensors to check a multi-tensor
+optimizer; the sums are the same up to their order).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from optimist.reference._common import State, _require_betas, _require_nonnegative, _update_rule
+
+
+@_update_rule
+def prodigy(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    beta3: float | None = None,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decouple: bool = True,
+    use_bias_correction: bool = False,
+    safeguard_warmup: bool = False,
+    d0: float = 1e-6,
+    d_coef: float = 1.0,
+    growth_rate: float = math.inf,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """Prodigy (Mishchenko & Defazio, 2023, Algorithm 3/4; ``prodigyopt``'s conventions).
+
+    ::
+
+        g = -grad if maximize else grad;  g += wd x  (if not decouple)
+        eta = d lr [sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)) if use_bias_correction]
+        r = beta3 r + (d / d0) eta <g, x0 - x>
+        m = beta1 m + (1 - beta1) d g;   v = beta2 v + (1 - beta2) d^2 g^2
+        s = beta3 s + (d / d0) (d if safeguard_warmup else eta) g
+        d_hat = d_coef r / |s|_1;  d_max = max(d_max, d_hat)
+        d_new = min(d_max, d growth_rate)   (d = max(d, d_hat) first while d == d0)
+        x = x (1 - wd eta) [if decouple] - eta m / (sqrt(v) + d_new eps)
+            (beta1 = 0: - eta d_new g / (sqrt(v) + d_new eps))
+
+    ``beta3`` defaults to ``sqrt(beta2)``. A step with ``|s|_1 == 0`` changes nothing.
+
+    State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``s``, ``p0`` (x0), and the scalars
+    ``d``, ``d_max``, ``d_numerator`` (r), ``k``.
+    """
+    _require_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, d_coef=d_coef)
+    beta1, beta2 = _require_betas(betas)
+    b3 = math.sqrt(beta2) if beta3 is None else beta3
+    k = state.get("k", 0)
+    d, d_max = state.get("d", d0), state.get("d_max", d0)
+    x0 = state.get("p0", param)
+    g = -grad if maximize else grad
+    if weight_decay and not decouple:
+        g = g + weight_decay * param
+    bc = math.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1)) if use_bias_correction else 1.0
+    eta = d * lr * bc
+    r = b3 * state.get("d_numerator", 0.0) + (d / d0) * eta * float(np.sum(g * (x0 - param)))
+    m = beta1 * state.get("exp_avg", np.zeros_like(param)) + (1 - beta1) * d * g
+    v = beta2 * state.get("exp_avg_sq", np.zeros_like(param)) + (1 - beta2) * d * d * g * g
+    s = b3 * state.get("s", np.zeros_like(param)) + (d / d0) * (d if safeguard_warmup else eta) * g
+    norm = float(np.sum(np.abs(s)))
+    if norm == 0.0:
+        return param, dict(state)
+    d_new = d
+    if lr > 0:
+        d_hat = d_coef * r / norm
+        if d == d0:
+            d_new = max(d, d_hat)
+        d_max = max(d_max, d_hat)
+        d_new = min(d_max, d_new * growth_rate)
+    x = param * (1 - weight_decay * eta) if decouple else param
+    numerator = m if beta1 > 0 else d_new * g
+    x = x - eta * numerator / (np.sqrt(v) + d_new * eps)
+    new_state: State = {"step": state.get("step", 0) + 1, "exp_avg_sq": v, "s": s, "p0": x0}
+    if beta1 > 0:
+        new_state["exp_avg"] = m
+    new_state.update(d=d_new, d_max=d_max, d_numerator=r, k=k + 1)
+    return x, new_state
