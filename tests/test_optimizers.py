@@ -160,6 +160,7 @@ NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "Sche
 NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too
 NO_TORCH_TWIN += ("LAMB", "LARS")  # per-tensor norms: tests/test_peer_optimizers.py
 NO_TORCH_TWIN += ("Prodigy",)  # global step size: tests/test_prodigy.py
+NO_TORCH_TWIN += ("SophiaG",)  # update_hessian(): tests/test_sophia.py
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]
 CONFIG_IDS = [f"{case.name}-{i}" for case in TABLE for i, _ in enumerate(case.configs)]
 ERRORS = [(case, kw, msg) for case in TABLE for kw, msg in case.errors]

@@ -69,6 +69,7 @@ NO_TORCH_TWIN = {
     "schedule_free_adamw": optimist.optim.ScheduleFreeAdamW,
     "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
     "prodigy": optimist.optim.Prodigy,
+    "sophia_g": optimist.optim.SophiaG,
 }
 
 
@@ -262,7 +263,7 @@ def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
         "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
-        "prodigy",
+        "prodigy", "sophia_g",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)

@@ -26,6 +26,7 @@ from optimist.optim.rmsprop import RMSprop
 from optimist.optim.rule import Rule, Slot
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
+from optimist.optim.sophia import SophiaG
 from optimist.optim.transforms import chain
 from optimist.optim.trust_ratio import LAMB, LARS
 
@@ -53,6 +54,7 @@ __all__ = [
     "Rule",
     "ScheduleFreeAdamW",
     "ScheduleFreeSGD",
+    "SophiaG",
     "RuleOptimizer",
     "Slot",
     "chain",

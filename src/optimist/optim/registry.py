@@ -34,6 +34,7 @@ from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
+from optimist.optim.sophia import SophiaG
 from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
@@ -155,3 +156,9 @@ register("adafactor", Adafactor, "Adafactor: factored second moments, relative s
 register("lamb", LAMB, "LAMB: Adam with a per-tensor trust ratio ||w|| / ||u|| (2019).")
 register("lars", LARS, "LARS: momentum SGD with a per-tensor trust ratio (2017).")
 register("prodigy", Prodigy, "Prodigy: Adam with a learning-rate-free step size estimate d (2023).")
+register(
+    "sophia",
+    SophiaG,
+    "SophiaG: clipped sign momentum over a Gauss-Newton curvature EMA (update_hessian(), 2023).",
+)
+register("sophiag", SophiaG, "SophiaG (the same as 'sophia').")

@@ -40,7 +40,7 @@ Example: minimise ``f(x) = x @ x / 2`` (gradient ``x``) with Adam::
 from __future__ import annotations
 
 from optimist.reference._common import Rule, State
-from optimist.reference.adaptive import prodigy
+from optimist.reference.adaptive import prodigy, sophia_g, sophia_g_update_hessian
 from optimist.reference.classic import (
     adadelta,
     adagrad,
@@ -85,6 +85,8 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_sgd",
     "sgd",
+    "sophia_g",
+    "sophia_g_update_hessian",
 ]
 
 
@@ -105,4 +107,5 @@ RULES: dict[str, Rule] = {
     "schedule_free_adamw": schedule_free_adamw,
     "schedule_free_sgd": schedule_free_sgd,
     "prodigy": prodigy,
+    "sophia_g": sophia_g,
 }

@@ -87,3 +87,57 @@ def prodigy(
         new_state["exp_avg"] = m
     new_state.update(d=d_new, d_max=d_max, d_numerator=r, k=k + 1)
     return x, new_state
+
+
+@_update_rule
+def sophia_g(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.965, 0.99),
+    rho: float = 0.04,
+    weight_decay: float = 0.1,
+    bs: int = 5120,
+    eps: float = 1e-15,
+    maximize: bool = False,
+) -> tuple[np.ndarray, State]:
+    """SophiaG's step (Liu et al., 2023, Algorithm 3; the authors' conventions).
+
+    ::
+
+        g = -grad if maximize else grad
+        param = param * (1 - lr * weight_decay)
+        m = beta1 * m + (1 - beta1) * g
+        param = param - lr * sign(m) * min(|m| / (rho * bs * h + eps), 1)
+
+    ``h`` (state ``hessian``, zero at first) changes only in :func:`sophia_g_update_hessian`.
+
+    State: ``exp_avg`` (m), ``hessian`` (h).
+    """
+    _require_nonnegative(lr=lr, rho=rho, weight_decay=weight_decay, eps=eps)
+    beta1, _ = _require_betas(betas)
+    h = state.get("hessian", np.zeros_like(param))
+    g = -grad if maximize else grad
+    param = param * (1 - lr * weight_decay)
+    m = beta1 * state.get("exp_avg", np.zeros_like(param)) + (1 - beta1) * g
+    param = param - lr * np.sign(m) * np.minimum(np.abs(m) / (rho * bs * h + eps), 1.0)
+    return param, {"exp_avg": m, "hessian": h}
+
+
+@_update_rule
+def sophia_g_update_hessian(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    betas: tuple[float, float] = (0.965, 0.99),
+) -> tuple[np.ndarray, State]:
+    """SophiaG's curvature EMA from a GNB gradient (Algorithm 2): ``h = b2 h + (1 - b2) g^2``.
+
+    ``param`` is returned unchanged.
+    """
+    _, beta2 = _require_betas(betas)
+    h = beta2 * state.get("hessian", np.zeros_like(param)) + (1 - beta2) * grad * grad
+    return param, {"exp_avg": state.get("exp_avg", np.zeros_like(param)), "hessian": h}

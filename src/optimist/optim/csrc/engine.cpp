@@ -679,6 +679,27 @@ struct Prodigy {  // h: b1, d (1 - b1), b2, d^2 (1 - b2), b3, s weight, d_new ep
   }
 };
 
+template <typename C, bool HESSIAN>
+struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1 - b2
+  C b, omb, rho_bs, eps, neg_lr;
+  explicit SophiaG(const double* h)
+      : b(C(h[0])), omb(C(h[1])), rho_bs(HESSIAN ? C(0) : C(h[2])),
+        eps(HESSIAN ? C(0) : C(h[3])), neg_lr(HESSIAN ? C(0) : C(h[4])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ hess, C*, C*) const {
+    if constexpr (HESSIAN) {  // update_hessian(): h = b2 h + (1 - b2) g^2; p and m untouched
+      for (int64_t i = 0; i < n; ++i) hess[i] = fmadd(omb * g[i], g[i], hess[i] * b);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const C mi = fmadd(omb, g[i], m[i] * b);
+      m[i] = mi;
+      const C ratio = std::min(std::abs(mi) / (rho_bs * hess[i] + eps), C(1));
+      p[i] = fmadd(neg_lr * sign_of(mi), ratio, p[i]);
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Jobs: one tensor's work, type-erased, over [begin, end) of its elements.
 
@@ -860,6 +881,8 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     });
   } else if (rule == "prodigy") {
     with_flag(flag(0), [&](auto mom) { fn = &run_job<Prodigy<C, decltype(mom)::value>, C>; });
+  } else if (rule == "sophia_g") {
+    with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   }
