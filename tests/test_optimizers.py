@@ -244,6 +244,7 @@ def test_table_covers_every_optimizer():
 
 def test_every_registered_name_builds_an_optimizer_in_the_table():
     table_classes = {case.ours for case in TABLE} | {getattr(oo, n) for n in NO_TORCH_TWIN}
+    table_classes.add(oo.Lookahead)  # a wrapper of the others: tests/test_lookahead.py
     for name in optimist.optimizers():
         opt = optimist.optimizer(name, [torch.zeros(2, requires_grad=True)])
         assert type(opt) in table_classes, name

@@ -17,6 +17,7 @@ from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
+from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.prodigy import Prodigy
@@ -44,6 +45,7 @@ __all__ = [
     "Adan",
     "AdEMAMix",
     "Lion",
+    "Lookahead",
     "Muon",
     "NAdam",
     "Optimizer",

@@ -27,6 +27,7 @@ from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
+from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
 from optimist.optim.prodigy import Prodigy
@@ -162,3 +163,22 @@ register(
     "SophiaG: clipped sign momentum over a Gauss-Newton curvature EMA (update_hessian(), 2023).",
 )
 register("sophiag", SophiaG, "SophiaG (the same as 'sophia').")
+
+
+def lookahead(
+    params: ParamsT,
+    inner: str = "adam",
+    k: int = 5,
+    alpha: float = 0.5,
+    reset_state: bool = False,
+    **kwargs: Any,
+) -> Lookahead:
+    """``Lookahead`` over the optimizer registered as ``inner`` (``kwargs`` go to it)."""
+    return Lookahead(optimizer(inner, params, **kwargs), k=k, alpha=alpha, reset_state=reset_state)
+
+
+register(
+    "lookahead",
+    lookahead,
+    "Lookahead: k steps of an inner optimizer (inner='adam'), then one step back (2019).",
+)

@@ -40,7 +40,7 @@ Example: minimise ``f(x) = x @ x / 2`` (gradient ``x``) with Adam::
 from __future__ import annotations
 
 from optimist.reference._common import Rule, State
-from optimist.reference.adaptive import prodigy, sophia_g, sophia_g_update_hessian
+from optimist.reference.adaptive import lookahead, prodigy, sophia_g, sophia_g_update_hessian
 from optimist.reference.classic import (
     adadelta,
     adagrad,
@@ -78,6 +78,7 @@ __all__ = [
     "int8_decode",
     "int8_encode",
     "lion",
+    "lookahead",
     "nadam",
     "prodigy",
     "radam",

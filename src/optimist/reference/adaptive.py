@@ -141,3 +141,42 @@ def sophia_g_update_hessian(
     _, beta2 = _require_betas(betas)
     h = beta2 * state.get("hessian", np.zeros_like(param)) + (1 - beta2) * grad * grad
     return param, {"exp_avg": state.get("exp_avg", np.zeros_like(param)), "hessian": h}
+
+
+def lookahead(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state: Mapping[str, Any],
+    *,
+    inner: str = "adam",
+    k: int = 5,
+    alpha: float = 0.5,
+    reset_state: bool = False,
+    **inner_hyperparameters: Any,
+) -> tuple[np.ndarray, State]:
+    """Lookahead (Zhang et al., 2019, Algorithm 1) over the reference rule named ``inner``.
+
+    ::
+
+        slow = param at the first call
+        param, inner_state = RULES[inner](param, grad, inner_state, **inner_hyperparameters)
+        every k-th call:  slow = slow + alpha * (param - slow);  param = slow
+                          (reset_state: inner_state = {})
+
+    State: ``slow_param``, ``fast_steps``, ``inner`` (the inner rule's state).
+    """
+    from optimist.reference import RULES
+
+    if inner not in RULES:
+        raise ValueError(f"unknown inner rule {inner!r}; known: {', '.join(sorted(RULES))}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    slow = np.asarray(state.get("slow_param", param))
+    fast, inner_state = RULES[inner](param, grad, state.get("inner", {}), **inner_hyperparameters)
+    steps = state.get("fast_steps", 0) + 1
+    if steps % k == 0:
+        slow = slow + alpha * (fast - slow)
+        fast = slow
+        if reset_state:
+            inner_state = {}
+    return fast, {"slow_param": slow, "fast_steps": steps, "inner": inner_state}
