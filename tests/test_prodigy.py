@@ -306,3 +306,22 @@ def test_prodigy_is_registered_by_name():
     opt = optimist.optimizer("prodigy", [p])
     assert isinstance(opt, oo.Prodigy) and opt.defaults["lr"] == 1.0
     assert opt.defaults["d0"] == 1e-6 and opt.defaults["decouple"] is True
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_prodigy_complex_params_equal_their_real_view(fused):
+    """A complex parameter is a pair of reals, as torch.optim treats it (d is global alike)."""
+    if fused:
+        needs_engine()
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(5, 4, dtype=torch.complex128, generator=gen).requires_grad_()
+    r = torch.view_as_real(z.detach().clone()).requires_grad_()
+    implementation = {"fused": True} if fused else {"foreach": False}
+    a, b = oo.Prodigy([z], **implementation), oo.Prodigy([r], **implementation)
+    for _ in range(15):
+        g = z.detach() - (1 + 2j) + 0.1 * torch.randn(5, 4, dtype=torch.complex128, generator=gen)
+        z.grad, r.grad = g, torch.view_as_real(g).clone()
+        a.step()
+        b.step()
+    assert a.param_groups[0]["d"] > 1e-4
+    assert torch.equal(torch.view_as_real(z.detach()), r.detach())

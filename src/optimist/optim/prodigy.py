@@ -15,8 +15,8 @@ correction with ``use_bias_correction``) and :math:`x_0` the initial weights, on
     x_{k+1} &= x_k - \eta_k \frac{m_{k+1}}{\sqrt{v_{k+1}} + d_{k+1}\epsilon}
 
 Mishchenko & Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner" (ICML 2024),
-Algorithm 3 (the Adam form; Algorithm 4 is its :math:`\beta_3`-weighted EMA of
-:math:`r, s`), with the conventions of the authors' ``prodigyopt`` 1.1.2, which the tests compare
+the Adam version of Prodigy (Algorithm 3, with the :math:`\beta_3`-weighted sums :math:`r, s`
+above), with the conventions of the authors' ``prodigyopt`` 1.1.2, which the tests compare
 against: :math:`\beta_3 = \sqrt{\beta_2}` by default; :math:`d` never decreases (``d_max``);
 epsilon is scaled by the *new* :math:`d` while :math:`\eta` uses the old one; ``safeguard_warmup``
 drops :math:`\gamma` from the :math:`s` weight; decoupled decay (``decouple=True``, the default)

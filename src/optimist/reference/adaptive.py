@@ -35,7 +35,7 @@ def prodigy(
     growth_rate: float = math.inf,
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
-    """Prodigy (Mishchenko & Defazio, 2023, Algorithm 3/4; ``prodigyopt``'s conventions).
+    """Prodigy, Adam version (Mishchenko & Defazio, 2023, Algorithm 3; as ``prodigyopt``).
 
     ::
 
