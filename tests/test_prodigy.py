@@ -325,3 +325,22 @@ def test_prodigy_complex_params_equal_their_real_view(fused):
         b.step()
     assert a.param_groups[0]["d"] > 1e-4
     assert torch.equal(torch.view_as_real(z.detach()), r.detach())
+
+
+def test_prodigy_large_statistics_keep_the_fused_path(monkeypatch):
+    """``d_numerator`` grows past float16's range in real runs: it is a statistic, not a
+    hyperparameter, so the engine's float16-overflow fallback to the eager path must not fire."""
+    needs_engine()
+    params, targets = make_problem(torch.float32)
+    opt = oo.Prodigy(params, fused=True)
+    set_grads(params, targets, 0)
+    opt.step()
+    opt.param_groups[0]["d_numerator"] = 1e9
+
+    def eager(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the eager path ran")
+
+    monkeypatch.setattr(opt, "_run_eager", eager)
+    set_grads(params, targets, 1)
+    opt.step()
+    assert opt.param_groups[0]["k"] == 2

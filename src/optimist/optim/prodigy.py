@@ -74,7 +74,9 @@ from optimist.optim.transforms import ChainConfig
 __all__ = ["PRODIGY", "Prodigy"]
 
 _EMPTY = torch.empty(0)
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _STEP_KEY = "_prodigy_step"  # the step's global scalars, in the group copy the rule sees
+_STATISTICS = frozenset({"d", "d_max", "d_hat", "d_numerator", "d_denom", "k"})
 
 
 def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
@@ -293,9 +295,9 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            for dot, norm in self._statistics(group, grad_scale, beta3, weight):
-                delta += (d / group["d0"]) * dlr * dot
-                denom += norm
+            part, norm = self._statistics(group, grad_scale, beta3, weight, (d / group["d0"]) * dlr)
+            delta += part
+            denom += norm
         if denom == 0.0:  # no gradient yet (or all zero): nothing moves, as prodigyopt
             self._step_scalars = None
             return False
@@ -314,48 +316,56 @@ class Prodigy(RuleOptimizer):
         return True
 
     def _statistics(
-        self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float
-    ) -> list[tuple[float, float]]:
-        """Per parameter with a gradient: (<g, x0 - x>, |beta3 s + weight g|_1) on the gradient
-        the rule will see; in the C++ engine where the group runs there, else in torch ops."""
+        self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float, coef: float
+    ) -> tuple[float, float]:
+        """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
+        ``|beta3 s + weight g|_1``, on the gradient the rule will see; in the C++ engine where
+        the group runs there, else in torch ops (in prodigyopt's order of operations)."""
         params, grads, p0s, ss, scales = [], [], [], [], []
+        states = self.state
         for p in group["params"]:
             grad = self._gradient(p)
             if grad is None:
                 continue
             if grad.is_sparse:
                 self._check_sparse(grad, type(self).__name__)
-            state = self.state[p]
-            if not state or "step" not in state or "p0" not in state:
+            state = states[p]
+            if "p0" not in state or "step" not in state:
                 self._init_state(p, state, group)
-            params.append(as_real(p.detach()))
-            grads.append(as_real(grad))
-            p0s.append(as_real(state["p0"]))
-            ss.append(as_real(state["s"]))
+            params.append(p)
+            grads.append(grad)
+            p0s.append(state["p0"])
+            ss.append(state["s"])
             scales.append(state.get("s_absmax"))
         if not params:
-            return []
+            return 0.0, 0.0
+        if any(p.is_complex() for p in params):
+            params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
         l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
         clip = self.chain.clip_value or 0.0
-        if self._implementation(group, params) == "fused":
-            mod = engine.load()
-            if not mod.unsupported_indices([params, grads, p0s, ss]):
-                any_int8 = any(sc is not None for sc in scales)
-                stats = mod.prodigy_stats(
+        plain = all(type(p) in _PLAIN for p in params)
+        if plain and self._implementation(group, params) == "fused":
+            any_int8 = any(sc is not None for sc in scales)
+            try:  # the engine checks layouts (contiguous CPU tensors) and raises otherwise
+                stats = engine.load().prodigy_stats(
                     params, grads, p0s, ss,
                     [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
                     beta3, weight, grad_scale, clip, self.chain.clip_first,
                     bool(group.get("maximize")), [l2] * len(params),
                 )  # fmt: skip
-                return [(float(a), float(b)) for a, b in stats.tolist()]
-        out = []
+            except RuntimeError:
+                pass
+            else:
+                dots, norms = stats.sum(0).tolist()
+                return coef * dots, norms
+        delta = norm = 0.0
         for x, grad, x0, s, scale in zip(params, grads, p0s, ss, scales, strict=True):
             g = self._prepared(grad, x, grad_scale, group)
             if s.dtype != x.dtype:
                 s = codecs.decode(s, scale, x.dtype).reshape(x.shape)
-            dot = torch.dot(g.flatten(), (x0 - x).flatten()).item()
-            out.append((dot, s.mul(beta3).add_(g, alpha=weight).abs().sum().item()))
-        return out
+            delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
+            norm += s.mul(beta3).add_(g, alpha=weight).abs().sum().item()
+        return delta, norm
 
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
@@ -364,5 +374,8 @@ class Prodigy(RuleOptimizer):
             return False
         beta1, beta2, beta3, d, d_new, dlr = self._step_scalars
         weight = _s_weight(group, d, dlr)
-        view = {**group, _STEP_KEY: (beta1, beta2, beta3, d, d_new, dlr, weight)}
+        # the rule reads the step's scalars from _STEP_KEY; the running statistics stay out of
+        # the view (the engine's float16-range check of hyperparameters must not see them)
+        view = {key: value for key, value in group.items() if key not in _STATISTICS}
+        view[_STEP_KEY] = (beta1, beta2, beta3, d, d_new, dlr, weight)
         return super()._step_group(view, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
