@@ -224,3 +224,17 @@ def test_sophia_errors_and_registry():
         opt = optimist.optimizer(name, [p])
         assert isinstance(opt, oo.SophiaG) and opt.defaults["lr"] == 1e-4
         assert opt.defaults["rho"] == 0.04 and opt.defaults["weight_decay"] == 0.1
+
+
+def test_a_large_batch_size_keeps_the_fused_path(monkeypatch):
+    """bs = 2^17 (a token batch) is past float16's range; it must not send steps to eager."""
+    needs_engine()
+    params = make(torch.float32)
+    opt = oo.SophiaG(params, fused=True, bs=2**17, rho=1e-4)
+
+    def eager(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the eager path ran")
+
+    monkeypatch.setattr(opt, "_run_eager", eager)
+    drive(opt, params, steps=4)
+    assert all(torch.isfinite(p).all() for p in params)

@@ -57,14 +57,14 @@ from optimist.optim.transforms import ChainConfig
 __all__ = ["SOPHIA_G", "SophiaG"]
 
 _HESSIAN = "_sophia_hessian_step"  # set in the group view of an update_hessian() call
+_RHO_BS = "_sophia_rho_bs"  # rho * bs, in the group view the rule sees
 
 
 def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
     beta1, beta2 = (scalar(b) for b in group["betas"])
     if group.get(_HESSIAN):
         return (beta2, 1 - beta2)
-    rho_bs = scalar(group["rho"]) * scalar(group["bs"])
-    return (beta1, 1 - beta1, rho_bs, group["eps"], -scalar(group["lr"]))
+    return (beta1, 1 - beta1, group[_RHO_BS], group["eps"], -scalar(group["lr"]))
 
 
 def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
@@ -166,7 +166,15 @@ class SophiaG(RuleOptimizer):
         self.chain = ChainConfig()
         try:
             for group in self.param_groups:
-                view = {**group, _HESSIAN: True, "weight_decay": 0.0}
-                super()._step_group(view)
+                self._step_group({**group, _HESSIAN: True, "weight_decay": 0.0})
         finally:
             self.chain = chain
+
+    def _step_group(
+        self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
+    ) -> bool:
+        # the rule sees rho * bs, not bs: a batch size above float16's range (65504) is not a
+        # hyperparameter torch would refuse, so the engine's range check must not see it
+        view = {key: value for key, value in group.items() if key != "bs"}
+        view[_RHO_BS] = scalar(group["rho"]) * scalar(group["bs"])
+        return super()._step_group(view, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
