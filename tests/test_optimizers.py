@@ -159,6 +159,7 @@ NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "Sche
 # contract table: tests/test_muon.py compares them with torch.optim
 NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too
 NO_TORCH_TWIN += ("LAMB", "LARS")  # per-tensor norms: tests/test_peer_optimizers.py
+NO_TORCH_TWIN += ("SOAP",)  # eigenbases: tests/test_soap.py
 NO_TORCH_TWIN += ("Prodigy",)  # global step size: tests/test_prodigy.py
 NO_TORCH_TWIN += ("SophiaG",)  # update_hessian(): tests/test_sophia.py
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]

@@ -53,6 +53,7 @@ from optimist.reference.classic import (
     sgd,
 )
 from optimist.reference.codecs import QUANT_BLOCK, int8_decode, int8_encode
+from optimist.reference.matrix import adafactor, lamb, lars, muon, newton_schulz, soap
 from optimist.reference.modern import (
     adan,
     ademamix,
@@ -68,6 +69,7 @@ __all__ = [
     "Rule",
     "State",
     "adadelta",
+    "adafactor",
     "ademamix",
     "adan",
     "adopt",
@@ -77,15 +79,20 @@ __all__ = [
     "adamw",
     "int8_decode",
     "int8_encode",
+    "lamb",
+    "lars",
     "lion",
     "lookahead",
+    "muon",
     "nadam",
+    "newton_schulz",
     "prodigy",
     "radam",
     "rmsprop",
     "schedule_free_adamw",
     "schedule_free_sgd",
     "sgd",
+    "soap",
     "sophia_g",
     "sophia_g_update_hessian",
 ]
@@ -107,6 +114,11 @@ RULES: dict[str, Rule] = {
     "adan": adan,
     "schedule_free_adamw": schedule_free_adamw,
     "schedule_free_sgd": schedule_free_sgd,
+    "muon": muon,
+    "adafactor": adafactor,
+    "lamb": lamb,
+    "lars": lars,
+    "soap": soap,
     "prodigy": prodigy,
     "sophia_g": sophia_g,
 }

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+Batch = tuple[Any, torch.Tensor | None, torch.Tensor | None]  # x: a tensor or a tuple
 
 
 def is_loader_like(x: Any) -> bool:
@@ -134,17 +134,31 @@ def check_input_shape(x_shape: tuple[int, ...], expected: tuple[int | None, ...]
         )
 
 
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def first(x: Inputs) -> torch.Tensor:
+    """The (first) input tensor: ``x`` is one tensor, or a tuple of them (multi-input model)."""
+    return x[0] if isinstance(x, tuple) else x
+
+
+def map_inputs(fn: Any, x: Inputs) -> Inputs:
+    """``fn`` applied to the input tensor, or to each of a multi-input model's."""
+    return tuple(fn(t) for t in x) if isinstance(x, tuple) else fn(x)
+
+
 @dataclass
 class ArrayData:
-    """Tensors of one split, already converted, checked and on the model's device."""
+    """Tensors of one split, already converted, checked and on the model's device. ``x`` is a
+    tuple of tensors (sliced, shuffled and batched together) for a multi-input model."""
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor | None
     sample_weight: torch.Tensor | None
 
     @property
     def n(self) -> int:
-        return int(self.x.shape[0])
+        return int(first(self.x).shape[0])
 
     def split_last(self, fraction: float) -> tuple[ArrayData, ArrayData]:
         """(first part, last ``fraction``): Keras' ``validation_split`` before shuffling."""
@@ -157,7 +171,7 @@ class ArrayData:
 
         def part(sl: slice) -> ArrayData:
             return ArrayData(
-                self.x[sl],
+                map_inputs(lambda t: t[sl], self.x),
                 None if self.y is None else self.y[sl],
                 None if self.sample_weight is None else self.sample_weight[sl],
             )
@@ -171,13 +185,14 @@ class ArrayData:
         n = self.n
         bs = n if batch_size is None else batch_size
         x, y, sw = self.x, self.y, self.sample_weight
+        multi = isinstance(x, tuple)
         if shuffle:
             perm = torch.randperm(n, generator=generator)
-            if perm.device != x.device:
-                perm = perm.to(x.device)
+            if perm.device != first(x).device:
+                perm = perm.to(first(x).device)
             for idx in perm.split(bs):
                 yield (
-                    x.index_select(0, idx),
+                    tuple(t.index_select(0, idx) for t in x) if multi else x.index_select(0, idx),
                     None if y is None else y.index_select(0, idx),
                     None if sw is None else sw.index_select(0, idx),
                 )
@@ -185,7 +200,7 @@ class ArrayData:
             for start in range(0, n, bs):
                 end = start + bs
                 yield (
-                    x[start:end],
+                    tuple(t[start:end] for t in x) if multi else x[start:end],
                     None if y is None else y[start:end],
                     None if sw is None else sw[start:end],
                 )

@@ -8,8 +8,10 @@
 
 Calling a layer on an ``Input`` (or on what such a call returned) builds the layer and records
 the call; the model runs the recorded graph in order. Branches and merges (``Add``,
-``Concatenate``) are free; several inputs work in ``model(x1, x2)`` but ``fit`` takes one input
-array (and one output), so train those models on one input.
+``Concatenate``) are free. A model of several inputs takes them as Keras does: a list in the
+order of ``inputs`` or a dict by ``Input(name=...)``, in ``model([x1, x2])``, ``fit([x1, x2],
+y)``, ``evaluate``, ``predict`` and ``validation_data=([x1, x2], y)`` (the inputs are sliced,
+shuffled and batched together); ``model(x1, x2)`` works too. One output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optimist.training.data import check_input_shape
 from optimist.training.layers import InputLayer, Layer, SymbolicTensor, is_symbolic
 from optimist.training.model import Model
 
@@ -83,10 +86,63 @@ class Functional(Model):
         return values[id(last)]
 
     def forward(self, *xs: Any) -> Any:
-        return self._run(xs, logits=False)
+        return self._run(self._unpack(xs), logits=False)
 
-    def _forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run((x,), logits=True)
+    def _forward_logits(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self._run(self._unpack(xs), logits=True)
+
+    def _unpack(self, xs: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(xs) == 1 and len(self._inputs) > 1 and isinstance(xs[0], (list, tuple, dict)):
+            return tuple(part for part, _, _ in self._input_parts(xs[0], "x"))
+        return xs
+
+    def _input_count(self) -> int:
+        return len(self._inputs)
+
+    def _input_kinds(self) -> list[str]:
+        return [self._input_kind(i) for i in range(len(self._inputs))]
+
+    def _input_parts(self, x: Any, name: str) -> list[tuple[Any, str, str]]:
+        n = len(self._inputs)
+        if isinstance(x, dict):
+            names = [i.name for i in self._inputs]
+            if None in names:
+                raise ValueError(
+                    f"{name} is a dict, but not every Input has a name: give each one, "
+                    f"Input(shape, name=...), or pass the inputs as a list in order"
+                )
+            missing = [k for k in names if k not in x]
+            extra = [k for k in x if k not in names]
+            if missing or extra:
+                raise ValueError(
+                    f"{name} must have the keys {names} (the Input names), got {list(x)}"
+                )
+            return [(x[k], f"{name}[{k!r}]", self._input_kind(i)) for i, k in enumerate(names)]
+        if not isinstance(x, (list, tuple)) or len(x) != n:
+            got = (
+                f"a {type(x).__name__} of {len(x)}"
+                if isinstance(x, (list, tuple))
+                else (type(x).__name__)
+            )
+            raise ValueError(
+                f"this model has {n} inputs: pass {name} as a list of {n} arrays in the order "
+                f"of Model(inputs=...) or a dict by Input name, got {got}"
+            )
+        return [(part, f"{name}[{i}]", self._input_kind(i)) for i, part in enumerate(x)]
+
+    def _input_kind(self, i: int) -> str:
+        """``"input_int"`` (integers kept, as indices) for an input read by an Embedding."""
+        from optimist.training.layers import Embedding
+
+        inp = self._inputs[i]
+        for node in self._order:
+            if any(p is inp for p in node.parents) and isinstance(node.layer, Embedding):
+                return "input_int"
+        return "float"
+
+    def _check_input_shapes(self, xs: tuple[torch.Tensor, ...], name: str) -> None:
+        for i, (t, inp) in enumerate(zip(xs, self._inputs, strict=True)):
+            check_input_shape(tuple(t.shape), tuple(inp.shape[1:]), f"{name}[{i}]")
 
     def _final_activation(self) -> str | None:
         layer = self._order[-1].layer

@@ -125,6 +125,8 @@ class Layer(nn.Module):
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.built and isinstance(x, torch.Tensor):  # the per-batch path: straight to call
+            return self.call(x)
         if is_symbolic(x):  # functional API: record the call, compute shapes only
             return SymbolicTensor.record(self, x)
         if not self.built:

@@ -1,4 +1,4 @@
-"""Metrics by name, accumulated on tensors (no host sync per batch).
+"""Metrics by name, accumulated without a host sync per batch (see :class:`Metric`).
 
 A metric is fed batches with ``update(y_true, y_pred, from_logits)`` and read with ``result()``
 (one ``.item()``). ``from_logits`` is ``False`` or ``"softmax"``/``"sigmoid"``: then ``y_pred``
@@ -40,28 +40,51 @@ __all__ = [
 
 
 class Metric:
-    """Base class: a running mean ``total / count`` kept as a tensor and a Python int."""
+    """Base class: a running mean ``total / count``.
+
+    The total of batches on the CPU is kept as a Python number (``.item()`` costs nothing
+    there, while an in-place add on a 0-d tensor is a kernel launch of several microseconds);
+    that of batches on an accelerator as a tensor (no host sync per batch). ``_total`` reads
+    both together as one tensor (for reductions across ranks)."""
 
     name = "metric"
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
             self.name = name
-        self._total: torch.Tensor | None = None
+        self._host: float | int | None = None
+        self._device_total: torch.Tensor | None = None
         self._count = 0
 
     def reset(self) -> None:
-        self._total = None
+        self._host = None
+        self._device_total = None
         self._count = 0
 
+    @property
+    def _total(self) -> torch.Tensor | None:
+        host, dev = self._host, self._device_total
+        if host is None:
+            return dev
+        t = torch.tensor(host, dtype=torch.int64 if isinstance(host, int) else torch.float64)
+        return t if dev is None else dev + t.to(dev.device)
+
+    @_total.setter
+    def _total(self, value: torch.Tensor | None) -> None:
+        self._host = None
+        self._device_total = value
+
     def _add(self, value: torch.Tensor, count: int) -> None:
-        if value.requires_grad:
+        if value.is_cpu and value.dim() == 0:
+            v = value.item()
+            self._host = v if self._host is None else self._host + v
+        elif self._device_total is None:
             value = value.detach()
-        if self._total is None:
             # counts (accuracy hits) stay int64: exact, and no dtype promotion per batch
-            self._total = (value if not value.is_floating_point() else value.double()).clone()
+            wide = value if not value.is_floating_point() else value.double()
+            self._device_total = wide.clone()
         else:
-            self._total.add_(value)
+            self._device_total.add_(value.detach())
         self._count += count
 
     def update(
@@ -70,9 +93,10 @@ class Metric:
         raise NotImplementedError  # pragma: no cover
 
     def result(self) -> float:
-        if self._total is None or self._count == 0:
+        total = self._total
+        if total is None or self._count == 0:
             return float("nan")
-        return float(self._total.item()) / self._count
+        return float(total.sum().item()) / self._count
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -40,9 +40,11 @@ from optimist.training import distributed as _distributed
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
 from optimist.training import optimizers as _keras_opt
-from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
+from optimist.training import schedules as _keras_schedules
+from optimist.training.callbacks import BackupAndRestore, Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
+from optimist.training.optimizer_view import keras_view
 from optimist.training.progress import Progress, resolve_verbose
 
 #: Without TerminateOnNaN, ``fit`` checks the running loss for NaN/inf every this many batches
@@ -78,6 +80,60 @@ def _fmt_count(n: int) -> str:
             return f"{n:,} ({size:.2f} {unit})"
         size /= 1024
     return f"{n:,}"  # pragma: no cover
+
+
+def _optimizer_mode(optimizer: Any, training: bool) -> None:
+    """Optimizers with a train and an eval mode (Schedule-Free's ``train()``/``eval()``): train
+    mode for the updates, eval mode (the averaged weights) for validation and after ``fit``."""
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch) and callable(getattr(optimizer, "eval" if training else "train", None)):
+        switch()
+
+
+def _loss_scale(optimizer: torch.optim.Optimizer | None) -> float | None:
+    """A Keras optimizer's ``loss_scale_factor`` (fit scales the loss before ``backward``)."""
+    keras = getattr(optimizer, "keras_optimizer", None)
+    return None if keras is None else keras.loss_scale_factor
+
+
+class _LossSum:
+    """The running sum of ``batch loss * batch size`` in float64, without a host sync per
+    batch: a Python float for losses on the CPU (``.item()`` is free there, an in-place add on
+    a 0-d tensor is a kernel launch), a tensor on an accelerator."""
+
+    __slots__ = ("_dev", "_host")
+
+    def __init__(self, device: torch.device) -> None:
+        self._host = 0.0
+        self._dev = (
+            None if device.type == "cpu" else torch.zeros((), dtype=torch.float64, device=device)
+        )
+
+    @classmethod
+    def of(cls, total: torch.Tensor) -> _LossSum:
+        out = cls(total.device)
+        if out._dev is None:
+            out._host = float(total)
+        else:
+            out._dev.copy_(total)
+        return out
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        if self._dev is None:
+            self._host += loss.item() * n
+        else:
+            self._dev.add_(loss.detach(), alpha=n)
+
+    def value(self) -> float:
+        return self._host if self._dev is None else float(self._dev)
+
+    def tensor(self) -> torch.Tensor:
+        if self._dev is None:
+            return torch.tensor(self._host, dtype=torch.float64)
+        return self._dev
+
+    def finite(self) -> bool:
+        return math.isfinite(self.value())
 
 
 class Model(nn.Module):
@@ -119,12 +175,25 @@ class Model(nn.Module):
         self._fold: str | None = None
         self._shuffle_generator: torch.Generator | None = None
         self._sample_input: torch.Tensor | None = None
+        self._lr_schedule: Any = None
         self.eval()  # Keras: inference behaviour (Dropout off) everywhere but inside fit
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, nn.Module) and "training" in self.__dict__:
             value.train(self.training)  # a submodule added later follows the model's mode
         super().__setattr__(name, value)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The ``torch.optim.Optimizer`` that runs the updates, with Keras' ``learning_rate``,
+        ``iterations`` and ``scale_loss`` added (see :mod:`optimist.training.optimizer_view`)."""
+        return self.__dict__.get("_optimizer")
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer | None) -> None:
+        if isinstance(value, torch.optim.Optimizer):
+            value = keras_view(value)
+        self.__dict__["_optimizer"] = value
 
     def _plain_call(self, *args: Any, **kwargs: Any) -> Any:
         """``torch.nn.Module.__call__`` (hooks included) without the Keras conveniences, for
@@ -136,17 +205,28 @@ class Model(nn.Module):
         and the result is a plain tensor: ``model(x).numpy()`` works) or a tensor of any float
         dtype (cast to the model's dtype); ``training=True/False`` runs the call in train or
         inference mode (default: the current mode, which is inference outside ``fit``)."""
+        if len(args) == 1 and self._input_count() > 1 and isinstance(args[0], (list, tuple, dict)):
+            args = tuple(part for part, _, _ in self._input_parts(args[0], "x"))  # model([a, b])
         if args:
-            x = args[0]
-            if isinstance(x, (np.ndarray, list)):
-                device = self._device() if self._is_built() else None
-                x = _data.to_tensor(x, "x", kind=self._x_kind(), device=device, dtype=self._dtype())
+            converted, from_numpy = [], False
+            for i, x in enumerate(args[: self._input_count()]):
+                if isinstance(x, (np.ndarray, list)):
+                    device = self._device() if self._is_built() else None
+                    kind = self._input_kinds()[i]
+                    x = _data.to_tensor(x, "x", kind=kind, device=device, dtype=self._dtype())
+                    from_numpy = True
+                elif isinstance(x, torch.Tensor) and x.is_floating_point():
+                    dtype = self._dtype()
+                    if x.dtype != dtype:
+                        x = x.to(dtype)
+                converted.append(x)
+            args = (*converted, *args[len(converted) :])
+            if from_numpy:
                 with torch.no_grad():
-                    return self(x, *args[1:], training=training, **kwargs)
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                dtype = self._dtype()
-                if x.dtype != dtype:
-                    args = (x.to(dtype), *args[1:])
+                    return self._call_in_mode(args, training, kwargs)
+        return self._call_in_mode(args, training, kwargs)
+
+    def _call_in_mode(self, args: tuple[Any, ...], training: bool | None, kwargs: Any) -> Any:
         if training is None or bool(training) == self.training:
             return super().__call__(*args, **kwargs)
         was_training = self.training
@@ -201,6 +281,19 @@ class Model(nn.Module):
     def _expected_input_shape(self) -> tuple[int | None, ...] | None:
         return None
 
+    def _input_count(self) -> int:
+        """How many input tensors ``forward`` takes (a functional model may take several)."""
+        return 1
+
+    def _input_kinds(self) -> list[str]:
+        """How each input array is converted (see :func:`optimist.training.data.to_tensor`)."""
+        return [self._x_kind()]
+
+    def _input_parts(self, x: Any, name: str) -> list[tuple[Any, str, str]]:
+        """A multi-input model's ``x`` (a list in input order, or a dict by input name) as
+        ``(array, name for errors, kind)`` per input (see :class:`Functional`)."""
+        raise NotImplementedError  # pragma: no cover - single-input models never ask
+
     def _static_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple | None:
         return None
 
@@ -215,6 +308,8 @@ class Model(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
+                if isinstance(x, tuple):
+                    return self._plain_call(*(t[:1] for t in x))
                 return self._plain_call(x[:1])
         finally:
             self.train(was_training)
@@ -242,6 +337,7 @@ class Model(nn.Module):
         optimizer: str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] = "rmsprop",
         loss: str | _losses.Loss | Callable[..., torch.Tensor] | None = None,
         metrics: Sequence[str | _metrics.Metric | Callable[..., Any]] | None = None,
+        lr_schedule: Any = None,
     ) -> None:
         """Configure training (Keras' ``compile``).
 
@@ -262,6 +358,15 @@ class Model(nn.Module):
         :class:`~optimist.training.losses.Loss` or a callable. ``metrics``: names
         (``accuracy``, ``top_k_accuracy``, ``mae``, ``mse``, ...), Metric instances or callables.
 
+        ``lr_schedule`` (optimist's addition, for any optimizer): a schedule object
+        (``optimist.optimizers.schedules.CosineDecay(...)``, ``...schedules.get("wsd", 1e-3,
+        total_steps=...)``) or any ``callable(step) -> learning rate``; or the name of a schedule
+        of :mod:`optimist.schedules` (``"warmup_cosine"``, ``"wsd"``, ``"inverse_sqrt"``...) or a
+        dict ``{"name": ..., **its arguments}``, which then peaks at the optimizer's own
+        learning rate and, where it takes ``total_steps`` and none is given, runs over the first
+        ``fit``'s epochs x steps. It becomes ``model.optimizer.learning_rate``, evaluated before
+        every update.
+
         Compiling also (re)seeds the shuffle generator from ``torch.initial_seed()``.
         """
         loss_fn = _losses.get(loss) if loss is not None else None
@@ -275,8 +380,10 @@ class Model(nn.Module):
         if "loss" in names:
             raise ValueError("a metric may not be called 'loss'")
 
+        _keras_schedules.check(lr_schedule)
         self.optimizer = None
         self._optimizer_name = None
+        self._lr_schedule = lr_schedule
         if isinstance(optimizer, str) and _keras_opt.is_keras_name(optimizer):
             optimizer = _keras_opt.get(optimizer)  # Keras 3's defaults and rule
         self._optimizer_spec = optimizer
@@ -315,7 +422,9 @@ class Model(nn.Module):
         self._shuffle_generator = torch.Generator().manual_seed(torch.initial_seed())
         self.compiled = True
         if self.optimizer is None and self._is_built() and self._has_parameters():
-            self._ensure_optimizer()
+            self._build_optimizer()
+        if self.optimizer is not None and callable(lr_schedule):
+            self._ensure_optimizer()  # a schedule object applies now; a name at fit (steps known)
 
     @staticmethod
     def _loss_config(loss: Any) -> Any:
@@ -388,8 +497,16 @@ class Model(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
     def _ensure_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is not None:
-            return self.optimizer
+        if self.optimizer is None:
+            self._build_optimizer()
+        if self._lr_schedule is not None:  # compile(lr_schedule=...), set once
+            spec, self._lr_schedule = self._lr_schedule, None
+            self.optimizer.learning_rate = _keras_schedules.resolve(
+                spec, float(self.optimizer.learning_rate), self.__dict__.get("_fit_steps")
+            )
+        return self.optimizer
+
+    def _build_optimizer(self) -> None:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters to optimize")
@@ -410,7 +527,6 @@ class Model(nn.Module):
                     f"torch.optim.Optimizer"
                 )
             self.optimizer = opt
-        return self.optimizer
 
     def _require_compiled(self, what: str, need_loss: bool = True) -> None:
         if not self.compiled:
@@ -449,7 +565,21 @@ class Model(nn.Module):
             )
         device = self._device() if self._is_built() else None
         dtype = self._dtype()
-        xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
+        xt: Any
+        if self._input_count() > 1:
+            parts = self._input_parts(x, f"{prefix}x")
+            xt = tuple(
+                _data.to_tensor(part, name, kind=kind, device=device, dtype=dtype)
+                for part, name, kind in parts
+            )
+            for t, (_, name, _) in zip(xt[1:], parts[1:], strict=True):
+                if t.shape[0] != xt[0].shape[0]:
+                    raise ValueError(
+                        f"the inputs have different lengths: {parts[0][1]} has {xt[0].shape[0]} "
+                        f"samples, {name} has {t.shape[0]}"
+                    )
+        else:
+            xt = _data.to_tensor(x, f"{prefix}x", kind=self._x_kind(), device=device, dtype=dtype)
         yt = None
         if y is not None:
             kind = self.loss.target_kind if self.loss is not None else "float"
@@ -466,25 +596,35 @@ class Model(nn.Module):
                     f"{prefix}sample_weight must hold one weight per sample, got shape "
                     f"{tuple(wt.shape)}"
                 )
-        _data.check_lengths(xt, yt, wt, prefix)
-        if need_y and xt.shape[0] == 0:
+        _data.check_lengths(_data.first(xt), yt, wt, prefix)
+        if need_y and _data.first(xt).shape[0] == 0:
             raise ValueError(
                 f"{prefix}x is empty (0 samples): there is nothing to train or evaluate on"
             )
         if check:
-            _data.check_finite(xt, f"{prefix}x")
+            for i, t in enumerate(xt if isinstance(xt, tuple) else (xt,)):
+                _data.check_finite(t, f"{prefix}x" if t is xt else f"{prefix}x[{i}]")
             if yt is not None:
                 _data.check_finite(yt, f"{prefix}y")
             if wt is not None:
                 _data.check_finite(wt, f"{prefix}sample_weight")
                 if bool((wt < 0).any()):
                     raise ValueError(f"{prefix}sample_weight must be >= 0")
-        if self._is_built():
+        if isinstance(xt, tuple):
+            self._check_input_shapes(xt, f"{prefix}x")
+        elif self._is_built():
             _data.check_input_shape(tuple(xt.shape), self._expected_input_shape(), f"{prefix}x")
         return _data.ArrayData(xt, yt, wt)
 
-    def _prepare_model(self, x: torch.Tensor, name: str = "x") -> None:
+    def _check_input_shapes(self, xs: tuple[torch.Tensor, ...], name: str) -> None:
+        """A multi-input model checks each input against its ``Input`` (see Functional)."""
+
+    def _prepare_model(self, x: Any, name: str = "x") -> None:
         """Build from the data if needed, then check the input shape."""
+        if isinstance(x, tuple):  # a multi-input (functional) model: built, shapes checked
+            if self._sample_input is None:
+                self._sample_input = tuple(t[:1].detach().clone() for t in x)  # type: ignore[assignment]
+            return
         if not self._is_built():
             self._build_from(x)
         _data.check_input_shape(tuple(x.shape), self._expected_input_shape(), name)
@@ -493,16 +633,16 @@ class Model(nn.Module):
 
     def _move(self, arr: _data.ArrayData) -> _data.ArrayData:
         device = self._device()
-        if arr.x.device == device:
+        if _data.first(arr.x).device == device:
             return arr
         return _data.ArrayData(
-            arr.x.to(device),
+            _data.map_inputs(lambda t: t.to(device), arr.x),
             None if arr.y is None else arr.y.to(device),
             None if arr.sample_weight is None else arr.sample_weight.to(device),
         )
 
     def _output_shape(self, x: torch.Tensor) -> tuple[int | None, ...]:
-        shape = self._static_output_shape((None, *x.shape[1:]))
+        shape = self._static_output_shape((None, *_data.first(x).shape[1:]))
         if shape is None:
             out = self._probe(x)
             if not isinstance(out, torch.Tensor):
@@ -514,7 +654,7 @@ class Model(nn.Module):
         """Check targets (and embedding indices) against the model before any training step."""
         from optimist.training.layers import Embedding
 
-        if not arr.x.is_floating_point():
+        if not isinstance(arr.x, tuple) and not arr.x.is_floating_point():
             emb = next(
                 (m for m in self._network().modules() if isinstance(m, (Embedding, nn.Embedding))),
                 None,
@@ -641,20 +781,22 @@ class Model(nn.Module):
                 self._validation_source(validation_data, validation_batch_size or batch_size)
             )
         if ddp is not None:
+            if isinstance(getattr(train, "x", None), tuple):
+                raise ValueError("strategy='ddp' takes single-input models (one x array)")
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
-            batch_size = ddp.local_batch_size(batch_size, getattr(train, "n", 0))
-            train = ddp.shard(train)
-        # A model still unbuilt here (DataLoader input) builds on its first batch.
-        optimizer = self._ensure_optimizer() if self._is_built() else None
-
-        # ---- loop
+            train, batch_size = ddp.shard(train, batch_size)
         if isinstance(train, _data.ArrayData):
             steps = train.steps(batch_size)
             if steps_per_epoch is not None:
                 steps = min(steps, steps_per_epoch)
         else:
             steps = steps_per_epoch or train.steps()
+        self._fit_steps = (epochs - initial_epoch) * steps if steps else None
+        # A model still unbuilt here (DataLoader input) builds on its first batch.
+        optimizer = self._ensure_optimizer() if self._is_built() else None
+
+        # ---- loop
         history = History()
         cbs = CallbackList(
             [*callbacks, history], self, {"epochs": epochs, "steps": steps, "verbose": verbose}
@@ -663,9 +805,16 @@ class Model(nn.Module):
         self.stop_training = False
         history.model = self
         logs: dict[str, Any] = {}
+        self._initial_epoch = initial_epoch  # BackupAndRestore moves it to the restored epoch
         cbs.on_train_begin()
+        initial_epoch = self._initial_epoch
+        if ddp is not None:
+            initial_epoch = ddp.agree_epoch(initial_epoch)
+        epoch = initial_epoch
         try:
             for epoch in range(initial_epoch, epochs):
+                if ddp is not None:
+                    ddp.set_epoch(epoch)
                 cbs.on_epoch_begin(epoch)
                 logs = self._train_epoch(
                     train,
@@ -692,6 +841,14 @@ class Model(nn.Module):
                     self.stop_training = ddp.agree_stop(self.stop_training)
                 if self.stop_training:
                     break
+        except RuntimeError as exc:
+            if ddp is None:
+                raise
+            backup = any(isinstance(cb, BackupAndRestore) for cb in callbacks)
+            lost = ddp.lost_rank(exc, epoch, epochs, backup)
+            if lost is exc:
+                raise
+            raise lost from None
         finally:
             self.eval()  # outside fit the model is in inference mode, as in Keras
         keras_opt = self._keras_optimizer()
@@ -744,8 +901,8 @@ class Model(nn.Module):
             dtype=self._dtype(),
         )
 
-    def _running_logs(self, loss_sum: torch.Tensor, seen: int) -> dict[str, float]:
-        logs = {"loss": float(loss_sum) / max(seen, 1)}
+    def _running_logs(self, loss_sum: _LossSum, seen: int) -> dict[str, float]:
+        logs = {"loss": loss_sum.value() / max(seen, 1)}
         for m in self.compiled_metrics:
             logs[m.name] = m.result()
         return logs
@@ -792,12 +949,16 @@ class Model(nn.Module):
         penalized = self._regularized_layers()
         if ddp is not None:
             forward = ddp.forward(fold)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
+        loss_sum = _LossSum(self._device())
         seen = 0
         done = 0
         checked = 0
         batch_logs = cbs.train_batch_logs
+        batch_begin = cbs.on_train_batch_begin if cbs.wants["on_train_batch_begin"] else None
+        scale = _loss_scale(optimizer)
+        _optimizer_mode(optimizer, True)
         is_loader = not isinstance(train, _data.ArrayData)
+        multi = not is_loader and isinstance(train.x, tuple)
         first = is_loader
         progress = Progress(
             verbose, steps, f"Epoch {epoch + 1}/{epochs}", header=f"Epoch {epoch + 1}/{epochs}"
@@ -811,27 +972,30 @@ class Model(nn.Module):
             for xb, yb, wb in self._batches(
                 train, batch_size, shuffle, steps_per_epoch if is_loader else None
             ):
-                cbs.on_train_batch_begin(done)
+                if batch_begin is not None:
+                    batch_begin(done)
                 if first:
                     # DataLoader input: checks (and a lazy build) on the first batch.
                     self._check_batch(xb, yb)
                     optimizer = self._ensure_optimizer()
-                    loss_sum = loss_sum.to(self._device())
+                    loss_sum = _LossSum(self._device())
+                    scale = _loss_scale(optimizer)
+                    _optimizer_mode(optimizer, True)
                     first = False
                 if is_loader and cw_table is not None:
                     cw = _data.class_weights_for(yb, cw_table.to(yb.device))
                     wb = cw if wb is None else wb * cw
                 optimizer.zero_grad()
-                out = forward(xb)
+                out = forward(*xb) if multi else forward(xb)
                 loss = loss_fn(yb, out, wb, fold)
                 if penalized:
                     loss = loss + self._penalty(penalized)
-                loss.backward()
+                (loss if scale is None else loss * scale).backward()
                 optimizer.step()
-                n = xb.shape[0]
+                n = (xb[0] if multi else xb).shape[0]
                 seen += n
                 done += 1
-                loss_sum.add_(loss.detach(), alpha=n)
+                loss_sum.add(loss, n)
                 if metrics:
                     out = out.detach()
                     for m in metrics:
@@ -840,18 +1004,21 @@ class Model(nn.Module):
                     cbs.on_train_batch_end(done - 1, running())
                 progress.step(done, running)
                 if nan_every and done % nan_every == 0:
-                    finite = ddp.all_finite(loss_sum) if ddp else bool(torch.isfinite(loss_sum))
+                    finite = ddp.all_finite(loss_sum.tensor()) if ddp else loss_sum.finite()
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
-                # under DDP a stop asked mid-epoch waits for the epoch's end (all ranks agree)
-                if (self.stop_training and ddp is None) or done == steps_per_epoch:
+                if ddp is not None and ddp.stop_each_batch:  # every rank stops after this batch
+                    self.stop_training = ddp.agree_stop(self.stop_training)
+                if self.stop_training or done == steps_per_epoch:
                     break
             if ddp is not None:
-                loss_sum, seen = ddp.reduce(loss_sum, seen, metrics)
+                total, seen = ddp.reduce(loss_sum.tensor(), seen, metrics)
+                loss_sum = _LossSum.of(total)
             logs = running()
             if check_nan and seen and not math.isfinite(logs["loss"]):
                 raise self._nan_error(epoch, epochs, checked + 1, done, steps)
+            _optimizer_mode(optimizer, False)
             if validate and val is not None:
                 val_logs = self._evaluate_source(val, val_batch_size, cbs, 0, "Validation")
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -887,7 +1054,7 @@ class Model(nn.Module):
         fold = self._fold
         forward = self._forward_logits if fold else self._plain_call
         penalized = self._regularized_layers()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self._device())
+        loss_sum = _LossSum(self._device())
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
         progress = Progress(verbose, steps or total, desc)
@@ -909,13 +1076,14 @@ class Model(nn.Module):
                     if first:
                         self._check_batch(xb, yb)
                         first = False
-                    out = forward(xb)
+                    multi = isinstance(xb, tuple)
+                    out = forward(*xb) if multi else forward(xb)
                     loss = loss_fn(yb, out, wb, fold)
                     if penalized:
                         loss = loss + self._penalty(penalized)
-                    n = xb.shape[0]
+                    n = (xb[0] if multi else xb).shape[0]
                     seen += n
-                    loss_sum.add_(loss, alpha=n)
+                    loss_sum.add(loss, n)
                     for m in metrics:
                         m.update(yb, out, fold)
                     if cbs is not None and cbs.wants["on_test_batch_end"]:
@@ -1006,7 +1174,7 @@ class Model(nn.Module):
                     if steps is not None and step >= steps:
                         break
                     cbs.on_predict_batch_begin(step)
-                    out = self._plain_call(xb)
+                    out = self._plain_call(*xb) if isinstance(xb, tuple) else self._plain_call(xb)
                     outputs.append(out)
                     cbs.on_predict_batch_end(step, {"outputs": out})
                     progress.step(step + 1)
@@ -1177,6 +1345,35 @@ class Model(nn.Module):
             "torch_version": str(torch.__version__),
         }
         _ckpt.atomic_torch_save(payload, path)
+
+    def _resume(self, path: str | os.PathLike[str]) -> int:
+        """Load in place what :meth:`save` wrote (weights, optimizer state, random states);
+        returns the epochs it had completed (for :class:`BackupAndRestore`)."""
+        path = os.fspath(path)
+        ckpt = _ckpt.read_checkpoint(path)
+        if not self._is_built():
+            raise ValueError(
+                f"cannot restore the backup {path!r} into an unbuilt model: build it "
+                "(input_shape= or model.build(...)) before fit"
+            )
+        _load_state(self._network(), ckpt["state_dict"], path)
+        state = ckpt.get("optimizer_state")
+        if state is not None:
+            try:
+                self._ensure_optimizer().load_state_dict(state)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise ValueError(
+                    f"{path!r}: the saved optimizer state does not fit: {exc}"
+                ) from None
+        keras_opt = self._keras_optimizer()
+        if keras_opt is not None:
+            saved = json.loads(ckpt.get("compile") or "{}").get("optimizer") or {}
+            keras_opt.restored(int(saved.get("iterations", 0)))
+        if ckpt["rng"].get("shuffle") is not None:
+            self._shuffle_generator.set_state(ckpt["rng"]["shuffle"])
+        _ckpt.restore_rng(ckpt["rng"])
+        self.epoch = int(ckpt["epoch"])
+        return self.epoch
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
         """Save only the weights (``state_dict``), atomically."""

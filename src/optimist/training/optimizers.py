@@ -53,6 +53,7 @@ import torch
 
 from optimist import optim
 from optimist.training import schedules
+from optimist.training.optimizer_view import LearningRate, check_learning_rate, keras_view
 
 __all__ = [
     "SGD",
@@ -135,31 +136,47 @@ class Optimizer:
         if ema_overwrite_frequency is not None:
             _number("ema_overwrite_frequency", ema_overwrite_frequency, low=1)
         self.ema_overwrite_frequency = ema_overwrite_frequency
-        for unsupported, value in (
-            ("loss_scale_factor", loss_scale_factor),
-            ("gradient_accumulation_steps", gradient_accumulation_steps),
-        ):
-            if value is not None:
+        if loss_scale_factor is not None:
+            loss_scale_factor = _number("loss_scale_factor", loss_scale_factor)
+            if not loss_scale_factor > 0:
                 raise ValueError(
-                    f"`{unsupported}` is not supported by optimist's Keras optimizers. "
-                    f"Received: {unsupported}={value}"
+                    f"`loss_scale_factor` must be > 0. Received: loss_scale_factor="
+                    f"{loss_scale_factor}"
                 )
+        self.loss_scale_factor: float | None = loss_scale_factor
+        steps = gradient_accumulation_steps
+        if steps and (
+            isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not steps >= 2
+        ):
+            raise ValueError(
+                "`gradient_accumulation_steps` must be an integer >= 2. Received: "
+                f"gradient_accumulation_steps={steps}"
+            )
+        self.gradient_accumulation_steps: int | None = (
+            int(gradient_accumulation_steps) if gradient_accumulation_steps else None
+        )
         self.name = name or self.keras_name
-        self.iterations = 0
+        self._iterations = 0  # calls of step(); Keras' ``_iterations``
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self._params: list[torch.Tensor] = []
         self._ema: list[torch.Tensor] = []
+        self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
 
     # -- Keras' public surface ----------------------------------------------------------------
     @property
-    def learning_rate(self) -> float:
-        """The learning rate of the next step (a schedule is evaluated at ``iterations``)."""
+    def learning_rate(self) -> LearningRate:
+        """The learning rate of the next step (a schedule is evaluated at the step count, as
+        Keras: with gradient accumulation every call of ``step()`` counts). A float that can
+        also be ``assign``-ed: ``opt.learning_rate.assign(1e-4)`` == ``opt.learning_rate = 1e-4``.
+        """
         if self._schedule is not None:
-            return float(self._schedule(self.iterations))
-        if self.torch_optimizer is not None:
-            return float(self.torch_optimizer.param_groups[0]["lr"])
-        return self._learning_rate
+            value = float(self._schedule(self._iterations))
+        elif self.torch_optimizer is not None:
+            value = float(self.torch_optimizer.param_groups[0]["lr"])
+        else:
+            value = self._learning_rate
+        return LearningRate(value, self)
 
     @learning_rate.setter
     def learning_rate(self, value: float | Callable[[int], float]) -> None:
@@ -167,10 +184,26 @@ class Optimizer:
             self._schedule = value
             return
         self._schedule = None
-        self._learning_rate = _number("learning_rate", value)
+        self._learning_rate = check_learning_rate(value)
         if self.torch_optimizer is not None:
             for group in self.torch_optimizer.param_groups:
                 group["lr"] = self._learning_rate
+
+    @property
+    def iterations(self) -> int:
+        """Updates applied so far (Keras: with ``gradient_accumulation_steps=k``, calls // k)."""
+        k = self.gradient_accumulation_steps
+        return self._iterations // k if k else self._iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        k = self.gradient_accumulation_steps
+        self._iterations = int(value) * (k or 1)
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to call ``backward()`` on: ``loss * loss_scale_factor`` if one is set (the
+        gradients are divided by it again before the update), as Keras' ``scale_loss``."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
 
     @property
     def variables(self) -> list[torch.Tensor]:
@@ -194,6 +227,8 @@ class Optimizer:
             "use_ema": self.use_ema,
             "ema_momentum": self.ema_momentum,
             "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "loss_scale_factor": self.loss_scale_factor,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
             **self._rule_config(),
         }
 
@@ -206,7 +241,8 @@ class Optimizer:
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"<optimist.optimizers.{type(self).__name__} learning_rate={self.learning_rate:g}>"
+        lr = float(self.learning_rate)
+        return f"<optimist.optimizers.{type(self).__name__} learning_rate={lr:g}>"
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _rule_config(self) -> dict[str, Any]:
@@ -230,13 +266,14 @@ class Optimizer:
         self._params = [p for p in params if p.requires_grad]
         if not self._params:
             raise ValueError("the optimizer got no trainable parameters")
-        opt = self.torch_class(self._params, lr=self.learning_rate, **self._torch_kwargs())
+        opt = self.torch_class(self._params, lr=float(self.learning_rate), **self._torch_kwargs())
         opt.register_step_pre_hook(self._before_step)
-        opt.register_step_post_hook(self._after_step)
         opt.keras_optimizer = self  # type: ignore[attr-defined]
+        opt = keras_view(opt)  # its step() runs apply_step
         self.torch_optimizer = opt
         self._last_lr = None
         self._ema = [p.detach().clone() for p in self._params] if self.use_ema else []
+        self._accumulators = []
         return opt
 
     def __call__(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -248,7 +285,7 @@ class Optimizer:
 
     def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._schedule is not None:
-            lr = float(self._schedule(self.iterations))
+            lr = float(self._schedule(self._iterations))
             for group in opt.param_groups:
                 group["lr"] = lr
         lr = float(opt.param_groups[0]["lr"])
@@ -286,18 +323,53 @@ class Optimizer:
             for g in grads:
                 g.clamp_(-self.clipvalue, self.clipvalue)
 
-    def _after_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.iterations += 1
+    @torch.no_grad()
+    def apply_step(self, opt: Any, closure: Callable[[], Any] | None = None) -> Any:
+        """What the built optimizer's ``step()`` runs (Keras' ``apply``): unscale the
+        gradients by ``loss_scale_factor``; with ``gradient_accumulation_steps=k`` add them
+        to the accumulators and update only on every k-th call, with ``(g + acc) / k``; the
+        update itself (clipping, decay, the rule: the torch optimizer's step and its hooks);
+        then the moving average with ``use_ema`` (updated on every call, as Keras)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        raw = self._iterations
+        params = [p for p in self._params if p.grad is not None]
+        grads = [p.grad for p in params]
+        if self.loss_scale_factor is not None and grads:
+            torch._foreach_div_(grads, self.loss_scale_factor)
+        k = self.gradient_accumulation_steps
+        if k:
+            if not self._accumulators:
+                self._accumulators = [torch.zeros_like(p) for p in self._params]
+            pairs = zip(self._params, self._accumulators, strict=True)
+            accs = [a for p, a in pairs if p.grad is not None]
+            if (raw + 1) % k:
+                if grads:
+                    torch._foreach_add_(accs, grads)
+            else:
+                if grads:
+                    torch._foreach_add_(grads, accs)
+                    torch._foreach_div_(grads, k)
+                opt._base_step()
+                torch._foreach_zero_(self._accumulators)
+        else:
+            opt._base_step()
         if self.use_ema:
-            with torch.no_grad():
-                weights = [p.detach() for p in self._params]
-                if self.iterations == 1:
-                    torch._foreach_copy_(self._ema, weights)
-                else:
-                    torch._foreach_lerp_(self._ema, weights, 1.0 - self.ema_momentum)
-                freq = self.ema_overwrite_frequency
-                if freq and self.iterations % freq == 0:
-                    self.finalize_variable_values()
+            self._update_ema(raw // k if k else raw)
+        self._iterations = raw + 1
+        return loss
+
+    def _update_ema(self, iterations: int) -> None:
+        weights = [p.detach() for p in self._params]
+        if iterations == 0:
+            torch._foreach_copy_(self._ema, weights)
+        else:
+            torch._foreach_lerp_(self._ema, weights, 1.0 - self.ema_momentum)
+        freq = self.ema_overwrite_frequency
+        if freq and (iterations + 1) % freq == 0:
+            self.finalize_variable_values()
 
     def restored(self, iterations: int) -> None:
         """After a checkpoint's state was loaded into the built optimizer: continue counting
@@ -305,9 +377,9 @@ class Optimizer:
         of SGD/RMSprop when a schedule moves on)."""
         self.iterations = int(iterations)
         opt = self.torch_optimizer
-        if self.iterations and opt is not None:
+        if self._iterations and opt is not None:
             if self._schedule is not None:
-                self._last_lr = float(self._schedule(self.iterations - 1))
+                self._last_lr = float(self._schedule(self._iterations - 1))
             else:
                 self._last_lr = float(opt.param_groups[0]["lr"])
 

@@ -8,6 +8,13 @@ Any ``callable(step) -> float`` works the same way.
 >>> s = ExponentialDecay(0.1, decay_steps=100, decay_rate=0.5)
 >>> round(s(100), 6)
 0.05
+
+Every schedule of :mod:`optimist.schedules` (``warmup_cosine``, ``wsd``, ``inverse_sqrt``,
+``one_cycle``, ``step``...) is available the same way, by name, through :func:`get`:
+
+>>> s = get("warmup_cosine", 1e-3, total_steps=1000, warmup_steps=100)
+>>> round(s(50), 7), round(s(100), 7)
+(0.0005, 0.001)
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "TorchSchedule",
+    "check",
+    "get",
+    "resolve",
     "CosineDecay",
     "CosineDecayRestarts",
     "ExponentialDecay",
@@ -226,9 +237,58 @@ class CosineDecayRestarts(LearningRateSchedule):
         return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
 
+class TorchSchedule(LearningRateSchedule):
+    """A schedule of :mod:`optimist.schedules` (by name, with its arguments) as a Keras
+    schedule: ``learning_rate(step)`` is the learning rate that schedule gives an optimizer of
+    rate ``initial_learning_rate`` at its ``step``-th update (0 = the first), the same numbers
+    as ``optimist.schedules.lr_values``. ``reduce_on_plateau`` depends on validation results,
+    not on the step: use the :class:`~optimist.callbacks.ReduceLROnPlateau` callback."""
+
+    def __init__(self, name: str, initial_learning_rate: float, **kwargs: Any) -> None:
+        import torch
+
+        from optimist.optim import schedules as torch_schedules
+
+        _positive("initial_learning_rate", initial_learning_rate)
+        self.name = name
+        self.initial_learning_rate = initial_learning_rate
+        self.kwargs = dict(kwargs)
+        self._param = torch.zeros(1, requires_grad=True)
+        self._opt = torch.optim.SGD([self._param], lr=float(initial_learning_rate))
+        self._scheduler = torch_schedules.get(name, self._opt, **kwargs)  # checks the arguments
+        if isinstance(self._scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise ValueError(
+                "reduce_on_plateau depends on the validation loss, not on the step: use "
+                "callbacks=[optimist.callbacks.ReduceLROnPlateau(...)] instead"
+            )
+        self._values: list[float] = []
+
+    def __call__(self, step: int) -> float:
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        while len(self._values) <= step:  # torch schedulers are stepped, so step them on
+            self._values.append(float(self._opt.param_groups[0]["lr"]))
+            self._opt.step()
+            self._scheduler.step()
+        return self._values[step]
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "initial_learning_rate": self.initial_learning_rate,
+            **self.kwargs,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TorchSchedule:
+        return cls(**config)
+
+
 _CLASSES = {
     cls.__name__: cls
     for cls in (
+        TorchSchedule,
         CosineDecay,
         CosineDecayRestarts,
         ExponentialDecay,
@@ -244,6 +304,82 @@ def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
     if type(schedule).__name__ not in _CLASSES:
         raise ValueError(f"cannot serialize the custom schedule {schedule!r}")
     return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+
+
+def get(identifier: Any, initial_learning_rate: float | None = None, **kwargs: Any) -> Any:
+    """A schedule from a schedule object or ``callable(step)`` (returned as it is), a config
+    dict (:func:`deserialize`), or a name: a Keras class (``"CosineDecay"`` or
+    ``"cosine_decay"``, with its arguments) or a schedule of :mod:`optimist.schedules`
+    (``"warmup_cosine"``, ``"wsd"``, ``"inverse_sqrt"``...: a :class:`TorchSchedule` from
+    ``initial_learning_rate`` and that schedule's arguments)."""
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    if not isinstance(identifier, str):
+        raise ValueError(f"Could not interpret learning-rate schedule: {identifier!r}")
+    by_snake = {_snake(name): cls for name, cls in _CLASSES.items() if cls is not TorchSchedule}
+    cls = _CLASSES.get(identifier) or by_snake.get(identifier.lower())
+    if cls is not None and cls is not TorchSchedule:
+        if initial_learning_rate is not None:
+            kwargs["initial_learning_rate"] = initial_learning_rate
+        return cls(**kwargs)
+    if initial_learning_rate is None:
+        raise ValueError(
+            f"schedule {identifier!r}: pass initial_learning_rate (the peak rate the schedule "
+            f"scales), e.g. get({identifier!r}, 1e-3, ...)"
+        )
+    try:
+        return TorchSchedule(identifier, initial_learning_rate, **kwargs)
+    except ValueError as exc:
+        if str(exc).startswith("Unknown schedule"):
+            keras = ", ".join(sorted(by_snake))
+            raise ValueError(f"{exc}; Keras schedules: {keras}") from None
+        raise
+
+
+def check(spec: Any) -> None:
+    """Validate ``compile(lr_schedule=...)`` now (see :func:`resolve`), so that a typo fails
+    at compile time, with the known names."""
+    from optimist.optim import schedules as torch_schedules
+
+    if spec is None or callable(spec):
+        return
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str):
+        raise ValueError(
+            "lr_schedule must be a schedule object, a callable(step) -> learning rate, the name "
+            "of an optimist.schedules schedule or a dict {'name': ..., **arguments}. Received: "
+            f"lr_schedule={spec!r}"
+        )
+    torch_schedules._factory(name)  # unknown names raise, with close matches
+
+
+def resolve(spec: Any, learning_rate: float, total_steps: int | None) -> Any:
+    """``compile(lr_schedule=...)`` as a schedule: objects and callables as they are; a name
+    or ``{"name": ..., **arguments}`` as a :class:`TorchSchedule` peaking at the optimizer's
+    ``learning_rate``, with ``total_steps`` (the first fit's) filled in where it is needed."""
+    import inspect
+
+    from optimist.optim import schedules as torch_schedules
+
+    if callable(spec):
+        return spec
+    kwargs = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    name = kwargs.pop("name")
+    takes = inspect.signature(torch_schedules._factory(name)).parameters
+    if "total_steps" in takes and "total_steps" not in kwargs:
+        if total_steps is None:
+            raise ValueError(
+                f"lr_schedule {name!r} needs total_steps: pass {{'name': {name!r}, "
+                "'total_steps': ...}} (fit fills it in only when it knows its step count)"
+            )
+        kwargs["total_steps"] = total_steps
+    return TorchSchedule(name, learning_rate, **kwargs)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def deserialize(config: dict[str, Any]) -> LearningRateSchedule:
