@@ -292,16 +292,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock"
     )
     header = (
-        f"| {'contender':<30} | {'fit call ms':>11} | {'epoch ms':>9} | {'vs plain loop':>13} |"
+        f"| {'contender':<36} | {'fit call ms':>11} | {'epoch ms':>9} | {'vs plain loop':>13} |"
         f" {'accuracy':>8} |"
     )
     print(header)
-    print(f"|{'-' * 32}|{'-' * 12}:|{'-' * 10}:|{'-' * 14}:|{'-' * 9}:|")
+    print(f"|{'-' * 38}|{'-' * 12}:|{'-' * 10}:|{'-' * 14}:|{'-' * 9}:|")
     for c in contenders:
         call = statistics.median(c.call_times)
         epoch = statistics.median(c.epoch_times)
         print(
-            f"| {c.name:<30} | {1000 * call:>11.0f} | {1000 * epoch:>9.0f} | "
+            f"| {c.name:<36} | {1000 * call:>11.0f} | {1000 * epoch:>9.0f} | "
             f"{ratio(c):>12.3f}x | {c.accuracy:>8.4f} |"
         )
     print(keras_note)
