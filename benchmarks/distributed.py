@@ -5,8 +5,12 @@
   processes under ``DistributedDataParallel`` (each rank a ``batch / world`` slice, one thread
   per process); samples per second after ``--warmup`` steps, median of ``--rounds``.
 * **state bytes**: bytes of optimizer state each rank holds (DTensor state counted by its local
-  shard) for Adam (float32 state) and AdamW with int8 state, in one process, under
-  ``ZeroRedundancyOptimizer`` and under FSDP2's ``fully_shard``.
+  shard) for Adam (float32 state), AdamW with int8 state, Muon (its AdamW fallback for the
+  biases) and Adafactor, in one process, under ``ZeroRedundancyOptimizer`` and under FSDP2's
+  ``fully_shard``. Adafactor keeps its small factored moments of the whole gradient on every
+  rank under FSDP2 (``optimist.optim.distributed``), so its fraction stays near 1.
+* **stop flag**: the cost of ``fit(strategy="ddp")``'s per-batch stop agreement (one float64
+  all-reduce, made only when a callback has a train-batch hook), against the DDP step time.
 
 Processes meet through a file on local disk (no network). On CPU the ranks share the machine's
 cores, so the DDP speed-up is bounded by the core count; it is reported as measured.
@@ -38,7 +42,18 @@ from optimist.optim.distributed import local
 STATE = {
     "adam (float32 state)": lambda params: oo.Adam(params, lr=1e-3),
     "adamw int8 state": lambda params: oo.AdamW(params, lr=1e-3, state_dtype="int8"),
+    "muon": lambda params: oo.Muon(params, lr=1e-3),
+    "adafactor": lambda params: oo.Adafactor(params, lr=1e-3),
 }
+
+
+def groups(name: str, net: torch.nn.Module) -> list:
+    """The parameters, in Muon's two groups for Muon (ZeRO keeps the groups it is given)."""
+    params = list(net.parameters())
+    if name != "muon":
+        return params
+    return [{"params": [p for p in params if p.ndim >= 2], "use_muon": True},
+            {"params": [p for p in params if p.ndim < 2], "use_muon": False}]  # fmt: skip
 
 
 def model() -> torch.nn.Module:
@@ -82,6 +97,19 @@ def one_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     opt.step()
 
 
+def flag_seconds(args) -> float:  # noqa: ANN001
+    """Median seconds of one one-number all-reduce (fit's per-batch stop agreement)."""
+    flag = torch.zeros(1, dtype=torch.float64)
+    times = []
+    for _ in range(args.rounds):
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            dist.all_reduce(flag)
+        times.append((time.perf_counter() - start) / args.steps)
+    return statistics.median(times)
+
+
 def rank_main(rank: int, args, folder: str) -> None:  # noqa: ANN001
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -101,16 +129,16 @@ def measure(rank: int, args, folder: str) -> None:  # noqa: ANN001
     idx = torch.cat([torch.arange(b * args.batch + rank * per, b * args.batch + (rank + 1) * per)
                      for b in range(args.steps)])  # fmt: skip
     rate = throughput(DistributedDataParallel(model()), x[idx], y[idx], args) * args.world
-    out = {"ddp samples/s": rate}
+    out = {"ddp samples/s": rate, "stop flag s": flag_seconds(args)}
     xb, yb = x[:per], y[:per]
     for name, make in STATE.items():
         net = DistributedDataParallel(model())
-        opt = ZeroRedundancyOptimizer(net.parameters(), optimizer_class=make)
+        opt = ZeroRedundancyOptimizer(groups(name, net), optimizer_class=make)
         one_step(net, opt, xb, yb)
         out[f"zero {name}"] = state_bytes(opt)
         net = model()
         fully_shard(net)
-        opt = make(net.parameters())
+        opt = make(groups(name, net))
         one_step(net, opt, xb, yb)
         out[f"fsdp2 {name}"] = state_bytes(opt)
     torch.save(out, f"{folder}/rank{rank}.pt")
@@ -133,7 +161,7 @@ def main() -> None:
     single_state = {}
     for name, make in STATE.items():
         net = model()
-        opt = make(net.parameters())
+        opt = make(groups(name, net))
         one_step(net, opt, x[: args.batch], y[: args.batch])
         single_state[name] = state_bytes(opt)
 
@@ -161,6 +189,10 @@ def main() -> None:
             frac = max(per) / single_state[name]
             row(f"{kind} state bytes, {name}", f"{single_state[name]:,}",
                 " / ".join(f"{b:,}" for b in per) + f" (max {frac:.2f})")  # fmt: skip
+    flag = ranks[0]["stop flag s"]
+    step = args.batch / rate
+    row("stop flag all-reduce per batch", "-",
+        f"{flag * 1e6:,.0f} us ({flag / step:.1%} of a {step * 1e3:.1f} ms step)")  # fmt: skip
     print("\n".join(lines))
 
 

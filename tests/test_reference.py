@@ -69,6 +69,15 @@ NO_TORCH_TWIN = {
     "schedule_free_adamw": optimist.optim.ScheduleFreeAdamW,
     "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
 }
+# whole-tensor rules: defaults compared with the optimist class's signature (Muon's ``defaults``
+# dict mixes in its AdamW fallback's settings)
+MATRIX_CLASS = {
+    "muon": optimist.optim.Muon,
+    "adafactor": optimist.optim.Adafactor,
+    "lamb": optimist.optim.LAMB,
+    "lars": optimist.optim.LARS,
+    "soap": optimist.optim.SOAP,
+}
 
 
 def _case_id(case: tuple[str, type, dict]) -> str:
@@ -261,6 +270,7 @@ def test_rules_table_and_signatures():
     assert set(reference.RULES) == {
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
         "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
+        "muon", "adafactor", "lamb", "lars", "soap",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)
@@ -270,6 +280,11 @@ def test_rules_table_and_signatures():
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[3:])
         # Every hyperparameter exists in torch.optim (or, without a twin there, in optimist's
         # class) with the same default.
+        if name in MATRIX_CLASS:
+            signature = inspect.signature(MATRIX_CLASS[name]).parameters
+            for parameter in parameters[3:]:
+                assert signature[parameter.name].default == parameter.default, (name, parameter)
+            continue
         torch_defaults = TORCH_CLASS.get(name, NO_TORCH_TWIN.get(name))([torch.zeros(1)]).defaults
         for parameter in parameters[3:]:
             assert torch_defaults[parameter.name] == parameter.default, (name, parameter.name)

@@ -35,6 +35,8 @@ examples:
   optimist compare --task mnist-mlp --optimizers gd,sgd,minibatch,momentum,adagrad,rmsprop,\\
 adadelta,adam --budget 3 --seeds 3 --tune --out runs/mnist
   optimist compare --task rosenbrock,beale --tune --workers 2
+  optimist compare --task digits-mlp --optimizers adamw,lion,muon,schedule_free_adamw \
+      --schedule warmup_cosine --tune      # adamw[schedule=warmup_cosine], ...
   optimist compare --model mypkg.nets:make_model --data mypkg.data:load --batch-size 64 \\
       --optimizers "sgd[momentum=0.9],adam[weight_decay=1e-4]" --tune lr,weight_decay --seeds 3
 
@@ -115,8 +117,15 @@ def _build_parser() -> _Parser:
         dest="methods",
         type=_method_list,
         metavar="M[,M...]",
-        help="methods (default: gd,sgd,minibatch,momentum,adagrad,rmsprop,adadelta,adam); "
-        "settings in brackets: adam[weight_decay=1e-4,betas=0.9:0.99,batch=64]",
+        help="methods (default: gd,sgd,minibatch,momentum,adagrad,rmsprop,adadelta,adam; "
+        "any optimizer of `optimist optimizers` too: lion,muon,schedule_free_adamw,...); "
+        "settings in brackets: adam[weight_decay=1e-4,betas=0.9:0.99,batch=64,schedule=wsd]",
+    )
+    c.add_argument(
+        "--schedule",
+        metavar="NAME",
+        help="a learning-rate schedule for every method that names none, sized to each run: "
+        "warmup_cosine, wsd, inverse_sqrt, linear, polynomial, step, exponential, one_cycle",
     )
     c.add_argument(
         "--batch-size",
@@ -292,9 +301,10 @@ def _print_tasks() -> None:
 def _print_methods() -> None:
     from optimist.comparison.methods import METHODS
 
+    width = max(map(len, METHODS))
     for name, m in METHODS.items():
         print(
-            f"{name:<10} {m.optimizer:<9} batch={m.as_dict()['batch_size']!s:<4} "
+            f"{name:<{width}} {m.optimizer:<{width}} batch={m.as_dict()['batch_size']!s:<4} "
             f"lr={m.default_lr:<7g} {m.description}"
         )
 
@@ -346,9 +356,11 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
     train_size = args.train_size
     if default_study and train_size is None:
         train_size = DEFAULT_STUDY["train_size"]
+    from optimist.comparison.methods import with_schedule
+
     config = Config(
         tasks=tasks,
-        methods=args.methods or list(DEFAULT_METHODS),
+        methods=[with_schedule(m, args.schedule) for m in args.methods or DEFAULT_METHODS],
         out=Path(args.out or "runs/compare"),
         budget=budget,
         budget_steps=budget_steps,
@@ -513,6 +525,7 @@ def _trajectories(args: argparse.Namespace) -> int:
 STUDY_KEYS = (
     "tasks",
     "optimizers",
+    "schedule",
     "model",
     "data",
     "name",

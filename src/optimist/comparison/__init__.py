@@ -16,7 +16,7 @@ from typing import Any
 
 from optimist.comparison.api import CompareResult, ConfigError
 from optimist.comparison.functions import FUNCTIONS, TestFunction
-from optimist.comparison.methods import DEFAULT_METHODS, METHODS, Method
+from optimist.comparison.methods import DEFAULT_METHODS, METHODS, Method, with_schedule
 from optimist.comparison.results import RESULTS_SCHEMA, SCHEMA_VERSION, validate
 from optimist.comparison.runner import Config
 from optimist.comparison.tasks import TASKS, DataTask, FunctionTask, Task, custom_task
@@ -47,6 +47,7 @@ def compare(
     data: Any = None,
     *,
     optimizers: Sequence[str] | None = None,
+    schedule: str | None = None,
     tasks: Sequence[str | Task] | None = None,
     name: str = "custom",
     loss: str | Callable[[Any, Any], Any] = "cross_entropy",
@@ -79,7 +80,10 @@ def compare(
             ``((x_train, y_train), (x_val, y_val))``.
         optimizers: method names from :data:`METHODS` (default: the eight in
             :data:`DEFAULT_METHODS`), optionally with settings: ``"adam[weight_decay=1e-4,
-            batch=64]"``.
+            batch=64]"``, ``"adamw[schedule=warmup_cosine]"``; every optimizer of
+            :func:`optimist.optim.optimizers` is a method (``"lion"``, ``"muon"``, ...).
+        schedule: a learning-rate schedule (``"warmup_cosine"``, ``"wsd"``, ...) for every
+            method that names none; it spans each run's steps.
         tasks: built-in task names (see :data:`TASKS`) or Task objects, compared as well.
         loss: ``"cross_entropy"`` (classification, accuracy reported), ``"mse"`` or a callable
             ``loss(output, target)``.
@@ -121,7 +125,7 @@ def compare(
         )
     config = Config(
         tasks=chosen,
-        methods=list(optimizers or DEFAULT_METHODS),
+        methods=[with_schedule(m, schedule) for m in optimizers or DEFAULT_METHODS],
         out=Path(out),
         budget=budget,
         budget_steps=budget_steps,

@@ -16,28 +16,44 @@ Batch rules:
     every step uses :data:`MINIBATCH` examples (on a 2-D function: noise ``sigma / sqrt(32)``
     for ``minibatch`` only; the other mini-batch methods (momentum, Adagrad, ...) use the exact
     gradient there, so that their paths show the update rule alone).
+
+Every optimizer of the registry is a method too, under its registry name (``lion``, ``muon``,
+``schedule_free_adamw``, ...): mini-batch, with the settings of its row in
+:data:`OPTIMIZER_DEFAULTS` (default learning rates on data tasks and on the 2-D functions, fixed
+keyword arguments, which learning rates the tuned one sets); an optimizer registered without a
+row gets its class's default learning rate. A method may carry a learning-rate schedule of
+:mod:`optimist.schedules` (``adamw[schedule=warmup_cosine]``), sized to the trial's step budget
+by :data:`SCHEDULE_SETTINGS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from optimist.optim import optimizer as build_optimizer
+from optimist.optim import registry, schedules
 
 __all__ = [
     "MINIBATCH",
     "METHODS",
     "DEFAULT_METHODS",
+    "OPTIMIZER_DEFAULTS",
+    "SCHEDULE_SETTINGS",
     "Method",
+    "MethodDefaults",
+    "evaluation_weights",
     "get_method",
     "parse_method",
     "with_batch_size",
+    "with_schedule",
 ]
 
 MINIBATCH = 32
@@ -61,6 +77,14 @@ class Method:
     in_default_study: bool = True
     mini_batch: int = MINIBATCH
     """Examples per step for the ``mini`` batch rule (``--batch-size`` or ``name[batch=N]``)."""
+    function_lr: float | None = None
+    """Default learning rate on the 2-D functions that list none for this method."""
+    lr_keys: tuple[str, ...] = ("lr",)
+    """The optimizer arguments the (tuned) learning rate sets, e.g. Muon's ``lr`` and
+    ``adamw_lr`` (one not given in ``kwargs``)."""
+    schedule: str | None = None
+    """A schedule name of :mod:`optimist.schedules`, sized to the trial by
+    :data:`SCHEDULE_SETTINGS`; ``None``: a constant learning rate."""
 
     def batch_size(self, n_train: int) -> int:
         """Examples per step on a training set of ``n_train`` examples."""
@@ -78,9 +102,21 @@ class Method:
             return sigma
         return sigma / math.sqrt(self.mini_batch)
 
-    def build(self, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-        """The optimizer over ``params`` with learning rate ``lr``."""
-        return build_optimizer(self.optimizer, params, lr=lr, **self.kwargs)
+    def build(
+        self, params: Iterable[torch.Tensor], lr: float, total_steps: int | None = None
+    ) -> torch.optim.Optimizer:
+        """The optimizer over ``params`` with learning rate ``lr``; with a schedule, the
+        scheduler for a run of ``total_steps`` steps advances after every ``step()``."""
+        tied = {key: lr for key in self.lr_keys if key not in self.kwargs}
+        opt = build_optimizer(self.optimizer, params, **{**self.kwargs, **tied, "lr": lr})
+        if self.schedule is not None:
+            if total_steps is None:
+                raise ValueError(f"method {self.name!r}: a schedule needs the run's total_steps")
+            sched = schedules.get(
+                self.schedule, opt, **SCHEDULE_SETTINGS[self.schedule](total_steps, lr)
+            )
+            opt.register_step_post_hook(lambda *_: sched.step())
+        return opt
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used in ``results.json``."""
@@ -92,6 +128,8 @@ class Method:
             "default_lr": self.default_lr,
             "noisy_on_functions": self.noisy_on_functions,
             "description": self.description,
+            "schedule": self.schedule,
+            "lr_keys": list(self.lr_keys),
         }
 
 
@@ -209,15 +247,135 @@ _ROWS = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """How ``optimist compare`` runs one registered optimizer (a row of
+    :data:`OPTIMIZER_DEFAULTS`)."""
+
+    lr: float
+    """Default learning rate on data tasks (the centre of the tuning grid)."""
+    function_lr: float
+    """Default learning rate on the 2-D test functions."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    lr_keys: tuple[str, ...] = ("lr",)
+    note: str = ""
+    """Appended to the registry's summary in the method's description."""
+
+
+OPTIMIZER_DEFAULTS: dict[str, MethodDefaults] = {
+    # function_lr: the best of a half-decade grid 1e-4..10 by the tuning objective summed over
+    # the four 2-D functions (seed 0, default steps); data LRs: the authors' / usual defaults.
+    "lion": MethodDefaults(
+        1e-4, 0.03, note="LR 10x below AdamW's: a sign step moves every coordinate by lr."
+    ),
+    "adopt": MethodDefaults(1e-3, 3.0),
+    "ademamix": MethodDefaults(1e-3, 1.0),
+    "adan": MethodDefaults(1e-3, 1.0),
+    "schedule_free_adamw": MethodDefaults(
+        2.5e-3, 1.0, note="Evaluated at its averaged weights (eval())."
+    ),
+    "schedule_free_sgd": MethodDefaults(
+        0.1, 3e-3, note="Evaluated at its averaged weights (eval())."
+    ),
+    "muon": MethodDefaults(
+        1e-3,
+        0.1,
+        kwargs={"adjust_lr_fn": "match_rms_adamw"},
+        lr_keys=("lr", "adamw_lr"),
+        note="Update RMS matched to AdamW's, so one LR serves the matrices and the AdamW "
+        "fallback (biases, vectors; the whole of a 2-D test function).",
+    ),
+    "adafactor": MethodDefaults(1e-2, 0.1, note="LR relative to the weights' RMS."),
+    "lamb": MethodDefaults(1e-3, 0.1),
+    "lars": MethodDefaults(1.0, 10.0, note="Steps of lr * 0.001 * ||w|| / ||g||."),
+}
+"""Compare's settings per registered optimizer name; a new optimizer needs only a row."""
+
+
+def _registry_method(name: str) -> Method:
+    """The mini-batch method of registered optimizer ``name``, with its row's settings (or,
+    without a row, its class's default learning rate everywhere)."""
+    entry = registry.spec(name)
+    row = OPTIMIZER_DEFAULTS.get(entry.name)
+    if row is None:
+        lr = entry.defaults.get("lr", _class_lr(entry.factory))
+        row = MethodDefaults(lr, lr)
+    text = f"{entry.summary} {row.note}".strip()
+    return Method(
+        entry.name,
+        entry.name,
+        dict(row.kwargs),
+        "mini",
+        row.lr,
+        text,
+        in_default_study=False,
+        function_lr=row.function_lr,
+        lr_keys=row.lr_keys,
+    )
+
+
+def _class_lr(factory: Callable[..., Any]) -> float:
+    import inspect
+
+    try:
+        default = inspect.signature(factory).parameters["lr"].default
+    except (KeyError, TypeError, ValueError):
+        return 1e-3
+    return float(default) if isinstance(default, int | float) else 1e-3
+
+
 METHODS: dict[str, Method] = {m.name: m for m in _ROWS}
-"""Every method, by name."""
+METHODS.update(
+    {name: _registry_method(name) for name in registry.optimizers() if name not in METHODS}
+)
+"""Every method, by name: the course's rows, then every other registered optimizer."""
 
 DEFAULT_METHODS: tuple[str, ...] = tuple(m.name for m in _ROWS if m.in_default_study)
 """The eight methods every course teaches, in teaching order."""
 
 
+def _warmup(total: int) -> int:
+    return round(0.05 * total)
+
+
+SCHEDULE_SETTINGS: dict[str, Callable[[int, float], dict[str, Any]]] = {
+    "warmup_cosine": lambda t, lr: {"total_steps": t, "warmup_steps": _warmup(t)},
+    "wsd": lambda t, lr: {"total_steps": t, "warmup_steps": _warmup(t)},
+    "inverse_sqrt": lambda t, lr: {"warmup_steps": _warmup(t)},
+    "linear": lambda t, lr: {"start_factor": 1.0, "end_factor": 0.0, "total_iters": t},
+    "polynomial": lambda t, lr: {"total_iters": t, "power": 2.0},
+    "step": lambda t, lr: {"step_size": max(1, t // 3), "gamma": 0.1},
+    "exponential": lambda t, lr: {"gamma": 0.01 ** (1.0 / t)},
+    "one_cycle": lambda t, lr: {"max_lr": lr, "total_steps": t + 1},
+}
+"""Each schedule's arguments for a run of ``t`` steps at peak rate ``lr``: warmup over the first
+5% (``warmup_cosine`` to 0, ``wsd`` with its last 20% of decay, ``inverse_sqrt``); ``linear``
+and ``polynomial`` (power 2) to 0 at the end; ``step``: x0.1 every third of the run;
+``exponential``: x0.01 over the run; ``one_cycle``: torch's, peaking at ``lr``.
+``reduce_on_plateau`` is not offered: it needs a metric at every step."""
+
+
+def _schedule_name(text: str) -> str:
+    """The canonical schedule name of ``text`` (aliases such as ``cosine`` accepted)."""
+    try:
+        name = schedules.canonical(text)
+    except ValueError as exc:
+        raise KeyError(str(exc)) from None
+    if name not in SCHEDULE_SETTINGS:
+        raise KeyError(
+            f"schedule {text!r} cannot run in compare (it needs a metric at every step); "
+            f"use one of {', '.join(SCHEDULE_SETTINGS)}"
+        )
+    return name
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
 def _value(text: str) -> Any:
-    """A setting's value: a number, true/false, or a tuple written ``a:b`` (``betas=0.9:0.99``)."""
+    """A setting's value: a number, true/false, a tuple written ``a:b`` (``betas=0.9:0.99``),
+    or a word (``adjust_lr_fn=original``)."""
     if ":" in text:
         return tuple(_value(part) for part in text.split(":"))
     low = text.lower()
@@ -230,14 +388,18 @@ def _value(text: str) -> Any:
     try:
         return float(text)
     except ValueError:
-        raise KeyError(f"setting value {text!r} is not a number, true/false or a:b") from None
+        pass
+    if _WORD.fullmatch(text):
+        return text
+    raise KeyError(f"setting value {text!r} is not a number, true/false, a word or a:b") from None
 
 
 def parse_method(spec: str) -> Method:
     """A method with settings: ``adam[weight_decay=1e-4,batch=64]`` is the ``adam`` row with
     those optimizer keyword arguments and 64 examples per step; ``batch`` takes a number,
-    ``1`` or ``full``. The settings become part of the method's name, so results say exactly
-    what ran. ``KeyError`` for an unknown method or a malformed setting."""
+    ``1`` or ``full``; ``schedule`` names a learning-rate schedule (``adamw[schedule=wsd]``,
+    see :data:`SCHEDULE_SETTINGS`). The settings become part of the method's name, so results
+    say exactly what ran. ``KeyError`` for an unknown method or a malformed setting."""
     spec = spec.strip()
     if "[" not in spec:
         return get_method(spec)
@@ -263,13 +425,45 @@ def parse_method(spec: str) -> Method:
                 if not isinstance(size, int) or size < 2:
                     raise KeyError(f"method {spec!r}: batch must be 1, full or a whole number")
                 changes.update(batch="mini", mini_batch=size)
+        elif key == "schedule":
+            changes["schedule"] = _schedule_name(raw.strip())
         else:
             kwargs[key] = _value(raw.strip())
+    if "schedule" in changes:
+        changes["description"] = f"{method.description} LR schedule: {changes['schedule']}."
+    new = dataclasses.replace(method, name=spec, kwargs=kwargs, **changes)
     try:  # the optimizer checks its own arguments (a clear error names the bad one)
-        build_optimizer(method.optimizer, [torch.zeros(1, requires_grad=True)], lr=1e-3, **kwargs)
+        new.build([torch.zeros(1, requires_grad=True)], 1e-3, total_steps=10)
     except (TypeError, ValueError) as exc:
         raise KeyError(f"method {spec!r}: {exc}") from None
-    return dataclasses.replace(method, name=spec, kwargs=kwargs, **changes)
+    return new
+
+
+def with_schedule(spec: str, schedule: str | None) -> str:
+    """Method ``spec`` with ``schedule`` added to its settings (``--schedule``): ``adam`` becomes
+    ``adam[schedule=wsd]``; a spec that names its own schedule keeps it."""
+    spec = spec.strip()
+    if schedule is None or "schedule=" in spec:
+        return spec
+    if spec.endswith("]"):
+        return f"{spec[:-1]},schedule={schedule}]"
+    return f"{spec}[schedule={schedule}]"
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer: Any) -> Iterator[None]:
+    """Inside, the parameters hold the weights to evaluate: Schedule-Free's average (its
+    ``eval()``, then back with ``train()``); other optimizers change nothing."""
+    swap = callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None)
+    )
+    if swap:
+        optimizer.eval()
+    try:
+        yield
+    finally:
+        if swap:
+            optimizer.train()
 
 
 def with_batch_size(method: Method, batch_size: int | None) -> Method:
@@ -285,7 +479,8 @@ def get_method(name: str) -> Method:
     ``KeyError`` lists the known ones."""
     if "[" in name:
         return parse_method(name)
-    try:
+    if name in METHODS:
         return METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+    if name in registry.optimizers():  # registered after import
+        return _registry_method(name)
+    raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None

@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from optimist.comparison.functions import FUNCTIONS
+from optimist.comparison.methods import METHODS
 from optimist.comparison.training_loop import GAP_FLOOR
 
 __all__ = [
@@ -77,8 +78,13 @@ def method_style(name: str) -> dict[str, Any]:
     every run): the built-in methods from a table, any other name from a hash of it; a method
     with settings (``adam[weight_decay=1e-4]``) keeps its base colour with another line style."""
     base = str(name).split("[", 1)[0]
+    others_built_in = sorted(m for m in METHODS if m not in BUILT_IN_STYLES)
     if base in BUILT_IN_STYLES:
         colour, style = BUILT_IN_STYLES[base]
+    elif base in others_built_in:  # the registry's optimizers: the unused pairs, in name order
+        taken = set(BUILT_IN_STYLES.values())
+        free = [(c, s) for s in LINE_STYLES for c in range(len(OKABE_ITO)) if (c, s) not in taken]
+        colour, style = free[others_built_in.index(base) % len(free)]
     else:
         h = _hash(base)
         colour, style = h % len(OKABE_ITO), LINE_STYLES[(h // 7) % len(LINE_STYLES)]

@@ -103,7 +103,9 @@ class FunctionTask(Task):
         return int(budget if budget is not None else self.default_budget)
 
     def default_lr(self, method: Method) -> float:
-        return self.function.default_lrs.get(method.name, method.default_lr)
+        base = method.name.partition("[")[0]  # adam[weight_decay=...] starts where adam does
+        fallback = method.function_lr if method.function_lr is not None else method.default_lr
+        return self.function.default_lrs.get(base, fallback)
 
     def signature(self, subsample: int | None) -> dict[str, Any]:
         f = self.function

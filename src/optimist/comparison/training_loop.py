@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from optimist.comparison.methods import Method
+from optimist.comparison.methods import Method, evaluation_weights
 from optimist.comparison.tasks import DataTask, FunctionTask, Task
 from optimist.training import Callback, Model, losses
 
@@ -105,13 +105,13 @@ def _function_trial(
 ) -> dict[str, Any]:
     f = task.function
     p = torch.tensor(f.start, dtype=torch.float64)
-    opt = method.build([p], lr)
+    opt = method.build([p], lr, total_steps)
     sigma = method.noise_scale(f.noise)
     noise = None
     if sigma > 0:
         gen = torch.Generator().manual_seed(derive_seed(task.name, seed, "noise"))
         noise = (torch.randn(total_steps, 2, generator=gen, dtype=torch.float64) * sigma).tolist()
-    x, y = f.start
+    x, y = at = f.start  # (x, y): the weights evaluated; at: where the gradient is taken
     initial = f.gap(x, y)
     log_gaps: list[float] = []
     steps, gaps, times, path = [0], [initial], [0.0], [[x, y]]
@@ -124,12 +124,14 @@ def _function_trial(
     t0 = time.perf_counter()
     eval_index = 0
     for step in range(1, total_steps + 1):
-        gx, gy = f.gradient(x, y)
+        gx, gy = f.gradient(*at)
         if noise is not None:
             gx, gy = gx + noise[step - 1][0], gy + noise[step - 1][1]
         p.grad = torch.tensor((gx, gy), dtype=torch.float64)
         opt.step()
-        x, y = p.tolist()
+        at = p.tolist()
+        with evaluation_weights(opt):  # Schedule-Free: its average, not the gradient point
+            x, y = p.tolist()
         gap = f.gap(x, y) if math.isfinite(x) and math.isfinite(y) else math.inf
         now = time.perf_counter()
         elapsed += now - t0
@@ -245,7 +247,8 @@ class _Trial(Callback):
 
     def evaluate(self, x, y) -> tuple[float, float | None]:
         """Loss (and accuracy) through the model's own ``evaluate``."""
-        logs = self.model.evaluate(x, y, batch_size=8192, verbose=0, return_dict=True)
+        with evaluation_weights(self.model.optimizer):  # Schedule-Free: its average
+            logs = self.model.evaluate(x, y, batch_size=8192, verbose=0, return_dict=True)
         loss = float(logs["loss"])
         return (loss if math.isfinite(loss) else math.inf), logs.get("accuracy")
 
@@ -329,7 +332,7 @@ def _data_trial(
     # compile seeds fit's shuffle generator from torch.initial_seed(): the data order's seed
     torch.manual_seed(derive_seed(task.name, seed, "order"))
     model.compile(
-        optimizer=lambda params: method.build(params, lr),
+        optimizer=lambda params: method.build(params, lr, total_steps),
         loss=_loss(task),
         metrics=["accuracy"] if cls else None,
     )

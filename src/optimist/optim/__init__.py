@@ -25,6 +25,7 @@ from optimist.optim.rmsprop import RMSprop
 from optimist.optim.rule import Rule, Slot
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
+from optimist.optim.soap import SOAP
 from optimist.optim.transforms import chain
 from optimist.optim.trust_ratio import LAMB, LARS
 
@@ -33,6 +34,7 @@ __all__ = [
     "LAMB",
     "LARS",
     "SGD",
+    "SOAP",
     "Adadelta",
     "Adafactor",
     "Adagrad",

@@ -21,6 +21,13 @@ and results, tested bit for bit. Like torch's it has no first moment. The factor
 stored in the parameter's dtype (a rank-r parameter of shape ``(..., n, m)`` keeps ``n + m``
 values per trailing matrix instead of ``n m``); ``state_dtype`` does not apply. It is torch ops
 per tensor (whole-tensor norms rule out the element-wise engine).
+
+Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
+(DTensor parameters) every rank all-gathers the gradient, keeps the factored moments of the
+whole gradient (``n + m`` values: replicated, plain tensors; a vector's full ``variance`` too),
+computes the whole update and applies its own shard of it; the parameter RMS comes from
+all-reduced sums of squares (:mod:`optimist.optim.distributed`). Same result as one process;
+one all-gather per tensor per step.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 from torch import Tensor
 
 from optimist.optim.base import ParamsT, check_nonnegative, new_step_tensor, scalar
+from optimist.optim.distributed import global_norms, local, local_grad, shard_of, whole
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["Adafactor"]
@@ -99,6 +107,8 @@ class Adafactor(TensorwiseOptimizer):
             if p.is_complex() or p.grad.is_sparse:
                 raise RuntimeError("Adafactor does not support complex parameters or sparse grads")
             g = -p.grad if group["maximize"] else p.grad
+            shard = local(p)
+            g = whole(local_grad(g, p), p)  # FSDP2: the whole gradient (module docstring)
             state = self.state[p]
             if not state:
                 state["step"] = new_step_tensor()
@@ -111,9 +121,10 @@ class Adafactor(TensorwiseOptimizer):
             state["step"] += 1
             t = state["step"].item()
             w = t ** scalar(group["beta2_decay"])  # 1 - beta2_t
-            alpha = max(eps2, p.norm(2).item() / p.numel() ** 0.5) * min(lr, 1 / t**0.5)
+            (p_norm,) = global_norms([shard], p)
+            alpha = max(eps2, p_norm / p.numel() ** 0.5) * min(lr, 1 / t**0.5)
             if wd != 0:
-                p.mul_(1 - lr * wd)
+                shard.mul_(1 - lr * wd)
             if g.dim() > 1:
                 row, col = state["row_var"], state["col_var"]
                 row.lerp_(torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), w)
@@ -125,4 +136,4 @@ class Adafactor(TensorwiseOptimizer):
                 estimate = state["variance"].clone()
             update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
             denom = max(1.0, update.norm(2).item() / (update.numel() ** 0.5 * d))
-            p.add_(update, alpha=-alpha / denom)
+            shard.add_(shard_of(update, p), alpha=-alpha / denom)

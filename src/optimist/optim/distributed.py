@@ -15,6 +15,15 @@
     the parameters are replicas (DDP: the gradients were already averaged) and it counts once,
     otherwise each rank holds its own part (``ZeroRedundancyOptimizer``) and the rows are
     summed. Either way every rank ends with the same numbers.
+* whole-tensor work on a DTensor parameter (the tensor-wise optimizers under FSDP2; under
+  ``ZeroRedundancyOptimizer`` every tensor is whole on its rank and nothing here applies):
+
+  - :func:`full`, :func:`whole`: all-gather a DTensor (or a local shard laid out as one); the
+    whole-tensor work then runs on every rank alike (Muon's Newton-Schulz, Adafactor's
+    factored moments), and :func:`shard_of` cuts this rank's shard out of the result;
+  - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
+    all-reduced over the mesh dimensions it is sharded on, one collective for all of them
+    (LAMB/LARS trust ratios, Adafactor's parameter RMS).
 """
 
 from __future__ import annotations
@@ -29,7 +38,17 @@ try:
 except ImportError:  # torch built without distributed support
     DTensor = None  # type: ignore[assignment,misc]
 
-__all__ = ["global_grad_stats", "is_dtensor", "like", "local", "local_grad"]
+__all__ = [
+    "global_grad_stats",
+    "full",
+    "global_norms",
+    "is_dtensor",
+    "like",
+    "local",
+    "local_grad",
+    "shard_of",
+    "whole",
+]
 
 StatsFn = Callable[[Sequence[Tensor], float], tuple[Tensor, bool]]
 
@@ -70,6 +89,43 @@ def local_grad(grad: Tensor, param: Tensor) -> Tensor:
     if grad.device_mesh != param.device_mesh or tuple(grad.placements) != tuple(param.placements):
         grad = grad.redistribute(param.device_mesh, param.placements)
     return grad.to_local()
+
+
+def full(t: Tensor) -> Tensor:
+    """The whole tensor of a DTensor (all-gathered: every rank gets the same); else ``t``."""
+    return t.full_tensor() if is_dtensor(t) else t
+
+
+def whole(shard: Tensor, reference: Tensor) -> Tensor:
+    """The whole tensor whose local shard ``shard`` is, laid out as DTensor ``reference``
+    (all-gathered: every rank gets the same); ``shard`` itself for a plain ``reference``."""
+    return like(reference, shard).full_tensor() if is_dtensor(reference) else shard
+
+
+def shard_of(full: Tensor, reference: Tensor) -> Tensor:
+    """This rank's local shard of the whole tensor ``full`` (the same on every rank), laid out
+    as DTensor ``reference``; no communication. ``full`` itself for a plain ``reference``."""
+    if not is_dtensor(reference):
+        return full
+    mesh = reference.device_mesh
+    replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    return replicated.redistribute(mesh, reference.placements).to_local()
+
+
+def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
+    """The 2-norms of the whole tensors of ``shards`` (local shards laid out as ``reference``).
+
+    A plain ``reference``: ``t.norm()`` of each. A DTensor: float64 sums of squares of the
+    local shards, summed over the mesh dimensions ``reference`` is sharded on in one
+    collective, then square roots (equal on every rank).
+    """
+    if not is_dtensor(reference):
+        return [float(t.norm()) for t in shards]
+    sums = torch.stack([t.double().square().sum() for t in shards])
+    spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
+    mesh = reference.device_mesh
+    full = DTensor.from_local(sums, mesh, spec, run_check=False).full_tensor()
+    return full.sqrt().tolist()
 
 
 def _world() -> int:

@@ -236,6 +236,9 @@ class RuleOptimizer(Optimizer):
     """
 
     rule: ClassVar[Rule]
+    # state tensors outside the rule's slots that a subclass stores through the codecs (Muon's
+    # momentum buffer): load_state_dict keeps them as saved instead of casting them
+    extra_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -292,7 +295,7 @@ class RuleOptimizer(Optimizer):
         # torch casts every state tensor to its parameter's dtype; keep the encoded ones as they
         # are (int8 codes, their scales, float32 state of low-precision params) and convert after
         kept: dict[Any, dict[str, Tensor]] = {}
-        encoded = {slot.key for slot in self.rule.slots}
+        encoded = {slot.key for slot in self.rule.slots} | set(self.extra_state_keys)
         encoded |= {key + "_absmax" for key in encoded}
         for pid, pstate in state_dict.get("state", {}).items():
             for key, value in pstate.items():

@@ -19,10 +19,26 @@ stepped by AdamW (optimist's engine rule) inside the same optimizer, with ``adam
 ``adamw_betas``, ``adamw_eps``, ``adamw_weight_decay``, in param groups of their own
 (``use_muon=False``; put embeddings and the output head in such a group too, Muon is meant for
 hidden layers); parameters of rank > 2 (convolutions) are orthogonalised as ``(shape[0], -1)``
-matrices. The momentum buffer is stored in the parameter's dtype (``state_dtype`` applies to the
-AdamW part only); the matrix work is torch ops, one tensor at a time (not batched over
-same-shape weights, not ``torch.compile``d), and the engine's transforms other than gradient
-scaling (clipping, accumulation, schedules) do not reach the Muon groups.
+matrices.
+
+Storage and batching. The momentum buffer is element-wise state: it is stored as
+``state_dtype`` asks (None: the parameter's dtype, as torch; "float32", "bfloat16" with
+stochastic rounding, or block-wise "int8", :mod:`optimist.optim.codecs`), updated in float32
+when stored otherwise than the parameter. Newton-Schulz runs on the stacked ``(B, m, n)`` batch
+of a group's matrices of equal shape (one batched matmul per iteration instead of ``B``; bit for
+bit the per-matrix result, tested), in ``ns_dtype`` (torch's bfloat16 by default; None: the
+update's own dtype, e.g. float64 for the NumPy reference tests). It is not ``torch.compile``d:
+measured in ``benchmarks/matrix_speed.py``, compiling costs more than it saves over a training
+run of a few thousand steps on CPU. The engine's transforms other than gradient scaling
+(clipping, accumulation, schedules) do not reach the Muon groups.
+
+Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
+groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
+one). Under FSDP2 (DTensor parameters) the momentum buffer is a DTensor sharded like the
+parameter and the momentum update runs on the shards; :meth:`Muon._full_matrix` all-gathers the
+update, Newton-Schulz runs on the whole matrix on every rank, and :meth:`Muon._local_update`
+keeps each rank's own rows: the result of one process, for one all-gather and the whole
+iteration per rank (:mod:`optimist.optim.distributed`).
 """
 
 from __future__ import annotations
@@ -33,28 +49,43 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimist.optim import codecs
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
+from optimist.optim.distributed import full, like, shard_of
 from optimist.optim.engine import RuleOptimizer
+from optimist.optim.tensorwise import new_slot, read_slot, write_slot
 from optimist.optim.transforms import ChainConfig
 
 __all__ = ["Muon", "newton_schulz"]
 
 
+_NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
 def newton_schulz(
-    g: Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+    g: Tensor,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype | None = torch.bfloat16,
 ) -> Tensor:
-    """The quintic Newton-Schulz iteration of ``torch.optim.Muon``, in bfloat16, on a matrix."""
+    """The quintic Newton-Schulz iteration of ``torch.optim.Muon`` on a matrix ``(m, n)`` or a
+    batch of them ``(B, m, n)``, in ``dtype`` (bfloat16 as torch; None: ``g``'s dtype)."""
     a, b, c = coefficients
-    x = g.bfloat16()
-    tall = g.size(0) > g.size(1)
+    x = g if dtype is None else g.to(dtype)
+    tall = g.size(-2) > g.size(-1)
     if tall:
-        x = x.T
-    x.div_(x.norm().clamp(min=eps))
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    matrix = x.dim() == 2
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if tall else x
+        gram = x @ x.mT
+        if matrix:
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        else:
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
 
 
 def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -73,12 +104,16 @@ class Muon(RuleOptimizer):
         lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn:
             as ``torch.optim.Muon`` (defaults 1e-3, 0.1, 0.95, True, (3.4445, -4.775, 2.0315),
             1e-7, 5, None).
+        ns_dtype: Newton-Schulz's precision: "bfloat16" (torch's; default), "float32",
+            "float64", or None (the update's dtype).
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW fallback's settings
             (defaults 1e-3, (0.9, 0.95), 1e-8, 0.1).
-        skip_nonfinite, state_dtype, chain: see :class:`~optimist.optim.engine.RuleOptimizer`.
+        skip_nonfinite, state_dtype, chain: see :class:`~optimist.optim.engine.RuleOptimizer`
+            (``state_dtype`` stores the momentum buffer and the AdamW moments).
     """
 
     rule = ADAM  # the fallback's rule; Muon groups are stepped by _step_group below
+    extra_state_keys = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -92,6 +127,7 @@ class Muon(RuleOptimizer):
         ns_steps: int = 5,
         adjust_lr_fn: str | None = None,
         *,
+        ns_dtype: str | None = "bfloat16",
         adamw_lr: float = 1e-3,
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         adamw_eps: float = 1e-8,
@@ -122,6 +158,7 @@ class Muon(RuleOptimizer):
             ns_coefficients=ns_coefficients,
             ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
             betas=adamw_betas,
             amsgrad=False,
             decoupled_weight_decay=True,
@@ -150,8 +187,33 @@ class Muon(RuleOptimizer):
         steps = group["ns_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < 100:
             raise ValueError(f"Invalid ns_steps: {steps!r} (an integer in [0, 100))")
+        if group.get("ns_dtype", "bfloat16") not in (None, *_NS_DTYPES):
+            raise ValueError(
+                f"Invalid ns_dtype: {group['ns_dtype']!r} (None, 'bfloat16', 'float32' or "
+                "'float64')"
+            )
         if len(group["ns_coefficients"]) != 3:
             raise ValueError(f"Invalid ns_coefficients: {group['ns_coefficients']!r} (3 numbers)")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a torch.optim.Muon checkpoint has no ``use_muon``: its groups stay Muon groups
+        own = [group["use_muon"] for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, saved, use in zip(
+            self.param_groups, state_dict["param_groups"], own, strict=False
+        ):
+            if "use_muon" not in saved:
+                group["use_muon"] = use
+
+    # --- the matrix a parameter's update is orthogonalised as, and back ----------------------
+
+    def _full_matrix(self, p: Tensor, update: Tensor) -> Tensor:
+        """The whole ``(shape[0], -1)`` matrix of ``p``'s update (a DTensor's shards gathered)."""
+        return full(update).reshape(update.shape[0], -1)
+
+    def _local_update(self, p: Tensor, ortho: Tensor) -> Tensor:
+        """The orthogonalised matrix as the tensor to add to ``p`` (a DTensor: its own rows)."""
+        return like(p, shard_of(ortho.reshape(p.shape), p))
 
     @torch.no_grad()
     def _step_group(
@@ -161,8 +223,11 @@ class Muon(RuleOptimizer):
             return super()._step_group(group, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
         lr = scalar(group["lr"]) * lr_multiplier
         wd, mu = scalar(group["weight_decay"]), scalar(group["momentum"])
-        updated = False
-        for p in group["params"]:
+        state_dtype = group.get("state_dtype")
+        ns_dtype = group.get("ns_dtype", "bfloat16")
+        seed = self._seed()
+        batches: dict[tuple[Any, ...], list[tuple[Tensor, Tensor]]] = {}
+        for index, p in enumerate(group["params"]):
             g = self._gradient(p)
             if g is None:
                 continue
@@ -172,15 +237,34 @@ class Muon(RuleOptimizer):
                 g = g * grad_scale
             state = self.state[p]
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-            buf = state["momentum_buffer"]
+                new_slot(p, state, "momentum_buffer", state_dtype)
+            buf = read_slot(p, state, "momentum_buffer", state_dtype)
+            g = g.to(buf.dtype)
             buf.lerp_(g, 1 - mu)
-            update = g.lerp(buf, mu) if group["nesterov"] else buf
-            matrix = update.reshape(update.shape[0], -1)
-            ortho = newton_schulz(matrix, group["ns_coefficients"], group["ns_steps"], group["eps"])
-            p.mul_(1 - lr * wd)
-            p.add_(
-                ortho.reshape(update.shape), alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape)
+            write_slot(
+                state,
+                "momentum_buffer",
+                buf,
+                stochastic=state_dtype == "bfloat16",
+                seed=codecs.slot_seed(seed, index, 0),
             )
-            updated = True
-        return updated
+            update = g.lerp(buf, mu) if group["nesterov"] else buf
+            matrix = self._full_matrix(p, update)
+            key = (matrix.shape, matrix.dtype, matrix.device)
+            batches.setdefault(key, []).append((p, matrix))
+        for batch in batches.values():
+            stacked = torch.stack([m for _, m in batch]) if len(batch) > 1 else batch[0][1]
+            ortho = newton_schulz(
+                stacked,
+                group["ns_coefficients"],
+                group["ns_steps"],
+                group["eps"],
+                None if ns_dtype is None else _NS_DTYPES[ns_dtype],
+            )
+            for k, (p, _) in enumerate(batch):
+                p.mul_(1 - lr * wd)
+                p.add_(
+                    self._local_update(p, ortho[k] if len(batch) > 1 else ortho),
+                    alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape),
+                )
+        return bool(batches)

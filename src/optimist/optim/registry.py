@@ -33,6 +33,7 @@ from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
+from optimist.optim.soap import SOAP
 from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
@@ -153,3 +154,4 @@ register(
 register("adafactor", Adafactor, "Adafactor: factored second moments, relative steps (2018).")
 register("lamb", LAMB, "LAMB: Adam with a per-tensor trust ratio ||w|| / ||u|| (2019).")
 register("lars", LARS, "LARS: momentum SGD with a per-tensor trust ratio (2017).")
+register("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner (2024).")

@@ -48,6 +48,7 @@ __all__ = [
     "InverseSqrt",
     "WarmupCosine",
     "WarmupStableDecay",
+    "canonical",
     "get",
     "lr_values",
     "names",
@@ -252,7 +253,9 @@ def names() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def _factory(name: str) -> Callable[..., Scheduler]:
+def canonical(name: str) -> str:
+    """The name of :func:`names` that ``name`` means (case, ``-`` and aliases such as
+    ``cosine`` resolved); ``ValueError`` with close matches for an unknown one."""
     if not isinstance(name, str):
         raise ValueError(f"schedule name must be a string, got {type(name).__name__}")
     key = name.lower().replace("-", "_")
@@ -262,7 +265,11 @@ def _factory(name: str) -> Callable[..., Scheduler]:
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown schedule {name!r}.{hint} Known schedules: {', '.join(names())}")
-    return _FACTORIES[key]
+    return key
+
+
+def _factory(name: str) -> Callable[..., Scheduler]:
+    return _FACTORIES[canonical(name)]
 
 
 def get(name: str, optimizer: torch.optim.Optimizer, **kwargs: Any) -> Scheduler:

@@ -21,6 +21,11 @@ torch ops per tensor: one pass for the moments and the update, a second for the 
 write (not the fused engine). State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
 ``momentum_buffer``. Weight decay is excluded from nothing by default; mask biases and norms
 with per-group ``weight_decay=0``.
+
+Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
+(DTensor parameters) the moments are sharded like the parameter and updated on the local
+shards; the two norms of each trust ratio are those of the whole tensors, from local sums of
+squares all-reduced in one collective per tensor (:func:`optimist.optim.distributed.global_norms`).
 """
 
 from __future__ import annotations
@@ -38,23 +43,36 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
+from optimist.optim.distributed import global_norms, local, local_grad
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
 
 
-def trust_ratio(param: Tensor, update: Tensor, coefficient: float = 1.0, eps: float = 0.0) -> float:
-    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax)."""
-    p_norm, u_norm = param.norm().item(), update.norm().item()
+def trust_ratio(
+    param: Tensor,
+    update: Tensor,
+    coefficient: float = 1.0,
+    eps: float = 0.0,
+    layout: Tensor | None = None,
+) -> float:
+    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax).
+
+    ``layout``: the DTensor parameter whose local shards ``param`` and ``update`` are; the
+    norms are then those of the whole tensors (all-reduced, the same on every rank).
+    """
+    p_norm, u_norm = global_norms([param, update], param if layout is None else layout)
     if p_norm == 0.0 or u_norm == 0.0:
         return 1.0
     return coefficient * p_norm / (u_norm + eps)
 
 
 def _grad(p: Tensor, group: dict[str, Any], name: str) -> Tensor:
+    """``p``'s gradient (negated to maximize), its local shard for a DTensor ``p``."""
     if p.is_complex() or p.grad.is_sparse:
         raise RuntimeError(f"{name} does not support complex parameters or sparse gradients")
-    return -p.grad if group["maximize"] else p.grad
+    g = local_grad(p.grad, p)
+    return -g if group["maximize"] else g
 
 
 class LAMB(TensorwiseOptimizer):
@@ -96,21 +114,21 @@ class LAMB(TensorwiseOptimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            g = _grad(p, group, "LAMB")
+            g, shard = _grad(p, group, "LAMB"), local(p)
             state = self.state[p]
-            if not state:
+            if not state:  # moments sharded like p under FSDP2
                 state["step"] = new_step_tensor()
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] += 1
             t = state["step"].item()
-            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             update = (m / (1 - beta1**t)).div_((v / (1 - beta2**t)).sqrt_().add_(eps))
             if wd != 0:
-                update.add_(p, alpha=wd)
-            p.add_(update, alpha=-lr * trust_ratio(p, update))
+                update.add_(shard, alpha=wd)
+            shard.add_(update, alpha=-lr * trust_ratio(shard, update, layout=p))
 
 
 class LARS(TensorwiseOptimizer):
@@ -163,13 +181,14 @@ class LARS(TensorwiseOptimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            update = _grad(p, group, "LARS").clone()
+            update, shard = _grad(p, group, "LARS").clone(), local(p)
             if wd != 0:
-                update.add_(p, alpha=wd)
-            update.mul_(lr * trust_ratio(p, update, group["trust_coefficient"], group["eps"]))
+                update.add_(shard, alpha=wd)
+            ratio = trust_ratio(shard, update, group["trust_coefficient"], group["eps"], p)
+            update.mul_(lr * ratio)
             state = self.state[p]
-            if "momentum_buffer" not in state:
+            if "momentum_buffer" not in state:  # sharded like p under FSDP2
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            buf = state["momentum_buffer"]
+            buf = local(state["momentum_buffer"])
             buf.mul_(mu).add_(update)
-            p.sub_(update.add_(buf, alpha=mu) if group["nesterov"] else buf)
+            shard.sub_(update.add_(buf, alpha=mu) if group["nesterov"] else buf)

@@ -52,6 +52,7 @@ from optimist.reference.classic import (
     sgd,
 )
 from optimist.reference.codecs import QUANT_BLOCK, int8_decode, int8_encode
+from optimist.reference.matrix import adafactor, lamb, lars, muon, newton_schulz, soap
 from optimist.reference.modern import (
     adan,
     ademamix,
@@ -67,6 +68,7 @@ __all__ = [
     "Rule",
     "State",
     "adadelta",
+    "adafactor",
     "ademamix",
     "adan",
     "adopt",
@@ -76,13 +78,18 @@ __all__ = [
     "adamw",
     "int8_decode",
     "int8_encode",
+    "lamb",
+    "lars",
     "lion",
+    "muon",
     "nadam",
+    "newton_schulz",
     "radam",
     "rmsprop",
     "schedule_free_adamw",
     "schedule_free_sgd",
     "sgd",
+    "soap",
 ]
 
 
@@ -102,4 +109,9 @@ RULES: dict[str, Rule] = {
     "adan": adan,
     "schedule_free_adamw": schedule_free_adamw,
     "schedule_free_sgd": schedule_free_sgd,
+    "muon": muon,
+    "adafactor": adafactor,
+    "lamb": lamb,
+    "lars": lars,
+    "soap": soap,
 }

@@ -9,6 +9,7 @@ epoch hooks only, except :class:`TerminateOnNaN`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import math
@@ -24,6 +25,7 @@ import torch
 Logs = dict[str, Any]
 
 __all__ = [
+    "BackupAndRestore",
     "CSVLogger",
     "Callback",
     "CallbackList",
@@ -350,6 +352,78 @@ class ModelCheckpoint(Callback):
         else:
             self.model.save(path)
         self.saved.append(path)
+
+
+class BackupAndRestore(Callback):
+    """Back up the training state, and resume from it when ``fit`` runs again after a crash.
+
+    Keras 3's callback. At the end of every epoch (``save_freq="epoch"``) or every
+    ``save_freq`` batches, ``backup_dir/latest.pt`` is written atomically with what
+    ``model.save`` holds: weights, optimizer state, the epochs completed and the random states.
+    When ``fit`` starts and that file exists, it is loaded into the model and ``fit`` runs on
+    from the first unfinished epoch (``initial_epoch`` is overridden, the history holds the new
+    epochs only). With ``save_freq="epoch"`` the resumed run ends bit-identical to an
+    uninterrupted one; with batch backups, as in Keras, the interrupted epoch restarts from its
+    first batch with the weights of the last backup. ``delete_checkpoint``: the folder is
+    removed when ``fit`` ends normally (not when it raises, so the backup outlives a crash).
+    The model must be built before ``fit`` when a backup is to be restored. Give every training
+    run its own ``backup_dir``, and call ``fit`` with the same arguments when resuming.
+
+    Under ``fit(strategy="ddp")`` every rank restores from ``backup_dir`` (one folder that all
+    ranks read) and only rank 0 writes (``write`` is False on the others).
+    """
+
+    FILE = "latest.pt"
+
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike[str],
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = True,
+    ) -> None:
+        super().__init__()
+        if not backup_dir:
+            raise ValueError(f"backup_dir must be a folder. Received: backup_dir={backup_dir!r}")
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+        ):
+            raise ValueError(
+                f"save_freq must be 'epoch' or a number of batches >= 1. Received: "
+                f"save_freq={save_freq!r}"
+            )
+        self.backup_dir = Path(backup_dir)
+        self.path = self.backup_dir / self.FILE
+        self.save_freq = save_freq
+        self.delete_checkpoint = bool(delete_checkpoint)
+        self.write = True
+        self._batches = 0
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self._batches = 0
+        if self.path.exists():
+            self.model._initial_epoch = self.model._resume(self.path)
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        if self.save_freq == "epoch":
+            return
+        self._batches += 1
+        if self._batches >= self.save_freq:
+            self._batches = 0
+            self._save()
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        if self.save_freq == "epoch":
+            self._save()
+
+    def _save(self) -> None:
+        if self.write:
+            self.model.save(self.path)  # atomic; model.epoch counts this epoch once it ended
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.write and self.delete_checkpoint and self.path.exists():
+            self.path.unlink()
+            with contextlib.suppress(OSError):  # only if nothing else lives there
+                self.backup_dir.rmdir()
 
 
 class LearningRateScheduler(Callback):

@@ -3,18 +3,28 @@
 Every process (launched by ``torchrun``, the process group initialised before ``fit``) holds
 the whole model; :class:`DDPStrategy` is all ``fit`` needs for it:
 
-* the training arrays are dealt out by rows (rank ``r`` takes rows ``r, r + N, ...``; the
-  remainder after a multiple of N rows is dropped so every rank runs the same number of
-  steps) and ``batch_size`` is the global batch, ``batch_size / N`` rows per rank: without
+* ``batch_size`` is the global batch, ``batch_size / N`` rows per rank. Arrays are dealt out
+  by rows (rank ``r`` takes rows ``r, r + N, ...``; the remainder after a multiple of N rows is
+  dropped so every rank runs the same number of steps). A ``Dataset``, or a ``DataLoader``
+  (whose ``batch_size`` is then the global batch), is re-batched by ``batch_size / N`` over a
+  ``DistributedSampler`` with ``drop_last=True``: the same rows as for arrays; ``shuffle`` (a
+  ``RandomSampler``) becomes the sampler's shuffle, seeded alike on every rank and reshuffled
+  each epoch by ``set_epoch``. A ``DataLoader`` already built on a ``DistributedSampler`` is
+  used as it is (its ``batch_size`` is per rank) and gets ``set_epoch`` too. Without
   shuffling, step ``k`` of the N ranks together sees exactly batch ``k`` of one process;
 * the forward pass runs through ``DistributedDataParallel``, which averages the gradients, so
   every rank's optimizer takes the same step;
 * the epoch's loss and metrics are summed over the ranks before they reach the logs, so
   history, callbacks and the progress bar see the numbers of the whole data;
-* the loss's NaN check and ``stop_training`` (``EarlyStopping``, ...) are agreed by all ranks;
+* the loss's NaN check and ``stop_training`` are agreed by all ranks: at each epoch's end and,
+  when a callback other than the writers below has a train-batch hook (the only way a stop is
+  asked mid-epoch), after every batch, so every rank stops after the same batch (one
+  one-number all-reduce per batch, only then);
 * only rank 0 prints (other ranks run with ``verbose=0``) and runs the callbacks that write
   files or warnings (``ModelCheckpoint``, ``CSVLogger``, ``optimist.monitor.Monitor``);
-  validation data is evaluated whole on every rank.
+  ``BackupAndRestore`` restores on every rank (from one folder all of them read) and writes on
+  rank 0 only; the ranks check that they start at the same epoch. Validation data is
+  evaluated whole on every rank.
 """
 
 from __future__ import annotations
@@ -26,15 +36,29 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from optimist import monitor as _monitor
 from optimist.training import data as _data
-from optimist.training.callbacks import Callback, CSVLogger, ModelCheckpoint
+from optimist.training.callbacks import (
+    BackupAndRestore,
+    Callback,
+    CSVLogger,
+    ModelCheckpoint,
+)
+from optimist.training.callbacks import _overrides as overrides
 
 __all__ = ["STRATEGIES", "DDPStrategy", "start"]
 
 STRATEGIES = (None, "ddp")
 WRITERS = (ModelCheckpoint, CSVLogger, _monitor.Monitor)
+BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end")
 
 
 def start(model: nn.Module, strategy: str | None) -> DDPStrategy | None:
@@ -71,6 +95,8 @@ class DDPStrategy:
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         self._forward: DistributedDataParallel | None = None
+        self._sampler: DistributedSampler | None = None
+        self.stop_each_batch = False
 
     @property
     def is_main(self) -> bool:
@@ -80,7 +106,16 @@ class DDPStrategy:
         return verbose if self.is_main else 0
 
     def callbacks(self, callbacks: Sequence[Callback]) -> list[Callback]:
-        return [cb for cb in callbacks if self.is_main or not isinstance(cb, WRITERS)]
+        """The callbacks this rank runs (module docstring); sets ``stop_each_batch``."""
+        kept = [cb for cb in callbacks if self.is_main or not isinstance(cb, WRITERS)]
+        for cb in kept:
+            if isinstance(cb, BackupAndRestore):
+                cb.write = self.is_main
+        self.stop_each_batch = any(
+            not isinstance(cb, WRITERS) and any(overrides(cb, hook) for hook in BATCH_HOOKS)
+            for cb in kept
+        )
+        return kept
 
     def local_batch_size(self, batch_size: int | None, n: int) -> int:
         """Rows per rank of a global batch of ``batch_size`` (None: the whole data)."""
@@ -92,13 +127,11 @@ class DDPStrategy:
             )
         return size // self.world
 
-    def shard(self, train: Any) -> _data.ArrayData:
-        """This rank's rows of the training arrays (module docstring)."""
-        if not isinstance(train, _data.ArrayData):
-            raise ValueError(
-                'strategy="ddp" takes arrays or tensors as x and y; for a DataLoader, build it '
-                "with a torch.utils.data.DistributedSampler and train in a plain loop"
-            )
+    def shard(self, train: Any, batch_size: int | None) -> tuple[Any, int | None]:
+        """This rank's part of the training data, and its batch size (module docstring)."""
+        if isinstance(train, _data.LoaderData):
+            return self._shard_loader(train.loader), None
+        local = self.local_batch_size(batch_size, train.n)
         usable = train.n - train.n % self.world
         if usable == 0:
             raise ValueError(f"{train.n} training samples cannot be split over {self.world} ranks")
@@ -107,7 +140,84 @@ class DDPStrategy:
         def part(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[rows]
 
-        return _data.ArrayData(train.x[rows], part(train.y), part(train.sample_weight))
+        return _data.ArrayData(train.x[rows], part(train.y), part(train.sample_weight)), local
+
+    def _shard_loader(self, loader: DataLoader) -> _data.LoaderData:
+        if isinstance(loader.sampler, DistributedSampler):
+            self._sampler = loader.sampler  # sharded by the user: its batch_size is per rank
+            return _data.LoaderData(loader, None, False, None)
+        dataset = loader.dataset
+        plain = isinstance(loader.sampler, (SequentialSampler, RandomSampler)) and (
+            type(loader.batch_sampler) is torch.utils.data.BatchSampler
+        )
+        if isinstance(dataset, IterableDataset) or not plain or loader.batch_size is None:
+            raise ValueError(
+                'strategy="ddp" re-batches a DataLoader over a DistributedSampler, which needs a '
+                "map-style Dataset and batch_size= (no custom sampler or batch_sampler); build "
+                "this one on a torch.utils.data.DistributedSampler yourself"
+            )
+        if len(dataset) < self.world:
+            raise ValueError(
+                f"{len(dataset)} training samples cannot be split over {self.world} ranks"
+            )
+        local = self.local_batch_size(loader.batch_size, len(dataset))
+        shuffle = isinstance(loader.sampler, RandomSampler)
+        seed = torch.zeros(1, dtype=torch.int64, device=self._device())
+        if shuffle:  # drawn from the loader's generator (fit's is seeded), rank 0's for all
+            draw = torch.randint(2**62, (1,), generator=loader.sampler.generator)
+            seed.copy_(draw)
+            dist.broadcast(seed, src=0)
+        self._sampler = DistributedSampler(
+            dataset, self.world, self.rank, shuffle=shuffle, seed=int(seed), drop_last=True
+        )
+        sharded = DataLoader(
+            dataset,
+            batch_size=local,
+            sampler=self._sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+            timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn,
+            persistent_workers=loader.persistent_workers,
+        )
+        return _data.LoaderData(sharded, None, False, None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle the DistributedSampler for ``epoch`` (the same order on every rank)."""
+        if self._sampler is not None:
+            self._sampler.set_epoch(epoch)
+
+    def agree_epoch(self, epoch: int) -> int:
+        """``epoch`` (where ``fit`` starts, after any restore), checked equal on every rank."""
+        mine = torch.tensor([epoch], dtype=torch.int64, device=self._device())
+        every = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(every, mine)
+        epochs = [int(e) for e in every]
+        if len(set(epochs)) > 1:
+            raise RuntimeError(
+                f"the ranks would start fit at different epochs {epochs} (by rank): they "
+                "restored different backups; BackupAndRestore's backup_dir must be one folder "
+                "that every rank reads"
+            )
+        return epoch
+
+    def lost_rank(self, exc: BaseException, epoch: int, epochs: int, backup: bool) -> Exception:
+        """``exc`` as one line if a collective failed because another rank died, else ``exc``."""
+        text = "".join(c for c in str(exc) if c.isprintable()).strip()
+        markers = ("gloo", "NCCL", "Connection", "connection", "timed out")
+        if not isinstance(exc, dist.DistError) and not any(m in text for m in markers):
+            return exc
+        hint = (
+            "start the same command again: BackupAndRestore resumes after the last finished epoch"
+            if backup
+            else "pass callbacks=[BackupAndRestore(folder)] to resume after such a crash"
+        )
+        return RuntimeError(
+            f'fit(strategy="ddp") on rank {self.rank} lost another rank in epoch {epoch + 1}/'
+            f"{epochs} (it died or hung; the launcher's report names it); {hint}. [{text[:160]}]"
+        )
 
     def forward(self, fold: Any) -> nn.Module:
         """The training forward, wrapped once in ``DistributedDataParallel``."""
@@ -116,6 +226,11 @@ class DDPStrategy:
             ids = [device.index] if device.type == "cuda" else None
             self._forward = DistributedDataParallel(_Forward(self.model, fold), device_ids=ids)
         return self._forward
+
+    def _device(self) -> torch.device:
+        """Where the collectives run: the model's device (gloo: CPU, NCCL: the rank's GPU)."""
+        first = next(self.model.parameters(), None)
+        return torch.device("cpu") if first is None else first.device
 
     def _sum(self, values: list[float], device: torch.device) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -144,8 +259,7 @@ class DDPStrategy:
 
     def agree_stop(self, stop: bool) -> bool:
         """True on every rank if any rank's callbacks asked to stop."""
-        device = next(self.model.parameters()).device
-        (votes,) = self._sum([1.0 if stop else 0.0], device)
+        (votes,) = self._sum([1.0 if stop else 0.0], self._device())
         return votes > 0
 
 

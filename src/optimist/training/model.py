@@ -41,7 +41,7 @@ from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
 from optimist.training import optimizers as _keras_opt
 from optimist.training import schedules as _keras_schedules
-from optimist.training.callbacks import Callback, CallbackList, TerminateOnNaN
+from optimist.training.callbacks import BackupAndRestore, Callback, CallbackList, TerminateOnNaN
 from optimist.training.history import History
 from optimist.training.layers import Layer, count_weights
 from optimist.training.optimizer_view import keras_view
@@ -785,8 +785,7 @@ class Model(nn.Module):
                 raise ValueError("strategy='ddp' takes single-input models (one x array)")
             if validation_batch_size is None and batch_size is not None:
                 validation_batch_size = batch_size  # validation is whole on every rank
-            batch_size = ddp.local_batch_size(batch_size, getattr(train, "n", 0))
-            train = ddp.shard(train)
+            train, batch_size = ddp.shard(train, batch_size)
         if isinstance(train, _data.ArrayData):
             steps = train.steps(batch_size)
             if steps_per_epoch is not None:
@@ -806,9 +805,16 @@ class Model(nn.Module):
         self.stop_training = False
         history.model = self
         logs: dict[str, Any] = {}
+        self._initial_epoch = initial_epoch  # BackupAndRestore moves it to the restored epoch
         cbs.on_train_begin()
+        initial_epoch = self._initial_epoch
+        if ddp is not None:
+            initial_epoch = ddp.agree_epoch(initial_epoch)
+        epoch = initial_epoch
         try:
             for epoch in range(initial_epoch, epochs):
+                if ddp is not None:
+                    ddp.set_epoch(epoch)
                 cbs.on_epoch_begin(epoch)
                 logs = self._train_epoch(
                     train,
@@ -835,6 +841,14 @@ class Model(nn.Module):
                     self.stop_training = ddp.agree_stop(self.stop_training)
                 if self.stop_training:
                     break
+        except RuntimeError as exc:
+            if ddp is None:
+                raise
+            backup = any(isinstance(cb, BackupAndRestore) for cb in callbacks)
+            lost = ddp.lost_rank(exc, epoch, epochs, backup)
+            if lost is exc:
+                raise
+            raise lost from None
         finally:
             self.eval()  # outside fit the model is in inference mode, as in Keras
         keras_opt = self._keras_optimizer()
@@ -994,8 +1008,9 @@ class Model(nn.Module):
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
-                # under DDP a stop asked mid-epoch waits for the epoch's end (all ranks agree)
-                if (self.stop_training and ddp is None) or done == steps_per_epoch:
+                if ddp is not None and ddp.stop_each_batch:  # every rank stops after this batch
+                    self.stop_training = ddp.agree_stop(self.stop_training)
+                if self.stop_training or done == steps_per_epoch:
                     break
             if ddp is not None:
                 total, seen = ddp.reduce(loss_sum.tensor(), seen, metrics)
@@ -1330,6 +1345,35 @@ class Model(nn.Module):
             "torch_version": str(torch.__version__),
         }
         _ckpt.atomic_torch_save(payload, path)
+
+    def _resume(self, path: str | os.PathLike[str]) -> int:
+        """Load in place what :meth:`save` wrote (weights, optimizer state, random states);
+        returns the epochs it had completed (for :class:`BackupAndRestore`)."""
+        path = os.fspath(path)
+        ckpt = _ckpt.read_checkpoint(path)
+        if not self._is_built():
+            raise ValueError(
+                f"cannot restore the backup {path!r} into an unbuilt model: build it "
+                "(input_shape= or model.build(...)) before fit"
+            )
+        _load_state(self._network(), ckpt["state_dict"], path)
+        state = ckpt.get("optimizer_state")
+        if state is not None:
+            try:
+                self._ensure_optimizer().load_state_dict(state)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise ValueError(
+                    f"{path!r}: the saved optimizer state does not fit: {exc}"
+                ) from None
+        keras_opt = self._keras_optimizer()
+        if keras_opt is not None:
+            saved = json.loads(ckpt.get("compile") or "{}").get("optimizer") or {}
+            keras_opt.restored(int(saved.get("iterations", 0)))
+        if ckpt["rng"].get("shuffle") is not None:
+            self._shuffle_generator.set_state(ckpt["rng"]["shuffle"])
+        _ckpt.restore_rng(ckpt["rng"])
+        self.epoch = int(ckpt["epoch"])
+        return self.epoch
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
         """Save only the weights (``state_dict``), atomically."""

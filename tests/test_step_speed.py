@@ -1,0 +1,75 @@
+"""benchmarks/step_speed.py: its dispatch column, its table of rules and peers, and a tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import optimist.optim as oo
+from optimist.optim import engine
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_speed.py"
+_spec = importlib.util.spec_from_file_location("step_speed", _PATH)
+step_speed = importlib.util.module_from_spec(_spec)
+sys.modules["step_speed"] = step_speed  # dataclasses look their module up there
+_spec.loader.exec_module(step_speed)
+
+
+def _params(*shapes):
+    return [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+
+
+def test_dispatch_reports_the_path_the_optimizer_takes():
+    if engine.available():
+        assert step_speed.dispatch(oo.Adam(_params(4))) == "C++ engine"
+    assert step_speed.dispatch(oo.Adam(_params(4), foreach=True)) == "torch foreach"
+    assert step_speed.dispatch(oo.Adam(_params(4), foreach=False)) == "eager per tensor"
+    assert step_speed.dispatch(oo.LAMB(_params(4))) == "torch ops per tensor"
+    via = step_speed.dispatch(oo.Muon(_params((3, 4), 4)))
+    assert via.startswith("Newton-Schulz in torch ops + ")
+
+
+@pytest.mark.parametrize("name", sorted(step_speed.ROWS))
+def test_every_row_and_installed_peer_steps_the_same_shapes(name):
+    row = step_speed.ROWS[name]
+    if not hasattr(oo, row.optimist):
+        pytest.skip(f"optimist.optim has no {row.optimist} here")
+    shapes = [(8, 4), (4,)] if not row.matrices_only else [(8, 4)]
+    fns, via, compiled = step_speed.make_contenders(row, shapes, compiled=False)
+    assert "optimist" in fns and via and compiled == {}
+    installed = [k for k, f in row.peers.items() if f is not None and k not in step_speed.COMPILED]
+    assert len(fns) - ("reattach" in fns) == 1 + len(installed)  # no installed peer skipped
+    times = step_speed.time_interleaved(fns, repeats=1, warmup=1)
+    assert "reattach" not in times and all(t >= 0 for t in times.values())
+
+
+def test_a_peer_that_frees_gradients_gets_them_back_and_pays_only_its_step():
+    params = _params(3)
+    grad = torch.ones(3)
+    params[0].grad = grad
+    seen = []
+
+    def freeing_step():
+        seen.append(params[0].grad is grad)
+        params[0].grad = None
+
+    step = step_speed._reattaching(freeing_step, params, [grad])
+    step()
+    step()
+    assert seen == [True, True]
+
+
+def test_a_small_run_prints_both_tables_with_verdicts(capsys):
+    code = step_speed.main(
+        ["--sizes", "3K,tiny", "--optimizers", "lion", "--repeats", "1", "--markdown"]
+        + ["--roofline-elements", "65536"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| lion |" in out and "pytorch_optimizer" in out
+    assert out.count("met") >= 2  # a verdict in each table
+    assert "1000×100" in out

@@ -1,0 +1,60 @@
+"""A worker killed mid-epoch under ``fit(strategy="ddp")`` + ``BackupAndRestore`` (torchrun, gloo).
+
+torchrun reports the dead rank and its exit code, the surviving rank fails with one line that
+says what happened; the same command started again resumes after the last finished epoch (no
+finished epoch is trained again) and ends bit-identical, float64, to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_fit.py"
+pytestmark = pytest.mark.slow
+
+
+def torchrun(out: Path, fail_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("OPTIMIST_EXAMPLE_FAIL_AT", None)
+    if fail_at:
+        env["OPTIMIST_EXAMPLE_FAIL_AT"] = fail_at
+    # --monitor-interval 2: the surviving rank reports the lost peer before torchrun stops it
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "--max-restarts", "0", "--monitor-interval", "2", str(EXAMPLE), "--out",
+               str(out), "--epochs", "2", "--samples", "512"]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_killed_worker_is_reported_and_fit_resumes_bit_identical(tmp_path):
+    clean = torchrun(tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    assert clean.stdout.count("Epoch 1/2") == clean.stdout.count("Epoch 2/2") == 1  # rank 0
+
+    broken = tmp_path / "broken"
+    failed = torchrun(broken, fail_at="1:3")  # rank 1 dies before batch 3 of the 2nd epoch
+    assert failed.returncode != 0
+    assert "failed (exitcode: 3) local_rank: 1" in failed.stderr  # torchrun's line
+    lost = [line for line in failed.stderr.splitlines() if "lost another rank" in line]
+    assert len(lost) == 1 and "epoch 2/2" in lost[0] and "BackupAndRestore resumes" in lost[0]
+    assert (broken / "backup" / "latest.pt").exists() and not (broken / "model.pt").exists()
+    assert torch.load(broken / "backup" / "latest.pt", weights_only=True)["epoch"] == 1
+
+    resumed = torchrun(broken)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Epoch 1/2" not in resumed.stdout and resumed.stdout.count("Epoch 2/2") == 1
+    assert not (broken / "backup").exists()  # delete_checkpoint after a finished fit
+    want, got = weights(tmp_path / "clean" / "model.pt"), weights(broken / "model.pt")
+    assert want.keys() == got.keys() and want
+    for key in want:
+        assert got[key].dtype == torch.float64
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
