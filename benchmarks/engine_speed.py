@@ -13,35 +13,56 @@ row timed in the same run, interleaved round by round; ratios are to the row's b
   p, g, m read, p, m written);
 * ``modern``: ADOPT, AdEMAMix, Adan, Schedule-Free AdamW/SGD: optimist's GB/s as a share of the
   ``add_`` roofline (bytes per parameter: every tensor read plus every tensor written), and the
-  authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers.
+  authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers;
+* ``classic`` (with ``--old-tree``): the nine classic optimizers on the engine vs the
+  per-optimizer kernels the engine replaced, timed in alternating processes (this checkout, then
+  the old one, round after round; the nine interleaved within each process; the old tree is a
+  checkout of commit 8b65312, e.g. ``git worktree add --detach ../old 8b65312``), and AdamW vs
+  Adam in the same process.
+
+Timing: the minimum over ``--repeats`` interleaved rounds (the least disturbed step: the machine
+this was written on is shared), of the wall clock or, with ``--clock thread``, of the thread's CPU
+time (immune to preemption by other processes; use it with ``--threads 1``).
 
     python benchmarks/engine_speed.py --threads 2
-    python benchmarks/engine_speed.py --sizes 10M --repeats 9 --markdown
+    python benchmarks/engine_speed.py --sizes 10M --threads 1 --repeats 15 --clock thread
+    python benchmarks/engine_speed.py --only classic --old-tree ../old --threads 1 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import optimist  # noqa: E402
-from optimist import transforms as T  # noqa: E402
-from optimist.optim import (  # noqa: E402
-    ADOPT,
-    Adam,
-    AdamW,
-    Adan,
-    AdEMAMix,
-    Lion,
-    ScheduleFreeAdamW,
-    ScheduleFreeSGD,
-)
-from step_speed import make_params, param_set, print_table, roofline_fn, time_interleaved  # noqa: E402
+# optimist is imported inside the functions: the classic worker also runs on the old tree
+from step_speed import OPTIMIZERS, make_params, param_set, print_table, roofline_fn  # noqa: E402
+
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+_clock = time.perf_counter
+
+
+def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2):
+    """Minimum seconds per call of each function, measured round-robin (``--clock``)."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        best = dict.fromkeys(fns, float("inf"))
+        for _ in range(repeats):
+            for key, fn in fns.items():
+                t0 = _clock()
+                fn()
+                best[key] = min(best[key], _clock() - t0)
+    return best
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -70,14 +91,31 @@ def foreach_lion(params, lr=1e-4, betas=(0.9, 0.99), wd=0.0) -> Callable[[], Non
     return step
 
 
-def bench(size: str, repeats: int) -> list[list[str]]:
+def bench(size: str, repeats: int, only: set[str]) -> list[list[str]]:
+    """The rows of one parameter set (``only``: which groups of rows)."""
     shapes = param_set(size)
     rows: list[list[str]] = []
 
     def params():
         return make_params(shapes)
 
-    # chain vs AdamW
+    if "chain" in only:
+        rows += bench_chain(size, repeats, params)
+    if "state" in only:
+        rows += bench_state(size, repeats, params)
+    if "lion" in only:
+        rows += bench_lion(size, repeats, params)
+    if "modern" in only and size != "tiny":
+        rows += bench_modern(size, repeats, params)
+    return rows
+
+
+def bench_chain(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
+    import optimist
+    from optimist import transforms as T
+    from optimist.optim import AdamW
+
+    rows = []
     a, b = params(), params()
     chained = optimist.chain(
         T.clip_by_global_norm(1.0),
@@ -87,8 +125,13 @@ def bench(size: str, repeats: int) -> list[list[str]]:
     plain = AdamW(b, lr=1e-3, weight_decay=0.01)
     times = time_interleaved({"AdamW": plain.step, "chain": chained.step}, repeats)
     rows.append(_row(size, "chain(clip, decay mask, adam) / AdamW", times, "AdamW", "chain"))
+    return rows
 
-    # state dtypes
+
+def bench_state(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
+    from optimist.optim import Adam
+
+    rows = []
     opts = {
         sd or "float32": Adam(params(), lr=1e-3, state_dtype=sd)
         for sd in (None, "bfloat16", "int8")
@@ -101,8 +144,13 @@ def bench(size: str, repeats: int) -> list[list[str]]:
         share = state_bytes(opts[sd]) / base_bytes
         what = f"Adam state {sd} / float32 (state bytes {share:.0%})"
         rows.append(_row(size, what, times, "float32", sd))
+    return rows
 
-    # Lion vs an eager foreach peer and the roofline
+
+def bench_lion(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
+    from optimist.optim import Lion
+
+    rows = []
     c, d = params(), params()
     lion = Lion(c, lr=1e-4)
     fns = {"foreach": foreach_lion(d), "optimist": lion.step}
@@ -119,26 +167,27 @@ def bench(size: str, repeats: int) -> list[list[str]]:
              f"{times['optimist'] * 1e3:.2f}", f"{times['add_'] * 1e3:.2f}",
              f"{lion_gbs / roof_gbs:.2f}"]
         )  # fmt: skip
-    if size != "tiny":
-        rows += bench_modern(size, repeats, params)
     return rows
 
 
 # optimizer, bytes per float32 parameter (reads + writes), the authors' package (module, class)
 MODERN = [
-    (ADOPT, 28, ("adopt", "ADOPT")),
-    (AdEMAMix, 36, None),
-    (Adan, 44, None),
-    (ScheduleFreeAdamW, 28, ("schedulefree", "AdamWScheduleFree")),
-    (ScheduleFreeSGD, 20, ("schedulefree", "SGDScheduleFree")),
+    ("ADOPT", 28, ("adopt", "ADOPT")),
+    ("AdEMAMix", 36, None),
+    ("Adan", 44, None),
+    ("ScheduleFreeAdamW", 28, ("schedulefree", "AdamWScheduleFree")),
+    ("ScheduleFreeSGD", 20, ("schedulefree", "SGDScheduleFree")),
 ]
 
 
 def bench_modern(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
     import importlib
 
+    import optimist.optim
+
     rows = []
-    for cls, nbytes, peer in MODERN:
+    for name, nbytes, peer in MODERN:
+        cls = getattr(optimist.optim, name)
         mine = params()
         fns = {"optimist": cls(mine).step, "add_": roofline_fn()}
         if peer is not None and importlib.util.find_spec(peer[0]) is not None:
@@ -169,20 +218,78 @@ def _row(size: str, what: str, times: dict[str, float], base: str, other: str) -
     ]
 
 
+# --- the classic optimizers: engine vs the per-optimizer kernels it replaced -----------------
+
+
+def classic_worker(size: str, repeats: int) -> dict[str, float]:
+    """Min step time of each classic optimizer class (whatever tree ``optimist`` comes from)."""
+    import optimist.optim
+
+    shapes = param_set(size)
+    steps = {
+        name: getattr(optimist.optim, cls_name)(make_params(shapes), **kwargs).step
+        for name, (cls_name, kwargs, _, _) in OPTIMIZERS.items()
+    }
+    return time_interleaved(steps, repeats)  # interleaved: load bursts hit every optimizer
+
+
+def bench_classic(args: argparse.Namespace, size: str) -> list[list[str]]:
+    """Alternating processes: this tree, then ``--old-tree``, for ``--rounds`` rounds."""
+    here = Path(__file__).resolve()
+    trees = {"engine": here.parents[1], "old": Path(args.old_tree).resolve()}
+    best: dict[str, dict[str, float]] = {k: {} for k in trees}
+    for _ in range(args.rounds):
+        for key, tree in trees.items():
+            env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+            cmd = [sys.executable, str(here), "--worker", "--sizes", size,
+                   "--repeats", str(args.repeats), "--clock", args.clock]  # fmt: skip
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            if out.returncode != 0:
+                raise SystemExit(f"worker on {tree} failed:\n{out.stderr[-2000:]}")
+            for name, t in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                best[key][name] = min(best[key].get(name, float("inf")), t)
+    rows = [
+        _row(size, f"{name}: engine / old kernel", {"old": best["old"][name],
+             "engine": best["engine"][name]}, "old", "engine")
+        for name in OPTIMIZERS
+    ]  # fmt: skip
+    rows.append(_row(size, "AdamW / Adam (engine, same process)", best["engine"], "adam", "adamw"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _clock
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10M,50M,tiny")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    ap.add_argument(
+        "--only", default="chain,state,lion,modern", help="rows: chain,state,lion,modern,classic"
+    )
+    ap.add_argument("--old-tree", help="a checkout of the old kernels (commit 8b65312)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating processes (classic)")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    _clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(classic_worker(args.sizes, args.repeats)))
+        return 0
+    only = set(args.only.split(","))
+    if "classic" in only and not args.old_tree:
+        ap.error("--only classic needs --old-tree (a checkout of commit 8b65312)")
     rows = []
     for size in args.sizes.split(","):
-        rows += bench(size, args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of "
-          f"{args.repeats} interleaved rounds")  # fmt: skip
+        rows += bench(size, args.repeats, only)
+        if "classic" in only:
+            rows += bench_classic(args, size)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, minimum of "
+          f"{args.repeats} interleaved rounds, {args.clock} clock")  # fmt: skip
     print_table(["size", "what", "baseline ms", "other ms", "other/baseline"], rows, args.markdown)
     return 0
 

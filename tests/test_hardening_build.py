@@ -184,7 +184,7 @@ def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_pa
     """Another process holding the build lock: a message, a bounded wait, a warning naming the
     lock, and the per-tensor path."""
     prefix = "optimist_engine_locktest"
-    name = _build.extension_name(prefix, [engine.SOURCE], engine.CFLAGS, engine.LDFLAGS)
+    name = _build.extension_name(prefix, engine.SOURCES, engine.CFLAGS, engine.LDFLAGS)
     build_dir = tmp_path / name
     build_dir.mkdir()
     lock_path = build_dir / "optimist.lock"

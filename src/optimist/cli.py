@@ -184,6 +184,13 @@ def _build_parser() -> _Parser:
     )
     c.add_argument("--grid-size", type=int, default=7, help="tuning trials per method (7)")
     c.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="run the LR range test (optimist.lr_finder) per method on each data task first and "
+        "use its suggestion instead of the default LR: the centre of the tuning grid, or the LR "
+        "of the runs without --tune",
+    )
+    c.add_argument(
         "--lr-span",
         type=float,
         default=1.5,
@@ -383,6 +390,7 @@ def _compare(args: argparse.Namespace, argv: list[str]) -> int:
         report=not args.no_report,
         command=redact("optimist " + " ".join(shlex.quote(a) for a in argv)),
         batch_size=args.batch_size,
+        lr_find=args.lr_find,
     )
     if default_study and budget is None and budget_steps is None:
         config.tasks = _default_study_tasks(config)
@@ -540,6 +548,7 @@ STUDY_KEYS = (
     "grid_size",
     "lr_span",
     "lr_range",
+    "lr_find",
     "pruner",
     "evals",
     "train_size",

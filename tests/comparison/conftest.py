@@ -79,6 +79,7 @@ def comparable(document: dict) -> dict:
             "final": final,
             "curves": curves,
             "trajectory": r["trajectory"],
+            "monitor": r.get("monitor"),
         }
 
     def strip_row(row):

@@ -45,6 +45,17 @@ window.addEventListener('load', function () {
   mark.textContent = 'loaded ' + ok.length + ' of ' + all.length + ' width ' +
     document.documentElement.scrollWidth + ' of ' + window.innerWidth;
   document.body.appendChild(mark);
+  var health = Array.prototype.slice.call(document.querySelectorAll('th')).filter(
+    function (h) { return h.textContent === 'health' && h.getBoundingClientRect().width > 0; });
+  var cells = health.map(function (h) {
+    var rows = h.closest('table').tBodies[0].rows;
+    return Array.prototype.slice.call(rows).map(function (r) {
+      return r.cells[h.cellIndex].textContent; }).join('|');
+  });
+  var note = document.createElement('div');
+  note.id = 'health-check';
+  note.textContent = 'health columns ' + health.length + ': ' + cells.join(' / ') + ' :end';
+  document.body.appendChild(note);
 });
 </script>"""
 WIDTHS = (1400, 420)
@@ -89,6 +100,13 @@ def test_report_renders_offline_with_every_image(tiny_study, tmp_path):
     assert found, proc.stderr[-2000:]
     loaded, total = map(int, found.groups())
     assert total >= 9 and loaded == total
+    # every task's table shows the training monitor's health column, one word or more per row
+    health = re.search(r'id="health-check">health columns (\d+): (.*?) :end<', proc.stdout)
+    assert health, proc.stdout[-2000:]
+    assert int(health.group(1)) == 2
+    for column in health.group(2).split(" / "):
+        cells = column.split("|")
+        assert len(cells) == 3 and all(c.strip() and c != "–" for c in cells), column
 
     # nothing the page asked for left the file: only file: and data: URLs, besides the
     # browser's own service calls (which the flags above keep on loopback)

@@ -124,24 +124,33 @@ def test_evaluation_weights_swaps_only_optimizers_that_have_modes():
         torch.testing.assert_close(p.detach(), y)
     with evaluation_weights(None):  # fit's model before compile built its optimizer
         pass
+    opt.eval()
+    with evaluation_weights(opt):
+        pass
+    assert not opt.training  # left in the mode it was found in
 
 
 def test_data_trial_evaluates_schedule_free_in_eval_mode(monkeypatch):
-    calls = []
-    original = ScheduleFreeAdamW.eval
+    """Every evaluation of the trial (the evaluation points inside fit, the final scores) sees
+    the optimizer in eval mode: the parameters hold the average x."""
+    from optimist.training import Model
 
-    def spy(self):
-        calls.append(self.training)
-        original(self)
+    modes = []
+    original = Model.evaluate
 
-    monkeypatch.setattr(ScheduleFreeAdamW, "eval", spy)
+    def spy(self, *args, **kwargs):
+        if self.optimizer is not None:
+            modes.append(self.optimizer.training)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "evaluate", spy)
     gen = np.random.default_rng(0)
     x = gen.normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     task = custom_task(lambda: torch.nn.Linear(4, 2), (x, y, x, y), name="tiny")
-    result = run_trial(task, METHODS["schedule_free_adamw"], 1e-2, 0, 8, n_evals=4)
+    result = run_trial(task, METHODS["schedule_free_adamw"], 1e-2, 0, 8, n_evals=8)
     assert result["state"] == "complete"
-    assert len(calls) >= 4 and all(calls)  # every evaluation point, each from train mode
+    assert len(modes) >= 8 and not any(modes)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULE_SETTINGS))
@@ -202,6 +211,8 @@ def test_with_schedule_adds_a_setting_unless_the_method_names_one():
     assert with_schedule("adam[batch=64]", "wsd") == "adam[batch=64,schedule=wsd]"
     assert with_schedule("adam[schedule=step]", "wsd") == "adam[schedule=step]"
     assert with_schedule("adam", None) == "adam"
+    constant = parse_method(with_schedule("adam[schedule=none]", "wsd"))
+    assert constant.schedule is None and constant.name == "adam[schedule=none]"
 
 
 def test_an_optimizer_registered_later_is_a_method_with_its_class_lr(monkeypatch):
@@ -257,3 +268,10 @@ def test_cli_rejects_an_unknown_schedule_in_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "Unknown schedule 'nope'" in err and err.count("\n") == 1
+
+
+def test_a_scheduled_method_keeps_its_tunable_settings():
+    from optimist.comparison.runner import tunable
+
+    method = parse_method("adamw[schedule=wsd]")
+    assert tunable(method, ("lr", "weight_decay", "momentum")) == ("weight_decay",)

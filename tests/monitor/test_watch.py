@@ -66,7 +66,7 @@ def test_monitor_does_not_change_the_trajectory(make):
 def test_signals_of_a_sampled_step():
     net = _net()
     opt = optimist.optim.Adam(net.parameters(), lr=1e-3)
-    with watch(net, opt, every=5) as m:
+    with watch(net, opt, every=5, full=True) as m:
         _train(net, opt, 11, m)
     signal_steps = [r["step"] for r in m.records if "grad_norm" in r]
     assert signal_steps == [0, 5, 10]
@@ -84,6 +84,29 @@ def test_signals_of_a_sampled_step():
     assert m.step == 11
     losses = [r for r in m.records if "loss" in r]
     assert [r["step"] for r in losses] == [1, 6, 11]  # the first loss alone, then means of 5
+
+
+def test_light_mode_reads_only_what_the_verdicts_need(tmp_path):
+    """Without a log/CSV/TensorBoard output the optimizer-state signals are left out; the
+    signals the verdicts read are the same numbers as in the full mode."""
+    runs = {}
+    for mode, kwargs in {
+        "light": {},
+        "full": {"full": True},
+        "logged": {"log": tmp_path / "m.jsonl"},
+    }.items():
+        net = _net()
+        opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+        with watch(net, opt, every=5, **kwargs) as m:
+            _train(net, opt, 11, m)
+        runs[mode] = [r for r in m.records if "grad_norm" in r]
+    state = {"momentum_norm", "v_min", "v_max", "eff_lr/0", "eff_lr/2"}
+    light, full = runs["light"], runs["full"]
+    assert not state & set().union(*light) and state <= set(full[0]) <= set(runs["logged"][0])
+    assert len(light) == len(full) == 3
+    for a, b in zip(light, full, strict=True):
+        assert {"grad_norm/0", "update_ratio/2", "dead/1", "nonfinite"} <= set(a)
+        assert a == {k: v for k, v in b.items() if k not in state}
 
 
 def test_auto_interval_widens_while_the_monitor_costs_too_much():
@@ -235,3 +258,17 @@ def test_fit_is_bit_identical_with_and_without_the_monitor():
     for a, b in zip(*params, strict=True):
         assert torch.equal(a, b)
     assert np.isfinite(params[0][0].numpy()).all()
+
+
+def test_own_time_counts_readings_and_loss_readings():
+    import time
+
+    net = _net()
+    opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+    start = time.perf_counter()
+    with watch(net, opt, every=5) as m:
+        _train(net, opt, 3, m)  # readings at step 0 and the first loss: counted
+        before = m.own_time
+        m.log_loss(1.0, reading=True)  # a loss reading alone adds its time
+        assert m.own_time > before > 0
+    assert m.own_time < time.perf_counter() - start

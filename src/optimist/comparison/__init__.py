@@ -69,6 +69,7 @@ def compare(
     batch_size: int | None = None,
     quiet: bool = True,
     report: bool = True,
+    lr_find: bool = False,
 ) -> CompareResult:
     """Compare optimizers on your own model and data, or on built-in tasks.
 
@@ -102,6 +103,9 @@ def compare(
         batch_size: examples per step of every mini-batch method (default 32).
         storage: Optuna storage URL (default ``sqlite:///OUT/study.db``); a server database
             (``postgresql://...``) lets several machines work on one comparison.
+        lr_find: first run :func:`optimist.lr_finder` per method on each data task and use its
+            suggestion instead of the documented default LR: the centre of the tuning grid, or
+            the LR of the runs without tuning (2-D functions keep their defaults).
 
     Returns:
         a :class:`CompareResult` with the ``results.json`` document, ``ranking(task)`` and
@@ -145,5 +149,6 @@ def compare(
         storage=storage,
         quiet=quiet,
         report=report,
+        lr_find=lr_find,
     )
     return run(config)

@@ -4,6 +4,7 @@ a progress bar, then collects the results from the studies and writes the report
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import math
 import sys
@@ -304,6 +305,7 @@ def _protocol(config: Config) -> dict[str, Any]:
         "subsample": config.subsample,
         "train_size": config.train_size,
         "workers": config.workers,
+        "lr_find": config.lr_find,
         "storage": st.redact(config.storage_url),
         "selection": (
             "lowest final validation loss (2-D functions: lowest mean log10 gap over the "
@@ -364,6 +366,7 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
             group.task.name, group.task.kind, group.method.name, lr, source, mine, mine_tune
         )
         row["tuned_settings"] = dict(ctx.final_lr(group).params) if tune_done else {}
+        row["lr_found"] = group.found_lr
         rows.append(row)
     summary = results_io.rank(rows, runs, tasks)
     document = {
@@ -381,6 +384,11 @@ def collect(ctx: Context, *, status: str, wall_time_s: float | None) -> dict[str
         "summary": summary,
         "recommendations": {},
     }
+    if config.found_lrs:
+        document["lr_finder"] = {
+            label: {k: v for k, v in entry.items() if k != "signature"}
+            for label, entry in config.found_lrs.items()
+        }
     document["recommendations"] = recommend(document)
     document["verdicts"] = verdicts(document)
     return scrub(results_io.finite(document), secrets_of(config.storage_url))
@@ -426,6 +434,12 @@ def run(config: Config) -> CompareResult:
     start = time.perf_counter()
     secrets = secrets_of(config.storage_url)
     tasks = check_config(config)
+    if config.lr_find and config.found_lrs is None:
+        from optimist.comparison.lr_find import find_lrs
+
+        methods = [resolve_method(m, config) for m in config.methods]
+        found = find_lrs(tasks, methods, config.subsample, Path(config.out))
+        config = dataclasses.replace(config, found_lrs=found)
     damaged = _storage_errors()
     try:
         ctx = Context(config, tasks=tasks)

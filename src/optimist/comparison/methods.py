@@ -105,13 +105,12 @@ class Method:
     def build(
         self, params: Iterable[torch.Tensor], lr: float, total_steps: int | None = None
     ) -> torch.optim.Optimizer:
-        """The optimizer over ``params`` with learning rate ``lr``; with a schedule, the
-        scheduler for a run of ``total_steps`` steps advances after every ``step()``."""
+        """The optimizer over ``params`` with learning rate ``lr``; with a schedule and the
+        run's ``total_steps``, its scheduler advances after every ``step()`` (without
+        ``total_steps``: the bare optimizer, as argument checks build it)."""
         tied = {key: lr for key in self.lr_keys if key not in self.kwargs}
         opt = build_optimizer(self.optimizer, params, **{**self.kwargs, **tied, "lr": lr})
-        if self.schedule is not None:
-            if total_steps is None:
-                raise ValueError(f"method {self.name!r}: a schedule needs the run's total_steps")
+        if self.schedule is not None and total_steps is not None:
             sched = schedules.get(
                 self.schedule, opt, **SCHEDULE_SETTINGS[self.schedule](total_steps, lr)
             )
@@ -289,6 +288,9 @@ OPTIMIZER_DEFAULTS: dict[str, MethodDefaults] = {
     "adafactor": MethodDefaults(1e-2, 0.1, note="LR relative to the weights' RMS."),
     "lamb": MethodDefaults(1e-3, 0.1),
     "lars": MethodDefaults(1.0, 10.0, note="Steps of lr * 0.001 * ||w|| / ||g||."),
+    "soap": MethodDefaults(
+        3e-3, 0.1, note="On a vector (a 2-D test function) it is Adam without preconditioner."
+    ),
 }
 """Compare's settings per registered optimizer name; a new optimizer needs only a row."""
 
@@ -398,8 +400,9 @@ def parse_method(spec: str) -> Method:
     """A method with settings: ``adam[weight_decay=1e-4,batch=64]`` is the ``adam`` row with
     those optimizer keyword arguments and 64 examples per step; ``batch`` takes a number,
     ``1`` or ``full``; ``schedule`` names a learning-rate schedule (``adamw[schedule=wsd]``,
-    see :data:`SCHEDULE_SETTINGS`). The settings become part of the method's name, so results
-    say exactly what ran. ``KeyError`` for an unknown method or a malformed setting."""
+    see :data:`SCHEDULE_SETTINGS`; ``none``: a constant rate). The settings become part of the
+    method's name, so results say exactly what ran. ``KeyError`` for an unknown method or a
+    malformed setting."""
     spec = spec.strip()
     if "[" not in spec:
         return get_method(spec)
@@ -425,11 +428,12 @@ def parse_method(spec: str) -> Method:
                 if not isinstance(size, int) or size < 2:
                     raise KeyError(f"method {spec!r}: batch must be 1, full or a whole number")
                 changes.update(batch="mini", mini_batch=size)
-        elif key == "schedule":
-            changes["schedule"] = _schedule_name(raw.strip())
+        elif key == "schedule":  # "none": a constant rate, also under --schedule
+            word = raw.strip()
+            changes["schedule"] = None if word.lower() == "none" else _schedule_name(word)
         else:
             kwargs[key] = _value(raw.strip())
-    if "schedule" in changes:
+    if changes.get("schedule"):
         changes["description"] = f"{method.description} LR schedule: {changes['schedule']}."
     new = dataclasses.replace(method, name=spec, kwargs=kwargs, **changes)
     try:  # the optimizer checks its own arguments (a clear error names the bad one)
@@ -453,16 +457,18 @@ def with_schedule(spec: str, schedule: str | None) -> str:
 @contextlib.contextmanager
 def evaluation_weights(optimizer: Any) -> Iterator[None]:
     """Inside, the parameters hold the weights to evaluate: Schedule-Free's average (its
-    ``eval()``, then back with ``train()``); other optimizers change nothing."""
+    ``eval()``; afterwards ``train()`` if it was in train mode); other optimizers change
+    nothing."""
     swap = callable(getattr(optimizer, "eval", None)) and callable(
         getattr(optimizer, "train", None)
     )
+    was_training = bool(getattr(optimizer, "training", True))
     if swap:
         optimizer.eval()
     try:
         yield
     finally:
-        if swap:
+        if swap and was_training:
             optimizer.train()
 
 

@@ -30,6 +30,7 @@ from optimist.comparison.training_loop import GAP_FLOOR
 __all__ = [
     "accuracy_plot",
     "curves_plot",
+    "health_plot",
     "method_style",
     "method_styles",
     "paths_grid_plot",
@@ -287,6 +288,85 @@ def sensitivity_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> b
         ax.set_ylabel(f"{what} at equal fidelity\n(% of the budget in the legend)")
     ax.grid(True, alpha=0.3)
     _legend(fig, ax, ncols=3)
+    return _render(fig, fmt)
+
+
+def _monitored(document: dict[str, Any], task: str, method: str) -> list[dict[str, Any]]:
+    return sorted(
+        (
+            r
+            for r in document["runs"]
+            if r["task"] == task and r["method"] == method and isinstance(r.get("monitor"), dict)
+        ),
+        key=lambda r: str(r["seed"]),
+    )
+
+
+def _xy(points: list[list[Any]], positive: bool) -> tuple[np.ndarray, np.ndarray]:
+    x = np.array([p[0] for p in points], float)
+    y = np.array([np.nan if p[1] is None else p[1] for p in points], float)
+    if positive:
+        y[~(y > 0)] = np.nan  # a log axis: zeros and non-finite values are gaps
+    return x, y
+
+
+def health_plot(document: dict[str, Any], task: str, method: str, fmt: str = "svg") -> bytes | None:
+    """The training monitor's view of one method on one task, as small multiples: the loss
+    (training readings, validation dashed), the global gradient norm and, on data tasks, the
+    update-to-weight ratio ``||dw||/||w||`` of each layer (dotted: the usual 1e-3). One line per
+    seed (layers in Okabe-Ito colours); dotted red verticals mark the steps verdicts fired."""
+    runs = _monitored(document, task, method)
+    if not runs:
+        return None
+    function = document["tasks"][task]["kind"] == "function"
+    colour = method_style(method)["color"]
+    panels = [("loss", "gap f - f(min)" if function else "loss"), ("grad_norm", "gradient norm")]
+    layers = sorted(
+        {k for r in runs for k in r["monitor"]["series"] if k.startswith("update_ratio/")}
+    )
+    if layers and not function:
+        panels.append(("update_ratio/", "update ratio ||dw||/||w||"))
+    fig = _figure((3.3 * len(panels), 2.9), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    seed_styles = LINE_STYLES
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for i, run in enumerate(runs):
+            series = run["monitor"]["series"]
+            ls = seed_styles[i % len(seed_styles)]
+            label_seed = f"seed {run['seed']}"
+            if key == "update_ratio/":
+                for j, layer in enumerate(layers):
+                    if layer in series:
+                        x, y = _xy(series[layer], True)
+                        name = layer.split("/", 1)[1]
+                        ax.plot(
+                            x,
+                            y,
+                            lw=1.1,
+                            ls=ls,
+                            color=OKABE_ITO[(j + 1) % len(OKABE_ITO)],
+                            label=f"{name}" if i == 0 else None,
+                        )
+                ax.axhline(1e-3, color="grey", ls=":", lw=1)
+                continue
+            if key in series:
+                x, y = _xy(series[key], True)
+                ax.plot(x, y, lw=1.2, ls=ls, color=colour, label=label_seed)
+            if key == "loss" and "val_loss" in series and not function:
+                x, y = _xy(series["val_loss"], True)
+                ax.plot(x, y, lw=1.0, ls=ls, color=colour, alpha=0.5)
+            for v in run["monitor"]["verdicts"]:
+                ax.axvline(v["step"], color="#D55E00", ls=":", lw=0.9, alpha=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer steps")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if key == "update_ratio/":
+            ax.legend(fontsize=7, frameon=False, loc="best")
+    row = next((r for r in document["summary"] if r["task"] == task and r["method"] == method), {})
+    fig.suptitle(f"{method}: {row.get('health') or ''}", fontsize=9)
+    _legend(fig, axes[0], ncols=4)
     return _render(fig, fmt)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from optimist.comparison import plots, tables
+from optimist.comparison import health, plots, tables
 from optimist.comparison.methods import MINIBATCH
 from optimist.comparison.results import atomic_write_bytes, atomic_write_text
 from optimist.comparison.safety import inside, safe_name
@@ -83,6 +83,21 @@ def _protocol_items(document: dict[str, Any]) -> list[Markup]:
             "rate (see the methods table; 2-D functions have their own defaults). "
             "Use <code>--tune</code> for a fair comparison at each method's best."
         )
+    if p.get("lr_find"):
+        found = document.get("lr_finder") or {}
+        listed = ", ".join(
+            f"{_e(label)} {_g(f['suggestion'])}" if f["suggestion"] else f"{_e(label)} none"
+            for label, f in found.items()
+        )
+        items.append(
+            "<b>LR finder</b> (<code>--lr-find</code>): before any trial, Smith's learning-rate "
+            "range test (<code>optimist.lr_finder</code>, 100 steps from 1e-7 to 10, seeded, "
+            "with the method's batch size) ran per method on each data task; its suggestion, "
+            "rounded to a tenth of a decade, replaced the documented default"
+            + (" as the centre of the tuning grid" if p["tuned"] else " as the learning rate")
+            + " (marked † in the tables). 2-D functions keep their defaults: no data to sweep. "
+            + (f"Suggestions: {listed}." if listed else "")
+        )
     items += [
         f"<b>Evaluation</b>: the chosen learning rate re-run with {p['seeds']} seed(s); "
         "tables show mean ± standard deviation over seeds, the verdict the 95% confidence "
@@ -119,8 +134,12 @@ def _protocol_items(document: dict[str, Any]) -> list[Markup]:
 _MIME = {"svg": "image/svg+xml", "gif": "image/gif", "png": "image/png"}
 
 
-def _figures(document: dict[str, Any], task: str) -> list[tuple[str, str, bytes | None, str]]:
-    """``(stem, extension, bytes, caption)`` of a task's figures."""
+Drawn = list[tuple[str, str, bytes | None, str]]
+"""``(stem, extension, bytes, caption)`` of figures."""
+
+
+def _figures(document: dict[str, Any], task: str) -> Drawn:
+    """A task's figures."""
     kind = document["tasks"][task]["kind"]
     out = [
         (
@@ -195,12 +214,59 @@ def _figures(document: dict[str, Any], task: str) -> list[tuple[str, str, bytes 
     return out
 
 
-def _section(
-    document: dict[str, Any], task: str, plot_dir: Path | None, figures: bool = True
-) -> dict[str, Any]:
-    info = document["tasks"][task]
-    drawn = _figures(document, task) if figures else []
-    figures_out = []
+def _health_figures(document: dict[str, Any], task: str) -> Drawn:
+    """One diagnostic figure per method (the training monitor's signals and verdicts)."""
+    out = []
+    for method in document["methods"]:
+        row = next(
+            (r for r in document["summary"] if r["task"] == task and r["method"] == method), {}
+        )
+        out.append(
+            (
+                f"health-{safe_name(method)}",
+                "svg",
+                plots.health_plot(document, task, method),
+                f"{method}: {row.get('health') or 'not monitored'}.",
+            )
+        )
+    return out
+
+
+def _health_notes(document: dict[str, Any], task: str) -> list[dict[str, Any]]:
+    """Per method with a verdict: the first seed's evidence and advice for each verdict."""
+    notes = []
+    for method in document["methods"]:
+        runs = [r for r in document["runs"] if r["task"] == task and r["method"] == method]
+        lines = health.first_evidence(runs)
+        if lines:
+            notes.append({"method": method, "lines": lines})
+    return notes
+
+
+def _health_intro(kind: str) -> str:
+    text = (
+        "The training monitor (<code>optimist.monitor</code>) watched every evaluation run at a "
+        "fixed interval (1/50 of its steps). "
+    )
+    if kind == "function":
+        text += (
+            "On a 2-D function there is no model, layer or validation set, so only the verdicts "
+            "that need just the loss (here the gap) and the gradient norm apply: diverging, "
+            "stalled, oscillating. Panels: gap and gradient norm, one line per seed; dotted red "
+            "lines: the steps a verdict fired."
+        )
+    else:
+        text += (
+            "Panels: loss (solid: training readings at the evaluation points; pale: validation), "
+            "gradient norm, and each layer's update-to-weight ratio ||dw||/||w|| (dotted: the "
+            "usual 1e-3); line styles: seeds; dotted red lines: the steps a verdict fired."
+        )
+    return text
+
+
+def _encode(drawn: Drawn, task: str, plot_dir: Path | None) -> list[dict[str, str]]:
+    """Figures as data URIs, also written (atomically) to ``plot_dir`` when given."""
+    out = []
     for stem, ext, data, caption in drawn:
         if not data:
             continue
@@ -208,12 +274,23 @@ def _section(
         if plot_dir is not None:
             atomic_write_bytes(inside(plot_dir, plot_dir / name), data)
         uri = f"data:{_MIME[ext]};base64,{base64.b64encode(data).decode('ascii')}"
-        figures_out.append({"uri": uri, "alt": f"{task}: {caption}", "caption": caption})
+        out.append({"uri": uri, "alt": f"{task}: {caption}", "caption": caption})
+    return out
+
+
+def _section(
+    document: dict[str, Any], task: str, plot_dir: Path | None, figures: bool = True
+) -> dict[str, Any]:
+    info = document["tasks"][task]
+    figures_out = _encode(_figures(document, task) if figures else [], task, plot_dir)
+    health_out = _encode(_health_figures(document, task) if figures else [], task, plot_dir)
     cols = tables.columns(info["kind"])
     caption = (
         "Columns: the method's optimizer settings and batch size, the learning rate used "
-        "(* not tuned), mean ± standard deviation over seeds, how many seeds reached the target "
-        "and stayed there (k/n), steps per run, throughput, and the methods it is tied with."
+        "(* not tuned; † centred on or taken from the LR finder), mean ± standard deviation "
+        "over seeds, how many seeds reached the target and stayed there (k/n), steps per run, "
+        "throughput, the training monitor's verdict over the seeds (health), and the methods it "
+        "is tied with."
     )
     return {
         "task": task,
@@ -226,6 +303,9 @@ def _section(
         "rows": tables.rows(document, task),
         "caption": caption,
         "figures": figures_out,
+        "health_figures": health_out,
+        "health_intro": Markup(_health_intro(info["kind"])),
+        "health_notes": _health_notes(document, task),
     }
 
 

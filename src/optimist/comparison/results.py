@@ -16,13 +16,17 @@ The document (``schema_version`` 1)::
       "runs":    [run, ...],                      # evaluation runs, one per (task, method, seed)
       "tuning":  [run, ...],                      # tuning trials (no trajectory)
       "summary": [row, ...],                      # one per (task, method), ranked per task
-      "recommendations": {"<task>": "plain words"}
+      "recommendations": {"<task>": "plain words"},
+      "lr_finder": {"<task>/<method>": {...}}   # only with --lr-find
     }
 
 A ``run`` has ``task, method, phase, lr, seed, state`` (``complete | pruned | diverged | error``),
 ``objective``, ``curves`` (``step, epoch, time_s, train_loss, val_loss, val_acc``: lists of the
 same length; ``epoch``/``val_acc`` null on 2-D functions), ``final`` (the metrics at the end),
-``trajectory`` (``[[x, y], ...]`` on 2-D functions, else null), ``study`` and ``trial_number``.
+``trajectory`` (``[[x, y], ...]`` on 2-D functions, else null), ``study`` and ``trial_number``;
+evaluation runs also have ``monitor`` (the training monitor's ``every``, ``health``,
+``verdicts`` and thinned ``series``, see :mod:`optimist.comparison.health`). A summary row has
+``health`` (the text of the report's column), ``health_word`` and ``health_counts``.
 Non-finite numbers are written as ``null``. :data:`RESULTS_SCHEMA` is the JSON Schema.
 """
 
@@ -40,6 +44,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from optimist.comparison.health import summarize_health
 from optimist.comparison.safety import inside, safe_name
 
 __all__ = [
@@ -161,6 +166,7 @@ def summarize(
     finals = [r["final"] for r in ok]
     reached = [f["steps_to_target"] for f in finals if f.get("steps_to_target") is not None]
     tuned = [t for t in tuning if t["state"] in ("complete", "diverged", "pruned")]
+    health = summarize_health(runs)
     return {
         "task": task,
         "kind": kind,
@@ -184,6 +190,9 @@ def summarize(
         "steps_per_s": _stats(f.get("steps_per_s") for f in finals),
         "examples_per_s": _stats(f.get("examples_per_s") for f in finals),
         "time_s": _stats(f.get("time_s") for f in finals),
+        "health": health["text"],
+        "health_word": health["word"],
+        "health_counts": health["counts"],
         "tuning": {
             "n_trials": len(tuned),
             "n_pruned": sum(t["state"] == "pruned" for t in tuned),
@@ -243,6 +252,7 @@ CSV_COLUMNS = [
     "tuning_trials",
     "tuning_pruned",
     "tuning_diverged",
+    "health",
 ]
 
 
@@ -285,6 +295,33 @@ _STATS = {
     "properties": {"mean": _NUM, "std": _NUM, "min": _NUM, "max": _NUM, "n": {"type": "integer"}},
 }
 _SERIES = {"type": ["array", "null"], "items": _NUM}
+_VERDICT = {
+    "type": "object",
+    "required": ["name", "step", "evidence", "advice"],
+    "properties": {
+        "name": {"type": "string"},
+        "step": {"type": "integer"},
+        "evidence": {"type": "string"},
+        "advice": {"type": "string"},
+        "layer": {"type": ["string", "null"]},
+    },
+}
+_MONITOR = {
+    "type": ["object", "null"],
+    "required": ["every", "health", "verdicts", "series"],
+    "properties": {
+        "every": {"type": "integer"},
+        "health": {"enum": ["healthy", "warning", "diverged"]},
+        "verdicts": {"type": "array", "items": _VERDICT},
+        "series": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "array",
+                "items": {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2},
+            },
+        },
+    },
+}
 _RUN = {
     "type": "object",
     "required": [
@@ -356,6 +393,7 @@ _RUN = {
         "trial_number": {"type": "integer"},
         "error": {"type": "string"},
         "reports": {"type": "object", "additionalProperties": _NUM},
+        "monitor": _MONITOR,
     },
 }
 _SUMMARY = {
@@ -401,6 +439,10 @@ _SUMMARY = {
         "steps_per_s": _STATS,
         "examples_per_s": _STATS,
         "batch_size": _INT,
+        "lr_found": _NUM,
+        "health": {"type": "string"},
+        "health_word": {"enum": ["healthy", "warning", "diverged", None]},
+        "health_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
         "score": {
             "type": "object",
             "required": ["mean", "ci_half_width", "n"],
@@ -481,6 +523,20 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "tuning": {"type": "array", "items": _RUN},
         "summary": {"type": "array", "items": _SUMMARY},
         "recommendations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "lr_finder": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["suggestion", "lr", "default_lr", "stopped", "steps"],
+                "properties": {
+                    "suggestion": _NUM,
+                    "lr": {"type": "number"},
+                    "default_lr": {"type": "number"},
+                    "stopped": {"type": "string"},
+                    "steps": {"type": "integer"},
+                },
+            },
+        },
         "verdicts": {
             "type": "object",
             "required": ["overall", "tasks"],

@@ -90,6 +90,12 @@ class Config:
     """Examples per step of every mini-batch method (default: each method's own, 32)."""
     tune_params: tuple[str, ...] = ("lr",)
     """What tuning searches: the learning rate, plus any of :data:`TUNABLE` (with TPE)."""
+    lr_find: bool = False
+    """Run the LR range test per method on each data task and use its suggestion instead of
+    the documented default (see :mod:`optimist.comparison.lr_find`)."""
+    found_lrs: dict[str, dict[str, Any]] | None = None
+    """The range tests' results by ``"task/method"``, filled in by the coordinator (so that
+    worker processes use the very same numbers)."""
 
     @property
     def storage_url(self) -> str:
@@ -145,6 +151,8 @@ class Group:
     final_name: str
     extra: tuple[str, ...] = ()
     """Settings tuned besides the learning rate (then the sampler is TPE)."""
+    found_lr: float | None = None
+    """The LR finder's suggestion that replaced the documented default (``--lr-find``)."""
 
     @property
     def sampler(self) -> str | None:
@@ -195,6 +203,10 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
             method = resolve_method(name, config)
             steps = task.total_steps(method, config.budget, config.budget_steps, config.subsample)
             default_lr = task.default_lr(method)
+            found = (config.found_lrs or {}).get(f"{task.name}/{method.name}") or {}
+            found_lr = found.get("suggestion")
+            if found_lr is not None:
+                default_lr = found_lr
             grid = lr_grid(default_lr, config)
             base = {
                 "task": task.signature(config.subsample),
@@ -229,6 +241,7 @@ def build_groups(config: Config, tasks: list[Task]) -> list[Group]:
                     tune_name=f"{task.name}/{method.name}/tune/{tune_sig}",
                     extra=extra,
                     final_name=f"{task.name}/{method.name}/final/{st.signature(base)}",
+                    found_lr=found_lr,
                 )
             )
     return groups
@@ -278,7 +291,8 @@ class Context:
     def final_lr(self, group: Group) -> st.TuneOutcome:
         """The LR of the evaluation runs: tuned (once tuning is done) or the default."""
         if not self.config.tune:
-            return st.TuneOutcome(group.default_lr, "default")
+            source = "lr-finder" if group.found_lr is not None else "default"
+            return st.TuneOutcome(group.default_lr, source)
         outcome = self._lr.get(group.label)
         if outcome is None:
             outcome = st.best_lr(self.trials(group, "tune"), group.default_lr)

@@ -7,6 +7,7 @@ line can be reproduced as written; throughput is given per example as well as pe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["columns", "fairness", "rows", "summary_frame", "terminal_tables"]
@@ -34,7 +35,8 @@ SHORT = {
     "to_target": "steps to target",
     "tied_with": "tied with",
 }
-TERMINAL = {"rank", "method", "batch", "lr", "val_loss", "val_acc", "reached", "tied_with"}
+TERMINAL = {"rank", "method", "batch", "lr", "val_loss", "val_acc", "reached", "health"}
+TERMINAL |= {"tied_with"}
 TERMINAL_DATA = TERMINAL | {"examples_per_s"}
 TERMINAL_FUNCTION = (TERMINAL - {"batch"}) | {"to_target"}
 
@@ -64,7 +66,7 @@ def columns(kind: str, compact: bool = False) -> list[tuple[str, str]]:
             ("to_target", "steps to target"),
         ]
     head += [("steps", "steps"), ("steps_per_s", "steps/s"), ("diverged", "diverged")]
-    head += [("tied_with", "tied with")]
+    head += [("health", "health"), ("tied_with", "tied with")]
     return head
 
 
@@ -86,18 +88,22 @@ def rows(document: dict[str, Any], task: str) -> list[dict[str, str]]:
             batch = "exact" if not method.get("noisy_on_functions") else f"noise of {batch}"
         reached = f"{r['n_reached_target']}/{r['n_runs']}" if r["n_runs"] else "–"
         to_target = r["epochs_to_target" if data else "steps_to_target"]["mean"]
+        mark = "" if r["lr_source"] in ("tuned", "default") else " *"
+        if r.get("lr_found") is not None:
+            mark = " †"  # the LR finder's suggestion, or the grid centred on it
         row = {
             "rank": "–" if r["rank"] is None else str(r["rank"]),
             "method": r["method"],
             "settings": settings or "defaults",
             "batch": str(batch),
-            "lr": _g(r["lr"]) + ("" if r["lr_source"] in ("tuned", "default") else " *"),
+            "lr": _g(r["lr"]) + mark,
             "val_loss": _mean_ci(r, "val_loss", ".3g"),
             "reached": reached,
             "to_target": _g(to_target, ".2f" if data else ".0f"),
             "steps": _g(info["steps"].get(r["method"]), "d"),
             "steps_per_s": _g(r["steps_per_s"]["mean"], ".0f"),
             "diverged": f"{r['n_diverged']}/{r['n_runs']}",
+            "health": r.get("health") or "–",
             "tied_with": ", ".join(r.get("tied_with") or []) or "–",
         }
         if data:
@@ -146,11 +152,15 @@ def summary_frame(document: dict[str, Any]):
             "settings": {**(method.get("kwargs") or {}), **(r.get("tuned_settings") or {})},
             "batch_size": r.get("batch_size") or method.get("batch_size"),
             "lr": r["lr"],
+            "lr_source": r["lr_source"],
+            "lr_found": r.get("lr_found"),
             "tied_with": list(r.get("tied_with") or []),
             "n_runs": r["n_runs"],
             "n_reached_target": r["n_reached_target"],
             "n_diverged": r["n_diverged"],
             "n_errors": r.get("n_errors", 0),
+            "health": r.get("health"),
+            "health_word": r.get("health_word"),
             "score": r.get("score", {}).get("mean"),
             "score_ci": r.get("score", {}).get("ci_half_width"),
         }
@@ -191,12 +201,14 @@ def terminal_tables(document: dict[str, Any]) -> list[Any]:
             table.add_column(
                 header,
                 justify="right" if key in numeric else "left",
-                overflow="fold",
-                no_wrap=key != "tied_with",
-                min_width={"rank": 4, "batch": 5, "tied_with": 9}.get(key),
+                overflow="ellipsis" if key == "health" else "fold",
+                no_wrap=key not in ("tied_with", "health"),
+                min_width={"rank": 4, "batch": 5, "tied_with": 9, "health": 9}.get(key),
                 style="bold" if key == "method" else None,
             )
         for row in rows(document, task):
+            # "dead ReLUs in 2/3 seeds" -> "dead ReLUs 2/3": the terminal is narrow
+            row["health"] = re.sub(r" in (\d+/\d+) seeds", r" \1", row["health"])
             table.add_row(*(row[key] for key, _ in shown))
         out.append(table)
     return out

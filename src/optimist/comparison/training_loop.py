@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from optimist.comparison.health import TrialMonitor
 from optimist.comparison.methods import Method, evaluation_weights
 from optimist.comparison.tasks import DataTask, FunctionTask, Task
 from optimist.training import Callback, Model, losses
@@ -68,8 +69,10 @@ def run_trial(
     subsample: int | None = None,
     report: Reporter | None = None,
     final: bool = True,
+    monitor: bool | None = None,
 ) -> dict[str, Any]:
-    """Run one trial; returns ``{"state", "objective", "curves", "final", "trajectory"}``.
+    """Run one trial; returns ``{"state", "objective", "curves", "final", "trajectory",
+    "monitor"}``.
 
     ``state`` is ``"complete"``, ``"pruned"`` (``report`` asked to stop) or ``"diverged"``;
     ``objective`` is what the tuner minimizes (``inf`` when diverged): the last validation loss
@@ -77,13 +80,18 @@ def run_trial(
     points, so a learning rate that gets close sooner wins. ``report`` receives the same
     quantity as it stands at each evaluation point.
     ``final`` also scores the whole validation set and the test set at the end.
+    ``monitor`` (default: ``final``) watches the run with the training monitor
+    (:mod:`optimist.comparison.health`); ``"monitor"`` is then its verdicts and signals, else None.
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    watched = final if monitor is None else monitor
     if isinstance(task, FunctionTask):
-        return _function_trial(task, method, lr, seed, total_steps, n_evals, report)
+        return _function_trial(task, method, lr, seed, total_steps, n_evals, report, watched)
     if isinstance(task, DataTask):
-        return _data_trial(task, method, lr, seed, total_steps, n_evals, subsample, report, final)
+        return _data_trial(
+            task, method, lr, seed, total_steps, n_evals, subsample, report, final, watched
+        )
     raise TypeError(f"unsupported task type {type(task).__name__}")
 
 
@@ -102,10 +110,12 @@ def _function_trial(
     total_steps: int,
     n_evals: int,
     report: Reporter | None,
+    watched: bool,
 ) -> dict[str, Any]:
     f = task.function
     p = torch.tensor(f.start, dtype=torch.float64)
     opt = method.build([p], lr, total_steps)
+    monitor = TrialMonitor(None, opt, total_steps) if watched else None
     sigma = method.noise_scale(f.noise)
     noise = None
     if sigma > 0:
@@ -113,6 +123,8 @@ def _function_trial(
         noise = (torch.randn(total_steps, 2, generator=gen, dtype=torch.float64) * sigma).tolist()
     x, y = at = f.start  # (x, y): the weights evaluated; at: where the gradient is taken
     initial = f.gap(x, y)
+    if monitor is not None:
+        monitor.loss(initial, reading=True)
     log_gaps: list[float] = []
     steps, gaps, times, path = [0], [initial], [0.0], [[x, y]]
     checkpoints = set(eval_steps(total_steps, n_evals))
@@ -133,6 +145,8 @@ def _function_trial(
         with evaluation_weights(opt):  # Schedule-Free: its average, not the gradient point
             x, y = p.tolist()
         gap = f.gap(x, y) if math.isfinite(x) and math.isfinite(y) else math.inf
+        if monitor is not None:
+            monitor.loss(gap)
         now = time.perf_counter()
         elapsed += now - t0
         t0 = now
@@ -190,6 +204,7 @@ def _function_trial(
         },
         "final": final,
         "trajectory": [path[i] for i in keep],
+        "monitor": monitor.result() if monitor is not None else None,
     }
 
 
@@ -213,8 +228,12 @@ class _Trial(Callback):
     times its start), the target, pruning through ``report``, and the step budget (it stops
     ``fit`` when the budget is spent)."""
 
-    def __init__(self, model, task, data, total_steps, n_evals, per_epoch, report) -> None:
+    def __init__(
+        self, model, task, data, total_steps, n_evals, per_epoch, report, watched=False
+    ) -> None:
         super().__init__()
+        self.watched = watched
+        self.monitor: TrialMonitor | None = None
         self.model = model
         self.task = task
         self.x_eval, self.y_eval = data.x_val[: task.eval_size], data.y_val[: task.eval_size]
@@ -262,6 +281,10 @@ class _Trial(Callback):
         return value <= target["threshold"]
 
     def on_train_begin(self, logs=None) -> None:
+        if self.watched and self.monitor is None:
+            self.monitor = TrialMonitor(self.model, self.model.optimizer, self.total)
+            self.monitor.loss(self.train0, reading=True)
+            self.monitor.val_loss(self.val0)
         self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
@@ -298,6 +321,9 @@ class _Trial(Callback):
         c["val_loss"].append(val_loss)
         if c["val_acc"] is not None:
             c["val_acc"].append(val_acc)
+        if self.monitor is not None:
+            self.monitor.loss(train_loss, reading=True)
+            self.monitor.val_loss(val_loss)
         self.next += 1
         if _is_bad(train_loss, self.train0) or _is_bad(val_loss, self.val0):
             self.state = "diverged"
@@ -322,6 +348,7 @@ def _data_trial(
     subsample: int | None,
     report: Reporter | None,
     final: bool,
+    watched: bool,
 ) -> dict[str, Any]:
     """Train through :meth:`optimist.training.Model.fit` (the same step loop, batching,
     evaluation and NaN detection as every ``fit``), with :class:`_Trial` as its callback."""
@@ -340,7 +367,7 @@ def _data_trial(
     n = len(y)
     bs = method.batch_size(n)
     per_epoch = math.ceil(n / bs)
-    trial = _Trial(model, task, data, total_steps, n_evals, per_epoch, report)
+    trial = _Trial(model, task, data, total_steps, n_evals, per_epoch, report, watched)
     trial.batch_size = bs
     try:
         model.fit(
@@ -351,6 +378,7 @@ def _data_trial(
             shuffle=bs < n,
             verbose=0,
             callbacks=[trial],
+            monitor=False,  # the trial's own monitor (fixed interval, no warnings) if any
         )
     except FloatingPointError:  # fit's NaN check: the loss became NaN or infinite
         trial.state = "diverged"
@@ -394,4 +422,5 @@ def _data_trial(
         "curves": curves,
         "final": result_final,
         "trajectory": None,
+        "monitor": trial.monitor.result() if trial.monitor is not None else None,
     }

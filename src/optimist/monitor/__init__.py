@@ -11,11 +11,20 @@ from optimist.monitor.diagnose import diagnose, health, series_of
 from optimist.monitor.logfile import MonitorLog, read_log
 from optimist.monitor.lr_finder import LRFinderResult, lr_finder
 from optimist.monitor.signals import sharpness
-from optimist.monitor.verdicts import ADVICE, VERDICTS, Thresholds, Verdict
+from optimist.monitor.verdicts import (
+    ADVICE,
+    LABELS,
+    LOSS_VERDICTS,
+    VERDICTS,
+    Thresholds,
+    Verdict,
+)
 from optimist.monitor.watch import Monitor, MonitorWarning, Watch, watch
 
 __all__ = [
     "ADVICE",
+    "LABELS",
+    "LOSS_VERDICTS",
     "VERDICTS",
     "LRFinderResult",
     "Monitor",

@@ -64,8 +64,9 @@ class SignalCollector:
     """Reads the signals of every ``every``-th step of ``optimizer``; see the module docstring.
 
     ``emit(record)`` receives one flat record per sampled step: ``step``, ``grad_norm``,
-    ``nonfinite``, ``grad_norm/<layer>``, ``update_ratio/<layer>``, ``eff_lr/<layer>`` (adaptive
-    optimizers), ``momentum_norm``, ``v_min``/``v_max`` (second moment) and ``dead/<module>``.
+    ``nonfinite``, ``grad_norm/<layer>``, ``update_ratio/<layer>``, ``dead/<module>`` and, with
+    ``full`` (else left out: no verdict reads them), ``eff_lr/<layer>`` (adaptive optimizers),
+    ``momentum_norm`` and ``v_min``/``v_max`` (second moment).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class SignalCollector:
         emit: Callable[[Record], None],
         every: int | str = 10,
         budget: float = 0.02,
+        full: bool = True,
     ) -> None:
         auto = every == "auto"
         if not auto and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
@@ -82,6 +84,7 @@ class SignalCollector:
                 f"`every` must be an integer >= 1 or 'auto'. Received: every={every!r}"
             )
         self.optimizer = optimizer
+        self.full = full
         self.every: int = AUTO_START if auto else int(every)
         self.auto = auto
         self.budget = budget
@@ -97,6 +100,7 @@ class SignalCollector:
         self._before: dict[str, Any] | None = None
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
+        self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
         self._since = time.perf_counter()  # start of the latest sample
         self._handles: list[Any] = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -121,6 +125,11 @@ class SignalCollector:
         for h in self._relu_handles:
             h.remove()
         self._relu_handles = []
+
+    def charge(self, seconds: float) -> None:
+        """Counts ``seconds`` of other monitor work (a loss reading) in the auto interval's
+        budget."""
+        self._cost += seconds
 
     @property
     def sampling(self) -> bool:
@@ -179,11 +188,11 @@ class SignalCollector:
     def _read_after(self, step: int, before: dict[str, Any]) -> None:
         start = time.perf_counter()
         names: list[str] = []
-        values: list[torch.Tensor] = []
+        blocks: list[torch.Tensor] = []  # 1-D float64 blocks of values, names in that order
 
         def add(name: str, value: torch.Tensor) -> None:
             names.append(name)
-            values.append(value.detach().reshape(()).to(torch.float64))
+            blocks.append(value.detach().reshape(1).to(torch.float64))
 
         idx = before["idx"]
         if idx:
@@ -198,18 +207,22 @@ class SignalCollector:
             per_layer = torch.zeros(3, len(layer_names), dtype=torch.float64, device=g2.device)
             per_layer.index_add_(1, index.to(g2.device), torch.stack([g2, d2, w2]))
             per_layer = per_layer.sqrt()
-            add("grad_norm", g2.sum().sqrt())
-            for k, layer in enumerate(layer_names):
-                add(f"grad_norm/{layer}", per_layer[0, k])
-                add(f"update_ratio/{layer}", per_layer[1, k] / per_layer[2, k].clamp_min(1e-30))
-            self._state_signals(idx, add)
+            # grad_norm, then per layer: grad_norm/<layer>, update_ratio/<layer>
+            names.append("grad_norm")
+            for layer in layer_names:
+                names += [f"grad_norm/{layer}", f"update_ratio/{layer}"]
+            ratio = per_layer[1] / per_layer[2].clamp_min(1e-30)
+            blocks.append(g2.sum().sqrt().reshape(1))
+            blocks.append(torch.stack([per_layer[0], ratio], dim=1).reshape(-1))
+            if self.full:
+                self._state_signals(idx, add)
         for name, share in self._dead.items():
             add(f"dead/{name}", share)
         self._dead = {}
         if names:
             record: Record = {"step": step}
             # one host transfer
-            record.update(zip(names, torch.stack(values).cpu().tolist(), strict=True))
+            record.update(zip(names, torch.cat(blocks).cpu().tolist(), strict=True))
             if "grad_norm" in record:
                 record["nonfinite"] = self._nonfinite_share(idx, record["grad_norm"])
             self.emit(record)
@@ -233,6 +246,7 @@ class SignalCollector:
             if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
                 self.every = min(self.every * 2, AUTO_MAX)
         self._since = now
+        self.spent += self._cost
         self._cost = 0.0
         self.next_sample = step + self.every
         if self.sampling:

@@ -10,7 +10,6 @@ raise an alarm. The thresholds live in :class:`Thresholds`; their defaults were 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +25,24 @@ VERDICTS = (
     "overfitting",
     "healthy",
 )
+
+LABELS = {
+    "diverging": "diverging",
+    "stalled": "stalled",
+    "oscillating": "oscillating",
+    "vanishing_gradients": "vanishing gradients",
+    "exploding_gradients": "exploding gradients",
+    "update_ratio_high": "update ratio too high",
+    "update_ratio_low": "update ratio too low",
+    "dead_relus": "dead ReLUs",
+    "overfitting": "overfitting",
+    "healthy": "healthy",
+}
+"""Each verdict in words, for report columns."""
+
+LOSS_VERDICTS = ("diverging", "stalled", "oscillating")
+"""The verdicts that need only the loss and the global gradient norm: all that applies where
+there is no model (a 2-D test function), so no layers, update ratios or ReLUs."""
 
 ADVICE = {
     "diverging": "lower the learning rate (try /10), clip gradients, and check the data for "
@@ -113,11 +130,9 @@ def _first(series: Series, key: str, n: int = 1) -> list[float]:
 
 
 def _median_last(values: list[float], n: int) -> float:
-    return statistics.median(values[-n:])
-
-
-def _layers(series: Series, prefix: str) -> list[str]:
-    return [k[len(prefix) :] for k in series if k.startswith(prefix)]
+    tail = sorted(values[-n:])  # statistics.median, without its per-call overhead
+    mid = len(tail) // 2
+    return tail[mid] if len(tail) % 2 else (tail[mid - 1] + tail[mid]) / 2
 
 
 class Diagnoser:
@@ -131,6 +146,15 @@ class Diagnoser:
         self.series: Series = {}
         self.found: dict[tuple[str, str | None], Verdict] = {}
         self.last_step = 0
+        self._prefixed: dict[str, list[str]] = {}  # prefix -> layers (cleared on a new key)
+
+    def _layers(self, prefix: str) -> list[str]:
+        """The layers with a ``prefix`` signal (``grad_norm/`` -> ``["fc1", ...]``)."""
+        found = self._prefixed.get(prefix)
+        if found is None:
+            found = [k[len(prefix) :] for k in self.series if k.startswith(prefix)]
+            self._prefixed[prefix] = found
+        return found
 
     def add(self, record: dict[str, Any]) -> list[Verdict]:
         """Adds one record (``step`` plus signal values); returns the verdicts new at this step."""
@@ -138,7 +162,11 @@ class Diagnoser:
         self.last_step = max(self.last_step, step)
         for key, value in record.items():
             if key not in ("step", "type") and isinstance(value, (int, float)):
-                self.series.setdefault(key, []).append((step, float(value)))
+                points = self.series.get(key)
+                if points is None:
+                    points = self.series[key] = []
+                    self._prefixed.clear()
+                points.append((step, float(value)))
         new = []
         for name, evidence, layer in self._check(record):
             if (name, layer) not in self.found:
@@ -239,7 +267,7 @@ class Diagnoser:
         return value / math.sqrt(self.layer_sizes.get(layer, 1))
 
     def _dead_now(self) -> bool:
-        for layer in _layers(self.series, "dead/"):
+        for layer in self._layers("dead/"):
             values = _values(self.series, f"dead/{layer}", self.t.window)
             if (
                 len(values) >= self.t.window
@@ -251,7 +279,7 @@ class Diagnoser:
     def _gradients(self) -> list[tuple[str, str, str | None]]:
         t = self.t
         out: list[tuple[str, str, str | None]] = []
-        for layer in _layers(self.series, "grad_norm/"):
+        for layer in self._layers("grad_norm/"):
             r = self._rms(layer, last=True)
             if (
                 self.layer_sizes.get(layer, 0) >= t.min_layer_size
@@ -260,7 +288,7 @@ class Diagnoser:
             ):
                 evidence = f"its gradient RMS reached {r:.3g} per entry"
                 out.append(("exploding_gradients", evidence, layer))
-        rms = {layer: self._rms(layer) for layer in _layers(self.series, "grad_norm/")}
+        rms = {layer: self._rms(layer) for layer in self._layers("grad_norm/")}
         rms = {k: v for k, v in rms.items() if v is not None and math.isfinite(v)}
         # zero gradients behind dead ReLUs are the dead-ReLU verdict's, not this one's
         if len(rms) >= 2 and not self._dead_now():
@@ -277,7 +305,7 @@ class Diagnoser:
 
     def _update_ratio(self) -> list[tuple[str, str, str | None]]:
         t, out = self.t, []
-        for layer in _layers(self.series, "update_ratio/"):
+        for layer in self._layers("update_ratio/"):
             if self.layer_sizes.get(layer, 0) < t.min_layer_size:
                 continue
             values = _values(self.series, f"update_ratio/{layer}", t.update_ratio_readings)
@@ -298,7 +326,7 @@ class Diagnoser:
 
     def _dead(self) -> list[tuple[str, str, str | None]]:
         t, out = self.t, []
-        for layer in _layers(self.series, "dead/"):
+        for layer in self._layers("dead/"):
             values = _values(self.series, f"dead/{layer}", t.window)
             if len(values) >= t.window and _median_last(values, t.window) >= t.dead_share:
                 m = _median_last(values, t.window)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
 
@@ -43,10 +44,10 @@ def _check_loss(loss: Any) -> torch.Tensor | float:
 
 
 def _mean_loss(items: list[torch.Tensor | float]) -> float:
-    tensors = [t.reshape(1) for t in items if isinstance(t, torch.Tensor)]
+    tensors = [t for t in items if isinstance(t, torch.Tensor)]
     total = sum(t for t in items if not isinstance(t, torch.Tensor))
-    if tensors:  # one host transfer for the whole interval
-        total += float(torch.cat([t.to(torch.float64) for t in tensors]).sum())
+    if tensors:  # one op and one host transfer for the whole interval
+        total += float(torch.stack(tensors).reshape(-1).to(torch.float64).sum())
     return total / len(items)
 
 
@@ -60,7 +61,10 @@ class Watch:
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
     diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
-    issues a :class:`MonitorWarning` the first time each verdict holds.
+    issues a :class:`MonitorWarning` the first time each verdict holds. ``full``: also read the
+    optimizer-state signals (effective LR, momentum norm, second-moment range), which no verdict
+    needs and which cost about half of a reading; the default (``None``) reads them only when a
+    log, CSV or TensorBoard output is written, so the light mode (nothing written) stays cheap.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Watch:
         tensorboard: str | os.PathLike[str] | None = None,
         thresholds: Thresholds | None = None,
         warn: bool = False,
+        full: bool | None = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"watch needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -83,7 +88,9 @@ class Watch:
         self._losses: list[torch.Tensor | float] = []
         self._first_loss = True
         self._closed = False
-        self._collector = SignalCollector(model, optimizer, self._emit, every)
+        if full is None:
+            full = any(out is not None for out in (log, csv, tensorboard))
+        self._collector = SignalCollector(model, optimizer, self._emit, every, full=full)
         self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
         try:
             if log is not None:
@@ -112,12 +119,19 @@ class Watch:
         """Optimizer steps taken since the watch began."""
         return self._collector.step
 
-    def log_loss(self, loss: Any) -> None:
+    @property
+    def own_time(self) -> float:
+        """Seconds (wall) the monitor spent on its readings so far (signals, losses, rules);
+        the few microseconds of each unsampled step's hooks are not counted."""
+        return self._collector.spent + self._collector._cost
+
+    def log_loss(self, loss: Any, *, reading: bool = False) -> None:
         """The training loss of the latest step; averaged over ``every`` steps per reading (one
-        host transfer per reading)."""
+        host transfer per reading). ``reading=True`` makes it (with any losses still pending) a
+        reading now: for a loss that is already a mean over an interval, e.g. an epoch's."""
         self._losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
-        if len(self._losses) >= self.every or self._first_loss:
+        if reading or len(self._losses) >= self.every or self._first_loss:
             self._first_loss = False
             self._flush_loss()
 
@@ -178,9 +192,12 @@ class Watch:
     def _flush_loss(self) -> None:
         if not self._losses or self._closed:
             return
+        start = time.perf_counter()
         mean = _mean_loss(self._losses)
         self._losses = []
         self._emit({"step": self.step, "loss": mean})
+        # a loss reading is the monitor's time too: every="auto" counts it
+        self._collector.charge(time.perf_counter() - start)
 
     def _emit(self, record: Record) -> None:
         if self._closed:
@@ -205,10 +222,12 @@ class Monitor:
     """The monitor as a ``fit`` callback (duck-typed to ``optimist.callbacks.Callback``).
 
     ``fit`` adds ``Monitor()`` by default: light mode, which reads the gradient-side signals
-    every ``every`` steps, the epoch losses (``loss``, ``val_loss``) from the epoch logs, and
-    warns once per verdict. It needs no per-batch callback, so it adds no host sync per batch.
-    Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in ``callbacks`` to keep a
-    log, or ``fit(..., monitor=False)`` to turn it off. After training, ``monitor.verdicts()``.
+    every ``every`` steps (not the optimizer-state ones unless a log/CSV/TensorBoard output is
+    given, see :class:`Watch`'s ``full``), the epoch losses (``loss``, ``val_loss``) from the
+    epoch logs, and warns once per verdict. It needs no per-batch callback, so it adds no host
+    sync per batch. Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in
+    ``callbacks`` to keep a log, or ``fit(..., monitor=False)`` to turn it off. After
+    training, ``monitor.verdicts()``.
     """
 
     def __init__(
@@ -220,6 +239,7 @@ class Monitor:
         tensorboard: str | os.PathLike[str] | None = None,
         thresholds: Thresholds | None = None,
         warn: bool = True,
+        full: bool | None = None,
     ) -> None:
         self.model: Any = None
         self.params: dict[str, Any] = {}
@@ -231,6 +251,7 @@ class Monitor:
             tensorboard=tensorboard,
             thresholds=thresholds,
             warn=warn,
+            full=full,
         )
 
     def set_model(self, model: Any) -> None:
@@ -259,8 +280,7 @@ class Monitor:
         if self.watch is None or not logs:
             return
         if "loss" in logs:
-            self.watch.log_loss(logs["loss"])
-            self.watch._flush_loss()
+            self.watch.log_loss(logs["loss"], reading=True)
         if "val_loss" in logs:
             self.watch.log_val_loss(logs["val_loss"])
 

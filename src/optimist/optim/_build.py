@@ -3,8 +3,10 @@
 :func:`load_extension` is what :mod:`optimist.optim.fused` (and any later C++ engine) uses:
 
 * **Cache key.** The library's name is ``<prefix>_<hash>``, the hash covering everything that
-  changes the build: the sources' bytes and file names, the compiler flags, the ``CXX`` compiler,
-  the torch and Python versions and the CPU's feature flags (``-march=native``), but not where
+  changes the build: the bytes and file names of every source, headers included (a header is
+  passed in ``sources`` like a ``.cpp`` file: hashed and copied, but not compiled on its own),
+  the compiler flags, the ``CXX`` compiler, the torch and Python versions and the CPU's
+  feature flags (``-march=native``), but not where
   the sources live: they are copied into the build directory under fixed names and compiled
   there, so two checkouts with identical sources share one build in ``TORCH_EXTENSIONS_DIR``.
 * **Loading.** An already-built library (marked complete by a ``<name>.built`` file written after
@@ -45,6 +47,7 @@ __all__ = ["build_directory", "extension_name", "load_extension"]
 
 DEFAULT_WAIT_S = 600.0
 _LIB_SUFFIX = ".pyd" if sys.platform == "win32" else ".so"
+_HEADER_SUFFIXES = (".h", ".hpp")
 
 
 def _announce(message: str) -> None:
@@ -126,7 +129,8 @@ def load_extension(
         _remove_stale_torch_lock(build_dir)
         copies = _copy_sources(sources, build_dir / "src")
         _announce(f"compiling {description} in {build_dir} (first use only, about a minute)...")
-        module = _compile(name, copies, cflags, ldflags, build_dir, description)
+        units = [c for c in copies if c.suffix not in _HEADER_SUFFIXES]
+        module = _compile(name, units, cflags, ldflags, build_dir, description)
         _write_atomic(marker, f"{datetime.now(timezone.utc).isoformat()}\n")
         return module
 

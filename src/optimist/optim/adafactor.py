@@ -17,7 +17,8 @@ second moment), with :math:`\hat\beta_{2,t} = 1 - t^{c}` (``beta2_decay`` :math:
 Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost" (2018),
 Algorithms 4 and 5 with update clipping (sec. 5), in ``torch.optim.Adafactor``'s form (torch
 2.13): same arguments, defaults, state keys (``step``, ``row_var``, ``col_var``, ``variance``)
-and results, tested bit for bit. Like torch's it has no first moment. The factored moments are
+and results, tested bit for bit, and against ``optimist.reference.adafactor`` (float64, step
+by step). Like torch's it has no first moment. The factored moments are
 stored in the parameter's dtype (a rank-r parameter of shape ``(..., n, m)`` keeps ``n + m``
 values per trailing matrix instead of ``n m``); ``state_dtype`` does not apply. It is torch ops
 per tensor (whole-tensor norms rule out the element-wise engine).

@@ -39,8 +39,8 @@ except ImportError:  # torch built without distributed support
     DTensor = None  # type: ignore[assignment,misc]
 
 __all__ = [
-    "global_grad_stats",
     "full",
+    "global_grad_stats",
     "global_norms",
     "is_dtensor",
     "like",
@@ -102,13 +102,13 @@ def whole(shard: Tensor, reference: Tensor) -> Tensor:
     return like(reference, shard).full_tensor() if is_dtensor(reference) else shard
 
 
-def shard_of(full: Tensor, reference: Tensor) -> Tensor:
-    """This rank's local shard of the whole tensor ``full`` (the same on every rank), laid out
-    as DTensor ``reference``; no communication. ``full`` itself for a plain ``reference``."""
+def shard_of(whole_tensor: Tensor, reference: Tensor) -> Tensor:
+    """This rank's local shard of ``whole_tensor`` (the same on every rank), laid out as
+    DTensor ``reference``; no communication. ``whole_tensor`` itself for a plain ``reference``."""
     if not is_dtensor(reference):
-        return full
+        return whole_tensor
     mesh = reference.device_mesh
-    replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    replicated = DTensor.from_local(whole_tensor, mesh, [Replicate()] * mesh.ndim, run_check=False)
     return replicated.redistribute(mesh, reference.placements).to_local()
 
 
@@ -124,8 +124,8 @@ def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
     sums = torch.stack([t.double().square().sum() for t in shards])
     spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
     mesh = reference.device_mesh
-    full = DTensor.from_local(sums, mesh, spec, run_check=False).full_tensor()
-    return full.sqrt().tolist()
+    total = DTensor.from_local(sums, mesh, spec, run_check=False).full_tensor()
+    return total.sqrt().tolist()
 
 
 def _world() -> int:

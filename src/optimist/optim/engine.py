@@ -39,14 +39,19 @@ import torch
 from torch import Tensor
 
 from optimist.optim import _build, codecs
-from optimist.optim.base import Optimizer, ParamsT, as_real, new_step_tensor, scalar
-from optimist.optim.distributed import global_grad_stats, is_dtensor, like, local, local_grad
+from optimist.optim.base import ParamsT, as_real, scalar
+from optimist.optim.distributed import global_grad_stats, is_dtensor, local, local_grad
+from optimist.optim.eager import Batch, TensorScalars, run_eager
 from optimist.optim.rule import Rule
+from optimist.optim.rule_state import RuleState, float_state_dict
 from optimist.optim.transforms import ChainConfig, mask_matches
 
 __all__ = ["RuleOptimizer", "available", "float_state_dict", "grad_stats", "load"]
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "engine.cpp"
+CSRC = Path(__file__).resolve().parent / "csrc"
+# every file the build reads (engine.cpp includes the headers), so that the cache key changes
+# with any of them
+SOURCES = sorted([*CSRC.glob("*.h"), *CSRC.glob("*.cpp")])
 CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 
@@ -68,12 +73,12 @@ def _disabled() -> bool:
 
 def extension_name() -> str:
     """Name of the compiled engine: changes with the source, flags, torch, Python and the CPU."""
-    return _build.extension_name(NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS)
+    return _build.extension_name(NAME_PREFIX, SOURCES, CFLAGS, LDFLAGS)
 
 
 def _load_module() -> ModuleType:
     return _build.load_extension(
-        NAME_PREFIX, [SOURCE], CFLAGS, LDFLAGS, description="C++ optimizer engine"
+        NAME_PREFIX, SOURCES, CFLAGS, LDFLAGS, description="C++ optimizer engine"
     )
 
 
@@ -118,14 +123,19 @@ def available() -> bool:
 def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor, bool]:
     """Pass 0: per-tensor sums of squares (float64) and whether all gradients are finite.
 
-    One read of each gradient. Without clipping by value this is torch's multi-tensor norm
-    (vectorized and threaded), and "finite" is judged from the norms as
-    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it (a NaN or inf
-    element makes its norm NaN or inf). With ``clip_value > 0`` the gradients are clamped to
-    ``±clip_value`` first, in the C++ engine for CPU tensors it takes, else in torch ops.
+    One read of each gradient. CPU tensors go through the C++ engine (each value widened to
+    float64 and summed in vectorized lanes, at memory speed); elsewhere torch's multi-tensor norm
+    (in the gradients' precision). "Finite" is judged from the sums, as
+    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it from the norm (a NaN
+    or inf element makes the sum NaN or inf). With ``clip_value > 0`` the gradients are clamped
+    to ``±clip_value`` first, and finiteness is that of the unclamped elements.
     """
     if not grads:
         return torch.zeros(0, dtype=torch.float64), True
+    if all(g.is_cpu for g in grads) and available():
+        mod = load()
+        if not mod.unsupported_indices([list(grads), list(grads)]):
+            return mod.grad_stats(list(grads), float(clip_value))
     if clip_value <= 0:
         norms = torch._foreach_norm([as_real(g) for g in grads])
         try:  # one op when the norms share a dtype and device (the usual case)
@@ -133,10 +143,6 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         except RuntimeError:
             sums = torch.stack([n.double().cpu() for n in norms]) ** 2
         return sums, bool(torch.isfinite(sums).all())
-    if all(g.is_cpu for g in grads) and available():
-        mod = load()
-        if not mod.unsupported_indices([list(grads), list(grads)]):
-            return mod.grad_stats(list(grads), float(clip_value))
     sums, finite = [], []
     for g in grads:  # on the gradients' devices; one host transfer at the end
         r = as_real(g).clamp(-clip_value, clip_value)
@@ -151,35 +157,6 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         out[idx] = torch.stack([sums[i] for i in idx]).cpu()
         all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
     return out, all_finite
-
-
-def float_state_dict(state_dict: dict[str, Any], *, widen_bfloat16: bool = True) -> dict[str, Any]:
-    """A copy of an optimizer ``state_dict`` with float32 state, loadable by torch.optim.
-
-    int8 state (codes plus ``<key>_absmax`` scales) is decoded (a DTensor's per local shard, into
-    a float32 DTensor laid out alike) and bfloat16 state widened unless ``widen_bfloat16`` is
-    False; the groups' ``state_dtype`` is dropped, so loading keeps the optimizer's own choice
-    (and re-encodes: int8 codes come back bit for bit on the same layout).
-    """
-    out = {key: value for key, value in state_dict.items() if key != "optimist"}
-    out["param_groups"] = [
-        {k: v for k, v in g.items() if k != "state_dtype"} for g in state_dict["param_groups"]
-    ]
-    states = {}
-    for pid, pstate in state_dict["state"].items():
-        new = {}
-        for key, value in pstate.items():
-            if key.endswith("_absmax"):
-                continue
-            scale = pstate.get(key + "_absmax")
-            if isinstance(value, Tensor) and value.dtype == torch.int8 and scale is not None:
-                value = like(value, codecs.int8_decode(local(value), scale))
-            elif widen_bfloat16 and isinstance(value, Tensor) and value.dtype == torch.bfloat16:
-                value = value.float()
-            new[key] = value
-        states[pid] = new
-    out["state"] = states
-    return out
 
 
 # --- scalar state -------------------------------------------------------------------------------
@@ -202,24 +179,10 @@ class _ListScalars:
         return value
 
 
-class _TensorScalars:
-    """Scalar state of one parameter (``state[key] *= factor`` in the tensor's precision)."""
-
-    def __init__(self, state: dict[str, Any], already_scaled: bool = False) -> None:
-        self.state = state
-        self.already_scaled = already_scaled
-
-    def scale(self, key: str, factor: float) -> float:
-        value = self.state[key]
-        if not self.already_scaled:
-            value *= factor
-        return float(value.item())
-
-
 # --- the optimizer ------------------------------------------------------------------------------
 
 
-class RuleOptimizer(Optimizer):
+class RuleOptimizer(RuleState):
     """A ``torch.optim.Optimizer`` driven by a :class:`~optimist.optim.rule.Rule`.
 
     Subclasses set :attr:`rule` and call ``super().__init__(params, defaults, ...)`` from an
@@ -236,9 +199,6 @@ class RuleOptimizer(Optimizer):
     """
 
     rule: ClassVar[Rule]
-    # state tensors outside the rule's slots that a subclass stores through the codecs (Muon's
-    # momentum buffer): load_state_dict keeps them as saved instead of casting them
-    extra_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -263,130 +223,15 @@ class RuleOptimizer(Optimizer):
         self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
-    # --- checks and persistence --------------------------------------------------------------
-
-    def _check_common(self, group: dict[str, Any]) -> None:
-        super()._check_common(group)
-        codecs.check_state_dtype(group.get("state_dtype"))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for key in ("chain", "stochastic_params", "_count", "_micro"):
-            if key in self.__dict__:
-                state[key] = self.__dict__[key]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("chain", ChainConfig())
-        self.__dict__.setdefault("stochastic_params", False)
-        self.__dict__.setdefault("_count", 0)
-        self.__dict__.setdefault("_micro", 0)
-        self.__dict__["_mask_cache"] = {}
-        self.__dict__.setdefault("_warned_subclass", False)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.setdefault("optimist", {}).update(count=self._count, micro=self._micro)
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        extra = dict(state_dict.get("optimist") or {})
-        # torch casts every state tensor to its parameter's dtype; keep the encoded ones as they
-        # are (int8 codes, their scales, float32 state of low-precision params) and convert after
-        kept: dict[Any, dict[str, Tensor]] = {}
-        encoded = {slot.key for slot in self.rule.slots} | set(self.extra_state_keys)
-        encoded |= {key + "_absmax" for key in encoded}
-        for pid, pstate in state_dict.get("state", {}).items():
-            for key, value in pstate.items():
-                if isinstance(value, Tensor) and key in encoded:
-                    kept.setdefault(pid, {})[key] = value
-        own_storage = [g.get("state_dtype") for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        # a checkpoint that does not say how to store the state (torch.optim's) keeps this
-        # optimizer's choice: a torch.optim checkpoint loads into an int8 optimizer
-        for group, saved, own in zip(
-            self.param_groups, state_dict["param_groups"], own_storage, strict=False
-        ):
-            if "state_dtype" not in saved:
-                group["state_dtype"] = own
-        ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        by_id = dict(zip(ids, params, strict=False))
-        groups = {id(p): g for g in self.param_groups for p in g["params"]}
-        for pid, values in kept.items():
-            p = by_id.get(pid)
-            if p is None:
-                continue
-            state = self.state[p]
-            for key, value in values.items():
-                state[key] = value.to(device=p.device)
-            self._conform_state(p, state, groups[id(p)])
-        self._count = int(extra.get("count", 0))
-        self._micro = int(extra.get("micro", 0))
-
-    # --- state ------------------------------------------------------------------------------
-
-    def _slot_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
-        return codecs.storage_dtype(group.get("state_dtype"), p)
-
-    def _new_slot(self, p: Tensor, state: dict[str, Any], key: str, dtype: torch.dtype) -> None:
-        state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
-        if dtype == torch.int8:
-            blocks = -(-local(p).numel() // codecs.QUANT_BLOCK)  # per shard for a DTensor
-            state[key + "_absmax"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
-        else:
-            state.pop(key + "_absmax", None)
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        rule = self.rule
-        if rule.has_step and "step" not in state:
-            state["step"] = new_step_tensor()
-        for key, initial in rule.scalar_state:
-            if key not in state:
-                state[key] = torch.tensor(initial, dtype=new_step_tensor().dtype)
-        dtype = self._slot_dtype(p, group)
-        for slot in rule.slots:
-            if slot.active(group) and not slot.fresh and slot.key not in state:
-                self._new_slot(p, state, slot.key, dtype)
-        if self.chain.ema is not None and "ema" not in state:
-            state["ema"] = p.detach().clone(memory_format=torch.preserve_format)
-
-    def _conform_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        """Convert every slot of ``state`` to the storage format the group asks for."""
-        target = self._slot_dtype(p, group)
-        shard = local(p)
-        compute = torch.float64 if p.dtype in (torch.float64, torch.complex128) else torch.float32
-        for slot in self.rule.slots:
-            value = state.get(slot.key)
-            if value is None:
-                continue
-            scale = state.get(slot.key + "_absmax")
-            is_int8 = (
-                scale is not None and value.dtype != torch.float32 or value.dtype == torch.int8
-            )
-            if is_int8 and value.dtype != torch.int8:  # torch cast the codes to float
-                value = value.to(torch.int8)
-            if value.dtype == target and (target != torch.int8 or scale is not None):
-                state[slot.key] = value
-                continue
-            if p.is_complex():
-                decoded = local(value).to(p.dtype)
-            else:
-                decoded = codecs.decode(local(value), scale, compute).reshape(shard.shape)
-            self._new_slot(p, state, slot.key, target)
-            codecs.encode(
-                decoded,
-                local(state[slot.key]),
-                state.get(slot.key + "_absmax"),
-                stochastic=False,
-                seed=0,
-            )
+    def _gradients(self, params: Sequence[Tensor]) -> list[Tensor | None]:
+        """The gradient each parameter steps with: ``p.grad``, or its accumulator (None: none)."""
+        if self.chain.accumulate > 1:
+            state = self.state
+            return [state[p].get("accumulated") if p in state else None for p in params]
+        return [p.grad for p in params]
 
     def _gradient(self, p: Tensor) -> Tensor | None:
-        if self.chain.accumulate > 1:
-            return self.state[p].get("accumulated") if p in self.state else None
-        return p.grad
+        return self._gradients((p,))[0]
 
     # --- masks --------------------------------------------------------------------------------
 
@@ -422,8 +267,8 @@ class RuleOptimizer(Optimizer):
         return [
             g
             for group in self.param_groups
-            for p in group["params"]
-            if (g := self._gradient(p)) is not None
+            for g in self._gradients(group["params"])
+            if g is not None
         ]
 
     def _pass0(self) -> tuple[float, bool]:
@@ -506,7 +351,6 @@ class RuleOptimizer(Optimizer):
             for k, slot in enumerate(rule.slots)
             if slot.active(group)
         ]
-        accumulating = chain.accumulate > 1
         has_step = rule.has_step
         originals: list[Tensor] = []
         params: list[Tensor] = []  # local shards of DTensors
@@ -519,11 +363,7 @@ class RuleOptimizer(Optimizer):
         any_int8 = False
         quantized = group.get("state_dtype") == "int8"  # load_state_dict converts to it
         optimizer_state = self.state
-        for p in group["params"]:
-            if accumulating:
-                grad = optimizer_state[p].get("accumulated") if p in optimizer_state else None
-            else:
-                grad = p.grad
+        for p, grad in zip(group["params"], self._gradients(group["params"]), strict=True):
             if grad is None:
                 continue
             if grad.is_sparse:
@@ -616,7 +456,7 @@ class RuleOptimizer(Optimizer):
         flags: tuple[bool, ...],
         prologue: dict[str, Any],
     ) -> None:
-        batch = _Batch(params, grads, states, columns, scales, fresh, flags, prologue)
+        batch = Batch(params, grads, states, columns, scales, fresh, flags, prologue)
         n = len(params)
         eager: list[int] = list(range(n))
         if implementation == "fused" and _overflows_low_precision(group, params):
@@ -642,12 +482,19 @@ class RuleOptimizer(Optimizer):
                 gone = set(slow)
                 self._run_fused(group, batch.subset([i for i in range(n) if i not in gone]))
         for i in eager:
-            self._run_eager(group, batch.subset([i]))
+            run_eager(
+                self.rule,
+                group,
+                batch.subset([i]),
+                ema=self.chain.ema,
+                stochastic_params=self.stochastic_params,
+                seed=self._seed(),
+            )
 
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
 
-    def _run_fused(self, group: dict[str, Any], batch: _Batch) -> None:
+    def _run_fused(self, group: dict[str, Any], batch: Batch) -> None:
         rule = self.rule
         mod = load()
         steps = [s["step"] for s in batch.states] if rule.has_step else []
@@ -666,10 +513,10 @@ class RuleOptimizer(Optimizer):
         already = not math.isnan(t)
         for i, state in enumerate(batch.states):
             ti = float(state["step"].item()) if rule.has_step else 0.0
-            hyper = rule.scalars(group, ti, _TensorScalars(state, already_scaled=already))
+            hyper = rule.scalars(group, ti, TensorScalars(state, already_scaled=already))
             self._call_engine(batch.subset([i]), hyper)
 
-    def _call_engine(self, batch: _Batch, hyper: Sequence[float]) -> None:
+    def _call_engine(self, batch: Batch, hyper: Sequence[float]) -> None:
         rule, ema, pro = self.rule, self.chain.ema, batch.prologue
         load().step(
             rule.name,
@@ -696,79 +543,6 @@ class RuleOptimizer(Optimizer):
             self.stochastic_params,
             self._seed(),
         )
-
-    def _run_eager(self, group: dict[str, Any], batch: _Batch) -> None:
-        """The rule's eager function on one parameter (``batch`` holds just that one)."""
-        rule = self.rule
-        (state,) = batch.states
-        if rule.has_step:
-            state["step"] += 1
-            t = float(state["step"].item())
-        else:
-            t = 0.0
-        hyper = rule.scalars(group, t, _TensorScalars(state))
-        (p,) = batch.params
-        pro = batch.prologue
-        grad = as_real(batch.grads[0])
-        param = as_real(p)
-        slots = [c[0] if c else None for c in batch.columns]
-        native = all(s is None or s.dtype == p.dtype for s in slots) and not (
-            self.stochastic_params and p.dtype in (torch.bfloat16, torch.float16)
-        )
-        if native or p.is_complex():
-            compute = param.dtype
-        else:
-            compute = torch.float64 if p.dtype == torch.float64 else torch.float32
-        work = param if compute == param.dtype else param.to(compute)
-        g = grad if grad.dtype == compute else grad.to(compute)
-        if pro["clip_value"] and pro["clip_first"]:
-            g = g.clamp(-pro["clip_value"], pro["clip_value"])
-        if pro["grad_scale"] != 1.0:
-            g = g * pro["grad_scale"]
-        if pro["clip_value"] and not pro["clip_first"]:
-            g = g.clamp(-pro["clip_value"], pro["clip_value"])
-        if pro["maximize"]:
-            g = -g
-        decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
-        l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
-        if decay != 1.0:
-            work.mul_(decay)
-        if l2 != 0.0:
-            g = g.add(work, alpha=l2)
-        seed = self._seed()
-        index = batch.index[0]
-        views: list[Tensor | None] = []
-        for k, s in enumerate(slots):
-            if s is None:
-                views.append(None)
-            elif as_real(s).dtype == compute:
-                views.append(as_real(s))
-            else:
-                sc = batch.scales[k][0] if batch.scales[k] else None
-                views.append(codecs.decode(s, sc, compute).reshape(p.shape))
-        fresh = bool(batch.fresh[0]) if batch.fresh else False
-        rule.eager(work, g, views, hyper, _with_fresh(batch.flags, rule.fresh_flag, fresh))
-        if self.chain.ema is not None:
-            e = as_real(local(state["ema"]))
-            d = self.chain.ema
-            e.mul_(d).add_(work.to(e.dtype), alpha=1 - d)
-        for k, s in enumerate(slots):
-            view = views[k]
-            if s is None or view is None or view.data_ptr() == as_real(s).data_ptr():
-                continue
-            sc = batch.scales[k][0] if batch.scales[k] else None
-            codecs.encode(
-                view,
-                s,
-                sc,
-                stochastic=batch.state_stochastic,
-                seed=codecs.slot_seed(seed, index, k),
-            )
-        if work is not param:
-            if self.stochastic_params and p.dtype == torch.bfloat16:
-                param.copy_(codecs.bf16_stochastic(work, codecs.slot_seed(seed, index, None)))
-            else:
-                param.copy_(work)
 
     # --- EMA of parameters --------------------------------------------------------------------
 
@@ -797,38 +571,6 @@ class RuleOptimizer(Optimizer):
 
 _EMPTY = torch.empty(0)
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
-
-
-class _Batch:
-    """The tensors of one engine call (index-aligned lists) and their step settings."""
-
-    def __init__(
-        self, params, grads, states, columns, scales, fresh, flags, prologue, index=None
-    ) -> None:  # noqa: ANN001
-        self.params, self.grads, self.states = params, grads, states
-        self.columns, self.scales, self.fresh = columns, scales, fresh
-        self.flags, self.prologue = flags, prologue
-        self.index = index if index is not None else range(len(params))
-        self.state_stochastic = bool(prologue.get("state_stochastic", False))
-
-    def subset(self, idx: list[int]) -> _Batch:
-        def pick(xs: list) -> list:
-            return [xs[i] for i in idx] if xs else []
-
-        pro = dict(self.prologue, l2=pick(self.prologue["l2"]), decay=pick(self.prologue["decay"]))
-        return _Batch(
-            pick(self.params), pick(self.grads), pick(self.states),
-            [pick(c) for c in self.columns], [pick(c) for c in self.scales], pick(self.fresh),
-            self.flags, pro, [self.index[i] for i in idx],
-        )  # fmt: skip
-
-
-def _with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
-    if index < 0:
-        return flags
-    out = list(flags) + [False] * max(0, index + 1 - len(flags))
-    out[index] = fresh
-    return tuple(out)
 
 
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)

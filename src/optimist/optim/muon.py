@@ -12,7 +12,8 @@ For every parameter with two or more dimensions (flattened to ``(shape[0], -1)``
 
 Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024), as
 ``torch.optim.Muon`` (torch 2.13) computes it: same arguments, defaults, state key
-(``momentum_buffer``) and results (tested bit for bit); ``adjust_lr_fn`` ``None``/"original"
+(``momentum_buffer``) and results (tested bit for bit; and against ``optimist.reference.muon`` in
+float64 with ``ns_dtype=None``); ``adjust_lr_fn`` ``None``/"original"
 scales by :math:`\sqrt{\max(1, A/B)}`, "match_rms_adamw" by :math:`0.2\sqrt{\max(A, B)}` (Liu et
 al. 2025). Beyond torch's (which rejects them): parameters of rank < 2 (biases, norms) are
 stepped by AdamW (optimist's engine rule) inside the same optimizer, with ``adamw_lr``,
@@ -28,9 +29,10 @@ when stored otherwise than the parameter. Newton-Schulz runs on the stacked ``(B
 of a group's matrices of equal shape (one batched matmul per iteration instead of ``B``; bit for
 bit the per-matrix result, tested), in ``ns_dtype`` (torch's bfloat16 by default; None: the
 update's own dtype, e.g. float64 for the NumPy reference tests). It is not ``torch.compile``d:
-measured in ``benchmarks/matrix_speed.py``, compiling costs more than it saves over a training
-run of a few thousand steps on CPU. The engine's transforms other than gradient scaling
-(clipping, accumulation, schedules) do not reach the Muon groups.
+measured with ``benchmarks/matrix_speed.py --compile`` on CPU, the compiled iteration was 1%
+slower once and 9% faster once (6-16 s to compile, per distinct shape): no clear win. The
+engine's transforms other than gradient scaling (clipping, accumulation, schedules) do not
+reach the Muon groups.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each matrix is whole on one rank (give Muon its
 groups with ``use_muon`` set: ZeRO keeps the groups it was given, and Muon would split a mixed
@@ -52,7 +54,7 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
-from optimist.optim.distributed import full, like, shard_of
+from optimist.optim.distributed import full, is_dtensor, like, shard_of
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.tensorwise import new_slot, read_slot, write_slot
 from optimist.optim.transforms import ChainConfig
@@ -235,6 +237,11 @@ class Muon(RuleOptimizer):
                 raise RuntimeError("Muon does not support complex parameters or sparse gradients")
             if grad_scale != 1.0:
                 g = g * grad_scale
+            if is_dtensor(p) and codecs.storage_dtype(state_dtype, p) != p.dtype:
+                raise RuntimeError(
+                    f"Muon's state_dtype={state_dtype!r} is not supported for DTensor (FSDP2) "
+                    "parameters yet; use state_dtype=None there"
+                )
             state = self.state[p]
             if "momentum_buffer" not in state:
                 new_slot(p, state, "momentum_buffer", state_dtype)

@@ -37,27 +37,34 @@ eigenbasis refresh of its Algorithm 4, in the conventions of the authors' code
 (``correct_bias``), weight decay applied after the update, ``merge_dims`` (merge adjacent
 dimensions while their product stays <= ``max_precond_dim``), ``precondition_1d`` (a vector
 gets one factor :math:`g g^\top`; off by default: plain Adam), ``normalize_grads`` (divide
-:math:`N_t` by its RMS). The authors' current code keeps :math:`M` rotated into the eigenbasis
-and rotates it at each refresh; it is kept here in the parameter's space as in the paper and in
-``pytorch_optimizer.SOAP`` (equal in exact arithmetic: the :math:`Q_i` are orthogonal). A
-0-dimensional parameter is never preconditioned. Tested against ``optimist.reference.soap``
-(a NumPy port of the algorithm, float64, step by step) and ``pytorch_optimizer.SOAP``.
+:math:`N_t` by its RMS). As in the authors' current code, :math:`M` is kept rotated into the
+eigenbasis (``exp_avg`` holds :math:`\mathcal{P}(M_t)`, updated with :math:`\mathcal{P}(g_t)`,
+which :math:`V` needs anyway) and is rotated to the new basis at each refresh: a step costs
+three products per preconditioned dimension (project :math:`g`, project back, the factor)
+instead of the paper's four, and equals the paper's in exact arithmetic (the :math:`Q_i` are
+orthogonal). A 0-dimensional parameter is never preconditioned. Tested against
+``optimist.reference.soap`` (a NumPy port of the paper's algorithm, :math:`M` in the
+parameter's space; float64, step by step, 1e-10) and ``pytorch_optimizer.SOAP`` (the same
+variant; 1e-12 until its first refresh, which it computes in float32, then 1e-7).
 
-Storage. ``exp_avg`` (:math:`M`) and ``exp_avg_sq`` (:math:`V`) are element-wise and stored as
-``state_dtype`` asks (None: the parameter's dtype; "float32", "bfloat16" or block-wise "int8",
-see :mod:`optimist.optim.codecs`). The preconditioners ``GG`` (the :math:`L_i`) and their bases
-``Q`` (lists with one entry per dimension, None where a dimension is not preconditioned) are
-kept in float32 for bfloat16/float16 parameters and in the parameter's dtype otherwise: a
-:math:`d_1 \times d_2` matrix costs :math:`2(d_1^2 + d_2^2)` numbers besides :math:`M` and
-:math:`V`; ``step`` counts the Adam steps (the first gradient is not one). All matrix work
-(eigh, QR, projections, the factor updates) runs batched over the parameters of a group that
-share a shape and dtype, in the precision the preconditioners are stored in.
+Storage. ``exp_avg`` (:math:`\mathcal{P}(M)`) and ``exp_avg_sq`` (:math:`V`) are
+element-wise and stored as ``state_dtype`` asks (None: the parameter's dtype; "float32",
+"bfloat16" or block-wise "int8", see :mod:`optimist.optim.codecs`). The preconditioners ``GG``
+(the :math:`L_i`) and their bases ``Q`` (lists with one entry per dimension, None where a
+dimension is not preconditioned) are kept in float32 for bfloat16/float16 parameters and in
+the parameter's dtype otherwise: a :math:`d_1 \times d_2` matrix costs
+:math:`2(d_1^2 + d_2^2)` numbers besides :math:`M` and :math:`V`. ``step`` counts the Adam
+steps (the first gradient is not one). All matrix work (eigh, QR, projections, the factor
+updates) runs batched over the parameters of a group that share a shape and dtype, in the
+precision the preconditioners are stored in; between steps their state tensors are views of
+one batch tensor, so a step stacks nothing but the gradients.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -73,6 +80,7 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
+from optimist.optim.distributed import is_dtensor
 from optimist.optim.tensorwise import TensorwiseOptimizer, new_slot, read_slot, write_slot
 
 __all__ = ["SOAP", "merged_shape"]
@@ -128,14 +136,34 @@ def _eigenbasis(factor: Tensor) -> Tensor:
     return torch.linalg.eigh(factor + 1e-30 * eye).eigenvectors.flip(-1)  # as the authors
 
 
-def _stack(tensors: list[Tensor]) -> Tensor:
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+def _batch(tensors: list[Tensor], assign: Callable[[int, Tensor], None]) -> Tensor:
+    """The ``(B, ...)`` batch of ``tensors`` to update in place: their common base when they are
+    its consecutive views (as after their first batched step), else a stack that becomes that
+    base (``assign(k, view)`` hands state ``k`` its view), so later steps copy nothing."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    base = tensors[0]._base
+    if (
+        base is not None
+        and base.is_contiguous()
+        and base.shape == (len(tensors), *tensors[0].shape)
+        and all(
+            t._base is base and t.data_ptr() == base[k].data_ptr() for k, t in enumerate(tensors)
+        )
+    ):
+        return base
+    stacked = torch.stack(tensors)
+    for k in range(len(tensors)):
+        assign(k, stacked[k])
+    return stacked
 
 
-def _store(targets: list[Tensor], batch: Tensor) -> None:
-    for target, value in zip(targets, batch.unbind(0), strict=True):
-        if value.data_ptr() != target.data_ptr():
-            target.copy_(value.reshape(target.shape))
+def _in_list(states: list[dict[str, Any]], key: str, i: int) -> Callable[[int, Tensor], None]:
+    return lambda k, view: states[k][key].__setitem__(i, view)
+
+
+def _in_state(states: list[dict[str, Any]], key: str) -> Callable[[int, Tensor], None]:
+    return lambda k, view: states[k].__setitem__(key, view)
 
 
 class SOAP(TensorwiseOptimizer):
@@ -237,6 +265,11 @@ class SOAP(TensorwiseOptimizer):
                 continue
             if p.is_complex() or p.grad.is_sparse:
                 raise RuntimeError("SOAP does not support complex parameters or sparse gradients")
+            if is_dtensor(p):
+                raise RuntimeError(
+                    "SOAP does not support DTensor (FSDP2) parameters yet; use it under DDP or "
+                    "ZeroRedundancyOptimizer, where every tensor is whole on its rank"
+                )
             state = self.state[p]
             step = int(state["step"].item()) if "step" in state else -1
             buckets[(p.shape, p.dtype, p.device, step)].append(p)
@@ -246,52 +279,42 @@ class SOAP(TensorwiseOptimizer):
     def _step_bucket(self, group: dict[str, Any], params: list[Tensor], t: int) -> None:
         """One step of ``params`` (same shape, dtype, device and step ``t``), batched."""
         shape, preconditioned = self._layout(params[0], group)
-        work = torch.float32 if params[0].dtype in (torch.bfloat16, torch.float16) else None
-        work = work or params[0].dtype
-        sign = -1.0 if group["maximize"] else 1.0
-        g = _stack([p.grad.reshape(shape) for p in params]).to(work)
-        if sign < 0:
+        low = params[0].dtype in (torch.bfloat16, torch.float16)
+        work = torch.float32 if low else params[0].dtype
+        grads = [p.grad.reshape(shape) for p in params]
+        g = (grads[0].unsqueeze(0) if len(grads) == 1 else torch.stack(grads)).to(work)
+        if group["maximize"]:
             g = -g
         beta1, beta2 = (scalar(b) for b in group["betas"])
         shampoo_beta = beta2 if group["shampoo_beta"] is None else scalar(group["shampoo_beta"])
         states = [self.state[p] for p in params]
+        dims = [i for i, on in enumerate(preconditioned) if on]
         if t == 0:  # the first gradient builds the preconditioner only
             for p, state in zip(params, states, strict=True):
                 state["step"] = new_step_tensor()
                 for key in ("exp_avg", "exp_avg_sq"):
                     new_slot(p, state, key, group["state_dtype"])
-                state["GG"] = [
-                    torch.zeros(d, d, dtype=work, device=p.device) if on else None
-                    for d, on in zip(shape, preconditioned, strict=True)
-                ]
-            factors = self._update_factors(states, g, shampoo_beta)
-            for i, factor in enumerate(factors):
-                if factor is not None:
-                    _store([s["GG"][i] for s in states], factor)
-            bases = [None if f is None else _eigenbasis(f) for f in factors]
-            for k, state in enumerate(states):
-                state["Q"] = [None if q is None else q[k].clone() for q in bases]
+                state["GG"] = [None] * len(shape)
+                state["Q"] = [None] * len(shape)
+            for i in dims:
+                factor = _outer(g, i).mul_(1 - shampoo_beta)  # the EMA from zero
+                basis = _eigenbasis(factor)
+                for k, state in enumerate(states):
+                    state["GG"][i], state["Q"][i] = factor[k], basis[k]
             return
 
-        qs = [
-            _stack([s["Q"][i] for s in states]) if on else None
-            for i, on in enumerate(preconditioned)
-        ]
-        m, v = (
-            _stack(
-                [
-                    read_slot(p, s, key, group["state_dtype"]).reshape(shape)
-                    for p, s in zip(params, states, strict=True)
-                ]
-            ).to(work)
+        qs: list[Tensor | None] = [None] * len(shape)
+        for i in dims:
+            qs[i] = _batch([s["Q"][i] for s in states], _in_list(states, "Q", i))
+        (m, m_in_place), (v, v_in_place) = (
+            self._slot_batch(group, params, states, key, shape, work)
             for key in ("exp_avg", "exp_avg_sq")
         )
-        m.mul_(beta1).add_(g, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(
-            projected := _multiply(g, qs, back=False), projected, value=1 - beta2
-        )
-        denom = v.sqrt().add_(group["eps"])
-        update = _multiply(_multiply(m, qs, back=False) / denom, qs, back=True)
+        # M is kept in the eigenbasis, as the authors' code: P(M) = beta1 P(M) + (1-beta1) P(G)
+        projected = _multiply(g, qs, back=False)
+        m.mul_(beta1).add_(projected, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(projected, projected, value=1 - beta2)
+        update = _multiply(m / v.sqrt().add_(group["eps"]), qs, back=True)
         if group["normalize_grads"]:
             rms = update.square().mean(dim=tuple(range(1, update.dim())), keepdim=True).sqrt()
             update = update / (rms + 1e-30)  # as the authors (no eps here)
@@ -304,40 +327,50 @@ class SOAP(TensorwiseOptimizer):
             if wd > 0:
                 p.mul_(1 - lr * wd)
 
-        factors = self._update_factors(states, g, shampoo_beta)
-        if t % group["precondition_frequency"] == 0:
-            for i, factor in enumerate(factors):
-                if factor is not None:
-                    qs[i], v = self._refresh(factor, qs[i], v, i)
-        for i, factor in enumerate(factors):
-            if factor is not None:
-                _store([s["GG"][i] for s in states], factor)
-                _store([s["Q"][i] for s in states], qs[i])
+        factors = {}
+        for i in dims:
+            factor = _batch([s["GG"][i] for s in states], _in_list(states, "GG", i))
+            factors[i] = factor.lerp_(_outer(g, i), 1 - shampoo_beta)
+        if dims and t % group["precondition_frequency"] == 0:
+            momentum = _multiply(m, qs, back=True)  # back to the parameter's space
+            for i in dims:
+                basis, permuted = self._refresh(factors[i], qs[i], v, i)
+                qs[i].copy_(basis)
+                v.copy_(permuted)
+            m.copy_(_multiply(momentum, qs, back=False))  # into the new eigenbasis
         seed = (t * 1_000_003 + 12345) & 0xFFFFFFFF
         for k, (p, state) in enumerate(zip(params, states, strict=True)):
             state["step"] += 1
-            for slot, (key, value) in enumerate((("exp_avg", m[k]), ("exp_avg_sq", v[k]))):
-                write_slot(
-                    state,
-                    key,
-                    value.reshape(p.shape),
-                    stochastic=group["state_dtype"] == "bfloat16",
-                    seed=codecs.slot_seed(seed, k, slot),
-                )
+            for slot, (key, value, in_place) in enumerate(
+                (("exp_avg", m, m_in_place), ("exp_avg_sq", v, v_in_place))
+            ):
+                if not in_place:
+                    write_slot(
+                        state,
+                        key,
+                        value[k].reshape(p.shape),
+                        stochastic=group["state_dtype"] == "bfloat16",
+                        seed=codecs.slot_seed(seed, k, slot),
+                    )
 
     @staticmethod
-    def _update_factors(
-        states: list[dict[str, Any]], g: Tensor, shampoo_beta: float
-    ) -> list[Tensor | None]:
-        """:math:`L_i \\leftarrow \\beta_s L_i + (1 - \\beta_s) g_{(i)} g_{(i)}^\\top`, batched."""
-        factors: list[Tensor | None] = []
-        for i, first in enumerate(states[0]["GG"]):
-            if first is None:
-                factors.append(None)
-                continue
-            factor = _stack([s["GG"][i] for s in states])
-            factors.append(factor.lerp_(_outer(g, i), 1 - shampoo_beta))
-        return factors
+    def _slot_batch(
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        key: str,
+        shape: tuple[int, ...],
+        work: torch.dtype,
+    ) -> tuple[Tensor, bool]:
+        """The batch of an element-wise state in the working precision, and whether it is the
+        stored state itself (updated in place) rather than a decoded copy to write back."""
+        values = [
+            read_slot(p, s, key, group["state_dtype"]) for p, s in zip(params, states, strict=True)
+        ]
+        if all(x is s[key] and x.dtype == work for x, s in zip(values, states, strict=True)):
+            return _batch(values, _in_state(states, key)).view(len(values), *shape), True
+        stacked = torch.stack([x.reshape(shape) for x in values])
+        return stacked.to(work), False
 
     @staticmethod
     def _refresh(factor: Tensor, q: Tensor, v: Tensor, dim: int) -> tuple[Tensor, Tensor]:

@@ -1016,9 +1016,13 @@ class Model(nn.Module):
                     if not finite:
                         raise self._nan_error(epoch, epochs, checked + 1, done, steps)
                     checked = done
-                if ddp is not None and ddp.stop_each_batch:  # every rank stops after this batch
-                    self.stop_training = ddp.agree_stop(self.stop_training)
-                if self.stop_training or done == steps_per_epoch:
+                # under DDP every rank stops after the same batch: agreed when a batch hook could
+                # ask for it (stop_each_batch), else at the epoch's end
+                stop = self.stop_training
+                if ddp is not None:
+                    stop = ddp.stop_each_batch and ddp.agree_stop(stop)
+                    self.stop_training |= stop
+                if stop or done == steps_per_epoch:
                     break
             if ddp is not None:
                 total, seen = ddp.reduce(loss_sum.tensor(), seen, metrics)

@@ -1,0 +1,151 @@
+// optimist engine: which tensors the engine takes (a header of engine.cpp, one translation unit).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace optimist {
+
+using at::Tensor;
+
+inline bool engine_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf ||
+         t == at::kComplexFloat || t == at::kComplexDouble;
+}
+
+inline bool usable(const Tensor& t, const Tensor& p) {
+  return t.defined() && t.has_storage() && t.device().is_cpu() && t.layout() == at::kStrided &&
+         t.is_contiguous() && t.sizes() == p.sizes() && !t.is_conj() && !t.is_neg();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aliasing among the params of one call.  The kernels update small tensors in parallel and
+// large ones first, so params whose memory overlaps (two views of one storage, a param listed
+// twice) must instead go through the per-tensor path in the caller's order, as torch does.
+// The byte ranges of a param set are compared with the last few sets seen (one pass, no
+// sort), so the O(n log n) overlap test runs once per param set, not once per step.
+
+using Range = std::pair<uintptr_t, uintptr_t>;  // [first byte, one past the last byte)
+
+// The byte range a CPU strided tensor can touch (empty for non-CPU or empty tensors).
+inline Range byte_range(const Tensor& t) {
+  if (!t.defined() || !t.device().is_cpu() || t.layout() != at::kStrided) return {0, 0};
+  const int64_t n = t.numel();
+  if (n == 0) return {0, 0};
+  int64_t span = n;  // elements from the first to one past the last
+  if (!t.is_contiguous()) {
+    const auto sizes = t.sizes();
+    const auto strides = t.strides();
+    span = 1;
+    for (size_t d = 0; d < sizes.size(); ++d) span += (sizes[d] - 1) * std::abs(strides[d]);
+  }
+  const auto lo = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  return {lo, lo + static_cast<uintptr_t>(span * t.itemsize())};
+}
+
+inline bool any_overlap(std::vector<Range> ranges) {
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const Range& r) { return r.first == r.second; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  }
+  return false;
+}
+
+inline bool params_overlap(const std::vector<Tensor>& params) {
+  struct Entry {
+    std::vector<Range> ranges;
+    bool overlap;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;  // most recent first
+  constexpr size_t kCacheSize = 16;
+
+  std::vector<Range> ranges;
+  ranges.reserve(params.size());
+  for (const Tensor& p : params) ranges.push_back(byte_range(p));
+  std::lock_guard<std::mutex> guard(mutex);
+  for (size_t k = 0; k < cache.size(); ++k) {
+    if (cache[k].ranges == ranges) {
+      const bool overlap = cache[k].overlap;
+      if (k != 0) std::rotate(cache.begin(), cache.begin() + k, cache.begin() + k + 1);
+      return overlap;
+    }
+  }
+  const bool overlap = any_overlap(ranges);
+  if (cache.size() == kCacheSize) cache.pop_back();
+  cache.insert(cache.begin(), Entry{std::move(ranges), overlap});
+  return overlap;
+}
+
+// Indices i at which the engine cannot take the tensors of lists[*][i] (lists[0]: params,
+// lists[1]: grads, then state slots; an empty list is skipped): another device, no storage of
+// its own (a tensor subclass such as DTensor), non-contiguous, another shape, a lazy conj/neg
+// bit, a grad of another dtype.  One C++ call per group, ~0.1 us per tensor.
+inline std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Tensor>>& lists) {
+  std::vector<int64_t> out;
+  if (lists.empty()) return out;
+  const auto& params = lists[0];
+  const size_t n = params.size();
+  for (size_t k = 1; k < lists.size(); ++k) {
+    TORCH_CHECK(lists[k].empty() || lists[k].size() == n, "optimist engine: list ", k, " has ",
+                lists[k].size(), " tensors, expected ", n, " (or none)");
+  }
+  // Tensor subclasses that dispatch to Python (DTensor, ...) have no storage of their own to
+  // hand to C++: checked first, before anything else touches them.
+  auto python_tensor = [](const Tensor& t) {
+    return t.defined() && t.key_set().has(c10::DispatchKey::Python);
+  };
+  std::vector<bool> python(n, false);
+  bool any_python = false;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < lists.size() && !python[i]; ++k) {
+      if (!lists[k].empty()) python[i] = python_tensor(lists[k][i]);
+    }
+    any_python |= python[i];
+  }
+  if (any_python) {
+    for (size_t i = 0; i < n; ++i) {
+      if (python[i]) out.push_back(static_cast<int64_t>(i));
+    }
+    if (out.size() == n) return out;
+    std::vector<std::vector<Tensor>> rest(lists.size());
+    std::vector<int64_t> where;
+    for (size_t i = 0; i < n; ++i) {
+      if (python[i]) continue;
+      where.push_back(static_cast<int64_t>(i));
+      for (size_t k = 0; k < lists.size(); ++k) {
+        if (!lists[k].empty()) rest[k].push_back(lists[k][i]);
+      }
+    }
+    for (int64_t j : unsupported_indices(rest)) out.push_back(where[j]);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  if (n > 1 && params_overlap(params)) {  // aliased params: all in order, one by one
+    for (size_t i = 0; i < n; ++i) out.push_back(static_cast<int64_t>(i));
+    return out;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    bool ok = p.defined() && engine_dtype(p.scalar_type()) && usable(p, p) &&
+              !p.is_inference();
+    if (ok && lists.size() > 1 && !lists[1].empty()) {
+      ok = usable(lists[1][i], p) && lists[1][i].scalar_type() == p.scalar_type();
+    }
+    for (size_t k = 2; ok && k < lists.size(); ++k) {
+      if (!lists[k].empty() && lists[k][i].defined()) ok = usable(lists[k][i], p);
+    }
+    if (!ok) out.push_back(static_cast<int64_t>(i));
+  }
+  return out;
+}
+
+}  // namespace optimist

@@ -1,0 +1,317 @@
+// optimist engine: storage codecs (a header of engine.cpp, one translation unit).
+//
+// A Store is one tensor (parameter, gradient or state slot) as the engine sees it: where its
+// elements are and how they are encoded.  load() decodes a block of it into the compute
+// precision (or hands out its own pointer when it already holds that precision) and store()
+// encodes a block back.  The same codecs in torch ops: optimist/optim/codecs.py (bit-identical,
+// including the random bits of stochastic rounding); NumPy: optimist.reference.
+#pragma once
+
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace optimist {
+
+constexpr int64_t kQuantBlock = 256;  // int8 codec: values per absmax scale
+
+inline uint32_t float_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof(b));
+  return b;
+}
+
+inline float bits_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof(f));
+  return f;
+}
+
+// Counter-based random bits for stochastic rounding, reproducible for a given seed and element:
+// mix(index * kGolden ^ seed) (codecs.random_bits in Python).  Loops step index * kGolden by
+// adding kGolden, one multiply fewer per element.
+constexpr uint32_t kGolden = 0x9E3779B1u;
+
+inline uint32_t mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage codecs.  A Store is one tensor (parameter, gradient or state slot) as the engine sees
+// it: where its elements are and how they are encoded.
+
+enum Kind : int32_t {
+  kAbsent = 0,   // unused slot
+  kNative = 1,   // stored in the compute precision: used in place, no copy
+  kFloat = 2,    // float32 storage under float64 compute
+  kBF16 = 3,     // bfloat16, round to nearest even on write
+  kBF16SR = 4,   // bfloat16, stochastic rounding on write
+  kHalf = 5,     // float16, round to nearest even
+  kInt8 = 6,     // block-wise 8-bit code + float32 absmax per 256 values
+};
+
+struct Store {
+  void* data = nullptr;
+  float* scale = nullptr;  // kInt8: one per kQuantBlock values
+  int32_t kind = kAbsent;
+};
+
+inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t float_to_bf16_rne(float v) {
+  const uint32_t bits = float_bits(v);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return (v != v) ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(rounded);
+}
+
+inline uint16_t float_to_bf16_sr(float v, uint32_t rnd) {
+  const uint32_t bits = float_bits(v);
+  const uint32_t rounded = (bits + (rnd & 0xFFFFu)) >> 16;
+  return (v != v) ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(rounded);
+}
+
+inline void half_to_float(const c10::Half* __restrict__ src, float* __restrict__ dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(src + i))));
+  }
+#elif defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                  reinterpret_cast<const __m128i*>(src + i))));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+inline void float_to_half(const float* __restrict__ src, c10::Half* __restrict__ dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+#elif defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = c10::Half(src[i]);
+}
+
+// The int8 code.  Within a block of 256 values with absmax a, a value x is stored as
+// t = |x| / a in (0, 1] rounded to a float with 4 exponent bits (15 binades below 1) and M
+// mantissa bits, written as the 8-bit code (exponent, mantissa) counted from 2^-15 (code 0 is
+// exactly 0; nonzero values below 2^-15 * a keep the smallest nonzero code, so a second moment
+// never becomes 0).  A block without negative values uses all 8 bits for the magnitude (M = 4,
+// relative step 1/16); a block with negative values stores a sign bit and M = 3 (relative step
+// 1/8).  The block's mode is the sign of its stored scale (+a unsigned, -a signed).
+// Rounding: to nearest.  Reference: optimist.reference.int8_encode/int8_decode.
+constexpr int32_t kMinExponent = 127 - 15;
+
+// The rounded bit pattern of t in [0, 1] at M mantissa bits, raised to that of the smallest
+// nonzero code (tiny values keep code 1).  Its low byte is the code, as the bias
+// kMinExponent << M is a multiple of 256 for M = 4, and 128 more than one for M = 3 (the caller
+// keeps the low 7 bits).  The caller maps t == 0 to code 0.
+template <int M>
+inline uint32_t int8_pattern(float t) {
+  constexpr int kDrop = 23 - M;
+  constexpr uint32_t kLowest = (static_cast<uint32_t>(kMinExponent) << M) + 1u;
+  const uint32_t pattern = (float_bits(t) + (1u << (kDrop - 1))) >> kDrop;
+  return pattern < kLowest ? kLowest : pattern;
+}
+
+inline float int8_value(uint32_t code, int mant_bits) {
+  const int drop = 23 - mant_bits;
+  const float t = bits_float((code + (static_cast<uint32_t>(kMinExponent) << mant_bits)) << drop);
+  return code == 0 ? 0.0f : t;
+}
+
+// Len: int64_t, or std::integral_constant<int64_t, kQuantBlock> for a full block (the common
+// case, compiled without loop tails).
+template <typename Len>
+inline void int8_decode_n(const uint8_t* __restrict__ u, float scale, float* __restrict__ out,
+                          Len n) {
+  if (scale >= 0.0f) {  // unsigned block
+    for (int64_t i = 0; i < n; ++i) out[i] = int8_value(u[i], 4) * scale;
+  } else {
+    const float a = -scale;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t c = u[i];
+      const float mag = int8_value(c & 0x7Fu, 3) * a;
+      out[i] = (c & 0x80u) ? -mag : mag;
+    }
+  }
+}
+
+// Encodes one block and returns its scale.  A block with a NaN or inf is stored as zeros with a
+// NaN scale (it poisons the state as it would float state), an all-zero block as zeros with
+// scale 0.  The absmax is found on the bit patterns: for |x| they order as the floats do, NaN
+// and inf above every finite value, so one integer max (which vectorizes, unlike a float max)
+// gives both the absmax and finiteness; a value is negative (signed mode) if its pattern exceeds
+// that of -0.0.
+template <typename Len>
+inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u, Len n) {
+  uint32_t abs_max = 0, raw_max = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t b = float_bits(x[i]);
+    abs_max = std::max(abs_max, b & 0x7FFFFFFFu);
+    raw_max = std::max(raw_max, b);
+  }
+  if (abs_max == 0 || abs_max >= 0x7F800000u) {  // all zero, or a NaN/inf
+    for (int64_t j = 0; j < n; ++j) u[j] = 0;
+    return abs_max == 0 ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+  }
+  const float amax = bits_float(abs_max);
+  const float inv = 1.0f / amax;
+  if (raw_max <= 0x80000000u) {  // no negative value: unsigned block
+    for (int64_t j = 0; j < n; ++j) {
+      const float t = std::min(x[j] * inv, 1.0f);  // > 1 possible when 1 / amax is subnormal
+      u[j] = t == 0.0f ? 0 : static_cast<uint8_t>(int8_pattern<4>(t));
+    }
+    return amax;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float t = std::min(std::abs(x[j]) * inv, 1.0f);
+    const uint32_t magnitude = t == 0.0f ? 0u : (int8_pattern<3>(t) & 0x7Fu);
+    u[j] = static_cast<uint8_t>(magnitude | (x[j] < 0.0f ? 0x80u : 0u));
+  }
+  return -amax;
+}
+
+using FullBlock = std::integral_constant<int64_t, kQuantBlock>;
+
+// One block of n <= kQuantBlock values.
+inline void int8_decode(const int8_t* q, float scale, float* __restrict__ out, int64_t n) {
+  const uint8_t* u = reinterpret_cast<const uint8_t*>(q);
+  if (n == kQuantBlock) {
+    int8_decode_n(u, scale, out, FullBlock{});
+  } else {
+    int8_decode_n(u, scale, out, n);
+  }
+}
+
+inline float int8_encode(const float* x, int8_t* q, int64_t n) {
+  uint8_t* u = reinterpret_cast<uint8_t*>(q);
+  return n == kQuantBlock ? int8_encode_n(x, u, FullBlock{}) : int8_encode_n(x, u, n);
+}
+
+// Decode elements [begin, begin + n) of a store into the compute buffer, or return the
+// store's own pointer when it already holds the compute precision.
+template <typename C>
+C* load(const Store& s, int64_t begin, int64_t n, C* __restrict__ buf) {
+  switch (s.kind) {
+    case kNative:
+      return static_cast<C*>(s.data) + begin;
+    case kFloat: {
+      const float* src = static_cast<const float*>(s.data) + begin;
+      for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(src[i]);
+      return buf;
+    }
+    case kBF16:
+    case kBF16SR: {
+      const uint16_t* src = static_cast<const uint16_t*>(s.data) + begin;
+      for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(bf16_to_float(src[i]));
+      return buf;
+    }
+    case kHalf: {
+      const c10::Half* src = static_cast<const c10::Half*>(s.data) + begin;
+      if constexpr (std::is_same_v<C, float>) {
+        half_to_float(src, buf, n);
+      } else {
+        for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(static_cast<float>(src[i]));
+      }
+      return buf;
+    }
+    case kInt8: {
+      const int8_t* src = static_cast<const int8_t*>(s.data) + begin;
+      alignas(64) float tmp[kQuantBlock];
+      for (int64_t b = 0; b < n; b += kQuantBlock) {
+        const int64_t len = std::min(kQuantBlock, n - b);
+        const float scale = s.scale[(begin + b) / kQuantBlock];
+        if constexpr (std::is_same_v<C, float>) {
+          int8_decode(src + b, scale, buf + b, len);
+        } else {
+          int8_decode(src + b, scale, tmp, len);
+          for (int64_t i = 0; i < len; ++i) buf[b + i] = static_cast<C>(tmp[i]);
+        }
+      }
+      return buf;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+// Encode the compute buffer back into elements [begin, begin + n) of a store (no-op for kNative,
+// which was updated in place).
+template <typename C>
+void store(const Store& s, int64_t begin, int64_t n, const C* __restrict__ buf, uint32_t seed) {
+  switch (s.kind) {
+    case kFloat: {
+      float* dst = static_cast<float*>(s.data) + begin;
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(buf[i]);
+      break;
+    }
+    case kBF16: {
+      uint16_t* dst = static_cast<uint16_t*>(s.data) + begin;
+      for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16_rne(static_cast<float>(buf[i]));
+      break;
+    }
+    case kBF16SR: {
+      uint16_t* dst = static_cast<uint16_t*>(s.data) + begin;
+      uint32_t h = static_cast<uint32_t>(begin) * kGolden;
+      for (int64_t i = 0; i < n; ++i) {
+        dst[i] = float_to_bf16_sr(static_cast<float>(buf[i]), mix(h ^ seed));
+        h += kGolden;
+      }
+      break;
+    }
+    case kHalf: {
+      c10::Half* dst = static_cast<c10::Half*>(s.data) + begin;
+      if constexpr (std::is_same_v<C, float>) {
+        float_to_half(buf, dst, n);
+      } else {
+        for (int64_t i = 0; i < n; ++i) dst[i] = c10::Half(static_cast<float>(buf[i]));
+      }
+      break;
+    }
+    case kInt8: {
+      int8_t* dst = static_cast<int8_t*>(s.data) + begin;
+      alignas(64) float tmp[kQuantBlock];
+      for (int64_t b = 0; b < n; b += kQuantBlock) {
+        const int64_t len = std::min(kQuantBlock, n - b);
+        const float* src;
+        if constexpr (std::is_same_v<C, float>) {
+          src = buf + b;
+        } else {
+          for (int64_t i = 0; i < len; ++i) tmp[i] = static_cast<float>(buf[b + i]);
+          src = tmp;
+        }
+        s.scale[(begin + b) / kQuantBlock] = int8_encode(src, dst + b, len);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace optimist

@@ -1,0 +1,67 @@
+// optimist engine: pass 0's reduction (a header of engine.cpp, one translation unit).
+//
+// The sum of squares of a gradient block in float64: each value is widened to double before it
+// is squared (exact for float32 values, which cannot overflow there), summed in independent
+// lanes so that the loop vectorizes and runs at memory speed.  A NaN or inf value makes the sum
+// NaN or inf, which is how finiteness is judged (as clip_grad_norm_(error_if_nonfinite=True)
+// judges it from the norm); with clipping by value the clamped values are finite, so a probe
+// (a sum of v * 0) tracks finiteness instead.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace optimist {
+
+constexpr int kReduceLanes = 32;
+
+template <typename C>
+inline double sum_squares(const C* __restrict__ x, int64_t n) {
+  double acc[kReduceLanes] = {};
+  int64_t j = 0;
+  for (; j + kReduceLanes <= n; j += kReduceLanes) {
+    for (int k = 0; k < kReduceLanes; ++k) {
+      const double v = static_cast<double>(x[j + k]);
+      acc[k] += v * v;
+    }
+  }
+  for (; j < n; ++j) {
+    const double v = static_cast<double>(x[j]);
+    acc[0] += v * v;
+  }
+  double total = 0.0;
+  for (int k = 0; k < kReduceLanes; ++k) total += acc[k];
+  return total;
+}
+
+// The same for the values clamped to [-clip, clip]; `finite` is cleared by a NaN or inf value.
+template <typename C>
+inline double sum_squares_clipped(const C* __restrict__ x, int64_t n, C clip, bool& finite) {
+  double acc[kReduceLanes] = {};
+  C probe[kReduceLanes] = {};  // sums of v * 0: NaN as soon as one v is NaN or inf
+  const C lo = -clip;
+  int64_t j = 0;
+  for (; j + kReduceLanes <= n; j += kReduceLanes) {
+    for (int k = 0; k < kReduceLanes; ++k) {
+      const C v = x[j + k];
+      probe[k] += v * C(0);
+      const double c = static_cast<double>(std::min(std::max(v, lo), clip));
+      acc[k] += c * c;
+    }
+  }
+  for (; j < n; ++j) {
+    probe[0] += x[j] * C(0);
+    const double c = static_cast<double>(std::min(std::max(x[j], lo), clip));
+    acc[0] += c * c;
+  }
+  double total = 0.0;
+  C bad = C(0);
+  for (int k = 0; k < kReduceLanes; ++k) {
+    total += acc[k];
+    bad += probe[k];
+  }
+  finite &= bad == C(0);
+  return total;
+}
+
+}  // namespace optimist

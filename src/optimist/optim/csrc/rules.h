@@ -1,0 +1,364 @@
+// optimist engine: the rules' functors (a header of engine.cpp, one translation unit).
+//
+// A rule is a functor over one block of at most kBlock elements (L1-resident):
+//   * C is the compute type (float for float32/bfloat16/float16 parameters, double for float64);
+//   * the constructor takes h, the host scalars the rule's Python side computed for this step
+//     (its `scalars()` tuple, in that order), in double;
+//   * operator()(n, p, g, s0, s1, s2, s3): p the parameter (after decoupled decay), g the
+//     prepared gradient (after the prologue), s0..s3 the state slots (nullptr where unused), all
+//     compute-precision pointers that the functor reads and updates in place.
+// Adding a rule: its functor here, and one line in rule_fn() in engine.cpp.
+//
+// Rounding follows torch's CPU kernels (see torch/optim/_single_tensor_*): fmadd() where torch
+// fuses a multiply-add (add with alpha, addcmul, lerp), separate roundings elsewhere; the build
+// uses -ffp-contract=off so that the compiler does not fuse on its own.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace optimist {
+
+// ---------------------------------------------------------------------------------------------
+// Scalar helpers shared by the rules.
+
+template <typename C>
+inline C fmadd(C a, C b, C c) {
+#if defined(__FMA__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// torch's lerp (ATen/native/Lerp.h): the formula depends on whether |weight| < 0.5.
+template <typename C>
+inline C lerp(C self, C end, C w, C one_minus_w, bool small) {
+  const C diff = end - self;
+  return small ? fmadd(w, diff, self) : fmadd(-diff, one_minus_w, end);
+}
+
+template <typename C>
+inline C maximum(C a, C b) {
+  return a < b ? b : a;
+}
+
+template <typename C>
+inline C sign_of(C x) {
+  return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules.  Each is a functor over one block: C is the compute type; h the host scalars the
+// rule's Python side computed for this step (its `scalars()` tuple, in that order); p the
+// parameter (after decoupled decay), g the prepared gradient, s0..s3 the state slots.
+
+template <typename C, bool MOM, bool FRESH, bool NESTEROV>
+struct Sgd {  // h: momentum, 1 - dampening, -lr
+  C mom, omd, neg_lr;
+  explicit Sgd(const double* h) : mom(C(h[0])), omd(C(h[1])), neg_lr(C(h[2])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ buf,
+                  C*, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      C gi = g[i];
+      if constexpr (MOM) {
+        const C b = FRESH ? gi : fmadd(omd, gi, buf[i] * mom);
+        buf[i] = b;
+        gi = NESTEROV ? fmadd(mom, b, gi) : b;
+      }
+      p[i] = fmadd(neg_lr, gi, p[i]);
+    }
+  }
+};
+
+template <typename C>
+struct Adagrad {  // h: eps, -lr / (1 + (step - 1) * lr_decay)
+  C eps, neg_clr;
+  explicit Adagrad(const double* h) : eps(C(h[0])), neg_clr(C(h[1])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ sum,
+                  C*, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C s = fmadd(g[i], g[i], sum[i]);
+      sum[i] = s;
+      p[i] = p[i] + neg_clr * g[i] / (std::sqrt(s) + eps);
+    }
+  }
+};
+
+template <typename C, bool CENTERED, bool MOM>
+struct Rmsprop {  // h: alpha, 1 - alpha, eps, momentum, -lr
+  C alpha, oma, eps, mom, neg_lr, w1;
+  bool small;
+  explicit Rmsprop(const double* h)
+      : alpha(C(h[0])), oma(C(h[1])), eps(C(h[2])), mom(C(h[3])), neg_lr(C(h[4])),
+        w1(C(1) - C(h[1])), small(std::abs(C(h[1])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ sq,
+                  C* __restrict__ gavg, C* __restrict__ buf, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C s = fmadd(oma * gi, gi, sq[i] * alpha);
+      sq[i] = s;
+      C avg;
+      if constexpr (CENTERED) {
+        const C ga = lerp(gavg[i], gi, oma, w1, small);
+        gavg[i] = ga;
+        avg = std::sqrt(fmadd(-ga, ga, s));
+      } else {
+        avg = std::sqrt(s);
+      }
+      avg = avg + eps;
+      if constexpr (MOM) {
+        const C b = buf[i] * mom + gi / avg;
+        buf[i] = b;
+        p[i] = fmadd(neg_lr, b, p[i]);
+      } else {
+        p[i] = p[i] + neg_lr * gi / avg;
+      }
+    }
+  }
+};
+
+template <typename C>
+struct Adadelta {  // h: rho, 1 - rho, eps, -lr
+  C rho, omr, eps, neg_lr;
+  explicit Adadelta(const double* h)
+      : rho(C(h[0])), omr(C(h[1])), eps(C(h[2])), neg_lr(C(h[3])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ sq,
+                  C* __restrict__ acc, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C s = fmadd(omr * gi, gi, sq[i] * rho);
+      sq[i] = s;
+      const C a = acc[i];
+      const C delta = std::sqrt(a + eps) / std::sqrt(s + eps) * gi;
+      acc[i] = fmadd(omr * delta, delta, a * rho);
+      p[i] = fmadd(neg_lr, delta, p[i]);
+    }
+  }
+};
+
+template <typename C, bool AMSGRAD>
+struct Adam {  // h: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / (1 - beta1^t)
+  C w1, lw1, beta2, omb2, bc2s, eps, nss;
+  bool small;
+  explicit Adam(const double* h)
+      : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2s(C(h[3])),
+        eps(C(h[4])), nss(C(h[5])), small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C* __restrict__ vmax, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C mi = lerp(m[i], gi, w1, lw1, small);
+      m[i] = mi;
+      C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+      v[i] = vi;
+      if constexpr (AMSGRAD) {
+        vi = maximum(vmax[i], vi);
+        vmax[i] = vi;
+      }
+      p[i] = p[i] + nss * mi / (std::sqrt(vi) / bc2s + eps);
+    }
+  }
+};
+
+template <typename C>
+struct Adamax {  // h: 1 - beta1, beta2, eps, -lr / (1 - beta1^t)
+  C w1, lw1, beta2, eps, neg_clr;
+  bool small;
+  explicit Adamax(const double* h)
+      : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), eps(C(h[2])), neg_clr(C(h[3])),
+        small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ u, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C mi = lerp(m[i], gi, w1, lw1, small);
+      m[i] = mi;
+      const C ui = maximum(u[i] * beta2, std::abs(gi) + eps);
+      u[i] = ui;
+      p[i] = p[i] + neg_clr * mi / ui;
+    }
+  }
+};
+
+template <typename C>
+struct Nadam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta2^t, eps, c_grad, c_avg
+  C w1, lw1, beta2, omb2, bc2, eps, cg, ca;
+  bool small;
+  explicit Nadam(const double* h)
+      : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2(C(h[3])),
+        eps(C(h[4])), cg(C(h[5])), ca(C(h[6])), small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C mi = lerp(m[i], gi, w1, lw1, small);
+      m[i] = mi;
+      const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+      v[i] = vi;
+      const C denom = std::sqrt(vi / bc2) + eps;
+      const C pi = p[i] + cg * gi / denom;  // torch: two separate addcdiv_ calls
+      p[i] = pi + ca * mi / denom;
+    }
+  }
+};
+
+template <typename C>
+struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - beta2^t), rect, eps
+  C w1, lw1, beta2, omb2, bc1, lr, bc2s, rect, eps;
+  bool small, rectified;
+  explicit Radam(const double* h)
+      : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc1(C(h[3])),
+        lr(C(h[4])), bc2s(C(h[5])), rect(C(h[6])), eps(C(h[7])),
+        small(std::abs(C(h[0])) < C(0.5)), rectified(h[6] > 0.0) {}
+  template <bool RECT>
+  void run(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+           C* __restrict__ v) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C mi = lerp(m[i], gi, w1, lw1, small);
+      m[i] = mi;
+      const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+      v[i] = vi;
+      const C corrected = mi / bc1;
+      if constexpr (RECT) {
+        // torch: exp_avg / bc1 * lr * (bc2**0.5 / (sqrt(v) + eps)) * rect, with
+        // `scalar / tensor` evaluated as tensor.reciprocal() * scalar.
+        const C adaptive = (C(1) / (std::sqrt(vi) + eps)) * bc2s;
+        p[i] = p[i] - corrected * lr * adaptive * rect;
+      } else {
+        p[i] = p[i] - corrected * lr;
+      }
+    }
+  }
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C*, C*) const {
+    if (rectified) {
+      run<true>(n, p, g, m, v);
+    } else {
+      run<false>(n, p, g, m, v);
+    }
+  }
+};
+
+template <typename C>
+struct Lion {  // h: beta1, 1 - beta1, beta2, 1 - beta2, -lr
+  C b1, omb1, b2, omb2, neg_lr;
+  explicit Lion(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), neg_lr(C(h[4])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C*, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C c = fmadd(omb1, gi, m[i] * b1);  // interpolation, then its sign is the update
+      p[i] = fmadd(neg_lr, sign_of(c), p[i]);
+      m[i] = fmadd(omb2, gi, m[i] * b2);
+    }
+  }
+};
+
+template <typename C>
+struct Adopt {  // h: first step (1/0), clip, 1 - beta1, beta2, 1 - beta2, eps, -lr
+  C clip, w1, lw1, beta2, omb2, eps, neg_lr;
+  bool first, small;
+  explicit Adopt(const double* h)
+      : clip(C(h[1])), w1(C(h[2])), lw1(C(1) - C(h[2])), beta2(C(h[3])), omb2(C(h[4])),
+        eps(C(h[5])), neg_lr(C(h[6])), first(h[0] != 0.0), small(std::abs(C(h[2])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C*, C*) const {
+    if (first) {  // v_0 = g_0^2; no update
+      for (int64_t i = 0; i < n; ++i) v[i] = fmadd(g[i], g[i], v[i]);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C normed = gi / maximum(std::sqrt(v[i]), eps);  // uses v_{t-1}
+      const C mi = lerp(m[i], std::min(std::max(normed, -clip), clip), w1, lw1, small);
+      m[i] = mi;
+      p[i] = fmadd(neg_lr, mi, p[i]);
+      v[i] = fmadd(omb2 * gi, gi, v[i] * beta2);
+    }
+  }
+};
+
+template <typename C>
+struct Ademamix {  // h: b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, 1 - b1^t, sqrt(1 - b2^t), eps, alpha, -lr
+  C b1, omb1, b2, omb2, b3, omb3, bc1, bc2s, eps, alpha, neg_lr;
+  explicit Ademamix(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), b3(C(h[4])), omb3(C(h[5])),
+        bc1(C(h[6])), bc2s(C(h[7])), eps(C(h[8])), alpha(C(h[9])), neg_lr(C(h[10])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m1,
+                  C* __restrict__ m2, C* __restrict__ v, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C fast = fmadd(omb1, gi, m1[i] * b1);
+      const C slow = fmadd(omb3, gi, m2[i] * b3);
+      const C vi = fmadd(omb2 * gi, gi, v[i] * b2);
+      m1[i] = fast;
+      m2[i] = slow;
+      v[i] = vi;
+      const C denom = std::sqrt(vi) / bc2s + eps;
+      p[i] = p[i] + neg_lr * ((fast / bc1 + alpha * slow) / denom);  // p.add_(-lr * update)
+    }
+  }
+};
+
+template <typename C, bool FRESH>
+struct Adan {  // h: b1, 1-b1, b2, 1-b2, b3, 1-b3, sqrt(1-b3^t), eps, -lr/(1-b1^t),
+               //    -lr*b2/(1-b2^t), 1 + lr*wd (proximal decay; 1 without)
+  C b1, omb1, b2, omb2, b3, omb3, bc3s, eps, s1, s2, prox;
+  bool proximal;
+  explicit Adan(const double* h)
+      : b1(C(h[0])), omb1(C(h[1])), b2(C(h[2])), omb2(C(h[3])), b3(C(h[4])), omb3(C(h[5])),
+        bc3s(C(h[6])), eps(C(h[7])), s1(C(h[8])), s2(C(h[9])), prox(C(h[10])),
+        proximal(h[10] != 1.0) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C* __restrict__ d, C* __restrict__ neg_prev) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C diff = FRESH ? C(0) : gi + neg_prev[i];  // g_t - g_{t-1}; 0 on the first step
+      const C mi = fmadd(omb1, gi, m[i] * b1);
+      const C di = fmadd(omb2, diff, d[i] * b2);
+      const C u = diff * b2 + gi;  // g_t + b2 (g_t - g_{t-1}), as mul_ then add_
+      const C vi = fmadd(omb3 * u, u, v[i] * b3);
+      m[i] = mi;
+      d[i] = di;
+      v[i] = vi;
+      neg_prev[i] = -gi;
+      const C denom = std::sqrt(vi) / bc3s + eps;
+      C pi = p[i] + s1 * mi / denom;  // two addcdiv_ calls
+      pi = pi + s2 * di / denom;
+      p[i] = proximal ? pi / prox : pi;
+    }
+  }
+};
+
+template <typename C, bool ADAM, bool FRESH>
+struct ScheduleFree {  // h: c, 1 - c, lr (beta1 (1 - c) - 1), -lr, beta2, 1 - beta2,
+                       //    1 - beta2^t, eps, weight decay at y (AdamW form; 0 for SGD)
+  C ckp1, omc, ylr, neg_lr, beta2, omb2, bc2, eps, wd;
+  bool small;
+  explicit ScheduleFree(const double* h)
+      : ckp1(C(h[0])), omc(C(h[1])), ylr(C(h[2])), neg_lr(C(h[3])), beta2(C(h[4])),
+        omb2(C(h[5])), bc2(C(h[6])), eps(C(h[7])), wd(C(h[8])),
+        small(std::abs(C(h[0])) < C(0.5)) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ z,
+                  C* __restrict__ v, C*, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (FRESH) z[i] = p[i];  // z starts at the parameter
+      C gi = g[i];
+      if constexpr (ADAM) {
+        const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
+        v[i] = vi;
+        gi = gi / (std::sqrt(vi / bc2) + eps);
+        if (wd != C(0)) gi = fmadd(wd, p[i], gi);  // decay at y, after normalisation
+      }
+      const C y = lerp(p[i], z[i], ckp1, omc, small);
+      p[i] = fmadd(ylr, gi, y);
+      z[i] = fmadd(neg_lr, gi, z[i]);
+    }
+  }
+};
+
+}  // namespace optimist

@@ -1,0 +1,155 @@
+"""The eager (per-tensor) path of the engine: a rule's torch-ops function on one parameter.
+
+It runs where the C++ engine does not (other devices, non-contiguous or aliased tensors, tensor
+subclasses, ``foreach=False``) with the same prologue, epilogue and storage codecs, so that the
+two paths agree (bitwise in float64; the codecs' random bits are the same).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimist.optim import codecs
+from optimist.optim.base import as_real
+from optimist.optim.distributed import local
+from optimist.optim.rule import Rule
+
+__all__ = ["Batch", "TensorScalars", "run_eager", "with_fresh"]
+
+
+class Batch:
+    """The tensors of one engine call (index-aligned lists) and their step settings."""
+
+    def __init__(
+        self, params, grads, states, columns, scales, fresh, flags, prologue, index=None
+    ) -> None:  # noqa: ANN001
+        self.params, self.grads, self.states = params, grads, states
+        self.columns, self.scales, self.fresh = columns, scales, fresh
+        self.flags, self.prologue = flags, prologue
+        self.index = index if index is not None else range(len(params))
+        self.state_stochastic = bool(prologue.get("state_stochastic", False))
+
+    def subset(self, idx: list[int]) -> Batch:
+        def pick(xs: list) -> list:
+            return [xs[i] for i in idx] if xs else []
+
+        pro = dict(self.prologue, l2=pick(self.prologue["l2"]), decay=pick(self.prologue["decay"]))
+        return Batch(
+            pick(self.params), pick(self.grads), pick(self.states),
+            [pick(c) for c in self.columns], [pick(c) for c in self.scales], pick(self.fresh),
+            self.flags, pro, [self.index[i] for i in idx],
+        )  # fmt: skip
+
+
+def with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
+    if index < 0:
+        return flags
+    out = list(flags) + [False] * max(0, index + 1 - len(flags))
+    out[index] = fresh
+    return tuple(out)
+
+
+class TensorScalars:
+    """Scalar state of one parameter (``state[key] *= factor`` in the tensor's precision)."""
+
+    def __init__(self, state: dict[str, Any], already_scaled: bool = False) -> None:
+        self.state = state
+        self.already_scaled = already_scaled
+
+    def scale(self, key: str, factor: float) -> float:
+        value = self.state[key]
+        if not self.already_scaled:
+            value *= factor
+        return float(value.item())
+
+
+def run_eager(
+    rule: Rule,
+    group: dict[str, Any],
+    batch: Batch,
+    *,
+    ema: float | None,
+    stochastic_params: bool,
+    seed: int,
+) -> None:
+    """The rule's eager function on one parameter (``batch`` holds just that one).
+
+    Args:
+        rule: the optimizer's rule.
+        group: its param group (hyperparameters).
+        batch: the parameter, gradient, state and prologue settings.
+        ema: the decay of the EMA of parameters (None: no EMA).
+        stochastic_params: round bfloat16 parameters stochastically.
+        seed: the step's seed for stochastic rounding (as the fused path's).
+    """
+    (state,) = batch.states
+    if rule.has_step:
+        state["step"] += 1
+        t = float(state["step"].item())
+    else:
+        t = 0.0
+    hyper = rule.scalars(group, t, TensorScalars(state))
+    (p,) = batch.params
+    pro = batch.prologue
+    grad = as_real(batch.grads[0])
+    param = as_real(p)
+    slots = [c[0] if c else None for c in batch.columns]
+    native = all(s is None or s.dtype == p.dtype for s in slots) and not (
+        stochastic_params and p.dtype in (torch.bfloat16, torch.float16)
+    )
+    if native or p.is_complex():
+        compute = param.dtype
+    else:
+        compute = torch.float64 if p.dtype == torch.float64 else torch.float32
+    work = param if compute == param.dtype else param.to(compute)
+    g = grad if grad.dtype == compute else grad.to(compute)
+    if pro["clip_value"] and pro["clip_first"]:
+        g = g.clamp(-pro["clip_value"], pro["clip_value"])
+    if pro["grad_scale"] != 1.0:
+        g = g * pro["grad_scale"]
+    if pro["clip_value"] and not pro["clip_first"]:
+        g = g.clamp(-pro["clip_value"], pro["clip_value"])
+    if pro["maximize"]:
+        g = -g
+    decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
+    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
+    if decay != 1.0:
+        work.mul_(decay)
+    if l2 != 0.0:
+        g = g.add(work, alpha=l2)
+    index = batch.index[0]
+    views: list[Tensor | None] = []
+    for k, s in enumerate(slots):
+        if s is None:
+            views.append(None)
+        elif as_real(s).dtype == compute:
+            views.append(as_real(s))
+        else:
+            sc = batch.scales[k][0] if batch.scales[k] else None
+            views.append(codecs.decode(s, sc, compute).reshape(p.shape))
+    fresh = bool(batch.fresh[0]) if batch.fresh else False
+    rule.eager(work, g, views, hyper, with_fresh(batch.flags, rule.fresh_flag, fresh))
+    if ema is not None:
+        e = as_real(local(state["ema"]))
+        d = ema
+        e.mul_(d).add_(work.to(e.dtype), alpha=1 - d)
+    for k, s in enumerate(slots):
+        view = views[k]
+        if s is None or view is None or view.data_ptr() == as_real(s).data_ptr():
+            continue
+        sc = batch.scales[k][0] if batch.scales[k] else None
+        codecs.encode(
+            view,
+            s,
+            sc,
+            stochastic=batch.state_stochastic,
+            seed=codecs.slot_seed(seed, index, k),
+        )
+    if work is not param:
+        if stochastic_params and p.dtype == torch.bfloat16:
+            param.copy_(codecs.bf16_stochastic(work, codecs.slot_seed(seed, index, None)))
+        else:
+            param.copy_(work)
