@@ -20,6 +20,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # with the dev extra).
 "$PYTHON" -m pip install -q --no-deps "torch-adopt==0.1.0" "schedulefree==1.4.1" \
     "pytorch-optimizer==4.1.0" "heavyball==3.2.1" "lion-pytorch==0.2.5"
+"$PYTHON" -m pip install -q --no-deps "prodigyopt==1.1.2" "sophia-opt==0.2.2"
 
 # Real data sets that load offline (MNIST, Fashion-MNIST, Shakespeare; digits ships with sklearn).
 bash scripts/install_data.sh

@@ -304,3 +304,27 @@ def test_tensor_lr_stays_within_the_documented_bound(name, foreach):
     # torch rounds the lr-derived step sizes of these four to float32 (lr's dtype)
     bound = 5e-5 if name in ("Adam", "AdamW", "Adamax", "NAdam") else 1e-12
     assert tensor_lr_error(name, foreach=foreach) < bound
+
+
+@pytest.mark.parametrize("cls", ["ScheduleFreeAdamW", "ScheduleFreeSGD"])
+def test_schedule_free_step_count_past_float16_range_keeps_the_fused_path(cls, monkeypatch):
+    """Schedule-Free keeps its step count ``k`` and ``weight_sum`` in the param group: past
+    65504 steps they exceed float16's range, but they are statistics, not hyperparameters, so
+    the engine's float16-overflow fallback (torch's behaviour for huge ``lr``) must not fire."""
+    from optimist.optim import engine
+
+    if not engine.available():
+        pytest.skip("the C++ engine did not build")
+    p = torch.nn.Parameter(torch.randn(64))
+    opt = getattr(oo, cls)([p], lr=0.01)
+    p.grad = torch.randn(64)
+    opt.step()
+    opt.param_groups[0]["k"] = 70_000
+    opt.param_groups[0]["weight_sum"] = 1e6
+
+    def eager(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the per-tensor path ran")
+
+    monkeypatch.setattr(engine, "run_eager", eager)
+    opt.step()
+    assert opt.param_groups[0]["k"] == 70_001

@@ -160,6 +160,8 @@ NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "Sche
 NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too
 NO_TORCH_TWIN += ("LAMB", "LARS")  # per-tensor norms: tests/test_peer_optimizers.py
 NO_TORCH_TWIN += ("SOAP",)  # eigenbases: tests/test_soap.py
+NO_TORCH_TWIN += ("Prodigy",)  # global step size: tests/test_prodigy.py
+NO_TORCH_TWIN += ("SophiaG",)  # update_hessian(): tests/test_sophia.py
 CONFIGS = [(case, config) for case in TABLE for config in case.configs]
 CONFIG_IDS = [f"{case.name}-{i}" for case in TABLE for i, _ in enumerate(case.configs)]
 ERRORS = [(case, kw, msg) for case in TABLE for kw, msg in case.errors]
@@ -243,6 +245,7 @@ def test_table_covers_every_optimizer():
 
 def test_every_registered_name_builds_an_optimizer_in_the_table():
     table_classes = {case.ours for case in TABLE} | {getattr(oo, n) for n in NO_TORCH_TWIN}
+    table_classes.add(oo.Lookahead)  # a wrapper of the others: tests/test_lookahead.py
     for name in optimist.optimizers():
         opt = optimist.optimizer(name, [torch.zeros(2, requires_grad=True)])
         assert type(opt) in table_classes, name

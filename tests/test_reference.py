@@ -68,6 +68,8 @@ NO_TORCH_TWIN = {
     "adan": optimist.optim.Adan,
     "schedule_free_adamw": optimist.optim.ScheduleFreeAdamW,
     "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
+    "prodigy": optimist.optim.Prodigy,
+    "sophia_g": optimist.optim.SophiaG,
 }
 # whole-tensor rules: defaults compared with the optimist class's signature (Muon's ``defaults``
 # dict mixes in its AdamW fallback's settings)
@@ -189,6 +191,7 @@ def test_zero_dim_param_returns_arrays():
             isinstance(v, np.ndarray)
             for k, v in state.items()
             if k not in ("step", "mu_product", "k", "lr_max", "weight_sum")
+            and k not in ("d", "d_max", "d_numerator")  # Prodigy's global scalars
         ), name
     assert_matches_torch("adam", {}, np.array(1.5), [np.array(0.5), np.array(-0.25)])
 
@@ -271,6 +274,7 @@ def test_rules_table_and_signatures():
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
         "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
         "muon", "adafactor", "lamb", "lars", "soap",
+        "prodigy", "sophia_g",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)

@@ -102,8 +102,13 @@ def test_bad_learning_rate_is_refused(bad):
     assert model.optimizer.param_groups[0]["lr"] == 0.1
 
 
-def test_a_schedule_needs_a_keras_optimizer():
+def test_a_schedule_on_a_torch_optimizer_then_a_number_again():
     model = _model()
     model.compile(torch.optim.SGD(model.parameters(), lr=0.1), "mse")
-    with pytest.raises(TypeError, match="Keras-style optimizer"):
-        model.optimizer.learning_rate = optimizers.schedules.CosineDecay(0.1, 10)
+    model.optimizer.learning_rate = optimizers.schedules.ExponentialDecay(0.2, 1, 0.5)
+    assert model.optimizer.learning_rate == pytest.approx(0.2)
+    model.fit(X, Y, batch_size=20, epochs=1, verbose=0)  # steps at 0.2, 0.1
+    assert model.optimizer.learning_rate == pytest.approx(0.05)
+    model.optimizer.learning_rate = 0.3  # a number replaces the schedule
+    model.fit(X, Y, batch_size=20, epochs=1, verbose=0)
+    assert model.optimizer.param_groups[0]["lr"] == model.optimizer.learning_rate == 0.3

@@ -291,6 +291,18 @@ OPTIMIZER_DEFAULTS: dict[str, MethodDefaults] = {
     "soap": MethodDefaults(
         3e-3, 0.1, note="On a vector (a 2-D test function) it is Adam without preconditioner."
     ),
+    # The three below: function_lr the best of the same grid by the sum over the four functions
+    # of log10(final gap) (seed 0, default steps), a simpler objective than the rows above.
+    "prodigy": MethodDefaults(
+        1.0, 0.3, note="lr multiplies Prodigy's own step-size estimate d: 1 by design."
+    ),
+    "sophia": MethodDefaults(
+        1e-4,
+        1e-2,
+        note="compare never calls update_hessian(): the curvature estimate stays at its start, so "
+        "this is SophiaG's clipped sign momentum.",
+    ),
+    "lookahead": MethodDefaults(1e-3, 1.0, note="Over Adam (k=5, alpha=0.5)."),
 }
 """Compare's settings per registered optimizer name; a new optimizer needs only a row."""
 

@@ -17,8 +17,10 @@ from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.lion import Lion
+from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
+from optimist.optim.prodigy import Prodigy
 from optimist.optim.radam import RAdam
 from optimist.optim.registry import OptimizerSpec, optimizer, optimizers, register, spec
 from optimist.optim.rmsprop import RMSprop
@@ -26,6 +28,7 @@ from optimist.optim.rule import Rule, Slot
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.soap import SOAP
+from optimist.optim.sophia import SophiaG
 from optimist.optim.transforms import chain
 from optimist.optim.trust_ratio import LAMB, LARS
 
@@ -44,15 +47,18 @@ __all__ = [
     "Adan",
     "AdEMAMix",
     "Lion",
+    "Lookahead",
     "Muon",
     "NAdam",
     "Optimizer",
     "OptimizerSpec",
+    "Prodigy",
     "RAdam",
     "RMSprop",
     "Rule",
     "ScheduleFreeAdamW",
     "ScheduleFreeSGD",
+    "SophiaG",
     "RuleOptimizer",
     "Slot",
     "chain",

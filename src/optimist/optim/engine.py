@@ -302,11 +302,22 @@ class RuleOptimizer(RuleState):
                 norm = math.sqrt(total_sq) * grad_scale
                 grad_scale *= min(1.0, chain.clip_norm / (norm + 1e-6))
         multiplier = 1.0 if chain.schedule is None else float(chain.schedule(self._count))
+        if not self._global_pass(grad_scale, multiplier):
+            return loss
         updated = False
         for group in self.param_groups:
             updated |= self._step_group(group, grad_scale=grad_scale, lr_multiplier=multiplier)
         self._count += updated
         return loss
+
+    def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
+        """A pass over every group before the rule's, for rules with global host scalars.
+
+        Rules whose scalars depend on reductions over all parameters (Prodigy's step size)
+        compute them here, from the same prepared gradients the rule sees; False skips the
+        step. The default does nothing.
+        """
+        return True
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
         # the first and last parameter decide; a stray tensor elsewhere on another device is
@@ -460,7 +471,9 @@ class RuleOptimizer(RuleState):
         batch = Batch(params, grads, states, columns, scales, fresh, flags, prologue)
         n = len(params)
         eager: list[int] = list(range(n))
-        if implementation == "fused" and _overflows_low_precision(group, params):
+        if implementation == "fused" and _overflows_low_precision(
+            group, params, self.rule.group_statistics
+        ):
             implementation = "single"  # torch raises there; the eager path makes its calls
         if implementation == "fused":
             ema = [local(s["ema"]) for s in states] if self.chain.ema is not None else []
@@ -577,10 +590,13 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
-def _overflows_low_precision(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+def _overflows_low_precision(
+    group: dict[str, Any], params: Sequence[Tensor], statistics: Sequence[str] = ()
+) -> bool:
     """A finite hyperparameter too large for float16 (``lr=1e5``, ``1e300``) with a
-    non-float64 param: torch raises converting it for such tensors, so the eager path runs."""
-    values = [v for v in group.values() if type(v) in (int, float)]
+    non-float64 param: torch raises converting it for such tensors, so the eager path runs.
+    The rule's running ``statistics`` kept in the group are not hyperparameters: skipped."""
+    values = [v for k, v in group.items() if type(v) in (int, float) and k not in statistics]
     values += [v for v in group.get("betas", ()) if type(v) in (int, float)]
     if not any(abs(v) > _FLOAT16_MAX and (type(v) is int or math.isfinite(v)) for v in values):
         return False

@@ -27,13 +27,16 @@ from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
 from optimist.optim.lion import Lion
+from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
 from optimist.optim.nadam import NAdam
+from optimist.optim.prodigy import Prodigy
 from optimist.optim.radam import RAdam
 from optimist.optim.rmsprop import RMSprop
 from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.soap import SOAP
+from optimist.optim.sophia import SophiaG
 from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
@@ -155,3 +158,29 @@ register("adafactor", Adafactor, "Adafactor: factored second moments, relative s
 register("lamb", LAMB, "LAMB: Adam with a per-tensor trust ratio ||w|| / ||u|| (2019).")
 register("lars", LARS, "LARS: momentum SGD with a per-tensor trust ratio (2017).")
 register("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner (2024).")
+register("prodigy", Prodigy, "Prodigy: Adam with a learning-rate-free step size estimate d (2023).")
+register(
+    "sophia",
+    SophiaG,
+    "SophiaG: clipped sign momentum over a Gauss-Newton curvature EMA (update_hessian(), 2023).",
+)
+register("sophiag", SophiaG, "SophiaG (the same as 'sophia').")
+
+
+def lookahead(
+    params: ParamsT,
+    inner: str = "adam",
+    k: int = 5,
+    alpha: float = 0.5,
+    reset_state: bool = False,
+    **kwargs: Any,
+) -> Lookahead:
+    """``Lookahead`` over the optimizer registered as ``inner`` (``kwargs`` go to it)."""
+    return Lookahead(optimizer(inner, params, **kwargs), k=k, alpha=alpha, reset_state=reset_state)
+
+
+register(
+    "lookahead",
+    lookahead,
+    "Lookahead: k steps of an inner optimizer (inner='adam'), then one step back (2019).",
+)

@@ -85,7 +85,9 @@ class Rule:
     penalty added to the gradient; ``engine_decay(group)`` False leaves ``weight_decay`` wholly to
     the rule's ``scalars`` (a decay the prologue cannot express: Adan's proximal division,
     Schedule-Free AdamW's decay after normalisation). ``scalar_state`` lists 0-dim state tensors
-    besides ``step`` with their initial values.
+    besides ``step`` with their initial values. ``group_statistics`` names param-group entries
+    that are running statistics the rule keeps there (Schedule-Free's ``k``, ``weight_sum``),
+    not hyperparameters: the engine's float16-range check of hyperparameters skips them.
     """
 
     name: str
@@ -98,4 +100,5 @@ class Rule:
     has_step: bool = True
     scalar_state: tuple[tuple[str, float], ...] = ()
     fresh_flag: int = -1
+    group_statistics: tuple[str, ...] = ()
     torch_foreach: Callable[..., None] | None = field(default=None, compare=False)

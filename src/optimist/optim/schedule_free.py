@@ -95,6 +95,7 @@ SCHEDULE_FREE = Rule(
     engine_decay=lambda g: not _is_adam(g),  # AdamW's decay comes after normalisation
     has_step=False,
     fresh_flag=1,
+    group_statistics=("k", "weight_sum", "lr_max", "scheduled_lr"),
 )
 
 

@@ -40,6 +40,7 @@ Example: minimise ``f(x) = x @ x / 2`` (gradient ``x``) with Adam::
 from __future__ import annotations
 
 from optimist.reference._common import Rule, State
+from optimist.reference.adaptive import lookahead, prodigy, sophia_g, sophia_g_update_hessian
 from optimist.reference.classic import (
     adadelta,
     adagrad,
@@ -81,15 +82,19 @@ __all__ = [
     "lamb",
     "lars",
     "lion",
+    "lookahead",
     "muon",
     "nadam",
     "newton_schulz",
+    "prodigy",
     "radam",
     "rmsprop",
     "schedule_free_adamw",
     "schedule_free_sgd",
     "sgd",
     "soap",
+    "sophia_g",
+    "sophia_g_update_hessian",
 ]
 
 
@@ -114,4 +119,6 @@ RULES: dict[str, Rule] = {
     "lamb": lamb,
     "lars": lars,
     "soap": soap,
+    "prodigy": prodigy,
+    "sophia_g": sophia_g,
 }

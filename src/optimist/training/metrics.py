@@ -75,7 +75,7 @@ class Metric:
         self._device_total = value
 
     def _add(self, value: torch.Tensor, count: int) -> None:
-        if value.is_cpu and value.dim() == 0:
+        if value.is_cpu and value.dim() == 0 and not _distributed_run():
             v = value.item()
             self._host = v if self._host is None else self._host + v
         elif self._device_total is None:
@@ -100,6 +100,10 @@ class Metric:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _distributed_run() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _labels(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,12 @@ def _optimizer_mode(optimizer: Any, training: bool) -> None:
         switch()
 
 
+def _distributed_run() -> bool:
+    """Under torch.distributed the running sums stay tensors (host sums made a rank abort at
+    exit in the torchrun tests; reductions across ranks take tensors anyway)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _loss_scale(optimizer: torch.optim.Optimizer | None) -> float | None:
     """A Keras optimizer's ``loss_scale_factor`` (fit scales the loss before ``backward``)."""
     keras = getattr(optimizer, "keras_optimizer", None)
@@ -106,7 +112,9 @@ class _LossSum:
     def __init__(self, device: torch.device) -> None:
         self._host = 0.0
         self._dev = (
-            None if device.type == "cpu" else torch.zeros((), dtype=torch.float64, device=device)
+            None
+            if device.type == "cpu" and not _distributed_run()
+            else torch.zeros((), dtype=torch.float64, device=device)
         )
 
     @classmethod

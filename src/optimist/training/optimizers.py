@@ -162,6 +162,7 @@ class Optimizer:
         self._ema: list[torch.Tensor] = []
         self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
+        self._plain_rule = False
 
     # -- Keras' public surface ----------------------------------------------------------------
     @property
@@ -274,6 +275,8 @@ class Optimizer:
         self._last_lr = None
         self._ema = [p.detach().clone() for p in self._params] if self.use_ema else []
         self._accumulators = []
+        # no per-step hyperparameter or state changes of the rule's own (see _before_step)
+        self._plain_rule = self._momentum_key() is None and type(self)._adjust is Optimizer._adjust
         return opt
 
     def __call__(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
@@ -284,6 +287,12 @@ class Optimizer:
         return [p.grad for p in self._params if p.grad is not None]
 
     def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if (
+            self._plain_rule
+            and self._schedule is None
+            and not (self.clipnorm or self.global_clipnorm or self.clipvalue or self.weight_decay)
+        ):
+            return  # nothing to adjust (plain SGD, Adagrad, Adadelta, Nadam at a fixed rate)
         if self._schedule is not None:
             lr = float(self._schedule(self._iterations))
             for group in opt.param_groups:
@@ -323,13 +332,20 @@ class Optimizer:
             for g in grads:
                 g.clamp_(-self.clipvalue, self.clipvalue)
 
-    @torch.no_grad()
     def apply_step(self, opt: Any, closure: Callable[[], Any] | None = None) -> Any:
         """What the built optimizer's ``step()`` runs (Keras' ``apply``): unscale the
         gradients by ``loss_scale_factor``; with ``gradient_accumulation_steps=k`` add them
         to the accumulators and update only on every k-th call, with ``(g + acc) / k``; the
         update itself (clipping, decay, the rule: the torch optimizer's step and its hooks);
         then the moving average with ``use_ema`` (updated on every call, as Keras)."""
+        if (
+            self.loss_scale_factor is None
+            and not self.gradient_accumulation_steps
+            and not self.use_ema
+        ):  # the common case, kept short: it runs every batch
+            out = opt._base_step(closure)
+            self._iterations += 1
+            return out
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -252,6 +252,10 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
         fn = &run_job<ScheduleFree<C, decltype(adam)::value, decltype(fresh)::value>, C>;
       });
     });
+  } else if (rule == "prodigy") {
+    with_flag(flag(0), [&](auto mom) { fn = &run_job<Prodigy<C, decltype(mom)::value>, C>; });
+  } else if (rule == "sophia_g") {
+    with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   }
@@ -577,6 +581,99 @@ Tensor dequantize(const Tensor& q, const Tensor& scale) {
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
+// Prodigy's global pass: per tensor, <g', x0 - x> and |beta3 s + weight g'|_1 in float64, where
+// g' is the gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s is
+// read through its codec.  One read of g, x, x0 and s; chunks and lanes as in grad_stats, so the
+// sums do not depend on the number of threads.
+Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                     const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
+                     const std::vector<Tensor>& s_scales, double beta3, double weight,
+                     double grad_scale, double clip_value, bool clip_first, bool maximize,
+                     const std::vector<double>& l2) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
+              "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
+  struct Chunk {
+    size_t tensor;
+    int64_t begin, end;
+  };
+  std::vector<Job> jobs(n);  // only the stores and the prologue are used
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const at::ScalarType pt = params[i].scalar_type();
+    const int64_t numel = real_numel(params[i]);
+    Job& job = jobs[i];
+    job.param = make_store(params[i], pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
+    const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
+    job.slot[1] = make_store(ss[i], pt, false, sc, numel, "s", i);
+    job.pro.grad_scale = grad_scale;
+    job.pro.clip_value = clip_value;
+    job.pro.clip_first = clip_first;
+    job.pro.sign = maximize ? -1.0 : 1.0;
+    job.pro.l2 = l2[i];
+    job.n = numel;
+    for (int64_t b = 0; b < numel; b += kParallelElems) {
+      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
+    }
+  }
+  std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
+  auto one = [&](size_t c) {
+    const Chunk& ch = chunks[c];
+    const Job& job = jobs[ch.tensor];
+    auto body = [&](auto zero) {
+      using C = decltype(zero);
+      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
+      alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
+      const C b3 = C(beta3), w = C(weight);
+      const PrologueCase what = prologue_case(job);  // job.pro.decay is 1: p is only read
+      for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
+        const int64_t len = std::min(kBlock, ch.end - b);
+        C* __restrict__ x = load<C>(job.param, b, len, pbuf);
+        const C* __restrict__ g = load<C>(job.grad, b, len, graw);
+        g = prologue<C>(job.pro, what, x, g, gbuf, len);
+        const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
+        const C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
+        C dot[kLanes] = {}, l1[kLanes] = {};
+        int64_t j = 0;
+        for (; j + kLanes <= len; j += kLanes) {
+          for (int k = 0; k < kLanes; ++k) {
+            dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
+            l1[k] += std::abs(fmadd(w, g[j + k], sv[j + k] * b3));  // the s the rule will store
+          }
+        }
+        for (; j < len; ++j) {
+          dot[0] += g[j] * (x0[j] - x[j]);
+          l1[0] += std::abs(fmadd(w, g[j], sv[j] * b3));
+        }
+        for (int k = 0; k < kLanes; ++k) {
+          dots[c] += static_cast<double>(dot[k]);
+          norms[c] += static_cast<double>(l1[k]);
+        }
+      }
+    };
+    if (compute_is_double(params[ch.tensor].scalar_type())) {
+      body(0.0);
+    } else {
+      body(0.0f);
+    }
+  };
+  {
+    pybind11::gil_scoped_release release;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
+    });
+  }
+  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
+  double* o = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    o[2 * chunks[c].tensor] += dots[c];
+    o[2 * chunks[c].tensor + 1] += norms[c];
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
   m.doc() = "optimist: the optimizer engine (one single-pass loop for every element-wise rule)";
@@ -590,6 +687,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
+  m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
+        py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
+        py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
+        py::arg("l2"));
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));

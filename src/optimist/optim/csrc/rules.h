@@ -361,4 +361,53 @@ struct ScheduleFree {  // h: c, 1 - c, lr (beta1 (1 - c) - 1), -lr, beta2, 1 - b
   }
 };
 
+template <typename C, bool MOMENTUM>
+struct Prodigy {  // h: b1, d (1 - b1), b2, d^2 (1 - b2), b3, s weight, d_new eps, -dlr,
+                  //    -wd dlr (decoupled decay; 0 without), -dlr d_new (for b1 = 0)
+  C b1, w1, b2, w2, b3, ws, deps, neg_dlr, neg_decay, neg_dlr_d;
+  explicit Prodigy(const double* h)
+      : b1(C(h[0])), w1(C(h[1])), b2(C(h[2])), w2(C(h[3])), b3(C(h[4])), ws(C(h[5])),
+        deps(C(h[6])), neg_dlr(C(h[7])), neg_decay(C(h[8])), neg_dlr_d(C(h[9])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ v, C* __restrict__ s, C*) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C vi = fmadd(w2 * gi, gi, v[i] * b2);
+      v[i] = vi;
+      s[i] = fmadd(ws, gi, s[i] * b3);  // d is known: the global pass took |s|_1 already
+      const C denom = std::sqrt(vi) + deps;
+      C pi = p[i];
+      if (neg_decay != C(0)) pi = fmadd(neg_decay, pi, pi);  // p.add_(p, alpha=-wd dlr)
+      if constexpr (MOMENTUM) {
+        const C mi = fmadd(w1, gi, m[i] * b1);
+        m[i] = mi;
+        p[i] = pi + neg_dlr * mi / denom;
+      } else {
+        p[i] = pi + neg_dlr_d * gi / denom;
+      }
+    }
+  }
+};
+
+template <typename C, bool HESSIAN>
+struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1 - b2
+  C b, omb, rho_bs, eps, neg_lr;
+  explicit SophiaG(const double* h)
+      : b(C(h[0])), omb(C(h[1])), rho_bs(HESSIAN ? C(0) : C(h[2])),
+        eps(HESSIAN ? C(0) : C(h[3])), neg_lr(HESSIAN ? C(0) : C(h[4])) {}
+  void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+                  C* __restrict__ hess, C*, C*) const {
+    if constexpr (HESSIAN) {  // update_hessian(): h = b2 h + (1 - b2) g^2; p and m untouched
+      for (int64_t i = 0; i < n; ++i) hess[i] = fmadd(omb * g[i], g[i], hess[i] * b);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const C mi = fmadd(omb, g[i], m[i] * b);
+      m[i] = mi;
+      const C ratio = std::min(std::abs(mi) / (rho_bs * hess[i] + eps), C(1));
+      p[i] = fmadd(neg_lr * sign_of(mi), ratio, p[i]);
+    }
+  }
+};
+
 }  // namespace optimist

@@ -1,0 +1,381 @@
+r"""Prodigy: Adam whose step size :math:`d` estimates the distance to the solution.
+
+With :math:`d_k` the current estimate, :math:`\eta_k = d_k\,\gamma_k` (times Adam's bias
+correction with ``use_bias_correction``) and :math:`x_0` the initial weights, one step is
+
+.. math::
+
+    m_{k+1} &= \beta_1 m_k + (1 - \beta_1)\, d_k g_k \\
+    v_{k+1} &= \beta_2 v_k + (1 - \beta_2)\, d_k^2 g_k^2 \\
+    r_{k+1} &= \beta_3 r_k + \tfrac{d_k}{d_0}\eta_k \langle g_k, x_0 - x_k\rangle
+        \quad\text{(a scalar, summed over every parameter)} \\
+    s_{k+1} &= \beta_3 s_k + \tfrac{d_k}{d_0}\eta_k\, g_k \\
+    \hat d_{k+1} &= \frac{c\, r_{k+1}}{\lVert s_{k+1}\rVert_1}, \qquad
+    d_{k+1} = \min\bigl(\max(d_k, \hat d_{k+1}), \; d_k \cdot \text{growth\_rate}\bigr) \\
+    x_{k+1} &= x_k - \eta_k \frac{m_{k+1}}{\sqrt{v_{k+1}} + d_{k+1}\epsilon}
+
+Mishchenko & Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner" (ICML 2024),
+the Adam version of Prodigy (Algorithm 3, with the :math:`\beta_3`-weighted sums :math:`r, s`
+above), with the conventions of the authors' ``prodigyopt`` 1.1.2, which the tests compare
+against: :math:`\beta_3 = \sqrt{\beta_2}` by default; :math:`d` never decreases (``d_max``);
+epsilon is scaled by the *new* :math:`d` while :math:`\eta` uses the old one; ``safeguard_warmup``
+drops :math:`\gamma` from the :math:`s` weight; decoupled decay (``decouple=True``, the default)
+multiplies :math:`x` by :math:`1 - \lambda\eta_k`, else :math:`\lambda x` is added to :math:`g`;
+``betas[0] == 0`` steps with :math:`d_{k+1} g / (\sqrt{v} + d_{k+1}\epsilon)`. Every parameter
+group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_rate``,
+``use_bias_correction``); groups may set ``lr`` only to the common value or 0 (frozen).
+
+**Passes** (the engine's one-pass loop cannot finish the step before :math:`d_{k+1}` is known):
+
+1. the global pass, before the rule: :math:`\langle \hat g, x_0 - x\rangle` and
+   :math:`\lVert \beta_3 s + w \hat g\rVert_1` for every parameter, on the same prepared gradient
+   :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
+   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` in the C++ engine
+   (``prodigy_stats``, chunked sums independent of the thread count) where the group runs there,
+   torch ops per tensor on the eager path;
+2. the rule (the C++ engine, one read and write of :math:`x, m, v, s`): the moments, :math:`s`
+   and the step with the known :math:`d_k, d_{k+1}`.
+
+So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
+``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is
+taken before :math:`s` is rounded to its storage format. ``x0`` (state key ``p0``, as
+``prodigyopt``) stays in the parameter's dtype. Under ``torch.distributed`` the sums are per
+process (no all-reduce yet). ``prodigyopt``'s ``slice_p`` (statistics on every p-th element) and
+``fsdp_in_use`` are not offered.
+
+State keys as ``prodigyopt``: ``step``, ``exp_avg``, ``exp_avg_sq``, ``s``, ``p0``; per group
+``d``, ``d0``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``, ``k``, so checkpoints move both
+ways.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimist.optim import codecs, engine
+from optimist.optim.base import (
+    ParamsT,
+    as_real,
+    check_betas,
+    check_flag,
+    check_nonnegative,
+    check_unit_interval,
+    scalar,
+)
+from optimist.optim.engine import RuleOptimizer
+from optimist.optim.rule import Rule, ScalarState, Slot
+from optimist.optim.transforms import ChainConfig
+
+__all__ = ["PRODIGY", "Prodigy"]
+
+_EMPTY = torch.empty(0)
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+_STEP_KEY = "_prodigy_step"  # the step's global scalars, in the group copy the rule sees
+_STATISTICS = frozenset({"d", "d_max", "d_hat", "d_numerator", "d_denom", "k"})
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    beta1, beta2, beta3, d, d_new, dlr, s_weight = group[_STEP_KEY]
+    wd = scalar(group["weight_decay"]) if group["decouple"] else 0.0
+    return (
+        beta1,
+        d * (1 - beta1),
+        beta2,
+        d * d * (1 - beta2),
+        beta3,
+        s_weight,
+        d_new * group["eps"],
+        -dlr,
+        -wd * dlr,
+        -dlr * d_new,
+    )
+
+
+def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
+    beta1, w1, beta2, w2, beta3, s_weight, d_eps, neg_dlr, neg_decay, neg_dlr_d = h
+    m, v, acc = s
+    if m is not None:
+        m.mul_(beta1).add_(g, alpha=w1)
+    v.mul_(beta2).addcmul_(g, g, value=w2)
+    acc.mul_(beta3).add_(g, alpha=s_weight)
+    denom = v.sqrt().add_(d_eps)
+    if neg_decay != 0.0:
+        p.add_(p, alpha=neg_decay)
+    if m is not None:
+        p.addcdiv_(m, denom, value=neg_dlr)
+    else:
+        p.addcdiv_(g, denom, value=neg_dlr_d)
+
+
+def _s_weight(group: dict[str, Any], d: float, dlr: float) -> float:
+    """The weight of the gradient in :math:`s` (``d / d0`` keeps it away from underflow)."""
+    return (d / group["d0"]) * (d if group["safeguard_warmup"] else dlr)
+
+
+PRODIGY = Rule(
+    name="prodigy",
+    slots=(
+        Slot("exp_avg", when=lambda g: scalar(g["betas"][0]) > 0),
+        Slot("exp_avg_sq"),
+        Slot("s"),
+    ),
+    scalars=_scalars,
+    eager=_eager,
+    flags=lambda g: (scalar(g["betas"][0]) > 0,),
+    engine_decay=lambda g: not g["decouple"],  # decoupled decay is scaled by d*lr: in the rule
+)
+
+
+class Prodigy(RuleOptimizer):
+    """Prodigy (Mishchenko & Defazio 2023), learning-rate free; see the module docstring.
+
+    Args:
+        params: parameters or param groups.
+        lr: a multiplier of the estimated step size (default 1.0; leave it unless unstable).
+        betas: :math:`(\\beta_1, \\beta_2)` of the Adam moments.
+        beta3: decay of the :math:`d` statistics (None: :math:`\\sqrt{\\beta_2}`).
+        eps: :math:`\\epsilon`, added to :math:`\\sqrt{v}` after scaling by :math:`d`.
+        weight_decay: :math:`\\lambda`; decoupled (scaled by :math:`d\\gamma`) or an L2 penalty.
+        decouple: AdamW-style decay (default True).
+        use_bias_correction: Adam's bias correction in the step size (default False).
+        safeguard_warmup: leave :math:`\\gamma` out of the :math:`s` weight (for LR warmups).
+        d0: initial estimate :math:`d_0` (default 1e-6).
+        d_coef: :math:`c`, multiplies the estimate (the preferred knob: 0.5-2).
+        growth_rate: :math:`d` grows at most by this factor per step (default inf).
+        maximize, foreach, fused, skip_nonfinite, state_dtype, stochastic_params, chain: see
+            :class:`~optimist.optim.engine.RuleOptimizer` (a chain's ``add_decayed_weights`` is
+            refused: use ``weight_decay``).
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = Prodigy(model.parameters())  # no learning rate to tune
+    """
+
+    rule = PRODIGY
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        beta3: float | None = None,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decouple: bool = True,
+        use_bias_correction: bool = False,
+        safeguard_warmup: bool = False,
+        d0: float = 1e-6,
+        d_coef: float = 1.0,
+        growth_rate: float = math.inf,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: str | None = None,
+        stochastic_params: bool = False,
+        chain: ChainConfig | None = None,
+    ) -> None:
+        if chain is not None and (chain.decay_before or chain.decay_after):
+            raise ValueError(
+                "Prodigy scales its decay by the estimated step size: pass weight_decay= "
+                "(decouple=True/False) instead of add_decayed_weights in the chain"
+            )
+        check_nonnegative("d0", d0)
+        if not d0 > 0:
+            raise ValueError(f"Invalid d0: {d0} (d0 must be > 0)")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            beta3=beta3,
+            eps=eps,
+            weight_decay=weight_decay,
+            decouple=decouple,
+            use_bias_correction=use_bias_correction,
+            safeguard_warmup=safeguard_warmup,
+            d=d0,
+            d0=d0,
+            d_max=d0,
+            d_hat=d0,
+            d_numerator=0.0,
+            d_denom=0.0,
+            d_coef=d_coef,
+            growth_rate=growth_rate,
+            k=0,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
+        )
+        self._step_scalars: tuple[float, ...] | None = None
+        super().__init__(
+            params,
+            defaults,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+            stochastic_params=stochastic_params,
+            chain=chain,
+        )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        self._check_common(group)
+        check_betas(group["betas"])
+        if group["beta3"] is not None:
+            check_unit_interval("beta3", group["beta3"])
+        check_nonnegative("eps", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("d_coef", group["d_coef"])
+        if not scalar(group["growth_rate"]) >= 1.0:
+            raise ValueError(f"Invalid growth_rate: {group['growth_rate']} (must be >= 1)")
+        for flag in ("decouple", "use_bias_correction", "safeguard_warmup"):
+            check_flag(flag, group[flag])
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        super()._init_state(p, state, group)
+        if "p0" not in state:
+            state["p0"] = p.detach().clone(memory_format=torch.preserve_format)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:  # prodigyopt stores s and p0 flattened
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for key in ("s", "p0"):
+                    value = state.get(key)
+                    if key == "p0" and value is not None and value.dim() == 0:
+                        value = state[key] = value.expand_as(p).clone()  # prodigyopt's zero p0
+                    if value is not None and value.shape != p.shape:
+                        if value.numel() != p.numel():
+                            raise ValueError(
+                                f"Prodigy: state {key!r} has {value.numel()} elements, the "
+                                f"parameter {p.numel()} (a prodigyopt slice_p > 1 checkpoint?)"
+                            )
+                        state[key] = value.reshape(p.shape)
+
+    def _prepared(self, g: Tensor, p: Tensor, grad_scale: float, group: dict[str, Any]) -> Tensor:
+        """The gradient as the rule will see it (the engine's prologue, in torch ops)."""
+        clip = self.chain.clip_value
+        if clip and self.chain.clip_first:
+            g = g.clamp(-clip, clip)
+        if grad_scale != 1.0:
+            g = g * grad_scale
+        if clip and not self.chain.clip_first:
+            g = g.clamp(-clip, clip)
+        if group.get("maximize"):
+            g = -g
+        wd = scalar(group["weight_decay"])
+        if wd != 0.0 and not group["decouple"]:
+            g = g.add(p, alpha=wd)
+        return g
+
+    @torch.no_grad()
+    def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
+        first = self.param_groups[0]
+        beta1, beta2 = (float(scalar(b)) for b in first["betas"])
+        beta3 = math.sqrt(beta2) if first["beta3"] is None else float(scalar(first["beta3"]))
+        k, d, d_max, d0 = first["k"], first["d"], first["d_max"], first["d0"]
+        lr = max(scalar(group["lr"]) for group in self.param_groups) * lr_multiplier
+        bias_correction = 1.0
+        if first["use_bias_correction"]:
+            bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
+        dlr = d * lr * bias_correction
+        numerator = first["d_numerator"] * beta3
+        delta, denom = 0.0, 0.0
+        for group in self.param_groups:
+            group_lr = scalar(group["lr"]) * lr_multiplier
+            if group_lr not in (lr, 0.0):
+                raise RuntimeError(
+                    "Prodigy: every param group's lr must be the common lr or 0 (frozen); got "
+                    f"{[scalar(g['lr']) for g in self.param_groups]}"
+                )
+            if group_lr == 0.0:
+                continue
+            weight = _s_weight(group, d, dlr)
+            part, norm = self._statistics(group, grad_scale, beta3, weight, (d / group["d0"]) * dlr)
+            delta += part
+            denom += norm
+        if denom == 0.0:  # no gradient yet (or all zero): nothing moves, as prodigyopt
+            self._step_scalars = None
+            return False
+        numerator += delta
+        d_hat = d
+        if lr > 0.0:
+            d_hat = first["d_coef"] * numerator / denom
+            if d == d0:
+                d = max(d, d_hat)
+            d_max = max(d_max, d_hat)
+            d = min(d_max, d * first["growth_rate"])
+        self._step_scalars = (beta1, beta2, beta3, first["d"], d, dlr)
+        for group in self.param_groups:
+            group.update(d_numerator=numerator, d_denom=denom, d=d, d_max=d_max, d_hat=d_hat)
+            group["k"] += 1
+        return True
+
+    def _statistics(
+        self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float, coef: float
+    ) -> tuple[float, float]:
+        """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
+        ``|beta3 s + weight g|_1``, on the gradient the rule will see; in the C++ engine where
+        the group runs there, else in torch ops (in prodigyopt's order of operations)."""
+        params, grads, p0s, ss, scales = [], [], [], [], []
+        states = self.state
+        for p in group["params"]:
+            grad = self._gradient(p)
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                self._check_sparse(grad, type(self).__name__)
+            state = states[p]
+            if "p0" not in state or "step" not in state:
+                self._init_state(p, state, group)
+            params.append(p)
+            grads.append(grad)
+            p0s.append(state["p0"])
+            ss.append(state["s"])
+            scales.append(state.get("s_absmax"))
+        if not params:
+            return 0.0, 0.0
+        if any(p.is_complex() for p in params):
+            params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
+        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
+        clip = self.chain.clip_value or 0.0
+        plain = all(type(p) in _PLAIN for p in params)
+        if plain and self._implementation(group, params) == "fused":
+            any_int8 = any(sc is not None for sc in scales)
+            try:  # the engine checks layouts (contiguous CPU tensors) and raises otherwise
+                stats = engine.load().prodigy_stats(
+                    params, grads, p0s, ss,
+                    [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
+                    beta3, weight, grad_scale, clip, self.chain.clip_first,
+                    bool(group.get("maximize")), [l2] * len(params),
+                )  # fmt: skip
+            except RuntimeError:
+                pass
+            else:
+                dots, norms = stats.sum(0).tolist()
+                return coef * dots, norms
+        delta = norm = 0.0
+        for x, grad, x0, s, scale in zip(params, grads, p0s, ss, scales, strict=True):
+            g = self._prepared(grad, x, grad_scale, group)
+            if s.dtype != x.dtype:
+                s = codecs.decode(s, scale, x.dtype).reshape(x.shape)
+            delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
+            norm += s.mul(beta3).add_(g, alpha=weight).abs().sum().item()
+        return delta, norm
+
+    def _step_group(
+        self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
+    ) -> bool:
+        if self._step_scalars is None or scalar(group["lr"]) == 0.0:
+            return False
+        beta1, beta2, beta3, d, d_new, dlr = self._step_scalars
+        weight = _s_weight(group, d, dlr)
+        # the rule reads the step's scalars from _STEP_KEY; the running statistics stay out of
+        # the view (the engine's float16-range check of hyperparameters must not see them)
+        view = {key: value for key, value in group.items() if key not in _STATISTICS}
+        view[_STEP_KEY] = (beta1, beta2, beta3, d, d_new, dlr, weight)
+        return super()._step_group(view, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
