@@ -65,6 +65,7 @@ def main() -> None:
                   verbose=2, callbacks=callbacks, strategy="ddp", monitor=False)  # fmt: skip
         if dist.get_rank() == 0:
             model.save(args.out / "model.pt")
+        dist.barrier()  # no rank tears its connections down while another still uses them
     finally:
         dist.destroy_process_group()
 
