@@ -61,10 +61,9 @@ from optimist.optim import codecs, engine
 from optimist.optim.base import (
     ParamsT,
     as_real,
-    check_betas,
-    check_flag,
     check_nonnegative,
     check_unit_interval,
+    init_arguments,
     scalar,
 )
 from optimist.optim.engine import RuleOptimizer
@@ -157,6 +156,7 @@ class Prodigy(RuleOptimizer):
     """
 
     rule = PRODIGY
+    nonnegative = ("eps", "weight_decay", "d_coef")
 
     def __init__(
         self,
@@ -189,50 +189,18 @@ class Prodigy(RuleOptimizer):
         check_nonnegative("d0", d0)
         if not d0 > 0:
             raise ValueError(f"Invalid d0: {d0} (d0 must be > 0)")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            beta3=beta3,
-            eps=eps,
-            weight_decay=weight_decay,
-            decouple=decouple,
-            use_bias_correction=use_bias_correction,
-            safeguard_warmup=safeguard_warmup,
-            d=d0,
-            d0=d0,
-            d_max=d0,
-            d_hat=d0,
-            d_numerator=0.0,
-            d_denom=0.0,
-            d_coef=d_coef,
-            growth_rate=growth_rate,
-            k=0,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
         self._step_scalars: tuple[float, ...] | None = None
+        # d0 starts the step-size estimate d, its running max and d_hat; the sums start at 0
         super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
+            **init_arguments(locals(), d=d0, d_max=d0, d_hat=d0, d_numerator=0.0, d_denom=0.0, k=0)
         )
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
-        check_betas(group["betas"])
+        self._check_common(group)  # lr, betas, nonnegative, the bool flags
         if group["beta3"] is not None:
             check_unit_interval("beta3", group["beta3"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("d_coef", group["d_coef"])
         if not scalar(group["growth_rate"]) >= 1.0:
             raise ValueError(f"Invalid growth_rate: {group['growth_rate']} (must be >= 1)")
-        for flag in ("decouple", "use_bias_correction", "safeguard_warmup"):
-            check_flag(flag, group[flag])
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)

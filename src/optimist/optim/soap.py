@@ -73,9 +73,6 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.base import (
     ParamsT,
-    check_betas,
-    check_flag,
-    check_nonnegative,
     check_unit_interval,
     new_step_tensor,
     scalar,
@@ -189,6 +186,7 @@ class SOAP(TensorwiseOptimizer):
     """
 
     raw_state_keys = ("exp_avg", "exp_avg_sq", "GG", "Q")
+    nonnegative = ("eps", "weight_decay")
 
     def __init__(
         self,
@@ -227,19 +225,14 @@ class SOAP(TensorwiseOptimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        self._check_common(group)
+        self._check_common(group)  # lr, betas, nonnegative, the bool flags
         codecs.check_state_dtype(group.get("state_dtype"))
-        check_betas(group["betas"])
         if group["shampoo_beta"] is not None:
             check_unit_interval("shampoo_beta", group["shampoo_beta"])
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])
         for key in ("precondition_frequency", "max_precond_dim"):
             value = group[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {key}: {value!r} ({key} must be an integer >= 1)")
-        for key in ("merge_dims", "precondition_1d", "normalize_grads", "correct_bias"):
-            check_flag(key, group[key])
 
     # --- shapes ---------------------------------------------------------------------------
 

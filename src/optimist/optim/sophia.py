@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, check_betas, check_nonnegative, scalar
+from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -107,6 +107,7 @@ class SophiaG(RuleOptimizer):
     """
 
     rule = SOPHIA_G
+    nonnegative = ("rho", "weight_decay", "eps")
 
     def __init__(
         self,
@@ -126,32 +127,10 @@ class SophiaG(RuleOptimizer):
         stochastic_params: bool = False,
         chain: ChainConfig | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            rho=rho,
-            weight_decay=weight_decay,
-            bs=bs,
-            eps=eps,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(
-            params,
-            defaults,
-            skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-            stochastic_params=stochastic_params,
-            chain=chain,
-        )
+        super().__init__(**init_arguments(locals()))
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)
-        check_betas(group["betas"])
-        check_nonnegative("rho", group["rho"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("eps", group["eps"])
         if not scalar(group["bs"]) > 0:
             raise ValueError(f"Invalid bs: {group['bs']} (bs, the batch size, must be > 0)")
 
