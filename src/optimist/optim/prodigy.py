@@ -127,6 +127,7 @@ PRODIGY = Rule(
     eager=_eager,
     flags=lambda g: (scalar(g["betas"][0]) > 0,),
     engine_decay=lambda g: not g["decouple"],  # decoupled decay is scaled by d*lr: in the rule
+    group_statistics=tuple(sorted(_STATISTICS)),  # d_numerator outgrows float16's range
 )
 
 
@@ -342,8 +343,6 @@ class Prodigy(RuleOptimizer):
             return False
         beta1, beta2, beta3, d, d_new, dlr = self._step_scalars
         weight = _s_weight(group, d, dlr)
-        # the rule reads the step's scalars from _STEP_KEY; the running statistics stay out of
-        # the view (the engine's float16-range check of hyperparameters must not see them)
-        view = {key: value for key, value in group.items() if key not in _STATISTICS}
-        view[_STEP_KEY] = (beta1, beta2, beta3, d, d_new, dlr, weight)
+        # the rule reads the step's scalars from _STEP_KEY
+        view = {**group, _STEP_KEY: (beta1, beta2, beta3, d, d_new, dlr, weight)}
         return super()._step_group(view, grad_scale=grad_scale, lr_multiplier=lr_multiplier)

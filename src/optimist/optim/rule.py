@@ -86,8 +86,9 @@ class Rule:
     the rule's ``scalars`` (a decay the prologue cannot express: Adan's proximal division,
     Schedule-Free AdamW's decay after normalisation). ``scalar_state`` lists 0-dim state tensors
     besides ``step`` with their initial values. ``group_statistics`` names param-group entries
-    that are running statistics the rule keeps there (Schedule-Free's ``k``, ``weight_sum``),
-    not hyperparameters: the engine's float16-range check of hyperparameters skips them.
+    that are counts or running statistics, not float hyperparameters (Schedule-Free's ``k``
+    and ``weight_sum``, Prodigy's ``d_numerator``, SophiaG's batch size ``bs``): they may exceed
+    float16's range, so the engine's float16-range check of hyperparameters skips them.
     """
 
     name: str

@@ -87,6 +87,7 @@ SOPHIA_G = Rule(
     flags=lambda g: (bool(g.get(_HESSIAN)),),
     decoupled=lambda g: True,
     has_step=False,
+    group_statistics=("bs",),  # a batch size above 65504 is not one torch would refuse
 )
 
 
@@ -152,8 +153,5 @@ class SophiaG(RuleOptimizer):
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
     ) -> bool:
-        # the rule sees rho * bs, not bs: a batch size above float16's range (65504) is not a
-        # hyperparameter torch would refuse, so the engine's range check must not see it
-        view = {key: value for key, value in group.items() if key != "bs"}
-        view[_RHO_BS] = scalar(group["rho"]) * scalar(group["bs"])
+        view = {**group, _RHO_BS: scalar(group["rho"]) * scalar(group["bs"])}  # the rule's input
         return super()._step_group(view, grad_scale=grad_scale, lr_multiplier=lr_multiplier)
