@@ -363,7 +363,75 @@ class RuleOptimizer(RuleState):
             for k, slot in enumerate(rule.slots)
             if slot.active(group)
         ]
-        has_step = rule.has_step
+        gathered = self._gather_fast(group, slots)
+        if gathered is None:
+            gathered = self._gather(group, slots)
+        if gathered is None:
+            return False
+        originals, params, grads, states, columns, scales, fresh, pending, checked = gathered
+        lr = scalar(group["lr"])
+        wd = scalar(group.get("weight_decay", 0.0)) if rule.engine_decay(group) else 0.0
+        decoupled = rule.decoupled(group)
+        l2: list[float] = []
+        decay: list[float] = []
+        if chain.decay_before or chain.decay_after:
+            names = group.get("param_names")
+            pindex = {id(p): i for i, p in enumerate(group["params"])}
+            l2 = [0.0 if decoupled else wd] * len(params)
+            decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
+            for i, p in enumerate(originals):
+                name = names[pindex[id(p)]] if names else None
+                for j, (rate, mask) in enumerate(chain.decay_before):
+                    if self._masked(2 * j, mask, p, name):
+                        l2[i] += rate
+                for j, (rate, mask) in enumerate(chain.decay_after):
+                    if self._masked(2 * j + 1, mask, p, name):
+                        decay[i] -= lr * rate
+        flags = rule.flags(group)
+        implementation = self._implementation(group, params)
+        if implementation == "torch" and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
+            implementation = "single"  # torch's kernel would store local shards as the state
+        prologue = dict(
+            grad_scale=grad_scale,
+            clip_value=chain.clip_value or 0.0,
+            clip_first=chain.clip_first,
+            maximize=bool(group.get("maximize", False)),
+            l2=l2,
+            decay=decay,
+            state_stochastic=group.get("state_dtype") == "bfloat16",
+            l2_all=0.0 if decoupled else wd,
+            decay_all=1.0 - lr * wd if decoupled else 1.0,
+        )
+        if implementation == "torch":
+            # torch's kernel makes (and the rule's adapter stores) fresh state itself
+            rule.torch_foreach(params, grads, columns, states, group)
+            return True
+        self._run(
+            implementation,
+            group,
+            params,
+            grads,
+            states,
+            columns,
+            scales,
+            fresh,
+            flags,
+            prologue,
+            checked=checked,
+        )
+        # stored only once filled, so a step that raised leaves no uninitialised buffer behind
+        for state, made in pending:
+            state.update(made)
+        return True
+
+    def _gather(self, group: dict[str, Any], slots: list[tuple[int, str, str]]) -> _Gathered | None:
+        """The parameters with a gradient, their gradients and state (made where missing).
+
+        DTensors are replaced by their local shards (``originals`` keeps them); a slot made
+        fresh from this step's gradient is returned in ``pending`` (stored once the step ran).
+        None: no parameter of the group has a gradient.
+        """
+        rule, has_step = self.rule, self.rule.has_step
         originals: list[Tensor] = []
         params: list[Tensor] = []  # local shards of DTensors
         grads: list[Tensor] = []
@@ -405,55 +473,55 @@ class RuleOptimizer(RuleState):
                     any_int8 |= sc is not None
             fresh.append(is_fresh)
         if not params:
-            return False
+            return None
         if not any_int8:
             scales = [[] for _ in rule.slots]
         if not pending:
             fresh = []
-        lr = scalar(group["lr"])
-        wd = scalar(group.get("weight_decay", 0.0)) if rule.engine_decay(group) else 0.0
-        decoupled = rule.decoupled(group)
-        l2: list[float] = []
-        decay: list[float] = []
-        if chain.decay_before or chain.decay_after:
-            names = group.get("param_names")
-            pindex = {id(p): i for i, p in enumerate(group["params"])}
-            l2 = [0.0 if decoupled else wd] * len(params)
-            decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
-            for i, p in enumerate(originals):
-                name = names[pindex[id(p)]] if names else None
-                for j, (rate, mask) in enumerate(chain.decay_before):
-                    if self._masked(2 * j, mask, p, name):
-                        l2[i] += rate
-                for j, (rate, mask) in enumerate(chain.decay_after):
-                    if self._masked(2 * j + 1, mask, p, name):
-                        decay[i] -= lr * rate
-        flags = rule.flags(group)
-        implementation = self._implementation(group, params)
-        if implementation == "torch" and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
-            implementation = "single"  # torch's kernel would store local shards as the state
-        prologue = dict(
-            grad_scale=grad_scale,
-            clip_value=chain.clip_value or 0.0,
-            clip_first=chain.clip_first,
-            maximize=bool(group.get("maximize", False)),
-            l2=l2,
-            decay=decay,
-            state_stochastic=group.get("state_dtype") == "bfloat16",
-            l2_all=0.0 if decoupled else wd,
-            decay_all=1.0 - lr * wd if decoupled else 1.0,
-        )
-        if implementation == "torch":
-            # torch's kernel makes (and the rule's adapter stores) fresh state itself
-            rule.torch_foreach(params, grads, columns, states, group)
-            return True
-        self._run(
-            implementation, group, params, grads, states, columns, scales, fresh, flags, prologue
-        )
-        # stored only once filled, so a step that raised leaves no uninitialised buffer behind
-        for state, made in pending:
-            state.update(made)
-        return True
+        return originals, params, grads, states, columns, scales, fresh, pending, False
+
+    def _gather_fast(
+        self, group: dict[str, Any], slots: list[tuple[int, str, str]]
+    ) -> _Gathered | None:
+        """:meth:`_gather` for the common case, in list comprehensions: plain CPU tensors the
+        C++ engine takes (checked here, in one call), every state already made, no int8 state.
+
+        None where any of that does not hold: :meth:`_gather` then runs and does everything
+        as before (nothing was changed here besides the state dict's empty entries ``_gather``
+        makes too). Nothing is cached between steps: state entries may be replaced at any time
+        (``load_state_dict``, a user's ``opt.state[p]["exp_avg"] = ...``), so they are read anew.
+        """
+        if group.get("state_dtype") == "int8" or not available():
+            return None
+        rule, chain = self.rule, self.chain
+        originals = group["params"]
+        grads = self._gradients(originals)
+        if any(g is None for g in grads):
+            kept = [(p, g) for p, g in zip(originals, grads, strict=True) if g is not None]
+            if not kept:
+                return None
+            originals, grads = [p for p, _ in kept], [g for _, g in kept]
+        if self._implementation(group, originals) != "fused" or _overflows_low_precision(
+            group, originals, rule.group_statistics
+        ):
+            return None
+        optimizer_state = self.state
+        states = [optimizer_state[p] for p in originals]
+        if not all(states):
+            return None
+        columns: list[list[Tensor]] = [[] for _ in rule.slots]
+        try:
+            for k, key, _ in slots:
+                columns[k] = [s[key] for s in states]
+            if rule.has_step:
+                _ = [s["step"] for s in states]
+            ema = [s["ema"] for s in states] if chain.ema is not None else []
+        except KeyError:  # state to make (a fresh slot, a missing step): the general gather
+            return None
+        if load().unsupported_indices([originals, grads, *columns, ema]):
+            return None
+        scales: list[list[Tensor]] = [[] for _ in rule.slots]
+        return originals, originals, grads, states, columns, scales, [], [], True
 
     def _run(
         self,
@@ -467,10 +535,19 @@ class RuleOptimizer(RuleState):
         fresh: list[bool],
         flags: tuple[bool, ...],
         prologue: dict[str, Any],
+        *,
+        checked: bool = False,
     ) -> None:
+        """Run the step: the C++ engine where it applies, else the eager path per tensor.
+
+        ``checked``: the engine is known to take every tensor (``_gather_fast`` asked it).
+        """
         batch = Batch(params, grads, states, columns, scales, fresh, flags, prologue)
         n = len(params)
         eager: list[int] = list(range(n))
+        if checked:
+            self._run_fused(group, batch)
+            return
         if implementation == "fused" and _overflows_low_precision(
             group, params, self.rule.group_statistics
         ):
@@ -584,6 +661,17 @@ class RuleOptimizer(RuleState):
 
 
 _EMPTY = torch.empty(0)
+_Gathered = tuple[
+    list[Tensor],  # originals: the parameters with a gradient
+    list[Tensor],  # params: their local shards (DTensor) or themselves
+    list[Tensor],  # grads
+    list[dict[str, Any]],  # states
+    list[list[Tensor]],  # columns: per slot, its tensors (empty: inactive slot)
+    list[list[Tensor]],  # scales: per slot, int8 absmax tensors (empty lists: none)
+    list[bool],  # fresh: per parameter, a slot made this step (empty: none)
+    list[tuple[dict[str, Any], dict[str, Any]]],  # pending: (state, fresh slots) to store
+    bool,  # checked: the engine takes every tensor (asked already)
+]
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 
 
