@@ -368,7 +368,7 @@ class RuleOptimizer(RuleState):
             gathered = self._gather(group, slots)
         if gathered is None:
             return False
-        originals, params, grads, states, columns, scales, fresh, pending, checked = gathered
+        originals, params, grads, states, columns, scales, fresh, pending, plan = gathered
         lr = scalar(group["lr"])
         wd = scalar(group.get("weight_decay", 0.0)) if rule.engine_decay(group) else 0.0
         decoupled = rule.decoupled(group)
@@ -417,7 +417,7 @@ class RuleOptimizer(RuleState):
             fresh,
             flags,
             prologue,
-            checked=checked,
+            plan=plan,
         )
         # stored only once filled, so a step that raised leaves no uninitialised buffer behind
         for state, made in pending:
@@ -478,13 +478,14 @@ class RuleOptimizer(RuleState):
             scales = [[] for _ in rule.slots]
         if not pending:
             fresh = []
-        return originals, params, grads, states, columns, scales, fresh, pending, False
+        return originals, params, grads, states, columns, scales, fresh, pending, None
 
     def _gather_fast(
         self, group: dict[str, Any], slots: list[tuple[int, str, str]]
     ) -> _Gathered | None:
         """:meth:`_gather` for the common case, in list comprehensions: plain CPU tensors the
-        C++ engine takes (checked here, in one call), every state already made, no int8 state.
+        C++ engine takes, every state already made, no int8 state. The engine's plan of the step
+        (tensors checked, jobs made: one look at each tensor) is returned as the last item.
 
         None where any of that does not hold: :meth:`_gather` then runs and does everything
         as before (nothing was changed here besides the state dict's empty entries ``_gather``
@@ -513,15 +514,23 @@ class RuleOptimizer(RuleState):
         try:
             for k, key, _ in slots:
                 columns[k] = [s[key] for s in states]
-            if rule.has_step:
-                _ = [s["step"] for s in states]
+            steps = [s["step"] for s in states] if rule.has_step else []
             ema = [s["ema"] for s in states] if chain.ema is not None else []
         except KeyError:  # state to make (a fresh slot, a missing step): the general gather
             return None
-        if load().unsupported_indices([originals, grads, *columns, ema]):
+        plan = load().plan(
+            [originals, grads, *columns, ema],
+            [],
+            [],
+            steps,
+            group.get("state_dtype") == "bfloat16",
+            self.stochastic_params,
+            True,
+        )
+        if plan.unsupported:
             return None
         scales: list[list[Tensor]] = [[] for _ in rule.slots]
-        return originals, originals, grads, states, columns, scales, [], [], True
+        return originals, originals, grads, states, columns, scales, [], [], plan
 
     def _run(
         self,
@@ -536,17 +545,17 @@ class RuleOptimizer(RuleState):
         flags: tuple[bool, ...],
         prologue: dict[str, Any],
         *,
-        checked: bool = False,
+        plan: Any = None,
     ) -> None:
         """Run the step: the C++ engine where it applies, else the eager path per tensor.
 
-        ``checked``: the engine is known to take every tensor (``_gather_fast`` asked it).
+        ``plan``: the engine's plan of the whole batch (from :meth:`_gather_fast`), if made.
         """
         batch = Batch(params, grads, states, columns, scales, fresh, flags, prologue)
         n = len(params)
         eager: list[int] = list(range(n))
-        if checked:
-            self._run_fused(group, batch)
+        if plan is not None:
+            self._run_fused(group, batch, plan)
             return
         if implementation == "fused" and _overflows_low_precision(
             group, params, self.rule.group_statistics
@@ -585,11 +594,18 @@ class RuleOptimizer(RuleState):
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
 
-    def _run_fused(self, group: dict[str, Any], batch: Batch) -> None:
+    def _run_fused(self, group: dict[str, Any], batch: Batch, plan: Any = None) -> None:
+        """The batch through the C++ engine: one call if the step count and the scalar state
+        are common to all parameters (the usual case), else one call per parameter."""
         rule = self.rule
         mod = load()
         steps = [s["step"] for s in batch.states] if rule.has_step else []
-        t = mod.advance_steps(steps) if rule.has_step else 0.0
+        if plan is not None and rule.has_step and math.isnan(plan.step):
+            plan = None  # the step counts differ: advanced below, one call per parameter
+        if plan is not None:
+            t = plan.step if rule.has_step else 0.0  # stored by plan's run
+        else:
+            t = mod.advance_steps(steps) if rule.has_step else 0.0
         hypers = None
         if not math.isnan(t):
             scalar_cols = {k: [s[k] for s in batch.states] for k, _ in rule.scalar_state}
@@ -598,8 +614,10 @@ class RuleOptimizer(RuleState):
             except _NotCommon:
                 hypers = None
         if hypers is not None:
-            self._call_engine(batch, hypers)
+            self._call_engine(batch, hypers, plan)
             return
+        if plan is not None and steps:
+            mod.advance_steps(steps)  # (the plan, now unused, would have)
         # scalar state differs between parameters (e.g. some joined later): one call each
         already = not math.isnan(t)
         for i, state in enumerate(batch.states):
@@ -607,17 +625,22 @@ class RuleOptimizer(RuleState):
             hyper = rule.scalars(group, ti, TensorScalars(state, already_scaled=already))
             self._call_engine(batch.subset([i]), hyper)
 
-    def _call_engine(self, batch: Batch, hyper: Sequence[float]) -> None:
+    def _call_engine(self, batch: Batch, hyper: Sequence[float], plan: Any = None) -> None:
+        """One engine call over ``batch`` (planned here unless ``plan`` is the batch's)."""
         rule, ema, pro = self.rule, self.chain.ema, batch.prologue
-        load().step(
+        mod = load()
+        if plan is None:
+            emas = [local(s["ema"]) for s in batch.states] if ema is not None else []
+            lists = [batch.params, batch.grads, *batch.columns, emas]
+            plan = mod.plan(
+                lists, batch.scales, [], [], batch.state_stochastic, self.stochastic_params, False
+            )
+        mod.run(
+            plan,
             rule.name,
             list(batch.flags),
             rule.fresh_flag,
             [float(h) for h in hyper],
-            batch.params,
-            batch.grads,
-            batch.columns,
-            batch.scales,
             batch.fresh,
             float(pro["grad_scale"]),
             float(pro["clip_value"]),
@@ -627,11 +650,7 @@ class RuleOptimizer(RuleState):
             pro["decay"],
             float(pro["l2_all"]),
             float(pro["decay_all"]),
-            [local(s["ema"]) for s in batch.states] if ema is not None else [],
-            [],
             float(ema or 0.0),
-            batch.state_stochastic,
-            self.stochastic_params,
             self._seed(),
         )
 
@@ -670,7 +689,7 @@ _Gathered = tuple[
     list[list[Tensor]],  # scales: per slot, int8 absmax tensors (empty lists: none)
     list[bool],  # fresh: per parameter, a slot made this step (empty: none)
     list[tuple[dict[str, Any], dict[str, Any]]],  # pending: (state, fresh slots) to store
-    bool,  # checked: the engine takes every tensor (asked already)
+    Any,  # plan: the engine's plan of the step (None: not made; _gather_fast makes it)
 ]
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 

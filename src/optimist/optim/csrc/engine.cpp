@@ -317,30 +317,128 @@ void bump(const Tensor& t) {
   if (t.defined() && !t.is_inference()) torch::autograd::impl::bump_version(t);
 }
 
-// One optimizer step for a list of tensors sharing one rule variant and one set of host scalars.
-//   slots[k][i]: state slot k of tensor i (an empty list k: slot unused); scales[k][i]: its int8
-//   absmax tensor (an empty list: not int8).  fresh[i]: state created this step (rules with a
-//   FRESH variant, e.g. SGD's first momentum buffer).  l2/decay: per-tensor factors (empty: use
-//   the scalar for all).  ema: EMA slot per tensor (empty: none).
-void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
-          const std::vector<double>& hyper, const std::vector<Tensor>& params,
-          const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
-          const std::vector<std::vector<Tensor>>& scales, const std::vector<bool>& fresh,
-          double grad_scale, double clip_value, bool clip_first, bool maximize,
-          const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
-          double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
-          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
-  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
-  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
-  for (size_t k = 0; k < slots.size(); ++k) {
-    TORCH_CHECK(slots[k].empty() || slots[k].size() == n, "optimist engine: slot ", k, " has ",
-                slots[k].size(), " tensors, expected ", n);
+// One optimizer step in two calls, so that every tensor is looked at once per step although the
+// host scalars depend on the step count the tensors hold:
+//   plan(lists, ...): the tensors of one call, checked and turned into jobs; the step counters
+//     read (their next value); the version counters bumped.  lists = [params, grads, slot 0,
+//     ..., slot k-1, ema] (an empty list: slot unused, no EMA); scales[k][i]: the int8 absmax
+//     tensor of slot k (an empty list: not int8).  With `check`, indices the engine does not take
+//     (unsupported_indices) are returned in `unsupported` and nothing else is done.
+//   run(plan, rule, ...): the host scalars, prologue and rule variant set, the step counters
+//     advanced, the jobs executed (touching only the jobs and the tensors' data).
+// fresh[i]: state created this step (rules with a FRESH variant, e.g. SGD's first momentum
+// buffer).  l2/decay: per-tensor factors (empty: use the scalar for all).
+struct Plan {
+  std::vector<std::vector<Tensor>> lists;  // kept alive while the plan is
+  std::vector<Job> jobs;
+  std::vector<uint8_t> dbl;  // per job: computes in double
+  std::vector<void*> steps;  // the step counters' data (float or double, steps_dbl)
+  std::vector<uint8_t> steps_dbl;
+  double next_step = std::numeric_limits<double>::quiet_NaN();
+  std::vector<int64_t> unsupported;
+  bool ran = false;
+};
+
+// step + 1 in the counter's own precision (as torch's `state["step"] += 1`)
+inline double next_count(void* data, bool dbl) {
+  if (dbl) return *static_cast<double*>(data) + 1.0;
+  return static_cast<double>(*static_cast<float*>(data) + 1.0f);
+}
+
+Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<Tensor>>& scales,
+          const std::vector<Tensor>& ema_scales, const std::vector<Tensor>& steps,
+          bool state_stochastic, bool param_stochastic, bool check) {
+  TORCH_CHECK(lists.size() >= 3 && lists.size() <= kMaxSlots + 3,
+              "optimist engine: plan needs [params, grads, slots..., ema] with at most ",
+              kMaxSlots, " slots");
+  Plan out;
+  const size_t n = lists[0].size();
+  const size_t n_slots = lists.size() - 3;
+  if (check) {
+    out.unsupported = unsupported_indices(lists);
+    if (!out.unsupported.empty()) return out;
   }
+  const std::vector<Tensor>& params = lists[0];
+  const std::vector<Tensor>& grads = lists[1];
+  const std::vector<Tensor>& ema = lists.back();
+  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
+  for (size_t k = 0; k < n_slots; ++k) {
+    TORCH_CHECK(lists[2 + k].empty() || lists[2 + k].size() == n, "optimist engine: slot ", k,
+                " has ", lists[2 + k].size(), " tensors, expected ", n);
+  }
+  TORCH_CHECK(ema.empty() || ema.size() == n, "optimist engine: ema needs one per tensor");
+  TORCH_CHECK(steps.empty() || steps.size() == n, "optimist engine: steps: one per tensor");
+  out.jobs.resize(n);
+  out.dbl.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
+                "optimist engine: params[", i, "] must be a contiguous CPU tensor");
+    TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
+                "] has dtype ", grads[i].scalar_type(), ", the parameter ", p.scalar_type());
+    TORCH_CHECK(grads[i].sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
+                grads[i].sizes(), ", the parameter ", p.sizes());
+    const at::ScalarType pt = p.scalar_type();
+    const int64_t numel = real_numel(p);
+    Job& job = out.jobs[i];
+    job.n = numel;
+    job.param = make_store(p, pt, param_stochastic, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    for (size_t k = 0; k < n_slots; ++k) {
+      const std::vector<Tensor>& slot = lists[2 + k];
+      if (slot.empty()) continue;
+      const Tensor* sc = scales.size() > k && !scales[k].empty() ? &scales[k][i] : nullptr;
+      job.slot[k] = make_store(slot[i], pt, state_stochastic, sc, numel, "state", i);
+      TORCH_CHECK(slot[i].scalar_type() == at::kChar || slot[i].sizes() == p.sizes(),
+                  "optimist engine: state[", i, "] has shape ", slot[i].sizes(),
+                  ", the parameter ", p.sizes());
+    }
+    if (!ema.empty()) {
+      const Tensor* sc = ema_scales.empty() ? nullptr : &ema_scales[i];
+      job.slot[kEmaSlot] = make_store(ema[i], pt, state_stochastic, sc, numel, "ema", i);
+    }
+    out.dbl[i] = compute_is_double(pt);
+  }
+  out.steps.resize(steps.size());
+  out.steps_dbl.resize(steps.size());
+  bool same = true;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Tensor& s = steps[i];
+    TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
+                    (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
+                "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
+    out.steps[i] = s.data_ptr();
+    out.steps_dbl[i] = s.scalar_type() == at::kDouble;
+    const double v = next_count(out.steps[i], out.steps_dbl[i]);
+    if (i == 0) {
+      out.next_step = v;
+    } else if (v != out.next_step) {
+      same = false;
+    }
+  }
+  if (!same) out.next_step = std::numeric_limits<double>::quiet_NaN();
+  // the in-place update ahead (plan and run are called together; a bump alone is harmless);
+  // the gradients are only read
+  for (size_t k = 0; k < lists.size(); ++k) {
+    if (k == 1) continue;
+    for (const Tensor& t : lists[k]) bump(t);
+  }
+  out.lists = std::move(lists);
+  return out;
+}
+
+void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
+         const std::vector<double>& hyper, const std::vector<bool>& fresh, double grad_scale,
+         double clip_value, bool clip_first, bool maximize, const std::vector<double>& l2,
+         const std::vector<double>& decay, double l2_all, double decay_all, double ema_decay,
+         int64_t seed) {
+  TORCH_CHECK(plan.unsupported.empty(), "optimist engine: the plan has unsupported tensors");
+  TORCH_CHECK(!plan.ran, "optimist engine: a plan runs once");
+  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  const size_t n = plan.jobs.size();
   TORCH_CHECK(l2.empty() || l2.size() == n, "optimist engine: l2 needs one factor per tensor");
   TORCH_CHECK(decay.empty() || decay.size() == n, "optimist engine: decay: one per tensor");
-  TORCH_CHECK(ema.empty() || ema.size() == n, "optimist engine: ema needs one per tensor");
+  plan.ran = true;
   // the job function per (compute type, freshness), looked up once per call
   using JobFn = void (*)(const Job&, int64_t, int64_t);
   JobFn fns[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
@@ -356,57 +454,34 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
     }
     return fn;
   };
-  std::vector<Job> jobs(n);
+  Prologue pro;
+  pro.grad_scale = grad_scale;
+  pro.clip_value = clip_value;
+  pro.clip_first = clip_first;
+  pro.sign = maximize ? -1.0 : 1.0;
+  pro.l2 = l2_all;
+  pro.decay = decay_all;
+  pro.ema_decay = ema_decay;
   for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
-    TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
-                "optimist engine: params[", i, "] must be a contiguous CPU tensor");
-    TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
-                "] has dtype ", grads[i].scalar_type(), ", the parameter ", p.scalar_type());
-    TORCH_CHECK(grads[i].sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
-                grads[i].sizes(), ", the parameter ", p.sizes());
-    const at::ScalarType pt = p.scalar_type();
-    const int64_t numel = real_numel(p);
-    Job& job = jobs[i];
-    job.n = numel;
-    job.param = make_store(p, pt, param_stochastic, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    for (size_t k = 0; k < slots.size(); ++k) {
-      if (slots[k].empty()) continue;
-      const Tensor* sc = scales.size() > k && !scales[k].empty() ? &scales[k][i] : nullptr;
-      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, sc, numel, "state", i);
-      TORCH_CHECK(slots[k][i].scalar_type() == at::kChar || slots[k][i].sizes() == p.sizes(),
-                  "optimist engine: state[", i, "] has shape ", slots[k][i].sizes(),
-                  ", the parameter ", p.sizes());
-    }
-    if (!ema.empty()) {
-      const Tensor* sc = ema_scales.empty() ? nullptr : &ema_scales[i];
-      job.slot[kEmaSlot] = make_store(ema[i], pt, state_stochastic, sc, numel, "ema", i);
-    }
-    job.pro.grad_scale = grad_scale;
-    job.pro.clip_value = clip_value;
-    job.pro.clip_first = clip_first;
-    job.pro.sign = maximize ? -1.0 : 1.0;
-    job.pro.l2 = l2.empty() ? l2_all : l2[i];
-    job.pro.decay = decay.empty() ? decay_all : decay[i];
-    job.pro.ema_decay = ema_decay;
+    Job& job = plan.jobs[i];
+    job.pro = pro;
+    if (!l2.empty()) job.pro.l2 = l2[i];
+    if (!decay.empty()) job.pro.decay = decay[i];
     job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
     std::copy(hyper.begin(), hyper.end(), job.hyper);
-    job.fn = job_fn(compute_is_double(pt), i < fresh.size() && fresh[i]);
+    job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
   }
-  {
-    pybind11::gil_scoped_release release;
-    execute(jobs);
-  }
-  for (size_t i = 0; i < n; ++i) {
-    bump(params[i]);
-    for (const auto& slot : slots) {
-      if (!slot.empty()) bump(slot[i]);
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const double v = next_count(plan.steps[i], plan.steps_dbl[i]);
+    if (plan.steps_dbl[i]) {
+      *static_cast<double*>(plan.steps[i]) = v;
+    } else {
+      *static_cast<float*>(plan.steps[i]) = static_cast<float>(v);
     }
-    if (!ema.empty()) bump(ema[i]);
   }
+  pybind11::gil_scoped_release release;
+  execute(plan.jobs);
 }
-
 
 // Pass 0: per tensor, the sum of squares of the gradient (after clamping to +-clip_value when
 // > 0) in float64, and whether every element is finite; one read of each gradient (reduce.h).
@@ -679,12 +754,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "optimist: the optimizer engine (one single-pass loop for every element-wise rule)";
   m.attr("MAX_SLOTS") = kMaxSlots;
   m.attr("QUANT_BLOCK") = kQuantBlock;
-  m.def("step", &step, py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
-        py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
-        py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
+  py::class_<Plan>(m, "Plan")
+      .def_readonly("unsupported", &Plan::unsupported)
+      .def_readonly("step", &Plan::next_step);
+  m.def("plan", &plan, py::arg("lists"), py::arg("scales"), py::arg("ema_scales"),
+        py::arg("steps"), py::arg("state_stochastic"), py::arg("param_stochastic"),
+        py::arg("check"));
+  m.def("run", &run, py::arg("plan"), py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
+        py::arg("hyper"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"), py::arg("ema_decay"),
-        py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"));
+        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
