@@ -13,7 +13,9 @@ row timed in the same run, interleaved round by round; ratios are to the row's b
   p, g, m read, p, m written);
 * ``modern``: ADOPT, AdEMAMix, Adan, Schedule-Free AdamW/SGD: optimist's GB/s as a share of the
   ``add_`` roofline (bytes per parameter: every tensor read plus every tensor written), and the
-  authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers;
+  authors' packages where installed (``torch-adopt``, ``schedulefree``; foreach) as peers; at
+  ``--sizes tiny``, every element-wise rule on the engine (classic and modern): µs per tensor
+  per step on 1000 tensors of 100 elements (issue 12's target: <= 4);
 * ``classic`` (with ``--old-tree``): the nine classic optimizers on the engine vs the
   per-optimizer kernels the engine replaced, timed in alternating processes (this checkout, then
   the old one, round after round; the nine interleaved within each process; the old tree is a
@@ -27,6 +29,8 @@ time (immune to preemption by other processes; use it with ``--threads 1``).
     python benchmarks/engine_speed.py --threads 2
     python benchmarks/engine_speed.py --sizes 10M --threads 1 --repeats 15 --clock thread
     python benchmarks/engine_speed.py --only classic --old-tree ../old --threads 1 --rounds 3
+    python benchmarks/engine_speed.py --sizes tiny --only modern --threads 1 --repeats 200 \
+        --clock thread
 """
 
 from __future__ import annotations
@@ -110,6 +114,31 @@ def bench(size: str, repeats: int, only: set[str]) -> list[list[str]]:
         rows += bench_lion(size, repeats, params)
     if "modern" in only and size != "tiny":
         rows += bench_modern(size, repeats, params)
+    return rows
+
+
+TINY_TARGET_US = 4.0
+"""Issue 12's target: 1000 tiny tensors at <= 4 µs per tensor per step."""
+
+
+def bench_tiny(repeats: int) -> list[list[str]]:
+    """Per-tensor step time of every element-wise rule of ``step_speed.ROWS`` that runs on the
+    engine, on 1000 tensors of 100 elements (all interleaved round by round)."""
+    import optimist.optim
+    from optimist.optim.engine import RuleOptimizer
+
+    shapes = param_set("tiny")
+    steps = {}
+    for name, row in ROWS.items():
+        cls = getattr(optimist.optim, row.optimist, None)
+        if row.element_wise and isinstance(cls, type) and issubclass(cls, RuleOptimizer):
+            steps[name] = cls(make_params(shapes), **row.kwargs).step
+    times = time_interleaved(steps, repeats)
+    rows = []
+    for name, t in times.items():
+        us = t * 1e6 / len(shapes)
+        verdict = "met" if us <= TINY_TARGET_US else "NOT met"
+        rows.append(["tiny", ROWS[name].optimist, f"{t * 1e3:.3f}", f"{us:.2f}", verdict])
     return rows
 
 
@@ -288,14 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     if "classic" in only and not args.old_tree:
         ap.error("--only classic needs --old-tree (a checkout of commit 8b65312)")
-    rows = []
+    rows, tiny = [], []
     for size in args.sizes.split(","):
         rows += bench(size, args.repeats, only)
         if "classic" in only:
             rows += bench_classic(args, size)
+        if "modern" in only and size == "tiny":
+            tiny = bench_tiny(args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, minimum of "
           f"{args.repeats} interleaved rounds, {args.clock} clock")  # fmt: skip
-    print_table(["size", "what", "baseline ms", "other ms", "other/baseline"], rows, args.markdown)
+    if rows:
+        head = ["size", "what", "baseline ms", "other ms", "other/baseline"]
+        print_table(head, rows, args.markdown)
+    if tiny:
+        head = ["size", "optimizer", "ms per step", "µs per tensor", f"<= {TINY_TARGET_US:g} µs"]
+        print_table(head, tiny, args.markdown)
     return 0
 
 

@@ -234,6 +234,14 @@ class RuleOptimizer(RuleState):
     def _gradient(self, p: Tensor) -> Tensor | None:
         return self._gradients((p,))[0]
 
+    def _present(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The parameters that have a gradient, and those gradients."""
+        grads = self._gradients(params)
+        if any(g is None for g in grads):
+            kept = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+            return [p for p, _ in kept], [g for _, g in kept]
+        return params, grads
+
     # --- masks --------------------------------------------------------------------------------
 
     def _masked(self, which: int, mask: Any, p: Tensor, name: str | None) -> bool:
@@ -495,13 +503,9 @@ class RuleOptimizer(RuleState):
         if group.get("state_dtype") == "int8" or not available():
             return None
         rule, chain = self.rule, self.chain
-        originals = group["params"]
-        grads = self._gradients(originals)
-        if any(g is None for g in grads):
-            kept = [(p, g) for p, g in zip(originals, grads, strict=True) if g is not None]
-            if not kept:
-                return None
-            originals, grads = [p for p, _ in kept], [g for _, g in kept]
+        originals, grads = self._present(group["params"])
+        if not originals:
+            return None
         if self._implementation(group, originals) != "fused" or _overflows_low_precision(
             group, originals, rule.group_statistics
         ):

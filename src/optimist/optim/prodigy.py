@@ -290,6 +290,11 @@ class Prodigy(RuleOptimizer):
         """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
         ``|beta3 s + weight g|_1``, on the gradient the rule will see; in the C++ engine where
         the group runs there, else in torch ops (in prodigyopt's order of operations)."""
+        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
+        clip = self.chain.clip_value or 0.0
+        fast = self._statistics_fast(group, grad_scale, beta3, weight, l2, clip)
+        if fast is not None:
+            return coef * fast[0], fast[1]
         params, grads, p0s, ss, scales = [], [], [], [], []
         states = self.state
         for p in group["params"]:
@@ -310,8 +315,6 @@ class Prodigy(RuleOptimizer):
             return 0.0, 0.0
         if any(p.is_complex() for p in params):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
-        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
-        clip = self.chain.clip_value or 0.0
         plain = all(type(p) in _PLAIN for p in params)
         if plain and self._implementation(group, params) == "fused":
             any_int8 = any(sc is not None for sc in scales)
@@ -335,6 +338,41 @@ class Prodigy(RuleOptimizer):
             delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
             norm += s.mul(beta3).add_(g, alpha=weight).abs().sum().item()
         return delta, norm
+
+    def _statistics_fast(
+        self,
+        group: dict[str, Any],
+        grad_scale: float,
+        beta3: float,
+        weight: float,
+        l2: float,
+        clip: float,
+    ) -> tuple[float, float] | None:
+        """:meth:`_statistics`' sums (``<g, x0 - x>`` unscaled) in the common case: real
+        tensors the C++ engine takes, state made, float state; gathered in list comprehensions.
+        None otherwise (or if the engine refuses a tensor): the general loop then runs."""
+        params, grads = self._present(group["params"])
+        if not params or group.get("state_dtype") == "int8":
+            return None
+        if self._implementation(group, params) != "fused":
+            return None
+        states = self.state
+        st = [states[p] for p in params]
+        try:
+            p0s = [s["p0"] for s in st]
+            ss = [s["s"] for s in st]
+            _ = [s["step"] for s in st]
+        except KeyError:  # state to make: the general loop
+            return None
+        try:  # the engine checks layouts, dtypes (complex, subclasses) and raises otherwise
+            stats = engine.load().prodigy_stats(
+                params, grads, p0s, ss, [], beta3, weight, grad_scale, clip,
+                self.chain.clip_first, bool(group.get("maximize")), [l2] * len(params),
+            )  # fmt: skip
+        except RuntimeError:
+            return None
+        dots, norms = stats.sum(0).tolist()
+        return dots, norms
 
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0

@@ -296,8 +296,10 @@ Store make_store(const Tensor& t, at::ScalarType pt, bool stochastic, const Tens
                  int64_t n, const char* what, size_t i) {
   Store s;
   if (!t.defined()) return s;
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.layout() == at::kStrided,
-              "optimist engine: ", what, "[", i, "] must be a contiguous CPU tensor");
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.layout() == at::kStrided &&
+                  !t.key_set().has(c10::DispatchKey::Python),
+              "optimist engine: ", what, "[", i, "] must be a contiguous CPU tensor (not a ",
+              "tensor subclass such as DTensor)");
   TORCH_CHECK(real_numel(t) == n, "optimist engine: ", what, "[", i, "] has ", real_numel(t),
               " elements, the parameter ", n);
   s.data = t.data_ptr();
