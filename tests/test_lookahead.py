@@ -78,6 +78,78 @@ def test_lookahead_equals_optax(inner, reset_state):
     assert not np.allclose(slow, p.detach().numpy())  # three fast steps since the last sync
 
 
+def run_optax(fast_optimizer, k, alpha, reset_state=False):  # noqa: ANN001, ANN201
+    """Optax's ``lookahead`` over ``fast_optimizer`` on the same noisy quadratic: (fast, slow)."""
+    optax = needs_optax()
+    import jax.numpy as jnp
+
+    transform = optax.lookahead(fast_optimizer, k, alpha, reset_state=reset_state)
+    params = optax.LookaheadParams.init_synced(jnp.asarray(start()))
+    state = transform.init(params)
+    for step in range(STEPS):
+        g = jnp.asarray(quadratic_grad(np.asarray(params.fast), step))
+        updates, state = transform.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return np.asarray(params.fast), np.asarray(params.slow)
+
+
+CHAINS = {  # our chain (its lr) and Optax's own composition of the same steps
+    "clip_adamw": (
+        lambda: optimist.chain(
+            T.clip_by_value(0.5),
+            T.scale_by_adam(),
+            T.add_decayed_weights(0.01),
+            T.lookahead(5, 0.5),
+        ),  # fmt: skip
+        lambda optax: (optax.chain(optax.clip(0.5), optax.adamw(0.05, weight_decay=0.01)), 5, 0.5),
+    ),
+    "l2_sgd_momentum_reset": (
+        lambda: optimist.chain(
+            T.add_decayed_weights(0.01),
+            T.scale_by_sgd(momentum=0.9),
+            T.lookahead(3, 0.8, reset_state=True),
+        ),  # fmt: skip
+        lambda optax: (
+            optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.9)),
+            3,
+            0.8,
+            True,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_lookahead_link_in_a_chain_equals_optax(case):
+    """``chain(..., lookahead(k, alpha))`` is ``optax.lookahead(optax.chain(...), k, alpha)``."""
+    ours, theirs = CHAINS[case]
+    fast, slow = run_optax(*theirs(needs_optax()))
+    p, opt = run_ours(lambda ps: ours()(ps, lr=0.05))
+    assert isinstance(opt, oo.Lookahead) and not opt.optimizer.chain.is_empty()
+    np.testing.assert_allclose(p.detach().numpy(), fast, rtol=1e-12)
+    np.testing.assert_allclose(opt.state[p]["slow_param"].numpy(), slow, rtol=1e-12)
+    assert not np.allclose(slow, fast)  # fast steps since the last synchronisation
+
+
+@pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
+def test_lookahead_link_is_the_wrapper_and_matches_numpy_reference(k, alpha, reset):
+    link = T.lookahead(k, alpha, reset_state=reset)
+    chained, opt = run_ours(
+        lambda ps: optimist.chain(T.add_decayed_weights(0.01), T.scale_by_adam(), link)(ps, lr=0.05)
+    )
+    adam = {"lr": 0.05, "weight_decay": 0.01}
+    wrapped, _ = run_ours(lambda ps: oo.Lookahead(oo.Adam(ps, **adam), k, alpha, reset_state=reset))
+    assert torch.equal(chained, wrapped)
+    x, state = start(), {}
+    for step in range(STEPS):
+        x, state = reference.lookahead(
+            x, quadratic_grad(x, step), state, inner="adam", k=k, alpha=alpha, reset_state=reset,
+            lr=0.05, weight_decay=0.01,
+        )  # fmt: skip
+    np.testing.assert_allclose(chained.detach().numpy(), x, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(opt.state[chained]["slow_param"].numpy(), state["slow_param"])
+
+
 @pytest.mark.parametrize("inner", ["adam", "sgd"])
 def test_lookahead_equals_pytorch_optimizer(inner):
     require(
@@ -136,8 +208,12 @@ def test_schedulers_zero_grad_and_groups_act_on_the_inner_optimizer():
     assert "Lookahead(k=5, alpha=0.5, Adam" in repr(opt)
 
 
-def test_state_dict_holds_slow_weights_and_inner_state_and_resumes_bit_identically():
+@pytest.mark.parametrize("form", ["wrapper", "chain"])
+def test_state_dict_holds_slow_weights_and_inner_state_and_resumes_bit_identically(form):
     def factory(ps):  # noqa: ANN001, ANN202
+        if form == "chain":
+            chained = optimist.chain(T.scale_by_adam(), T.lookahead(4, 0.6))
+            return chained(ps, lr=0.05, state_dtype="int8")
         return oo.Lookahead(oo.Adam(ps, lr=0.05, state_dtype="int8"), k=4, alpha=0.6)
 
     full, _ = run_ours(factory, steps=20, shape=(70, 80))
@@ -222,3 +298,13 @@ def test_lookahead_errors():
         oo.Lookahead(oo.SGD([p]), alpha=1.5)
     with pytest.raises(ValueError, match="Invalid alpha"):
         oo.Lookahead(oo.SGD([p]), alpha=float("nan"))
+    with pytest.raises(ValueError, match="Invalid k"):
+        T.lookahead(k=2.5)
+    with pytest.raises(ValueError, match="Invalid reset_state"):
+        T.lookahead(reset_state=1)
+    with pytest.raises(ValueError, match="as the last link"):
+        optimist.chain(T.lookahead(), T.scale_by_adam())
+    with pytest.raises(ValueError, match="as the last link"):
+        optimist.chain(T.scale_by_adam(), T.lookahead(), T.lookahead())
+    with pytest.raises(ValueError, match="takes transforms"):
+        optimist.chain(T.scale_by_adam(), oo.Lookahead)
