@@ -51,34 +51,7 @@ def needs_optax():  # noqa: ANN201
     return optax
 
 
-@pytest.mark.parametrize("reset_state", [False, True])
-@pytest.mark.parametrize("inner", ["adam", "sgd"])
-def test_lookahead_equals_optax(inner, reset_state):
-    optax = needs_optax()
-    import jax.numpy as jnp
-
-    fast_theirs = optax.adam(0.05) if inner == "adam" else optax.sgd(0.05, momentum=0.9)
-    transform = optax.lookahead(fast_theirs, 5, 0.5, reset_state=reset_state)
-    params = optax.LookaheadParams.init_synced(jnp.asarray(start()))
-    state = transform.init(params)
-    for step in range(STEPS):
-        g = jnp.asarray(quadratic_grad(np.asarray(params.fast), step))
-        updates, state = transform.update(g, state, params)
-        params = optax.apply_updates(params, updates)
-
-    def inner_opt(ps):  # noqa: ANN001, ANN202
-        if inner == "adam":
-            return oo.Adam(ps, lr=0.05)
-        return oo.SGD(ps, lr=0.05, momentum=0.9)  # Optax's trace is torch's heavy ball
-
-    p, opt = run_ours(lambda ps: oo.Lookahead(inner_opt(ps), 5, 0.5, reset_state=reset_state))
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(params.fast), rtol=1e-12)
-    slow = opt.state[p]["slow_param"].numpy()
-    np.testing.assert_allclose(slow, np.asarray(params.slow), rtol=1e-12)
-    assert not np.allclose(slow, p.detach().numpy())  # three fast steps since the last sync
-
-
-def run_optax(fast_optimizer, k, alpha, reset_state=False):  # noqa: ANN001, ANN201
+def run_optax(fast_optimizer, k, alpha, reset_state):  # noqa: ANN001, ANN201
     """Optax's ``lookahead`` over ``fast_optimizer`` on the same noisy quadratic: (fast, slow)."""
     optax = needs_optax()
     import jax.numpy as jnp
@@ -93,92 +66,66 @@ def run_optax(fast_optimizer, k, alpha, reset_state=False):  # noqa: ANN001, ANN
     return np.asarray(params.fast), np.asarray(params.slow)
 
 
-CHAINS = {  # our chain (its lr) and Optax's own composition of the same steps
-    "clip_adamw": (
-        lambda: optimist.chain(
-            T.clip_by_value(0.5),
-            T.scale_by_adam(),
-            T.add_decayed_weights(0.01),
-            T.lookahead(5, 0.5),
-        ),  # fmt: skip
-        lambda optax: (optax.chain(optax.clip(0.5), optax.adamw(0.05, weight_decay=0.01)), 5, 0.5),
-    ),
-    "l2_sgd_momentum_reset": (
-        lambda: optimist.chain(
-            T.add_decayed_weights(0.01),
-            T.scale_by_sgd(momentum=0.9),
-            T.lookahead(3, 0.8, reset_state=True),
-        ),  # fmt: skip
-        lambda optax: (
-            optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.9)),
-            3,
-            0.8,
-            True,
-        ),
-    ),
-}
+SYNC = pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
 
 
-@pytest.mark.parametrize("case", sorted(CHAINS))
-def test_lookahead_link_in_a_chain_equals_optax(case):
-    """``chain(..., lookahead(k, alpha))`` is ``optax.lookahead(optax.chain(...), k, alpha)``."""
-    ours, theirs = CHAINS[case]
-    fast, slow = run_optax(*theirs(needs_optax()))
-    p, opt = run_ours(lambda ps: ours()(ps, lr=0.05))
-    assert isinstance(opt, oo.Lookahead) and not opt.optimizer.chain.is_empty()
+def assert_equals_optax(ours, fast_optimizer, k, alpha, reset):  # noqa: ANN001
+    """``ours`` (params -> Lookahead) and ``optax.lookahead(fast_optimizer, k, alpha, reset)``
+    agree to 1e-12 in float64, fast and slow weights."""
+    fast, slow = run_optax(fast_optimizer, k, alpha, reset)
+    p, opt = run_ours(ours)
+    assert isinstance(opt, oo.Lookahead)
     np.testing.assert_allclose(p.detach().numpy(), fast, rtol=1e-12)
     np.testing.assert_allclose(opt.state[p]["slow_param"].numpy(), slow, rtol=1e-12)
     assert not np.allclose(slow, fast)  # fast steps since the last synchronisation
 
 
-@pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
-def test_lookahead_link_is_the_wrapper_and_matches_numpy_reference(k, alpha, reset):
-    link = T.lookahead(k, alpha, reset_state=reset)
-    chained, opt = run_ours(
-        lambda ps: optimist.chain(T.add_decayed_weights(0.01), T.scale_by_adam(), link)(ps, lr=0.05)
-    )
-    adam = {"lr": 0.05, "weight_decay": 0.01}
-    wrapped, _ = run_ours(lambda ps: oo.Lookahead(oo.Adam(ps, **adam), k, alpha, reset_state=reset))
-    assert torch.equal(chained, wrapped)
-    x, state = start(), {}
-    for step in range(STEPS):
-        x, state = reference.lookahead(
-            x, quadratic_grad(x, step), state, inner="adam", k=k, alpha=alpha, reset_state=reset,
-            lr=0.05, weight_decay=0.01,
-        )  # fmt: skip
-    np.testing.assert_allclose(chained.detach().numpy(), x, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(opt.state[chained]["slow_param"].numpy(), state["slow_param"])
-
-
+@SYNC
 @pytest.mark.parametrize("inner", ["adam", "sgd"])
-def test_lookahead_equals_pytorch_optimizer(inner):
-    require(
-        importlib.util.find_spec("pytorch_optimizer") is not None,
-        "pytorch_optimizer",
-        "pip install --no-deps pytorch-optimizer==4.1.0",
+def test_lookahead_equals_optax(inner, k, alpha, reset):
+    optax = needs_optax()
+    if inner == "adam":
+        theirs, make = optax.adam(0.05), lambda ps: oo.Adam(ps, lr=0.05)
+    else:  # Optax's trace is torch's heavy ball
+        theirs, make = optax.sgd(0.05, momentum=0.9), lambda ps: oo.SGD(ps, lr=0.05, momentum=0.9)
+    assert_equals_optax(
+        lambda ps: oo.Lookahead(make(ps), k, alpha, reset_state=reset), theirs, k, alpha, reset
     )
-    from pytorch_optimizer import Lookahead as Theirs
 
-    def make(ps):  # noqa: ANN001, ANN202
-        if inner == "adam":
-            return torch.optim.Adam(ps, lr=0.05)
-        return torch.optim.SGD(ps, lr=0.05, momentum=0.9)
 
-    theirs, _ = run_ours(lambda ps: Theirs(make(ps), k=5, alpha=0.5))
-    ours, _ = run_ours(lambda ps: oo.Lookahead(make(ps), k=5, alpha=0.5))
-    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+@SYNC
+@pytest.mark.parametrize("case", ["clip_adamw", "l2_sgd_momentum"])
+def test_lookahead_link_in_a_chain_equals_optax(case, k, alpha, reset):
+    """``chain(..., lookahead(k, alpha))`` is ``optax.lookahead(optax.chain(...), k, alpha)``."""
+    optax = needs_optax()
+    if case == "clip_adamw":
+        links = (T.clip_by_value(0.5), T.scale_by_adam(), T.add_decayed_weights(0.01))
+        theirs = optax.chain(optax.clip(0.5), optax.adamw(0.05, weight_decay=0.01))
+    else:
+        links = (T.add_decayed_weights(0.01), T.scale_by_sgd(momentum=0.9))
+        theirs = optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.9))
+    chained = optimist.chain(*links, T.lookahead(k, alpha, reset_state=reset))
+    assert_equals_optax(lambda ps: chained(ps, lr=0.05), theirs, k, alpha, reset)
 
 
 @pytest.mark.parametrize(
     ("inner", "hyper"),
-    [("adam", {"lr": 0.05}), ("sgd", {"lr": 0.05, "momentum": 0.9}), ("lion", {"lr": 0.01})],
+    [
+        ("adam", {"lr": 0.05}),
+        ("adam", {"lr": 0.05, "weight_decay": 0.01}),
+        ("sgd", {"lr": 0.05, "momentum": 0.9}),
+        ("lion", {"lr": 0.01}),
+    ],
 )
-@pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
+@SYNC
 def test_lookahead_matches_numpy_reference(inner, hyper, k, alpha, reset):
-    classes = {"adam": oo.Adam, "sgd": oo.SGD, "lion": oo.Lion}
-    p, opt = run_ours(
-        lambda ps: oo.Lookahead(classes[inner](ps, **hyper), k, alpha, reset_state=reset)
-    )
+    """The wrapper and the chain link ``chain(scale_by(X), lookahead(...))``: the same
+    optimizer bit for bit, and the NumPy reference."""
+    cls = {"adam": oo.Adam, "sgd": oo.SGD, "lion": oo.Lion}[inner]
+    p, opt = run_ours(lambda ps: oo.Lookahead(cls(ps, **hyper), k, alpha, reset_state=reset))
+    link = T.lookahead(k, alpha, reset_state=reset)
+    chained, _ = run_ours(lambda ps: optimist.chain(T.scale_by(cls), link)(ps, **hyper))
+    assert torch.equal(chained, p)
     x, state = start(), {}
     for step in range(STEPS):
         x, state = reference.lookahead(
