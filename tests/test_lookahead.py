@@ -7,7 +7,6 @@ in every later step.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_optax, peer
 from optimist import reference
 from optimist import transforms as T
 
@@ -39,16 +38,6 @@ def run_ours(opt_factory, steps=STEPS, shape=(4, 3)):  # noqa: ANN001, ANN201
         p.grad = torch.tensor(quadratic_grad(p.detach().numpy(), step))
         opt.step()
     return p, opt
-
-
-def needs_optax():  # noqa: ANN201
-    require(importlib.util.find_spec("optax") is not None, "Optax", "pip install jax optax")
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import optax
-
-    return optax
 
 
 def run_optax(fast_optimizer, k, alpha, reset_state):  # noqa: ANN001, ANN201
@@ -106,6 +95,20 @@ def test_lookahead_link_in_a_chain_equals_optax(case, k, alpha, reset):
         theirs = optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.9))
     chained = optimist.chain(*links, T.lookahead(k, alpha, reset_state=reset))
     assert_equals_optax(lambda ps: chained(ps, lr=0.05), theirs, k, alpha, reset)
+
+
+@pytest.mark.parametrize("inner", ["adam", "sgd"])
+def test_lookahead_equals_pytorch_optimizer(inner):
+    Theirs = peer("pytorch_optimizer").Lookahead
+
+    def make(ps):  # noqa: ANN001, ANN202
+        if inner == "adam":
+            return torch.optim.Adam(ps, lr=0.05)
+        return torch.optim.SGD(ps, lr=0.05, momentum=0.9)
+
+    theirs, _ = run_ours(lambda ps: Theirs(make(ps), k=5, alpha=0.5))
+    ours, _ = run_ours(lambda ps: oo.Lookahead(make(ps), k=5, alpha=0.5))
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize(
