@@ -1,0 +1,75 @@
+"""Every registered optimizer under ZeroRedundancyOptimizer and FSDP2 equals one process.
+
+Rows from the registry (tests/dist_table.py): 2 gloo processes on loopback, float64, one spawn
+for the whole table, both ranks against one process. Plus SOAP with back-propagated gradients
+on a model whose Shampoo factors are full-rank.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dist_cases
+import dist_table
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed"),
+]
+ROWS = list(dist_table.rows())
+KINDS = list(dist_table.KINDS)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist_registry")
+    ranks = dist_cases.spawn(folder, "dist_table:table_rank", timeout=400.0)
+    return ranks, dist_table.table_single(), folder / "checkpoints"
+
+
+def test_every_registered_optimizer_has_a_row():
+    assert {entry.name for entry in dist_table.entries()} <= set(ROWS)
+    assert {"prodigy", "sophiag", "lookahead", "soap", "muon", "adafactor"} <= set(ROWS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("row", ROWS)
+def test_registered_optimizer_on_two_ranks_equals_one_process(runs, kind, row):
+    ranks, single, _ = runs
+    for rank in ranks:
+        got = rank[f"{kind}/{row}"]
+        if (kind, row) in dist_table.UNSUPPORTED:
+            assert got == dist_table.UNSUPPORTED[kind, row]
+            continue
+        assert isinstance(got, dict), got  # the error it raised
+        want = single[row]
+        for a, b in zip(got["params"], want["params"], strict=True):
+            # only the order of all-reduced float64 sums differs (dist_table's docstring)
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        for key in dist_table.PRODIGY_SUMS:  # Prodigy: one d on every rank, as one process
+            if key in want:  # (replicated: the sums counted once, not once per rank)
+                assert got[key] == pytest.approx(want[key], rel=1e-12, abs=0), key
+
+
+@pytest.mark.parametrize("kind", ["zero", "fsdp"])
+def test_soap_with_backward_on_full_rank_factors_equals_one_process(runs, kind):
+    # The half-batch gradients differ from the whole batch's in the last bits (~1e-16); with
+    # full-rank, well-separated factors (dist_table.SOAP_DATA) SOAP keeps that at ~5e-9 after
+    # 3 steps (a tall weight's rank-deficient factor amplifies it to ~0.02)
+    ranks, _, _ = runs
+    want = dist_table.soap_backward_single()
+    for rank in ranks:
+        for a, b in zip(rank[f"soap_backward/{kind}"], want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
+    ranks, _, checkpoints = runs
+    for rank in ranks:  # its whole state, the same on both ranks, saved and loaded by 2 ranks
+        for a, b in zip(rank["dcp/soap/reloaded"], rank["dcp/soap/continued"], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # one process loads it and trains on the whole batch (the 2 ranks: half batches)
+    got = dist_table.soap_load_on_one(checkpoints)
+    for a, b in zip(got, ranks[0]["dcp/soap/continued"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
