@@ -22,6 +22,7 @@ one-process twin.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import dist_cases
 from engine.table import Entry, entries
-from optimist.optim.distributed import full, is_dtensor, like, shard_of
+from optimist.optim.distributed import full, is_dtensor, like, shard_of, sync_zero_params
 
 STEPS = 4
 # what a 4-step run needs to reach an optimizer's distributed work, by registry entry name
@@ -45,9 +46,13 @@ KINDS = ("replicated", "zero", "fsdp")
 # rows beyond one per optimizer: name -> (entry name, settings)
 EXTRA: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw_int8": ("adamw", {"lr": 0.01, "weight_decay": 0.1, "state_dtype": "int8"}),
+    "muon_int8": ("muon", {"state_dtype": "int8"}),
 }
-# (strategy, row) pairs that cannot work: the one-line error they raise instead
-UNSUPPORTED: dict[tuple[str, str], str] = {}
+# (kind, row) pairs that cannot work: the one-line error they raise instead (README)
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("fsdp", "muon_int8"): "RuntimeError: Muon's state_dtype='int8' is not supported for "
+    "DTensor (FSDP2) parameters yet; use state_dtype=None there",
+}
 
 
 def rows() -> dict[str, tuple[Entry, dict[str, Any]]]:
@@ -70,7 +75,7 @@ def build(row: str, params: list[torch.Tensor] | list[dict[str, Any]]) -> torch.
 def groups(row: str, params: list[torch.Tensor]) -> list[Any]:
     """The param groups ``row`` is built with (Muon's split made before ZeRO sees them)."""
     entry, _ = rows()[row]
-    return dist_cases.muon_groups(params) if entry.name == "muon" else params
+    return dist_cases.muon_groups(params) if entry.name == "muon" else params  # muon_int8 too
 
 
 def model() -> torch.nn.Module:
@@ -124,10 +129,6 @@ def run(
 PRODIGY_SUMS = ("d", "d_numerator", "d_denom")
 
 
-def zero_sync(opt: ZeroRedundancyOptimizer) -> Callable[[], None]:
-    return lambda: opt._sync_params()
-
-
 def table_rank(rank: int) -> dict[str, object]:
     """Every row under each of KINDS on this rank (one spawn for the whole table)."""
     out: dict[str, object] = {}
@@ -140,7 +141,7 @@ def table_rank(rank: int) -> dict[str, object]:
                 elif kind == "zero":
                     params = groups(row, list(net.parameters()))
                     opt = ZeroRedundancyOptimizer(params, optimizer_class=_factory(row))
-                    out[f"{kind}/{row}"] = run(net, opt, zero_sync(opt))
+                    out[f"{kind}/{row}"] = run(net, opt, partial(sync_zero_params, opt))
                 else:
                     fully_shard(net)
                     opt = build(row, groups(row, list(net.parameters())))

@@ -73,3 +73,12 @@ def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
     got = dist_table.soap_load_on_one(checkpoints)
     for a, b in zip(got, ranks[0]["dcp/soap/continued"], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_sync_zero_params_refuses_another_optimizer():
+    import optimist.optim as oo
+    from optimist.optim.distributed import sync_zero_params
+
+    opt = oo.ScheduleFreeAdamW([torch.nn.Parameter(torch.zeros(3))])
+    with pytest.raises(TypeError, match="needs a torch.distributed.optim.ZeroRedundancyOptimizer"):
+        sync_zero_params(opt)

@@ -24,6 +24,10 @@
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
     (LAMB/LARS trust ratios, Adafactor's parameter RMS).
+* :func:`sync_zero_params`: under ``ZeroRedundancyOptimizer`` each rank's optimizer changes
+  only its own partition; after a change outside ``step()`` (Schedule-Free's ``eval()`` /
+  ``train()``, Lookahead's ``slow_weights()``, called on ``zero.optim``) every rank takes the
+  owners' values, as ZeRO's own step ends.
 * :func:`global_sums`: any float64 sums over parameters (Prodigy's two sums) made rank-wide the
   way pass 0 is: DTensor parts summed over the mesh dimensions they are sharded on, plain parts
   summed over the ranks unless every rank holds the same numbers (replicas, DDP).
@@ -51,6 +55,7 @@ __all__ = [
     "local",
     "local_grad",
     "shard_of",
+    "sync_zero_params",
     "whole",
 ]
 
@@ -221,3 +226,16 @@ def global_grad_stats(
     for group in sharded.values():
         total += _sharded_row(group, clip_value, stats)
     return float(total[0]), bool(total[1] == 0)
+
+
+def sync_zero_params(zero: torch.optim.Optimizer) -> None:
+    """Broadcast every parameter from the rank whose ``ZeroRedundancyOptimizer`` partition holds
+    it (ZeRO's own end of ``step()``), after its local optimizer (``zero.optim``) changed them
+    outside a step, e.g. ``zero.optim.eval()`` of Schedule-Free; call it on every rank."""
+    sync = getattr(zero, "_sync_params", None)
+    if not callable(sync) or not hasattr(zero, "optim"):
+        raise TypeError(
+            "sync_zero_params needs a torch.distributed.optim.ZeroRedundancyOptimizer; "
+            f"received a {type(zero).__name__}"
+        )
+    sync()
