@@ -21,7 +21,6 @@ one-process twin.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,9 +66,9 @@ def rows() -> dict[str, tuple[Entry, dict[str, Any]]]:
     return out
 
 
-def build(row: str, params: list[torch.Tensor] | list[dict[str, Any]]) -> torch.optim.Optimizer:
+def build(row: str, params: Any, **extra: Any) -> torch.optim.Optimizer:
     entry, settings = rows()[row]
-    return entry.factory(params, **{**entry.defaults, **settings})
+    return entry.factory(params, **{**entry.defaults, **settings, **extra})
 
 
 def groups(row: str, params: list[torch.Tensor]) -> list[Any]:
@@ -104,64 +103,102 @@ def inner(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt
 
 
+def poison(kind: str, net: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """A NaN in rank 1's own part of the gradients only (ZeRO: its partition; FSDP2: its
+    shard); replicated (DDP would spread it) and one process: in the last parameter's."""
+    last = list(net.parameters())[-1].grad
+    if kind in ("single", "replicated"):
+        last.view(-1)[-1] = float("nan")
+    elif torch.distributed.get_rank() == 1:
+        if kind == "zero":
+            own = [p for g in inner(opt).param_groups for p in g["params"] if p.grad is not None]
+            own[0].grad.view(-1)[-1] = float("nan")
+        else:
+            last.to_local().view(-1)[-1] = float("nan")
+
+
 def run(
-    net: torch.nn.Module, opt: torch.optim.Optimizer, after: Callable[[], None] = lambda: None
+    kind: str, net: torch.nn.Module, opt: torch.optim.Optimizer, guarded: bool = False
 ) -> dict[str, Any]:
     """STEPS steps; SophiaG folds each gradient into its curvature (``update_hessian``) and
-    Schedule-Free ends in eval mode (its average); ``after`` runs after that (ZeRO: sync).
-    The whole parameters, and Prodigy's ``d``."""
+    Schedule-Free ends in eval mode (its average; under ZeRO then every rank takes the owners'
+    partitions). ``guarded``: a NaN at step NAN_STEP (:func:`poison`), skipped. The whole
+    parameters, Prodigy's sums and the skipped steps."""
     params = list(net.parameters())
     local = inner(opt)
     for step in range(STEPS):
         set_grads(params, step)
+        if guarded and step == NAN_STEP:
+            poison(kind, net, opt)
         opt.step()
-        if hasattr(local, "update_hessian"):
-            local.update_hessian()
+        if hasattr(local, "update_hessian") and not (guarded and step == NAN_STEP):
+            local.update_hessian()  # (it reads the raw gradient: never a skipped one)
     if hasattr(local, "eval"):
         local.eval()
-        after()
+        if kind == "zero":
+            sync_zero_params(opt)
     out: dict[str, Any] = {"params": [full(p.detach()).clone() for p in params]}
     out.update({key: local.param_groups[0][key] for key in PRODIGY_SUMS if key in local.defaults})
+    out["skipped"] = getattr(local, "optimizer", local).skipped_steps
     return out
 
 
 # Prodigy's step size and its two sums: the same on every rank as in one process
 PRODIGY_SUMS = ("d", "d_numerator", "d_denom")
+NAN_STEP = 1
+
+
+def guarded_rows() -> list[str]:
+    """The rows that take ``skip_nonfinite`` (every one today)."""
+    out = []
+    for row in rows():
+        try:
+            build(row, [torch.nn.Parameter(torch.zeros(2))], skip_nonfinite=True)
+        except TypeError:
+            continue
+        out.append(row)
+    return out
 
 
 def table_rank(rank: int) -> dict[str, object]:
-    """Every row under each of KINDS on this rank (one spawn for the whole table)."""
+    """Every row under each of KINDS on this rank, plain and guarded (one spawn for it all)."""
     out: dict[str, object] = {}
-    for row in rows():
+    cases = [(row, False) for row in rows()] + [(row, True) for row in guarded_rows()]
+    for row, guarded in cases:
+        extra = {"skip_nonfinite": True} if guarded else {}
         for kind in KINDS:
             net = model()
+            name = f"{kind}/{row}" + ("/guarded" if guarded else "")
             try:
-                if kind == "replicated":  # as under DDP: whole parameters, the same gradients
-                    out[f"{kind}/{row}"] = run(net, build(row, groups(row, list(net.parameters()))))
-                elif kind == "zero":
+                if kind == "zero":
                     params = groups(row, list(net.parameters()))
-                    opt = ZeroRedundancyOptimizer(params, optimizer_class=_factory(row))
-                    out[f"{kind}/{row}"] = run(net, opt, partial(sync_zero_params, opt))
-                else:
-                    fully_shard(net)
-                    opt = build(row, groups(row, list(net.parameters())))
-                    out[f"{kind}/{row}"] = run(net, opt)
+                    factory = partial(_build_any, row, extra)
+                    opt = ZeroRedundancyOptimizer(params, optimizer_class=factory)
+                else:  # replicated (as under DDP: whole parameters, the same gradients), FSDP2
+                    if kind == "fsdp":
+                        fully_shard(net)
+                    opt = build(row, groups(row, list(net.parameters())), **extra)
+                out[name] = run(kind, net, opt, guarded)
             except Exception as error:  # noqa: BLE001 - recorded, the test says which it expects
-                out[f"{kind}/{row}"] = f"{type(error).__name__}: {error}"
+                out[name] = f"{type(error).__name__}: {error}"
     out.update(soap_backward_cases(rank))
     return out
 
 
-def _factory(row: str) -> Callable[..., torch.optim.Optimizer]:
-    return lambda params, **_: build(row, params)
+def _build_any(row: str, extra: dict[str, Any], params: Any, **_: Any) -> torch.optim.Optimizer:
+    """ZeRO's optimizer_class (the settings are the row's, not ZeRO's keyword arguments)."""
+    return build(row, params, **extra)
 
 
 def table_single() -> dict[str, object]:
-    """Every row in one process."""
+    """Every row in one process, plain and guarded."""
     out: dict[str, object] = {}
-    for row in rows():
+    cases = [(row, False) for row in rows()] + [(row, True) for row in guarded_rows()]
+    for row, guarded in cases:
         net = model()
-        out[row] = run(net, build(row, groups(row, list(net.parameters()))))
+        extra = {"skip_nonfinite": True} if guarded else {}
+        opt = build(row, groups(row, list(net.parameters())), **extra)
+        out[row + ("/guarded" if guarded else "")] = run("single", net, opt, guarded)
     return out
 
 

@@ -36,20 +36,38 @@ def test_every_registered_optimizer_has_a_row():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("row", ROWS)
 def test_registered_optimizer_on_two_ranks_equals_one_process(runs, kind, row):
+    _check(runs, kind, row)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("row", dist_table.guarded_rows())
+def test_skip_nonfinite_skips_a_nan_of_one_rank_on_every_rank(runs, kind, row):
+    # a NaN in rank 1's partition (ZeRO) or shard (FSDP2) only: both ranks skip that step (the
+    # pass-0 finiteness is rank-wide), and the other steps equal one process that skipped it
+    got = _check(runs, kind, f"{row}/guarded", row)
+    assert got is None or got["skipped"] == 1
+
+
+def _check(runs, kind: str, name: str, row: str | None = None) -> dict | None:
+    """Both ranks' run ``name`` equals one process's (or raises the expected error)."""
     ranks, single, _ = runs
+    row = row or name
+    got = None
     for rank in ranks:
-        got = rank[f"{kind}/{row}"]
+        got = rank[f"{kind}/{name}"]
         if (kind, row) in dist_table.UNSUPPORTED:
             assert got == dist_table.UNSUPPORTED[kind, row]
-            continue
+            return None
         assert isinstance(got, dict), got  # the error it raised
-        want = single[row]
+        want = single[name]
+        assert got["skipped"] == want["skipped"]
         for a, b in zip(got["params"], want["params"], strict=True):
             # only the order of all-reduced float64 sums differs (dist_table's docstring)
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         for key in dist_table.PRODIGY_SUMS:  # Prodigy: one d on every rank, as one process
             if key in want:  # (replicated: the sums counted once, not once per rank)
                 assert got[key] == pytest.approx(want[key], rel=1e-12, abs=0), key
+    return got
 
 
 @pytest.mark.parametrize("kind", ["zero", "fsdp"])
