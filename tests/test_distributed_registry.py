@@ -87,10 +87,11 @@ def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
     for rank in ranks:  # its whole state, the same on both ranks, saved and loaded by 2 ranks
         for a, b in zip(rank["dcp/soap/reloaded"], rank["dcp/soap/continued"], strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # one process loads it and trains on the whole batch (the 2 ranks: half batches)
+    # one process loads it and trains on the whole batch (the 2 ranks: half batches; measured
+    # 2e-12 apart after 3 more steps)
     got = dist_table.soap_load_on_one(checkpoints)
     for a, b in zip(got, ranks[0]["dcp/soap/continued"], strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
 def test_sync_zero_params_refuses_another_optimizer():

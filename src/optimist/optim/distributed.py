@@ -20,7 +20,8 @@
 
   - :func:`full`, :func:`whole`: all-gather a DTensor (or a local shard laid out as one); the
     whole-tensor work then runs on every rank alike (Muon's Newton-Schulz, Adafactor's
-    factored moments), and :func:`shard_of` cuts this rank's shard out of the result;
+    factored moments, SOAP's preconditioners), and :func:`shard_of` cuts this rank's shard
+    out of the result;
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
     (LAMB/LARS trust ratios, Adafactor's parameter RMS).
