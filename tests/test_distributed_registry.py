@@ -12,6 +12,8 @@ import torch
 
 import dist_cases
 import dist_table
+import optimist.optim as oo
+from optimist.optim.distributed import sync_zero_params
 
 pytestmark = [
     pytest.mark.slow,
@@ -95,9 +97,40 @@ def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
 
 
 def test_sync_zero_params_refuses_another_optimizer():
-    import optimist.optim as oo
-    from optimist.optim.distributed import sync_zero_params
-
     opt = oo.ScheduleFreeAdamW([torch.nn.Parameter(torch.zeros(3))])
     with pytest.raises(TypeError, match="needs a torch.distributed.optim.ZeroRedundancyOptimizer"):
         sync_zero_params(opt)
+
+
+def test_prodigy_sums_over_mixed_layouts_equal_plain_tensors(tmp_path):
+    # one DTensor and one plain parameter in a group: split by layout (_by_layout), each part
+    # reduced its own way (global_sums), every part counted once: the all-plain run's sums and
+    # d, bit for bit (on one rank; 2 ranks hold one layout each in tests/dist_table.py)
+    from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
+
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rv'}", rank=0, world_size=1)
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        gen = torch.Generator().manual_seed(0)
+        starts = [torch.randn(8, 4, generator=gen, dtype=torch.float64) for _ in range(2)]
+        grads = torch.randn(2, 8, 4, generator=gen, dtype=torch.float64)  # a steady direction
+        grads = grads + 0.1 * torch.randn(4, 2, 8, 4, generator=gen, dtype=torch.float64)
+        mixed = [
+            torch.nn.Parameter(distribute_tensor(starts[0].clone(), mesh, [Shard(0)])),
+            torch.nn.Parameter(starts[1].clone()),
+        ]
+        plain = [torch.nn.Parameter(s.clone()) for s in starts]
+        opts = [oo.Prodigy(mixed, d0=1e-3), oo.Prodigy(plain, d0=1e-3)]
+        for g in grads:
+            mixed[0].grad = distribute_tensor(g[0].clone(), mesh, [Shard(0)])
+            mixed[1].grad, plain[0].grad, plain[1].grad = g[1].clone(), g[0].clone(), g[1].clone()
+            for opt in opts:
+                opt.step()
+        assert opts[0].param_groups[0]["d"] > 1e-3  # d moved: the sums were used
+        for key in ("d", "d_numerator", "d_denom"):
+            assert opts[0].param_groups[0][key] == opts[1].param_groups[0][key], key
+        torch.testing.assert_close(mixed[0].full_tensor(), plain[0], rtol=0, atol=0)
+        torch.testing.assert_close(mixed[1], plain[1], rtol=0, atol=0)
+    finally:
+        dist.destroy_process_group()
