@@ -275,19 +275,18 @@ def test_dtensor_parameters_step_as_plain_ones(tmp_path):
         mesh = DeviceMesh("cpu", [0])
         gen = torch.Generator().manual_seed(0)
         start, grads = torch.randn(80, 64, generator=gen), torch.randn(3, 80, 64, generator=gen)
-        w = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Shard(0)]))
-        plain = torch.nn.Parameter(start.clone())
-        sharded, whole = (
-            oo.SOAP([w], precondition_frequency=2),
-            oo.SOAP([plain], precondition_frequency=2),
-        )
-        for g in grads:
-            w.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
-            plain.grad = g.clone()
-            sharded.step()
-            whole.step()
-        torch.testing.assert_close(w.full_tensor(), plain, rtol=0, atol=0)
-        assert not isinstance(sharded.state[w]["exp_avg"], type(w))  # whole, plain state
+        for state_dtype in (None, "int8"):  # int8: the whole moments' blocks, as one process
+            w = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Shard(0)]))
+            plain = torch.nn.Parameter(start.clone())
+            settings = dict(precondition_frequency=2, state_dtype=state_dtype)
+            sharded, whole = oo.SOAP([w], **settings), oo.SOAP([plain], **settings)
+            for g in grads:
+                w.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
+                plain.grad = g.clone()
+                sharded.step()
+                whole.step()
+            torch.testing.assert_close(w.full_tensor(), plain, rtol=0, atol=0)
+            assert not isinstance(sharded.state[w]["exp_avg"], type(w))  # whole, plain state
         w = torch.nn.Parameter(distribute_tensor(torch.randn(80, 64), mesh, [Replicate()]))
         w.grad = distribute_tensor(torch.randn(80, 64), mesh, [Replicate()])
         with pytest.raises(RuntimeError, match="state_dtype='int8' is not supported for DTensor"):
