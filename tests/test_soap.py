@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import peer
 from optimist import reference
 
 # Shapes where every preconditioned dimension is at most the product of the others, so each
@@ -103,12 +102,7 @@ def test_first_gradient_builds_the_preconditioner_only():
 
 
 def test_matches_pytorch_optimizer_soap():
-    require(
-        importlib.util.find_spec("pytorch_optimizer") is not None,
-        "pytorch_optimizer",
-        "pip install --no-deps pytorch-optimizer==4.1.0",
-    )
-    import pytorch_optimizer
+    pytorch_optimizer = peer("pytorch_optimizer")
 
     params, grads = problem(SHAPES[:4], steps=20, seed=3)
     ours, _, _ = run_ours(params, grads)
