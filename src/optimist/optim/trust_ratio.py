@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -105,78 +106,131 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         """[(indices into ``states``, the phase-A scalars they share)]; advances step counts."""
         raise NotImplementedError
 
-    def _tensor_scalar(self, group: dict[str, Any], p_norm: float, u_norm: float) -> float:
-        """Phase B's own scalar of one tensor from its two norms."""
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        """Phase B's own scalar of each tensor from its two norms (rows of ``norms``)."""
         raise NotImplementedError
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
+        """One parameter's step in torch ops (the specification of the C++ functor)."""
         raise NotImplementedError
 
-    def _step_group(self, group: dict[str, Any]) -> None:
-        name = type(self).__name__
-        params = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.is_complex() or p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{name} does not support complex parameters or sparse gradients"
-                )
-            if not self.state[p]:
-                self._init_state(p, self.state[p])
-            params.append(p)
-        if not params:
-            return
-        fused = self._on_engine(group, params)
-        for i, p in enumerate(params):
-            if i not in fused:
-                self._eager_step(group, p)
-        if fused:
-            self._engine_step(group, [params[i] for i in sorted(fused)])
-
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
-        """ "fused" (the engine's norm pass, for the tensors :meth:`_on_engine` admits) or
-        "single" (torch ops per tensor), as :meth:`RuleOptimizer._implementation` says it."""
+        """ "fused" (the engine's norm pass, for the tensors it takes: contiguous float32/float64
+        CPU tensors or local shards, their gradients and state alike) or "single" (torch ops
+        per tensor), as :meth:`RuleOptimizer._implementation` says it."""
         on_cpu = not params or (params[0].is_cpu and params[-1].is_cpu)
         return "fused" if on_cpu and engine.available() else "single"
 
-    def _on_engine(self, group: dict[str, Any], params: list[Tensor]) -> set[int]:
-        """Indices of the parameters the engine takes: contiguous float32/float64 CPU tensors
-        (local shards), their gradients and state alike."""
-        if self._implementation(group, params) != "fused":
-            return set()
-        shards = [local(p) for p in params]
-        lists = [shards, [local_grad(p.grad, p) for p in params]]
-        lists += [[local(self.state[p][k]) for p in params] for k in self.slot_keys]
-        slow = set(engine.load().unsupported_indices(lists))
-        return {
-            i
-            for i, shard in enumerate(shards)
-            if i not in slow and shard.dtype in _ENGINE_DTYPES
-            and all(t[i].dtype == shard.dtype for t in lists[1:])
-        }  # fmt: skip
+    def _step_group(self, group: dict[str, Any]) -> None:
+        state_of, keys = self.state, self.slot_keys
+        fused = self._implementation(group, group["params"]) == "fused"
+        batch = _EngineBatch([], [], [], [], [[] for _ in keys])
+        params, shards, grads, states, slots = batch.lists()
+        eager = []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            state = state_of[p]
+            if not state:
+                self._init_state(p, state)
+            if not fused:
+                eager.append(p)
+                continue
+            plain = type(p) in _PLAIN
+            if plain:
+                shard = p
+            else:  # a DTensor: its local shards
+                shard, grad, batch.sharded = local(p), local_grad(grad, p), True
+            dtype = shard.dtype  # complex parameters and sparse gradients: the eager path raises
+            if dtype not in _ENGINE_DTYPES or grad.dtype != dtype:
+                eager.append(p)
+                continue
+            ok = True
+            for column, key in zip(slots, keys, strict=True):
+                value = state[key] if plain else local(state[key])
+                ok &= value.dtype == dtype
+                column.append(value)
+            if not ok:  # state of another dtype (set by hand): the eager path
+                for column in slots:
+                    column.pop()
+                eager.append(p)
+                continue
+            params.append(p)
+            shards.append(shard)
+            grads.append(grad)
+            states.append(state)
+        if batch.params:
+            slow = engine.load().unsupported_indices([batch.shards, batch.grads, *batch.slots])
+            if slow:
+                eager += [batch.params[i] for i in slow]
+                batch = batch.without(set(slow))
+        for p in eager:
+            if p.is_complex() or p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters or sparse gradients"
+                )
+            self._eager_step(group, p)
+        if batch.params:
+            self._engine_step(group, batch)
 
-    def _engine_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _engine_step(self, group: dict[str, Any], batch: _EngineBatch) -> None:
         mod = engine.load()
         maximize, flags = bool(group["maximize"]), self._flags(group)
-        states = [self.state[p] for p in params]
-        for idx, hyper in self._shared_scalars(group, states):
-            ps = [params[i] for i in idx]
-            shards = [local(p) for p in ps]
-            grads = [local_grad(p.grad, p) for p in ps]
-            slots = [[local(states[i][k]) for i in idx] for k in self.slot_keys]
+        for idx, hyper in self._shared_scalars(group, batch.states):
+            part = batch if len(idx) == len(batch.params) else batch.subset(idx)
             sums = mod.tensor_norms(
-                self.functor, flags, hyper, shards, grads, slots,
+                self.functor, flags, hyper, part.shards, part.grads, part.slots,
                 1.0, 0.0, True, maximize, 0.0, False, 0,
             )  # fmt: skip
-            norms = global_sums(sums, ps).sqrt().tolist()
-            own = [self._tensor_scalar(group, pn, un) for pn, un in norms]
+            if part.sharded:
+                sums = global_sums(sums, part.params)
+            own = self._tensor_scalars(group, sums.sqrt()).tolist()
             mod.step(
-                self.functor, flags, -1, hyper, shards,
-                grads if self.grad_in_update else shards,  # read, never used (LAMB)
-                slots, [], [], 1.0, 0.0, True, maximize and self.grad_in_update, [], [], 0.0, 1.0,
-                [], [], 0.0, False, False, 0, tensor_hyper=own,
+                self.functor, flags, -1, hyper, part.shards,
+                part.grads if self.grad_in_update else part.shards,  # read, never used (LAMB)
+                part.slots, [], [], 1.0, 0.0, True, maximize and self.grad_in_update, [], [],
+                0.0, 1.0, [], [], 0.0, False, False, 0, tensor_hyper=own,
             )  # fmt: skip
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+
+
+@dataclass
+class _EngineBatch:
+    """The tensors of one engine call (index-aligned): parameters, their local shards,
+    gradients, states and state slots (one list per slot key)."""
+
+    params: list[Tensor]
+    shards: list[Tensor]
+    grads: list[Tensor]
+    states: list[dict[str, Any]]
+    slots: list[list[Tensor]]
+    sharded: bool = False
+
+    def lists(self) -> tuple[list, ...]:
+        return self.params, self.shards, self.grads, self.states, self.slots
+
+    def subset(self, idx: Sequence[int]) -> _EngineBatch:
+        def pick(xs: list) -> list:
+            return [xs[i] for i in idx]
+
+        return _EngineBatch(
+            pick(self.params), pick(self.shards), pick(self.grads), pick(self.states),
+            [pick(c) for c in self.slots], self.sharded,
+        )  # fmt: skip
+
+    def without(self, drop: set[int]) -> _EngineBatch:
+        return self.subset([i for i in range(len(self.params)) if i not in drop])
+
+
+def _ratios(norms: Tensor, coefficient: float, eps: float) -> Tensor:
+    """Each row's ``coefficient * ||p|| / (||u|| + eps)``, 1 where either norm is 0 (in
+    float64, the same operations as :func:`trust_ratio`'s)."""
+    p_norm, u_norm = norms.unbind(1)
+    ratio = coefficient * p_norm / (u_norm + eps)
+    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
 
 
 def _grad(p: Tensor, group: dict[str, Any]) -> Tensor:
@@ -238,8 +292,8 @@ class LAMB(TrustRatioOptimizer):
             for t, idx in by_step.items()
         ]
 
-    def _tensor_scalar(self, group: dict[str, Any], p_norm: float, u_norm: float) -> float:
-        return -scalar(group["lr"]) * _ratio(p_norm, u_norm, 1.0, 0.0)
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        return -scalar(group["lr"]) * _ratios(norms, 1.0, 0.0)
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         beta1, beta2 = (scalar(b) for b in group["betas"])
@@ -303,9 +357,8 @@ class LARS(TrustRatioOptimizer):
         hyper = [scalar(group["weight_decay"]), group["momentum"]]
         return [(list(range(len(states))), hyper)]
 
-    def _tensor_scalar(self, group: dict[str, Any], p_norm: float, u_norm: float) -> float:
-        ratio = _ratio(p_norm, u_norm, group["trust_coefficient"], group["eps"])
-        return scalar(group["lr"]) * ratio
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        return scalar(group["lr"]) * _ratios(norms, group["trust_coefficient"], group["eps"])
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         lr, wd, mu = scalar(group["lr"]), scalar(group["weight_decay"]), group["momentum"]
