@@ -288,7 +288,7 @@ class LAMB(TrustRatioOptimizer):
         else:
             by_step = {t: list(range(len(states)))}
         return [
-            (idx, [1 - beta1, beta2, 1 - beta2, 1 - beta1**t, 1 - beta2**t, eps, wd])
+            (idx, [1 - beta1, beta2, 1 - beta2, 1 / (1 - beta1**t), 1 / (1 - beta2**t), eps, wd])
             for t, idx in by_step.items()
         ]
 
@@ -304,7 +304,8 @@ class LAMB(TrustRatioOptimizer):
         m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        update = (m / (1 - beta1**t)).div_((v / (1 - beta2**t)).sqrt_().add_(eps))
+        # the bias corrections as multiplications by their reciprocals (one division per element)
+        update = (m * (1 / (1 - beta1**t))).div_((v * (1 / (1 - beta2**t))).sqrt_().add_(eps))
         if wd != 0:
             update.add_(shard, alpha=wd)
         shard.add_(update, alpha=-lr * trust_ratio(shard, update, layout=p))

@@ -502,7 +502,8 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
 // ---------------------------------------------------------------------------------------------
 // Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
 // tensor, the rule's norms() over every block after the prologue (its state updates that need
-// no norm, and the update direction u), with the float64 sums of p^2 and u^2.  The host turns
+// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
+// precision, reduce.h, across blocks in float64).  The host turns
 // the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
 // ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
 // on the number of threads.
@@ -534,8 +535,8 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
     C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
     rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
-    sums[0] += sum_squares(p, len);
-    sums[1] += sum_squares(ubuf, len);
+    sums[0] += sum_squares_block(p, len);
+    sums[1] += sum_squares_block(ubuf, len);
     for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
   }
 }
