@@ -66,6 +66,7 @@ from optimist.optim.base import (
     init_arguments,
     scalar,
 )
+from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -227,19 +228,11 @@ class Prodigy(RuleOptimizer):
 
     def _prepared(self, g: Tensor, p: Tensor, grad_scale: float, group: dict[str, Any]) -> Tensor:
         """The gradient as the rule will see it (the engine's prologue, in torch ops)."""
-        clip = self.chain.clip_value
-        if clip and self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if grad_scale != 1.0:
-            g = g * grad_scale
-        if clip and not self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if group.get("maximize"):
-            g = -g
-        wd = scalar(group["weight_decay"])
-        if wd != 0.0 and not group["decouple"]:
-            g = g.add(p, alpha=wd)
-        return g
+        chain = self.chain
+        l2 = 0.0 if group["decouple"] else scalar(group["weight_decay"])
+        clip = chain.clip_value or 0.0
+        maximize = bool(group.get("maximize"))
+        return prepare_gradient(g, p, grad_scale, clip, chain.clip_first, maximize, l2)
 
     @torch.no_grad()
     def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
