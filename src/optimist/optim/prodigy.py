@@ -37,11 +37,15 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
    and the step with the known :math:`d_k, d_{k+1}`.
 
 So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
-``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is
-taken before :math:`s` is rounded to its storage format. ``x0`` (state key ``p0``, as
-``prodigyopt``) stays in the parameter's dtype. Under ``torch.distributed`` the sums are per
-process (no all-reduce yet). ``prodigyopt``'s ``slice_p`` (statistics on every p-th element) and
-``fsdp_in_use`` are not offered.
+``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; with the default (None) they
+are in the parameter's dtype, except float32 for float16 parameters: :math:`v \sim d^2 g^2` and
+:math:`s \sim d\,\eta\, g` start near 1e-15 and 1e-12 (:math:`d_0 = 10^{-6}`), far below
+float16's smallest subnormal (6e-8), so float16 state holds zeros, :math:`\lVert s\rVert_1`
+loses the past steps and :math:`d` jumps (``prodigyopt`` keeps float16 state: it drifts).
+:math:`\lVert s\rVert_1` is taken before :math:`s` is rounded to its storage format. ``x0``
+(state key ``p0``, as ``prodigyopt``) stays in the parameter's dtype. Under
+``torch.distributed`` the sums are per process (no all-reduce yet). ``prodigyopt``'s ``slice_p``
+(statistics on every p-th element) and ``fsdp_in_use`` are not offered.
 
 State keys as ``prodigyopt``: ``step``, ``exp_avg``, ``exp_avg_sq``, ``s``, ``p0``; per group
 ``d``, ``d0``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``, ``k``, so checkpoints move both
@@ -203,6 +207,14 @@ class Prodigy(RuleOptimizer):
             check_unit_interval("beta3", group["beta3"])
         if not scalar(group["growth_rate"]) >= 1.0:
             raise ValueError(f"Invalid growth_rate: {group['growth_rate']} (must be >= 1)")
+
+    def _slot_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """As every rule, except float32 (not float16) for float16 parameters by default: the
+        moments scale with d and d^2 (v ~ d^2 g^2 ~ 1e-15 at d0 = 1e-6), below float16's
+        smallest value (6e-8), so float16 state flushes them to 0."""
+        if group.get("state_dtype") is None and p.dtype == torch.float16:
+            return torch.float32
+        return super()._slot_dtype(p, group)
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
