@@ -132,10 +132,27 @@ def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
     if not is_dtensor(reference):
         return [float(t.norm()) for t in shards]
     sums = torch.stack([t.double().square().sum() for t in shards])
-    spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
-    mesh = reference.device_mesh
-    total = DTensor.from_local(sums, mesh, spec, run_check=False).full_tensor()
-    return total.sqrt().tolist()
+    return global_sums(sums[None], [reference])[0].sqrt().tolist()
+
+
+def global_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
+    """Rows of sums over local shards (``sums[i]`` of tensors laid out as ``references[i]``)
+    made sums over the whole tensors: a DTensor reference's row is summed over the mesh
+    dimensions it is sharded on, one collective per (mesh, placements) pair; plain rows are
+    returned as they are. The same result on every rank."""
+    layouts: dict[tuple, list[int]] = {}
+    for i, ref in enumerate(references):
+        if is_dtensor(ref):
+            layouts.setdefault((ref.device_mesh, tuple(ref.placements)), []).append(i)
+    if not layouts:
+        return sums
+    out = sums.clone()
+    for (mesh, placements), rows in layouts.items():
+        spec = [Partial() if pl.is_shard() else Replicate() for pl in placements]
+        part = sums[rows].to(references[rows[0]].device)
+        total = DTensor.from_local(part, mesh, spec, run_check=False).full_tensor()
+        out[rows] = total.to(out.device)
+    return out
 
 
 def _world() -> int:

@@ -37,11 +37,15 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
    and the step with the known :math:`d_k, d_{k+1}`.
 
 So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
-``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is
-taken before :math:`s` is rounded to its storage format. ``x0`` (state key ``p0``, as
-``prodigyopt``) stays in the parameter's dtype. Under ``torch.distributed`` the sums are per
-process (no all-reduce yet). ``prodigyopt``'s ``slice_p`` (statistics on every p-th element) and
-``fsdp_in_use`` are not offered.
+``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; with the default (None) they
+are in the parameter's dtype, except float32 for float16 parameters: :math:`v \sim d^2 g^2` and
+:math:`s \sim d\,\eta\, g` start near 1e-15 and 1e-12 (:math:`d_0 = 10^{-6}`), far below
+float16's smallest subnormal (6e-8), so float16 state holds zeros, :math:`\lVert s\rVert_1`
+loses the past steps and :math:`d` jumps (``prodigyopt`` keeps float16 state: it drifts).
+:math:`\lVert s\rVert_1` is taken before :math:`s` is rounded to its storage format. ``x0``
+(state key ``p0``, as ``prodigyopt``) stays in the parameter's dtype. Under
+``torch.distributed`` the sums are per process (no all-reduce yet). ``prodigyopt``'s ``slice_p``
+(statistics on every p-th element) and ``fsdp_in_use`` are not offered.
 
 State keys as ``prodigyopt``: ``step``, ``exp_avg``, ``exp_avg_sq``, ``s``, ``p0``; per group
 ``d``, ``d0``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``, ``k``, so checkpoints move both
@@ -67,6 +71,7 @@ from optimist.optim.base import (
     scalar,
 )
 from optimist.optim.distributed import global_sums, layout_key, local, local_grad
+from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -216,6 +221,14 @@ class Prodigy(RuleOptimizer):
         if not scalar(group["growth_rate"]) >= 1.0:
             raise ValueError(f"Invalid growth_rate: {group['growth_rate']} (must be >= 1)")
 
+    def _slot_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """As every rule, except float32 (not float16) for float16 parameters by default: the
+        moments scale with d and d^2 (v ~ d^2 g^2 ~ 1e-15 at d0 = 1e-6), below float16's
+        smallest value (6e-8), so float16 state flushes them to 0."""
+        if group.get("state_dtype") is None and p.dtype == torch.float16:
+            return torch.float32
+        return super()._slot_dtype(p, group)
+
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
         if "p0" not in state:
@@ -240,19 +253,11 @@ class Prodigy(RuleOptimizer):
 
     def _prepared(self, g: Tensor, p: Tensor, grad_scale: float, group: dict[str, Any]) -> Tensor:
         """The gradient as the rule will see it (the engine's prologue, in torch ops)."""
-        clip = self.chain.clip_value
-        if clip and self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if grad_scale != 1.0:
-            g = g * grad_scale
-        if clip and not self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if group.get("maximize"):
-            g = -g
-        wd = scalar(group["weight_decay"])
-        if wd != 0.0 and not group["decouple"]:
-            g = g.add(p, alpha=wd)
-        return g
+        chain = self.chain
+        l2 = 0.0 if group["decouple"] else scalar(group["weight_decay"])
+        clip = chain.clip_value or 0.0
+        maximize = bool(group.get("maximize"))
+        return prepare_gradient(g, p, grad_scale, clip, chain.clip_first, maximize, l2)
 
     @torch.no_grad()
     def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
