@@ -24,7 +24,8 @@
     out of the result;
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
-    (LAMB/LARS trust ratios, Adafactor's parameter RMS).
+    (Adafactor's parameter RMS), and :func:`mesh_sums`, any per-tensor rows of sums made
+    whole-tensor sums the same way (LAMB/LARS trust ratios from the engine's norm pass).
 * :func:`sync_zero_params`: under ``ZeroRedundancyOptimizer`` each rank's optimizer changes
   only its own partition; after a change outside ``step()`` (Schedule-Free's ``eval()`` /
   ``train()``, Lookahead's ``slow_weights()``, called on ``zero.optim``) every rank takes the
@@ -51,6 +52,7 @@ __all__ = [
     "global_grad_stats",
     "global_norms",
     "global_sums",
+    "mesh_sums",
     "is_dtensor",
     "like",
     "local",
@@ -132,26 +134,24 @@ def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
     if not is_dtensor(reference):
         return [float(t.norm()) for t in shards]
     sums = torch.stack([t.double().square().sum() for t in shards])
-    return global_sums(sums[None], [reference])[0].sqrt().tolist()
+    return mesh_sums(sums[None], [reference])[0].sqrt().tolist()
 
 
-def global_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
+def mesh_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
     """Rows of sums over local shards (``sums[i]`` of tensors laid out as ``references[i]``)
     made sums over the whole tensors: a DTensor reference's row is summed over the mesh
-    dimensions it is sharded on, one collective per (mesh, placements) pair; plain rows are
-    returned as they are. The same result on every rank."""
+    dimensions it is sharded on, one collective per :func:`layout_key`; plain rows (whole
+    tensors on this rank) are returned as they are. The same result on every rank."""
     layouts: dict[tuple, list[int]] = {}
     for i, ref in enumerate(references):
-        if is_dtensor(ref):
-            layouts.setdefault((ref.device_mesh, tuple(ref.placements)), []).append(i)
+        key = layout_key(ref)
+        if key is not None:
+            layouts.setdefault(key, []).append(i)
     if not layouts:
         return sums
     out = sums.clone()
-    for (mesh, placements), rows in layouts.items():
-        spec = [Partial() if pl.is_shard() else Replicate() for pl in placements]
-        part = sums[rows].to(references[rows[0]].device)
-        total = DTensor.from_local(part, mesh, spec, run_check=False).full_tensor()
-        out[rows] = total.to(out.device)
+    for rows in layouts.values():
+        out[rows] = _over_mesh(sums[rows], references[rows[0]]).to(out.device, out.dtype)
     return out
 
 
@@ -181,8 +181,8 @@ def _over_ranks(row: Tensor) -> Tensor:
 
 
 def _over_mesh(row: Tensor, reference: Tensor) -> Tensor:
-    """A float64 row of local sums over shards laid out as DTensor ``reference``, summed over
-    the mesh dimensions it is sharded on (replicated ones count once): one collective."""
+    """Float64 local sums (a row, or rows) over shards laid out as DTensor ``reference``, summed
+    over the mesh dimensions it is sharded on (replicated ones count once): one collective."""
     spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
     row = row.to(reference.device)
     return DTensor.from_local(row, reference.device_mesh, spec, run_check=False).full_tensor().cpu()
