@@ -71,6 +71,7 @@ from optimist.optim.base import (
     init_arguments,
     scalar,
 )
+from optimist.optim.distributed import global_sums, layout_key, local, local_grad
 from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
@@ -114,6 +115,18 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.addcdiv_(m, denom, value=neg_dlr)
     else:
         p.addcdiv_(g, denom, value=neg_dlr_d)
+
+
+def _by_layout(group: dict[str, Any]) -> list[tuple[tuple | None, dict[str, Any]]]:
+    """``group`` split by how its parameters are laid out over the ranks (plain, or each
+    DTensor mesh and placements): one group view each, all of them in the usual case."""
+    keys = [layout_key(p) for p in group["params"]]
+    if len(set(keys)) <= 1:
+        return [(keys[0] if keys else None, group)]
+    split: dict[tuple | None, list[Tensor]] = {}
+    for key, p in zip(keys, group["params"], strict=True):
+        split.setdefault(key, []).append(p)
+    return [(key, {**group, "params": params}) for key, params in split.items()]
 
 
 def _s_weight(group: dict[str, Any], d: float, dlr: float) -> float:
@@ -258,7 +271,7 @@ class Prodigy(RuleOptimizer):
             bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
         dlr = d * lr * bias_correction
         numerator = first["d_numerator"] * beta3
-        delta, denom = 0.0, 0.0
+        parts: dict[tuple | None, tuple[Tensor, list[float]]] = {}
         for group in self.param_groups:
             group_lr = scalar(group["lr"]) * lr_multiplier
             if group_lr not in (lr, 0.0):
@@ -269,9 +282,13 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            part, norm = self._statistics(group, grad_scale, beta3, weight, (d / group["d0"]) * dlr)
-            delta += part
-            denom += norm
+            for key, subgroup in _by_layout(group):
+                sums = self._statistics(
+                    subgroup, grad_scale, beta3, weight, (d / group["d0"]) * dlr
+                )
+                _, (dot, norm) = parts.get(key, (None, (0.0, 0.0)))
+                parts[key] = (subgroup["params"][0], [dot + sums[0], norm + sums[1]])
+        delta, denom = global_sums(parts, 2)  # summed over the ranks that hold parts
         if denom == 0.0:  # no gradient yet (or all zero): nothing moves, as prodigyopt
             self._step_scalars = None
             return False
@@ -314,6 +331,9 @@ class Prodigy(RuleOptimizer):
             scales.append(state.get("s_absmax"))
         if not params:
             return 0.0, 0.0
+        if layout_key(params[0]) is not None:  # DTensors (one layout): their local shards
+            grads = [local_grad(g, p) for g, p in zip(grads, params, strict=True)]
+            params, p0s, ss = ([local(t) for t in ts] for ts in (params, p0s, ss))
         if any(p.is_complex() for p in params):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
         l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
