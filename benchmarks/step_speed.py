@@ -206,11 +206,12 @@ ROWS: dict[str, Row] = {
         28,
         {"pytorch_optimizer": peer("pytorch_optimizer", "LARS", lr=1.0)},
     ),
-    # Prodigy: m, v, s and the initial weights p0 (read)
+    # Prodigy: a global pass (read g, p, p0, s; write s) before the rule (read g, p, m, v; write
+    # p, m, v): the step size is known only after the first
     "prodigy": Row(
         "Prodigy",
         {"lr": 1.0},
-        40,
+        48,
         {
             "prodigyopt": peer("prodigyopt", "Prodigy", lr=1.0),
             "pytorch_optimizer": peer("pytorch_optimizer", "Prodigy", lr=1.0),

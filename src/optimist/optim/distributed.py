@@ -24,8 +24,9 @@
     out of the result;
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
-    (Adafactor's parameter RMS), and :func:`mesh_sums`, any per-tensor rows of sums made
-    whole-tensor sums the same way (LAMB/LARS trust ratios from the engine's norm pass).
+    (LAMB/LARS trust ratios in torch ops, Adafactor's parameter RMS); :func:`tensor_sums`: the
+    same for per-tensor rows of sums of many parameters, one collective per layout (LAMB/LARS
+    on the engine).
 * :func:`sync_zero_params`: under ``ZeroRedundancyOptimizer`` each rank's optimizer changes
   only its own partition; after a change outside ``step()`` (Schedule-Free's ``eval()`` /
   ``train()``, Lookahead's ``slow_weights()``, called on ``zero.optim``) every rank takes the
@@ -52,13 +53,13 @@ __all__ = [
     "global_grad_stats",
     "global_norms",
     "global_sums",
-    "mesh_sums",
     "is_dtensor",
     "like",
     "local",
     "local_grad",
     "shard_of",
     "sync_zero_params",
+    "tensor_sums",
     "whole",
 ]
 
@@ -134,14 +135,15 @@ def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
     if not is_dtensor(reference):
         return [float(t.norm()) for t in shards]
     sums = torch.stack([t.double().square().sum() for t in shards])
-    return mesh_sums(sums[None], [reference])[0].sqrt().tolist()
+    return tensor_sums(sums[None], [reference])[0].sqrt().tolist()
 
 
-def mesh_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
-    """Rows of sums over local shards (``sums[i]`` of tensors laid out as ``references[i]``)
-    made sums over the whole tensors: a DTensor reference's row is summed over the mesh
-    dimensions it is sharded on, one collective per :func:`layout_key`; plain rows (whole
-    tensors on this rank) are returned as they are. The same result on every rank."""
+def tensor_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
+    """Rows of per-tensor sums over local shards (row ``i`` of the tensors laid out as
+    ``references[i]``) made sums over the whole tensors: the rows of DTensor references summed
+    over the mesh dimensions they are sharded on, one collective per :func:`layout_key` for all
+    their rows (LAMB/LARS trust ratios on the engine); plain rows as they are. The same result
+    on every rank."""
     layouts: dict[tuple, list[int]] = {}
     for i, ref in enumerate(references):
         key = layout_key(ref)
@@ -181,8 +183,8 @@ def _over_ranks(row: Tensor) -> Tensor:
 
 
 def _over_mesh(row: Tensor, reference: Tensor) -> Tensor:
-    """Float64 local sums (a row, or rows) over shards laid out as DTensor ``reference``, summed
-    over the mesh dimensions it is sharded on (replicated ones count once): one collective."""
+    """A float64 row of local sums over shards laid out as DTensor ``reference``, summed over
+    the mesh dimensions it is sharded on (replicated ones count once): one collective."""
     spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
     row = row.to(reference.device)
     return DTensor.from_local(row, reference.device_mesh, spec, run_check=False).full_tensor().cpu()

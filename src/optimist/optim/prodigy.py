@@ -27,16 +27,17 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
 
 **Passes** (the engine's one-pass loop cannot finish the step before :math:`d_{k+1}` is known):
 
-1. the global pass, before the rule: :math:`\langle \hat g, x_0 - x\rangle` and
-   :math:`\lVert \beta_3 s + w \hat g\rVert_1` for every parameter, on the same prepared gradient
+1. the global pass, before the rule: :math:`s \leftarrow \beta_3 s + w \hat g` (written, as
+   ``prodigyopt``'s first loop), :math:`\langle \hat g, x_0 - x\rangle` and
+   :math:`\lVert s\rVert_1` for every parameter, on the same prepared gradient
    :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
-   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` in the C++ engine
-   (``prodigy_stats``, chunked sums independent of the thread count) where the group runs there,
-   torch ops per tensor on the eager path;
-2. the rule (the C++ engine, one read and write of :math:`x, m, v, s`): the moments, :math:`s`
-   and the step with the known :math:`d_k, d_{k+1}`.
+   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` and one write of
+   :math:`s` in the C++ engine (``prodigy_stats``, chunked sums independent of the thread count)
+   where the group runs there, torch ops per tensor on the eager path;
+2. the rule (the C++ engine, one read of :math:`g` and one read and write of :math:`x, m, v`):
+   the moments and the step with the known :math:`d_k, d_{k+1}`.
 
-So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
+So :math:`g, x` are read twice per step (48 bytes per float32 parameter; Adam: 28).
 ``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; with the default (None) they
 are in the parameter's dtype, except float32 for float16 parameters: :math:`v \sim d^2 g^2` and
 :math:`s \sim d\,\eta\, g` start near 1e-15 and 1e-12 (:math:`d_0 = 10^{-6}`), far below
@@ -103,11 +104,10 @@ def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
 
 def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
     beta1, w1, beta2, w2, beta3, s_weight, d_eps, neg_dlr, neg_decay, neg_dlr_d = h
-    m, v, acc = s
+    m, v, _ = s  # s: updated by the global pass (Prodigy._statistics)
     if m is not None:
         m.mul_(beta1).add_(g, alpha=w1)
     v.mul_(beta2).addcmul_(g, g, value=w2)
-    acc.mul_(beta3).add_(g, alpha=s_weight)
     denom = v.sqrt().add_(d_eps)
     if neg_decay != 0.0:
         p.add_(p, alpha=neg_decay)
@@ -310,7 +310,8 @@ class Prodigy(RuleOptimizer):
         self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float, coef: float
     ) -> tuple[float, float]:
         """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
-        ``|beta3 s + weight g|_1``, on the gradient the rule will see; in the C++ engine where
+        ``|s'|_1`` with ``s' = beta3 s + weight g`` written to ``s`` (as prodigyopt's first loop;
+        the rule leaves ``s`` alone), on the gradient the rule will see; in the C++ engine where
         the group runs there, else in torch ops (in prodigyopt's order of operations)."""
         params, grads, p0s, ss, scales = [], [], [], [], []
         states = self.state
@@ -337,6 +338,7 @@ class Prodigy(RuleOptimizer):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
         l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
         clip = self.chain.clip_value or 0.0
+        stochastic = group.get("state_dtype") == "bfloat16"
         plain = all(type(p) in _PLAIN for p in params)
         if plain and self._implementation(group, params) == "fused":
             any_int8 = any(sc is not None for sc in scales)
@@ -345,7 +347,7 @@ class Prodigy(RuleOptimizer):
                     params, grads, p0s, ss,
                     [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
                     beta3, weight, grad_scale, clip, self.chain.clip_first,
-                    bool(group.get("maximize")), [l2] * len(params),
+                    bool(group.get("maximize")), [l2] * len(params), stochastic, self._seed(),
                 )  # fmt: skip
             except RuntimeError:
                 pass
@@ -353,12 +355,19 @@ class Prodigy(RuleOptimizer):
                 dots, norms = stats.sum(0).tolist()
                 return coef * dots, norms
         delta = norm = 0.0
-        for x, grad, x0, s, scale in zip(params, grads, p0s, ss, scales, strict=True):
+        for i, (x, grad, x0, s, scale) in enumerate(
+            zip(params, grads, p0s, ss, scales, strict=True)
+        ):
             g = self._prepared(grad, x, grad_scale, group)
-            if s.dtype != x.dtype:
-                s = codecs.decode(s, scale, x.dtype).reshape(x.shape)
             delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
-            norm += s.mul(beta3).add_(g, alpha=weight).abs().sum().item()
+            if s.dtype == x.dtype:
+                norm += s.mul_(beta3).add_(g, alpha=weight).abs().sum().item()  # as prodigyopt
+                continue
+            compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+            value = codecs.decode(s, scale, compute).reshape(x.shape).mul_(beta3)
+            norm += value.add_(g.to(compute), alpha=weight).abs().sum().item()
+            seed = codecs.slot_seed(self._seed(), i, 2)  # the engine's (its rule's slot 2)
+            codecs.encode(value, s, scale, stochastic=stochastic, seed=seed)
         return delta, norm
 
     def _step_group(

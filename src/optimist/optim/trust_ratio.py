@@ -33,7 +33,7 @@ Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank.
 (DTensor parameters) the moments are sharded like the parameter and updated on the local
 shards; the two norms of each trust ratio are those of the whole tensors, from local sums of
 squares all-reduced: in one collective per layout for all of a group's tensors on the engine
-(:func:`optimist.optim.distributed.mesh_sums`), one per tensor in torch ops.
+(:func:`optimist.optim.distributed.tensor_sums`), one per tensor in torch ops.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
-from optimist.optim.distributed import global_norms, local, local_grad, mesh_sums
+from optimist.optim.distributed import global_norms, local, local_grad, tensor_sums
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
@@ -184,7 +184,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
                 1.0, 0.0, True, maximize, 0.0, False, 0,
             )  # fmt: skip
             if part.sharded:
-                sums = mesh_sums(sums, part.params)
+                sums = tensor_sums(sums, part.params)
             own = self._tensor_scalars(group, sums.sqrt()).tolist()
             mod.step(
                 self.functor, flags, -1, hyper, part.shards,

@@ -709,15 +709,17 @@ Tensor dequantize(const Tensor& q, const Tensor& scale) {
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
-// Prodigy's global pass: per tensor, <g', x0 - x> and |beta3 s + weight g'|_1 in float64, where
-// g' is the gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s is
-// read through its codec.  One read of g, x, x0 and s; chunks and lanes as in grad_stats, so the
-// sums do not depend on the number of threads.
+// Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
+// gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
+// weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
+// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
+// s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
+// of threads.
 Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                      const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
                      const std::vector<Tensor>& s_scales, double beta3, double weight,
                      double grad_scale, double clip_value, bool clip_first, bool maximize,
-                     const std::vector<double>& l2) {
+                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
               "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
@@ -735,13 +737,17 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
     job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
     job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
     const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
-    job.slot[1] = make_store(ss[i], pt, false, sc, numel, "s", i);
+    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
     job.pro.grad_scale = grad_scale;
     job.pro.clip_value = clip_value;
     job.pro.clip_first = clip_first;
     job.pro.sign = maximize ? -1.0 : 1.0;
     job.pro.l2 = l2[i];
     job.n = numel;
+    uint32_t slot_seed = static_cast<uint32_t>(seed) * 0x9E3779B1u +
+                         static_cast<uint32_t>(i) * 0x85EBCA6Bu;  // step()'s seed of slot 2
+    for (int k = 0; k < 3; ++k) slot_seed = slot_seed * 0x01000193u + 0x9E3779B9u;
+    job.seed = slot_seed;
     for (int64_t b = 0; b < numel; b += kParallelElems) {
       chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
     }
@@ -762,19 +768,24 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
         const C* __restrict__ g = load<C>(job.grad, b, len, graw);
         g = prologue<C>(job.pro, what, x, g, gbuf, len);
         const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
-        const C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
+        C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
         C dot[kLanes] = {}, l1[kLanes] = {};
         int64_t j = 0;
         for (; j + kLanes <= len; j += kLanes) {
           for (int k = 0; k < kLanes; ++k) {
             dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
-            l1[k] += std::abs(fmadd(w, g[j + k], sv[j + k] * b3));  // the s the rule will store
+            const C si = fmadd(w, g[j + k], sv[j + k] * b3);
+            sv[j + k] = si;
+            l1[k] += std::abs(si);  // before s is rounded to its storage format
           }
         }
         for (; j < len; ++j) {
           dot[0] += g[j] * (x0[j] - x[j]);
-          l1[0] += std::abs(fmadd(w, g[j], sv[j] * b3));
+          const C si = fmadd(w, g[j], sv[j] * b3);
+          sv[j] = si;
+          l1[0] += std::abs(si);
         }
+        store<C>(job.slot[1], b, len, sv, job.seed);
         for (int k = 0; k < kLanes; ++k) {
           dots[c] += static_cast<double>(dot[k]);
           norms[c] += static_cast<double>(l1[k]);
@@ -793,6 +804,7 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
     });
   }
+  for (const Tensor& s : ss) bump(s);
   Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
   double* o = out.data_ptr<double>();
   for (size_t c = 0; c < chunks.size(); ++c) {
@@ -819,7 +831,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
-        py::arg("l2"));
+        py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
   m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
         py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
         py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),

@@ -369,12 +369,11 @@ struct Prodigy {  // h: b1, d (1 - b1), b2, d^2 (1 - b2), b3, s weight, d_new ep
       : b1(C(h[0])), w1(C(h[1])), b2(C(h[2])), w2(C(h[3])), b3(C(h[4])), ws(C(h[5])),
         deps(C(h[6])), neg_dlr(C(h[7])), neg_decay(C(h[8])), neg_dlr_d(C(h[9])) {}
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C* __restrict__ s, C*) const {
+                  C* __restrict__ v, C*, C*) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
       const C vi = fmadd(w2 * gi, gi, v[i] * b2);
-      v[i] = vi;
-      s[i] = fmadd(ws, gi, s[i] * b3);  // d is known: the global pass took |s|_1 already
+      v[i] = vi;  // s: updated by the global pass (prodigy_stats), which took |s|_1
       const C denom = std::sqrt(vi) + deps;
       C pi = p[i];
       if (neg_decay != C(0)) pi = fmadd(neg_decay, pi, pi);  // p.add_(p, alpha=-wd dlr)
