@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -16,13 +17,16 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 import optimist
 import optimist.optim as oo
 from optimist import transforms as T
 from optimist.optim.checkpoint import TrainState
+
+with warnings.catch_warnings():  # importing it scripts torch's functional optimizers (torch.jit)
+    warnings.filterwarnings("ignore", "`torch.jit.(script|interface)` is deprecated")
+    from torch.distributed.optim import ZeroRedundancyOptimizer
 
 WORLD = 2
 STEPS = 3
