@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,13 +18,16 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 import optimist
 import optimist.optim as oo
 from optimist import transforms as T
 from optimist.optim.checkpoint import TrainState
+
+with warnings.catch_warnings():  # importing it scripts torch's functional optimizers (torch.jit)
+    warnings.filterwarnings("ignore", "`torch.jit.(script|interface)` is deprecated")
+    from torch.distributed.optim import ZeroRedundancyOptimizer
 
 WORLD = 2
 STEPS = 3

@@ -25,6 +25,13 @@ def require(available: bool, what: str, how_to_install: str) -> None:
     pytest.skip(message)
 
 
+# Keras 3's torch backend converts tensors with np.array(tensor), which NumPy 2 warns about (torch's
+# Tensor.__array__ takes no ``copy``): Keras's own warning, raised inside Keras in every test that
+# runs it as the oracle. Those tests ignore that message from Keras, nothing else.
+KERAS_NUMPY2 = (
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning:keras"
+)
+
 PEERS = {  # importable name: (what it is, how .ci/run installs it)
     "optax": ("Optax (JAX on CPU)", "pip install jax optax"),
     "pytorch_optimizer": ("pytorch_optimizer", "pip install --no-deps pytorch-optimizer==4.1.0"),

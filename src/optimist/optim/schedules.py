@@ -108,12 +108,15 @@ class _ClosedForm(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def factor(self, t: int) -> float:
-        raise NotImplementedError
+        """The multiplier of the base learning rate after ``t`` steps."""
+        if t < self.warmup_steps:  # linear from warmup_start_factor at t = 0 to 1 at warmup_steps
+            s = self.warmup_start_factor
+            return s + (1.0 - s) * t / self.warmup_steps
+        return self.after_warmup(t)
 
-    def _warmup(self, t: int) -> float:
-        # linear from warmup_start_factor at t = 0 to 1 at t = warmup_steps
-        s = self.warmup_start_factor
-        return s + (1.0 - s) * t / self.warmup_steps
+    def after_warmup(self, t: int) -> float:
+        """The multiplier at step ``t >= warmup_steps``."""
+        raise NotImplementedError
 
     def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
@@ -158,9 +161,7 @@ class WarmupCosine(_ClosedForm):
             min_factor=min_factor, warmup_start_factor=warmup_start_factor,
         )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         progress = min(1.0, (t - self.warmup_steps) / (self.total_steps - self.warmup_steps))
         m = self.min_factor
         return m + (1.0 - m) * DECAYS["cosine"](progress)
@@ -213,9 +214,7 @@ class WarmupStableDecay(_ClosedForm):
             min_factor=min_factor, warmup_start_factor=warmup_start_factor,
         )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         start = self.total_steps - self.decay_steps
         if t < start:
             return 1.0
@@ -247,9 +246,7 @@ class InverseSqrt(_ClosedForm):
             warmup_start_factor=warmup_start_factor,
         )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         return math.sqrt(max(self.warmup_steps, 1) / max(t, 1))
 
 
