@@ -15,6 +15,7 @@ from optimist import monitor as _monitor
 from optimist.training import data as _data
 from optimist.training import distributed as _distributed
 from optimist.training.callbacks import BackupAndRestore, Callback, CallbackList, TerminateOnNaN
+from optimist.training.curvature import CurvatureRefresh
 from optimist.training.history import History
 from optimist.training.progress import Progress, resolve_verbose
 
@@ -334,6 +335,7 @@ class TrainLoopMixin:
         batch_logs = cbs.train_batch_logs
         batch_begin = cbs.on_train_batch_begin if cbs.wants["on_train_batch_begin"] else None
         scale = _loss_scale(optimizer)
+        curvature = CurvatureRefresh.for_optimizer(optimizer, loss_fn, fold)
         _optimizer_mode(optimizer, True)
         is_loader = not isinstance(train, _data.ArrayData)
         multi = not is_loader and isinstance(train.x, tuple)
@@ -358,6 +360,7 @@ class TrainLoopMixin:
                     optimizer = self._ensure_optimizer()
                     loss_sum = _LossSum(self._device())
                     scale = _loss_scale(optimizer)
+                    curvature = CurvatureRefresh.for_optimizer(optimizer, loss_fn, fold)
                     _optimizer_mode(optimizer, True)
                     first = False
                 if is_loader and cw_table is not None:
@@ -370,6 +373,8 @@ class TrainLoopMixin:
                     loss = loss + self._penalty(penalized)
                 (loss if scale is None else loss * scale).backward()
                 optimizer.step()
+                if curvature is not None:  # SophiaG's curvature estimate, every k steps
+                    curvature.after_step(forward, xb)
                 n = (xb[0] if multi else xb).shape[0]
                 seen += n
                 done += 1

@@ -269,13 +269,23 @@ class Model(CompileMixin, DataMixin, TrainLoopMixin, InferenceMixin, SavingMixin
         """The weight penalties of the layers' regularizers (added to the loss by fit)."""
         return [p for layer in self._regularized_layers() for p in layer.losses]
 
+    def _keras_weights(self, trainable: bool) -> list[torch.Tensor]:
+        """Parameters as Keras shows them: a ``Dense`` weight as its ``(in, units)`` kernel."""
+        views: dict[int, torch.Tensor] = {}
+        for m in self.modules():
+            if isinstance(m, Layer):
+                views.update(m.keras_weights())
+        return [views.get(id(p), p) for p in self.parameters() if p.requires_grad == trainable]
+
     @property
-    def trainable_weights(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def trainable_weights(self) -> list[torch.Tensor]:
+        """Keras' list: the trainable parameters in Keras' layouts (``Dense``: ``kernel``, a
+        view of the ``(units, in)`` parameter; pass ``model.parameters()`` to an optimizer)."""
+        return self._keras_weights(True)
 
     @property
     def non_trainable_weights(self) -> list[torch.Tensor]:
-        frozen = [p for p in self.parameters() if not p.requires_grad]
+        frozen = self._keras_weights(False)
         return frozen + [b for b in self.buffers() if b.is_floating_point()]
 
     @property

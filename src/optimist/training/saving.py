@@ -16,6 +16,8 @@ from optimist.training import checkpoint as _ckpt
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
 from optimist.training import optimizers as _keras_opt
+from optimist.training import schedules as _keras_schedules
+from optimist.training.layers import Dense
 
 if TYPE_CHECKING:  # load_model imports it when called (model.py imports this module)
     from optimist.training.model import Model
@@ -39,11 +41,16 @@ class SavingMixin:
                     "iterations": keras_opt.iterations,
                 }
             elif opt is not None:
-                compile_config["optimizer"] = _ckpt.optimizer_config(opt, self._optimizer_name)
+                compile_config["optimizer"] = {
+                    **_ckpt.optimizer_config(opt, self._optimizer_name),
+                    **_schedule_config(opt),
+                }
             elif self._optimizer_name is not None:
                 compile_config["optimizer"] = {"name": self._optimizer_name}
             else:
                 compile_config["optimizer"] = None
+            if isinstance(self._lr_schedule, (str, dict)):  # compile(lr_schedule=name) before fit
+                compile_config["lr_schedule"] = self._lr_schedule
         net = self._network()
         payload = {
             "format": _ckpt.FORMAT,
@@ -74,15 +81,18 @@ class SavingMixin:
         state = ckpt.get("optimizer_state")
         if state is not None:
             try:
-                self._ensure_optimizer().load_state_dict(state)
+                optimizer = self._ensure_optimizer()
+                optimizer.load_state_dict(_upgrade_optimizer_state(self, optimizer, state, ckpt))
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise ValueError(
                     f"{path!r}: the saved optimizer state does not fit: {exc}"
                 ) from None
         keras_opt = self._keras_optimizer()
+        saved = json.loads(ckpt.get("compile") or "{}").get("optimizer") or {}
         if keras_opt is not None:
-            saved = json.loads(ckpt.get("compile") or "{}").get("optimizer") or {}
             keras_opt.restored(int(saved.get("iterations", 0)))
+        elif self.optimizer is not None:  # the schedule is this model's own; the step is saved
+            self.optimizer.restore_schedule(None, int(saved.get("iterations", 0)))
         if ckpt["rng"].get("shuffle") is not None:
             self._shuffle_generator.set_state(ckpt["rng"]["shuffle"])
         _ckpt.restore_rng(ckpt["rng"])
@@ -185,6 +195,61 @@ def load_model(
     return model
 
 
+def _schedule_config(optimizer: Any) -> dict[str, Any]:
+    """What a torch-style optimizer holds beyond its ``state_dict``: the steps taken and the
+    learning-rate schedule set on it (built-in schedules; a custom callable is not saved)."""
+    config: dict[str, Any] = {"iterations": int(optimizer.iterations)}
+    schedule = optimizer.lr_schedule
+    if schedule is not None:
+        try:
+            config["schedule"] = _keras_schedules.serialize(schedule)
+        except ValueError:
+            warnings.warn(
+                f"the learning-rate schedule {schedule!r} is a custom callable and is not saved; "
+                f"after load_model set it again: model.optimizer.learning_rate = schedule",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    return config
+
+
+def _upgrade_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: Any, ckpt: dict[str, Any]
+) -> Any:
+    """The optimizer state of a checkpoint older than :data:`~.checkpoint.DENSE_WEIGHT_VERSION`
+    in this version's layout: a ``Dense`` weight is now stored ``(units, in)``, so its
+    parameter-shaped state (moments, momentum) saved as ``(in, units)`` is transposed. State of
+    another shape (a factored second moment) cannot be mapped: ``ValueError``."""
+    version = ckpt.get("version", _ckpt.VERSION)
+    if version >= _ckpt.DENSE_WEIGHT_VERSION or not isinstance(state, dict):
+        return state
+    dense = {id(m.weight) for m in model.modules() if isinstance(m, Dense) and m.weight is not None}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    indices = [i for group in state.get("param_groups", []) for i in group.get("params", [])]
+    saved = state.get("state")
+    if not dense or not isinstance(saved, dict) or len(params) != len(indices):
+        return state  # nothing to convert; load_state_dict reports a mismatch itself
+    upgraded = dict(saved)
+    for index, param in zip(indices, params, strict=True):
+        if id(param) not in dense or not isinstance(saved.get(index), dict):
+            continue
+        old_shape = (param.shape[1], param.shape[0])
+        entry = {}
+        for key, value in saved[index].items():
+            if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape == old_shape:
+                value = value.t().contiguous()
+            elif isinstance(value, torch.Tensor) and value.numel() > 1:
+                raise ValueError(
+                    f"the checkpoint (format version {version}) holds optimizer state of a Dense "
+                    f"kernel in the old (in, units) layout that cannot be converted ({key!r} of "
+                    f"shape {tuple(value.shape)}): load it with compile=False and compile again "
+                    f"(a fresh optimizer state)"
+                )
+            entry[key] = value
+        upgraded[index] = entry
+    return {**state, "state": upgraded}
+
+
 def _compile_from_checkpoint(
     model: Model, cc: dict[str, Any], ckpt: dict[str, Any], optimizer: Any, path: str
 ) -> None:
@@ -220,7 +285,12 @@ def _compile_from_checkpoint(
                 RuntimeWarning,
                 stacklevel=3,
             )
-    model.compile(optimizer=spec if spec is not None else "rmsprop", loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=spec if spec is not None else "rmsprop",
+        loss=loss,
+        metrics=metrics,
+        lr_schedule=cc.get("lr_schedule"),
+    )
     if spec is None:
         model.optimizer = None
         model._optimizer_spec = None
@@ -228,7 +298,9 @@ def _compile_from_checkpoint(
     state = ckpt.get("optimizer_state")
     if state is not None and model.optimizer is not None:
         try:
-            model.optimizer.load_state_dict(state)
+            model.optimizer.load_state_dict(
+                _upgrade_optimizer_state(model, model.optimizer, state, ckpt)
+            )
         except (ValueError, KeyError, RuntimeError) as exc:
             if optimizer is None:
                 raise ValueError(
@@ -243,6 +315,12 @@ def _compile_from_checkpoint(
     keras_opt = model._keras_optimizer()
     if keras_opt is not None and optimizer is None:
         keras_opt.restored(int(opt_cfg.get("iterations", 0)))
+    elif keras_opt is None and model.optimizer is not None:
+        schedule = opt_cfg.get("schedule")
+        model.optimizer.restore_schedule(
+            None if schedule is None else _keras_schedules.deserialize(schedule),
+            int(opt_cfg.get("iterations", 0)),
+        )
     shuffle_state = ckpt["rng"].get("shuffle")
     if shuffle_state is not None:
         model._shuffle_generator.set_state(shuffle_state)

@@ -9,7 +9,8 @@ eagerly (the first layer of a :class:`~optimist.Sequential` given ``input_shape=
 first call. Parameters are drawn from torch's global random generator, in layer order.
 
 Weight layouts: ``Dense.kernel`` is ``(in, units)`` as in Keras (so ``get_weights`` arrays can be
-exchanged with Keras); ``Conv2D.kernel`` uses PyTorch's ``(filters, in, kh, kw)`` layout so the
+exchanged with Keras), a view of the parameter ``Dense.weight``, stored ``(units, in)`` as
+``nn.Linear``'s for speed; ``Conv2D.kernel`` uses PyTorch's ``(filters, in, kh, kw)`` layout so the
 convolution runs without copies; recurrent kernels use Keras' ``(in, k*units)`` layout.
 """
 

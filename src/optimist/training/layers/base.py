@@ -170,6 +170,11 @@ class Layer(nn.Module):
     def get_weights(self) -> list[Any]:
         return [t.detach().cpu().numpy().copy() for t in self.state_dict().values()]
 
+    def keras_weights(self) -> dict[int, torch.Tensor]:
+        """Keras' views of parameters stored in another layout, by ``id`` of the parameter
+        (``Dense``: its ``(in, units)`` kernel for its ``(units, in)`` weight)."""
+        return {}
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 

@@ -25,7 +25,15 @@ from optimist.training.layers.base import (
 
 @register_layer
 class Dense(_ActivationMixin, Layer):
-    """Fully connected layer ``activation(x @ kernel + bias)`` on the last axis."""
+    """Fully connected layer ``activation(x @ kernel + bias)`` on the last axis.
+
+    The parameter is :attr:`weight`, stored as ``(units, in)`` like ``nn.Linear``'s (its
+    backward matmuls are faster in that layout) and applied with ``F.linear``. Keras' view,
+    :attr:`kernel`, is ``(in, units)``: a view of ``weight`` (writes through, gradients flow
+    back to ``weight``), and it is what ``get_weights``/``set_weights``, ``state_dict``,
+    ``model.save``/``load_model`` and the regularizers see (state-dict key ``kernel``).
+    Initializers draw the ``(in, units)`` kernel as Keras does, so a seed gives Keras' numbers.
+    """
 
     default_name = "dense"
 
@@ -48,7 +56,7 @@ class Dense(_ActivationMixin, Layer):
         self.bias_initializer = bias_initializer
         self._kernel_init = _initializers.get(kernel_initializer)
         self._bias_init = _initializers.get(bias_initializer)
-        self.kernel: nn.Parameter | None = None
+        self.weight: nn.Parameter | None = None
         self.bias: nn.Parameter | None = None
 
     def _build(self, input_shape: Shape) -> None:
@@ -57,7 +65,7 @@ class Dense(_ActivationMixin, Layer):
             raise ValueError(f"Dense needs a known last input dimension, got {input_shape}")
         kernel = torch.empty(fan_in, self.units)
         _initializers.initialize(kernel, self._kernel_init, fan_in, self.units)
-        self.kernel = nn.Parameter(kernel)
+        self.weight = nn.Parameter(kernel.t().contiguous())
         if self.use_bias:
             bias = torch.empty(self.units)
             _initializers.initialize(bias, self._bias_init, fan_in, self.units)
@@ -66,12 +74,52 @@ class Dense(_ActivationMixin, Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.units)
 
+    @property
+    def kernel(self) -> torch.Tensor | None:
+        """Keras' ``(in, units)`` kernel: ``weight.t()``, the same tensor object on every read
+        (so ``model.trainable_weights == [dense.kernel, dense.bias]``) until ``weight`` moves."""
+        weight = self.weight
+        if weight is None:
+            return None
+        view = self.__dict__.get("_kernel_view")
+        if (
+            view is None
+            or view._base is not weight
+            or view.data_ptr() != weight.data_ptr()
+            or view.requires_grad != weight.requires_grad
+        ):
+            with torch.enable_grad():  # a view made under no_grad would cut the gradient
+                view = weight.t()
+            self.__dict__["_kernel_view"] = view
+        return view
+
+    def keras_weights(self) -> dict[int, torch.Tensor]:
+        return {} if self.weight is None else {id(self.weight): self.kernel}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_kernel_view", None)  # a view is no graph leaf: deepcopy/pickle refuse it
+        return state
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        own: dict[str, Any] = {}
+        super()._save_to_state_dict(own, prefix, keep_vars)
+        for key, value in own.items():  # weight -> kernel in place, so Keras' order stays
+            if key == prefix + "weight":
+                key, value = prefix + "kernel", value.t()
+            destination[key] = value
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # torch's load_state_dict hands each module its own copy of the dict
+        kernel = state_dict.pop(prefix + "kernel", None)
+        if isinstance(kernel, torch.Tensor) and prefix + "weight" not in state_dict:
+            state_dict[prefix + "weight"] = kernel.t() if kernel.dim() == 2 else kernel
+        elif kernel is not None:
+            state_dict[prefix + "kernel"] = kernel
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is None:
-            return x @ self.kernel
-        if x.dim() == 2:
-            return torch.addmm(self.bias, x, self.kernel)
-        return x @ self.kernel + self.bias
+        return F.linear(x, self.weight, self.bias)
 
     def get_config(self) -> dict[str, Any]:
         return {
