@@ -31,12 +31,14 @@ class MonitorWarning(UserWarning):
 
 
 def _check_loss(loss: Any) -> torch.Tensor | float:
+    """A scalar loss as a float (CPU: no sync to wait for) or a detached tensor (other devices:
+    read later, with the other losses of the interval, in one transfer)."""
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(
                 f"log_loss expects a scalar loss, got a tensor of shape {tuple(loss.shape)}"
             )
-        return loss.detach()
+        return loss.item() if loss.is_cpu else loss.detach()
     try:
         return float(loss)
     except (TypeError, ValueError):
@@ -47,7 +49,7 @@ def _mean_loss(items: list[torch.Tensor | float]) -> float:
     tensors = [t for t in items if isinstance(t, torch.Tensor)]
     total = sum(t for t in items if not isinstance(t, torch.Tensor))
     if tensors:  # one op and one host transfer for the whole interval
-        total += float(torch.stack(tensors).reshape(-1).to(torch.float64).sum())
+        total += float(torch.stack(tensors).sum(dtype=torch.float64))
     return total / len(items)
 
 
@@ -224,10 +226,10 @@ class Monitor:
     ``fit`` adds ``Monitor()`` by default: light mode, which reads the gradient-side signals
     every ``every`` steps (not the optimizer-state ones unless a log/CSV/TensorBoard output is
     given, see :class:`Watch`'s ``full``), the epoch losses (``loss``, ``val_loss``) from the
-    epoch logs, and warns once per verdict. It needs no per-batch callback, so it adds no host
-    sync per batch. Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in
-    ``callbacks`` to keep a log, or ``fit(..., monitor=False)`` to turn it off. After
-    training, ``monitor.verdicts()``.
+    epoch logs, and warns once per verdict. It adds no host sync per batch, and no per-batch
+    callback call once the model is built. Pass your own
+    ``Monitor(log=..., csv=..., tensorboard=...)`` in ``callbacks`` to keep a log, or
+    ``fit(..., monitor=False)`` to turn it off. After training, ``monitor.verdicts()``.
     """
 
     def __init__(
@@ -256,6 +258,12 @@ class Monitor:
 
     def set_model(self, model: Any) -> None:
         self.model = model
+        # fit calls a per-batch hook only if some callback has it: the monitor has one only for
+        # a model still to be built, whose optimizer comes with its first batch
+        if isinstance(getattr(model, "optimizer", None), torch.optim.Optimizer):
+            self.__dict__.pop("on_train_batch_begin", None)
+        else:
+            self.on_train_batch_begin = self._attach_on_batch
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -272,7 +280,7 @@ class Monitor:
             self.watch = None
         self._attach()
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    def _attach_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.watch is None:  # a model built on its first batch has its optimizer only now
             self._attach()
 
