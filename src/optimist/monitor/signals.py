@@ -33,6 +33,10 @@ Record = dict[str, Any]
 AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
 AUTO_MAX = 1000
 
+clock = time.thread_time
+"""The clock of the monitor's own time and of the auto interval's budget: CPU time of the training
+thread, so time the OS gives to other processes (a shared machine) counts for neither side."""
+
 # second-moment state keys of torch/optimist optimizers, and first-moment (momentum) keys
 _SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg", "sum")
 _MOMENTUM_KEYS = ("exp_avg", "momentum_buffer")
@@ -143,7 +147,7 @@ class SignalCollector:
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
         self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
-        self._since = time.perf_counter()  # start of the latest sample
+        self._since = clock()  # start of the latest sample
         self._post_handle: Any = optimizer.register_step_post_hook(self._post_step)
         self._pre_handle: Any = None
         self._relus = [
@@ -191,11 +195,11 @@ class SignalCollector:
     def _relu_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if module.training and torch.is_grad_enabled():
-                start = time.perf_counter()
+                start = clock()
                 alive = _alive_units(output)
                 if alive is not None:
                     self._dead[name] = alive
-                self._cost += time.perf_counter() - start
+                self._cost += clock() - start
 
         return hook
 
@@ -204,7 +208,7 @@ class SignalCollector:
             self._read_before()
 
     def _read_before(self) -> None:
-        start = time.perf_counter()
+        start = clock()
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
         self._before = {"idx": idx}
         if idx:
@@ -212,7 +216,7 @@ class SignalCollector:
             grads = [self.params[i].grad for i in idx]
             self._before["sums"] = self._sums_of_squares(grads + weights)  # ||g||^2, ||w||^2
             self._before["old"] = _Snapshot(weights)
-        self._cost += time.perf_counter() - start
+        self._cost += clock() - start
 
     def _sums_of_squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Per-tensor sums of squares, float64: one C++ call for CPU tensors (the engine's
@@ -236,7 +240,7 @@ class SignalCollector:
             self._read_after(step, before)
 
     def _read_after(self, step: int, before: dict[str, Any]) -> None:
-        start = time.perf_counter()
+        start = clock()
         idx = before["idx"]
         # 1-D tensors, read in one go: ||g||^2, ||w||^2, ||dw||^2 per tensor, the optimizer-state
         # signals (`extra`), then per ReLU module whether each unit was alive
@@ -296,8 +300,8 @@ class SignalCollector:
 
     def _schedule(self, start: float, step: int) -> None:
         """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
-        time exceeds ``budget`` of the wall time since the previous sample."""
-        now = time.perf_counter()
+        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`)."""
+        now = clock()
         self._cost += now - start
         if self.auto:
             elapsed = now - self._since

@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from optimist.monitor.signals import Record, SignalCollector
+from optimist.monitor.signals import Record, SignalCollector, clock
 from optimist.monitor.signals import sharpness as _sharpness
 from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
@@ -58,7 +57,8 @@ class Watch:
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
     ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
-    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
+    monitor's own time exceeds 2% of the time between two readings (CPU time of the training
+    thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on
     tiny models too;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
@@ -123,8 +123,8 @@ class Watch:
 
     @property
     def own_time(self) -> float:
-        """Seconds (wall) the monitor spent on its readings so far (signals, losses, rules);
-        the few microseconds of each unsampled step's hooks are not counted."""
+        """Seconds (CPU time of the training thread) the monitor spent on its readings so far
+        (signals, losses, rules); the counter of each unsampled step's hook is not counted."""
         return self._collector.spent + self._collector._cost
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
@@ -194,12 +194,12 @@ class Watch:
     def _flush_loss(self) -> None:
         if not self._losses or self._closed:
             return
-        start = time.perf_counter()
+        start = clock()
         mean = _mean_loss(self._losses)
         self._losses = []
         self._emit({"step": self.step, "loss": mean})
         # a loss reading is the monitor's time too: every="auto" counts it
-        self._collector.charge(time.perf_counter() - start)
+        self._collector.charge(clock() - start)
 
     def _emit(self, record: Record) -> None:
         if self._closed:
