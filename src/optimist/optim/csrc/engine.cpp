@@ -16,9 +16,10 @@
 // in checks.h (headers of this one translation unit).  The functor sees only compute-precision
 // pointers (float for float32/bfloat16/float16 parameters, double for float64) to the
 // parameter, the prepared gradient and up to four state slots, over one block of at most kBlock
-// elements; the engine decodes what is not stored in that precision into L1-resident block
-// buffers before the call, runs the prologue on the block, and encodes after, so that memory is
-// still read and written once.
+// elements (or over a job's whole range when every tensor is used in place and nothing runs
+// around the rule: a functor must not assume n <= kBlock); the engine decodes what is not
+// stored in that precision into L1-resident block buffers before the call, runs the prologue
+// on the block, and encodes after, so that memory is still read and written once.
 
 #include <torch/extension.h>
 
@@ -64,6 +65,15 @@ struct Prologue {
   double ema_decay = 0.0;    // ema = ema_decay * ema + (1 - ema_decay) * param, after the rule
 };
 
+template <typename F>
+void with_flag(bool b, F&& f) {
+  if (b) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
 struct Job {
   void (*fn)(const Job&, int64_t, int64_t);
   Store param, grad;
@@ -78,45 +88,66 @@ struct Job {
 // memory traffic of its own): decoupled decay of the parameter, then the gradient the rule sees,
 // written to `out` unless nothing changes it.  The operation order is torch's: clip_grad_*
 // before the step, then `-grad` for maximize, then `grad.add(param, alpha=weight_decay)`.
-struct PrologueCase {
-  bool decay, grad;  // what runs: the decay of p; anything on the gradient
-};
+// One loop per combination of the steps that run (chosen once per job), so that every step is
+// one more operation on a value in a register, not one more pass over the block.
+template <typename C>
+using PrologueFn = const C* (*)(const Prologue&, C* __restrict__, const C* __restrict__,
+                                C* __restrict__, int64_t);
 
-inline PrologueCase prologue_case(const Job& job) {
-  const Prologue& pr = job.pro;
-  const bool grad =
-      pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
-  return {pr.decay != 1.0, grad};
+template <typename C, bool DECAY, bool GRAD, bool CLIP, bool FIRST, bool SCALED, bool L2>
+const C* prologue_block(const Prologue& pr, C* __restrict__ p, const C* __restrict__ graw,
+                        C* __restrict__ out, int64_t n) {
+  const C decay = C(pr.decay), scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
+  const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
+  for (int64_t i = 0; i < n; ++i) {
+    C pi = p[i];
+    if constexpr (DECAY) {
+      pi = pi * decay;
+      p[i] = pi;
+    }
+    if constexpr (GRAD) {
+      C gi = graw[i];
+      if constexpr (CLIP && FIRST) gi = std::min(std::max(gi, lo), hi);
+      if constexpr (SCALED) gi = gi * scale;
+      if constexpr (CLIP && !FIRST) gi = std::min(std::max(gi, lo), hi);
+      gi = gi * sgn;
+      if constexpr (L2) gi = fmadd(l2, pi, gi);
+      out[i] = gi;
+    }
+  }
+  return GRAD ? out : graw;
 }
 
 template <typename C>
-const C* prologue(const Prologue& pr, PrologueCase what, C* __restrict__ p,
-                  const C* __restrict__ graw, C* __restrict__ out, int64_t n) {
-  if (what.decay) {
-    const C decay = C(pr.decay);
-    for (int64_t i = 0; i < n; ++i) p[i] = p[i] * decay;
+const C* no_prologue(const Prologue&, C* __restrict__, const C* __restrict__ graw,
+                     C* __restrict__, int64_t) {
+  return graw;
+}
+
+// The prologue function of a job (no_prologue when nothing runs).
+template <typename C>
+PrologueFn<C> select_prologue(const Prologue& pr) {
+  const bool grad =
+      pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
+  PrologueFn<C> fn = &no_prologue<C>;
+  if (!grad) {
+    if (pr.decay != 1.0) fn = &prologue_block<C, true, false, false, false, false, false>;
+    return fn;
   }
-  if (!what.grad) return graw;
-  const C scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
-  const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
-  const bool clip = pr.clip_value > 0.0, first = pr.clip_first, scaled = pr.grad_scale != 1.0;
-  if (clip) {
-    for (int64_t i = 0; i < n; ++i) {
-      C gi = graw[i];
-      if (first) gi = std::min(std::max(gi, lo), hi);
-      if (scaled) gi = gi * scale;
-      if (!first) gi = std::min(std::max(gi, lo), hi);
-      out[i] = gi * sgn;
-    }
-  } else if (scaled) {
-    for (int64_t i = 0; i < n; ++i) out[i] = (graw[i] * scale) * sgn;
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = graw[i] * sgn;
-  }
-  if (pr.l2 != 0.0) {
-    for (int64_t i = 0; i < n; ++i) out[i] = fmadd(l2, p[i], out[i]);
-  }
-  return out;
+  with_flag(pr.decay != 1.0, [&](auto decay) {
+    with_flag(pr.clip_value > 0.0, [&](auto clip) {
+      with_flag(pr.clip_first, [&](auto first) {
+        with_flag(pr.grad_scale != 1.0, [&](auto scaled) {
+          with_flag(pr.l2 != 0.0, [&](auto l2) {
+            fn = &prologue_block<C, decltype(decay)::value, true, decltype(clip)::value,
+                                 decltype(first)::value, decltype(scaled)::value,
+                                 decltype(l2)::value>;
+          });
+        });
+      });
+    });
+  });
+  return fn;
 }
 
 // One job over elements [begin, end), block by block: decode (load), prologue, rule, epilogue,
@@ -129,8 +160,8 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   const R rule(job.hyper);
   alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock];
   alignas(64) C sbuf[kAllSlots][kBlock];
-  const PrologueCase what = prologue_case(job);
   const Prologue& pr = job.pro;
+  const PrologueFn<C> prologue = select_prologue<C>(pr);
   int used[kAllSlots];  // the slots present, in order
   int n_used = 0;
   for (int k = 0; k < kAllSlots; ++k) {
@@ -142,14 +173,24 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
     seed = seed * 0x01000193u + 0x9E3779B9u;
     seeds[k] = seed;
   }
-  bool in_place = !what.decay && !what.grad && job.param.kind == kNative &&
+  bool in_place = prologue == &no_prologue<C> && job.param.kind == kNative &&
                   job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
+  if (in_place && job.slot[kEmaSlot].kind == kAbsent) {
+    // every stream is used in place and nothing runs around the rule: one call over the whole
+    // range, as the per-optimizer kernels did (per 4 KiB block, the calls and the codec
+    // switches cost 1-3% of a 10M step)
+    C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+    for (int j = 0; j < n_used; ++j) s[used[j]] = static_cast<C*>(job.slot[used[j]].data) + begin;
+    rule(end - begin, static_cast<C*>(job.param.data) + begin,
+         static_cast<const C*>(job.grad.data) + begin, s[0], s[1], s[2], s[3]);
+    return;
+  }
   const int64_t block = in_place ? kBlock : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue<C>(pr, what, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    const C* g = prologue(pr, p, load<C>(job.grad, b, len, graw), gbuf, len);
     C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) {
       const int k = used[j];
@@ -198,15 +239,6 @@ void execute(const std::vector<Job>& jobs) {
 
 // ---------------------------------------------------------------------------------------------
 // Rule dispatch: (rule name, variant flags) -> the job function.  One line per rule.
-
-template <typename F>
-void with_flag(bool b, F&& f) {
-  if (b) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
 
 template <typename C>
 void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const Job&, int64_t,
@@ -425,7 +457,9 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
 // and kReduceStreams chunks are read together, a block of each in turn: one core streams a
 // single array at about 60% of the speed at which it streams four (the hardware prefetchers
 // work per stream).  Each chunk is summed block after block in its own order, so the result
-// does not depend on the grouping or the number of threads.
+// does not depend on the grouping or the number of threads.  The groups run last to first: the
+// step that follows reads the tensors first to last, so it finds the gradients pass 0 read last
+// still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
 constexpr int64_t kReduceChunk = 1 << 20;
 constexpr size_t kReduceStreams = 4;
 
@@ -486,7 +520,9 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     pybind11::gil_scoped_release release;
     const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
     at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
-      for (int64_t g = a; g < b; ++g) group(static_cast<size_t>(g) * kReduceStreams);
+      for (int64_t g = a; g < b; ++g) {
+        group(static_cast<size_t>(groups - 1 - g) * kReduceStreams);
+      }
     });
   }
   Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
@@ -761,12 +797,12 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
       alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
       const C b3 = C(beta3), w = C(weight);
-      const PrologueCase what = prologue_case(job);  // job.pro.decay is 1: p is only read
+      const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
         C* __restrict__ x = load<C>(job.param, b, len, pbuf);
         const C* __restrict__ g = load<C>(job.grad, b, len, graw);
-        g = prologue<C>(job.pro, what, x, g, gbuf, len);
+        g = prologue(job.pro, x, g, gbuf, len);
         const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
         C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
         C dot[kLanes] = {}, l1[kLanes] = {};

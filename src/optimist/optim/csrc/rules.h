@@ -1,6 +1,6 @@
 // optimist engine: the rules' functors (a header of engine.cpp, one translation unit).
 //
-// A rule is a functor over one block of at most kBlock elements (L1-resident):
+// A rule is a functor over one block of elements (L1-resident, or a whole in-place range):
 //   * C is the compute type (float for float32/bfloat16/float16 parameters, double for float64);
 //   * the constructor takes h, the host scalars the rule's Python side computed for this step
 //     (its `scalars()` tuple, in that order), in double;
