@@ -1,0 +1,148 @@
+"""The engine's fast gather (``RuleOptimizer._gather_fast``: list comprehensions and one C++
+plan per group and step) against the general per-parameter gather, bit for bit, through every
+event that changes what a step sees: the learning rate and other settings changed by hand or by
+a scheduler (also a tensor lr), parameters losing and gaining gradients, a parameter's first
+gradient mid-run, ``add_param_group``, ``load_state_dict``, state replaced or deleted by hand.
+
+Nothing is cached between steps, so none of these may make the fast path read stale lists; a
+test per event would only repeat this one scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import optimist.optim as oo
+from optimist.optim.engine import RuleOptimizer
+
+from .table import needs_engine
+
+CASES: dict[str, tuple[type[RuleOptimizer], dict[str, Any]]] = {
+    "adam": (oo.Adam, {"lr": 1e-2}),
+    "sgd_momentum": (oo.SGD, {"lr": 1e-2, "momentum": 0.9}),  # a fresh slot (from the grad)
+    "nadam": (oo.NAdam, {"lr": 1e-2}),  # scalar state (mu_product)
+    "ademamix": (oo.AdEMAMix, {"lr": 1e-2}),
+    "adan": (oo.Adan, {"lr": 1e-2, "weight_decay": 0.01}),
+    "prodigy": (oo.Prodigy, {"lr": 1.0}),  # a global pass before the rule
+}
+
+
+def _params(seed: int, n: int = 6) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(5 + i, generator=gen)) for i in range(n)]
+
+
+def _grads(params: list[torch.Tensor], step: int, skip: set[int] = frozenset()) -> None:
+    gen = torch.Generator().manual_seed(1000 + step)
+    for i, p in enumerate(params):
+        g = torch.randn(p.shape, generator=gen)
+        p.grad = None if i in skip else g
+
+
+class _Counted:
+    """Counts how often each gather runs on one optimizer (and can switch the fast one off)."""
+
+    def __init__(self, opt: RuleOptimizer, fast: bool) -> None:
+        self.fast_hits = 0
+        fast_gather = opt._gather_fast
+
+        def gather_fast(group: dict[str, Any], slots: list) -> Any:
+            if not fast:
+                return None
+            out = fast_gather(group, slots)
+            self.fast_hits += out is not None
+            return out
+
+        opt._gather_fast = gather_fast  # type: ignore[method-assign]
+
+
+def _scenario(make: Callable[[list], RuleOptimizer], fast: bool) -> tuple[list, RuleOptimizer, int]:
+    params = _params(0)
+    late = _params(1, n=2)  # joins by add_param_group
+    opt = make(params)
+    counted = _Counted(opt, fast)
+    events: list[Callable[[], None]] = [
+        lambda: None,
+        lambda: None,
+        lambda: opt.param_groups[0].update(lr=opt.param_groups[0]["lr"] * 0.5),
+        lambda: _grads(params, 3, skip={1, 4}),  # two params lose their gradient
+        lambda: None,  # ... and get it back (the default below)
+        lambda: opt.param_groups[0].update(maximize=True),
+        lambda: opt.param_groups[0].update(maximize=False),
+        # (the group's lr: Prodigy's groups share one)
+        lambda: opt.add_param_group({"params": late, "lr": opt.param_groups[0]["lr"]}),
+        lambda: opt.load_state_dict(opt.state_dict()),  # new state dicts and tensors
+        lambda: opt.state[params[2]].update(
+            {k: torch.zeros_like(v) for k, v in opt.state[params[2]].items() if v.dim() > 0}
+        ),  # state tensors replaced by hand
+        lambda: opt.state.pop(params[3]),  # state deleted: made anew
+    ]
+    for step, event in enumerate(events):
+        _grads(params, step)
+        _grads(late, 100 + step)
+        if step == 0:
+            params[5].grad = None  # its first gradient comes at step 1 (state made mid-run)
+        event()
+        opt.step()
+    return params + late, opt, counted.fast_hits
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_gather_equals_the_general_gather_through_every_event(name: str) -> None:
+    needs_engine()
+    cls, kwargs = CASES[name]
+    fast_params, fast_opt, hits = _scenario(lambda ps: cls(ps, **kwargs), fast=True)
+    slow_params, slow_opt, none = _scenario(lambda ps: cls(ps, **kwargs), fast=False)
+    assert none == 0 and hits >= 5  # the fast path ran on most steps (not where state is made)
+    for a, b in zip(fast_params, slow_params, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(fast_params, slow_params, strict=True):
+        sa, sb = fast_opt.state[a], slow_opt.state[b]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
+
+
+def test_fast_gather_with_a_scheduler_and_a_tensor_lr() -> None:
+    """A tensor lr moved by a scheduler every step reaches every step's scalars."""
+    needs_engine()
+    runs = []
+    for fast in (True, False):
+        params = _params(0)
+        opt = oo.AdamW(params, lr=torch.tensor(0.01), weight_decay=0.1)
+        counted = _Counted(opt, fast)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.7)
+        for step in range(6):
+            _grads(params, step)
+            opt.step()
+            sched.step()
+        runs.append((params, counted.fast_hits))
+    (fast_params, hits), (slow_params, _) = runs
+    assert hits == 5  # every step but the first (which makes the state)
+    for a, b in zip(fast_params, slow_params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fast_gather_leaves_unsupported_tensors_to_the_general_path() -> None:
+    """A non-contiguous parameter makes the group take the general gather (its eager route),
+    with the same result as a run that never tried the fast one."""
+    needs_engine()
+    runs = []
+    for fast in (True, False):
+        base = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+        params = [torch.nn.Parameter(base.t().contiguous().t())] + _params(0, n=3)
+        assert not params[0].is_contiguous()
+        opt = oo.Adam(params, lr=1e-2)
+        counted = _Counted(opt, fast)
+        for step in range(3):
+            _grads(params, step)
+            opt.step()
+        runs.append((params, counted.fast_hits))
+    (fast_params, hits), (slow_params, _) = runs
+    assert hits == 0
+    for a, b in zip(fast_params, slow_params, strict=True):
+        assert torch.equal(a, b)
