@@ -31,6 +31,8 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
+from itertools import repeat
+from operator import is_not
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -237,10 +239,19 @@ class RuleOptimizer(RuleState):
     def _present(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The parameters that have a gradient, and those gradients."""
         grads = self._gradients(params)
-        if any(g is None for g in grads):
+        if not all(map(is_not, grads, repeat(None))):
             kept = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
             return [p for p, _ in kept], [g for _, g in kept]
         return params, grads
+
+    def _present_states(
+        self, group: dict[str, Any]
+    ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+        """:meth:`_present` of the group's parameters, and their state dicts (made empty where
+        missing). A rule with a global pass may hand over what it gathered this step."""
+        params, grads = self._present(group["params"])
+        optimizer_state = self.state
+        return params, grads, [optimizer_state[p] for p in params]
 
     # --- masks --------------------------------------------------------------------------------
 
@@ -503,15 +514,13 @@ class RuleOptimizer(RuleState):
         if group.get("state_dtype") == "int8" or not available():
             return None
         rule, chain = self.rule, self.chain
-        originals, grads = self._present(group["params"])
+        originals, grads, states = self._present_states(group)
         if not originals:
             return None
         if self._implementation(group, originals) != "fused" or _overflows_low_precision(
             group, originals, rule.group_statistics
         ):
             return None
-        optimizer_state = self.state
-        states = [optimizer_state[p] for p in originals]
         if not all(states):
             return None
         columns: list[list[Tensor]] = [[] for _ in rule.slots]

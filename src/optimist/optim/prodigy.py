@@ -264,6 +264,7 @@ class Prodigy(RuleOptimizer):
 
     @torch.no_grad()
     def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
+        self._gathered: dict[int, tuple] = {}  # this step's, for _present_states
         first = self.param_groups[0]
         beta1, beta2 = (float(scalar(b)) for b in first["betas"])
         beta3 = math.sqrt(beta2) if first["beta3"] is None else float(scalar(first["beta3"]))
@@ -382,13 +383,11 @@ class Prodigy(RuleOptimizer):
         """:meth:`_statistics`' sums (``<g, x0 - x>`` unscaled) in the common case, gathered in
         list comprehensions: tensors the C++ engine takes, state made, no int8 state. None
         otherwise (the engine refuses before it writes anything): the general loop then runs."""
-        params, grads = self._present(group["params"])
+        params, grads, st = super()._present_states(group)
         if not params or group.get("state_dtype") == "int8":
             return None
         if self._implementation(group, params) != "fused":
             return None
-        states = self.state
-        st = [states[p] for p in params]
         try:
             p0s = [s["p0"] for s in st]
             ss = [s["s"] for s in st]
@@ -406,7 +405,17 @@ class Prodigy(RuleOptimizer):
         except RuntimeError:
             return None
         dots, norms = stats.sum(0).tolist()
+        # the rule's step of this group gathers the same lists: handed over (_present_states)
+        self._gathered[id(group["params"])] = (group["params"], params, grads, st)
         return dots, norms
+
+    def _present_states(
+        self, group: dict[str, Any]
+    ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+        handed = self.__dict__.get("_gathered", {}).pop(id(group["params"]), None)
+        if handed is not None and handed[0] is group["params"]:
+            return handed[1], handed[2], handed[3]
+        return super()._present_states(group)
 
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0
