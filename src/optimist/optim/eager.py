@@ -18,7 +18,14 @@ from optimist.optim.base import as_real, scalar
 from optimist.optim.distributed import local
 from optimist.optim.rule import Rule
 
-__all__ = ["Batch", "TensorScalars", "run_eager", "run_torch_foreach", "with_fresh"]
+__all__ = [
+    "Batch",
+    "TensorScalars",
+    "prepare_gradient",
+    "run_eager",
+    "run_torch_foreach",
+    "with_fresh",
+]
 
 
 class Batch:
@@ -128,6 +135,32 @@ class TensorScalars:
         return float(value.item())
 
 
+def prepare_gradient(
+    g: Tensor,
+    param: Tensor,
+    grad_scale: float,
+    clip_value: float,
+    clip_first: bool,
+    maximize: bool,
+    l2: float,
+) -> Tensor:
+    """The gradient a rule sees, in torch ops (the engine's prologue, ``prologue()`` in
+    ``csrc/engine.cpp``): clipped to ``±clip_value`` (when > 0) before or after the scale,
+    scaled, negated to maximize, then ``l2 * param`` added (torch's order of operations).
+    ``g`` itself when nothing applies; never modified in place."""
+    if clip_value and clip_first:
+        g = g.clamp(-clip_value, clip_value)
+    if grad_scale != 1.0:
+        g = g * grad_scale
+    if clip_value and not clip_first:
+        g = g.clamp(-clip_value, clip_value)
+    if maximize:
+        g = -g
+    if l2 != 0.0:
+        g = g.add(param, alpha=l2)
+    return g
+
+
 def run_eager(
     rule: Rule,
     group: dict[str, Any],
@@ -168,20 +201,13 @@ def run_eager(
         compute = torch.float64 if p.dtype == torch.float64 else torch.float32
     work = param if compute == param.dtype else param.to(compute)
     g = grad if grad.dtype == compute else grad.to(compute)
-    if pro["clip_value"] and pro["clip_first"]:
-        g = g.clamp(-pro["clip_value"], pro["clip_value"])
-    if pro["grad_scale"] != 1.0:
-        g = g * pro["grad_scale"]
-    if pro["clip_value"] and not pro["clip_first"]:
-        g = g.clamp(-pro["clip_value"], pro["clip_value"])
-    if pro["maximize"]:
-        g = -g
     decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
-    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
     if decay != 1.0:
         work.mul_(decay)
-    if l2 != 0.0:
-        g = g.add(work, alpha=l2)
+    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
+    g = prepare_gradient(
+        g, work, pro["grad_scale"], pro["clip_value"], pro["clip_first"], pro["maximize"], l2
+    )
     index = batch.index[0]
     views: list[Tensor | None] = []
     for k, s in enumerate(slots):

@@ -295,6 +295,10 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
+  } else if (rule == "lamb") {
+    fn = &run_job<Lamb<C>, C>;
+  } else if (rule == "lars") {
+    with_flag(flag(0), [&](auto nest) { fn = &run_job<Lars<C, decltype(nest)::value>, C>; });
   }
   TORCH_CHECK(fn != nullptr, "optimist engine: unknown rule '", rule, "'");
   return fn;
@@ -366,11 +370,17 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
           double grad_scale, double clip_value, bool clip_first, bool maximize,
           const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
           double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
-          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed) {
+          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed,
+          const std::vector<double>& tensor_hyper) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
   TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
   TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  // tensor_hyper: each tensor's own scalars (as many per tensor), after the shared ones
+  const size_t per_tensor = n == 0 ? 0 : tensor_hyper.size() / n;
+  TORCH_CHECK(per_tensor * n == tensor_hyper.size() && hyper.size() + per_tensor <= 12,
+              "optimist engine: tensor_hyper needs the same number of scalars per tensor, at "
+              "most 12 with the shared ones");
   for (size_t k = 0; k < slots.size(); ++k) {
     TORCH_CHECK(slots[k].empty() || slots[k].size() == n, "optimist engine: slot ", k, " has ",
                 slots[k].size(), " tensors, expected ", n);
@@ -429,6 +439,7 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
     job.pro.ema_decay = ema_decay;
     job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
     std::copy(hyper.begin(), hyper.end(), job.hyper);
+    std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
     job.fn = job_fn(compute_is_double(pt), i < fresh.size() && fresh[i]);
   }
   {
@@ -529,6 +540,123 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
   return {sums, all};
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
+// tensor, the rule's norms() over every block after the prologue (its state updates that need
+// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
+// precision, reduce.h, across blocks in float64).  The host turns
+// the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
+// ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
+// on the number of threads.
+
+template <typename R, typename C>
+void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
+  const R rule(job.hyper);
+  alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
+  alignas(64) C sbuf[kMaxSlots][kBlock];
+  const PrologueCase what = prologue_case(job);  // job.pro.decay is 1: p is only read
+  int used[kMaxSlots];
+  int n_used = 0;
+  for (int k = 0; k < kMaxSlots; ++k) {
+    if (job.slot[k].kind != kAbsent) used[n_used++] = k;
+  }
+  uint32_t seeds[kAllSlots];  // as run_job's
+  uint32_t seed = job.seed;
+  for (int k = 0; k < kAllSlots; ++k) {
+    seed = seed * 0x01000193u + 0x9E3779B9u;
+    seeds[k] = seed;
+  }
+  bool in_place = !what.grad && job.param.kind == kNative && job.grad.kind == kNative;
+  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
+  const int64_t block = in_place ? kBlock : kSmallBlock;
+  for (int64_t b = begin; b < end; b += block) {
+    const int64_t len = std::min(block, end - b);
+    C* __restrict__ p = load<C>(job.param, b, len, pbuf);
+    const C* g = prologue<C>(job.pro, what, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
+    for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
+    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
+    sums[0] += sum_squares_block(p, len);
+    sums[1] += sum_squares_block(ubuf, len);
+    for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
+  }
+}
+
+using NormsFn = void (*)(const Job&, int64_t, int64_t, double*);
+
+template <typename C>
+NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
+  const bool nesterov = !flags.empty() && flags[0];
+  if (rule == "lamb") return &run_norms<Lamb<C>, C>;
+  if (rule == "lars") return nesterov ? &run_norms<Lars<C, true>, C> : &run_norms<Lars<C, false>, C>;
+  TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
+}
+
+// Phase A for a list of tensors: a float64 tensor [n, 2] of the sums of p^2 and u^2.
+Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
+                    const std::vector<double>& hyper, const std::vector<Tensor>& params,
+                    const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
+                    double grad_scale, double clip_value, bool clip_first, bool maximize,
+                    double l2, bool state_stochastic, int64_t seed) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
+  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
+  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  struct Chunk {
+    size_t tensor;
+    int64_t begin, end;
+  };
+  std::vector<Job> jobs(n);
+  std::vector<NormsFn> fns(n);
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    const at::ScalarType pt = p.scalar_type();
+    TORCH_CHECK(grads[i].scalar_type() == pt && grads[i].sizes() == p.sizes(),
+                "optimist engine: grads[", i, "] differs from its parameter in dtype or shape");
+    const int64_t numel = real_numel(p);
+    Job& job = jobs[i];
+    job.n = numel;
+    job.param = make_store(p, pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    for (size_t k = 0; k < slots.size(); ++k) {
+      TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
+      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
+    }
+    job.pro.grad_scale = grad_scale;
+    job.pro.clip_value = clip_value;
+    job.pro.clip_first = clip_first;
+    job.pro.sign = maximize ? -1.0 : 1.0;
+    job.pro.l2 = l2;
+    job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
+    std::copy(hyper.begin(), hyper.end(), job.hyper);
+    fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
+    for (int64_t b = 0; b < numel; b += kParallelElems) {
+      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
+    }
+  }
+  std::vector<double> partial(2 * chunks.size(), 0.0);
+  {
+    pybind11::gil_scoped_release release;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) {
+        const Chunk& ch = chunks[c];
+        fns[ch.tensor](jobs[ch.tensor], ch.begin, ch.end, &partial[2 * c]);
+      }
+    });
+  }
+  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
+  double* o = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    o[2 * chunks[c].tensor] += partial[2 * c];
+    o[2 * chunks[c].tensor + 1] += partial[2 * c + 1];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& slot : slots) bump(slot[i]);
+  }
+  return out;
+}
+
 // step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
 // the new value if all are equal, else NaN.
 double advance_steps(const std::vector<Tensor>& steps) {
@@ -622,15 +750,17 @@ Tensor dequantize(const Tensor& q, const Tensor& scale) {
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
-// Prodigy's global pass: per tensor, <g', x0 - x> and |beta3 s + weight g'|_1 in float64, where
-// g' is the gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s is
-// read through its codec.  One read of g, x, x0 and s; chunks and lanes as in grad_stats, so the
-// sums do not depend on the number of threads.
+// Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
+// gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
+// weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
+// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
+// s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
+// of threads.
 Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                      const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
                      const std::vector<Tensor>& s_scales, double beta3, double weight,
                      double grad_scale, double clip_value, bool clip_first, bool maximize,
-                     const std::vector<double>& l2) {
+                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
               "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
@@ -648,13 +778,17 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
     job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
     job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
     const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
-    job.slot[1] = make_store(ss[i], pt, false, sc, numel, "s", i);
+    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
     job.pro.grad_scale = grad_scale;
     job.pro.clip_value = clip_value;
     job.pro.clip_first = clip_first;
     job.pro.sign = maximize ? -1.0 : 1.0;
     job.pro.l2 = l2[i];
     job.n = numel;
+    uint32_t slot_seed = static_cast<uint32_t>(seed) * 0x9E3779B1u +
+                         static_cast<uint32_t>(i) * 0x85EBCA6Bu;  // step()'s seed of slot 2
+    for (int k = 0; k < 3; ++k) slot_seed = slot_seed * 0x01000193u + 0x9E3779B9u;
+    job.seed = slot_seed;
     for (int64_t b = 0; b < numel; b += kParallelElems) {
       chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
     }
@@ -675,19 +809,24 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
         const C* __restrict__ g = load<C>(job.grad, b, len, graw);
         g = prologue(job.pro, x, g, gbuf, len);
         const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
-        const C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
+        C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
         C dot[kLanes] = {}, l1[kLanes] = {};
         int64_t j = 0;
         for (; j + kLanes <= len; j += kLanes) {
           for (int k = 0; k < kLanes; ++k) {
             dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
-            l1[k] += std::abs(fmadd(w, g[j + k], sv[j + k] * b3));  // the s the rule will store
+            const C si = fmadd(w, g[j + k], sv[j + k] * b3);
+            sv[j + k] = si;
+            l1[k] += std::abs(si);  // before s is rounded to its storage format
           }
         }
         for (; j < len; ++j) {
           dot[0] += g[j] * (x0[j] - x[j]);
-          l1[0] += std::abs(fmadd(w, g[j], sv[j] * b3));
+          const C si = fmadd(w, g[j], sv[j] * b3);
+          sv[j] = si;
+          l1[0] += std::abs(si);
         }
+        store<C>(job.slot[1], b, len, sv, job.seed);
         for (int k = 0; k < kLanes; ++k) {
           dots[c] += static_cast<double>(dot[k]);
           norms[c] += static_cast<double>(l1[k]);
@@ -706,6 +845,7 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
     });
   }
+  for (const Tensor& s : ss) bump(s);
   Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
   double* o = out.data_ptr<double>();
   for (size_t c = 0; c < chunks.size(); ++c) {
@@ -725,13 +865,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
         py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"), py::arg("ema_decay"),
-        py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"));
+        py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"),
+        py::arg("tensor_hyper") = std::vector<double>{});
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
-        py::arg("l2"));
+        py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
+  m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
+        py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
+        py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),
+        py::arg("state_stochastic"), py::arg("seed"));
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));
