@@ -549,7 +549,7 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
   const R rule(job.hyper);
   alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
   alignas(64) C sbuf[kMaxSlots][kBlock];
-  const PrologueCase what = prologue_case(job);  // job.pro.decay is 1: p is only read
+  const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay is 1: p is only read
   int used[kMaxSlots];
   int n_used = 0;
   for (int k = 0; k < kMaxSlots; ++k) {
@@ -561,13 +561,14 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
     seed = seed * 0x01000193u + 0x9E3779B9u;
     seeds[k] = seed;
   }
-  bool in_place = !what.grad && job.param.kind == kNative && job.grad.kind == kNative;
+  bool in_place = prologue == &no_prologue<C> && job.param.kind == kNative &&
+                  job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
   const int64_t block = in_place ? kBlock : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue<C>(job.pro, what, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
     C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
     rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
