@@ -48,10 +48,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # optimist is imported inside the functions: the classic worker also runs on the old tree
-from step_speed import ROWS, make_params, param_set, print_table, roofline_fn  # noqa: E402
+# CLASSIC: the nine classic optimizers (rows of ``step_speed.ROWS``), which the old kernels had
+from step_speed import CLASSIC, ROWS, make_params, param_set, print_table, roofline_fn  # noqa: E402
 
-CLASSIC = ("sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam")
-"""The nine classic optimizers (rows of ``step_speed.ROWS``), which the old kernels also had."""
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 _clock = time.perf_counter
 

@@ -248,6 +248,12 @@ ROWS: dict[str, Row] = {
     ),
 }
 """Every benchmarked rule; a new optimizer needs one row."""
+CLASSIC = ("sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam")
+OPTIMIZERS = {
+    name: (ROWS[name].optimist, ROWS[name].kwargs, ROWS[name].bytes, ROWS[name].peers)
+    for name in CLASSIC
+}
+"""The classic nine as (class name, settings, bytes, peers), as ``engine_speed.py`` reads them."""
 MODERN = ("lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd")
 DEFAULT_OPTIMIZERS = (*MODERN, "lamb", "lars", "prodigy", "adafactor", "muon", "soap")
 ISSUE_12 = DEFAULT_OPTIMIZERS

@@ -93,3 +93,13 @@ def test_the_thread_clock_does_not_count_time_spent_waiting():
         {"sleep": lambda: time.sleep(0.05)}, repeats=1, warmup=0, clock=step_speed.CLOCKS["thread"]
     )
     assert times["sleep"] < 0.025
+
+
+def test_engine_speed_imports_the_classic_rows_from_here():
+    spec = importlib.util.spec_from_file_location("engine_speed", _PATH.parent / "engine_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports CLASSIC, ROWS, make_params, ... from step_speed
+    assert module.CLASSIC == step_speed.CLASSIC
+    for name in module.CLASSIC:
+        row = module.ROWS[name]
+        assert hasattr(oo, row.optimist) and isinstance(row.kwargs, dict)

@@ -131,3 +131,51 @@ def test_tensor_hyper_must_fit():
             1.0, 0.0, True, False, [], [], 0.0, 1.0, [], [], 0.0, False, False, 0,
             tensor_hyper=[1.0, 2.0, 3.0],
         )  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
+@pytest.mark.parametrize(("cls", "kwargs"), CASES[::2], ids=lambda c: getattr(c, "__name__", ""))
+def test_dtensor_parameters_take_the_engine_with_rank_wide_norms(
+    tmp_path, monkeypatch, cls, kwargs
+):
+    """Sharded (FSDP2-style) parameters on a one-process mesh: the engine steps their local
+    shards and reduces each tensor's row of sums over the mesh (``tensor_sums``), equal to the
+    plain run."""
+    from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
+
+    from optimist.optim import trust_ratio
+
+    dist = torch.distributed
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+        )
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        plain = _params(torch.float64, [(40, 3), (50,)])
+        sharded = [
+            torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, [Shard(0)]))
+            for p in plain
+        ]
+        reduced = []
+        original = trust_ratio.tensor_sums
+        monkeypatch.setattr(
+            trust_ratio,
+            "tensor_sums",
+            lambda s, refs: (reduced.append(len(refs)), original(s, refs))[1],
+        )
+        opt_a, opt_b = cls(plain, **kwargs), cls(sharded, **kwargs)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            for a, b in zip(plain, sharded, strict=True):
+                a.grad = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+                b.grad = distribute_tensor(a.grad.clone(), mesh, [Shard(0)])
+            opt_a.step()
+            opt_b.step()
+        assert reduced == [2, 2, 2]  # both tensors' rows in one call per step
+        for a, b in zip(plain, sharded, strict=True):
+            torch.testing.assert_close(b.full_tensor(), a.detach(), rtol=1e-14, atol=1e-14)
+    finally:
+        if owned:
+            dist.destroy_process_group()

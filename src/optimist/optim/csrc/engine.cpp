@@ -124,11 +124,15 @@ const C* no_prologue(const Prologue&, C* __restrict__, const C* __restrict__ gra
   return graw;
 }
 
+// Whether the prologue changes the gradient (else it decays the parameter, or does nothing).
+inline bool prepares_grad(const Prologue& pr) {
+  return pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
+}
+
 // The prologue function of a job (no_prologue when nothing runs).
 template <typename C>
 PrologueFn<C> select_prologue(const Prologue& pr) {
-  const bool grad =
-      pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
+  const bool grad = prepares_grad(pr);
   PrologueFn<C> fn = &no_prologue<C>;
   if (!grad) {
     if (pr.decay != 1.0) fn = &prologue_block<C, true, false, false, false, false, false>;
@@ -173,9 +177,9 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
     seed = seed * 0x01000193u + 0x9E3779B9u;
     seeds[k] = seed;
   }
-  bool in_place = prologue == &no_prologue<C> && job.param.kind == kNative &&
-                  job.grad.kind == kNative;
-  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
+  bool native = job.param.kind == kNative && job.grad.kind == kNative;
+  for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
+  const bool in_place = native && prologue == &no_prologue<C>;
   if (in_place && job.slot[kEmaSlot].kind == kAbsent) {
     // every stream is used in place and nothing runs around the rule: one call over the whole
     // range, as the per-optimizer kernels did (per 4 KiB block, the calls and the codec
@@ -186,7 +190,8 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
          static_cast<const C*>(job.grad.data) + begin, s[0], s[1], s[2], s[3]);
     return;
   }
-  const int64_t block = in_place ? kBlock : kSmallBlock;
+  // a decay alone (AdamW) reads no stream of its own: large blocks (fewer calls) are as good
+  const int64_t block = native && !prepares_grad(pr) ? kBlock : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
@@ -658,8 +663,8 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
     seed = seed * 0x01000193u + 0x9E3779B9u;
     seeds[k] = seed;
   }
-  bool in_place =
-      prologue == &no_prologue<C> && job.param.kind == kNative && job.grad.kind == kNative;
+  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
+                  job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
   const int64_t block = in_place ? kBlock : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
