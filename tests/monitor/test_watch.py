@@ -63,6 +63,43 @@ def test_monitor_does_not_change_the_trajectory(make):
     assert len([r for r in m.records if "grad_norm" in r]) == 25
 
 
+def test_a_one_tensor_model_keeps_its_trajectory_too():
+    """The weights' copy of a sampled step is a copy even for a single tensor (not a view that
+    the update-ratio reading would then overwrite)."""
+    runs = []
+    for monitored in (False, True):
+        w = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+        opt = torch.optim.SGD([w], lr=0.05)
+        with watch(None, opt, every=1) as m:
+            if not monitored:
+                m.close()
+            for _ in range(5):
+                loss = (w * w).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                m.log_loss(loss)
+        runs.append(w.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[1], torch.tensor([1.0, -2.0], dtype=torch.float64) * 0.9**5)
+    ratios = [r["update_ratio/param0"] for r in m.records if "grad_norm" in r]
+    assert ratios == pytest.approx([0.1] * 5)  # SGD on |w|^2: each step moves w by 0.1 w
+
+
+def test_unsampled_steps_leave_only_the_post_step_hook():
+    net = _net()
+    opt = optimist.optim.Adam(net.parameters(), lr=1e-3)
+    with watch(net, opt, every=4) as m:
+        _train(net, opt, 2, m)  # step 0 sampled; steps 1-3 not
+        assert len(opt._optimizer_step_pre_hooks) == 0
+        assert len(opt._optimizer_step_post_hooks) == 1
+        assert not net[1]._forward_hooks
+        _train(net, opt, 2, m)  # the coming step 4 is sampled: armed again
+        assert len(opt._optimizer_step_pre_hooks) == 1 and net[1]._forward_hooks
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    assert not net[1]._forward_hooks
+
+
 def test_signals_of_a_sampled_step():
     net = _net()
     opt = optimist.optim.Adam(net.parameters(), lr=1e-3)
@@ -235,6 +272,29 @@ def test_fit_monitor_off_and_own_monitor(tmp_path):
     log = optimist.monitor.read_log(tmp_path / "fit.jsonl")
     assert [r["step"] for r in log.records if "val_loss" in r] == [6, 12, 18]
     assert [r["step"] for r in log.records if "grad_norm" in r] == [0, 10]
+
+
+def test_fit_calls_the_monitor_per_batch_only_while_the_model_is_unbuilt():
+    built = optimist.models.Sequential([optimist.layers.Dense(3)])
+    built.build((None, 8))
+    built.compile(optimizer="sgd", loss="mse")
+    mon = Monitor()
+    mon.set_model(built)
+    assert not hasattr(mon, "on_train_batch_begin")  # fit skips the per-batch call
+    unbuilt = optimist.models.Sequential([optimist.layers.Dense(3)])
+    unbuilt.compile(optimizer="sgd", loss="mse")
+    mon.set_model(unbuilt)
+    assert callable(mon.on_train_batch_begin)
+    x, y = _data(64)
+    # a DataLoader: the model is built, and its optimizer made, on the first batch
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, nn.functional.one_hot(y, 3).float()), batch_size=32
+    )
+    unbuilt.fit(data, epochs=1, verbose=0, callbacks=[mon])
+    assert callable(mon.on_train_batch_begin)
+    # attached at the second batch's start: the first batch built the model and its optimizer
+    assert mon.watch is not None and mon.watch.step == 1
+    assert [v.name for v in mon.verdicts()] == ["healthy"]
 
 
 def test_fit_is_bit_identical_with_and_without_the_monitor():

@@ -23,11 +23,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._utils import _flatten_dense_tensors
+
+from optimist.optim import engine
+from optimist.optim.engine import RuleOptimizer
 
 Record = dict[str, Any]
 
 AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
 AUTO_MAX = 1000
+
+clock = time.thread_time
+"""The clock of the monitor's own time and of the auto interval's budget: CPU time of the training
+thread, so time the OS gives to other processes (a shared machine) counts for neither side."""
 
 # second-moment state keys of torch/optimist optimizers, and first-moment (momentum) keys
 _SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg", "sum")
@@ -48,16 +56,49 @@ def _is_relu(module: nn.Module) -> bool:
     return isinstance(module, nn.ReLU) or getattr(module, "activation_name", None) == "relu"
 
 
-def _dead_share(out: torch.Tensor) -> torch.Tensor | None:
-    """Share of units that are zero for the whole batch: features on dim 1 for NCHW, else last."""
+def _alive_units(out: Any) -> torch.Tensor | None:
+    """Per unit (feature: dim 1 for NCHW, else the last dim), whether it is > 0 somewhere in the
+    batch (a bool vector, left on the device)."""
     if not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
         return None
-    alive = out.detach() > 0
-    if out.dim() == 4:
-        alive = alive.transpose(0, 1).flatten(1).T
-    else:
-        alive = alive.reshape(-1, out.shape[-1])
-    return (~alive.any(dim=0)).float().mean()
+    if out.numel() == 0:
+        return None
+    dims = (0, 2, 3) if out.dim() == 4 else tuple(range(out.dim() - 1))
+    return (out > 0).any(dim=dims)
+
+
+class _Snapshot:
+    """A copy of tensors in one flat buffer per (device, dtype): a few ops per reading instead of
+    several per tensor, which is most of what a reading costs on small models."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for k, t in enumerate(tensors):
+            groups.setdefault((t.device, t.dtype), []).append(k)
+        # torch.cat copies even a single tensor (torch's _flatten_dense_tensors would return a
+        # view of it, and minus() would then write into the weights)
+        self.groups = [
+            (ks, torch.cat([tensors[k].reshape(-1) for k in ks])) for ks in groups.values()
+        ]
+
+    def minus(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``copy - tensors``, per tensor (views of the buffers, which it overwrites)."""
+        out: list[torch.Tensor] = [self.groups[0][1]] * len(tensors)
+        for ks, flat in self.groups:
+            part = [tensors[k] for k in ks]
+            flat.sub_(_flatten_dense_tensors(part))
+            for k, view in zip(ks, flat.split([t.numel() for t in part]), strict=True):
+                out[k] = view
+        return out
+
+
+def _host_values(tensors: list[torch.Tensor]) -> list[float]:
+    """The values of 1-D tensors, in order, as one list: one device-to-host transfer when they
+    share a non-CPU device (CPU tensors are read in place)."""
+    devices = {t.device for t in tensors}
+    if len(devices) == 1 and not tensors[0].is_cpu:
+        tensors = [torch.cat(tensors).cpu()]
+    return [v for t in tensors for v in t.tolist()]
 
 
 class SignalCollector:
@@ -67,6 +108,9 @@ class SignalCollector:
     ``nonfinite``, ``grad_norm/<layer>``, ``update_ratio/<layer>``, ``dead/<module>`` and, with
     ``full`` (else left out: no verdict reads them), ``eff_lr/<layer>`` (adaptive optimizers),
     ``momentum_norm`` and ``v_min``/``v_max`` (second moment).
+
+    Only the optimizer's step post-hook stays on: an unsampled step costs it a counter and a
+    compare. The step pre-hook and the ReLU forward hooks are registered just for sampled steps.
     """
 
     def __init__(
@@ -96,19 +140,18 @@ class SignalCollector:
         self.layer_sizes: dict[str, int] = {}
         for name, p in zip(self.layers, self.params, strict=True):
             self.layer_sizes[name] = self.layer_sizes.get(name, 0) + p.numel()
-        self._layer_ids = {name: i for i, name in enumerate(self.layer_sizes)}
+        self._keys = {n: (f"grad_norm/{n}", f"update_ratio/{n}") for n in self.layer_sizes}
+        # the engine's pass-0 kernel is used only where the optimizer loads the engine anyway
+        self._engine = isinstance(optimizer, RuleOptimizer)
         self._before: dict[str, Any] | None = None
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
         self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
-        self._since = time.perf_counter()  # start of the latest sample
-        self._handles: list[Any] = [
-            optimizer.register_step_pre_hook(self._pre_step),
-            optimizer.register_step_post_hook(self._post_step),
-        ]
-        # forward hooks slow every module call down, so they are on only for sampled steps
+        self._since = clock()  # start of the latest sample
+        self._post_handle: Any = optimizer.register_step_post_hook(self._post_step)
+        self._pre_handle: Any = None
         self._relus = [
-            (name, module)
+            (name or "(root)", module)
             for name, module in (model.named_modules() if model is not None else [])
             if _is_relu(module)
         ]
@@ -116,12 +159,17 @@ class SignalCollector:
         self._arm()
 
     def _arm(self) -> None:
-        if not self._relu_handles:
+        """The coming step is sampled: on with the pre-step hook and the ReLU forward hooks."""
+        if self._pre_handle is None:
+            self._pre_handle = self.optimizer.register_step_pre_hook(self._pre_step)
             self._relu_handles = [
                 module.register_forward_hook(self._relu_hook(name)) for name, module in self._relus
             ]
 
     def _disarm(self) -> None:
+        if self._pre_handle is not None:
+            self._pre_handle.remove()
+            self._pre_handle = None
         for h in self._relu_handles:
             h.remove()
         self._relu_handles = []
@@ -138,92 +186,106 @@ class SignalCollector:
 
     def close(self) -> None:
         """Removes every hook (idempotent)."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        if self._post_handle is not None:
+            self._post_handle.remove()
+            self._post_handle = None
         self._disarm()
 
     # ---- hooks ---------------------------------------------------------------------------------
     def _relu_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if self.sampling and module.training and torch.is_grad_enabled():
-                start = time.perf_counter()
-                share = _dead_share(output)
-                if share is not None:
-                    self._dead[name or "(root)"] = share
-                self._cost += time.perf_counter() - start
+            if module.training and torch.is_grad_enabled():
+                start = clock()
+                alive = _alive_units(output)
+                if alive is not None:
+                    self._dead[name] = alive
+                self._cost += clock() - start
 
         return hook
 
-    # the hooks run on every step: the cheap checks come before any torch.no_grad() context
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.sampling:
-            with torch.no_grad():
-                self._read_before()
+        with torch.no_grad():
+            self._read_before()
 
     def _read_before(self) -> None:
-        start = time.perf_counter()
+        start = clock()
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        grads = [self.params[i].grad for i in idx]
-        self._before = {
-            "idx": idx,
-            "grad_norms": torch.stack(torch._foreach_norm(grads)).double() if grads else None,
-            "weights": [self.params[i].detach().clone() for i in idx],
-        }
-        self._cost += time.perf_counter() - start
+        self._before = {"idx": idx}
+        if idx:
+            weights = [self.params[i] for i in idx]
+            grads = [self.params[i].grad for i in idx]
+            self._before["sums"] = self._sums_of_squares(grads + weights)  # ||g||^2, ||w||^2
+            self._before["old"] = _Snapshot(weights)
+        self._cost += clock() - start
+
+    def _sums_of_squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Per-tensor sums of squares, float64: one C++ call for CPU tensors (the engine's
+        pass 0), torch's multi-tensor norm elsewhere (left on the device)."""
+        if self._engine and tensors[0].is_cpu and engine.available():
+            return engine.grad_stats(tensors)[0]
+        return torch.stack(torch._foreach_norm(tensors)).double().square()
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        step, before = self.step, self._before
-        self.step += 1
-        self._before = None
-        if before is None:
-            if step == self.next_sample:  # a step without gradients: sample the next one
-                self.next_sample += 1
-            if self.sampling:
+        step = self.step
+        self.step = step + 1
+        if step != self.next_sample:  # an unsampled step: all it costs
+            if step + 1 == self.next_sample:
                 self._arm()
+            return
+        before, self._before = self._before, None
+        if before is None:  # a sampled step without gradients: sample the next one
+            self.next_sample += 1
             return
         with torch.no_grad():
             self._read_after(step, before)
 
     def _read_after(self, step: int, before: dict[str, Any]) -> None:
-        start = time.perf_counter()
+        start = clock()
+        idx = before["idx"]
+        # 1-D tensors, read in one go: ||g||^2, ||w||^2, ||dw||^2 per tensor, the optimizer-state
+        # signals (`extra`), then per ReLU module whether each unit was alive
+        pending: list[torch.Tensor] = []
+        if idx:
+            deltas = before["old"].minus([self.params[i] for i in idx])
+            pending += [before["sums"], self._sums_of_squares(deltas)]
         names: list[str] = []
-        blocks: list[torch.Tensor] = []  # 1-D float64 blocks of values, names in that order
+        extra: list[torch.Tensor] = []  # 0-d tensors, names in that order
 
         def add(name: str, value: torch.Tensor) -> None:
             names.append(name)
-            blocks.append(value.detach().reshape(1).to(torch.float64))
+            extra.append(value)
 
-        idx = before["idx"]
-        if idx:
-            layer_names = list(dict.fromkeys(self.layers[i] for i in idx))
-            where = {name: k for k, name in enumerate(layer_names)}
-            index = torch.tensor([where[self.layers[i]] for i in idx])
-            old = before["weights"]
-            new = [self.params[i].detach() for i in idx]
-            g2 = before["grad_norms"] ** 2
-            d2 = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old))).double() ** 2
-            w2 = torch.stack(torch._foreach_norm(old)).double() ** 2
-            per_layer = torch.zeros(3, len(layer_names), dtype=torch.float64, device=g2.device)
-            per_layer.index_add_(1, index.to(g2.device), torch.stack([g2, d2, w2]))
-            per_layer = per_layer.sqrt()
-            # grad_norm, then per layer: grad_norm/<layer>, update_ratio/<layer>
-            names.append("grad_norm")
-            for layer in layer_names:
-                names += [f"grad_norm/{layer}", f"update_ratio/{layer}"]
-            ratio = per_layer[1] / per_layer[2].clamp_min(1e-30)
-            blocks.append(g2.sum().sqrt().reshape(1))
-            blocks.append(torch.stack([per_layer[0], ratio], dim=1).reshape(-1))
-            if self.full:
-                self._state_signals(idx, add)
-        for name, share in self._dead.items():
-            add(f"dead/{name}", share)
+        if idx and self.full:
+            self._state_signals(idx, add)
+        alive = list(self._dead.items())
         self._dead = {}
-        if names:
+        if extra:
+            pending.append(torch.stack(extra))
+        pending += [flags for _, flags in alive]
+        if pending:
+            values = _host_values(pending)
             record: Record = {"step": step}
-            # one host transfer
-            record.update(zip(names, torch.cat(blocks).cpu().tolist(), strict=True))
-            if "grad_norm" in record:
+            n = len(idx)
+            if n:
+                g2, w2, d2 = values[:n], values[n : 2 * n], values[2 * n : 3 * n]
+                per_layer: dict[str, list[float]] = {}
+                for i, g, d, w in zip(idx, g2, d2, w2, strict=True):
+                    sums = per_layer.setdefault(self.layers[i], [0.0, 0.0, 0.0])
+                    sums[0] += g
+                    sums[1] += d
+                    sums[2] += w
+                record["grad_norm"] = math.sqrt(sum(g2))
+                for layer, (g, d, w) in per_layer.items():
+                    grad_key, ratio_key = self._keys[layer]
+                    record[grad_key] = math.sqrt(g)
+                    record[ratio_key] = math.sqrt(d) / max(math.sqrt(w), 1e-30)
+            at = 3 * n
+            record.update(zip(names, values[at : at + len(names)], strict=True))
+            at += len(names)
+            for name, flags in alive:  # the share of units never > 0 in the batch
+                record[f"dead/{name}"] = 1.0 - sum(values[at : at + len(flags)]) / len(flags)
+                at += len(flags)
+            if n:
                 record["nonfinite"] = self._nonfinite_share(idx, record["grad_norm"])
             self.emit(record)
         self._schedule(start, step)
@@ -238,8 +300,8 @@ class SignalCollector:
 
     def _schedule(self, start: float, step: int) -> None:
         """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
-        time exceeds ``budget`` of the wall time since the previous sample."""
-        now = time.perf_counter()
+        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`)."""
+        now = clock()
         self._cost += now - start
         if self.auto:
             elapsed = now - self._since

@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from optimist.monitor.signals import Record, SignalCollector
+from optimist.monitor.signals import Record, SignalCollector, clock
 from optimist.monitor.signals import sharpness as _sharpness
 from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
@@ -31,12 +30,14 @@ class MonitorWarning(UserWarning):
 
 
 def _check_loss(loss: Any) -> torch.Tensor | float:
+    """A scalar loss as a float (CPU: no sync to wait for) or a detached tensor (other devices:
+    read later, with the other losses of the interval, in one transfer)."""
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(
                 f"log_loss expects a scalar loss, got a tensor of shape {tuple(loss.shape)}"
             )
-        return loss.detach()
+        return loss.item() if loss.is_cpu else loss.detach()
     try:
         return float(loss)
     except (TypeError, ValueError):
@@ -47,7 +48,7 @@ def _mean_loss(items: list[torch.Tensor | float]) -> float:
     tensors = [t for t in items if isinstance(t, torch.Tensor)]
     total = sum(t for t in items if not isinstance(t, torch.Tensor))
     if tensors:  # one op and one host transfer for the whole interval
-        total += float(torch.stack(tensors).reshape(-1).to(torch.float64).sum())
+        total += float(torch.stack(tensors).sum(dtype=torch.float64))
     return total / len(items)
 
 
@@ -56,7 +57,8 @@ class Watch:
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
     ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
-    monitor's own time exceeds 2% of the wall time between two readings, so it stays cheap on
+    monitor's own time exceeds 2% of the time between two readings (CPU time of the training
+    thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on
     tiny models too;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
@@ -121,8 +123,8 @@ class Watch:
 
     @property
     def own_time(self) -> float:
-        """Seconds (wall) the monitor spent on its readings so far (signals, losses, rules);
-        the few microseconds of each unsampled step's hooks are not counted."""
+        """Seconds (CPU time of the training thread) the monitor spent on its readings so far
+        (signals, losses, rules); the counter of each unsampled step's hook is not counted."""
         return self._collector.spent + self._collector._cost
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
@@ -192,12 +194,12 @@ class Watch:
     def _flush_loss(self) -> None:
         if not self._losses or self._closed:
             return
-        start = time.perf_counter()
+        start = clock()
         mean = _mean_loss(self._losses)
         self._losses = []
         self._emit({"step": self.step, "loss": mean})
         # a loss reading is the monitor's time too: every="auto" counts it
-        self._collector.charge(time.perf_counter() - start)
+        self._collector.charge(clock() - start)
 
     def _emit(self, record: Record) -> None:
         if self._closed:
@@ -224,10 +226,10 @@ class Monitor:
     ``fit`` adds ``Monitor()`` by default: light mode, which reads the gradient-side signals
     every ``every`` steps (not the optimizer-state ones unless a log/CSV/TensorBoard output is
     given, see :class:`Watch`'s ``full``), the epoch losses (``loss``, ``val_loss``) from the
-    epoch logs, and warns once per verdict. It needs no per-batch callback, so it adds no host
-    sync per batch. Pass your own ``Monitor(log=..., csv=..., tensorboard=...)`` in
-    ``callbacks`` to keep a log, or ``fit(..., monitor=False)`` to turn it off. After
-    training, ``monitor.verdicts()``.
+    epoch logs, and warns once per verdict. It adds no host sync per batch, and no per-batch
+    callback call once the model is built. Pass your own
+    ``Monitor(log=..., csv=..., tensorboard=...)`` in ``callbacks`` to keep a log, or
+    ``fit(..., monitor=False)`` to turn it off. After training, ``monitor.verdicts()``.
     """
 
     def __init__(
@@ -256,6 +258,12 @@ class Monitor:
 
     def set_model(self, model: Any) -> None:
         self.model = model
+        # fit calls a per-batch hook only if some callback has it: the monitor has one only for
+        # a model still to be built, whose optimizer comes with its first batch
+        if isinstance(getattr(model, "optimizer", None), torch.optim.Optimizer):
+            self.__dict__.pop("on_train_batch_begin", None)
+        else:
+            self.on_train_batch_begin = self._attach_on_batch
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -272,7 +280,7 @@ class Monitor:
             self.watch = None
         self._attach()
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    def _attach_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.watch is None:  # a model built on its first batch has its optimizer only now
             self._attach()
 

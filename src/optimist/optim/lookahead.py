@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimist.optim.distributed import local
 from optimist.optim.engine import RuleOptimizer
 
 __all__ = ["Lookahead"]
@@ -147,8 +148,9 @@ class Lookahead(torch.optim.Optimizer):
         slow, fast = [], []
         for group in self.param_groups:
             for p in group["params"]:
-                slow.append(self.state[p]["slow_param"])
-                fast.append(p.detach())
+                # FSDP2: the local shards (DTensor has no foreach copy); both are laid out alike
+                slow.append(local(self.state[p]["slow_param"]))
+                fast.append(local(p.detach()))
                 if self.reset_state and p in self.optimizer.state:
                     self.optimizer.state[p].clear()
         if slow:
