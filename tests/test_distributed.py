@@ -67,6 +67,7 @@ def test_checkpoint_saved_on_two_processes_continues_identically_on_two(runs, na
     _assert_same(rank0[f"dcp/{name}/reloaded"], rank0[f"dcp/{name}/continued"], atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # on purpose
 @pytest.mark.parametrize("name", list(dist_cases.CHECKPOINTED))
 def test_checkpoint_saved_on_two_processes_continues_on_one(runs, name):
     rank0 = runs[0][0]
