@@ -158,6 +158,24 @@ def test_update_hessian_leaves_params_momentum_and_the_chain_alone():
         torch.testing.assert_close(opt.state[p]["hessian"], beta2 * h[i] + (1 - beta2) * 100.0)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_skip_nonfinite_leaves_the_hessian_alone_on_a_nan_gradient(fused):
+    if fused:
+        needs_engine()
+    params = make(torch.float32)
+    for skip in (True, False):
+        opt = oo.SophiaG(params, **BASE, skip_nonfinite=skip, fused=fused)
+        drive(opt, params, steps=4)
+        h = [opt.state[p]["hessian"].clone() for p in params]
+        for p in params:
+            p.grad = torch.ones_like(p)
+        params[1].grad[0] = float("nan")
+        opt.update_hessian()
+        same = all(torch.equal(opt.state[p]["hessian"], h[i]) for i, p in enumerate(params))
+        assert same is skip
+        assert opt.skipped_steps == 0
+
+
 def test_sophia_g_state_dict_round_trip_continues_bit_identically():
     needs_engine()
     a = make(torch.float32)

@@ -145,10 +145,14 @@ class SophiaG(RuleOptimizer):
         + (1 - \\beta_2) g \\odot g` (Algorithm 2's GNB estimate when the gradients come from
         sampled labels; see the module docstring). Parameters, momentum and the chain's
         transforms (clipping, accumulation, EMA) are left alone: the raw ``p.grad`` is read.
+        With ``skip_nonfinite``, gradients holding a NaN or inf (on any rank) leave the
+        estimate as it is (not counted in :attr:`skipped_steps`, which counts steps).
         """
         chain = self.chain
         self.chain = ChainConfig()
         try:
+            if self.skip_nonfinite and not self._pass0()[1]:
+                return
             for group in self.param_groups:
                 self._step_group({**group, _HESSIAN: True, "weight_decay": 0.0})
         finally:
