@@ -174,11 +174,6 @@ class SignalCollector:
             h.remove()
         self._relu_handles = []
 
-    def charge(self, seconds: float) -> None:
-        """Counts ``seconds`` of other monitor work (a loss reading) in the auto interval's
-        budget."""
-        self._cost += seconds
-
     @property
     def sampling(self) -> bool:
         """True while the coming optimizer step is one that is sampled."""
