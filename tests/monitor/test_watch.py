@@ -152,11 +152,12 @@ def test_auto_interval_widens_while_the_monitor_costs_too_much():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     steps: list[int] = []
-    # budget 0: every reading costs "too much", so the interval doubles after each one
+    # budget 0: every reading costs "too much", so the interval doubles after each one but the
+    # first (which has no previous reading to be compared with)
     c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=0.0)
     _train(net, opt, 160)
     c.close()
-    assert steps == [0, 20, 60, 140]  # 10 -> 20 after the first reading, then 40, 80
+    assert steps == [0, 10, 30, 70, 150]  # 10, then 20, 40, 80
     assert c.every == 160
     # a generous budget keeps the interval
     steps.clear()
@@ -175,9 +176,9 @@ def test_auto_reads_the_loss_every_10_steps_while_the_signals_thin_out():
         m._collector.budget = 0.0  # every signal reading costs "too much"
         m.loss_budget = 1e9  # and no loss reading does
         _train(net, opt, 61, m)
-    assert [r["step"] for r in m.records if "grad_norm" in r] == [0, 20, 60]
+    assert [r["step"] for r in m.records if "grad_norm" in r] == [0, 10, 30]
     assert [r["step"] for r in m.records if "loss" in r] == [1, 11, 21, 31, 41, 51, 61]
-    assert m.every == 80 and m.loss_every == 10
+    assert m.every == 40 and m.loss_every == 10
     with watch(net, opt, every=4) as m:  # a fixed interval is the loss's too
         _train(net, opt, 9, m)
     assert [r["step"] for r in m.records if "loss" in r] == [1, 5, 9]

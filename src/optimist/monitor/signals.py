@@ -147,6 +147,7 @@ class SignalCollector:
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
         self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
+        self.samples = 0  # readings so far
         self._since = clock()  # start of the latest sample
         self._post_handle: Any = optimizer.register_step_post_hook(self._post_step)
         self._pre_handle: Any = None
@@ -295,10 +296,13 @@ class SignalCollector:
 
     def _schedule(self, start: float, step: int) -> None:
         """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
-        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`)."""
+        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`).
+        The first sample does not count: nothing came before it to compare with, and it pays
+        one-time costs."""
         now = clock()
         self._cost += now - start
-        if self.auto:
+        self.samples += 1
+        if self.auto and self.samples > 1:
             elapsed = now - self._since
             if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
                 self.every = min(self.every * 2, AUTO_MAX)
