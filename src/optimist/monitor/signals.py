@@ -1,15 +1,18 @@
 """Training signals read through hooks, every ``every`` optimizer steps, without touching the run.
 
-A :class:`SignalCollector` attaches to an optimizer (``register_step_pre_hook`` /
-``register_step_post_hook``) and to the ReLU modules of a model (forward hooks). On a sampled step
-it reads, before the update: the global and per-layer gradient norms, and keeps a copy of the
-weights; after the update: the share of non-finite gradient entries (counted only when the global
-norm is not finite), the per-layer update-to-weight
-ratio ``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
+A :class:`SignalCollector` attaches to an optimizer (``register_step_post_hook``, always on: an
+unsampled step costs a counter and a compare; ``register_step_pre_hook``, only for sampled steps)
+and, for sampled steps only, to the ReLU modules of a model (forward hooks). On a sampled step it
+reads, before the update: the global and per-layer gradient norms and the weight norms, and keeps
+a flat copy of the weights; after the update: the share of non-finite gradient entries (counted
+only when the global norm is not finite), the per-layer update-to-weight ratio
+``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
 ``lr / (sqrt(v_hat) + eps)``), the momentum norm and the range of the second moment. Forward hooks
-give the share of dead units (zero for the whole batch) of each ReLU layer. All values of one step
-reach the host in one transfer. Nothing is written to parameters, gradients, optimizer state or
-random generators, so a monitored run follows the same trajectory as an unmonitored one.
+give the share of dead units (zero for the whole batch) of each ReLU layer. The sums of squares
+come from one call of the engine's pass-0 kernel where it runs (optimist's optimizers on CPU), and
+all values of one step reach the host in one transfer. Nothing is written to parameters,
+gradients, optimizer state or random generators, so a monitored run follows the same trajectory
+as an unmonitored one.
 
 A *layer* is the module that owns the parameters (``fc1`` for ``fc1.weight`` and ``fc1.bias``).
 """
