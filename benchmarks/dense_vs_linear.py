@@ -1,11 +1,12 @@
-"""One training step of the 784-10-10 MLP with Keras' ``Dense`` layers against ``nn.Linear``.
+"""One training step of the 784-10-10 MLP with optimist's ``Dense`` layers against ``nn.Linear``.
 
 Isolates what the model costs in ``benchmarks/fit_speed.py``: the same forward / cross-entropy /
 ``zero_grad`` / ``backward`` / SGD ``step`` on batches of 32, timed with the thread's CPU time
-(``--threads 1``), for ``nn.Linear`` layers (weights ``(out, in)``), optimist's ``Dense``
-(kernel ``(in, units)``, as Keras), and the same ``Dense`` weights through a bare
-``torch.addmm`` (no layer call path). Median and best microseconds per step over interleaved
-rounds.
+(``--threads 1``), for ``nn.Linear`` layers (weights ``(out, in)``), optimist's ``Dense`` (its
+parameter stored ``(units, in)`` as ``nn.Linear``'s, behind Keras' ``(in, units)`` kernel view)
+and, for comparison, leaf kernels stored in Keras' ``(in, units)`` layout through a bare
+``torch.addmm`` (what ``Dense`` computed before: its backward matmuls are slower). Median and
+best microseconds per step over interleaved rounds.
 
     python benchmarks/dense_vs_linear.py [--rounds 15] [--steps 128]
 """
@@ -38,16 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     dense.train()
     d0, d1 = dense.layers
 
-    def bare_addmm(xb: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(torch.addmm(d0.bias, xb, d0.kernel))
-        return torch.addmm(d1.bias, h, d1.kernel)
+    # the same numbers as leaf tensors in Keras' (in, units) layout
+    keras = [
+        t.detach().clone().contiguous().requires_grad_()
+        for t in (d0.kernel, d0.bias, d1.kernel, d1.bias)
+    ]
+
+    def keras_layout(xb: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.addmm(keras[1], xb, keras[0]))
+        return torch.addmm(keras[3], h, keras[2])
 
     contenders = {
         "nn.Linear": (linear, optimist.optim.SGD(linear.parameters(), lr=0.01)),
-        "Dense (Keras layout)": (dense._forward_logits, None),
-        "Dense weights, bare addmm": (bare_addmm, None),
+        "Dense": (dense._forward_logits, optimist.optim.SGD(dense.parameters(), lr=0.01)),
+        "(in, units) kernels, addmm": (keras_layout, optimist.optim.SGD(keras, lr=0.01)),
     }
-    dense_opt = optimist.optim.SGD(dense.parameters(), lr=0.01)
     times: dict[str, list[float]] = {name: [] for name in contenders}
 
     def run(forward, opt) -> None:
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds + 1):  # the first round warms up
         for name, (forward, opt) in contenders.items():
             t = time.thread_time()
-            run(forward, opt or dense_opt)
+            run(forward, opt)
             times[name].append((time.thread_time() - t) / args.steps * 1e6)
     print(f"µs per training step (thread CPU time), {args.rounds} rounds of {args.steps} steps")
     base = statistics.median(times["nn.Linear"][1:])

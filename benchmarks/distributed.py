@@ -44,6 +44,8 @@ STATE = {
     "adamw int8 state": lambda params: oo.AdamW(params, lr=1e-3, state_dtype="int8"),
     "muon": lambda params: oo.Muon(params, lr=1e-3),
     "adafactor": lambda params: oo.Adafactor(params, lr=1e-3),
+    "soap": lambda params: oo.SOAP(params, lr=1e-3),
+    "prodigy": lambda params: oo.Prodigy(params),
 }
 
 
@@ -70,8 +72,10 @@ def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     opt = getattr(opt, "optim", opt)  # ZeRO's local optimizer
-    values = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    return sum(local(v).numel() * v.element_size() for v in values)
+    values = [v for s in opt.state.values() for v in s.values()]
+    values += [t for v in values if isinstance(v, list) for t in v]  # SOAP's GG and Q
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    return sum(local(v).numel() * v.element_size() for v in tensors)
 
 
 def throughput(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args) -> float:  # noqa: ANN001

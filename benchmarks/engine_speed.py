@@ -44,7 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # optimist is imported inside the functions: the classic worker also runs on the old tree
-from step_speed import OPTIMIZERS, make_params, param_set, print_table, roofline_fn  # noqa: E402
+# CLASSIC: the nine classic optimizers (rows of ``step_speed.ROWS``), which the old kernels had
+from step_speed import CLASSIC, ROWS, make_params, param_set, print_table, roofline_fn  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 _clock = time.perf_counter
@@ -227,8 +228,10 @@ def classic_worker(size: str, repeats: int) -> dict[str, float]:
 
     shapes = param_set(size)
     steps = {
-        name: getattr(optimist.optim, cls_name)(make_params(shapes), **kwargs).step
-        for name, (cls_name, kwargs, _, _) in OPTIMIZERS.items()
+        name: getattr(optimist.optim, ROWS[name].optimist)(
+            make_params(shapes), **ROWS[name].kwargs
+        ).step
+        for name in CLASSIC
     }
     return time_interleaved(steps, repeats)  # interleaved: load bursts hit every optimizer
 
@@ -253,7 +256,7 @@ def bench_classic(args: argparse.Namespace, size: str) -> list[list[str]]:
     rows = [
         _row(size, f"{name}: engine / old kernel", {"old": best["old"][name],
              "engine": best["engine"][name]}, "old", "engine")
-        for name in OPTIMIZERS
+        for name in CLASSIC
     ]  # fmt: skip
     rows.append(_row(size, "AdamW / Adam (engine, same process)", best["engine"], "adam", "adamw"))
     return rows

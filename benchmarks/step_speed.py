@@ -17,7 +17,11 @@ default dispatch (the "via" column: the C++ engine, torch's foreach kernels, or 
 tensor).
 
 Timing: every contender of a row steps once per round, round after round (so load from other
-processes hits them alike), after two warm-up steps; the time is the minimum over the rounds.
+processes hits them alike), after two warm-up steps; the time is the minimum over the rounds, of
+the wall clock or, with ``--clock thread``, of the calling thread's CPU time
+(``time.thread_time``: preemption by other processes does not count, their use of the caches and
+of memory bandwidth still does; it needs ``--threads 1``, since other threads' work would not
+be counted).
 The memory roofline is measured in the same rounds: in-place ``a.add_(b, alpha=s)`` over 2^26
 float32 (12 bytes moved per element). A rule's minimum traffic (:attr:`Row.bytes`: bytes read
 and written per parameter by one pass, plus the second pass a trust ratio needs) over its time
@@ -27,6 +31,7 @@ Targets (issue 12): element-wise rules at >= 0.85 of the roofline and >= 2x fast
 fastest eager peer at 10M and 50M; <= 4 µs per tensor per step on 1000 tiny tensors.
 
     python benchmarks/step_speed.py --threads 1 --markdown
+    python benchmarks/step_speed.py --sizes 10M,50M,tiny --threads 1 --repeats 5 --clock thread
     python benchmarks/step_speed.py --sizes 10M --optimizers lion,adopt --threads 1,2 --repeats 9
 """
 
@@ -201,11 +206,12 @@ ROWS: dict[str, Row] = {
         28,
         {"pytorch_optimizer": peer("pytorch_optimizer", "LARS", lr=1.0)},
     ),
-    # Prodigy: m, v, s and the initial weights p0 (read)
+    # Prodigy: a global pass (read g, p, p0, s; write s) before the rule (read g, p, m, v; write
+    # p, m, v): the step size is known only after the first
     "prodigy": Row(
         "Prodigy",
         {"lr": 1.0},
-        40,
+        48,
         {
             "prodigyopt": peer("prodigyopt", "Prodigy", lr=1.0),
             "pytorch_optimizer": peer("pytorch_optimizer", "Prodigy", lr=1.0),
@@ -242,6 +248,12 @@ ROWS: dict[str, Row] = {
     ),
 }
 """Every benchmarked rule; a new optimizer needs one row."""
+CLASSIC = ("sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam")
+OPTIMIZERS = {
+    name: (ROWS[name].optimist, ROWS[name].kwargs, ROWS[name].bytes, ROWS[name].peers)
+    for name in CLASSIC
+}
+"""The classic nine as (class name, settings, bytes, peers), as ``engine_speed.py`` reads them."""
 MODERN = ("lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd")
 DEFAULT_OPTIMIZERS = (*MODERN, "lamb", "lars", "prodigy", "adafactor", "muon", "soap")
 ISSUE_12 = DEFAULT_OPTIMIZERS
@@ -362,8 +374,17 @@ def _reattaching(step: Callable[[], Any], params, grads) -> Callable[[], Any]:
 # Timing
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2):
-    """Minimum seconds per call of each function, measured round-robin."""
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+"""``--clock``: the wall clock, or the calling thread's CPU time (immune to preemption)."""
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+):
+    """Minimum seconds per call of each function by ``clock``, measured round-robin."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(warmup):
@@ -372,9 +393,9 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: in
         best = dict.fromkeys(fns, math.inf)
         for _ in range(repeats):
             for key, fn in fns.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                best[key] = min(best[key], time.perf_counter() - t0)
+                best[key] = min(best[key], clock() - t0)
     if "reattach" in best:  # the re-attaching peers are charged their own step only
         cost = best.pop("reattach")
         best = {k: v - cost if k.endswith("†") else v for k, v in best.items()}
@@ -426,7 +447,7 @@ def measure(args, names: list[str], sizes: list[str], threads: int) -> list[dict
             fns, via, compile_s = make_contenders(row, shapes, args.compile)
             if size != "tiny":
                 fns["roofline"] = roof
-            times = time_interleaved(fns, args.repeats)
+            times = time_interleaved(fns, args.repeats, clock=CLOCKS[args.clock])
             del fns
             gc.collect()
             result = {"optimizer": name, "size": size, "threads": threads, "times": times}
@@ -504,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help=f"of {list(ROWS)}")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (the minimum is kept)")
     ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or the thread's CPU time (time.thread_time; use with --threads 1)",
+    )
     ap.add_argument("--compile", action="store_true", help="also time heavyball's compiled step")
     ap.add_argument("--markdown", action="store_true", help="print README-ready tables")
     ap.add_argument("--roofline-elements", type=int, default=ROOF_N, help=argparse.SUPPRESS)
@@ -522,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
     args.repeats = max(args.repeats, 1)
+    if args.clock == "thread" and any(t > 1 for t in thread_counts):
+        ap.error("--clock thread counts the calling thread's CPU time only: use --threads 1")
 
     from optimist.optim import engine
 
@@ -532,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"torch {torch.__version__}, minimum of {args.repeats} interleaved rounds after 2 "
-        "warm-up steps"
+        f"warm-up steps, {args.clock} clock"
     )
     for threads in thread_counts:  # each thread count's tables as soon as they are measured
         results = measure(args, names, sizes, threads)

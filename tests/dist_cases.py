@@ -5,8 +5,10 @@ concatenated batch. ``spawn(...)`` starts the ranks with a deadline so nothing h
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -16,13 +18,16 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 import optimist
 import optimist.optim as oo
 from optimist import transforms as T
 from optimist.optim.checkpoint import TrainState
+
+with warnings.catch_warnings():  # importing it scripts torch's functional optimizers (torch.jit)
+    warnings.filterwarnings("ignore", "`torch.jit.(script|interface)` is deprecated")
+    from torch.distributed.optim import ZeroRedundancyOptimizer
 
 WORLD = 2
 STEPS = 3
@@ -210,19 +215,22 @@ def run_single_tensorwise() -> dict[str, object]:
 
 
 def checkpoint_cases(
-    rank: int, data: tuple[torch.Tensor, ...], optimizers: dict[str, Callable] = CHECKPOINTED
+    rank: int,
+    data: tuple[torch.Tensor, ...],
+    optimizers: dict[str, Callable] = CHECKPOINTED,
+    net: Callable[[], torch.nn.Module] = mlp,
 ) -> dict[str, object]:
     """FSDP2: train, save (every rank), train on; a fresh model + optimizer loads and trains on."""
     out: dict[str, object] = {}
     for name, make in optimizers.items():
-        model = mlp()
+        model = net()
         fully_shard(model)
         opt = make(model.parameters())
         train(model, opt, data)
         folder = Path(os.environ["OPTIMIST_TEST_CHECKPOINTS"]) / name
         dcp.save({"train": TrainState(model, opt)}, checkpoint_id=folder)
         out[f"dcp/{name}/continued"] = train(model, opt, data)
-        model = mlp()
+        model = net()
         fully_shard(model)
         opt = make(model.parameters())
         dcp.load({"train": TrainState(model, opt)}, checkpoint_id=folder)
@@ -230,12 +238,19 @@ def checkpoint_cases(
     return out
 
 
-def load_on_one(name: str, folder: Path) -> list[torch.Tensor]:
-    """One process (no process group) loads the 2-rank checkpoint and trains on."""
-    model = mlp()
-    opt = CHECKPOINTED[name](model.parameters())
+def load_on_one(
+    name: str,
+    folder: Path,
+    make: Callable | None = None,
+    net: Callable[[], torch.nn.Module] = mlp,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """One process (no process group) loads the 2-rank checkpoint of ``name`` (by default one
+    of CHECKPOINTED, on ``mlp`` and ``batch()``) and trains on."""
+    model = net()
+    opt = (make or CHECKPOINTED[name])(model.parameters())
     dcp.load({"train": TrainState(model, opt)}, checkpoint_id=folder / name)
-    return train(model, opt, batch())
+    return train(model, opt, batch() if data is None else data)
 
 
 def _nan_last_weight(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -274,15 +289,22 @@ def _entry(rank: int, folder: str, case: str) -> None:
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(out),
         ):
-            result = globals()[case](rank)
+            result = _case(case)(rank)
         torch.save(result, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
+def _case(case: str) -> Callable[[int], dict[str, object]]:
+    """A function here by name, or ``"module:function"`` of another test module."""
+    module, _, name = case.rpartition(":")
+    return getattr(importlib.import_module(module), name) if module else globals()[name]
+
+
 def spawn(folder: Path, case: str = "run_rank", timeout: float = 240.0) -> list[dict[str, object]]:
-    """Run ``case(rank)`` (a function here) on WORLD processes; their results (TimeoutError past
-    ``timeout``); what each rank printed is in ``folder/out<rank>.txt``."""
+    """Run ``case(rank)`` (a function here, or ``"module:function"``) on WORLD processes; their
+    results (TimeoutError past ``timeout``); what each rank printed is in
+    ``folder/out<rank>.txt``."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     context = mp.start_processes(_entry, args=(str(folder), case), nprocs=WORLD, join=False)
     deadline = time.monotonic() + timeout

@@ -7,7 +7,10 @@ missing on a developer's machine, but fails it under CI (``CI`` set in the envir
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+from types import ModuleType
 
 import pytest
 
@@ -20,3 +23,47 @@ def require(available: bool, what: str, how_to_install: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI must provide this: {message}")
     pytest.skip(message)
+
+
+# Keras 3's torch backend converts tensors with np.array(tensor), which NumPy 2 warns about (torch's
+# Tensor.__array__ takes no ``copy``): Keras's own warning, raised inside Keras in every test that
+# runs it as the oracle. Those tests ignore that message from Keras, nothing else.
+KERAS_NUMPY2 = (
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning:keras"
+)
+
+PEERS = {  # importable name: (what it is, how .ci/run installs it)
+    "optax": ("Optax (JAX on CPU)", "pip install jax optax"),
+    "pytorch_optimizer": ("pytorch_optimizer", "pip install --no-deps pytorch-optimizer==4.1.0"),
+    "lion_pytorch": ("lion-pytorch", "pip install --no-deps lion-pytorch==0.2.5"),
+    "adopt": ("the ADOPT authors' package", "pip install --no-deps torch-adopt"),
+    "schedulefree": ("the Schedule-Free authors' package", "pip install --no-deps schedulefree"),
+    "sophia_opt": ("the Sophia authors' code", "pip install --no-deps sophia-opt==0.2.2"),
+}
+
+
+def peer(name: str) -> ModuleType:
+    """The peer package ``name`` (a key of ``PEERS``), imported; :func:`require` it first."""
+    what, how_to_install = PEERS[name]
+    require(importlib.util.find_spec(name) is not None, what, how_to_install)
+    return importlib.import_module(name)
+
+
+def needs_optax() -> ModuleType:
+    """Optax (with ``optax.contrib``) on JAX in float64, as every comparison with it runs."""
+    peer("optax")
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import optax
+    import optax.contrib  # noqa: F401
+
+    return optax
+
+
+def needs_engine() -> None:
+    """Skip (locally) or fail (in CI) a test of the C++ engine where it cannot be built."""
+    from optimist.optim import engine
+
+    if not engine.available():
+        require(False, "the C++ engine", "a C++ compiler and ninja")

@@ -7,7 +7,6 @@ in every later step.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_optax, peer
 from optimist import reference
 from optimist import transforms as T
 
@@ -41,51 +40,66 @@ def run_ours(opt_factory, steps=STEPS, shape=(4, 3)):  # noqa: ANN001, ANN201
     return p, opt
 
 
-def needs_optax():  # noqa: ANN201
-    require(importlib.util.find_spec("optax") is not None, "Optax", "pip install jax optax")
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import optax
-
-    return optax
-
-
-@pytest.mark.parametrize("reset_state", [False, True])
-@pytest.mark.parametrize("inner", ["adam", "sgd"])
-def test_lookahead_equals_optax(inner, reset_state):
+def run_optax(fast_optimizer, k, alpha, reset_state):  # noqa: ANN001, ANN201
+    """Optax's ``lookahead`` over ``fast_optimizer`` on the same noisy quadratic: (fast, slow)."""
     optax = needs_optax()
     import jax.numpy as jnp
 
-    fast_theirs = optax.adam(0.05) if inner == "adam" else optax.sgd(0.05, momentum=0.9)
-    transform = optax.lookahead(fast_theirs, 5, 0.5, reset_state=reset_state)
+    transform = optax.lookahead(fast_optimizer, k, alpha, reset_state=reset_state)
     params = optax.LookaheadParams.init_synced(jnp.asarray(start()))
     state = transform.init(params)
     for step in range(STEPS):
         g = jnp.asarray(quadratic_grad(np.asarray(params.fast), step))
         updates, state = transform.update(g, state, params)
         params = optax.apply_updates(params, updates)
+    return np.asarray(params.fast), np.asarray(params.slow)
 
-    def inner_opt(ps):  # noqa: ANN001, ANN202
-        if inner == "adam":
-            return oo.Adam(ps, lr=0.05)
-        return oo.SGD(ps, lr=0.05, momentum=0.9)  # Optax's trace is torch's heavy ball
 
-    p, opt = run_ours(lambda ps: oo.Lookahead(inner_opt(ps), 5, 0.5, reset_state=reset_state))
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(params.fast), rtol=1e-12)
-    slow = opt.state[p]["slow_param"].numpy()
-    np.testing.assert_allclose(slow, np.asarray(params.slow), rtol=1e-12)
-    assert not np.allclose(slow, p.detach().numpy())  # three fast steps since the last sync
+SYNC = pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
+
+
+def assert_equals_optax(ours, fast_optimizer, k, alpha, reset):  # noqa: ANN001
+    """``ours`` (params -> Lookahead) and ``optax.lookahead(fast_optimizer, k, alpha, reset)``
+    agree to 1e-12 in float64, fast and slow weights."""
+    fast, slow = run_optax(fast_optimizer, k, alpha, reset)
+    p, opt = run_ours(ours)
+    assert isinstance(opt, oo.Lookahead)
+    np.testing.assert_allclose(p.detach().numpy(), fast, rtol=1e-12)
+    np.testing.assert_allclose(opt.state[p]["slow_param"].numpy(), slow, rtol=1e-12)
+    assert not np.allclose(slow, fast)  # fast steps since the last synchronisation
+
+
+@SYNC
+@pytest.mark.parametrize("inner", ["adam", "sgd"])
+def test_lookahead_equals_optax(inner, k, alpha, reset):
+    optax = needs_optax()
+    if inner == "adam":
+        theirs, make = optax.adam(0.05), lambda ps: oo.Adam(ps, lr=0.05)
+    else:  # Optax's trace is torch's heavy ball
+        theirs, make = optax.sgd(0.05, momentum=0.9), lambda ps: oo.SGD(ps, lr=0.05, momentum=0.9)
+    assert_equals_optax(
+        lambda ps: oo.Lookahead(make(ps), k, alpha, reset_state=reset), theirs, k, alpha, reset
+    )
+
+
+@SYNC
+@pytest.mark.parametrize("case", ["clip_adamw", "l2_sgd_momentum"])
+def test_lookahead_link_in_a_chain_equals_optax(case, k, alpha, reset):
+    """``chain(..., lookahead(k, alpha))`` is ``optax.lookahead(optax.chain(...), k, alpha)``."""
+    optax = needs_optax()
+    if case == "clip_adamw":
+        links = (T.clip_by_value(0.5), T.scale_by_adam(), T.add_decayed_weights(0.01))
+        theirs = optax.chain(optax.clip(0.5), optax.adamw(0.05, weight_decay=0.01))
+    else:
+        links = (T.add_decayed_weights(0.01), T.scale_by_sgd(momentum=0.9))
+        theirs = optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.9))
+    chained = optimist.chain(*links, T.lookahead(k, alpha, reset_state=reset))
+    assert_equals_optax(lambda ps: chained(ps, lr=0.05), theirs, k, alpha, reset)
 
 
 @pytest.mark.parametrize("inner", ["adam", "sgd"])
 def test_lookahead_equals_pytorch_optimizer(inner):
-    require(
-        importlib.util.find_spec("pytorch_optimizer") is not None,
-        "pytorch_optimizer",
-        "pip install --no-deps pytorch-optimizer==4.1.0",
-    )
-    from pytorch_optimizer import Lookahead as Theirs
+    Theirs = peer("pytorch_optimizer").Lookahead
 
     def make(ps):  # noqa: ANN001, ANN202
         if inner == "adam":
@@ -99,14 +113,22 @@ def test_lookahead_equals_pytorch_optimizer(inner):
 
 @pytest.mark.parametrize(
     ("inner", "hyper"),
-    [("adam", {"lr": 0.05}), ("sgd", {"lr": 0.05, "momentum": 0.9}), ("lion", {"lr": 0.01})],
+    [
+        ("adam", {"lr": 0.05}),
+        ("adam", {"lr": 0.05, "weight_decay": 0.01}),
+        ("sgd", {"lr": 0.05, "momentum": 0.9}),
+        ("lion", {"lr": 0.01}),
+    ],
 )
-@pytest.mark.parametrize(("k", "alpha", "reset"), [(5, 0.5, False), (3, 0.8, True)])
+@SYNC
 def test_lookahead_matches_numpy_reference(inner, hyper, k, alpha, reset):
-    classes = {"adam": oo.Adam, "sgd": oo.SGD, "lion": oo.Lion}
-    p, opt = run_ours(
-        lambda ps: oo.Lookahead(classes[inner](ps, **hyper), k, alpha, reset_state=reset)
-    )
+    """The wrapper and the chain link ``chain(scale_by(X), lookahead(...))``: the same
+    optimizer bit for bit, and the NumPy reference."""
+    cls = {"adam": oo.Adam, "sgd": oo.SGD, "lion": oo.Lion}[inner]
+    p, opt = run_ours(lambda ps: oo.Lookahead(cls(ps, **hyper), k, alpha, reset_state=reset))
+    link = T.lookahead(k, alpha, reset_state=reset)
+    chained, _ = run_ours(lambda ps: optimist.chain(T.scale_by(cls), link)(ps, **hyper))
+    assert torch.equal(chained, p)
     x, state = start(), {}
     for step in range(STEPS):
         x, state = reference.lookahead(
@@ -136,8 +158,12 @@ def test_schedulers_zero_grad_and_groups_act_on_the_inner_optimizer():
     assert "Lookahead(k=5, alpha=0.5, Adam" in repr(opt)
 
 
-def test_state_dict_holds_slow_weights_and_inner_state_and_resumes_bit_identically():
+@pytest.mark.parametrize("form", ["wrapper", "chain"])
+def test_state_dict_holds_slow_weights_and_inner_state_and_resumes_bit_identically(form):
     def factory(ps):  # noqa: ANN001, ANN202
+        if form == "chain":
+            chained = optimist.chain(T.scale_by_adam(), T.lookahead(4, 0.6))
+            return chained(ps, lr=0.05, state_dtype="int8")
         return oo.Lookahead(oo.Adam(ps, lr=0.05, state_dtype="int8"), k=4, alpha=0.6)
 
     full, _ = run_ours(factory, steps=20, shape=(70, 80))
@@ -222,3 +248,13 @@ def test_lookahead_errors():
         oo.Lookahead(oo.SGD([p]), alpha=1.5)
     with pytest.raises(ValueError, match="Invalid alpha"):
         oo.Lookahead(oo.SGD([p]), alpha=float("nan"))
+    with pytest.raises(ValueError, match="Invalid k"):
+        T.lookahead(k=2.5)
+    with pytest.raises(ValueError, match="Invalid reset_state"):
+        T.lookahead(reset_state=1)
+    with pytest.raises(ValueError, match="as the last link"):
+        optimist.chain(T.lookahead(), T.scale_by_adam())
+    with pytest.raises(ValueError, match="as the last link"):
+        optimist.chain(T.scale_by_adam(), T.lookahead(), T.lookahead())
+    with pytest.raises(ValueError, match="takes transforms"):
+        optimist.chain(T.scale_by_adam(), oo.Lookahead)

@@ -21,6 +21,15 @@ def grads_for(params, step):
     return [torch.randn(p.shape, generator=gen) for p in params]
 
 
+def step_both(first, a, second, b, steps):  # noqa: ANN001
+    """``steps`` steps of two optimizers over twin parameters ``a``/``b``, same gradients."""
+    for step in range(steps):
+        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        first.step()
+        second.step()
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -32,11 +41,7 @@ def grads_for(params, step):
 def test_equals_torch_muon_bitwise(kwargs):
     a, b = matrices(), matrices()
     ours, theirs = oo.Muon(a, **kwargs), torch.optim.Muon(b, **kwargs)
-    for step in range(8):
-        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
-        theirs.step()
+    step_both(ours, a, theirs, b, 8)
     for p, q in zip(a, b, strict=True):
         assert torch.equal(p, q)
         assert torch.equal(ours.state[p]["momentum_buffer"], theirs.state[q]["momentum_buffer"])
@@ -100,11 +105,7 @@ def test_adafactor_equals_torch_bitwise(kwargs):
     a, b = matrices(1, shapes), matrices(1, shapes)
     ours = oo.Adafactor(a, **kwargs)
     theirs = torch.optim.Adafactor(b, **kwargs, foreach=False)
-    for step in range(8):
-        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
-        theirs.step()
+    step_both(ours, a, theirs, b, 8)
     for p, q in zip(a, b, strict=True):
         assert torch.equal(p, q)
         for key, value in theirs.state[q].items():
@@ -135,11 +136,7 @@ def test_same_shape_weights_are_batched_and_still_equal_torch_bitwise(monkeypatc
     monkeypatch.setattr(
         oo.muon, "newton_schulz", lambda g, *r: seen.append(g.shape) or original(g, *r)
     )
-    for step in range(5):
-        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
-        theirs.step()
+    step_both(ours, a, theirs, b, 5)
     assert seen[:3] == [(3, 16, 8), (2, 8, 16), (5, 12)]  # one call per shape
     for p, q in zip(a, b, strict=True):
         assert torch.equal(p, q)
@@ -161,11 +158,7 @@ def test_momentum_buffer_honours_state_dtype(state_dtype):
     a, b = matrices(4, shapes), matrices(4, shapes)
     starts = [p.detach().clone() for p in a]
     full, low = oo.Muon(a, lr=0.02), oo.Muon(b, lr=0.02, state_dtype=state_dtype)
-    for step in range(6):
-        for p, q, g in zip(a, b, grads_for(a, step), strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        full.step()
-        low.step()
+    step_both(full, a, low, b, 6)
     big = {"bfloat16": torch.bfloat16, "int8": torch.int8}[state_dtype]
     assert low.state[b[0]]["momentum_buffer"].dtype == big
     small = torch.bfloat16 if state_dtype == "bfloat16" else torch.float32  # int8: >= 4096 values

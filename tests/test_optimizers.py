@@ -632,7 +632,7 @@ def test_error_inputs(case, kwargs, message):
 def test_sparse_gradients_raise(case):
     p = torch.zeros(5, requires_grad=True)
     opt = case.ours([p])
-    p.grad = torch.sparse_coo_tensor([[1, 3]], [1.0, 2.0], (5,))
+    p.grad = torch.sparse_coo_tensor([[1, 3]], [1.0, 2.0], (5,), check_invariants=True)
     with pytest.raises(RuntimeError, match="sparse gradients"):
         opt.step()
 

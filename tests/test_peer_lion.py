@@ -6,14 +6,12 @@ multiplies by ``1 - lr * wd`` first and Optax adds ``wd * p`` to the sign: the s
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_optax, peer
 from test_peer_optimizers import problem, run_optax, run_ours
 
 SETTINGS = [
@@ -25,12 +23,7 @@ SETTINGS = [
 @pytest.mark.parametrize("kwargs", SETTINGS)
 @pytest.mark.parametrize("fused", [True, False])
 def test_lion_equals_lion_pytorch(kwargs, fused):
-    require(
-        importlib.util.find_spec("lion_pytorch") is not None,
-        "lion-pytorch",
-        "pip install --no-deps lion-pytorch==0.2.5",
-    )
-    from lion_pytorch import Lion as TheirLion
+    TheirLion = peer("lion_pytorch").Lion
 
     param, grads = problem(3)
     p = torch.tensor(param, requires_grad=True)
@@ -48,7 +41,6 @@ def test_lion_equals_optax(kwargs):
     param, grads = problem(4)
     b1, b2 = kwargs["betas"]
     ours = run_ours(oo.Lion, kwargs, param, grads)
-    from test_peer_optimizers import needs_optax
 
     optax = needs_optax()
     transform = optax.lion(kwargs["lr"], b1=b1, b2=b2, weight_decay=kwargs["weight_decay"])

@@ -8,14 +8,12 @@ runs the same gradients through both for 20 steps. CI installs the peers
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_optax, peer
 
 STEPS = 20
 SHAPE = (6, 5)
@@ -36,21 +34,6 @@ def run_ours(cls, kwargs, param, grads, fused=True):  # noqa: ANN001, ANN201
     return p.detach().numpy()
 
 
-def needs_optax():  # noqa: ANN201
-    require(
-        importlib.util.find_spec("optax") is not None,
-        "Optax (JAX on CPU)",
-        "pip install jax optax",
-    )
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import optax
-    import optax.contrib
-
-    return optax
-
-
 def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     import jax.numpy as jnp
 
@@ -63,6 +46,14 @@ def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     return np.asarray(x)
 
 
+# torch-adopt 0.x calls torch APIs that torch 2.13 deprecates; the warnings are its own
+ADOPT_DEPRECATIONS = pytest.mark.filterwarnings(
+    "ignore:Use _accelerator_graph_capture:DeprecationWarning:adopt",
+    "ignore:`torch._utils.is_compiling` is deprecated:UserWarning:adopt",
+)
+
+
+@ADOPT_DEPRECATIONS
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize(
     ("ours", "theirs"),
@@ -76,12 +67,7 @@ def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     ],
 )
 def test_adopt_equals_the_authors_package(ours, theirs, fused):
-    require(
-        importlib.util.find_spec("adopt") is not None,
-        "the ADOPT authors' package",
-        "pip install --no-deps torch-adopt",
-    )
-    from adopt import ADOPT as Theirs
+    Theirs = peer("adopt").ADOPT
 
     param, grads = problem()
     expected = run_ours(Theirs, theirs, param, grads, fused=False)  # same driver, their class
@@ -89,9 +75,9 @@ def test_adopt_equals_the_authors_package(ours, theirs, fused):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 
 
+@ADOPT_DEPRECATIONS
 def test_adopt_decoupled_decay_differs_from_the_authors_only_on_the_first_step():
-    require(importlib.util.find_spec("adopt") is not None, "torch-adopt", "pip install torch-adopt")
-    from adopt import ADOPT as Theirs
+    Theirs = peer("adopt").ADOPT
 
     param, grads = problem(1)
     theirs = run_ours(Theirs, {"weight_decay": 0.1, "decouple": True}, param, grads, fused=False)
@@ -153,21 +139,10 @@ SF_CASES = [
 ]
 
 
-def needs_schedulefree():  # noqa: ANN201
-    require(
-        importlib.util.find_spec("schedulefree") is not None,
-        "the Schedule-Free authors' package",
-        "pip install --no-deps schedulefree",
-    )
-    import schedulefree
-
-    return schedulefree
-
-
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize(("theirs", "cls", "kwargs"), SF_CASES)
 def test_schedule_free_equals_the_authors_package(theirs, cls, kwargs, fused):
-    schedulefree = needs_schedulefree()
+    schedulefree = peer("schedulefree")
     param, grads = problem(5)
     a = torch.tensor(param, requires_grad=True)
     b = torch.tensor(param, requires_grad=True)

@@ -344,3 +344,24 @@ def test_prodigy_large_statistics_keep_the_fused_path(monkeypatch):
     set_grads(params, targets, 1)
     opt.step()
     assert opt.param_groups[0]["k"] == 2
+
+
+def test_float16_parameters_keep_float32_state_which_float16_would_flush_to_zero():
+    """Prodigy's moments scale with d and d^2 (v ~ 1e-15 at d0 = 1e-6), below float16's range:
+    float16 state (prodigyopt keeps its state in the parameter dtype) flushes them, |s|_1 loses
+    the past steps and d jumps; the default stores them in float32 and follows a float32 run."""
+    gen = torch.Generator().manual_seed(0)
+    a = [torch.randn(64, 80, generator=gen).requires_grad_()]
+    b = [a[0].detach().half().requires_grad_()]
+    oa, ob = oo.Prodigy(a), oo.Prodigy(b)
+    for step in range(5):
+        g = torch.randn(64, 80, generator=torch.Generator().manual_seed(step))
+        a[0].grad, b[0].grad = g, g.half()
+        oa.step()
+        ob.step()
+    state = ob.state[b[0]]
+    assert {state[k].dtype for k in ("exp_avg", "exp_avg_sq", "s")} == {torch.float32}
+    assert state["p0"].dtype == torch.float16
+    assert ob.param_groups[0]["d"] == oa.param_groups[0]["d"]
+    assert 0 < state["exp_avg_sq"].abs().max() < torch.finfo(torch.float16).tiny  # why
+    torch.testing.assert_close(b[0].float(), a[0].detach(), rtol=2e-3, atol=2e-3)

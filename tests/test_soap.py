@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import peer
 from optimist import reference
 
 # Shapes where every preconditioned dimension is at most the product of the others, so each
@@ -103,12 +102,7 @@ def test_first_gradient_builds_the_preconditioner_only():
 
 
 def test_matches_pytorch_optimizer_soap():
-    require(
-        importlib.util.find_spec("pytorch_optimizer") is not None,
-        "pytorch_optimizer",
-        "pip install --no-deps pytorch-optimizer==4.1.0",
-    )
-    import pytorch_optimizer
+    pytorch_optimizer = peer("pytorch_optimizer")
 
     params, grads = problem(SHAPES[:4], steps=20, seed=3)
     ours, _, _ = run_ours(params, grads)
@@ -260,11 +254,12 @@ def test_precondition_1d_matches_reference_from_the_same_first_basis():
     assert opt.state[p]["GG"][0].shape == (4, 4)
 
 
-def test_dtensor_parameters_get_a_clear_error(tmp_path):
-    # SOAP under FSDP2 is not done yet (ZeRO and DDP keep every tensor whole: supported); Muon's
-    # encoded momentum on DTensors neither (its default state_dtype=None is: tests/dist_cases.py)
+def test_dtensor_parameters_step_as_plain_ones(tmp_path):
+    # SOAP on DTensor (FSDP2) parameters gathers the gradient and keeps its state whole: on one
+    # rank the same steps as a plain tensor (2 ranks: tests/test_distributed_registry.py);
+    # Muon's encoded momentum on DTensors is refused (its state_dtype=None works)
     dist = torch.distributed
-    from torch.distributed.tensor import DeviceMesh, Replicate, distribute_tensor
+    from torch.distributed.tensor import DeviceMesh, Replicate, Shard, distribute_tensor
 
     if not dist.is_initialized():
         dist.init_process_group(
@@ -272,10 +267,22 @@ def test_dtensor_parameters_get_a_clear_error(tmp_path):
         )
     try:
         mesh = DeviceMesh("cpu", [0])
+        gen = torch.Generator().manual_seed(0)
+        start, grads = torch.randn(80, 64, generator=gen), torch.randn(3, 80, 64, generator=gen)
+        for state_dtype in (None, "int8"):  # int8: the whole moments' blocks, as one process
+            w = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Shard(0)]))
+            plain = torch.nn.Parameter(start.clone())
+            settings = dict(precondition_frequency=2, state_dtype=state_dtype)
+            sharded, whole = oo.SOAP([w], **settings), oo.SOAP([plain], **settings)
+            for g in grads:
+                w.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
+                plain.grad = g.clone()
+                sharded.step()
+                whole.step()
+            torch.testing.assert_close(w.full_tensor(), plain, rtol=0, atol=0)
+            assert not isinstance(sharded.state[w]["exp_avg"], type(w))  # whole, plain state
         w = torch.nn.Parameter(distribute_tensor(torch.randn(80, 64), mesh, [Replicate()]))
         w.grad = distribute_tensor(torch.randn(80, 64), mesh, [Replicate()])
-        with pytest.raises(RuntimeError, match="SOAP does not support DTensor"):
-            oo.SOAP([w]).step()
         with pytest.raises(RuntimeError, match="state_dtype='int8' is not supported for DTensor"):
             oo.Muon([w], state_dtype="int8").step()
         oo.Muon([w], state_dtype="float32").step()  # the parameter's own dtype: fine

@@ -7,7 +7,6 @@ so both the clipped and the unclipped branch of the update are reached.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_engine, peer
 from optimist import reference
 from optimist import transforms as T
 from optimist.optim import engine
@@ -33,20 +32,8 @@ CONFIGS = [
 ]
 
 
-def needs_engine() -> None:
-    if not engine.available():
-        require(False, "the C++ engine", "a C++ compiler and ninja")
-
-
 def needs_theirs():  # noqa: ANN201
-    require(
-        importlib.util.find_spec("sophia_opt") is not None,
-        "the Sophia authors' code",
-        "pip install --no-deps sophia-opt==0.2.2",
-    )
-    from sophia_opt import SophiaG
-
-    return SophiaG
+    return peer("sophia_opt").SophiaG
 
 
 def grads_at(params, step, which):  # noqa: ANN001, ANN201

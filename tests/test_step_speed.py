@@ -28,7 +28,9 @@ def test_dispatch_reports_the_path_the_optimizer_takes():
         assert step_speed.dispatch(oo.Adam(_params(4))) == "C++ engine"
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=True)) == "torch foreach"
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=False)) == "eager per tensor"
-    assert step_speed.dispatch(oo.LAMB(_params(4))) == "torch ops per tensor"
+    assert step_speed.dispatch(oo.Adafactor(_params(4))) == "torch ops per tensor"
+    if engine.available():
+        assert step_speed.dispatch(oo.LAMB(_params(4))) == "C++ engine"
     via = step_speed.dispatch(oo.Muon(_params((3, 4), 4)))
     assert via.startswith("Newton-Schulz in torch ops + ")
 
@@ -63,13 +65,41 @@ def test_a_peer_that_frees_gradients_gets_them_back_and_pays_only_its_step():
     assert seen == [True, True]
 
 
-def test_a_small_run_prints_both_tables_with_verdicts(capsys):
+@pytest.mark.parametrize("clock", ["wall", "thread"])
+def test_a_small_run_prints_both_tables_with_verdicts(capsys, clock):
     code = step_speed.main(
         ["--sizes", "3K,tiny", "--optimizers", "lion", "--repeats", "1", "--markdown"]
-        + ["--roofline-elements", "65536"]
+        + ["--roofline-elements", "65536", "--clock", clock]
     )
     out = capsys.readouterr().out
     assert code == 0
+    assert f"{clock} clock" in out
     assert "| lion |" in out and "pytorch_optimizer" in out
     assert out.count("met") >= 2  # a verdict in each table
     assert "1000×100" in out
+
+
+def test_the_thread_clock_refuses_several_threads(capsys):
+    with pytest.raises(SystemExit):
+        step_speed.main(["--sizes", "tiny", "--optimizers", "lion", "--clock", "thread"]
+                        + ["--threads", "1,2"])  # fmt: skip
+    assert "--threads 1" in capsys.readouterr().err
+
+
+def test_the_thread_clock_does_not_count_time_spent_waiting():
+    import time
+
+    times = step_speed.time_interleaved(
+        {"sleep": lambda: time.sleep(0.05)}, repeats=1, warmup=0, clock=step_speed.CLOCKS["thread"]
+    )
+    assert times["sleep"] < 0.025
+
+
+def test_engine_speed_imports_the_classic_rows_from_here():
+    spec = importlib.util.spec_from_file_location("engine_speed", _PATH.parent / "engine_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports CLASSIC, ROWS, make_params, ... from step_speed
+    assert module.CLASSIC == step_speed.CLASSIC
+    for name in module.CLASSIC:
+        row = module.ROWS[name]
+        assert hasattr(oo, row.optimist) and isinstance(row.kwargs, dict)

@@ -77,10 +77,32 @@ def _finished_trials(out: Path) -> dict[str, int]:
     return found
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+# ``python -m optimist ARGS`` whose trial number ``AFTER + 1`` first touches ``MARKER`` and then
+# waits (at most 300 s) before it runs: a test can interrupt a study mid-trial at a known point,
+# whatever the machine's load, instead of racing it.
+_BLOCKING_CLI = """
+import sys, time
+from pathlib import Path
+import optimist.comparison.runner as runner
+from optimist.cli import main
+marker, after, real, calls = Path(sys.argv[1]), int(sys.argv[2]), runner.run_trial, []
+def run_trial(*args, **kwargs):
+    calls.append(None)
+    if len(calls) > after:
+        marker.touch()
+        time.sleep(300)
+    return real(*args, **kwargs)
+runner.run_trial = run_trial
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _start(args: list[str], *, block: tuple[Path, int] | None = None) -> subprocess.Popen:
+    """The CLI in a child process; ``block=(marker, n)``: it stops before trial ``n + 1``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    head = ["-m", "optimist"] if block is None else ["-c", _BLOCKING_CLI, *map(str, block)]
     return subprocess.Popen(
-        [sys.executable, "-m", "optimist", *args],
+        [sys.executable, *head, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -119,9 +141,14 @@ def test_resume_after_kill_redoes_nothing_finished(tiny_study, tmp_path):
 
 
 def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):
-    out = tmp_path / "interrupted"
-    proc = _start([*TINY_ARGS, "--out", str(out), "--workers", "1"])
-    _wait_for_trials(out, proc, 4)
+    out, marker = tmp_path / "interrupted", tmp_path / "blocked"
+    proc = _start([*TINY_ARGS, "--out", str(out), "--workers", "1"], block=(marker, 4))
+    deadline = time.monotonic() + 300
+    while not marker.exists():  # four trials recorded, the fifth waits for the Ctrl-C
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the study did not get going"
+        time.sleep(0.05)
+    assert len(list((out / "trials").rglob("*.json"))) == 4
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -133,9 +160,12 @@ def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):
     assert "Partial results" in (out / "report.html").read_text()
     # nothing is left RUNNING: the cut-off trial was marked failed
     storage = f"sqlite:///{out / 'study.db'}"
+    states = []
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        states += [t.state for t in study.get_trials(deepcopy=False)]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and len(_finished_trials(out)) == 4
 
 
 def test_diverging_method_is_recorded(tmp_path):

@@ -14,7 +14,21 @@ from optimist.optim import codecs, engine
 from .table import clone, make_params, needs_engine, run, set_grads
 
 
-@pytest.mark.parametrize("kind", ["normal", "positive", "wide", "zeros", "tail"])
+def _huge_blocks(gen: torch.Generator) -> torch.Tensor:
+    """Blocks with absmax 2^121 .. 2^127, unsigned and signed. From 2^126 on 1 / absmax is
+    subnormal and |x| / absmax can round above 1 (the encoder's clamped branch); the absmax
+    (2^126 + 12125 ulp) of the last two blocks is one where it does (asserted)."""
+    blocks = torch.rand(16, 256, generator=gen)
+    blocks[1::2] -= 0.5
+    scale = 2.0 ** torch.arange(121, 129).repeat_interleave(2)[:, None].float()
+    scale[-2:] = torch.tensor([(253 << 23) | 12125], dtype=torch.int32).view(torch.float32)
+    blocks[:, 0] = 1.0
+    x = blocks * scale
+    assert x.isfinite().all() and (x.abs() * (1 / x.abs().amax(1, keepdim=True)) > 1).any()
+    return x.reshape(-1)
+
+
+@pytest.mark.parametrize("kind", ["normal", "positive", "wide", "zeros", "tail", "huge"])
 def test_int8_codec_matches_numpy_and_torch(kind):
     needs_engine()
     gen = torch.Generator().manual_seed(3)
@@ -24,6 +38,7 @@ def test_int8_codec_matches_numpy_and_torch(kind):
         "wide": torch.randn(1000, generator=gen) * 10 ** torch.randint(-9, 3, (1000,)).float(),
         "zeros": torch.zeros(700),
         "tail": torch.randn(257, generator=gen),
+        "huge": _huge_blocks(gen),
     }[kind]
     q_cpp, s_cpp = engine.load().quantize(x)
     q_torch, s_torch = codecs.int8_encode(x)

@@ -211,6 +211,32 @@ def test_state_dict_moves_between_torch_and_optimist(row, direction):
         torch.testing.assert_close(pa, pb, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("row", [r for r in TWINS if r.entry.elementwise], ids=ids)
+def test_torch_foreach_path_equals_torch_foreach(row, monkeypatch):
+    """The accelerator path (the rule's ``torch_foreach``, torch's own multi-tensor kernel),
+    forced on CPU, is bitwise torch.optim's ``foreach=True``, state included."""
+    rule = getattr(row.entry.factory, "rule", None)
+    if rule is None or rule.torch_foreach is None:
+        pytest.skip("no torch_foreach for this rule")
+    settings = {**row.entry.defaults, **row.kwargs}
+    a = make_params(torch.float32, shapes=[(6, 5), (4, 3)])
+    b = clone(a)
+    ours = row.build(a, foreach=True)
+    monkeypatch.setattr(ours, "_implementation", lambda group, params: "torch")
+    theirs = row.entry.torch_twin(b, foreach=True, **settings)
+    for step in range(4):
+        set_grads([a, b], step)
+        ours.step()
+        theirs.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+    for pa, pb in zip(a, b, strict=True):
+        mine, twin = ours.state[pa], theirs.state[pb]
+        assert set(mine) == set(twin)
+        for key, value in twin.items():
+            assert torch.equal(mine[key], value), key
+
+
 def test_interop_rows_cover_the_twins():
     """Every registered optimizer with a torch.optim twin has an interop row."""
     with_twin = {e.factory for e in entries() if e.torch_twin is not None}

@@ -7,6 +7,15 @@ import os
 import pytest
 import torch
 
+from helpers import KERAS_NUMPY2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run Keras as their oracle ignore Keras's NumPy 2 warning (see helpers)."""
+    for item in items:
+        if "keras" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.filterwarnings(KERAS_NUMPY2))
+
 
 @pytest.fixture(autouse=True)
 def _seed():

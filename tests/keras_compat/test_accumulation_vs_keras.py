@@ -70,7 +70,7 @@ def test_accumulation_updates_every_kth_call_with_the_mean_gradient():
     model = optimist.Sequential([Dense(3, input_shape=(5,))])
     model.set_weights(WEIGHTS)
     model.compile(optimizers.SGD(0.1, gradient_accumulation_steps=3), "mse")
-    before = [w.copy() for w in model.get_weights()]
+    before = [p.detach().clone().numpy() for p in model.parameters()]  # torch's layouts
     grads = []
     for i in range(3):
         w_now = model.get_weights()

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import KERAS_NUMPY2
+
 N_TRAIN, N_TEST = 512, 256
 
 
@@ -365,6 +367,10 @@ def _optimizers_page_snippet_2(keras, layers, x, y, weights=None):
     return model, model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
 
 
+@pytest.mark.filterwarnings(
+    KERAS_NUMPY2,
+    "ignore:Do not pass an `input_shape`:UserWarning:keras",  # snippet 1, as Keras's page has it
+)
 @pytest.mark.parametrize("snippet", [_optimizers_page_snippet_1, _optimizers_page_snippet_2])
 def test_keras_optimizers_page_snippets(snippet, request):
     import optimist as keras

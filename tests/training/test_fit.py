@@ -130,12 +130,14 @@ def test_lazy_sequential_builds_from_arrays(blobs):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, labels, epochs=1, verbose=0)
     assert model.input_shape == (None, 4)
+    # the optimizer holds Dense's (units, in) weights; Keras' view is (in, units)
     assert [p.shape for p in model.optimizer.param_groups[0]["params"]] == [
-        (4, 8),
+        (8, 4),
         (8,),
-        (8, 3),
+        (3, 8),
         (3,),
     ]
+    assert [tuple(w.shape) for w in model.trainable_weights] == [(4, 8), (8,), (8, 3), (3,)]
 
 
 def test_class_weight_and_sample_weight(blobs):

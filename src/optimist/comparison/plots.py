@@ -371,7 +371,10 @@ def health_plot(document: dict[str, Any], task: str, method: str, fmt: str = "sv
 
 
 def _paths(document: dict[str, Any], task: str) -> dict[str, np.ndarray]:
-    paths = {}
+    """Each method's first recorded path on the 2-D function ``task`` (none on a data task)."""
+    paths: dict[str, np.ndarray] = {}
+    if task not in FUNCTIONS:
+        return paths
     for method in document["methods"]:
         runs = [
             r
@@ -381,6 +384,12 @@ def _paths(document: dict[str, Any], task: str) -> dict[str, np.ndarray]:
         if runs:
             paths[method] = np.array(runs[0]["trajectory"], dtype=float)
     return paths
+
+
+def _draw_path(ax, path: np.ndarray, style: dict[str, Any], lw: float, **kwargs: Any) -> None:
+    """A method's path as a line in its style, with a dot where it ended."""
+    ax.plot(path[:, 0], path[:, 1], lw=lw, **style, **kwargs)
+    ax.plot(path[-1, 0], path[-1, 1], "o", color=style["color"], ms=4)
 
 
 def _surface(ax, task: str, resolution: int = 300, marks: bool = True) -> None:
@@ -424,8 +433,6 @@ def _contour_axes(task: str, figsize=(6.0, 4.8), resolution: int = 300):
 
 def paths_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
     """Every method's path (first seed) on one contour plot."""
-    if task not in FUNCTIONS:
-        return None
     paths = _paths(document, task)
     if not paths:
         return None
@@ -434,8 +441,7 @@ def paths_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes |
     ax = fig.subplots()
     _surface(ax, task)
     for method, path in paths.items():
-        ax.plot(path[:, 0], path[:, 1], lw=1.5, label=method, alpha=0.9, **styles[method])
-        ax.plot(path[-1, 0], path[-1, 1], "o", color=styles[method]["color"], ms=4)
+        _draw_path(ax, path, styles[method], 1.5, label=method, alpha=0.9)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     _legend(fig, ax, ncols=4)
@@ -444,8 +450,6 @@ def paths_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes |
 
 def paths_grid_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> bytes | None:
     """Small multiples: one panel per method, all on the same surface and the same axes."""
-    if task not in FUNCTIONS:
-        return None
     paths = _paths(document, task)
     if not paths:
         return None
@@ -459,8 +463,7 @@ def paths_grid_plot(document: dict[str, Any], task: str, fmt: str = "svg") -> by
         ax.set_axis_off()
     for ax, (method, path) in zip(axes.ravel(), paths.items(), strict=False):
         _surface(ax, task, resolution=120)
-        ax.plot(path[:, 0], path[:, 1], lw=1.4, **styles[method])
-        ax.plot(path[-1, 0], path[-1, 1], "o", color=styles[method]["color"], ms=4)
+        _draw_path(ax, path, styles[method], 1.4)
         ax.set_title(method, fontsize=9, color=styles[method]["color"])
         ax.tick_params(labelsize=7)
     _legend(fig, axes[0, 0], ncols=3)
@@ -475,8 +478,6 @@ def trajectory_gif(
     The contour plot, axes and legend are drawn once and reused as a raster background; each
     frame draws only the paths on top, in pixel coordinates, so a frame costs milliseconds.
     """
-    if task not in FUNCTIONS:
-        return None
     paths = _paths(document, task)
     if not paths:
         return None

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.adadelta import adadelta as _torch_adadelta
 
@@ -50,29 +49,12 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.add_(delta, alpha=neg_lr)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    _torch_adadelta(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        lr=scalar(group["lr"]),
-        rho=group["rho"],
-        eps=group["eps"],
-        weight_decay=group["weight_decay"],
-        maximize=group["maximize"],
-    )
-
-
 ADADELTA = Rule(
     name="adadelta",
     slots=(Slot("square_avg"), Slot("acc_delta")),
     scalars=_scalars,
     eager=_eager,
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_adadelta,
 )
 
 

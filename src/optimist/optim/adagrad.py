@@ -42,28 +42,12 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.addcdiv_(g, total.sqrt().add_(eps), value=neg_clr)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    _torch_adagrad(
-        params,
-        grads,
-        columns[0],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        lr=scalar(group["lr"]),
-        weight_decay=group["weight_decay"],
-        lr_decay=group["lr_decay"],
-        eps=group["eps"],
-        maximize=group["maximize"],
-    )
-
-
 ADAGRAD = Rule(
     name="adagrad",
     slots=(Slot("sum"),),
     scalars=_scalars,
     eager=_eager,
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_adagrad,
 )
 
 

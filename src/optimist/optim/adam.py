@@ -57,28 +57,6 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=neg_step_size)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    beta1, beta2 = group["betas"]
-    _torch_adam(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        columns[2],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        decoupled_weight_decay=group["decoupled_weight_decay"],
-        amsgrad=group["amsgrad"],
-        beta1=scalar(beta1),
-        beta2=scalar(beta2),
-        lr=scalar(group["lr"]),
-        weight_decay=group["weight_decay"],
-        eps=group["eps"],
-        maximize=group["maximize"],
-    )
-
-
 ADAM = Rule(
     name="adam",
     slots=(
@@ -90,7 +68,7 @@ ADAM = Rule(
     eager=_eager,
     flags=lambda g: (bool(g["amsgrad"]),),
     decoupled=lambda g: bool(g["decoupled_weight_decay"]),
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_adam,
 )
 
 

@@ -42,31 +42,12 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.addcdiv_(m, u, value=neg_clr)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    beta1, beta2 = group["betas"]
-    _torch_adamax(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        eps=group["eps"],
-        beta1=scalar(beta1),
-        beta2=scalar(beta2),
-        lr=scalar(group["lr"]),
-        weight_decay=group["weight_decay"],
-        maximize=group["maximize"],
-    )
-
-
 ADAMAX = Rule(
     name="adamax",
     slots=(Slot("exp_avg"), Slot("exp_inf")),
     scalars=_scalars,
     eager=_eager,
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_adamax,
 )
 
 

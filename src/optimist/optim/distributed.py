@@ -20,10 +20,20 @@
 
   - :func:`full`, :func:`whole`: all-gather a DTensor (or a local shard laid out as one); the
     whole-tensor work then runs on every rank alike (Muon's Newton-Schulz, Adafactor's
-    factored moments), and :func:`shard_of` cuts this rank's shard out of the result;
+    factored moments, SOAP's preconditioners), and :func:`shard_of` cuts this rank's shard
+    out of the result;
   - :func:`global_norms`: norms of tensors laid out like a parameter, from local sums of squares
     all-reduced over the mesh dimensions it is sharded on, one collective for all of them
-    (LAMB/LARS trust ratios, Adafactor's parameter RMS).
+    (LAMB/LARS trust ratios in torch ops, Adafactor's parameter RMS); :func:`tensor_sums`: the
+    same for per-tensor rows of sums of many parameters, one collective per layout (LAMB/LARS
+    on the engine).
+* :func:`sync_zero_params`: under ``ZeroRedundancyOptimizer`` each rank's optimizer changes
+  only its own partition; after a change outside ``step()`` (Schedule-Free's ``eval()`` /
+  ``train()``, Lookahead's ``slow_weights()``, called on ``zero.optim``) every rank takes the
+  owners' values, as ZeRO's own step ends.
+* :func:`global_sums`: any float64 sums over parameters (Prodigy's two sums) made rank-wide the
+  way pass 0 is: DTensor parts summed over the mesh dimensions they are sharded on, plain parts
+  summed over the ranks unless every rank holds the same numbers (replicas, DDP).
 """
 
 from __future__ import annotations
@@ -42,11 +52,14 @@ __all__ = [
     "full",
     "global_grad_stats",
     "global_norms",
+    "global_sums",
     "is_dtensor",
     "like",
     "local",
     "local_grad",
     "shard_of",
+    "sync_zero_params",
+    "tensor_sums",
     "whole",
 ]
 
@@ -122,10 +135,26 @@ def global_norms(shards: Sequence[Tensor], reference: Tensor) -> list[float]:
     if not is_dtensor(reference):
         return [float(t.norm()) for t in shards]
     sums = torch.stack([t.double().square().sum() for t in shards])
-    spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
-    mesh = reference.device_mesh
-    total = DTensor.from_local(sums, mesh, spec, run_check=False).full_tensor()
-    return total.sqrt().tolist()
+    return tensor_sums(sums[None], [reference])[0].sqrt().tolist()
+
+
+def tensor_sums(sums: Tensor, references: Sequence[Tensor]) -> Tensor:
+    """Rows of per-tensor sums over local shards (row ``i`` of the tensors laid out as
+    ``references[i]``) made sums over the whole tensors: the rows of DTensor references summed
+    over the mesh dimensions they are sharded on, one collective per :func:`layout_key` for all
+    their rows (LAMB/LARS trust ratios on the engine); plain rows as they are. The same result
+    on every rank."""
+    layouts: dict[tuple, list[int]] = {}
+    for i, ref in enumerate(references):
+        key = layout_key(ref)
+        if key is not None:
+            layouts.setdefault(key, []).append(i)
+    if not layouts:
+        return sums
+    out = sums.clone()
+    for rows in layouts.values():
+        out[rows] = _over_mesh(sums[rows], references[rows[0]]).to(out.device, out.dtype)
+    return out
 
 
 def _world() -> int:
@@ -137,6 +166,12 @@ def _plain_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Te
     sums, finite = stats(grads, clip_value)
     numel = float(sum(g.numel() for g in grads))
     row = torch.tensor([float(sums.sum()), 0.0 if finite else 1.0, numel], dtype=torch.float64)
+    return _over_ranks(row)
+
+
+def _over_ranks(row: Tensor) -> Tensor:
+    """A float64 row of one rank's parts summed over the ranks, or taken once when every rank
+    holds the same row (replicas: DDP); ``row`` itself without a process group."""
     world = _world()
     if world == 1:
         return row
@@ -147,6 +182,39 @@ def _plain_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Te
     return torch.stack(rows).sum(0)  # one part each (ZeRO)
 
 
+def _over_mesh(row: Tensor, reference: Tensor) -> Tensor:
+    """A float64 row of local sums over shards laid out as DTensor ``reference``, summed over
+    the mesh dimensions it is sharded on (replicated ones count once): one collective."""
+    spec = [Partial() if pl.is_shard() else Replicate() for pl in reference.placements]
+    row = row.to(reference.device)
+    return DTensor.from_local(row, reference.device_mesh, spec, run_check=False).full_tensor().cpu()
+
+
+def layout_key(p: Tensor) -> tuple | None:
+    """How ``p`` is laid out over the ranks: None for a plain tensor, else its (mesh,
+    placements); parameters with one key share one reduction in :func:`global_sums`."""
+    return (p.device_mesh, tuple(p.placements)) if is_dtensor(p) else None
+
+
+def global_sums(parts: dict[tuple | None, tuple[Tensor, list[float]]], width: int) -> list[float]:
+    """Rank-wide totals of ``width`` float64 sums over parameters, the same on every rank.
+
+    ``parts`` maps a :func:`layout_key` to (a parameter with that layout, this rank's ``width``
+    sums over the local shards of the parameters with that layout). Plain parameters: summed
+    over the ranks unless every rank holds the same sums (replicas, e.g. DDP; module
+    docstring); DTensor parameters: summed over the mesh dimensions they are sharded on. One
+    collective per layout; a rank with no parameter (an empty ZeRO partition) joins the plain
+    one with zeros.
+    """
+    if not parts:
+        parts = {None: (torch.empty(0), [0.0] * width)}
+    total = torch.zeros(width, dtype=torch.float64)
+    for key, (reference, sums) in parts.items():
+        row = torch.tensor(sums, dtype=torch.float64)
+        total += _over_ranks(row) if key is None else _over_mesh(row, reference)
+    return total.tolist()
+
+
 def _sharded_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Tensor:
     first = grads[0]
     if any(pl.is_partial() for pl in first.placements):
@@ -155,12 +223,8 @@ def _sharded_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> 
             f"gradient with placements {tuple(first.placements)} (reduce it before step())"
         )
     sums, finite = stats([g.to_local() for g in grads], clip_value)
-    part = torch.tensor(
-        [float(sums.sum()), 0.0 if finite else 1.0], dtype=torch.float64, device=first.device
-    )
-    spec = [Partial() if pl.is_shard() else Replicate() for pl in first.placements]
-    full = DTensor.from_local(part, first.device_mesh, spec, run_check=False).full_tensor()
-    return full.cpu()
+    part = torch.tensor([float(sums.sum()), 0.0 if finite else 1.0], dtype=torch.float64)
+    return _over_mesh(part, first)
 
 
 def global_grad_stats(
@@ -182,3 +246,16 @@ def global_grad_stats(
     for group in sharded.values():
         total += _sharded_row(group, clip_value, stats)
     return float(total[0]), bool(total[1] == 0)
+
+
+def sync_zero_params(zero: torch.optim.Optimizer) -> None:
+    """Broadcast every parameter from the rank whose ``ZeroRedundancyOptimizer`` partition holds
+    it (ZeRO's own end of ``step()``), after its local optimizer (``zero.optim``) changed them
+    outside a step, e.g. ``zero.optim.eval()`` of Schedule-Free; call it on every rank."""
+    sync = getattr(zero, "_sync_params", None)
+    if not callable(sync) or not hasattr(zero, "optim"):
+        raise TypeError(
+            "sync_zero_params needs a torch.distributed.optim.ZeroRedundancyOptimizer; "
+            f"received a {type(zero).__name__}"
+        )
+    sync()

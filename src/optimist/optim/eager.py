@@ -7,17 +7,25 @@ two paths agree (bitwise in float64; the codecs' random bits are the same).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from optimist.optim import codecs
-from optimist.optim.base import as_real
+from optimist.optim.base import as_real, scalar
 from optimist.optim.distributed import local
 from optimist.optim.rule import Rule
 
-__all__ = ["Batch", "TensorScalars", "run_eager", "with_fresh"]
+__all__ = [
+    "Batch",
+    "TensorScalars",
+    "prepare_gradient",
+    "run_eager",
+    "run_torch_foreach",
+    "with_fresh",
+]
 
 
 class Batch:
@@ -44,6 +52,67 @@ class Batch:
         )  # fmt: skip
 
 
+# torch's functional arguments that choose its implementation: set here, never from the group
+_TORCH_IMPLEMENTATION_ARGS = frozenset(
+    {"foreach", "fused", "capturable", "differentiable", "grad_scale", "found_inf",
+     "has_sparse_grad", "has_complex"}
+)  # fmt: skip
+
+
+def run_torch_foreach(
+    rule: Rule,
+    params: list[Tensor],
+    grads: list[Tensor],
+    columns: list[list[Tensor]],
+    states: list[dict[str, Any]],
+    group: dict[str, Any],
+) -> None:
+    """One step of a classic rule through torch's own multi-tensor kernel (accelerators).
+
+    ``rule.torch_foreach`` is torch's functional (``torch.optim.adam.adam``, ...). Its call is
+    derived from the rule and that function's signature: the tensor lists are the parameters,
+    the gradients, one list per state slot in :attr:`Rule.slots` order (for a ``fresh`` slot the
+    stored tensors or None, which torch's kernel creates and which are stored back), the scalar
+    state (:attr:`Rule.scalar_state`) and the steps; the keyword arguments are the group's
+    hyperparameters (``betas`` split into ``beta1``/``beta2``, ``lr`` as a Python number), with
+    ``foreach=True``.
+    """
+    fn = rule.torch_foreach
+    assert fn is not None
+    signature = inspect.signature(fn)
+    lists: list[list[Any]] = [params, grads]
+    for k, slot in enumerate(rule.slots):
+        lists.append([s.get(slot.key) for s in states] if slot.fresh else columns[k])
+    lists += [[s[key] for s in states] for key, _ in rule.scalar_state]
+    if rule.has_step:
+        lists.append([s["step"] for s in states])
+    required = [
+        name for name, par in signature.parameters.items()
+        if par.default is inspect.Parameter.empty and par.kind != par.KEYWORD_ONLY
+    ]  # fmt: skip
+    if len(required) != len(lists):
+        raise TypeError(
+            f"{fn.__qualname__} takes {required}, rule {rule.name!r} gives {len(lists)} lists"
+        )
+    kwargs: dict[str, Any] = {"foreach": True}
+    if "has_complex" in signature.parameters:
+        kwargs["has_complex"] = any(torch.is_complex(p) for p in params)
+    for name in signature.parameters:
+        if name in required or name in _TORCH_IMPLEMENTATION_ARGS:
+            continue
+        if name in ("beta1", "beta2"):
+            kwargs[name] = scalar(group["betas"][name == "beta2"])
+        elif name == "lr":
+            kwargs[name] = scalar(group["lr"])
+        elif name in group:
+            kwargs[name] = group[name]
+    fn(*lists, **kwargs)
+    for k, slot in enumerate(rule.slots):
+        if slot.fresh and slot.active(group):
+            for state, made in zip(states, lists[2 + k], strict=True):
+                state[slot.key] = made
+
+
 def with_fresh(flags: tuple[bool, ...], index: int, fresh: bool) -> tuple[bool, ...]:
     if index < 0:
         return flags
@@ -64,6 +133,32 @@ class TensorScalars:
         if not self.already_scaled:
             value *= factor
         return float(value.item())
+
+
+def prepare_gradient(
+    g: Tensor,
+    param: Tensor,
+    grad_scale: float,
+    clip_value: float,
+    clip_first: bool,
+    maximize: bool,
+    l2: float,
+) -> Tensor:
+    """The gradient a rule sees, in torch ops (the engine's prologue, ``prologue()`` in
+    ``csrc/engine.cpp``): clipped to ``±clip_value`` (when > 0) before or after the scale,
+    scaled, negated to maximize, then ``l2 * param`` added (torch's order of operations).
+    ``g`` itself when nothing applies; never modified in place."""
+    if clip_value and clip_first:
+        g = g.clamp(-clip_value, clip_value)
+    if grad_scale != 1.0:
+        g = g * grad_scale
+    if clip_value and not clip_first:
+        g = g.clamp(-clip_value, clip_value)
+    if maximize:
+        g = -g
+    if l2 != 0.0:
+        g = g.add(param, alpha=l2)
+    return g
 
 
 def run_eager(
@@ -106,20 +201,13 @@ def run_eager(
         compute = torch.float64 if p.dtype == torch.float64 else torch.float32
     work = param if compute == param.dtype else param.to(compute)
     g = grad if grad.dtype == compute else grad.to(compute)
-    if pro["clip_value"] and pro["clip_first"]:
-        g = g.clamp(-pro["clip_value"], pro["clip_value"])
-    if pro["grad_scale"] != 1.0:
-        g = g * pro["grad_scale"]
-    if pro["clip_value"] and not pro["clip_first"]:
-        g = g.clamp(-pro["clip_value"], pro["clip_value"])
-    if pro["maximize"]:
-        g = -g
     decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
-    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
     if decay != 1.0:
         work.mul_(decay)
-    if l2 != 0.0:
-        g = g.add(work, alpha=l2)
+    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
+    g = prepare_gradient(
+        g, work, pro["grad_scale"], pro["clip_value"], pro["clip_first"], pro["maximize"], l2
+    )
     index = batch.index[0]
     views: list[Tensor | None] = []
     for k, s in enumerate(slots):

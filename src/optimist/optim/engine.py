@@ -41,7 +41,7 @@ from torch import Tensor
 from optimist.optim import _build, codecs
 from optimist.optim.base import ParamsT, as_real, scalar
 from optimist.optim.distributed import global_grad_stats, is_dtensor, local, local_grad
-from optimist.optim.eager import Batch, TensorScalars, run_eager
+from optimist.optim.eager import Batch, TensorScalars, run_eager, run_torch_foreach
 from optimist.optim.rule import Rule
 from optimist.optim.rule_state import RuleState, float_state_dict
 from optimist.optim.transforms import ChainConfig, mask_matches
@@ -445,7 +445,7 @@ class RuleOptimizer(RuleState):
         )
         if implementation == "torch":
             # torch's kernel makes (and the rule's adapter stores) fresh state itself
-            rule.torch_foreach(params, grads, columns, states, group)
+            run_torch_foreach(rule, params, grads, columns, states, group)
             return True
         self._run(
             implementation, group, params, grads, states, columns, scales, fresh, flags, prologue

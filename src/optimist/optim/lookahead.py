@@ -18,6 +18,9 @@ same name; the default keeps it, as the paper and both libraries do by default.
 Counting: one fast step is one *applied* step of the inner optimizer. With optimist's
 optimizers, calls that only accumulate gradients (``accumulate(n)``) or that were skipped
 (``skip_nonfinite``) do not count; with others every ``step()`` call counts.
+
+In a chain, :func:`optimist.transforms.lookahead` as the last link wraps the optimizer the rest
+of the chain builds in this class (Optax's ``optax.lookahead(fast_optimizer, ...)``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimist.optim.distributed import local
 from optimist.optim.engine import RuleOptimizer
 
 __all__ = ["Lookahead"]
@@ -42,6 +46,18 @@ _HOOKS = (
     "_optimizer_load_state_dict_pre_hooks",
     "_optimizer_load_state_dict_post_hooks",
 )
+
+
+def check_arguments(k: int, alpha: float, reset_state: bool) -> None:
+    """Raise ``ValueError`` unless ``k >= 1`` (an int), ``0 <= alpha <= 1`` and ``reset_state``
+    is a bool (shared by :class:`Lookahead` and the chain link
+    :func:`optimist.transforms.lookahead`)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"Invalid k: {k!r} (k must be an integer >= 1)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"Invalid alpha: {alpha!r} (alpha must be in [0, 1])")
+    if not isinstance(reset_state, bool):
+        raise ValueError(f"Invalid reset_state: {reset_state!r} (True or False)")
 
 
 class Lookahead(torch.optim.Optimizer):
@@ -73,12 +89,7 @@ class Lookahead(torch.optim.Optimizer):
             raise TypeError(
                 f"Lookahead wraps a torch.optim.Optimizer instance, got {type(optimizer).__name__}"
             )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"Invalid k: {k!r} (k must be an integer >= 1)")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"Invalid alpha: {alpha!r} (alpha must be in [0, 1])")
-        if not isinstance(reset_state, bool):
-            raise ValueError(f"Invalid reset_state: {reset_state!r} (True or False)")
+        check_arguments(k, alpha, reset_state)
         # torch.optim.Optimizer.__init__ would make param_groups of its own: set up the rest
         self.optimizer = optimizer
         self.k, self.alpha, self.reset_state = k, float(alpha), reset_state
@@ -137,8 +148,9 @@ class Lookahead(torch.optim.Optimizer):
         slow, fast = [], []
         for group in self.param_groups:
             for p in group["params"]:
-                slow.append(self.state[p]["slow_param"])
-                fast.append(p.detach())
+                # FSDP2: the local shards (DTensor has no foreach copy); both are laid out alike
+                slow.append(local(self.state[p]["slow_param"]))
+                fast.append(local(p.detach()))
                 if self.reset_state and p in self.optimizer.state:
                     self.optimizer.state[p].clear()
         if slow:

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.nadam import nadam as _torch_nadam
 
@@ -62,28 +61,6 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.addcdiv_(m, denom, value=c_avg)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    beta1, beta2 = group["betas"]
-    _torch_nadam(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        [s["mu_product"] for s in states],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        beta1=scalar(beta1),
-        beta2=scalar(beta2),
-        lr=scalar(group["lr"]),
-        weight_decay=group["weight_decay"],
-        momentum_decay=group["momentum_decay"],
-        eps=group["eps"],
-        decoupled_weight_decay=group["decoupled_weight_decay"],
-        maximize=group["maximize"],
-    )
-
-
 NADAM = Rule(
     name="nadam",
     slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
@@ -91,7 +68,7 @@ NADAM = Rule(
     eager=_eager,
     decoupled=lambda g: bool(g["decoupled_weight_decay"]),
     scalar_state=(("mu_product", 1.0),),
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_nadam,
 )
 
 

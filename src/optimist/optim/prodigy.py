@@ -27,21 +27,26 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
 
 **Passes** (the engine's one-pass loop cannot finish the step before :math:`d_{k+1}` is known):
 
-1. the global pass, before the rule: :math:`\langle \hat g, x_0 - x\rangle` and
-   :math:`\lVert \beta_3 s + w \hat g\rVert_1` for every parameter, on the same prepared gradient
+1. the global pass, before the rule: :math:`s \leftarrow \beta_3 s + w \hat g` (written, as
+   ``prodigyopt``'s first loop), :math:`\langle \hat g, x_0 - x\rangle` and
+   :math:`\lVert s\rVert_1` for every parameter, on the same prepared gradient
    :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
-   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` in the C++ engine
-   (``prodigy_stats``, chunked sums independent of the thread count) where the group runs there,
-   torch ops per tensor on the eager path;
-2. the rule (the C++ engine, one read and write of :math:`x, m, v, s`): the moments, :math:`s`
-   and the step with the known :math:`d_k, d_{k+1}`.
+   in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` and one write of
+   :math:`s` in the C++ engine (``prodigy_stats``, chunked sums independent of the thread count)
+   where the group runs there, torch ops per tensor on the eager path;
+2. the rule (the C++ engine, one read of :math:`g` and one read and write of :math:`x, m, v`):
+   the moments and the step with the known :math:`d_k, d_{k+1}`.
 
-So :math:`g, x, s` are read twice per step (52 bytes per float32 parameter; Adam: 28).
-``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; :math:`\lVert s\rVert_1` is
-taken before :math:`s` is rounded to its storage format. ``x0`` (state key ``p0``, as
-``prodigyopt``) stays in the parameter's dtype. Under ``torch.distributed`` the sums are per
-process (no all-reduce yet). ``prodigyopt``'s ``slice_p`` (statistics on every p-th element) and
-``fsdp_in_use`` are not offered.
+So :math:`g, x` are read twice per step (48 bytes per float32 parameter; Adam: 28).
+``state_dtype`` applies to ``exp_avg``, ``exp_avg_sq`` and ``s``; with the default (None) they
+are in the parameter's dtype, except float32 for float16 parameters: :math:`v \sim d^2 g^2` and
+:math:`s \sim d\,\eta\, g` start near 1e-15 and 1e-12 (:math:`d_0 = 10^{-6}`), far below
+float16's smallest subnormal (6e-8), so float16 state holds zeros, :math:`\lVert s\rVert_1`
+loses the past steps and :math:`d` jumps (``prodigyopt`` keeps float16 state: it drifts).
+:math:`\lVert s\rVert_1` is taken before :math:`s` is rounded to its storage format. ``x0``
+(state key ``p0``, as ``prodigyopt``) stays in the parameter's dtype. Under
+``torch.distributed`` the sums are per process (no all-reduce yet). ``prodigyopt``'s ``slice_p``
+(statistics on every p-th element) and ``fsdp_in_use`` are not offered.
 
 State keys as ``prodigyopt``: ``step``, ``exp_avg``, ``exp_avg_sq``, ``s``, ``p0``; per group
 ``d``, ``d0``, ``d_max``, ``d_hat``, ``d_numerator``, ``d_denom``, ``k``, so checkpoints move both
@@ -66,6 +71,8 @@ from optimist.optim.base import (
     init_arguments,
     scalar,
 )
+from optimist.optim.distributed import global_sums, layout_key, local, local_grad
+from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -97,11 +104,10 @@ def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
 
 def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
     beta1, w1, beta2, w2, beta3, s_weight, d_eps, neg_dlr, neg_decay, neg_dlr_d = h
-    m, v, acc = s
+    m, v, _ = s  # s: updated by the global pass (Prodigy._statistics)
     if m is not None:
         m.mul_(beta1).add_(g, alpha=w1)
     v.mul_(beta2).addcmul_(g, g, value=w2)
-    acc.mul_(beta3).add_(g, alpha=s_weight)
     denom = v.sqrt().add_(d_eps)
     if neg_decay != 0.0:
         p.add_(p, alpha=neg_decay)
@@ -109,6 +115,18 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.addcdiv_(m, denom, value=neg_dlr)
     else:
         p.addcdiv_(g, denom, value=neg_dlr_d)
+
+
+def _by_layout(group: dict[str, Any]) -> list[tuple[tuple | None, dict[str, Any]]]:
+    """``group`` split by how its parameters are laid out over the ranks (plain, or each
+    DTensor mesh and placements): one group view each, all of them in the usual case."""
+    keys = [layout_key(p) for p in group["params"]]
+    if len(set(keys)) <= 1:
+        return [(keys[0] if keys else None, group)]
+    split: dict[tuple | None, list[Tensor]] = {}
+    for key, p in zip(keys, group["params"], strict=True):
+        split.setdefault(key, []).append(p)
+    return [(key, {**group, "params": params}) for key, params in split.items()]
 
 
 def _s_weight(group: dict[str, Any], d: float, dlr: float) -> float:
@@ -203,6 +221,14 @@ class Prodigy(RuleOptimizer):
         if not scalar(group["growth_rate"]) >= 1.0:
             raise ValueError(f"Invalid growth_rate: {group['growth_rate']} (must be >= 1)")
 
+    def _slot_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """As every rule, except float32 (not float16) for float16 parameters by default: the
+        moments scale with d and d^2 (v ~ d^2 g^2 ~ 1e-15 at d0 = 1e-6), below float16's
+        smallest value (6e-8), so float16 state flushes them to 0."""
+        if group.get("state_dtype") is None and p.dtype == torch.float16:
+            return torch.float32
+        return super()._slot_dtype(p, group)
+
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
         if "p0" not in state:
@@ -227,19 +253,11 @@ class Prodigy(RuleOptimizer):
 
     def _prepared(self, g: Tensor, p: Tensor, grad_scale: float, group: dict[str, Any]) -> Tensor:
         """The gradient as the rule will see it (the engine's prologue, in torch ops)."""
-        clip = self.chain.clip_value
-        if clip and self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if grad_scale != 1.0:
-            g = g * grad_scale
-        if clip and not self.chain.clip_first:
-            g = g.clamp(-clip, clip)
-        if group.get("maximize"):
-            g = -g
-        wd = scalar(group["weight_decay"])
-        if wd != 0.0 and not group["decouple"]:
-            g = g.add(p, alpha=wd)
-        return g
+        chain = self.chain
+        l2 = 0.0 if group["decouple"] else scalar(group["weight_decay"])
+        clip = chain.clip_value or 0.0
+        maximize = bool(group.get("maximize"))
+        return prepare_gradient(g, p, grad_scale, clip, chain.clip_first, maximize, l2)
 
     @torch.no_grad()
     def _global_pass(self, grad_scale: float, lr_multiplier: float) -> bool:
@@ -253,7 +271,7 @@ class Prodigy(RuleOptimizer):
             bias_correction = ((1 - beta2 ** (k + 1)) ** 0.5) / (1 - beta1 ** (k + 1))
         dlr = d * lr * bias_correction
         numerator = first["d_numerator"] * beta3
-        delta, denom = 0.0, 0.0
+        parts: dict[tuple | None, tuple[Tensor, list[float]]] = {}
         for group in self.param_groups:
             group_lr = scalar(group["lr"]) * lr_multiplier
             if group_lr not in (lr, 0.0):
@@ -264,9 +282,13 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            part, norm = self._statistics(group, grad_scale, beta3, weight, (d / group["d0"]) * dlr)
-            delta += part
-            denom += norm
+            for key, subgroup in _by_layout(group):
+                sums = self._statistics(
+                    subgroup, grad_scale, beta3, weight, (d / group["d0"]) * dlr
+                )
+                _, (dot, norm) = parts.get(key, (None, (0.0, 0.0)))
+                parts[key] = (subgroup["params"][0], [dot + sums[0], norm + sums[1]])
+        delta, denom = global_sums(parts, 2)  # summed over the ranks that hold parts
         if denom == 0.0:  # no gradient yet (or all zero): nothing moves, as prodigyopt
             self._step_scalars = None
             return False
@@ -288,7 +310,8 @@ class Prodigy(RuleOptimizer):
         self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float, coef: float
     ) -> tuple[float, float]:
         """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
-        ``|beta3 s + weight g|_1``, on the gradient the rule will see; in the C++ engine where
+        ``|s'|_1`` with ``s' = beta3 s + weight g`` written to ``s`` (as prodigyopt's first loop;
+        the rule leaves ``s`` alone), on the gradient the rule will see; in the C++ engine where
         the group runs there, else in torch ops (in prodigyopt's order of operations)."""
         params, grads, p0s, ss, scales = [], [], [], [], []
         states = self.state
@@ -308,10 +331,14 @@ class Prodigy(RuleOptimizer):
             scales.append(state.get("s_absmax"))
         if not params:
             return 0.0, 0.0
+        if layout_key(params[0]) is not None:  # DTensors (one layout): their local shards
+            grads = [local_grad(g, p) for g, p in zip(grads, params, strict=True)]
+            params, p0s, ss = ([local(t) for t in ts] for ts in (params, p0s, ss))
         if any(p.is_complex() for p in params):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
         l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
         clip = self.chain.clip_value or 0.0
+        stochastic = group.get("state_dtype") == "bfloat16"
         plain = all(type(p) in _PLAIN for p in params)
         if plain and self._implementation(group, params) == "fused":
             any_int8 = any(sc is not None for sc in scales)
@@ -320,7 +347,7 @@ class Prodigy(RuleOptimizer):
                     params, grads, p0s, ss,
                     [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
                     beta3, weight, grad_scale, clip, self.chain.clip_first,
-                    bool(group.get("maximize")), [l2] * len(params),
+                    bool(group.get("maximize")), [l2] * len(params), stochastic, self._seed(),
                 )  # fmt: skip
             except RuntimeError:
                 pass
@@ -328,12 +355,19 @@ class Prodigy(RuleOptimizer):
                 dots, norms = stats.sum(0).tolist()
                 return coef * dots, norms
         delta = norm = 0.0
-        for x, grad, x0, s, scale in zip(params, grads, p0s, ss, scales, strict=True):
+        for i, (x, grad, x0, s, scale) in enumerate(
+            zip(params, grads, p0s, ss, scales, strict=True)
+        ):
             g = self._prepared(grad, x, grad_scale, group)
-            if s.dtype != x.dtype:
-                s = codecs.decode(s, scale, x.dtype).reshape(x.shape)
             delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
-            norm += s.mul(beta3).add_(g, alpha=weight).abs().sum().item()
+            if s.dtype == x.dtype:
+                norm += s.mul_(beta3).add_(g, alpha=weight).abs().sum().item()  # as prodigyopt
+                continue
+            compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+            value = codecs.decode(s, scale, compute).reshape(x.shape).mul_(beta3)
+            norm += value.add_(g.to(compute), alpha=weight).abs().sum().item()
+            seed = codecs.slot_seed(self._seed(), i, 2)  # the engine's (its rule's slot 2)
+            codecs.encode(value, s, scale, stochastic=stochastic, seed=seed)
         return delta, norm
 
     def _step_group(

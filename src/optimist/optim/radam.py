@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.radam import radam as _torch_radam
 
@@ -79,33 +78,13 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.add_(m_hat * lr, alpha=-1.0)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    beta1, beta2 = group["betas"]
-    _torch_radam(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        beta1=scalar(beta1),
-        beta2=scalar(beta2),
-        lr=scalar(group["lr"]),
-        weight_decay=group["weight_decay"],
-        eps=group["eps"],
-        decoupled_weight_decay=group["decoupled_weight_decay"],
-        maximize=group["maximize"],
-    )
-
-
 RADAM = Rule(
     name="radam",
     slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
     scalars=_scalars,
     eager=_eager,
     decoupled=lambda g: bool(g["decoupled_weight_decay"]),
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_radam,
 )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.rmsprop import rmsprop as _torch_rmsprop
 
@@ -60,26 +59,6 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.addcdiv_(g, denom, value=neg_lr)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    _torch_rmsprop(
-        params,
-        grads,
-        columns[0],
-        columns[1],
-        columns[2],
-        [s["step"] for s in states],
-        foreach=True,
-        has_complex=any(torch.is_complex(p) for p in params),
-        lr=scalar(group["lr"]),
-        alpha=group["alpha"],
-        eps=group["eps"],
-        weight_decay=group["weight_decay"],
-        momentum=group["momentum"],
-        centered=group["centered"],
-        maximize=group["maximize"],
-    )
-
-
 RMSPROP = Rule(
     name="rmsprop",
     slots=(
@@ -90,7 +69,7 @@ RMSPROP = Rule(
     scalars=_scalars,
     eager=_eager,
     flags=lambda g: (bool(g["centered"]), g["momentum"] > 0),
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_rmsprop,
 )
 
 

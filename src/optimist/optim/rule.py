@@ -103,3 +103,6 @@ class Rule:
     fresh_flag: int = -1
     group_statistics: tuple[str, ...] = ()
     torch_foreach: Callable[..., None] | None = field(default=None, compare=False)
+    """torch's functional of the same optimizer (``torch.optim.adam.adam``, ...), run with
+    ``foreach=True`` on accelerators (:func:`optimist.optim.eager.run_torch_foreach` derives
+    its arguments); None: the rule's eager function runs there."""

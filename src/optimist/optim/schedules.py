@@ -70,23 +70,53 @@ def _check_factor(name: str, value: Any) -> float:
     return float(value)
 
 
+DECAYS: dict[str, Callable[[float], float]] = {
+    "linear": lambda x: 1.0 - x,
+    "cosine": lambda x: 0.5 * (1.0 + math.cos(math.pi * x)),
+    "1-sqrt": lambda x: 1.0 - math.sqrt(x),
+}
+"""Decay shapes :math:`D(x)` from 1 at :math:`x = 0` to 0 at :math:`x = 1`."""
+
+
 class _ClosedForm(LRScheduler):
     """A schedule whose learning rate after ``t`` steps is ``base_lr * factor(t)``.
 
-    Subclasses set their attributes, then call ``super().__init__``; every attribute is part of
-    ``state_dict()`` (torch saves the scheduler's ``__dict__`` but the optimizer).
+    Subclasses set their own attributes, then call ``super().__init__`` with the shared ones
+    (checked and set here); every attribute is part of ``state_dict()`` (torch saves the
+    scheduler's ``__dict__`` but the optimizer).
     """
 
     warmup_steps: int
     warmup_start_factor: float
 
-    def factor(self, t: int) -> float:
-        raise NotImplementedError
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        last_epoch: int,
+        *,
+        warmup_steps: int,
+        warmup_start_factor: float,
+        total_steps: int | None = None,
+        min_factor: float | None = None,
+    ) -> None:
+        if total_steps is not None:
+            self.total_steps = _check_steps("total_steps", total_steps, 1)
+        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
+        if min_factor is not None:
+            self.min_factor = _check_factor("min_factor", min_factor)
+        self.warmup_start_factor = _check_factor("warmup_start_factor", warmup_start_factor)
+        super().__init__(optimizer, last_epoch)
 
-    def _warmup(self, t: int) -> float:
-        # linear from warmup_start_factor at t = 0 to 1 at t = warmup_steps
-        s = self.warmup_start_factor
-        return s + (1.0 - s) * t / self.warmup_steps
+    def factor(self, t: int) -> float:
+        """The multiplier of the base learning rate after ``t`` steps."""
+        if t < self.warmup_steps:  # linear from warmup_start_factor at t = 0 to 1 at warmup_steps
+            s = self.warmup_start_factor
+            return s + (1.0 - s) * t / self.warmup_steps
+        return self.after_warmup(t)
+
+    def after_warmup(self, t: int) -> float:
+        """The multiplier at step ``t >= warmup_steps``."""
+        raise NotImplementedError
 
     def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
@@ -120,23 +150,21 @@ class WarmupCosine(_ClosedForm):
         warmup_start_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        self.total_steps = _check_steps("total_steps", total_steps, 1)
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
-        if warmup_steps >= total_steps:
+        _check_steps("total_steps", total_steps, 1)
+        if _check_steps("warmup_steps", warmup_steps) >= total_steps:
             raise ValueError(
                 f"`warmup_steps` must be < total_steps={total_steps}. "
                 f"Received: warmup_steps={warmup_steps}"
             )
-        self.min_factor = _check_factor("min_factor", min_factor)
-        self.warmup_start_factor = _check_factor("warmup_start_factor", warmup_start_factor)
-        super().__init__(optimizer, last_epoch)
+        super().__init__(
+            optimizer, last_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
+            min_factor=min_factor, warmup_start_factor=warmup_start_factor,
+        )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         progress = min(1.0, (t - self.warmup_steps) / (self.total_steps - self.warmup_steps))
         m = self.min_factor
-        return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return m + (1.0 - m) * DECAYS["cosine"](progress)
 
 
 class WarmupStableDecay(_ClosedForm):
@@ -155,11 +183,7 @@ class WarmupStableDecay(_ClosedForm):
     default ``decay_steps`` is 20% of ``total_steps`` (their recommendation).
     """
 
-    DECAYS: dict[str, Callable[[float], float]] = {
-        "linear": lambda x: 1.0 - x,
-        "cosine": lambda x: 0.5 * (1.0 + math.cos(math.pi * x)),
-        "1-sqrt": lambda x: 1.0 - math.sqrt(x),
-    }
+    DECAYS = DECAYS
 
     def __init__(
         self,
@@ -172,8 +196,8 @@ class WarmupStableDecay(_ClosedForm):
         warmup_start_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        self.total_steps = _check_steps("total_steps", total_steps, 1)
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
+        _check_steps("total_steps", total_steps, 1)
+        _check_steps("warmup_steps", warmup_steps)
         if decay_steps is None:
             decay_steps = max(1, round(0.2 * total_steps))
         self.decay_steps = _check_steps("decay_steps", decay_steps, 1)
@@ -182,16 +206,15 @@ class WarmupStableDecay(_ClosedForm):
                 f"`warmup_steps + decay_steps` must be <= total_steps={total_steps}. "
                 f"Received: warmup_steps={warmup_steps}, decay_steps={decay_steps}"
             )
-        if decay not in self.DECAYS:
-            raise ValueError(f"`decay` must be one of {sorted(self.DECAYS)}. Received: {decay!r}")
+        if decay not in DECAYS:
+            raise ValueError(f"`decay` must be one of {sorted(DECAYS)}. Received: {decay!r}")
         self.decay = decay
-        self.min_factor = _check_factor("min_factor", min_factor)
-        self.warmup_start_factor = _check_factor("warmup_start_factor", warmup_start_factor)
-        super().__init__(optimizer, last_epoch)
+        super().__init__(
+            optimizer, last_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
+            min_factor=min_factor, warmup_start_factor=warmup_start_factor,
+        )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         start = self.total_steps - self.decay_steps
         if t < start:
             return 1.0
@@ -218,13 +241,12 @@ class InverseSqrt(_ClosedForm):
         warmup_start_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
-        self.warmup_start_factor = _check_factor("warmup_start_factor", warmup_start_factor)
-        super().__init__(optimizer, last_epoch)
+        super().__init__(
+            optimizer, last_epoch, warmup_steps=warmup_steps,
+            warmup_start_factor=warmup_start_factor,
+        )  # fmt: skip
 
-    def factor(self, t: int) -> float:
-        if t < self.warmup_steps:
-            return self._warmup(t)
+    def after_warmup(self, t: int) -> float:
         return math.sqrt(max(self.warmup_steps, 1) / max(t, 1))
 
 

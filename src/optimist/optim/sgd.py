@@ -46,26 +46,6 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
     p.add_(g, alpha=neg_lr)
 
 
-def _torch_foreach(params, grads, columns, states, group) -> None:  # noqa: ANN001
-    momentum = group["momentum"]
-    buffers = [s.get("momentum_buffer") for s in states] if momentum != 0 else []
-    _torch_sgd(
-        params,
-        grads,
-        buffers or [None] * len(params),
-        foreach=True,
-        weight_decay=group["weight_decay"],
-        momentum=momentum,
-        lr=scalar(group["lr"]),
-        dampening=group["dampening"],
-        nesterov=group["nesterov"],
-        maximize=group["maximize"],
-    )
-    if momentum != 0:
-        for state, buf in zip(states, buffers, strict=True):
-            state["momentum_buffer"] = buf
-
-
 SGD_RULE = Rule(
     name="sgd",
     slots=(Slot("momentum_buffer", when=lambda g: g["momentum"] != 0, fresh=True),),
@@ -74,7 +54,7 @@ SGD_RULE = Rule(
     flags=lambda g: (g["momentum"] != 0, False, bool(g["nesterov"])),
     has_step=False,
     fresh_flag=1,
-    torch_foreach=_torch_foreach,
+    torch_foreach=_torch_sgd,
 )
 
 

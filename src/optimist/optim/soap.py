@@ -58,6 +58,14 @@ steps (the first gradient is not one). All matrix work (eigh, QR, projections, t
 updates) runs batched over the parameters of a group that share a shape and dtype, in the
 precision the preconditioners are stored in; between steps their state tensors are views of
 one batch tensor, so a step stacks nothing but the gradients.
+
+Distributed. Under DDP and ``ZeroRedundancyOptimizer`` every tensor is whole on its rank and
+nothing changes. Under FSDP2 (DTensor parameters sharded by rows) SOAP gathers: each rank
+all-gathers the gradient, keeps the whole state (``GG``, ``Q``, ``exp_avg``, ``exp_avg_sq``:
+plain tensors, the same on every rank, as one process keeps them), runs the same matrix work
+and applies its own rows of the update. The rotated moments :math:`\mathcal{P}(M), V` mix
+every row, so they cannot be sharded like the parameter; the state per rank is that of one
+process. Same result as one process; one all-gather per parameter and step.
 """
 
 from __future__ import annotations
@@ -77,7 +85,7 @@ from optimist.optim.base import (
     new_step_tensor,
     scalar,
 )
-from optimist.optim.distributed import is_dtensor
+from optimist.optim.distributed import is_dtensor, local, local_grad, shard_of, whole
 from optimist.optim.tensorwise import TensorwiseOptimizer, new_slot, read_slot, write_slot
 
 __all__ = ["SOAP", "merged_shape"]
@@ -153,6 +161,12 @@ def _batch(tensors: list[Tensor], assign: Callable[[int, Tensor], None]) -> Tens
     for k in range(len(tensors)):
         assign(k, stacked[k])
     return stacked
+
+
+def _whole(p: Tensor) -> Tensor:
+    """``p`` itself, or for a DTensor a stand-in for its whole tensor with its shape, dtype and
+    device (an expanded scalar: no memory), for the whole state SOAP keeps on every rank."""
+    return local(p).new_empty(()).expand(p.shape) if is_dtensor(p) else p
 
 
 def _in_list(states: list[dict[str, Any]], key: str, i: int) -> Callable[[int, Tensor], None]:
@@ -258,11 +272,6 @@ class SOAP(TensorwiseOptimizer):
                 continue
             if p.is_complex() or p.grad.is_sparse:
                 raise RuntimeError("SOAP does not support complex parameters or sparse gradients")
-            if is_dtensor(p):
-                raise RuntimeError(
-                    "SOAP does not support DTensor (FSDP2) parameters yet; use it under DDP or "
-                    "ZeroRedundancyOptimizer, where every tensor is whole on its rank"
-                )
             state = self.state[p]
             step = int(state["step"].item()) if "step" in state else -1
             buckets[(p.shape, p.dtype, p.device, step)].append(p)
@@ -274,7 +283,9 @@ class SOAP(TensorwiseOptimizer):
         shape, preconditioned = self._layout(params[0], group)
         low = params[0].dtype in (torch.bfloat16, torch.float16)
         work = torch.float32 if low else params[0].dtype
-        grads = [p.grad.reshape(shape) for p in params]
+        # FSDP2: every rank works on the whole gradient and keeps the whole state (module doc)
+        grads = [whole(local_grad(p.grad, p), p).reshape(shape) for p in params]
+        wholes = [_whole(p) for p in params]
         g = (grads[0].unsqueeze(0) if len(grads) == 1 else torch.stack(grads)).to(work)
         if group["maximize"]:
             g = -g
@@ -283,7 +294,7 @@ class SOAP(TensorwiseOptimizer):
         states = [self.state[p] for p in params]
         dims = [i for i, on in enumerate(preconditioned) if on]
         if t == 0:  # the first gradient builds the preconditioner only
-            for p, state in zip(params, states, strict=True):
+            for p, state in zip(wholes, states, strict=True):
                 state["step"] = new_step_tensor()
                 for key in ("exp_avg", "exp_avg_sq"):
                     new_slot(p, state, key, group["state_dtype"])
@@ -300,7 +311,7 @@ class SOAP(TensorwiseOptimizer):
         for i in dims:
             qs[i] = _batch([s["Q"][i] for s in states], _in_list(states, "Q", i))
         (m, m_in_place), (v, v_in_place) = (
-            self._slot_batch(group, params, states, key, shape, work)
+            self._slot_batch(group, wholes, states, key, shape, work)
             for key in ("exp_avg", "exp_avg_sq")
         )
         # M is kept in the eigenbasis, as the authors' code: P(M) = beta1 P(M) + (1-beta1) P(G)
@@ -316,9 +327,10 @@ class SOAP(TensorwiseOptimizer):
         if group["correct_bias"]:
             step_size *= math.sqrt(1 - beta2**t) / (1 - beta1**t)
         for k, p in enumerate(params):
-            p.add_(update[k].reshape(p.shape).to(p.dtype), alpha=-step_size)
+            own = shard_of(update[k].reshape(p.shape), p)  # a DTensor's own rows of it
+            local(p).add_(own.to(p.dtype), alpha=-step_size)
             if wd > 0:
-                p.mul_(1 - lr * wd)
+                local(p).mul_(1 - lr * wd)
 
         factors = {}
         for i in dims:
@@ -332,7 +344,7 @@ class SOAP(TensorwiseOptimizer):
                 v.copy_(permuted)
             m.copy_(_multiply(momentum, qs, back=False))  # into the new eigenbasis
         seed = (t * 1_000_003 + 12345) & 0xFFFFFFFF
-        for k, (p, state) in enumerate(zip(params, states, strict=True)):
+        for k, (p, state) in enumerate(zip(wholes, states, strict=True)):
             state["step"] += 1
             for slot, (key, value, in_place) in enumerate(
                 (("exp_avg", m, m_in_place), ("exp_avg_sq", v, v_in_place))

@@ -109,6 +109,10 @@ class SophiaG(RuleOptimizer):
 
     rule = SOPHIA_G
     nonnegative = ("rho", "weight_decay", "eps")
+    #: Steps between two :meth:`update_hessian` calls (``k``, 10 in the paper). ``Model.fit``
+    #: (and so ``optimist compare``) refreshes the estimate on this interval; set it on the
+    #: instance (``opt.hessian_interval = 5``) to change it.
+    hessian_interval: int = 10
 
     def __init__(
         self,

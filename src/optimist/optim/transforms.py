@@ -29,6 +29,9 @@ number of these, as in Optax the position in the chain gives the meaning:
 * ``ema(d)``: keep :math:`\\bar\\theta \\leftarrow d\\bar\\theta + (1-d)\\theta` after each update;
   ``opt.swap_ema()`` swaps it in for evaluation.
 * ``scale_by_schedule(fn)``: multiply the learning rate by ``fn(step_count)``.
+* ``lookahead(k, alpha)``, the last link: Lookahead (Zhang et al. 2019) around the optimizer the
+  rest of the chain builds (Optax's ``optax.lookahead``); the chain then returns a
+  :class:`~optimist.optim.lookahead.Lookahead` whose ``.optimizer`` is that inner optimizer.
 
 None of these costs a memory pass of its own: the element-wise ones run inside the engine's
 prologue/epilogue, the norm in pass 0.
@@ -54,6 +57,7 @@ __all__ = [
     "clip_by_value",
     "ema",
     "exclude",
+    "lookahead",
     "mask_matches",
     "no_bias_or_norm",
     "scale_by",
@@ -148,6 +152,16 @@ def scale_by_schedule(schedule: Callable[[int], float]) -> Transform:
     return Transform("schedule", (schedule,))
 
 
+def lookahead(k: int = 5, alpha: float = 0.5, *, reset_state: bool = False) -> Transform:
+    """Lookahead around the rest of the chain: every ``k`` applied steps the slow weights move
+    ``alpha`` of the way to the fast ones and the fast weights restart there (must be the last
+    link; see :class:`~optimist.optim.lookahead.Lookahead` for the arguments)."""
+    from optimist.optim.lookahead import check_arguments
+
+    check_arguments(k, alpha, reset_state)
+    return Transform("lookahead", (k, float(alpha)), {"reset_state": reset_state})
+
+
 def scale_by(optimizer_class: type, **hyperparameters: Any) -> Transform:
     """The update rule of any optimist optimizer class, with its hyperparameters."""
     from optimist.optim.engine import RuleOptimizer
@@ -238,15 +252,22 @@ class Chain:
     """A chain of transforms ending in one rule; call it with params to build the optimizer."""
 
     def __init__(self, *transforms: Transform) -> None:
+        for t in transforms:
+            if not isinstance(t, Transform):
+                raise ValueError(f"chain() takes transforms, got {t!r}")
         rules = [i for i, t in enumerate(transforms) if t.kind == "rule"]
         if len(rules) != 1:
             raise ValueError(
                 "a chain needs exactly one update rule (scale_by_adam(), scale_by_sgd(), "
                 f"scale_by(optimist.optim.X, ...)), got {len(rules)}"
             )
-        for t in transforms:
-            if not isinstance(t, Transform):
-                raise ValueError(f"chain() takes transforms, got {t!r}")
+        wrappers = [i for i, t in enumerate(transforms) if t.kind == "lookahead"]
+        if wrappers and wrappers != [len(transforms) - 1]:
+            raise ValueError(
+                "lookahead(...) wraps the whole chain: give it once, as the last link, got it at "
+                f"position(s) {wrappers} of {len(transforms)}"
+            )
+        self.lookahead = transforms[-1] if wrappers else None
         self.transforms = transforms
         position = rules[0]
         (self.optimizer_class,) = transforms[position].args
@@ -276,7 +297,12 @@ class Chain:
     def __call__(self, params: Any, **hyperparameters: Any) -> Any:
         kwargs = {**self.hyperparameters, **hyperparameters}
         kwargs.setdefault("skip_nonfinite", self.skip_nonfinite)
-        return self.optimizer_class(params, chain=self.config, **kwargs)
+        optimizer = self.optimizer_class(params, chain=self.config, **kwargs)
+        if self.lookahead is None:
+            return optimizer
+        from optimist.optim.lookahead import Lookahead
+
+        return Lookahead(optimizer, *self.lookahead.args, **self.lookahead.kwargs)
 
     def __repr__(self) -> str:
         return f"chain({', '.join(t.kind for t in self.transforms)})"

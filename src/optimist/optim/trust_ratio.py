@@ -16,35 +16,55 @@ Batch Training of Convolutional Networks" (2017), Algorithm 1 (LARS, trust coeff
 :math:`\eta`, momentum on the scaled update), in Optax's conventions (``optax.lamb``,
 ``optax.lars``: tested against both, and against ``optimist.reference``): LAMB's epsilon outside
 the square root, default 1e-6; LARS's momentum accumulates the learning-rate-scaled update. The
-trust ratio needs the norm of the whole update before any element is written, so these run in
-torch ops per tensor: one pass for the moments and the update, a second for the norms and the
-write (not the fused engine). State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
+trust ratio needs the norm of the whole update before any element is written, so each tensor is
+read twice, in the C++ engine's per-tensor norm pass (contiguous float32/float64 CPU tensors):
+phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta\rVert^2` and
+:math:`\lVert u\rVert^2` in float64; the host computes each tensor's ratio; phase B recomputes
+:math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the phases)
+and writes. Traffic per float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B:
+read m, v, θ, write θ), LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b). Elsewhere (other
+devices, bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per
+tensor, the readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``).
+State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
 ``momentum_buffer``. Weight decay is excluded from nothing by default; mask biases and norms
 with per-group ``weight_decay=0``.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) the moments are sharded like the parameter and updated on the local
 shards; the two norms of each trust ratio are those of the whole tensors, from local sums of
-squares all-reduced in one collective per tensor (:func:`optimist.optim.distributed.global_norms`).
+squares all-reduced: in one collective per layout for all of a group's tensors on the engine
+(:func:`optimist.optim.distributed.tensor_sums`), one per tensor in torch ops.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from optimist.optim import engine
 from optimist.optim.base import (
     ParamsT,
     init_arguments,
     new_step_tensor,
     scalar,
 )
-from optimist.optim.distributed import global_norms, local, local_grad
+from optimist.optim.distributed import global_norms, local, local_grad, tensor_sums
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
+
+_ENGINE_DTYPES = (torch.float32, torch.float64)
+
+
+def _ratio(p_norm: float, u_norm: float, coefficient: float, eps: float) -> float:
+    if p_norm == 0.0 or u_norm == 0.0:
+        return 1.0
+    return coefficient * p_norm / (u_norm + eps)
 
 
 def trust_ratio(
@@ -60,20 +80,166 @@ def trust_ratio(
     norms are then those of the whole tensors (all-reduced, the same on every rank).
     """
     p_norm, u_norm = global_norms([param, update], param if layout is None else layout)
-    if p_norm == 0.0 or u_norm == 0.0:
-        return 1.0
-    return coefficient * p_norm / (u_norm + eps)
+    return _ratio(p_norm, u_norm, coefficient, eps)
 
 
-def _grad(p: Tensor, group: dict[str, Any], name: str) -> Tensor:
+class TrustRatioOptimizer(TensorwiseOptimizer):
+    """A rule whose update is scaled per tensor by the norms of the parameter and of its update
+    direction: the engine's norm pass (module docstring) where the tensors allow, else
+    :meth:`_eager_step` per tensor. A subclass sets :attr:`functor` (its C++ functor in
+    ``csrc/rules.h``), :attr:`slot_keys` and :attr:`grad_in_update`, and defines the host
+    scalars of both phases (:meth:`_shared_scalars`, :meth:`_tensor_scalar`)."""
+
+    functor: ClassVar[str]
+    slot_keys: ClassVar[tuple[str, ...]]
+    grad_in_update: ClassVar[bool] = True
+    """Phase B reads the gradient (LARS); False: the state and the parameter only (LAMB)."""
+
+    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        for key in self.slot_keys:  # sharded like p under FSDP2
+            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _flags(self, group: dict[str, Any]) -> list[bool]:
+        return []
+
+    def _shared_scalars(self, group: dict[str, Any], states: Sequence[dict[str, Any]]) -> Any:
+        """[(indices into ``states``, the phase-A scalars they share)]; advances step counts."""
+        raise NotImplementedError
+
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        """Phase B's own scalar of each tensor from its two norms (rows of ``norms``)."""
+        raise NotImplementedError
+
+    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
+        """One parameter's step in torch ops (the specification of the C++ functor)."""
+        raise NotImplementedError
+
+    def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
+        """ "fused" (the engine's norm pass, for the tensors it takes: contiguous float32/float64
+        CPU tensors or local shards, their gradients and state alike) or "single" (torch ops
+        per tensor), as :meth:`RuleOptimizer._implementation` says it."""
+        on_cpu = not params or (params[0].is_cpu and params[-1].is_cpu)
+        return "fused" if on_cpu and engine.available() else "single"
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        state_of, keys = self.state, self.slot_keys
+        fused = self._implementation(group, group["params"]) == "fused"
+        batch = _EngineBatch([], [], [], [], [[] for _ in keys])
+        params, shards, grads, states, slots = batch.lists()
+        eager = []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            state = state_of[p]
+            if not state:
+                self._init_state(p, state)
+            if not fused:
+                eager.append(p)
+                continue
+            plain = type(p) in _PLAIN
+            if plain:
+                shard = p
+            else:  # a DTensor: its local shards
+                shard, grad, batch.sharded = local(p), local_grad(grad, p), True
+            dtype = shard.dtype  # complex parameters and sparse gradients: the eager path raises
+            if dtype not in _ENGINE_DTYPES or grad.dtype != dtype:
+                eager.append(p)
+                continue
+            ok = True
+            for column, key in zip(slots, keys, strict=True):
+                value = state[key] if plain else local(state[key])
+                ok &= value.dtype == dtype
+                column.append(value)
+            if not ok:  # state of another dtype (set by hand): the eager path
+                for column in slots:
+                    column.pop()
+                eager.append(p)
+                continue
+            params.append(p)
+            shards.append(shard)
+            grads.append(grad)
+            states.append(state)
+        if batch.params:
+            slow = engine.load().unsupported_indices([batch.shards, batch.grads, *batch.slots])
+            if slow:
+                eager += [batch.params[i] for i in slow]
+                batch = batch.without(set(slow))
+        for p in eager:
+            if p.is_complex() or p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters or sparse gradients"
+                )
+            self._eager_step(group, p)
+        if batch.params:
+            self._engine_step(group, batch)
+
+    def _engine_step(self, group: dict[str, Any], batch: _EngineBatch) -> None:
+        mod = engine.load()
+        maximize, flags = bool(group["maximize"]), self._flags(group)
+        for idx, hyper in self._shared_scalars(group, batch.states):
+            part = batch if len(idx) == len(batch.params) else batch.subset(idx)
+            sums = mod.tensor_norms(
+                self.functor, flags, hyper, part.shards, part.grads, part.slots,
+                1.0, 0.0, True, maximize, 0.0, False, 0,
+            )  # fmt: skip
+            if part.sharded:
+                sums = tensor_sums(sums, part.params)
+            own = self._tensor_scalars(group, sums.sqrt()).tolist()
+            mod.step(
+                self.functor, flags, -1, hyper, part.shards,
+                part.grads if self.grad_in_update else part.shards,  # read, never used (LAMB)
+                part.slots, [], [], 1.0, 0.0, True, maximize and self.grad_in_update, [], [],
+                0.0, 1.0, [], [], 0.0, False, False, 0, tensor_hyper=own,
+            )  # fmt: skip
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+
+
+@dataclass
+class _EngineBatch:
+    """The tensors of one engine call (index-aligned): parameters, their local shards,
+    gradients, states and state slots (one list per slot key)."""
+
+    params: list[Tensor]
+    shards: list[Tensor]
+    grads: list[Tensor]
+    states: list[dict[str, Any]]
+    slots: list[list[Tensor]]
+    sharded: bool = False
+
+    def lists(self) -> tuple[list, ...]:
+        return self.params, self.shards, self.grads, self.states, self.slots
+
+    def subset(self, idx: Sequence[int]) -> _EngineBatch:
+        def pick(xs: list) -> list:
+            return [xs[i] for i in idx]
+
+        return _EngineBatch(
+            pick(self.params), pick(self.shards), pick(self.grads), pick(self.states),
+            [pick(c) for c in self.slots], self.sharded,
+        )  # fmt: skip
+
+    def without(self, drop: set[int]) -> _EngineBatch:
+        return self.subset([i for i in range(len(self.params)) if i not in drop])
+
+
+def _ratios(norms: Tensor, coefficient: float, eps: float) -> Tensor:
+    """Each row's ``coefficient * ||p|| / (||u|| + eps)``, 1 where either norm is 0 (in
+    float64, the same operations as :func:`trust_ratio`'s)."""
+    p_norm, u_norm = norms.unbind(1)
+    ratio = coefficient * p_norm / (u_norm + eps)
+    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+
+
+def _grad(p: Tensor, group: dict[str, Any]) -> Tensor:
     """``p``'s gradient (negated to maximize), its local shard for a DTensor ``p``."""
-    if p.is_complex() or p.grad.is_sparse:
-        raise RuntimeError(f"{name} does not support complex parameters or sparse gradients")
     g = local_grad(p.grad, p)
     return -g if group["maximize"] else g
 
 
-class LAMB(TensorwiseOptimizer):
+class LAMB(TrustRatioOptimizer):
     """LAMB (You et al. 2019); see the module docstring.
 
     Args:
@@ -89,6 +255,9 @@ class LAMB(TensorwiseOptimizer):
 
     nonnegative = ("eps", "weight_decay")
     examples = ({"lr": 0.01, "weight_decay": 0.1}, {"lr": 0.01, "maximize": True})
+    functor = "lamb"
+    slot_keys = ("exp_avg", "exp_avg_sq")
+    grad_in_update = False
 
     def __init__(
         self,
@@ -104,30 +273,45 @@ class LAMB(TensorwiseOptimizer):
     ) -> None:
         super().__init__(**init_arguments(locals()))
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        state["step"] = new_step_tensor()
+        super()._init_state(p, state)
+
+    def _shared_scalars(self, group, states):  # noqa: ANN001, ANN202
+        beta1, beta2 = (scalar(b) for b in group["betas"])
+        wd, eps = scalar(group["weight_decay"]), group["eps"]
+        t = engine.load().advance_steps([s["step"] for s in states])
+        if math.isnan(t):  # tensors that joined at different steps
+            by_step: dict[float, list[int]] = {}
+            for i, s in enumerate(states):
+                by_step.setdefault(float(s["step"]), []).append(i)
+        else:
+            by_step = {t: list(range(len(states)))}
+        return [
+            (idx, [1 - beta1, beta2, 1 - beta2, 1 / (1 - beta1**t), 1 / (1 - beta2**t), eps, wd])
+            for t, idx in by_step.items()
+        ]
+
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        return -scalar(group["lr"]) * _ratios(norms, 1.0, 0.0)
+
+    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         beta1, beta2 = (scalar(b) for b in group["betas"])
         lr, wd, eps = scalar(group["lr"]), scalar(group["weight_decay"]), group["eps"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g, shard = _grad(p, group, "LAMB"), local(p)
-            state = self.state[p]
-            if not state:  # moments sharded like p under FSDP2
-                state["step"] = new_step_tensor()
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
-            t = state["step"].item()
-            m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            update = (m / (1 - beta1**t)).div_((v / (1 - beta2**t)).sqrt_().add_(eps))
-            if wd != 0:
-                update.add_(shard, alpha=wd)
-            shard.add_(update, alpha=-lr * trust_ratio(shard, update, layout=p))
+        g, shard, state = _grad(p, group), local(p), self.state[p]
+        state["step"] += 1
+        t = state["step"].item()
+        m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        # the bias corrections as multiplications by their reciprocals (one division per element)
+        update = (m * (1 / (1 - beta1**t))).div_((v * (1 / (1 - beta2**t))).sqrt_().add_(eps))
+        if wd != 0:
+            update.add_(shard, alpha=wd)
+        shard.add_(update, alpha=-lr * trust_ratio(shard, update, layout=p))
 
 
-class LARS(TensorwiseOptimizer):
+class LARS(TrustRatioOptimizer):
     """LARS (You et al. 2017); see the module docstring.
 
     Args:
@@ -148,6 +332,8 @@ class LARS(TensorwiseOptimizer):
         {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
     )
+    functor = "lars"
+    slot_keys = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -165,19 +351,23 @@ class LARS(TensorwiseOptimizer):
     ) -> None:
         super().__init__(**init_arguments(locals()))
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _flags(self, group: dict[str, Any]) -> list[bool]:
+        return [bool(group["nesterov"])]
+
+    def _shared_scalars(self, group, states):  # noqa: ANN001, ANN202
+        hyper = [scalar(group["weight_decay"]), group["momentum"]]
+        return [(list(range(len(states))), hyper)]
+
+    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
+        return scalar(group["lr"]) * _ratios(norms, group["trust_coefficient"], group["eps"])
+
+    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         lr, wd, mu = scalar(group["lr"]), scalar(group["weight_decay"]), group["momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            update, shard = _grad(p, group, "LARS").clone(), local(p)
-            if wd != 0:
-                update.add_(shard, alpha=wd)
-            ratio = trust_ratio(shard, update, group["trust_coefficient"], group["eps"], p)
-            update.mul_(lr * ratio)
-            state = self.state[p]
-            if "momentum_buffer" not in state:  # sharded like p under FSDP2
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            buf = local(state["momentum_buffer"])
-            buf.mul_(mu).add_(update)
-            shard.sub_(update.add_(buf, alpha=mu) if group["nesterov"] else buf)
+        update, shard = _grad(p, group).clone(), local(p)
+        if wd != 0:
+            update.add_(shard, alpha=wd)
+        ratio = trust_ratio(shard, update, group["trust_coefficient"], group["eps"], p)
+        update.mul_(lr * ratio)
+        buf = local(self.state[p]["momentum_buffer"])
+        buf.mul_(mu).add_(update)
+        shard.sub_(update.add_(buf, alpha=mu) if group["nesterov"] else buf)

@@ -37,7 +37,11 @@ import torch
 
 FORMAT = "optimist.checkpoint"
 WEIGHTS_FORMAT = "optimist.weights"
-VERSION = 1
+VERSION = 2
+#: From this version a ``Dense`` layer's optimizer state is stored ``(units, in)`` like its weight
+#: (``nn.Linear``'s layout); older files are converted on load. The weights themselves are
+#: saved as Keras' ``(in, units)`` kernel in every version.
+DENSE_WEIGHT_VERSION = 2
 
 _OPTIMIZER_MODULES = ("torch.optim", "optimist.optim")
 

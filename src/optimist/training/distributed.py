@@ -138,9 +138,11 @@ class DDPStrategy:
         rows = slice(self.rank, usable, self.world)
 
         def part(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[rows]
+            # contiguous: a strided batch takes another matmul path than the DataLoader's
+            # collated one, and the same rows must give the same bits either way
+            return None if t is None else t[rows].contiguous()
 
-        return _data.ArrayData(train.x[rows], part(train.y), part(train.sample_weight)), local
+        return _data.ArrayData(part(train.x), part(train.y), part(train.sample_weight)), local
 
     def _shard_loader(self, loader: DataLoader) -> _data.LoaderData:
         if isinstance(loader.sampler, DistributedSampler):

@@ -124,6 +124,19 @@ class KerasOptimizerView:
             return Iterations(keras.iterations)
         return Iterations(self.__dict__.get("_keras_iterations", 0))
 
+    @property
+    def lr_schedule(self) -> Any:
+        """The schedule set on this torch-style optimizer (``None``: a constant rate, or a
+        Keras-style optimizer, which keeps its own)."""
+        return self.__dict__.get("_lr_schedule")
+
+    def restore_schedule(self, schedule: Any, iterations: int) -> None:
+        """Continue a saved run: ``iterations`` steps taken, ``schedule`` (if any) set again
+        and the rate set to its value at that step (see ``model.save``)."""
+        self.__dict__["_keras_iterations"] = int(iterations)
+        if schedule is not None:
+            self.learning_rate = schedule
+
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """Keras' ``optimizer.scale_loss``: ``loss * loss_scale_factor`` if one is set."""
         keras = self._keras()

@@ -151,12 +151,12 @@ inline void int8_decode_n(const uint8_t* __restrict__ u, float scale, float* __r
                           Len n) {
   if (scale >= 0.0f) {  // unsigned block
     for (int64_t i = 0; i < n; ++i) out[i] = int8_value(u[i], 4) * scale;
-  } else {
+  } else {  // the sign bit of the code moves to that of the float (-0.0 for code 0x80, as -0.0f)
     const float a = -scale;
     for (int64_t i = 0; i < n; ++i) {
       const uint32_t c = u[i];
       const float mag = int8_value(c & 0x7Fu, 3) * a;
-      out[i] = (c & 0x80u) ? -mag : mag;
+      out[i] = bits_float(float_bits(mag) | ((c & 0x80u) << 24));
     }
   }
 }
@@ -166,7 +166,9 @@ inline void int8_decode_n(const uint8_t* __restrict__ u, float scale, float* __r
 // scale 0.  The absmax is found on the bit patterns: for |x| they order as the floats do, NaN
 // and inf above every finite value, so one integer max (which vectorizes, unlike a float max)
 // gives both the absmax and finiteness; a value is negative (signed mode) if its pattern exceeds
-// that of -0.0.
+// that of -0.0.  The codes are computed in 32-bit lanes and narrowed to bytes in a loop of their
+// own: computed straight into bytes, the compiler juggled 16-lane comparison masks into 64-lane
+// ones, which took as long as the rest.
 template <typename Len>
 inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u, Len n) {
   uint32_t abs_max = 0, raw_max = 0;
@@ -181,19 +183,32 @@ inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u,
   }
   const float amax = bits_float(abs_max);
   const float inv = 1.0f / amax;
-  if (raw_max <= 0x80000000u) {  // no negative value: unsigned block
-    for (int64_t j = 0; j < n; ++j) {
-      const float t = std::min(x[j] * inv, 1.0f);  // > 1 possible when 1 / amax is subnormal
-      u[j] = t == 0.0f ? 0 : static_cast<uint8_t>(int8_pattern<4>(t));
+  alignas(64) uint32_t code[kQuantBlock];
+  const bool is_unsigned = raw_max <= 0x80000000u;  // no negative value
+  // |x| * inv > 1 happens only when 1 / amax is subnormal (amax >= 2^126; checked for every
+  // float32 mantissa): only such blocks pay for the clamp.
+  auto quantize = [&](auto clamp) {
+    auto ratio = [&](float ax) { return decltype(clamp)::value ? std::min(ax * inv, 1.0f) : ax * inv; };
+    if (is_unsigned) {
+      for (int64_t j = 0; j < n; ++j) {
+        const float t = ratio(x[j]);
+        code[j] = t == 0.0f ? 0u : int8_pattern<4>(t);
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const float t = ratio(std::abs(x[j]));
+        const uint32_t magnitude = t == 0.0f ? 0u : (int8_pattern<3>(t) & 0x7Fu);
+        code[j] = magnitude | (x[j] < 0.0f ? 0x80u : 0u);
+      }
     }
-    return amax;
+  };
+  if (abs_max >= 0x7E800000u) {
+    quantize(std::true_type{});
+  } else {
+    quantize(std::false_type{});
   }
-  for (int64_t j = 0; j < n; ++j) {
-    const float t = std::min(std::abs(x[j]) * inv, 1.0f);
-    const uint32_t magnitude = t == 0.0f ? 0u : (int8_pattern<3>(t) & 0x7Fu);
-    u[j] = static_cast<uint8_t>(magnitude | (x[j] < 0.0f ? 0x80u : 0u));
-  }
-  return -amax;
+  for (int64_t j = 0; j < n; ++j) u[j] = static_cast<uint8_t>(code[j]);
+  return is_unsigned ? amax : -amax;
 }
 
 using FullBlock = std::integral_constant<int64_t, kQuantBlock>;

@@ -16,9 +16,10 @@
 // in checks.h (headers of this one translation unit).  The functor sees only compute-precision
 // pointers (float for float32/bfloat16/float16 parameters, double for float64) to the
 // parameter, the prepared gradient and up to four state slots, over one block of at most kBlock
-// elements; the engine decodes what is not stored in that precision into L1-resident block
-// buffers before the call, runs the prologue on the block, and encodes after, so that memory is
-// still read and written once.
+// elements (or over a job's whole range when every tensor is used in place and nothing runs
+// around the rule: a functor must not assume n <= kBlock); the engine decodes what is not
+// stored in that precision into L1-resident block buffers before the call, runs the prologue
+// on the block, and encodes after, so that memory is still read and written once.
 
 #include <torch/extension.h>
 
@@ -64,6 +65,15 @@ struct Prologue {
   double ema_decay = 0.0;    // ema = ema_decay * ema + (1 - ema_decay) * param, after the rule
 };
 
+template <typename F>
+void with_flag(bool b, F&& f) {
+  if (b) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
 struct Job {
   void (*fn)(const Job&, int64_t, int64_t);
   Store param, grad;
@@ -78,45 +88,70 @@ struct Job {
 // memory traffic of its own): decoupled decay of the parameter, then the gradient the rule sees,
 // written to `out` unless nothing changes it.  The operation order is torch's: clip_grad_*
 // before the step, then `-grad` for maximize, then `grad.add(param, alpha=weight_decay)`.
-struct PrologueCase {
-  bool decay, grad;  // what runs: the decay of p; anything on the gradient
-};
+// One loop per combination of the steps that run (chosen once per job), so that every step is
+// one more operation on a value in a register, not one more pass over the block.
+template <typename C>
+using PrologueFn = const C* (*)(const Prologue&, C* __restrict__, const C* __restrict__,
+                                C* __restrict__, int64_t);
 
-inline PrologueCase prologue_case(const Job& job) {
-  const Prologue& pr = job.pro;
-  const bool grad =
-      pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
-  return {pr.decay != 1.0, grad};
+template <typename C, bool DECAY, bool GRAD, bool CLIP, bool FIRST, bool SCALED, bool L2>
+const C* prologue_block(const Prologue& pr, C* __restrict__ p, const C* __restrict__ graw,
+                        C* __restrict__ out, int64_t n) {
+  const C decay = C(pr.decay), scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
+  const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
+  for (int64_t i = 0; i < n; ++i) {
+    C pi = p[i];
+    if constexpr (DECAY) {
+      pi = pi * decay;
+      p[i] = pi;
+    }
+    if constexpr (GRAD) {
+      C gi = graw[i];
+      if constexpr (CLIP && FIRST) gi = std::min(std::max(gi, lo), hi);
+      if constexpr (SCALED) gi = gi * scale;
+      if constexpr (CLIP && !FIRST) gi = std::min(std::max(gi, lo), hi);
+      gi = gi * sgn;
+      if constexpr (L2) gi = fmadd(l2, pi, gi);
+      out[i] = gi;
+    }
+  }
+  return GRAD ? out : graw;
 }
 
 template <typename C>
-const C* prologue(const Prologue& pr, PrologueCase what, C* __restrict__ p,
-                  const C* __restrict__ graw, C* __restrict__ out, int64_t n) {
-  if (what.decay) {
-    const C decay = C(pr.decay);
-    for (int64_t i = 0; i < n; ++i) p[i] = p[i] * decay;
+const C* no_prologue(const Prologue&, C* __restrict__, const C* __restrict__ graw,
+                     C* __restrict__, int64_t) {
+  return graw;
+}
+
+// Whether the prologue changes the gradient (else it decays the parameter, or does nothing).
+inline bool prepares_grad(const Prologue& pr) {
+  return pr.grad_scale != 1.0 || pr.clip_value != 0.0 || pr.sign != 1.0 || pr.l2 != 0.0;
+}
+
+// The prologue function of a job (no_prologue when nothing runs).
+template <typename C>
+PrologueFn<C> select_prologue(const Prologue& pr) {
+  const bool grad = prepares_grad(pr);
+  PrologueFn<C> fn = &no_prologue<C>;
+  if (!grad) {
+    if (pr.decay != 1.0) fn = &prologue_block<C, true, false, false, false, false, false>;
+    return fn;
   }
-  if (!what.grad) return graw;
-  const C scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
-  const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
-  const bool clip = pr.clip_value > 0.0, first = pr.clip_first, scaled = pr.grad_scale != 1.0;
-  if (clip) {
-    for (int64_t i = 0; i < n; ++i) {
-      C gi = graw[i];
-      if (first) gi = std::min(std::max(gi, lo), hi);
-      if (scaled) gi = gi * scale;
-      if (!first) gi = std::min(std::max(gi, lo), hi);
-      out[i] = gi * sgn;
-    }
-  } else if (scaled) {
-    for (int64_t i = 0; i < n; ++i) out[i] = (graw[i] * scale) * sgn;
-  } else {
-    for (int64_t i = 0; i < n; ++i) out[i] = graw[i] * sgn;
-  }
-  if (pr.l2 != 0.0) {
-    for (int64_t i = 0; i < n; ++i) out[i] = fmadd(l2, p[i], out[i]);
-  }
-  return out;
+  with_flag(pr.decay != 1.0, [&](auto decay) {
+    with_flag(pr.clip_value > 0.0, [&](auto clip) {
+      with_flag(pr.clip_first, [&](auto first) {
+        with_flag(pr.grad_scale != 1.0, [&](auto scaled) {
+          with_flag(pr.l2 != 0.0, [&](auto l2) {
+            fn = &prologue_block<C, decltype(decay)::value, true, decltype(clip)::value,
+                                 decltype(first)::value, decltype(scaled)::value,
+                                 decltype(l2)::value>;
+          });
+        });
+      });
+    });
+  });
+  return fn;
 }
 
 // One job over elements [begin, end), block by block: decode (load), prologue, rule, epilogue,
@@ -129,8 +164,8 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   const R rule(job.hyper);
   alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock];
   alignas(64) C sbuf[kAllSlots][kBlock];
-  const PrologueCase what = prologue_case(job);
   const Prologue& pr = job.pro;
+  const PrologueFn<C> prologue = select_prologue<C>(pr);
   int used[kAllSlots];  // the slots present, in order
   int n_used = 0;
   for (int k = 0; k < kAllSlots; ++k) {
@@ -142,14 +177,25 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
     seed = seed * 0x01000193u + 0x9E3779B9u;
     seeds[k] = seed;
   }
-  bool in_place = !what.decay && !what.grad && job.param.kind == kNative &&
-                  job.grad.kind == kNative;
-  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
-  const int64_t block = in_place ? kBlock : kSmallBlock;
+  bool native = job.param.kind == kNative && job.grad.kind == kNative;
+  for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
+  const bool in_place = native && prologue == &no_prologue<C>;
+  if (in_place && job.slot[kEmaSlot].kind == kAbsent) {
+    // every stream is used in place and nothing runs around the rule: one call over the whole
+    // range, as the per-optimizer kernels did (per 4 KiB block, the calls and the codec
+    // switches cost 1-3% of a 10M step)
+    C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+    for (int j = 0; j < n_used; ++j) s[used[j]] = static_cast<C*>(job.slot[used[j]].data) + begin;
+    rule(end - begin, static_cast<C*>(job.param.data) + begin,
+         static_cast<const C*>(job.grad.data) + begin, s[0], s[1], s[2], s[3]);
+    return;
+  }
+  // a decay alone (AdamW) reads no stream of its own: large blocks (fewer calls) are as good
+  const int64_t block = native && !prepares_grad(pr) ? kBlock : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue<C>(pr, what, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    const C* g = prologue(pr, p, load<C>(job.grad, b, len, graw), gbuf, len);
     C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) {
       const int k = used[j];
@@ -198,15 +244,6 @@ void execute(const std::vector<Job>& jobs) {
 
 // ---------------------------------------------------------------------------------------------
 // Rule dispatch: (rule name, variant flags) -> the job function.  One line per rule.
-
-template <typename F>
-void with_flag(bool b, F&& f) {
-  if (b) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
 
 template <typename C>
 void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const Job&, int64_t,
@@ -258,6 +295,10 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
+  } else if (rule == "lamb") {
+    fn = &run_job<Lamb<C>, C>;
+  } else if (rule == "lars") {
+    with_flag(flag(0), [&](auto nest) { fn = &run_job<Lars<C, decltype(nest)::value>, C>; });
   }
   TORCH_CHECK(fn != nullptr, "optimist engine: unknown rule '", rule, "'");
   return fn;
@@ -329,11 +370,17 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
           double grad_scale, double clip_value, bool clip_first, bool maximize,
           const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
           double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
-          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed) {
+          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed,
+          const std::vector<double>& tensor_hyper) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
   TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
   TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  // tensor_hyper: each tensor's own scalars (as many per tensor), after the shared ones
+  const size_t per_tensor = n == 0 ? 0 : tensor_hyper.size() / n;
+  TORCH_CHECK(per_tensor * n == tensor_hyper.size() && hyper.size() + per_tensor <= 12,
+              "optimist engine: tensor_hyper needs the same number of scalars per tensor, at "
+              "most 12 with the shared ones");
   for (size_t k = 0; k < slots.size(); ++k) {
     TORCH_CHECK(slots[k].empty() || slots[k].size() == n, "optimist engine: slot ", k, " has ",
                 slots[k].size(), " tensors, expected ", n);
@@ -392,6 +439,7 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
     job.pro.ema_decay = ema_decay;
     job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
     std::copy(hyper.begin(), hyper.end(), job.hyper);
+    std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
     job.fn = job_fn(compute_is_double(pt), i < fresh.size() && fresh[i]);
   }
   {
@@ -414,7 +462,9 @@ void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh
 // and kReduceStreams chunks are read together, a block of each in turn: one core streams a
 // single array at about 60% of the speed at which it streams four (the hardware prefetchers
 // work per stream).  Each chunk is summed block after block in its own order, so the result
-// does not depend on the grouping or the number of threads.
+// does not depend on the grouping or the number of threads.  The groups run last to first: the
+// step that follows reads the tensors first to last, so it finds the gradients pass 0 read last
+// still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
 constexpr int64_t kReduceChunk = 1 << 20;
 constexpr size_t kReduceStreams = 4;
 
@@ -475,7 +525,9 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     pybind11::gil_scoped_release release;
     const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
     at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
-      for (int64_t g = a; g < b; ++g) group(static_cast<size_t>(g) * kReduceStreams);
+      for (int64_t g = a; g < b; ++g) {
+        group(static_cast<size_t>(groups - 1 - g) * kReduceStreams);
+      }
     });
   }
   Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
@@ -486,6 +538,124 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     all &= finite[c] != 0;
   }
   return {sums, all};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
+// tensor, the rule's norms() over every block after the prologue (its state updates that need
+// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
+// precision, reduce.h, across blocks in float64).  The host turns
+// the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
+// ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
+// on the number of threads.
+
+template <typename R, typename C>
+void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
+  const R rule(job.hyper);
+  alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
+  alignas(64) C sbuf[kMaxSlots][kBlock];
+  const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p is only read
+  int used[kMaxSlots];
+  int n_used = 0;
+  for (int k = 0; k < kMaxSlots; ++k) {
+    if (job.slot[k].kind != kAbsent) used[n_used++] = k;
+  }
+  uint32_t seeds[kAllSlots];  // as run_job's
+  uint32_t seed = job.seed;
+  for (int k = 0; k < kAllSlots; ++k) {
+    seed = seed * 0x01000193u + 0x9E3779B9u;
+    seeds[k] = seed;
+  }
+  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
+                  job.grad.kind == kNative;
+  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
+  const int64_t block = in_place ? kBlock : kSmallBlock;
+  for (int64_t b = begin; b < end; b += block) {
+    const int64_t len = std::min(block, end - b);
+    C* __restrict__ p = load<C>(job.param, b, len, pbuf);
+    const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
+    for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
+    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
+    sums[0] += sum_squares_block(p, len);
+    sums[1] += sum_squares_block(ubuf, len);
+    for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
+  }
+}
+
+using NormsFn = void (*)(const Job&, int64_t, int64_t, double*);
+
+template <typename C>
+NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
+  const bool nesterov = !flags.empty() && flags[0];
+  if (rule == "lamb") return &run_norms<Lamb<C>, C>;
+  if (rule == "lars") return nesterov ? &run_norms<Lars<C, true>, C> : &run_norms<Lars<C, false>, C>;
+  TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
+}
+
+// Phase A for a list of tensors: a float64 tensor [n, 2] of the sums of p^2 and u^2.
+Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
+                    const std::vector<double>& hyper, const std::vector<Tensor>& params,
+                    const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
+                    double grad_scale, double clip_value, bool clip_first, bool maximize,
+                    double l2, bool state_stochastic, int64_t seed) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
+  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
+  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  struct Chunk {
+    size_t tensor;
+    int64_t begin, end;
+  };
+  std::vector<Job> jobs(n);
+  std::vector<NormsFn> fns(n);
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    const at::ScalarType pt = p.scalar_type();
+    TORCH_CHECK(grads[i].scalar_type() == pt && grads[i].sizes() == p.sizes(),
+                "optimist engine: grads[", i, "] differs from its parameter in dtype or shape");
+    const int64_t numel = real_numel(p);
+    Job& job = jobs[i];
+    job.n = numel;
+    job.param = make_store(p, pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    for (size_t k = 0; k < slots.size(); ++k) {
+      TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
+      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
+    }
+    job.pro.grad_scale = grad_scale;
+    job.pro.clip_value = clip_value;
+    job.pro.clip_first = clip_first;
+    job.pro.sign = maximize ? -1.0 : 1.0;
+    job.pro.l2 = l2;
+    job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
+    std::copy(hyper.begin(), hyper.end(), job.hyper);
+    fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
+    for (int64_t b = 0; b < numel; b += kParallelElems) {
+      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
+    }
+  }
+  std::vector<double> partial(2 * chunks.size(), 0.0);
+  {
+    pybind11::gil_scoped_release release;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) {
+        const Chunk& ch = chunks[c];
+        fns[ch.tensor](jobs[ch.tensor], ch.begin, ch.end, &partial[2 * c]);
+      }
+    });
+  }
+  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
+  double* o = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    o[2 * chunks[c].tensor] += partial[2 * c];
+    o[2 * chunks[c].tensor + 1] += partial[2 * c + 1];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& slot : slots) bump(slot[i]);
+  }
+  return out;
 }
 
 // step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
@@ -581,15 +751,17 @@ Tensor dequantize(const Tensor& q, const Tensor& scale) {
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
-// Prodigy's global pass: per tensor, <g', x0 - x> and |beta3 s + weight g'|_1 in float64, where
-// g' is the gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s is
-// read through its codec.  One read of g, x, x0 and s; chunks and lanes as in grad_stats, so the
-// sums do not depend on the number of threads.
+// Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
+// gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
+// weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
+// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
+// s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
+// of threads.
 Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                      const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
                      const std::vector<Tensor>& s_scales, double beta3, double weight,
                      double grad_scale, double clip_value, bool clip_first, bool maximize,
-                     const std::vector<double>& l2) {
+                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
               "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
@@ -607,13 +779,17 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
     job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
     job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
     const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
-    job.slot[1] = make_store(ss[i], pt, false, sc, numel, "s", i);
+    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
     job.pro.grad_scale = grad_scale;
     job.pro.clip_value = clip_value;
     job.pro.clip_first = clip_first;
     job.pro.sign = maximize ? -1.0 : 1.0;
     job.pro.l2 = l2[i];
     job.n = numel;
+    uint32_t slot_seed = static_cast<uint32_t>(seed) * 0x9E3779B1u +
+                         static_cast<uint32_t>(i) * 0x85EBCA6Bu;  // step()'s seed of slot 2
+    for (int k = 0; k < 3; ++k) slot_seed = slot_seed * 0x01000193u + 0x9E3779B9u;
+    job.seed = slot_seed;
     for (int64_t b = 0; b < numel; b += kParallelElems) {
       chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
     }
@@ -627,26 +803,31 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
       alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
       const C b3 = C(beta3), w = C(weight);
-      const PrologueCase what = prologue_case(job);  // job.pro.decay is 1: p is only read
+      const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
         C* __restrict__ x = load<C>(job.param, b, len, pbuf);
         const C* __restrict__ g = load<C>(job.grad, b, len, graw);
-        g = prologue<C>(job.pro, what, x, g, gbuf, len);
+        g = prologue(job.pro, x, g, gbuf, len);
         const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
-        const C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
+        C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
         C dot[kLanes] = {}, l1[kLanes] = {};
         int64_t j = 0;
         for (; j + kLanes <= len; j += kLanes) {
           for (int k = 0; k < kLanes; ++k) {
             dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
-            l1[k] += std::abs(fmadd(w, g[j + k], sv[j + k] * b3));  // the s the rule will store
+            const C si = fmadd(w, g[j + k], sv[j + k] * b3);
+            sv[j + k] = si;
+            l1[k] += std::abs(si);  // before s is rounded to its storage format
           }
         }
         for (; j < len; ++j) {
           dot[0] += g[j] * (x0[j] - x[j]);
-          l1[0] += std::abs(fmadd(w, g[j], sv[j] * b3));
+          const C si = fmadd(w, g[j], sv[j] * b3);
+          sv[j] = si;
+          l1[0] += std::abs(si);
         }
+        store<C>(job.slot[1], b, len, sv, job.seed);
         for (int k = 0; k < kLanes; ++k) {
           dots[c] += static_cast<double>(dot[k]);
           norms[c] += static_cast<double>(l1[k]);
@@ -665,6 +846,7 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
     });
   }
+  for (const Tensor& s : ss) bump(s);
   Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
   double* o = out.data_ptr<double>();
   for (size_t c = 0; c < chunks.size(); ++c) {
@@ -684,13 +866,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
         py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"), py::arg("ema_decay"),
-        py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"));
+        py::arg("state_stochastic"), py::arg("param_stochastic"), py::arg("seed"),
+        py::arg("tensor_hyper") = std::vector<double>{});
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
-        py::arg("l2"));
+        py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
+  m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
+        py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
+        py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),
+        py::arg("state_stochastic"), py::arg("seed"));
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));

@@ -64,4 +64,21 @@ inline double sum_squares_clipped(const C* __restrict__ x, int64_t n, C clip, bo
   return total;
 }
 
+// The sum of squares of one block (at most a few thousand values) in float64, with the lanes in
+// the compute precision C: float lanes for float32 values (a lane adds at most kBlock /
+// kReduceLanes squares, so its relative error stays near 1e-7), twice as many values per
+// vector as widening to double first; the lanes are summed in float64.
+template <typename C>
+inline double sum_squares_block(const C* __restrict__ x, int64_t n) {
+  C acc[kReduceLanes] = {};
+  int64_t j = 0;
+  for (; j + kReduceLanes <= n; j += kReduceLanes) {
+    for (int k = 0; k < kReduceLanes; ++k) acc[k] += x[j + k] * x[j + k];
+  }
+  for (; j < n; ++j) acc[0] += x[j] * x[j];
+  double total = 0.0;
+  for (int k = 0; k < kReduceLanes; ++k) total += static_cast<double>(acc[k]);
+  return total;
+}
+
 }  // namespace optimist

@@ -1,6 +1,6 @@
 // optimist engine: the rules' functors (a header of engine.cpp, one translation unit).
 //
-// A rule is a functor over one block of at most kBlock elements (L1-resident):
+// A rule is a functor over one block of elements (L1-resident, or a whole in-place range):
 //   * C is the compute type (float for float32/bfloat16/float16 parameters, double for float64);
 //   * the constructor takes h, the host scalars the rule's Python side computed for this step
 //     (its `scalars()` tuple, in that order), in double;
@@ -369,12 +369,11 @@ struct Prodigy {  // h: b1, d (1 - b1), b2, d^2 (1 - b2), b3, s weight, d_new ep
       : b1(C(h[0])), w1(C(h[1])), b2(C(h[2])), w2(C(h[3])), b3(C(h[4])), ws(C(h[5])),
         deps(C(h[6])), neg_dlr(C(h[7])), neg_decay(C(h[8])), neg_dlr_d(C(h[9])) {}
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C* __restrict__ s, C*) const {
+                  C* __restrict__ v, C*, C*) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
       const C vi = fmadd(w2 * gi, gi, v[i] * b2);
-      v[i] = vi;
-      s[i] = fmadd(ws, gi, s[i] * b3);  // d is known: the global pass took |s|_1 already
+      v[i] = vi;  // s: updated by the global pass (prodigy_stats), which took |s|_1
       const C denom = std::sqrt(vi) + deps;
       C pi = p[i];
       if (neg_decay != C(0)) pi = fmadd(neg_decay, pi, pi);  // p.add_(p, alpha=-wd dlr)
@@ -407,6 +406,80 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
       const C ratio = std::min(std::abs(mi) / (rho_bs * hess[i] + eps), C(1));
       p[i] = fmadd(neg_lr * sign_of(mi), ratio, p[i]);
     }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Rules with a per-tensor norm pass (trust ratios).  Two phases over each tensor:
+//   * phase A, norms(n, p, g, s0..s3, u) (engine.cpp's tensor_norms): the state updates that do
+//     not need the norms, and the update direction u written to `u`; the engine sums p^2 and
+//     u^2 per tensor in float64;
+//   * phase B, operator() (an ordinary step): h carries the tensor's own scalar, computed on the
+//     host from the two norms, after the shared ones.
+// Rounding as the eager path in trust_ratio.py (torch ops per tensor).
+
+template <typename C>
+struct Lamb {  // h: 1 - b1, b2, 1 - b2, 1 / (1 - b1^t), 1 / (1 - b2^t), eps, wd;
+               //    phase B: -lr * ratio
+  C w1, lw1, b2, omb2, ibc1, ibc2, eps, wd, alpha;
+  bool small;
+  explicit Lamb(const double* h)
+      : w1(C(h[0])), lw1(C(1) - C(h[0])), b2(C(h[1])), omb2(C(h[2])), ibc1(C(h[3])),
+        ibc2(C(h[4])), eps(C(h[5])), wd(C(h[6])), alpha(C(h[7])),
+        small(std::abs(C(h[0])) < C(0.5)) {}
+  template <bool WD>
+  C direction(C mi, C vi, C pi) const {  // m / bc1 / (sqrt(v / bc2) + eps) + wd p
+    const C u = (mi * ibc1) / (std::sqrt(vi * ibc2) + eps);
+    return WD ? fmadd(wd, pi, u) : u;
+  }
+  template <bool WD>
+  void norms_(int64_t n, const C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
+              C* __restrict__ v, C* __restrict__ u) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i];
+      const C mi = lerp(m[i], gi, w1, lw1, small);
+      m[i] = mi;
+      const C vi = fmadd(omb2 * gi, gi, v[i] * b2);
+      v[i] = vi;
+      u[i] = direction<WD>(mi, vi, p[i]);
+    }
+  }
+  void norms(int64_t n, const C* p, const C* g, C* m, C* v, C*, C*, C* u) const {
+    wd != C(0) ? norms_<true>(n, p, g, m, v, u) : norms_<false>(n, p, g, m, v, u);
+  }
+  template <bool WD>
+  void step_(int64_t n, C* __restrict__ p, const C* __restrict__ m,
+             const C* __restrict__ v) const {
+    for (int64_t i = 0; i < n; ++i) p[i] = fmadd(alpha, direction<WD>(m[i], v[i], p[i]), p[i]);
+  }
+  void operator()(int64_t n, C* p, const C*, C* m, C* v, C*, C*) const {
+    wd != C(0) ? step_<true>(n, p, m, v) : step_<false>(n, p, m, v);  // the moments: phase A's
+  }
+};
+
+template <typename C, bool NESTEROV>
+struct Lars {  // h: wd, momentum; phase B: lr * ratio
+  C wd, mu, scale;
+  explicit Lars(const double* h) : wd(C(h[0])), mu(C(h[1])), scale(C(h[2])) {}
+  template <bool WD>
+  void norms_(int64_t n, const C* __restrict__ p, const C* __restrict__ g,
+              C* __restrict__ u) const {
+    for (int64_t i = 0; i < n; ++i) u[i] = WD ? fmadd(wd, p[i], g[i]) : g[i];
+  }
+  void norms(int64_t n, const C* p, const C* g, C*, C*, C*, C*, C* u) const {
+    wd != C(0) ? norms_<true>(n, p, g, u) : norms_<false>(n, p, g, u);
+  }
+  template <bool WD>
+  void step_(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ buf) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C ui = (WD ? fmadd(wd, p[i], g[i]) : g[i]) * scale;
+      const C b = buf[i] * mu + ui;
+      buf[i] = b;
+      p[i] = p[i] - (NESTEROV ? fmadd(mu, b, ui) : b);
+    }
+  }
+  void operator()(int64_t n, C* p, const C* g, C* buf, C*, C*, C*) const {
+    wd != C(0) ? step_<true>(n, p, g, buf) : step_<false>(n, p, g, buf);
   }
 };
 

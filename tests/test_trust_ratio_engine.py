@@ -1,0 +1,181 @@
+"""LAMB and LARS on the C++ engine's per-tensor norm pass against their torch-ops path.
+
+The two paths compute the same element-wise updates with the same roundings; the trust ratios'
+norms differ only in summation order (float64 sums on the engine; torch's norm eagerly), so
+float64 agrees to a few ulps and float32 to the float32 norm's rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import optimist.optim as oo
+from optimist.optim import engine
+
+pytestmark = pytest.mark.skipif(not engine.available(), reason="the C++ engine is unavailable")
+
+SHAPES = [(37, 29), (5000,), (3,), (70_000,), ()]
+CASES = [
+    (oo.LAMB, {"lr": 0.01, "weight_decay": 0.1}),
+    (oo.LAMB, {"lr": 0.01, "betas": (0.5, 0.9), "maximize": True}),  # lerp's other branch
+    (oo.LARS, {"lr": 1.0, "weight_decay": 0.01, "nesterov": True}),
+    (oo.LARS, {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True}),
+]
+
+
+def _params(dtype, shapes=SHAPES):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+
+
+def _run(cls, kwargs, params, steps=4, zero_grad_of=None):
+    opt = cls(params, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for i, p in enumerate(params):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.1
+            if i == zero_grad_of:
+                p.grad.zero_()
+        opt.step()
+    return opt
+
+
+def _eager(monkeypatch, cls, kwargs, params, **extra):
+    monkeypatch.setenv("OPTIMIST_DISABLE_FUSED", "1")
+    try:
+        return _run(cls, kwargs, params, **extra)
+    finally:
+        monkeypatch.delenv("OPTIMIST_DISABLE_FUSED")
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_engine_equals_torch_ops(monkeypatch, cls, kwargs, dtype):
+    a, b = _params(dtype), _params(dtype)
+    fused = _run(cls, kwargs, a, zero_grad_of=2)  # a zero update: the ratio is 1
+    eager = _eager(monkeypatch, cls, kwargs, b, zero_grad_of=2)
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=tol, atol=tol)
+        for key, value in fused.state[pa].items():
+            torch.testing.assert_close(value, eager.state[pb][key], rtol=tol, atol=tol)
+
+
+def test_the_engine_takes_float_cpu_tensors_and_torch_ops_the_rest(monkeypatch):
+    """A group mixing contiguous float32, bfloat16 and non-contiguous parameters: the engine
+    steps only the first kind (so the eager step is never called for them)."""
+    plain = torch.nn.Parameter(torch.randn(6, 5))
+    low = torch.nn.Parameter(torch.randn(7).bfloat16())
+    strided = torch.nn.Parameter(torch.randn(5, 6).t())
+    opt = oo.LAMB([plain, low, strided], lr=0.01)
+    for p in (plain, low, strided):
+        p.grad = torch.ones_like(p)
+    stepped = []
+    original = oo.LAMB._eager_step
+    monkeypatch.setattr(
+        oo.LAMB, "_eager_step", lambda self, g, p: (stepped.append(p), original(self, g, p))
+    )
+    before = [p.detach().clone() for p in (plain, low, strided)]
+    opt.step()
+    assert [id(p) for p in stepped] == [id(low), id(strided)]
+    assert all(not torch.equal(p, q) for p, q in zip((plain, low, strided), before, strict=True))
+
+
+def test_lamb_parameters_at_different_steps(monkeypatch):
+    """A parameter that joins later has its own bias correction on both paths."""
+
+    def run(params):
+        opt = oo.LAMB(params[:1], lr=0.01)
+        gen = torch.Generator().manual_seed(3)
+        for step in range(4):
+            if step == 2:
+                opt.add_param_group({"params": params[1:]})
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return opt
+
+    a, b = _params(torch.float64, [(40,), (50,)]), _params(torch.float64, [(40,), (50,)])
+    run(a)
+    monkeypatch.setenv("OPTIMIST_DISABLE_FUSED", "1")
+    run(b)
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-14, atol=1e-14)
+
+    def preset(params):  # steps 3 and 1 in one engine call
+        opt = oo.LAMB(params, lr=0.01)
+        state = opt.state[params[0]]
+        state["step"] = torch.tensor(2.0)
+        state["exp_avg"] = torch.full((40,), 0.1, dtype=torch.float64)
+        state["exp_avg_sq"] = torch.full((40,), 0.01, dtype=torch.float64)
+        for p in params:
+            p.grad = torch.linspace(-1, 1, p.numel(), dtype=p.dtype)
+        opt.step()
+        assert [float(opt.state[p]["step"]) for p in params] == [3.0, 1.0]
+
+    c, d = _params(torch.float64, [(40,), (50,)]), _params(torch.float64, [(40,), (50,)])
+    preset(d)
+    monkeypatch.delenv("OPTIMIST_DISABLE_FUSED")
+    preset(c)
+    for pc, pd in zip(c, d, strict=True):
+        torch.testing.assert_close(pc, pd, rtol=1e-14, atol=1e-14)
+
+
+def test_tensor_hyper_must_fit():
+    mod = engine.load()
+    p, g, buf = torch.zeros(4), torch.zeros(4), torch.zeros(4)
+    with pytest.raises(RuntimeError, match="tensor_hyper"):
+        mod.step(
+            "lars", [False], -1, [0.0, 0.9], [p, p], [g, g], [[buf, buf]], [], [],
+            1.0, 0.0, True, False, [], [], 0.0, 1.0, [], [], 0.0, False, False, 0,
+            tensor_hyper=[1.0, 2.0, 3.0],
+        )  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
+@pytest.mark.parametrize(("cls", "kwargs"), CASES[::2], ids=lambda c: getattr(c, "__name__", ""))
+def test_dtensor_parameters_take_the_engine_with_rank_wide_norms(
+    tmp_path, monkeypatch, cls, kwargs
+):
+    """Sharded (FSDP2-style) parameters on a one-process mesh: the engine steps their local
+    shards and reduces each tensor's row of sums over the mesh (``tensor_sums``), equal to the
+    plain run."""
+    from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
+
+    from optimist.optim import trust_ratio
+
+    dist = torch.distributed
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+        )
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        plain = _params(torch.float64, [(40, 3), (50,)])
+        sharded = [
+            torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, [Shard(0)]))
+            for p in plain
+        ]
+        reduced = []
+        original = trust_ratio.tensor_sums
+        monkeypatch.setattr(
+            trust_ratio,
+            "tensor_sums",
+            lambda s, refs: (reduced.append(len(refs)), original(s, refs))[1],
+        )
+        opt_a, opt_b = cls(plain, **kwargs), cls(sharded, **kwargs)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            for a, b in zip(plain, sharded, strict=True):
+                a.grad = torch.randn(a.shape, generator=gen, dtype=a.dtype)
+                b.grad = distribute_tensor(a.grad.clone(), mesh, [Shard(0)])
+            opt_a.step()
+            opt_b.step()
+        assert reduced == [2, 2, 2]  # both tensors' rows in one call per step
+        for a, b in zip(plain, sharded, strict=True):
+            torch.testing.assert_close(b.full_tensor(), a.detach(), rtol=1e-14, atol=1e-14)
+    finally:
+        if owned:
+            dist.destroy_process_group()
