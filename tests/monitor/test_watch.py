@@ -152,11 +152,12 @@ def test_auto_interval_widens_while_the_monitor_costs_too_much():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     steps: list[int] = []
-    # budget 0: every reading costs "too much", so the interval doubles after each one
+    # budget 0: every reading costs "too much", so the interval doubles after each one but the
+    # first (which has no previous reading to be compared with)
     c = SignalCollector(net, opt, lambda r: steps.append(r["step"]), every="auto", budget=0.0)
     _train(net, opt, 160)
     c.close()
-    assert steps == [0, 20, 60, 140]  # 10 -> 20 after the first reading, then 40, 80
+    assert steps == [0, 10, 30, 70, 150]  # 10, then 20, 40, 80
     assert c.every == 160
     # a generous budget keeps the interval
     steps.clear()
@@ -166,6 +167,22 @@ def test_auto_interval_widens_while_the_monitor_costs_too_much():
     assert steps == [0, 10, 20, 30]
     with pytest.raises(ValueError, match="'auto'"):
         SignalCollector(net, opt, print, every="sometimes")
+
+
+def test_auto_reads_the_loss_every_10_steps_while_the_signals_thin_out():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    with watch(net, opt) as m:  # every="auto"
+        m._collector.budget = 0.0  # every signal reading costs "too much"
+        m.loss_budget = 1e9  # and no loss reading does
+        _train(net, opt, 61, m)
+    assert [r["step"] for r in m.records if "grad_norm" in r] == [0, 10, 30]
+    assert [r["step"] for r in m.records if "loss" in r] == [1, 11, 21, 31, 41, 51, 61]
+    assert m.every == 40 and m.loss_every == 10
+    with watch(net, opt, every=4) as m:  # a fixed interval is the loss's too
+        _train(net, opt, 9, m)
+    assert [r["step"] for r in m.records if "loss" in r] == [1, 5, 9]
+    assert m.loss_every == 4
 
 
 def test_dead_share_counts_units_silent_for_the_whole_batch():
@@ -332,3 +349,26 @@ def test_own_time_counts_readings_and_loss_readings():
         m.log_loss(1.0, reading=True)  # a loss reading alone adds its time
         assert m.own_time > before > 0
     assert m.own_time < time.perf_counter() - start
+
+
+def test_own_time_is_cpu_time_so_a_busy_machine_does_not_inflate_it(monkeypatch):
+    """The monitor's own time (and the auto interval's budget) is the training thread's CPU time:
+    time the thread waits (here a sleep in each reading; on a shared machine, other processes'
+    turns) is not counted as the monitor's."""
+    import time
+
+    from optimist.monitor.verdicts import Diagnoser
+
+    add = Diagnoser.add
+
+    def slow_add(self, record):
+        time.sleep(0.02)
+        return add(self, record)
+
+    monkeypatch.setattr(Diagnoser, "add", slow_add)
+    net = _net()
+    opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+    with watch(net, opt, every=2) as m:
+        _train(net, opt, 6, m)  # 3 signal readings, 4 loss readings: 0.14 s of sleep
+    assert len(m.records) == 7
+    assert 0 < m.own_time < 0.06

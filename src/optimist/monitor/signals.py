@@ -1,15 +1,18 @@
 """Training signals read through hooks, every ``every`` optimizer steps, without touching the run.
 
-A :class:`SignalCollector` attaches to an optimizer (``register_step_pre_hook`` /
-``register_step_post_hook``) and to the ReLU modules of a model (forward hooks). On a sampled step
-it reads, before the update: the global and per-layer gradient norms, and keeps a copy of the
-weights; after the update: the share of non-finite gradient entries (counted only when the global
-norm is not finite), the per-layer update-to-weight
-ratio ``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
+A :class:`SignalCollector` attaches to an optimizer (``register_step_post_hook``, always on: an
+unsampled step costs a counter and a compare; ``register_step_pre_hook``, only for sampled steps)
+and, for sampled steps only, to the ReLU modules of a model (forward hooks). On a sampled step it
+reads, before the update: the global and per-layer gradient norms and the weight norms, and keeps
+a flat copy of the weights; after the update: the share of non-finite gradient entries (counted
+only when the global norm is not finite), the per-layer update-to-weight ratio
+``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
 ``lr / (sqrt(v_hat) + eps)``), the momentum norm and the range of the second moment. Forward hooks
-give the share of dead units (zero for the whole batch) of each ReLU layer. All values of one step
-reach the host in one transfer. Nothing is written to parameters, gradients, optimizer state or
-random generators, so a monitored run follows the same trajectory as an unmonitored one.
+give the share of dead units (zero for the whole batch) of each ReLU layer. The sums of squares
+come from one call of the engine's pass-0 kernel where it runs (optimist's optimizers on CPU), and
+all values of one step reach the host in one transfer. Nothing is written to parameters,
+gradients, optimizer state or random generators, so a monitored run follows the same trajectory
+as an unmonitored one.
 
 A *layer* is the module that owns the parameters (``fc1`` for ``fc1.weight`` and ``fc1.bias``).
 """
@@ -147,6 +150,7 @@ class SignalCollector:
         self._dead: dict[str, torch.Tensor] = {}
         self._cost = 0.0  # seconds spent on the latest sample
         self.spent = 0.0  # seconds spent on all readings so far (the monitor's own time)
+        self.samples = 0  # readings so far
         self._since = clock()  # start of the latest sample
         self._post_handle: Any = optimizer.register_step_post_hook(self._post_step)
         self._pre_handle: Any = None
@@ -173,11 +177,6 @@ class SignalCollector:
         for h in self._relu_handles:
             h.remove()
         self._relu_handles = []
-
-    def charge(self, seconds: float) -> None:
-        """Counts ``seconds`` of other monitor work (a loss reading) in the auto interval's
-        budget."""
-        self._cost += seconds
 
     @property
     def sampling(self) -> bool:
@@ -300,10 +299,13 @@ class SignalCollector:
 
     def _schedule(self, start: float, step: int) -> None:
         """Sets the next sampled step; in auto mode doubles the interval while the monitor's own
-        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`)."""
+        time exceeds ``budget`` of the time since the previous sample (both by :data:`clock`).
+        The first sample does not count: nothing came before it to compare with, and it pays
+        one-time costs."""
         now = clock()
         self._cost += now - start
-        if self.auto:
+        self.samples += 1
+        if self.auto and self.samples > 1:
             elapsed = now - self._since
             if self._cost > self.budget * elapsed and self.every < AUTO_MAX:
                 self.every = min(self.every * 2, AUTO_MAX)

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from optimist.monitor.signals import Record, SignalCollector, clock
+from optimist.monitor.signals import AUTO_MAX, AUTO_START, Record, SignalCollector, clock
 from optimist.monitor.signals import sharpness as _sharpness
 from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
 
 DEFAULT_EVERY: int | str = "auto"
+LOSS_BUDGET = 0.01  # every="auto": loss readings double their interval above this share
 
 
 class MonitorWarning(UserWarning):
@@ -56,10 +57,11 @@ class Watch:
     """Monitors one model/optimizer pair; use :func:`watch` (a context manager) to make one.
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
-    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while the
-    monitor's own time exceeds 2% of the time between two readings (CPU time of the training
-    thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on
-    tiny models too;
+    ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while a
+    reading costs more than 2% of the time since the previous one (CPU time of the training
+    thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on tiny models too; the
+    loss is then read every 10 steps (:attr:`loss_every`), with its own 1% budget, so the loss
+    verdicts keep their delay while the gradient signals thin out;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
     diagnose``); ``csv``: a CSV path; ``tensorboard``: a TensorBoard run folder. ``warn=True``
@@ -90,6 +92,13 @@ class Watch:
         self._losses: list[torch.Tensor | float] = []
         self._first_loss = True
         self._closed = False
+        # every="auto": the loss is read every AUTO_START steps under its own budget, whatever
+        # the signal interval; the loss verdicts (stalled: 10 readings) keep their delay
+        self._auto_loss = every == "auto"
+        self.loss_budget = LOSS_BUDGET
+        self._loss_every = AUTO_START
+        self._loss_since = clock()
+        self._loss_time = 0.0
         if full is None:
             full = any(out is not None for out in (log, csv, tensorboard))
         self._collector = SignalCollector(model, optimizer, self._emit, every, full=full)
@@ -125,17 +134,26 @@ class Watch:
     def own_time(self) -> float:
         """Seconds (CPU time of the training thread) the monitor spent on its readings so far
         (signals, losses, rules); the counter of each unsampled step's hook is not counted."""
-        return self._collector.spent + self._collector._cost
+        return self._collector.spent + self._collector._cost + self._loss_time
+
+    @property
+    def loss_every(self) -> int:
+        """Steps per loss reading: ``every``, or with ``every="auto"`` its own interval (10,
+        doubled only while loss readings cost over 1% of the time between two of them)."""
+        return self._loss_every if self._auto_loss else self._collector.every
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
-        """The training loss of the latest step; averaged over ``every`` steps per reading (one
-        host transfer per reading). ``reading=True`` makes it (with any losses still pending) a
-        reading now: for a loss that is already a mean over an interval, e.g. an epoch's."""
+        """The training loss of the latest step; averaged over :attr:`loss_every` steps per
+        reading (one host transfer per reading). ``reading=True`` makes it (with any losses
+        still pending) a reading now: for a loss that is already a mean over an interval, e.g.
+        an epoch's."""
         self._losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
-        if reading or len(self._losses) >= self.every or self._first_loss:
+        if reading or self._first_loss:
             self._first_loss = False
             self._flush_loss()
+        elif len(self._losses) >= self.loss_every:
+            self._flush_loss(adapt=True)  # a full interval: its cost may widen the next one
 
     def log_val_loss(self, loss: Any) -> None:
         """A validation loss (for the *overfitting* verdict); one reading per call."""
@@ -191,15 +209,19 @@ class Watch:
         self.close()
 
     # ---- internals ---------------------------------------------------------------------------
-    def _flush_loss(self) -> None:
+    def _flush_loss(self, adapt: bool = False) -> None:
         if not self._losses or self._closed:
             return
         start = clock()
         mean = _mean_loss(self._losses)
         self._losses = []
         self._emit({"step": self.step, "loss": mean})
-        # a loss reading is the monitor's time too: every="auto" counts it
-        self._collector.charge(clock() - start)
+        now = clock()
+        self._loss_time += now - start
+        if self._auto_loss:
+            if adapt and now - start > self.loss_budget * (now - self._loss_since):
+                self._loss_every = min(self._loss_every * 2, AUTO_MAX)
+            self._loss_since = now
 
     def _emit(self, record: Record) -> None:
         if self._closed:
