@@ -84,6 +84,7 @@ def test_soap_with_backward_on_full_rank_factors_equals_one_process(runs, kind):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # on purpose
 def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
     ranks, _, checkpoints = runs
     for rank in ranks:  # its whole state, the same on both ranks, saved and loaded by 2 ranks
