@@ -84,6 +84,43 @@ struct Job {
   double hyper[12];
 };
 
+// The gradient prologue of a step (decay and EMA stay at their defaults).
+Prologue make_prologue(double grad_scale, double clip_value, bool clip_first, bool maximize,
+                       double l2) {
+  Prologue pro;
+  pro.grad_scale = grad_scale;
+  pro.clip_value = clip_value;
+  pro.clip_first = clip_first;
+  pro.sign = maximize ? -1.0 : 1.0;
+  pro.l2 = l2;
+  return pro;
+}
+
+// Tensor i's seed for the codecs' stochastic rounding in a step seeded `seed`, and the seeds of
+// its slots derived from it (as the torch codec's slot_seed does).
+uint32_t job_seed(int64_t seed, size_t i) {
+  return static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
+}
+
+void slot_seeds(uint32_t seed, uint32_t (&seeds)[kAllSlots]) {
+  for (int k = 0; k < kAllSlots; ++k) {
+    seed = seed * 0x01000193u + 0x9E3779B9u;
+    seeds[k] = seed;
+  }
+}
+
+// A range [begin, end) of one tensor's elements: the unit of work of the reduction passes.
+struct Chunk {
+  size_t tensor;
+  int64_t begin, end;
+};
+
+void add_chunks(std::vector<Chunk>& chunks, size_t tensor, int64_t numel, int64_t size) {
+  for (int64_t b = 0; b < numel; b += size) {
+    chunks.push_back({tensor, b, std::min(numel, b + size)});
+  }
+}
+
 // The prologue on one block, in place and in L1 (the block was just loaded, so this costs no
 // memory traffic of its own): decoupled decay of the parameter, then the gradient the rule sees,
 // written to `out` unless nothing changes it.  The operation order is torch's: clip_grad_*
@@ -171,12 +208,8 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   for (int k = 0; k < kAllSlots; ++k) {
     if (job.slot[k].kind != kAbsent) used[n_used++] = k;
   }
-  uint32_t seeds[kAllSlots];  // per-slot seeds, as the torch codec derives them (slot_seed)
-  uint32_t seed = job.seed;
-  for (int k = 0; k < kAllSlots; ++k) {
-    seed = seed * 0x01000193u + 0x9E3779B9u;
-    seeds[k] = seed;
-  }
+  uint32_t seeds[kAllSlots];
+  slot_seeds(job.seed, seeds);
   bool native = job.param.kind == kNative && job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
   const bool in_place = native && prologue == &no_prologue<C>;
@@ -502,12 +535,7 @@ void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, in
     }
     return fn;
   };
-  Prologue pro;
-  pro.grad_scale = grad_scale;
-  pro.clip_value = clip_value;
-  pro.clip_first = clip_first;
-  pro.sign = maximize ? -1.0 : 1.0;
-  pro.l2 = l2_all;
+  Prologue pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2_all);
   pro.decay = decay_all;
   pro.ema_decay = ema_decay;
   for (size_t i = 0; i < n; ++i) {
@@ -515,7 +543,7 @@ void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, in
     job.pro = pro;
     if (!l2.empty()) job.pro.l2 = l2[i];
     if (!decay.empty()) job.pro.decay = decay[i];
-    job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
+    job.seed = job_seed(seed, i);
     std::copy(hyper.begin(), hyper.end(), job.hyper);
     std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
     job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
@@ -567,10 +595,6 @@ constexpr size_t kReduceStreams = 4;
 
 std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
   const size_t n = grads.size();
-  struct Chunk {
-    size_t tensor;
-    int64_t begin, end;
-  };
   std::vector<Store> stores(n);
   std::vector<bool> dbl(n);
   std::vector<Chunk> chunks;
@@ -579,9 +603,7 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     const int64_t numel = real_numel(g);
     stores[i] = make_store(g, g.scalar_type(), false, nullptr, numel, "grads", i);
     dbl[i] = compute_is_double(g.scalar_type());
-    for (int64_t b = 0; b < numel; b += kReduceChunk) {
-      chunks.push_back({i, b, std::min(numel, b + kReduceChunk)});
-    }
+    add_chunks(chunks, i, numel, kReduceChunk);
   }
   std::vector<double> partial(chunks.size(), 0.0);
   std::vector<uint8_t> finite(chunks.size(), 1);
@@ -657,12 +679,8 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
   for (int k = 0; k < kMaxSlots; ++k) {
     if (job.slot[k].kind != kAbsent) used[n_used++] = k;
   }
-  uint32_t seeds[kAllSlots];  // as run_job's
-  uint32_t seed = job.seed;
-  for (int k = 0; k < kAllSlots; ++k) {
-    seed = seed * 0x01000193u + 0x9E3779B9u;
-    seeds[k] = seed;
-  }
+  uint32_t seeds[kAllSlots];
+  slot_seeds(job.seed, seeds);
   bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
                   job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
@@ -700,10 +718,6 @@ Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
   TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
   TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
   TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
-  struct Chunk {
-    size_t tensor;
-    int64_t begin, end;
-  };
   std::vector<Job> jobs(n);
   std::vector<NormsFn> fns(n);
   std::vector<Chunk> chunks;
@@ -721,17 +735,11 @@ Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
       TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
       job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
     }
-    job.pro.grad_scale = grad_scale;
-    job.pro.clip_value = clip_value;
-    job.pro.clip_first = clip_first;
-    job.pro.sign = maximize ? -1.0 : 1.0;
-    job.pro.l2 = l2;
-    job.seed = static_cast<uint32_t>(seed) * 0x9E3779B1u + static_cast<uint32_t>(i) * 0x85EBCA6Bu;
+    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
+    job.seed = job_seed(seed, i);
     std::copy(hyper.begin(), hyper.end(), job.hyper);
     fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
-    for (int64_t b = 0; b < numel; b += kParallelElems) {
-      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
-    }
+    add_chunks(chunks, i, numel, kParallelElems);
   }
   std::vector<double> partial(2 * chunks.size(), 0.0);
   {
@@ -862,10 +870,6 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
               "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
-  struct Chunk {
-    size_t tensor;
-    int64_t begin, end;
-  };
   std::vector<Job> jobs(n);  // only the stores and the prologue are used
   std::vector<Chunk> chunks;
   for (size_t i = 0; i < n; ++i) {
@@ -877,19 +881,12 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
     job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
     const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
     job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
-    job.pro.grad_scale = grad_scale;
-    job.pro.clip_value = clip_value;
-    job.pro.clip_first = clip_first;
-    job.pro.sign = maximize ? -1.0 : 1.0;
-    job.pro.l2 = l2[i];
+    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2[i]);
     job.n = numel;
-    uint32_t slot_seed = static_cast<uint32_t>(seed) * 0x9E3779B1u +
-                         static_cast<uint32_t>(i) * 0x85EBCA6Bu;  // step()'s seed of slot 2
-    for (int k = 0; k < 3; ++k) slot_seed = slot_seed * 0x01000193u + 0x9E3779B9u;
-    job.seed = slot_seed;
-    for (int64_t b = 0; b < numel; b += kParallelElems) {
-      chunks.push_back({i, b, std::min(numel, b + kParallelElems)});
-    }
+    uint32_t seeds[kAllSlots];
+    slot_seeds(job_seed(seed, i), seeds);
+    job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
+    add_chunks(chunks, i, numel, kParallelElems);
   }
   std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
   auto one = [&](size_t c) {
