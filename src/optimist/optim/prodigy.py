@@ -343,24 +343,16 @@ class Prodigy(RuleOptimizer):
             params, p0s, ss = ([local(t) for t in ts] for ts in (params, p0s, ss))
         if any(p.is_complex() for p in params):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
-        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
-        clip = self.chain.clip_value or 0.0
         stochastic = group.get("state_dtype") == "bfloat16"
         plain = all(type(p) in _PLAIN for p in params)
         if plain and self._implementation(group, params) == "fused":
             any_int8 = any(sc is not None for sc in scales)
-            try:  # the engine checks layouts (contiguous CPU tensors) and raises otherwise
-                stats = engine.load().prodigy_stats(
-                    params, grads, p0s, ss,
-                    [_EMPTY if sc is None else sc for sc in scales] if any_int8 else [],
-                    beta3, weight, grad_scale, clip, self.chain.clip_first,
-                    bool(group.get("maximize")), [l2] * len(params), stochastic, self._seed(),
-                )  # fmt: skip
-            except RuntimeError:
-                pass
-            else:
-                dots, norms = stats.sum(0).tolist()
-                return coef * dots, norms
+            int8_scales = [_EMPTY if sc is None else sc for sc in scales] if any_int8 else []
+            sums = self._engine_sums(
+                group, params, grads, p0s, ss, int8_scales, grad_scale, beta3, weight
+            )
+            if sums is not None:
+                return coef * sums[0], sums[1]
         delta = norm = 0.0
         for i, (x, grad, x0, s, scale) in enumerate(
             zip(params, grads, p0s, ss, scales, strict=True)
@@ -388,16 +380,35 @@ class Prodigy(RuleOptimizer):
             return None
         if self._implementation(group, params) != "fused":
             return None
-        try:
-            p0s = [s["p0"] for s in st]
-            ss = [s["s"] for s in st]
-            _ = [s["step"] for s in st]
-        except KeyError:  # state to make: the general loop
-            return None
+        if not all("p0" in s and "s" in s and "step" in s for s in st):
+            return None  # state to make: the general loop
+        p0s = [s["p0"] for s in st]
+        ss = [s["s"] for s in st]
+        sums = self._engine_sums(group, params, grads, p0s, ss, [], grad_scale, beta3, weight)
+        if sums is not None:
+            # the rule's step of this group gathers the same lists: handed over (_present_states)
+            self._gathered[id(group["params"])] = (group["params"], params, grads, st)
+        return sums
+
+    def _engine_sums(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        p0s: list[Tensor],
+        ss: list[Tensor],
+        scales: list[Tensor],
+        grad_scale: float,
+        beta3: float,
+        weight: float,
+    ) -> tuple[float, float] | None:
+        """``prodigy_stats`` in the C++ engine: the sums of ``<g, x0 - x>`` (unscaled) and of
+        ``|s'|_1``, writing ``s'`` to ``s``; None where the engine refuses the tensors (it checks
+        layouts, dtypes and subclasses such as DTensor before it writes anything)."""
         l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
-        try:  # the engine checks layouts, dtypes and subclasses (DTensor) first
+        try:
             stats = engine.load().prodigy_stats(
-                params, grads, p0s, ss, [], beta3, weight, grad_scale,
+                params, grads, p0s, ss, scales, beta3, weight, grad_scale,
                 self.chain.clip_value or 0.0, self.chain.clip_first,
                 bool(group.get("maximize")), [l2] * len(params),
                 group.get("state_dtype") == "bfloat16", self._seed(),
@@ -405,8 +416,6 @@ class Prodigy(RuleOptimizer):
         except RuntimeError:
             return None
         dots, norms = stats.sum(0).tolist()
-        # the rule's step of this group gathers the same lists: handed over (_present_states)
-        self._gathered[id(group["params"])] = (group["params"], params, grads, st)
         return dots, norms
 
     def _present_states(
