@@ -39,6 +39,7 @@ PEERS = {  # importable name: (what it is, how .ci/run installs it)
     "adopt": ("the ADOPT authors' package", "pip install --no-deps torch-adopt"),
     "schedulefree": ("the Schedule-Free authors' package", "pip install --no-deps schedulefree"),
     "sophia_opt": ("the Sophia authors' code", "pip install --no-deps sophia-opt==0.2.2"),
+    "prodigyopt": ("the Prodigy authors' package", "pip install --no-deps prodigyopt==1.1.2"),
 }
 
 

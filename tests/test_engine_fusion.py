@@ -18,7 +18,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_engine
 from optimist import transforms as T
 from optimist.optim import codecs, engine
 
@@ -27,11 +27,6 @@ Tensor = torch.Tensor
 # several 1024-element blocks with a tail; one over the engine's 32K-element thread split; small
 SHAPES = [(37, 111), (70_001,), (300,), (5,)]
 STEPS = 4
-
-
-def needs_engine() -> None:
-    if not engine.available():
-        require(False, "the C++ engine", "a C++ compiler and ninja")
 
 
 def params_and_grads(dtype: torch.dtype, seed: int = 0) -> tuple[list[Tensor], list[list[Tensor]]]:

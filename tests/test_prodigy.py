@@ -8,7 +8,6 @@ random-gradient run would leave ``d`` at ``d0`` and the weights nearly still).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 import optimist
 import optimist.optim as oo
-from helpers import require
+from helpers import needs_engine, needs_optax, peer
 from optimist import reference
 from optimist import transforms as T
 from optimist.optim import engine
@@ -50,20 +49,8 @@ def run(cls, kwargs, steps=STEPS, dtype=torch.float64, fused=None, seed=0, shape
     return params, opt
 
 
-def needs_engine() -> None:
-    if not engine.available():
-        require(False, "the C++ engine", "a C++ compiler and ninja")
-
-
 def needs_prodigyopt():  # noqa: ANN201
-    require(
-        importlib.util.find_spec("prodigyopt") is not None,
-        "the Prodigy authors' package",
-        "pip install --no-deps prodigyopt==1.1.2",
-    )
-    from prodigyopt import Prodigy
-
-    return Prodigy
+    return peer("prodigyopt").Prodigy
 
 
 CONFIGS = [
@@ -124,12 +111,8 @@ def test_prodigy_loads_a_prodigyopt_checkpoint_and_continues_alike():
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_prodigy_equals_optax(weight_decay):
     """Optax always bias-corrects and decays decoupled: ``use_bias_correction=True``."""
-    require(importlib.util.find_spec("optax") is not None, "Optax", "pip install jax optax")
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+    optax = needs_optax()
     import jax.numpy as jnp
-    import optax.contrib
 
     params, targets = make_problem(shapes=[(6, 5)])
     ours = oo.Prodigy(params, use_bias_correction=True, weight_decay=weight_decay)
