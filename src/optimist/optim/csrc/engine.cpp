@@ -421,6 +421,37 @@ inline double next_count(void* data, bool dbl) {
   return static_cast<double>(*static_cast<float*>(data) + 1.0f);
 }
 
+inline void store_count(void* data, bool dbl, double v) {
+  if (dbl) {
+    *static_cast<double*>(data) = v;
+  } else {
+    *static_cast<float*>(data) = static_cast<float>(v);
+  }
+}
+
+// Step counter i's data, checked: a one-element float32/float64 CPU tensor.
+void* step_data(const Tensor& s, size_t i) {
+  TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
+                  (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
+              "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
+  return s.data_ptr();
+}
+
+// The value every one of a list of scalars has, or NaN where they differ (or there are none).
+struct CommonValue {
+  double value = std::numeric_limits<double>::quiet_NaN();
+  bool same = true, first = true;
+  void add(double v) {
+    if (first) {
+      value = v;
+      first = false;
+    } else if (v != value) {
+      same = false;
+    }
+  }
+  double get() const { return same ? value : std::numeric_limits<double>::quiet_NaN(); }
+};
+
 Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<Tensor>>& scales,
           const std::vector<Tensor>& ema_scales, const std::vector<Tensor>& steps,
           bool state_stochastic, bool param_stochastic, bool check) {
@@ -477,22 +508,13 @@ Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<
   }
   out.steps.resize(steps.size());
   out.steps_dbl.resize(steps.size());
-  bool same = true;
+  CommonValue next;
   for (size_t i = 0; i < steps.size(); ++i) {
-    const Tensor& s = steps[i];
-    TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
-                    (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
-                "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
-    out.steps[i] = s.data_ptr();
-    out.steps_dbl[i] = s.scalar_type() == at::kDouble;
-    const double v = next_count(out.steps[i], out.steps_dbl[i]);
-    if (i == 0) {
-      out.next_step = v;
-    } else if (v != out.next_step) {
-      same = false;
-    }
+    out.steps[i] = step_data(steps[i], i);
+    out.steps_dbl[i] = steps[i].scalar_type() == at::kDouble;
+    next.add(next_count(out.steps[i], out.steps_dbl[i]));
   }
-  if (!same) out.next_step = std::numeric_limits<double>::quiet_NaN();
+  out.next_step = next.get();
   // the in-place update ahead (plan and run are called together; a bump alone is harmless);
   // the gradients are only read
   for (size_t k = 0; k < lists.size(); ++k) {
@@ -549,12 +571,7 @@ void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, in
     job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
   }
   for (size_t i = 0; i < plan.steps.size(); ++i) {
-    const double v = next_count(plan.steps[i], plan.steps_dbl[i]);
-    if (plan.steps_dbl[i]) {
-      *static_cast<double*>(plan.steps[i]) = v;
-    } else {
-      *static_cast<float*>(plan.steps[i]) = static_cast<float>(v);
-    }
+    store_count(plan.steps[i], plan.steps_dbl[i], next_count(plan.steps[i], plan.steps_dbl[i]));
   }
   pybind11::gil_scoped_release release;
   execute(plan.jobs);
@@ -766,37 +783,21 @@ Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
 // step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
 // the new value if all are equal, else NaN.
 double advance_steps(const std::vector<Tensor>& steps) {
-  double common = std::numeric_limits<double>::quiet_NaN();
-  bool same = true;
+  CommonValue common;
   for (size_t i = 0; i < steps.size(); ++i) {
-    const Tensor& s = steps[i];
-    TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
-                    (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
-                "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
-    double v;
-    if (s.scalar_type() == at::kFloat) {
-      float* ptr = s.data_ptr<float>();
-      *ptr = *ptr + 1.0f;
-      v = *ptr;
-    } else {
-      double* ptr = s.data_ptr<double>();
-      *ptr = *ptr + 1.0;
-      v = *ptr;
-    }
-    if (i == 0) {
-      common = v;
-    } else if (v != common) {
-      same = false;
-    }
+    void* data = step_data(steps[i], i);
+    const bool dbl = steps[i].scalar_type() == at::kDouble;
+    const double v = next_count(data, dbl);
+    store_count(data, dbl, v);
+    common.add(v);
   }
-  return same ? common : std::numeric_limits<double>::quiet_NaN();
+  return common.get();
 }
 
 // x *= factor for one-element float tensors (in their precision, the factor cast first, as
 // torch's `tensor *= python_float`); returns the new common value or NaN.
 double scale_scalars(const std::vector<Tensor>& xs, double factor) {
-  double common = std::numeric_limits<double>::quiet_NaN();
-  bool same = true;
+  CommonValue common;
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& s = xs[i];
     double v;
@@ -810,13 +811,9 @@ double scale_scalars(const std::vector<Tensor>& xs, double factor) {
       *ptr = *ptr * factor;
       v = *ptr;
     }
-    if (i == 0) {
-      common = v;
-    } else if (v != common) {
-      same = false;
-    }
+    common.add(v);
   }
-  return same ? common : std::numeric_limits<double>::quiet_NaN();
+  return common.get();
 }
 
 // The int8 codec on its own (tests compare it with a NumPy implementation of the same scheme).
