@@ -5,7 +5,10 @@ row timed in the same run, interleaved round by round; ratios are to the row's b
 
 * ``chain``: ``chain(clip_by_global_norm(1.0), add_decayed_weights(0.01, mask=no_bias),
   scale_by_adam())`` vs plain ``optimist.optim.AdamW`` (target <= 1.2x: the clip costs one
-  extra read of the gradients, pass 0);
+  extra read of the gradients, pass 0); then what the chain adds over AdamW against pass 0
+  alone (the engine's ``grad_stats`` on the same gradients, with the caches as the other
+  contenders left them), and pass 0 against a read of the same tensors by torch
+  (``torch.linalg.vector_norm`` of each);
 * ``state``: ``Adam(state_dtype=...)`` for bfloat16 and int8 vs float32 state (target
   <= 1.3x), with the optimizer-state bytes of each (targets: bf16 <= 55%, int8 <= 30%);
 * ``lion``: ``optimist.optim.Lion`` vs a foreach Lion in torch ops (the way the authors'
@@ -143,7 +146,7 @@ def bench_tiny(repeats: int) -> list[list[str]]:
 def bench_chain(size: str, repeats: int, params: Callable[[], list]) -> list[list[str]]:
     import optimist
     from optimist import transforms as T
-    from optimist.optim import AdamW
+    from optimist.optim import AdamW, native
 
     rows = []
     a, b = params(), params()
@@ -153,8 +156,26 @@ def bench_chain(size: str, repeats: int, params: Callable[[], list]) -> list[lis
         T.scale_by_adam(),
     )(a, lr=1e-3)
     plain = AdamW(b, lr=1e-3, weight_decay=0.01)
-    times = time_interleaved({"AdamW": plain.step, "chain": chained.step}, repeats)
+    grads = [p.grad for p in a]
+    mod = native.load()
+
+    def torch_read() -> None:
+        for g in grads:
+            torch.linalg.vector_norm(g)
+
+    times = time_interleaved(
+        {
+            "AdamW": plain.step,
+            "chain": chained.step,
+            "pass 0": lambda: mod.grad_stats(grads, 0.0),
+            "torch read": torch_read,
+        },
+        repeats,
+    )
+    times["chain - AdamW"] = times["chain"] - times["AdamW"]
     rows.append(_row(size, "chain(clip, decay mask, adam) / AdamW", times, "AdamW", "chain"))
+    rows.append(_row(size, "(chain - AdamW) / pass 0 alone", times, "pass 0", "chain - AdamW"))
+    rows.append(_row(size, "pass 0 alone / torch vector_norm read", times, "torch read", "pass 0"))
     return rows
 
 

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import math
+from functools import reduce
+from operator import add
 
 import pytest
 import torch
@@ -70,8 +72,8 @@ def by_hand(params, grads, before, after, kwargs, rule_cls, rule_kwargs, state_d
         clip_value = next((t.args[0] for t in before if t.kind == "clip_value"), None)
         scale = 1.0
         if clip_norm is not None:
-            total_sq, _ = engine.grad_stats(gs)
-            norm = math.sqrt(float(total_sq.sum()))
+            sums, _ = engine.grad_stats(gs)
+            norm = math.sqrt(reduce(add, sums.tolist(), 0.0))  # pass 0 adds them in order
             scale = min(1.0, clip_norm / (norm + 1e-6))
         clip_first = clip_norm is None  # clip_by_value listed before clip_by_global_norm
         with torch.no_grad():

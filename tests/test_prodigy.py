@@ -348,3 +348,37 @@ def test_float16_parameters_keep_float32_state_which_float16_would_flush_to_zero
     assert ob.param_groups[0]["d"] == oa.param_groups[0]["d"]
     assert 0 < state["exp_avg_sq"].abs().max() < torch.finfo(torch.float16).tiny  # why
     torch.testing.assert_close(b[0].float(), a[0].detach(), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"weight_decay": 0.1, "decouple": False, "maximize": True},
+        {"state_dtype": "bfloat16", "weight_decay": 0.1},
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prodigy_planned_global_pass_equals_the_pass_over_lists_bitwise(kwargs, dtype, monkeypatch):
+    """The global pass fed by the step's plan (each tensor converted and checked once per step)
+    gives what the pass over its own lists gives, bit for bit: d, weights and state."""
+    needs_engine()
+    mod = engine.load()
+    calls = {"plan": 0, "lists": 0}
+    for name, key in (("prodigy_plan_stats", "plan"), ("prodigy_stats", "lists")):
+        original = getattr(mod, name)
+
+        def counted(*args, _original=original, _key=key, **kw):  # noqa: ANN002, ANN003, ANN202
+            calls[_key] += 1
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(mod, name, counted)
+    planned, opt_a = run(oo.Prodigy, kwargs, steps=6, dtype=dtype, fused=True)
+    assert calls == {"plan": 6 - 1, "lists": 1}  # the first step makes the state: the lists
+    monkeypatch.setattr(oo.Prodigy, "_statistics_fast", lambda *args: None)
+    listed, opt_b = run(oo.Prodigy, kwargs, steps=6, dtype=dtype, fused=True)
+    assert calls == {"plan": 5, "lists": 7}
+    assert opt_a.param_groups[0]["d"] == opt_b.param_groups[0]["d"] > 1e-6
+    for pa, pb in zip(planned, listed, strict=True):
+        assert torch.equal(pa, pb)
+        for key, value in opt_a.state[pa].items():
+            assert torch.equal(value, opt_b.state[pb][key]), key

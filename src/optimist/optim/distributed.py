@@ -63,7 +63,8 @@ __all__ = [
     "whole",
 ]
 
-StatsFn = Callable[[Sequence[Tensor], float], tuple[Tensor, bool]]
+TotalFn = Callable[[Sequence[Tensor], float], tuple[float, bool]]
+"""Pass 0 of plain tensors: (sum of squares over all of them, all finite)."""
 
 
 def is_dtensor(t: object) -> bool:
@@ -162,10 +163,10 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _plain_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Tensor:
-    sums, finite = stats(grads, clip_value)
+def _plain_row(grads: Sequence[Tensor], clip_value: float, total: TotalFn) -> Tensor:
+    sum_sq, finite = total(grads, clip_value)
     numel = float(sum(g.numel() for g in grads))
-    row = torch.tensor([float(sums.sum()), 0.0 if finite else 1.0, numel], dtype=torch.float64)
+    row = torch.tensor([sum_sq, 0.0 if finite else 1.0, numel], dtype=torch.float64)
     return _over_ranks(row)
 
 
@@ -215,37 +216,42 @@ def global_sums(parts: dict[tuple | None, tuple[Tensor, list[float]]], width: in
     return total.tolist()
 
 
-def _sharded_row(grads: Sequence[Tensor], clip_value: float, stats: StatsFn) -> Tensor:
+def _sharded_row(grads: Sequence[Tensor], clip_value: float, total: TotalFn) -> Tensor:
     first = grads[0]
     if any(pl.is_partial() for pl in first.placements):
         raise ValueError(
             "clip_by_global_norm / skip_nonfinite need reduced gradients; received a DTensor "
             f"gradient with placements {tuple(first.placements)} (reduce it before step())"
         )
-    sums, finite = stats([g.to_local() for g in grads], clip_value)
-    part = torch.tensor([float(sums.sum()), 0.0 if finite else 1.0], dtype=torch.float64)
+    sum_sq, finite = total([g.to_local() for g in grads], clip_value)
+    part = torch.tensor([sum_sq, 0.0 if finite else 1.0], dtype=torch.float64)
     return _over_mesh(part, first)
 
 
 def global_grad_stats(
-    grads: Sequence[Tensor], clip_value: float, stats: StatsFn
+    grads: Sequence[Tensor], clip_value: float, total: TotalFn
 ) -> tuple[float, bool]:
     """Sum of squared gradients and whether all are finite, over every rank (module docstring).
 
-    ``stats(grads, clip_value)`` gives per-tensor sums of squares and finiteness of plain
-    tensors (the engine's pass 0).
+    ``total(grads, clip_value)`` gives the sum of squares and finiteness of plain tensors (the
+    engine's pass 0). Without a process group or DTensors that is the answer itself, with no
+    tensor made (pass 0 ends with every cache cold and the step follows at once).
     """
-    plain = [g for g in grads if not is_dtensor(g)]
     sharded: dict[tuple, list[Tensor]] = {}
+    plain: list[Tensor] = []
     for g in grads:
         if is_dtensor(g):
             sharded.setdefault((g.device_mesh, tuple(g.placements)), []).append(g)
-    total = torch.zeros(2, dtype=torch.float64)
+        else:
+            plain.append(g)
+    if not sharded and _world() == 1:
+        return total(plain, clip_value)
+    row = torch.zeros(2, dtype=torch.float64)
     if plain or not sharded:
-        total += _plain_row(plain, clip_value, stats)[:2]
+        row += _plain_row(plain, clip_value, total)[:2]
     for group in sharded.values():
-        total += _sharded_row(group, clip_value, stats)
-    return float(total[0]), bool(total[1] == 0)
+        row += _sharded_row(group, clip_value, total)
+    return float(row[0]), bool(row[1] == 0)
 
 
 def sync_zero_params(zero: torch.optim.Optimizer) -> None:

@@ -44,12 +44,19 @@ from optimist.optim.base import ParamsT, scalar
 from optimist.optim.distributed import global_grad_stats, is_dtensor, local
 from optimist.optim.eager import Batch, TensorScalars, run_eager, run_torch_foreach
 from optimist.optim.gather import Gathering, _overflows_low_precision
-from optimist.optim.native import available, grad_stats, load
+from optimist.optim.native import available, grad_stats, grad_total, load
 from optimist.optim.rule import Rule
 from optimist.optim.rule_state import float_state_dict
 from optimist.optim.transforms import ChainConfig, mask_matches
 
-__all__ = ["RuleOptimizer", "available", "float_state_dict", "grad_stats", "load"]
+__all__ = [
+    "RuleOptimizer",
+    "available",
+    "float_state_dict",
+    "grad_stats",
+    "grad_total",
+    "load",
+]
 
 
 # --- scalar state -------------------------------------------------------------------------------
@@ -159,7 +166,7 @@ class RuleOptimizer(Gathering):
         chain = self.chain
         clip_first = chain.clip_value is not None and chain.clip_first
         clip = chain.clip_value if clip_first else 0.0
-        return global_grad_stats(self._all_grads(), clip or 0.0, grad_stats)
+        return global_grad_stats(self._all_grads(), clip or 0.0, grad_total)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -241,11 +248,7 @@ class RuleOptimizer(Gathering):
         rule, chain = self.rule, self.chain
         if lr_multiplier != 1.0:
             group = {**group, "lr": scalar(group["lr"]) * lr_multiplier}
-        slots = [
-            (k, slot.key, slot.key + "_absmax")
-            for k, slot in enumerate(rule.slots)
-            if slot.active(group)
-        ]
+        slots = self._slots(group)
         gathered = self._gather_fast(group, slots)
         if gathered is None:
             gathered = self._gather(group, slots)

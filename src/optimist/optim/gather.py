@@ -56,7 +56,7 @@ class Gathering(RuleState):
         self, group: dict[str, Any]
     ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
         """:meth:`_present` of the group's parameters, and their state dicts (made empty where
-        missing). A rule with a global pass may hand over what it gathered this step."""
+        missing)."""
         params, grads = self._present(group["params"])
         optimizer_state = self.state
         return params, grads, [optimizer_state[p] for p in params]
@@ -64,6 +64,14 @@ class Gathering(RuleState):
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
         """The path that runs the group's step ("fused", "torch" or "single"): the optimizer's."""
         raise NotImplementedError
+
+    def _slots(self, group: dict[str, Any]) -> list[tuple[int, str, str]]:
+        """The rule's slots the group uses: (index, state key, int8 scale key)."""
+        return [
+            (k, slot.key, slot.key + "_absmax")
+            for k, slot in enumerate(self.rule.slots)
+            if slot.active(group)
+        ]
 
     def _gather(self, group: dict[str, Any], slots: list[tuple[int, str, str]]) -> _Gathered | None:
         """The parameters with a gradient, their gradients and state (made where missing).

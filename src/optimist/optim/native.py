@@ -3,7 +3,8 @@
 :func:`load` builds ``csrc/`` (``engine.cpp`` and the headers it includes) on first use through
 :mod:`optimist.optim._build`; :func:`available` says whether the engine can be used (False under
 ``OPTIMIST_DISABLE_FUSED=1`` or when it cannot be built, with one warning). :func:`grad_stats` is
-pass 0 over a list of gradients, through the engine on CPU and torch's ops elsewhere. The
+pass 0 over a list of gradients, through the engine on CPU and torch's ops elsewhere
+(:func:`grad_total`: its two totals). The
 optimizer machinery that drives the engine is :mod:`optimist.optim.engine`.
 """
 
@@ -13,6 +14,8 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from functools import reduce
+from operator import add
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +25,7 @@ from torch import Tensor
 from optimist.optim import _build
 from optimist.optim.base import as_real
 
-__all__ = ["available", "grad_stats", "load"]
+__all__ = ["available", "grad_stats", "grad_total", "load"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 # every file the build reads (engine.cpp includes the headers), so that the cache key changes
@@ -133,3 +136,19 @@ def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor
         out[idx] = torch.stack([sums[i] for i in idx]).cpu()
         all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
     return out, all_finite
+
+
+def grad_total(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[float, bool]:
+    """Pass 0 summed: the sum of squares of all ``grads`` (each tensor's float64 sum as
+    :func:`grad_stats` gives it, added in the order given) and whether all are finite.
+
+    One C++ call returning the two scalars where the engine takes the gradients: no tensor is
+    made between pass 0 and the step that follows (pass 0 leaves the caches cold, where each
+    torch op costs tens of microseconds); else :func:`grad_stats` and the same sum.
+    """
+    if grads and available():
+        out = load().grad_total(list(grads), float(clip_value))
+        if out is not None:
+            return out
+    sums, finite = grad_stats(grads, clip_value)
+    return reduce(add, sums.tolist(), 0.0), finite

@@ -74,6 +74,7 @@ from optimist.optim.base import (
 from optimist.optim.distributed import global_sums, layout_key, local, local_grad
 from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
+from optimist.optim.gather import _overflows_low_precision
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
 
@@ -372,23 +373,30 @@ class Prodigy(RuleOptimizer):
     def _statistics_fast(
         self, group: dict[str, Any], grad_scale: float, beta3: float, weight: float
     ) -> tuple[float, float] | None:
-        """:meth:`_statistics`' sums (``<g, x0 - x>`` unscaled) in the common case, gathered in
-        list comprehensions: tensors the C++ engine takes, state made, no int8 state. None
-        otherwise (the engine refuses before it writes anything): the general loop then runs."""
-        params, grads, st = super()._present_states(group)
-        if not params or group.get("state_dtype") == "int8":
+        """:meth:`_statistics`' sums (``<g, x0 - x>`` unscaled) in the common case: the engine's
+        plan of the rule's step (:meth:`_gather_fast`: tensors the C++ engine takes, state made,
+        no int8 state) feeds the pass, and is handed to the step of the same group, so each
+        tensor is gathered, converted and checked once per step. None otherwise: the general
+        loop then runs."""
+        gathered = self._gather_fast(group, self._slots(group))
+        if gathered is None:
             return None
-        if self._implementation(group, params) != "fused":
+        states, plan = gathered[3], gathered[-1]
+        try:
+            p0s = [s["p0"] for s in states]
+        except KeyError:  # state to make: the general loop
             return None
-        if not all("p0" in s and "s" in s and "step" in s for s in st):
-            return None  # state to make: the general loop
-        p0s = [s["p0"] for s in st]
-        ss = [s["s"] for s in st]
-        sums = self._engine_sums(group, params, grads, p0s, ss, [], grad_scale, beta3, weight)
-        if sums is not None:
-            # the rule's step of this group gathers the same lists: handed over (_present_states)
-            self._gathered[id(group["params"])] = (group["params"], params, grads, st)
+        sums = engine.load().prodigy_plan_stats(
+            plan, p0s, beta3, weight, grad_scale, *self._prologue(group), self._seed()
+        )
+        self._gathered[id(group["params"])] = (group["params"], gathered)
         return sums
+
+    def _prologue(self, group: dict[str, Any]) -> tuple[float, bool, bool, float]:
+        """The engine's prologue of the global pass: clip value, clip first, maximize, L2."""
+        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
+        chain = self.chain
+        return chain.clip_value or 0.0, chain.clip_first, bool(group.get("maximize")), l2
 
     def _engine_sums(
         self,
@@ -405,26 +413,23 @@ class Prodigy(RuleOptimizer):
         """``prodigy_stats`` in the C++ engine: the sums of ``<g, x0 - x>`` (unscaled) and of
         ``|s'|_1``, writing ``s'`` to ``s``; None where the engine refuses the tensors (it checks
         layouts, dtypes and subclasses such as DTensor before it writes anything)."""
-        l2 = 0.0 if group["decouple"] else float(scalar(group["weight_decay"]))
         try:
-            stats = engine.load().prodigy_stats(
+            return engine.load().prodigy_stats(
                 params, grads, p0s, ss, scales, beta3, weight, grad_scale,
-                self.chain.clip_value or 0.0, self.chain.clip_first,
-                bool(group.get("maximize")), [l2] * len(params),
-                group.get("state_dtype") == "bfloat16", self._seed(),
+                *self._prologue(group), group.get("state_dtype") == "bfloat16", self._seed(),
             )  # fmt: skip
         except RuntimeError:
             return None
-        dots, norms = stats.sum(0).tolist()
-        return dots, norms
 
-    def _present_states(
-        self, group: dict[str, Any]
-    ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+    def _gather_fast(self, group: dict[str, Any], slots: list[tuple[int, str, str]]) -> Any:
+        """The step's gather: the one the global pass made and planned (the group's d and
+        statistics changed since, so the float16 range check runs again), else anew."""
         handed = self.__dict__.get("_gathered", {}).pop(id(group["params"]), None)
         if handed is not None and handed[0] is group["params"]:
-            return handed[1], handed[2], handed[3]
-        return super()._present_states(group)
+            originals = handed[1][0]
+            if not _overflows_low_precision(group, originals, self.rule.group_statistics):
+                return handed[1]
+        return super()._gather_fast(group, slots)
 
     def _step_group(
         self, group: dict[str, Any], *, grad_scale: float = 1.0, lr_multiplier: float = 1.0

@@ -19,7 +19,7 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.base import Optimizer, ParamsT
 from optimist.optim.distributed import global_grad_stats
-from optimist.optim.engine import grad_stats
+from optimist.optim.native import grad_total
 
 __all__ = ["TensorwiseOptimizer", "compute_dtype", "new_slot", "read_slot", "write_slot"]
 
@@ -111,7 +111,7 @@ class TensorwiseOptimizer(Optimizer):
                 loss = closure()
         if self.skip_nonfinite:
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-            if not global_grad_stats(grads, 0.0, grad_stats)[1]:  # the same on every rank
+            if not global_grad_stats(grads, 0.0, grad_total)[1]:  # the same on every rank
                 self.skipped_steps += 1
                 return loss
         for group in self.param_groups:

@@ -398,8 +398,8 @@ void bump(const Tensor& t) {
 }  // namespace optimist
 
 // The Python-facing functions built on the core above (headers of this translation unit).
-#include "norms.h"
 #include "plan.h"
+#include "norms.h"
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
@@ -428,10 +428,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("seed"), py::arg("tensor_hyper") = std::vector<double>{});
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
+  m.def("grad_total", &grad_total, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
         py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
+  m.def("prodigy_plan_stats", &prodigy_plan_stats, py::arg("plan"), py::arg("p0s"),
+        py::arg("beta3"), py::arg("weight"), py::arg("grad_scale"), py::arg("clip_value"),
+        py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("seed"));
   m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
         py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
         py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),

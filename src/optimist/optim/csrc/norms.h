@@ -3,7 +3,7 @@
 // trust-ratio rules' norm pass (tensor_norms: LAMB, LARS) and Prodigy's global pass
 // (prodigy_stats).  Per block in reduce.h's sums or the rule's own; chunked so that the sums do
 // not depend on the number of threads.  Built on engine.cpp's core (Job, Chunk, make_store,
-// select_prologue), included after it.
+// select_prologue) and plan.h's Plan (Prodigy's pass over a planned step), included after them.
 #pragma once
 
 #include <torch/extension.h>
@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -33,7 +34,8 @@ using at::Tensor;
 constexpr int64_t kReduceChunk = 1 << 20;
 constexpr size_t kReduceStreams = 4;
 
-std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
+// Per tensor: the sum of squares (in `sums`, one per gradient); returns whether all are finite.
+bool reduce_grads(const std::vector<Tensor>& grads, double clip_value, double* sums) {
   const size_t n = grads.size();
   std::vector<Store> stores(n);
   std::vector<bool> dbl(n);
@@ -89,14 +91,34 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
       }
     });
   }
-  Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
-  double* out = sums.data_ptr<double>();
+  std::fill(sums, sums + n, 0.0);
   bool all = true;
   for (size_t c = 0; c < chunks.size(); ++c) {
-    out[chunks[c].tensor] += partial[c];
+    sums[chunks[c].tensor] += partial[c];
     all &= finite[c] != 0;
   }
-  return {sums, all};
+  return all;
+}
+
+std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
+  Tensor sums = torch::empty({static_cast<int64_t>(grads.size())}, torch::kFloat64);
+  const bool finite = reduce_grads(grads, clip_value, sums.data_ptr<double>());
+  return {sums, finite};
+}
+
+// Pass 0 summed over the tensors: the total sum of squares (the per-tensor sums added in the
+// order given, from 0) and whether all are finite, as Python floats: the two scalars
+// clip_by_global_norm and skip_nonfinite need, with no tensor made on the way (pass 0 leaves
+// every cache cold, where each torch op costs tens of microseconds).  None where the engine
+// does not take the gradients (unsupported_indices), so that the caller's fallback runs.
+std::optional<std::tuple<double, bool>> grad_total(const std::vector<Tensor>& grads,
+                                                          double clip_value) {
+  if (!unsupported_indices({grads, grads}).empty()) return std::nullopt;
+  std::vector<double> sums(grads.size());
+  const bool finite = reduce_grads(grads, clip_value, sums.data());
+  double total = 0.0;
+  for (const double v : sums) total += v;
+  return std::make_tuple(total, finite);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,33 +230,13 @@ Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
 // weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
 // the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
 // s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
-// of threads.
-Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                     const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
-                     const std::vector<Tensor>& s_scales, double beta3, double weight,
-                     double grad_scale, double clip_value, bool clip_first, bool maximize,
-                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
-              "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
-  std::vector<Job> jobs(n);  // only the stores and the prologue are used
+// of threads.  Returns the two sums over all tensors (each tensor's, added in tensor order).
+// jobs[i]: param, grad, slot[0] = x0, slot[1] = s, n, pro and seed set.
+std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
+                                        const std::vector<uint8_t>& dbl, double beta3,
+                                        double weight) {
   std::vector<Chunk> chunks;
-  for (size_t i = 0; i < n; ++i) {
-    const at::ScalarType pt = params[i].scalar_type();
-    const int64_t numel = real_numel(params[i]);
-    Job& job = jobs[i];
-    job.param = make_store(params[i], pt, false, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
-    const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
-    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
-    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2[i]);
-    job.n = numel;
-    uint32_t seeds[kAllSlots];
-    slot_seeds(job_seed(seed, i), seeds);
-    job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
-    add_chunks(chunks, i, numel, kParallelElems);
-  }
+  for (size_t i = 0; i < jobs.size(); ++i) add_chunks(chunks, i, jobs[i].n, kParallelElems);
   std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
   auto one = [&](size_t c) {
     const Chunk& ch = chunks[c];
@@ -275,7 +277,7 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
         }
       }
     };
-    if (compute_is_double(params[ch.tensor].scalar_type())) {
+    if (dbl[ch.tensor]) {
       body(0.0);
     } else {
       body(0.0f);
@@ -287,14 +289,82 @@ Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor
       for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
     });
   }
-  for (const Tensor& s : ss) bump(s);
-  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
-  double* o = out.data_ptr<double>();
+  std::vector<double> dot(jobs.size(), 0.0), norm(jobs.size(), 0.0);
   for (size_t c = 0; c < chunks.size(); ++c) {
-    o[2 * chunks[c].tensor] += dots[c];
-    o[2 * chunks[c].tensor + 1] += norms[c];
+    dot[chunks[c].tensor] += dots[c];
+    norm[chunks[c].tensor] += norms[c];
   }
+  double total_dot = 0.0, total_norm = 0.0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    total_dot += dot[i];
+    total_norm += norm[i];
+  }
+  return {total_dot, total_norm};
+}
+
+// The prologue and codec seed of tensor i in Prodigy's global pass.
+void prodigy_job(Job& job, size_t i, double grad_scale, double clip_value, bool clip_first,
+                 bool maximize, double l2, int64_t seed) {
+  job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
+  uint32_t seeds[kAllSlots];
+  slot_seeds(job_seed(seed, i), seeds);
+  job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
+}
+
+// The global pass over lists of tensors (checked here).
+std::tuple<double, double> prodigy_stats(
+    const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+    const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
+    const std::vector<Tensor>& s_scales, double beta3, double weight, double grad_scale,
+    double clip_value, bool clip_first, bool maximize, double l2, bool state_stochastic,
+    int64_t seed) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n,
+              "optimist engine: prodigy_stats needs one grad, p0 and s per param");
+  std::vector<Job> jobs(n);  // only the stores and the prologue are used
+  std::vector<uint8_t> dbl(n);
+  for (size_t i = 0; i < n; ++i) {
+    const at::ScalarType pt = params[i].scalar_type();
+    const int64_t numel = real_numel(params[i]);
+    Job& job = jobs[i];
+    job.param = make_store(params[i], pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
+    const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
+    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
+    job.n = numel;
+    prodigy_job(job, i, grad_scale, clip_value, clip_first, maximize, l2, seed);
+    dbl[i] = compute_is_double(pt);
+  }
+  auto out = prodigy_sums(jobs, dbl, beta3, weight);
+  for (const Tensor& s : ss) bump(s);
   return out;
+}
+
+// The global pass over a plan's tensors (made by plan() for the rule's step that follows, so
+// each tensor is converted and checked once per step): its params, grads and s (the rule's
+// slot 2), with x0 from p0s.  The plan's version bumps already cover s.
+std::tuple<double, double> prodigy_plan_stats(
+    const Plan& plan, const std::vector<Tensor>& p0s, double beta3, double weight,
+    double grad_scale, double clip_value, bool clip_first, bool maximize, double l2,
+    int64_t seed) {
+  const size_t n = plan.jobs.size();
+  TORCH_CHECK(plan.unsupported.empty() && !plan.ran && p0s.size() == n,
+              "optimist engine: prodigy_plan_stats needs an unrun plan and one p0 per param");
+  std::vector<Job> jobs(n);
+  const std::vector<Tensor>& params = plan.lists[0];
+  for (size_t i = 0; i < n; ++i) {
+    const Job& planned = plan.jobs[i];
+    TORCH_CHECK(planned.slot[2].kind != kAbsent, "optimist engine: the plan has no s slot");
+    Job& job = jobs[i];
+    job.param = planned.param;
+    job.grad = planned.grad;
+    job.slot[0] = make_store(p0s[i], params[i].scalar_type(), false, nullptr, planned.n, "p0", i);
+    job.slot[1] = planned.slot[2];
+    job.n = planned.n;
+    prodigy_job(job, i, grad_scale, clip_value, clip_first, maximize, l2, seed);
+  }
+  return prodigy_sums(jobs, plan.dbl, beta3, weight);
 }
 
 }  // namespace optimist
