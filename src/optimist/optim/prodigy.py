@@ -32,8 +32,11 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
    :math:`\lVert s\rVert_1` for every parameter, on the same prepared gradient
    :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
    in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` and one write of
-   :math:`s` in the C++ engine (``prodigy_stats``, chunked sums independent of the thread count)
-   where the group runs there, torch ops per tensor on the eager path;
+   :math:`s` in the C++ engine (chunked sums independent of the thread count, each tensor's
+   added in tensor order) where the group runs there, torch ops per tensor on the eager path.
+   In the common case (state made, no int8) it runs on the engine's plan of the rule's step
+   (``prodigy_plan_stats``), which the step then executes: each tensor is looked at once per
+   step; otherwise over its own lists (``prodigy_stats``);
 2. the rule (the C++ engine, one read of :math:`g` and one read and write of :math:`x, m, v`):
    the moments and the step with the known :math:`d_k, d_{k+1}`.
 
