@@ -19,10 +19,14 @@ the square root, default 1e-6; LARS's momentum accumulates the learning-rate-sca
 trust ratio needs the norm of the whole update before any element is written, so each tensor is
 read twice, in the C++ engine's per-tensor norm pass (contiguous float32/float64 CPU tensors):
 phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta\rVert^2` and
-:math:`\lVert u\rVert^2` in float64; the host computes each tensor's ratio; phase B recomputes
-:math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the phases)
-and writes. Traffic per float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B:
-read m, v, θ, write θ), LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b). Elsewhere (other
+:math:`\lVert u\rVert^2` in float64; the engine computes each tensor's ratio; phase B
+recomputes :math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the
+phases) and writes. One engine call per step (``trust_step``, ``csrc/trust.h``): tensor by tensor
+(small ones in groups), so that phase B's second read comes from the caches, unless the norms
+must be all-reduced between the phases (:meth:`TrustRatioOptimizer._reduction`). Traffic per
+float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B: read m, v, θ, write θ),
+LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b), of which memory sees 28 and 20 where B's
+reads hit the caches. Elsewhere (other
 devices, bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per
 tensor, the readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``).
 State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
