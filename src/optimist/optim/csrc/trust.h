@@ -21,6 +21,8 @@ namespace optimist {
 
 using at::Tensor;
 
+// Phase A over elements [begin, end) of one tensor: the rule's norms() block by block, with the
+// blocks' sums of p^2 and u^2 added to sums[0] and sums[1].
 template <typename R, typename C>
 void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
   const R rule(job.hyper);
@@ -66,6 +68,13 @@ NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
 // the sums do not depend on the number of threads nor on which tensors are read together.
 void norms_of(const Job& job, NormsFn fn, double* sums) {
   const int64_t chunks = (job.n + kParallelElems - 1) / kParallelElems;
+  if (chunks == 1) {  // (no allocation for small tensors)
+    double partial[2] = {0.0, 0.0};
+    fn(job, 0, job.n, partial);
+    sums[0] += partial[0];
+    sums[1] += partial[1];
+    return;
+  }
   std::vector<double> partial(2 * chunks, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t a, int64_t b) {
     for (int64_t c = a; c < b; ++c) {
