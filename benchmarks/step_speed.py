@@ -34,6 +34,8 @@ fastest eager peer at 10M and 50M; <= 4 µs per tensor per step on 1000 tiny ten
     python benchmarks/step_speed.py --threads 1 --markdown
     python benchmarks/step_speed.py --sizes 10M,50M,tiny --threads 1 --repeats 5 --clock thread
     python benchmarks/step_speed.py --sizes 10M --optimizers lion,adopt --threads 1,2 --repeats 9
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/step_speed.py --sizes 10M \
+        --optimizers adopt --threads 1 --clock thread --compile   # + heavyball compiled
 """
 
 from __future__ import annotations
