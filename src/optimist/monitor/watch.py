@@ -147,13 +147,14 @@ class Watch:
         reading (one host transfer per reading). ``reading=True`` makes it (with any losses
         still pending) a reading now: for a loss that is already a mean over an interval, e.g.
         an epoch's."""
-        self._losses.append(_check_loss(loss))
+        losses = self._losses
+        losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
         if reading or self._first_loss:
             self._first_loss = False
             self._flush_loss()
-        elif len(self._losses) >= self.loss_every:
-            self._flush_loss(adapt=True)  # a full interval: its cost may widen the next one
+        elif len(losses) >= (self._loss_every if self._auto_loss else self._collector.every):
+            self._flush_loss(adapt=True)  # a full interval (loss_every): it may widen the next
 
     def log_val_loss(self, loss: Any) -> None:
         """A validation loss (for the *overfitting* verdict); one reading per call."""
