@@ -34,6 +34,7 @@ Record = dict[str, Any]
 
 AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
 AUTO_MAX = 1000
+AUTO_BUDGET = 0.01  # every="auto": the interval doubles while a reading costs more than this share
 
 clock = time.thread_time
 """The clock of the monitor's own time and of the auto interval's budget: CPU time of the training
@@ -110,7 +111,7 @@ class SignalCollector:
         optimizer: torch.optim.Optimizer,
         emit: Callable[[Record], None],
         every: int | str = 10,
-        budget: float = 0.02,
+        budget: float = AUTO_BUDGET,
         full: bool = True,
     ) -> None:
         auto = every == "auto"
@@ -208,7 +209,7 @@ class SignalCollector:
     def _sums_of_squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Per-tensor sums of squares, float64: one C++ call for CPU tensors (the engine's
         pass 0), torch's multi-tensor norm elsewhere (left on the device)."""
-        if self._engine and tensors[0].is_cpu and engine.available():
+        if self._engine and tensors[0].is_cpu:  # (grad_stats falls back where it cannot run)
             return engine.grad_stats(tensors)[0]
         return torch.stack(torch._foreach_norm(tensors)).double().square()
 
@@ -273,8 +274,8 @@ class SignalCollector:
             at += len(names)
             for name, peaks in alive:  # the share of units never > 0 in the batch
                 n_units = len(peaks)
-                alive_units = sum(v > 0 for v in values[at : at + n_units])
-                record[f"dead/{name}"] = 1.0 - alive_units / n_units
+                # a ReLU's output is >= 0: a unit is dead when its peak is 0 (count: C speed)
+                record[f"dead/{name}"] = values[at : at + n_units].count(0.0) / n_units
                 at += n_units
             if n:
                 record["nonfinite"] = self._nonfinite_share(idx, record["grad_norm"])

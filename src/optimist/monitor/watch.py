@@ -23,7 +23,7 @@ from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
 
 DEFAULT_EVERY: int | str = "auto"
-LOSS_BUDGET = 0.01  # every="auto": loss readings double their interval above this share
+LOSS_BUDGET = 0.005  # every="auto": loss readings double their interval above this share
 
 
 class MonitorWarning(UserWarning):
@@ -58,9 +58,9 @@ class Watch:
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
     ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while a
-    reading costs more than 2% of the time since the previous one (CPU time of the training
+    reading costs more than 1% of the time since the previous one (CPU time of the training
     thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on tiny models too; the
-    loss is then read every 10 steps (:attr:`loss_every`), with its own 1% budget, so the loss
+    loss is then read every 10 steps (:attr:`loss_every`), with its own 0.5% budget, so the loss
     verdicts keep their delay while the gradient signals thin out;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
@@ -139,7 +139,7 @@ class Watch:
     @property
     def loss_every(self) -> int:
         """Steps per loss reading: ``every``, or with ``every="auto"`` its own interval (10,
-        doubled only while loss readings cost over 1% of the time between two of them)."""
+        doubled only while loss readings cost over 0.5% of the time between two of them)."""
         return self._loss_every if self._auto_loss else self._collector.every
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
