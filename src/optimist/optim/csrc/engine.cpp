@@ -12,8 +12,11 @@
 //   * pass 0: one read of the gradients giving each tensor's sum of squares and finiteness.
 //
 // What a rule adds: a functor (its element math, 10-20 lines) in rules.h and one line in
-// rule_fn() below.  The codecs are in codecs.h and the checks of which tensors the engine takes
-// in checks.h (headers of this one translation unit).  The functor sees only compute-precision
+// rule_fn() below.  Headers of this one translation unit hold the rest: the codecs (and the
+// int8 codec's own entry points) in codecs.h, pass 0's block reduction in reduce.h, the checks
+// of which tensors the engine takes in checks.h; built on the core here, the Python-facing step
+// (plan, run, the step counters) in plan.h, the reduction passes over tensors (grad_stats,
+// prodigy_stats) in norms.h and the trust-ratio rules' two-phase step (trust_step) in trust.h.  The functor sees only compute-precision
 // pointers (float for float32/bfloat16/float16 parameters, double for float64) to the
 // parameter, the prepared gradient and up to four state slots, over one block of at most kBlock
 // elements (or over a job's whole range when every tensor is used in place and nothing runs
@@ -28,7 +31,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -191,6 +193,14 @@ PrologueFn<C> select_prologue(const Prologue& pr) {
   return fn;
 }
 
+// Whether rule R fuses decoupled weight decay into its loop: `static constexpr bool
+// kFusesDecay = true` and `template <bool DECAY> operator()(n, p, g, s0..s3, decay)` reading
+// the parameter as p * decay where DECAY (rules.h).
+template <typename R, typename = void>
+constexpr bool kFusesDecay = false;
+template <typename R>
+constexpr bool kFusesDecay<R, std::void_t<decltype(R::kFusesDecay)>> = R::kFusesDecay;
+
 // One job over elements [begin, end), block by block: decode (load), prologue, rule, epilogue,
 // encode (store).  Blocks with any pass besides the rule's are small (kSmallBlock), so that the
 // memory streams the step reads and writes advance together: with 4 KiB blocks, a pass over one
@@ -212,16 +222,23 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   slot_seeds(job.seed, seeds);
   bool native = job.param.kind == kNative && job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
-  const bool in_place = native && prologue == &no_prologue<C>;
-  if (in_place && job.slot[kEmaSlot].kind == kAbsent) {
-    // every stream is used in place and nothing runs around the rule: one call over the whole
-    // range, as the per-optimizer kernels did (per 4 KiB block, the calls and the codec
-    // switches cost 1-3% of a 10M step)
+  if (native && !prepares_grad(pr) && job.slot[kEmaSlot].kind == kAbsent) {
+    // every stream is used in place and nothing runs around the rule (or only a decoupled
+    // decay the rule fuses into its own loop): one call over the whole range, as the
+    // per-optimizer kernels did (per 4 KiB block, the calls and the codec switches cost 1-3%
+    // of a 10M step, and a separate decay pass over each block 3% of AdamW's)
     C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = static_cast<C*>(job.slot[used[j]].data) + begin;
-    rule(end - begin, static_cast<C*>(job.param.data) + begin,
-         static_cast<const C*>(job.grad.data) + begin, s[0], s[1], s[2], s[3]);
-    return;
+    C* p = static_cast<C*>(job.param.data) + begin;
+    const C* g = static_cast<const C*>(job.grad.data) + begin;
+    if (pr.decay == 1.0) {
+      rule(end - begin, p, g, s[0], s[1], s[2], s[3]);
+      return;
+    }
+    if constexpr (kFusesDecay<R>) {
+      rule.template operator()<true>(end - begin, p, g, s[0], s[1], s[2], s[3], C(pr.decay));
+      return;
+    }
   }
   // a decay alone (AdamW) reads no stream of its own: large blocks (fewer calls) are as good
   const int64_t block = native && !prepares_grad(pr) ? kBlock : kSmallBlock;
@@ -393,559 +410,14 @@ void bump(const Tensor& t) {
   if (t.defined() && !t.is_inference()) torch::autograd::impl::bump_version(t);
 }
 
-// One optimizer step in two calls, so that every tensor is looked at once per step although the
-// host scalars depend on the step count the tensors hold:
-//   plan(lists, ...): the tensors of one call, checked and turned into jobs; the step counters
-//     read (their next value); the version counters bumped.  lists = [params, grads, slot 0,
-//     ..., slot k-1, ema] (an empty list: slot unused, no EMA); scales[k][i]: the int8 absmax
-//     tensor of slot k (an empty list: not int8).  With `check`, indices the engine does not take
-//     (unsupported_indices) are returned in `unsupported` and nothing else is done.
-//   run(plan, rule, ...): the host scalars, prologue and rule variant set, the step counters
-//     advanced, the jobs executed (touching only the jobs and the tensors' data).
-// fresh[i]: state created this step (rules with a FRESH variant, e.g. SGD's first momentum
-// buffer).  l2/decay: per-tensor factors (empty: use the scalar for all).
-struct Plan {
-  std::vector<std::vector<Tensor>> lists;  // kept alive while the plan is
-  std::vector<Job> jobs;
-  std::vector<uint8_t> dbl;  // per job: computes in double
-  std::vector<void*> steps;  // the step counters' data (float or double, steps_dbl)
-  std::vector<uint8_t> steps_dbl;
-  double next_step = std::numeric_limits<double>::quiet_NaN();
-  std::vector<int64_t> unsupported;
-  bool ran = false;
-};
-
-// step + 1 in the counter's own precision (as torch's `state["step"] += 1`)
-inline double next_count(void* data, bool dbl) {
-  if (dbl) return *static_cast<double*>(data) + 1.0;
-  return static_cast<double>(*static_cast<float*>(data) + 1.0f);
-}
-
-inline void store_count(void* data, bool dbl, double v) {
-  if (dbl) {
-    *static_cast<double*>(data) = v;
-  } else {
-    *static_cast<float*>(data) = static_cast<float>(v);
-  }
-}
-
-// Step counter i's data, checked: a one-element float32/float64 CPU tensor.
-void* step_data(const Tensor& s, size_t i) {
-  TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
-                  (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
-              "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
-  return s.data_ptr();
-}
-
-// The value every one of a list of scalars has, or NaN where they differ (or there are none).
-struct CommonValue {
-  double value = std::numeric_limits<double>::quiet_NaN();
-  bool same = true, first = true;
-  void add(double v) {
-    if (first) {
-      value = v;
-      first = false;
-    } else if (v != value) {
-      same = false;
-    }
-  }
-  double get() const { return same ? value : std::numeric_limits<double>::quiet_NaN(); }
-};
-
-Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<Tensor>>& scales,
-          const std::vector<Tensor>& ema_scales, const std::vector<Tensor>& steps,
-          bool state_stochastic, bool param_stochastic, bool check) {
-  TORCH_CHECK(lists.size() >= 3 && lists.size() <= kMaxSlots + 3,
-              "optimist engine: plan needs [params, grads, slots..., ema] with at most ",
-              kMaxSlots, " slots");
-  Plan out;
-  const size_t n = lists[0].size();
-  const size_t n_slots = lists.size() - 3;
-  if (check) {
-    out.unsupported = unsupported_indices(lists);
-    if (!out.unsupported.empty()) return out;
-  }
-  const std::vector<Tensor>& params = lists[0];
-  const std::vector<Tensor>& grads = lists[1];
-  const std::vector<Tensor>& ema = lists.back();
-  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
-  for (size_t k = 0; k < n_slots; ++k) {
-    TORCH_CHECK(lists[2 + k].empty() || lists[2 + k].size() == n, "optimist engine: slot ", k,
-                " has ", lists[2 + k].size(), " tensors, expected ", n);
-  }
-  TORCH_CHECK(ema.empty() || ema.size() == n, "optimist engine: ema needs one per tensor");
-  TORCH_CHECK(steps.empty() || steps.size() == n, "optimist engine: steps: one per tensor");
-  out.jobs.resize(n);
-  out.dbl.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
-    TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
-                "optimist engine: params[", i, "] must be a contiguous CPU tensor");
-    TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
-                "] has dtype ", grads[i].scalar_type(), ", the parameter ", p.scalar_type());
-    TORCH_CHECK(grads[i].sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
-                grads[i].sizes(), ", the parameter ", p.sizes());
-    const at::ScalarType pt = p.scalar_type();
-    const int64_t numel = real_numel(p);
-    Job& job = out.jobs[i];
-    job.n = numel;
-    job.param = make_store(p, pt, param_stochastic, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    for (size_t k = 0; k < n_slots; ++k) {
-      const std::vector<Tensor>& slot = lists[2 + k];
-      if (slot.empty()) continue;
-      const Tensor* sc = scales.size() > k && !scales[k].empty() ? &scales[k][i] : nullptr;
-      job.slot[k] = make_store(slot[i], pt, state_stochastic, sc, numel, "state", i);
-      TORCH_CHECK(slot[i].scalar_type() == at::kChar || slot[i].sizes() == p.sizes(),
-                  "optimist engine: state[", i, "] has shape ", slot[i].sizes(),
-                  ", the parameter ", p.sizes());
-    }
-    if (!ema.empty()) {
-      const Tensor* sc = ema_scales.empty() ? nullptr : &ema_scales[i];
-      job.slot[kEmaSlot] = make_store(ema[i], pt, state_stochastic, sc, numel, "ema", i);
-    }
-    out.dbl[i] = compute_is_double(pt);
-  }
-  out.steps.resize(steps.size());
-  out.steps_dbl.resize(steps.size());
-  CommonValue next;
-  for (size_t i = 0; i < steps.size(); ++i) {
-    out.steps[i] = step_data(steps[i], i);
-    out.steps_dbl[i] = steps[i].scalar_type() == at::kDouble;
-    next.add(next_count(out.steps[i], out.steps_dbl[i]));
-  }
-  out.next_step = next.get();
-  // the in-place update ahead (plan and run are called together; a bump alone is harmless);
-  // the gradients are only read
-  for (size_t k = 0; k < lists.size(); ++k) {
-    if (k == 1) continue;
-    for (const Tensor& t : lists[k]) bump(t);
-  }
-  out.lists = std::move(lists);
-  return out;
-}
-
-void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
-         const std::vector<double>& hyper, const std::vector<bool>& fresh, double grad_scale,
-         double clip_value, bool clip_first, bool maximize, const std::vector<double>& l2,
-         const std::vector<double>& decay, double l2_all, double decay_all, double ema_decay,
-         int64_t seed, const std::vector<double>& tensor_hyper) {
-  TORCH_CHECK(plan.unsupported.empty(), "optimist engine: the plan has unsupported tensors");
-  TORCH_CHECK(!plan.ran, "optimist engine: a plan runs once");
-  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
-  const size_t n = plan.jobs.size();
-  // tensor_hyper: each tensor's own scalars (as many per tensor), after the shared ones
-  const size_t per_tensor = n == 0 ? 0 : tensor_hyper.size() / n;
-  TORCH_CHECK(per_tensor * n == tensor_hyper.size() && hyper.size() + per_tensor <= 12,
-              "optimist engine: tensor_hyper needs the same number of scalars per tensor, at "
-              "most 12 with the shared ones");
-  TORCH_CHECK(l2.empty() || l2.size() == n, "optimist engine: l2 needs one factor per tensor");
-  TORCH_CHECK(decay.empty() || decay.size() == n, "optimist engine: decay: one per tensor");
-  plan.ran = true;
-  // the job function per (compute type, freshness), looked up once per call
-  using JobFn = void (*)(const Job&, int64_t, int64_t);
-  JobFn fns[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
-  auto job_fn = [&](bool dbl, bool is_fresh) {
-    JobFn& fn = fns[dbl][is_fresh];
-    if (fn == nullptr) {
-      std::vector<bool> variant = flags;
-      if (fresh_flag >= 0) {
-        if (variant.size() <= static_cast<size_t>(fresh_flag)) variant.resize(fresh_flag + 1);
-        variant[fresh_flag] = is_fresh;
-      }
-      fn = dbl ? rule_fn<double>(rule, variant) : rule_fn<float>(rule, variant);
-    }
-    return fn;
-  };
-  Prologue pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2_all);
-  pro.decay = decay_all;
-  pro.ema_decay = ema_decay;
-  for (size_t i = 0; i < n; ++i) {
-    Job& job = plan.jobs[i];
-    job.pro = pro;
-    if (!l2.empty()) job.pro.l2 = l2[i];
-    if (!decay.empty()) job.pro.decay = decay[i];
-    job.seed = job_seed(seed, i);
-    std::copy(hyper.begin(), hyper.end(), job.hyper);
-    std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
-    job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
-  }
-  for (size_t i = 0; i < plan.steps.size(); ++i) {
-    store_count(plan.steps[i], plan.steps_dbl[i], next_count(plan.steps[i], plan.steps_dbl[i]));
-  }
-  pybind11::gil_scoped_release release;
-  execute(plan.jobs);
-}
-
-// plan + run in one call (no step counters; the tensors not checked beforehand): for callers
-// with their own checks and scalars, e.g. LAMB/LARS's trust ratios (tensor_hyper).
-void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
-          const std::vector<double>& hyper, const std::vector<Tensor>& params,
-          const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
-          const std::vector<std::vector<Tensor>>& scales, const std::vector<bool>& fresh,
-          double grad_scale, double clip_value, bool clip_first, bool maximize,
-          const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
-          double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
-          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed,
-          const std::vector<double>& tensor_hyper) {
-  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
-  std::vector<std::vector<Tensor>> lists{params, grads};
-  lists.insert(lists.end(), slots.begin(), slots.end());
-  lists.push_back(ema);
-  Plan p = plan(std::move(lists), scales, ema_scales, {}, state_stochastic, param_stochastic,
-                false);
-  run(p, rule, flags, fresh_flag, hyper, fresh, grad_scale, clip_value, clip_first, maximize, l2,
-      decay, l2_all, decay_all, ema_decay, seed, tensor_hyper);
-}
-
-// Pass 0: per tensor, the sum of squares of the gradient (after clamping to +-clip_value when
-// > 0) in float64, and whether every element is finite; one read of each gradient (reduce.h).
-// Tensors are split into chunks of at most kReduceChunk elements (so that both threads read),
-// and kReduceStreams chunks are read together, a block of each in turn: one core streams a
-// single array at about 60% of the speed at which it streams four (the hardware prefetchers
-// work per stream).  Each chunk is summed block after block in its own order, so the result
-// does not depend on the grouping or the number of threads.  The groups run last to first: the
-// step that follows reads the tensors first to last, so it finds the gradients pass 0 read last
-// still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
-constexpr int64_t kReduceChunk = 1 << 20;
-constexpr size_t kReduceStreams = 4;
-
-std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
-  const size_t n = grads.size();
-  std::vector<Store> stores(n);
-  std::vector<bool> dbl(n);
-  std::vector<Chunk> chunks;
-  for (size_t i = 0; i < n; ++i) {
-    const Tensor& g = grads[i];
-    const int64_t numel = real_numel(g);
-    stores[i] = make_store(g, g.scalar_type(), false, nullptr, numel, "grads", i);
-    dbl[i] = compute_is_double(g.scalar_type());
-    add_chunks(chunks, i, numel, kReduceChunk);
-  }
-  std::vector<double> partial(chunks.size(), 0.0);
-  std::vector<uint8_t> finite(chunks.size(), 1);
-  // one block of chunk c at element b: adds to partial[c], clears ok on a non-finite value
-  auto block = [&](size_t c, int64_t b, int64_t len, bool& ok) {
-    const Store& s = stores[chunks[c].tensor];
-    alignas(64) double buf[kBlock];
-    if (dbl[chunks[c].tensor]) {
-      const double* x = load<double>(s, b, len, buf);
-      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, clip_value, ok)
-                                   : sum_squares(x, len);
-    } else {
-      const float* x = load<float>(s, b, len, reinterpret_cast<float*>(buf));
-      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, float(clip_value), ok)
-                                   : sum_squares(x, len);
-    }
-  };
-  auto group = [&](size_t first) {
-    const size_t last = std::min(chunks.size(), first + kReduceStreams);
-    bool ok[kReduceStreams];
-    std::fill(ok, ok + kReduceStreams, true);
-    for (int64_t offset = 0;; offset += kBlock) {
-      bool any = false;
-      for (size_t c = first; c < last; ++c) {
-        const int64_t b = chunks[c].begin + offset;
-        if (b >= chunks[c].end) continue;
-        block(c, b, std::min(kBlock, chunks[c].end - b), ok[c - first]);
-        any = true;
-      }
-      if (!any) break;
-    }
-    for (size_t c = first; c < last; ++c) {
-      // without clipping a NaN or inf value makes the sum NaN or inf
-      finite[c] = clip_value > 0 ? ok[c - first] : std::isfinite(partial[c]);
-    }
-  };
-  {
-    pybind11::gil_scoped_release release;
-    const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
-    at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
-      for (int64_t g = a; g < b; ++g) {
-        group(static_cast<size_t>(groups - 1 - g) * kReduceStreams);
-      }
-    });
-  }
-  Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
-  double* out = sums.data_ptr<double>();
-  bool all = true;
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    out[chunks[c].tensor] += partial[c];
-    all &= finite[c] != 0;
-  }
-  return {sums, all};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
-// tensor, the rule's norms() over every block after the prologue (its state updates that need
-// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
-// precision, reduce.h, across blocks in float64).  The host turns
-// the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
-// ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
-// on the number of threads.
-
-template <typename R, typename C>
-void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
-  const R rule(job.hyper);
-  alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
-  alignas(64) C sbuf[kMaxSlots][kBlock];
-  const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p is only read
-  int used[kMaxSlots];
-  int n_used = 0;
-  for (int k = 0; k < kMaxSlots; ++k) {
-    if (job.slot[k].kind != kAbsent) used[n_used++] = k;
-  }
-  uint32_t seeds[kAllSlots];
-  slot_seeds(job.seed, seeds);
-  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
-                  job.grad.kind == kNative;
-  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
-  const int64_t block = in_place ? kBlock : kSmallBlock;
-  for (int64_t b = begin; b < end; b += block) {
-    const int64_t len = std::min(block, end - b);
-    C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
-    C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
-    for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
-    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
-    sums[0] += sum_squares_block(p, len);
-    sums[1] += sum_squares_block(ubuf, len);
-    for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
-  }
-}
-
-using NormsFn = void (*)(const Job&, int64_t, int64_t, double*);
-
-template <typename C>
-NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
-  const bool nesterov = !flags.empty() && flags[0];
-  if (rule == "lamb") return &run_norms<Lamb<C>, C>;
-  if (rule == "lars") return nesterov ? &run_norms<Lars<C, true>, C> : &run_norms<Lars<C, false>, C>;
-  TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
-}
-
-// Phase A for a list of tensors: a float64 tensor [n, 2] of the sums of p^2 and u^2.
-Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
-                    const std::vector<double>& hyper, const std::vector<Tensor>& params,
-                    const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
-                    double grad_scale, double clip_value, bool clip_first, bool maximize,
-                    double l2, bool state_stochastic, int64_t seed) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
-  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
-  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
-  std::vector<Job> jobs(n);
-  std::vector<NormsFn> fns(n);
-  std::vector<Chunk> chunks;
-  for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
-    const at::ScalarType pt = p.scalar_type();
-    TORCH_CHECK(grads[i].scalar_type() == pt && grads[i].sizes() == p.sizes(),
-                "optimist engine: grads[", i, "] differs from its parameter in dtype or shape");
-    const int64_t numel = real_numel(p);
-    Job& job = jobs[i];
-    job.n = numel;
-    job.param = make_store(p, pt, false, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    for (size_t k = 0; k < slots.size(); ++k) {
-      TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
-      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
-    }
-    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
-    job.seed = job_seed(seed, i);
-    std::copy(hyper.begin(), hyper.end(), job.hyper);
-    fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
-    add_chunks(chunks, i, numel, kParallelElems);
-  }
-  std::vector<double> partial(2 * chunks.size(), 0.0);
-  {
-    pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) {
-        const Chunk& ch = chunks[c];
-        fns[ch.tensor](jobs[ch.tensor], ch.begin, ch.end, &partial[2 * c]);
-      }
-    });
-  }
-  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
-  double* o = out.data_ptr<double>();
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    o[2 * chunks[c].tensor] += partial[2 * c];
-    o[2 * chunks[c].tensor + 1] += partial[2 * c + 1];
-  }
-  for (size_t i = 0; i < n; ++i) {
-    for (const auto& slot : slots) bump(slot[i]);
-  }
-  return out;
-}
-
-// step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
-// the new value if all are equal, else NaN.
-double advance_steps(const std::vector<Tensor>& steps) {
-  CommonValue common;
-  for (size_t i = 0; i < steps.size(); ++i) {
-    void* data = step_data(steps[i], i);
-    const bool dbl = steps[i].scalar_type() == at::kDouble;
-    const double v = next_count(data, dbl);
-    store_count(data, dbl, v);
-    common.add(v);
-  }
-  return common.get();
-}
-
-// x *= factor for one-element float tensors (in their precision, the factor cast first, as
-// torch's `tensor *= python_float`); returns the new common value or NaN.
-double scale_scalars(const std::vector<Tensor>& xs, double factor) {
-  CommonValue common;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const Tensor& s = xs[i];
-    double v;
-    if (s.scalar_type() == at::kFloat) {
-      float* ptr = s.data_ptr<float>();
-      *ptr = *ptr * static_cast<float>(factor);
-      v = *ptr;
-    } else {
-      TORCH_CHECK(s.scalar_type() == at::kDouble, "optimist engine: scalar state must be float");
-      double* ptr = s.data_ptr<double>();
-      *ptr = *ptr * factor;
-      v = *ptr;
-    }
-    common.add(v);
-  }
-  return common.get();
-}
-
-// The int8 codec on its own (tests compare it with a NumPy implementation of the same scheme).
-std::tuple<Tensor, Tensor> quantize(const Tensor& x) {
-  Tensor src = x.contiguous().to(torch::kFloat32);
-  const int64_t n = src.numel();
-  Tensor q = torch::empty({n}, torch::kInt8);
-  Tensor scale = torch::empty({(n + kQuantBlock - 1) / kQuantBlock}, torch::kFloat32);
-  const float* s = src.data_ptr<float>();
-  int8_t* out = q.data_ptr<int8_t>();
-  float* sc = scale.data_ptr<float>();
-  for (int64_t b = 0; b < n; b += kQuantBlock) {
-    sc[b / kQuantBlock] = int8_encode(s + b, out + b, std::min(kQuantBlock, n - b));
-  }
-  return {q.view(x.sizes()), scale};
-}
-
-Tensor dequantize(const Tensor& q, const Tensor& scale) {
-  Tensor src = q.contiguous();
-  const int64_t n = src.numel();
-  TORCH_CHECK(src.scalar_type() == at::kChar && scale.scalar_type() == at::kFloat &&
-                  scale.numel() == (n + kQuantBlock - 1) / kQuantBlock,
-              "optimist engine: dequantize needs int8 codes and one float32 scale per ",
-              kQuantBlock, " values");
-  Tensor out = torch::empty({n}, torch::kFloat32);
-  const int8_t* s = src.data_ptr<int8_t>();
-  Tensor sc = scale.contiguous();
-  const float* scp = sc.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  for (int64_t b = 0; b < n; b += kQuantBlock) {
-    int8_decode(s + b, scp[b / kQuantBlock], o + b, std::min(kQuantBlock, n - b));
-  }
-  return out.view(q.sizes());
-}
-
 }  // namespace optimist
 
-using namespace optimist;  // NOLINT: the module's bindings below
+// The Python-facing functions built on the core above (headers of this translation unit).
+#include "norms.h"
+#include "plan.h"
+#include "trust.h"
 
-// Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
-// gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
-// weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
-// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
-// s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
-// of threads.
-Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                     const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
-                     const std::vector<Tensor>& s_scales, double beta3, double weight,
-                     double grad_scale, double clip_value, bool clip_first, bool maximize,
-                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
-              "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
-  std::vector<Job> jobs(n);  // only the stores and the prologue are used
-  std::vector<Chunk> chunks;
-  for (size_t i = 0; i < n; ++i) {
-    const at::ScalarType pt = params[i].scalar_type();
-    const int64_t numel = real_numel(params[i]);
-    Job& job = jobs[i];
-    job.param = make_store(params[i], pt, false, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
-    const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
-    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
-    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2[i]);
-    job.n = numel;
-    uint32_t seeds[kAllSlots];
-    slot_seeds(job_seed(seed, i), seeds);
-    job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
-    add_chunks(chunks, i, numel, kParallelElems);
-  }
-  std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
-  auto one = [&](size_t c) {
-    const Chunk& ch = chunks[c];
-    const Job& job = jobs[ch.tensor];
-    auto body = [&](auto zero) {
-      using C = decltype(zero);
-      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
-      alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
-      const C b3 = C(beta3), w = C(weight);
-      const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
-      for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
-        const int64_t len = std::min(kBlock, ch.end - b);
-        C* __restrict__ x = load<C>(job.param, b, len, pbuf);
-        const C* __restrict__ g = load<C>(job.grad, b, len, graw);
-        g = prologue(job.pro, x, g, gbuf, len);
-        const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
-        C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
-        C dot[kLanes] = {}, l1[kLanes] = {};
-        int64_t j = 0;
-        for (; j + kLanes <= len; j += kLanes) {
-          for (int k = 0; k < kLanes; ++k) {
-            dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
-            const C si = fmadd(w, g[j + k], sv[j + k] * b3);
-            sv[j + k] = si;
-            l1[k] += std::abs(si);  // before s is rounded to its storage format
-          }
-        }
-        for (; j < len; ++j) {
-          dot[0] += g[j] * (x0[j] - x[j]);
-          const C si = fmadd(w, g[j], sv[j] * b3);
-          sv[j] = si;
-          l1[0] += std::abs(si);
-        }
-        store<C>(job.slot[1], b, len, sv, job.seed);
-        for (int k = 0; k < kLanes; ++k) {
-          dots[c] += static_cast<double>(dot[k]);
-          norms[c] += static_cast<double>(l1[k]);
-        }
-      }
-    };
-    if (compute_is_double(params[ch.tensor].scalar_type())) {
-      body(0.0);
-    } else {
-      body(0.0f);
-    }
-  };
-  {
-    pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
-    });
-  }
-  for (const Tensor& s : ss) bump(s);
-  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
-  double* o = out.data_ptr<double>();
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    o[2 * chunks[c].tensor] += dots[c];
-    o[2 * chunks[c].tensor + 1] += norms[c];
-  }
-  return out;
-}
+using namespace optimist;  // NOLINT: the module's bindings below
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
@@ -961,25 +433,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("run", &run, py::arg("plan"), py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
         py::arg("hyper"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"),
-        py::arg("tensor_hyper") = std::vector<double>{});
-  m.def("step", &step, py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
-        py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
-        py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
-        py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"),
-        py::arg("ema_decay"), py::arg("state_stochastic"), py::arg("param_stochastic"),
-        py::arg("seed"), py::arg("tensor_hyper") = std::vector<double>{});
+        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
         py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
-  m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
-        py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
-        py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),
-        py::arg("state_stochastic"), py::arg("seed"));
+  m.def("trust_step", &trust_step, py::arg("plan"), py::arg("rule"), py::arg("flags"),
+        py::arg("hyper"), py::arg("maximize"), py::arg("grad_in_update"), py::arg("scale"),
+        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none());
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));
