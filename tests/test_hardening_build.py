@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import optimist
-from optimist.optim import _build, engine
+from optimist.optim import _build, engine, native
 
 # subprocesses and small builds: about two minutes on 2 cores
 pytestmark = [
@@ -184,7 +184,7 @@ def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_pa
     """Another process holding the build lock: a message, a bounded wait, a warning naming the
     lock, and the per-tensor path."""
     prefix = "optimist_engine_locktest"
-    name = _build.extension_name(prefix, engine.SOURCES, engine.CFLAGS, engine.LDFLAGS)
+    name = _build.extension_name(prefix, native.SOURCES, native.CFLAGS, native.LDFLAGS)
     build_dir = tmp_path / name
     build_dir.mkdir()
     lock_path = build_dir / "optimist.lock"
@@ -194,8 +194,8 @@ def test_lock_held_by_a_live_process_is_waited_on_briefly_then_falls_back(tmp_pa
         import warnings
         import torch
         import optimist.optim as oo
-        from optimist.optim import engine
-        engine.NAME_PREFIX = {prefix!r}
+        from optimist.optim import engine, native
+        native.NAME_PREFIX = {prefix!r}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert engine.available() is False

@@ -87,8 +87,8 @@ def test_failed_build_warns_once_and_falls_back(tmp_path):
         import warnings
         import torch
         import optimist.optim as oo
-        from optimist.optim import engine
-        engine.NAME_PREFIX = "optimist_engine_test_no_compiler"
+        from optimist.optim import engine, native
+        native.NAME_PREFIX = "optimist_engine_test_no_compiler"
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             assert engine.available() is False

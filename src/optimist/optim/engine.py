@@ -21,144 +21,35 @@ arguments; everything else is here, written once:
   element-wise, so the step runs on the local shards (``to_local()``) of the parameter, its
   gradient and its state, which stay DTensors sharded like the parameter (int8 block scales are
   per local shard, see :func:`float_state_dict`).
+
+Two parts live in their own modules and are importable from here: building, loading and the
+availability of the C++ engine, with pass 0 (:func:`load`, :func:`available`,
+:func:`grad_stats`), in :mod:`optimist.optim.native`; the gathering of a group's tensors for a
+step (the base class :class:`~optimist.optim.gather.Gathering`) in :mod:`optimist.optim.gather`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from itertools import repeat
-from operator import is_not
-from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optimist.optim import _build, codecs
-from optimist.optim.base import ParamsT, as_real, scalar
-from optimist.optim.distributed import global_grad_stats, is_dtensor, local, local_grad
+from optimist.optim import codecs
+from optimist.optim.base import ParamsT, scalar
+from optimist.optim.distributed import global_grad_stats, is_dtensor, local
 from optimist.optim.eager import Batch, TensorScalars, run_eager, run_torch_foreach
+from optimist.optim.gather import Gathering, _overflows_low_precision
+from optimist.optim.native import available, grad_stats, load
 from optimist.optim.rule import Rule
-from optimist.optim.rule_state import RuleState, float_state_dict
+from optimist.optim.rule_state import float_state_dict
 from optimist.optim.transforms import ChainConfig, mask_matches
 
 __all__ = ["RuleOptimizer", "available", "float_state_dict", "grad_stats", "load"]
-
-CSRC = Path(__file__).resolve().parent / "csrc"
-# every file the build reads (engine.cpp includes the headers), so that the cache key changes
-# with any of them
-SOURCES = sorted([*CSRC.glob("*.h"), *CSRC.glob("*.cpp")])
-CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off", "-fopenmp"]
-LDFLAGS = ["-fopenmp"]
-
-_module: ModuleType | None = None
-_failure: str | None = None
-_lock = threading.Lock()
-
-
-# --- building and loading the C++ engine --------------------------------------------------------
-
-
-NAME_PREFIX = "optimist_engine"
-
-
-def _disabled() -> bool:
-    value = os.environ.get("OPTIMIST_DISABLE_FUSED", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
-
-
-def extension_name() -> str:
-    """Name of the compiled engine: changes with the source, flags, torch, Python and the CPU."""
-    return _build.extension_name(NAME_PREFIX, SOURCES, CFLAGS, LDFLAGS)
-
-
-def _load_module() -> ModuleType:
-    return _build.load_extension(
-        NAME_PREFIX, SOURCES, CFLAGS, LDFLAGS, description="C++ optimizer engine"
-    )
-
-
-def load() -> ModuleType:
-    """The compiled engine, built on first use (RuntimeError with the reason if it cannot be)."""
-    global _module, _failure
-    if _module is not None:
-        return _module
-    with _lock:
-        if _module is None:
-            if _failure is not None:
-                raise RuntimeError(_failure)
-            try:
-                _module = _load_module()
-            except Exception as exc:
-                _failure = str(exc)
-                raise RuntimeError(_failure) from exc
-    return _module
-
-
-def available() -> bool:
-    """True if the C++ engine can be used (builds it on first call; warns once if it cannot)."""
-    if _disabled():
-        return False
-    if _module is not None:
-        return True
-    if _failure is not None:
-        return False
-    try:
-        load()
-    except Exception as exc:
-        warnings.warn(
-            "optimist: the C++ optimizer engine is unavailable, using the per-tensor PyTorch "
-            f"path: {str(exc).removeprefix('optimist: ')}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    return True
-
-
-def grad_stats(grads: Sequence[Tensor], clip_value: float = 0.0) -> tuple[Tensor, bool]:
-    """Pass 0: per-tensor sums of squares (float64) and whether all gradients are finite.
-
-    One read of each gradient. CPU tensors go through the C++ engine (each value widened to
-    float64 and summed in vectorized lanes, at memory speed); elsewhere torch's multi-tensor norm
-    (in the gradients' precision). "Finite" is judged from the sums, as
-    ``torch.nn.utils.clip_grad_norm_(error_if_nonfinite=True)`` judges it from the norm (a NaN
-    or inf element makes the sum NaN or inf). With ``clip_value > 0`` the gradients are clamped
-    to ``±clip_value`` first, and finiteness is that of the unclamped elements.
-    """
-    if not grads:
-        return torch.zeros(0, dtype=torch.float64), True
-    if all(g.is_cpu for g in grads) and available():
-        mod = load()
-        if not mod.unsupported_indices([list(grads), list(grads)]):
-            return mod.grad_stats(list(grads), float(clip_value))
-    if clip_value <= 0:
-        norms = torch._foreach_norm([as_real(g) for g in grads])
-        try:  # one op when the norms share a dtype and device (the usual case)
-            sums = torch.stack(norms).double().cpu() ** 2
-        except RuntimeError:
-            sums = torch.stack([n.double().cpu() for n in norms]) ** 2
-        return sums, bool(torch.isfinite(sums).all())
-    sums, finite = [], []
-    for g in grads:  # on the gradients' devices; one host transfer at the end
-        r = as_real(g).clamp(-clip_value, clip_value)
-        sums.append(r.double().square().sum())
-        finite.append(torch.isfinite(as_real(g)).all())
-    by_device: dict[torch.device, list[int]] = {}
-    for i, s in enumerate(sums):
-        by_device.setdefault(s.device, []).append(i)
-    out = torch.zeros(len(grads), dtype=torch.float64)
-    all_finite = True
-    for idx in by_device.values():
-        out[idx] = torch.stack([sums[i] for i in idx]).cpu()
-        all_finite &= bool(torch.stack([finite[i] for i in idx]).all())
-    return out, all_finite
 
 
 # --- scalar state -------------------------------------------------------------------------------
@@ -184,7 +75,7 @@ class _ListScalars:
 # --- the optimizer ------------------------------------------------------------------------------
 
 
-class RuleOptimizer(RuleState):
+class RuleOptimizer(Gathering):
     """A ``torch.optim.Optimizer`` driven by a :class:`~optimist.optim.rule.Rule`.
 
     Subclasses set :attr:`rule` and call ``super().__init__(params, defaults, ...)`` from an
@@ -225,33 +116,6 @@ class RuleOptimizer(RuleState):
         self._mask_cache: dict[tuple[int, int], bool] = {}
         self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
-
-    def _gradients(self, params: Sequence[Tensor]) -> list[Tensor | None]:
-        """The gradient each parameter steps with: ``p.grad``, or its accumulator (None: none)."""
-        if self.chain.accumulate > 1:
-            state = self.state
-            return [state[p].get("accumulated") if p in state else None for p in params]
-        return [p.grad for p in params]
-
-    def _gradient(self, p: Tensor) -> Tensor | None:
-        return self._gradients((p,))[0]
-
-    def _present(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """The parameters that have a gradient, and those gradients."""
-        grads = self._gradients(params)
-        if not all(map(is_not, grads, repeat(None))):
-            kept = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
-            return [p for p, _ in kept], [g for _, g in kept]
-        return params, grads
-
-    def _present_states(
-        self, group: dict[str, Any]
-    ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        """:meth:`_present` of the group's parameters, and their state dicts (made empty where
-        missing). A rule with a global pass may hand over what it gathered this step."""
-        params, grads = self._present(group["params"])
-        optimizer_state = self.state
-        return params, grads, [optimizer_state[p] for p in params]
 
     # --- masks --------------------------------------------------------------------------------
 
@@ -443,108 +307,6 @@ class RuleOptimizer(RuleState):
             state.update(made)
         return True
 
-    def _gather(self, group: dict[str, Any], slots: list[tuple[int, str, str]]) -> _Gathered | None:
-        """The parameters with a gradient, their gradients and state (made where missing).
-
-        DTensors are replaced by their local shards (``originals`` keeps them); a slot made
-        fresh from this step's gradient is returned in ``pending`` (stored once the step ran).
-        None: no parameter of the group has a gradient.
-        """
-        rule, has_step = self.rule, self.rule.has_step
-        originals: list[Tensor] = []
-        params: list[Tensor] = []  # local shards of DTensors
-        grads: list[Tensor] = []
-        states: list[dict[str, Any]] = []
-        fresh: list[bool] = []
-        pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        columns: list[list[Tensor]] = [[] for _ in rule.slots]
-        scales: list[list[Tensor]] = [[] for _ in rule.slots]
-        any_int8 = False
-        quantized = group.get("state_dtype") == "int8"  # load_state_dict converts to it
-        optimizer_state = self.state
-        for p, grad in zip(group["params"], self._gradients(group["params"]), strict=True):
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                self._check_sparse(grad, type(self).__name__)
-            state = optimizer_state[p]
-            if not state or (has_step and "step" not in state):
-                self._init_state(p, state, group)
-            sharded = type(p) not in _PLAIN  # a DTensor: the step runs on its local shards
-            originals.append(p)
-            params.append(local(p) if sharded else p)
-            grads.append(local_grad(grad, p) if sharded else grad)
-            states.append(state)
-            is_fresh = False
-            for k, key, scale_key in slots:
-                source = state
-                value = state.get(key)
-                if value is None:  # a fresh slot (made from the first gradient)
-                    source = {}
-                    self._new_slot(p, source, key, self._slot_dtype(p, group))
-                    pending.append((state, source))
-                    value = source[key]
-                    is_fresh = True
-                columns[k].append(local(value) if sharded else value)
-                if quantized:
-                    sc = source.get(scale_key)
-                    scales[k].append(_EMPTY if sc is None else sc)
-                    any_int8 |= sc is not None
-            fresh.append(is_fresh)
-        if not params:
-            return None
-        if not any_int8:
-            scales = [[] for _ in rule.slots]
-        if not pending:
-            fresh = []
-        return originals, params, grads, states, columns, scales, fresh, pending, None
-
-    def _gather_fast(
-        self, group: dict[str, Any], slots: list[tuple[int, str, str]]
-    ) -> _Gathered | None:
-        """:meth:`_gather` for the common case, in list comprehensions: plain CPU tensors the
-        C++ engine takes, every state already made, no int8 state. The engine's plan of the step
-        (tensors checked, jobs made: one look at each tensor) is returned as the last item.
-
-        None where any of that does not hold: :meth:`_gather` then runs and does everything
-        as before (nothing was changed here besides the state dict's empty entries ``_gather``
-        makes too). Nothing is cached between steps: state entries may be replaced at any time
-        (``load_state_dict``, a user's ``opt.state[p]["exp_avg"] = ...``), so they are read anew.
-        """
-        if group.get("state_dtype") == "int8" or not available():
-            return None
-        rule, chain = self.rule, self.chain
-        originals, grads, states = self._present_states(group)
-        if not originals:
-            return None
-        if self._implementation(group, originals) != "fused" or _overflows_low_precision(
-            group, originals, rule.group_statistics
-        ):
-            return None
-        if not all(states):
-            return None
-        columns: list[list[Tensor]] = [[] for _ in rule.slots]
-        try:
-            for k, key, _ in slots:
-                columns[k] = [s[key] for s in states]
-            steps = [s["step"] for s in states] if rule.has_step else []
-            ema = [s["ema"] for s in states] if chain.ema is not None else []
-        except KeyError:  # state to make (a fresh slot, a missing step): the general gather
-            return None
-        plan = load().plan(
-            [originals, grads, *columns, ema],
-            [],
-            [],
-            steps,
-            group.get("state_dtype") == "bfloat16",
-            self.stochastic_params,
-            True,
-        )
-        if plan.unsupported:
-            return None
-        scales: list[list[Tensor]] = [[] for _ in rule.slots]
-        return originals, originals, grads, states, columns, scales, [], [], plan
-
     def _run(
         self,
         implementation: str,
@@ -690,34 +452,3 @@ class RuleOptimizer(RuleState):
                 tmp = p.detach().clone()
                 p.data.copy_(e)
                 e.copy_(tmp)
-
-
-_EMPTY = torch.empty(0)
-_Gathered = tuple[
-    list[Tensor],  # originals: the parameters with a gradient
-    list[Tensor],  # params: their local shards (DTensor) or themselves
-    list[Tensor],  # grads
-    list[dict[str, Any]],  # states
-    list[list[Tensor]],  # columns: per slot, its tensors (empty: inactive slot)
-    list[list[Tensor]],  # scales: per slot, int8 absmax tensors (empty lists: none)
-    list[bool],  # fresh: per parameter, a slot made this step (empty: none)
-    list[tuple[dict[str, Any], dict[str, Any]]],  # pending: (state, fresh slots) to store
-    Any,  # plan: the engine's plan of the step (None: not made; _gather_fast makes it)
-]
-_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
-
-
-_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
-
-
-def _overflows_low_precision(
-    group: dict[str, Any], params: Sequence[Tensor], statistics: Sequence[str] = ()
-) -> bool:
-    """A finite hyperparameter too large for float16 (``lr=1e5``, ``1e300``) with a
-    non-float64 param: torch raises converting it for such tensors, so the eager path runs.
-    The rule's running ``statistics`` kept in the group are not hyperparameters: skipped."""
-    values = [v for k, v in group.items() if type(v) in (int, float) and k not in statistics]
-    values += [v for v in group.get("betas", ()) if type(v) in (int, float)]
-    if not any(abs(v) > _FLOAT16_MAX and (type(v) is int or math.isfinite(v)) for v in values):
-        return False
-    return not all(p.dtype in (torch.float64, torch.complex128) for p in params)

@@ -7,6 +7,8 @@
 // including the random bits of stochastic rounding); NumPy: optimist.reference.
 #pragma once
 
+#include <torch/extension.h>
+
 #include <c10/util/Half.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 
 #if defined(__F16C__) || defined(__AVX512F__)
@@ -443,6 +446,44 @@ void store(const Store& s, int64_t begin, int64_t n, const C* __restrict__ buf, 
     default:
       break;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python-facing functions.
+
+using at::Tensor;
+
+// The int8 codec on its own (tests compare it with a NumPy implementation of the same scheme).
+std::tuple<Tensor, Tensor> quantize(const Tensor& x) {
+  Tensor src = x.contiguous().to(torch::kFloat32);
+  const int64_t n = src.numel();
+  Tensor q = torch::empty({n}, torch::kInt8);
+  Tensor scale = torch::empty({(n + kQuantBlock - 1) / kQuantBlock}, torch::kFloat32);
+  const float* s = src.data_ptr<float>();
+  int8_t* out = q.data_ptr<int8_t>();
+  float* sc = scale.data_ptr<float>();
+  for (int64_t b = 0; b < n; b += kQuantBlock) {
+    sc[b / kQuantBlock] = int8_encode(s + b, out + b, std::min(kQuantBlock, n - b));
+  }
+  return {q.view(x.sizes()), scale};
+}
+
+Tensor dequantize(const Tensor& q, const Tensor& scale) {
+  Tensor src = q.contiguous();
+  const int64_t n = src.numel();
+  TORCH_CHECK(src.scalar_type() == at::kChar && scale.scalar_type() == at::kFloat &&
+                  scale.numel() == (n + kQuantBlock - 1) / kQuantBlock,
+              "optimist engine: dequantize needs int8 codes and one float32 scale per ",
+              kQuantBlock, " values");
+  Tensor out = torch::empty({n}, torch::kFloat32);
+  const int8_t* s = src.data_ptr<int8_t>();
+  Tensor sc = scale.contiguous();
+  const float* scp = sc.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t b = 0; b < n; b += kQuantBlock) {
+    int8_decode(s + b, scp[b / kQuantBlock], o + b, std::min(kQuantBlock, n - b));
+  }
+  return out.view(q.sizes());
 }
 
 }  // namespace optimist

@@ -411,7 +411,7 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
 
 // ---------------------------------------------------------------------------------------------
 // Rules with a per-tensor norm pass (trust ratios).  Two phases over each tensor:
-//   * phase A, norms(n, p, g, s0..s3, u) (engine.cpp's tensor_norms): the state updates that do
+//   * phase A, norms(n, p, g, s0..s3, u) (norms.h's tensor_norms): the state updates that do
 //     not need the norms, and the update direction u written to `u`; the engine sums p^2 and
 //     u^2 per tensor in float64;
 //   * phase B, operator() (an ordinary step): h carries the tensor's own scalar, computed on the

@@ -1,0 +1,300 @@
+// optimist engine: the reduction passes over tensors (a header of engine.cpp, one translation
+// unit): pass 0 (grad_stats: per tensor, the gradient's sum of squares and finiteness), the
+// trust-ratio rules' norm pass (tensor_norms: LAMB, LARS) and Prodigy's global pass
+// (prodigy_stats).  Per block in reduce.h's sums or the rule's own; chunked so that the sums do
+// not depend on the number of threads.  Built on engine.cpp's core (Job, Chunk, make_store,
+// select_prologue), included after it.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace optimist {
+
+using at::Tensor;
+
+// Pass 0: per tensor, the sum of squares of the gradient (after clamping to +-clip_value when
+// > 0) in float64, and whether every element is finite; one read of each gradient (reduce.h).
+// Tensors are split into chunks of at most kReduceChunk elements (so that both threads read),
+// and kReduceStreams chunks are read together, a block of each in turn: one core streams a
+// single array at about 60% of the speed at which it streams four (the hardware prefetchers
+// work per stream).  Each chunk is summed block after block in its own order, so the result
+// does not depend on the grouping or the number of threads.  The groups run last to first: the
+// step that follows reads the tensors first to last, so it finds the gradients pass 0 read last
+// still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
+constexpr int64_t kReduceChunk = 1 << 20;
+constexpr size_t kReduceStreams = 4;
+
+std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double clip_value) {
+  const size_t n = grads.size();
+  std::vector<Store> stores(n);
+  std::vector<bool> dbl(n);
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& g = grads[i];
+    const int64_t numel = real_numel(g);
+    stores[i] = make_store(g, g.scalar_type(), false, nullptr, numel, "grads", i);
+    dbl[i] = compute_is_double(g.scalar_type());
+    add_chunks(chunks, i, numel, kReduceChunk);
+  }
+  std::vector<double> partial(chunks.size(), 0.0);
+  std::vector<uint8_t> finite(chunks.size(), 1);
+  // one block of chunk c at element b: adds to partial[c], clears ok on a non-finite value
+  auto block = [&](size_t c, int64_t b, int64_t len, bool& ok) {
+    const Store& s = stores[chunks[c].tensor];
+    alignas(64) double buf[kBlock];
+    if (dbl[chunks[c].tensor]) {
+      const double* x = load<double>(s, b, len, buf);
+      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, clip_value, ok)
+                                   : sum_squares(x, len);
+    } else {
+      const float* x = load<float>(s, b, len, reinterpret_cast<float*>(buf));
+      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, float(clip_value), ok)
+                                   : sum_squares(x, len);
+    }
+  };
+  auto group = [&](size_t first) {
+    const size_t last = std::min(chunks.size(), first + kReduceStreams);
+    bool ok[kReduceStreams];
+    std::fill(ok, ok + kReduceStreams, true);
+    for (int64_t offset = 0;; offset += kBlock) {
+      bool any = false;
+      for (size_t c = first; c < last; ++c) {
+        const int64_t b = chunks[c].begin + offset;
+        if (b >= chunks[c].end) continue;
+        block(c, b, std::min(kBlock, chunks[c].end - b), ok[c - first]);
+        any = true;
+      }
+      if (!any) break;
+    }
+    for (size_t c = first; c < last; ++c) {
+      // without clipping a NaN or inf value makes the sum NaN or inf
+      finite[c] = clip_value > 0 ? ok[c - first] : std::isfinite(partial[c]);
+    }
+  };
+  {
+    pybind11::gil_scoped_release release;
+    const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
+    at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
+      for (int64_t g = a; g < b; ++g) {
+        group(static_cast<size_t>(groups - 1 - g) * kReduceStreams);
+      }
+    });
+  }
+  Tensor sums = torch::zeros({static_cast<int64_t>(n)}, torch::kFloat64);
+  double* out = sums.data_ptr<double>();
+  bool all = true;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    out[chunks[c].tensor] += partial[c];
+    all &= finite[c] != 0;
+  }
+  return {sums, all};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
+// tensor, the rule's norms() over every block after the prologue (its state updates that need
+// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
+// precision, reduce.h, across blocks in float64).  The host turns
+// the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
+// ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
+// on the number of threads.
+
+template <typename R, typename C>
+void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
+  const R rule(job.hyper);
+  alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
+  alignas(64) C sbuf[kMaxSlots][kBlock];
+  const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p is only read
+  int used[kMaxSlots];
+  int n_used = 0;
+  for (int k = 0; k < kMaxSlots; ++k) {
+    if (job.slot[k].kind != kAbsent) used[n_used++] = k;
+  }
+  uint32_t seeds[kAllSlots];
+  slot_seeds(job.seed, seeds);
+  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
+                  job.grad.kind == kNative;
+  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
+  const int64_t block = in_place ? kBlock : kSmallBlock;
+  for (int64_t b = begin; b < end; b += block) {
+    const int64_t len = std::min(block, end - b);
+    C* __restrict__ p = load<C>(job.param, b, len, pbuf);
+    const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
+    for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
+    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
+    sums[0] += sum_squares_block(p, len);
+    sums[1] += sum_squares_block(ubuf, len);
+    for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
+  }
+}
+
+using NormsFn = void (*)(const Job&, int64_t, int64_t, double*);
+
+template <typename C>
+NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
+  const bool nesterov = !flags.empty() && flags[0];
+  if (rule == "lamb") return &run_norms<Lamb<C>, C>;
+  if (rule == "lars") return nesterov ? &run_norms<Lars<C, true>, C> : &run_norms<Lars<C, false>, C>;
+  TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
+}
+
+// Phase A for a list of tensors: a float64 tensor [n, 2] of the sums of p^2 and u^2.
+Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
+                    const std::vector<double>& hyper, const std::vector<Tensor>& params,
+                    const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
+                    double grad_scale, double clip_value, bool clip_first, bool maximize,
+                    double l2, bool state_stochastic, int64_t seed) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
+  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
+  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  std::vector<Job> jobs(n);
+  std::vector<NormsFn> fns(n);
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    const at::ScalarType pt = p.scalar_type();
+    TORCH_CHECK(grads[i].scalar_type() == pt && grads[i].sizes() == p.sizes(),
+                "optimist engine: grads[", i, "] differs from its parameter in dtype or shape");
+    const int64_t numel = real_numel(p);
+    Job& job = jobs[i];
+    job.n = numel;
+    job.param = make_store(p, pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    for (size_t k = 0; k < slots.size(); ++k) {
+      TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
+      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
+    }
+    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
+    job.seed = job_seed(seed, i);
+    std::copy(hyper.begin(), hyper.end(), job.hyper);
+    fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
+    add_chunks(chunks, i, numel, kParallelElems);
+  }
+  std::vector<double> partial(2 * chunks.size(), 0.0);
+  {
+    pybind11::gil_scoped_release release;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) {
+        const Chunk& ch = chunks[c];
+        fns[ch.tensor](jobs[ch.tensor], ch.begin, ch.end, &partial[2 * c]);
+      }
+    });
+  }
+  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
+  double* o = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    o[2 * chunks[c].tensor] += partial[2 * c];
+    o[2 * chunks[c].tensor + 1] += partial[2 * c + 1];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& slot : slots) bump(slot[i]);
+  }
+  return out;
+}
+
+// Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
+// gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
+// weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
+// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
+// s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
+// of threads.
+Tensor prodigy_stats(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                     const std::vector<Tensor>& p0s, const std::vector<Tensor>& ss,
+                     const std::vector<Tensor>& s_scales, double beta3, double weight,
+                     double grad_scale, double clip_value, bool clip_first, bool maximize,
+                     const std::vector<double>& l2, bool state_stochastic, int64_t seed) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && p0s.size() == n && ss.size() == n && l2.size() == n,
+              "optimist engine: prodigy_stats needs one grad, p0, s and l2 per param");
+  std::vector<Job> jobs(n);  // only the stores and the prologue are used
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < n; ++i) {
+    const at::ScalarType pt = params[i].scalar_type();
+    const int64_t numel = real_numel(params[i]);
+    Job& job = jobs[i];
+    job.param = make_store(params[i], pt, false, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    job.slot[0] = make_store(p0s[i], pt, false, nullptr, numel, "p0", i);
+    const Tensor* sc = s_scales.empty() ? nullptr : &s_scales[i];
+    job.slot[1] = make_store(ss[i], pt, state_stochastic, sc, numel, "s", i);
+    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2[i]);
+    job.n = numel;
+    uint32_t seeds[kAllSlots];
+    slot_seeds(job_seed(seed, i), seeds);
+    job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
+    add_chunks(chunks, i, numel, kParallelElems);
+  }
+  std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
+  auto one = [&](size_t c) {
+    const Chunk& ch = chunks[c];
+    const Job& job = jobs[ch.tensor];
+    auto body = [&](auto zero) {
+      using C = decltype(zero);
+      constexpr int kLanes = 16;  // independent partial sums, so the loop vectorizes
+      alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
+      const C b3 = C(beta3), w = C(weight);
+      const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
+      for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
+        const int64_t len = std::min(kBlock, ch.end - b);
+        C* __restrict__ x = load<C>(job.param, b, len, pbuf);
+        const C* __restrict__ g = load<C>(job.grad, b, len, graw);
+        g = prologue(job.pro, x, g, gbuf, len);
+        const C* __restrict__ x0 = load<C>(job.slot[0], b, len, x0buf);
+        C* __restrict__ sv = load<C>(job.slot[1], b, len, sbuf);
+        C dot[kLanes] = {}, l1[kLanes] = {};
+        int64_t j = 0;
+        for (; j + kLanes <= len; j += kLanes) {
+          for (int k = 0; k < kLanes; ++k) {
+            dot[k] += g[j + k] * (x0[j + k] - x[j + k]);
+            const C si = fmadd(w, g[j + k], sv[j + k] * b3);
+            sv[j + k] = si;
+            l1[k] += std::abs(si);  // before s is rounded to its storage format
+          }
+        }
+        for (; j < len; ++j) {
+          dot[0] += g[j] * (x0[j] - x[j]);
+          const C si = fmadd(w, g[j], sv[j] * b3);
+          sv[j] = si;
+          l1[0] += std::abs(si);
+        }
+        store<C>(job.slot[1], b, len, sv, job.seed);
+        for (int k = 0; k < kLanes; ++k) {
+          dots[c] += static_cast<double>(dot[k]);
+          norms[c] += static_cast<double>(l1[k]);
+        }
+      }
+    };
+    if (compute_is_double(params[ch.tensor].scalar_type())) {
+      body(0.0);
+    } else {
+      body(0.0f);
+    }
+  };
+  {
+    pybind11::gil_scoped_release release;
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
+    });
+  }
+  for (const Tensor& s : ss) bump(s);
+  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
+  double* o = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    o[2 * chunks[c].tensor] += dots[c];
+    o[2 * chunks[c].tensor + 1] += norms[c];
+  }
+  return out;
+}
+
+}  // namespace optimist

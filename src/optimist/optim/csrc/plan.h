@@ -1,0 +1,263 @@
+// optimist engine: the Python-facing step (a header of engine.cpp, one translation unit).
+//
+// plan() checks one call's tensors and turns them into the core's jobs, run() sets their host
+// scalars, prologue and rule and executes them, step() is both in one call; the step counters
+// (next_count, store_count, advance_steps) and the scalar state (scale_scalars) with them.
+// Built on engine.cpp's core (Job, make_store, rule_fn, execute), included after it.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace optimist {
+
+using at::Tensor;
+
+// One optimizer step in two calls, so that every tensor is looked at once per step although the
+// host scalars depend on the step count the tensors hold:
+//   plan(lists, ...): the tensors of one call, checked and turned into jobs; the step counters
+//     read (their next value); the version counters bumped.  lists = [params, grads, slot 0,
+//     ..., slot k-1, ema] (an empty list: slot unused, no EMA); scales[k][i]: the int8 absmax
+//     tensor of slot k (an empty list: not int8).  With `check`, indices the engine does not take
+//     (unsupported_indices) are returned in `unsupported` and nothing else is done.
+//   run(plan, rule, ...): the host scalars, prologue and rule variant set, the step counters
+//     advanced, the jobs executed (touching only the jobs and the tensors' data).
+// fresh[i]: state created this step (rules with a FRESH variant, e.g. SGD's first momentum
+// buffer).  l2/decay: per-tensor factors (empty: use the scalar for all).
+struct Plan {
+  std::vector<std::vector<Tensor>> lists;  // kept alive while the plan is
+  std::vector<Job> jobs;
+  std::vector<uint8_t> dbl;  // per job: computes in double
+  std::vector<void*> steps;  // the step counters' data (float or double, steps_dbl)
+  std::vector<uint8_t> steps_dbl;
+  double next_step = std::numeric_limits<double>::quiet_NaN();
+  std::vector<int64_t> unsupported;
+  bool ran = false;
+};
+
+// step + 1 in the counter's own precision (as torch's `state["step"] += 1`)
+inline double next_count(void* data, bool dbl) {
+  if (dbl) return *static_cast<double*>(data) + 1.0;
+  return static_cast<double>(*static_cast<float*>(data) + 1.0f);
+}
+
+inline void store_count(void* data, bool dbl, double v) {
+  if (dbl) {
+    *static_cast<double*>(data) = v;
+  } else {
+    *static_cast<float*>(data) = static_cast<float>(v);
+  }
+}
+
+// Step counter i's data, checked: a one-element float32/float64 CPU tensor.
+void* step_data(const Tensor& s, size_t i) {
+  TORCH_CHECK(s.defined() && s.device().is_cpu() && s.numel() == 1 &&
+                  (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble),
+              "optimist engine: steps[", i, "] must be a one-element float CPU tensor");
+  return s.data_ptr();
+}
+
+// The value every one of a list of scalars has, or NaN where they differ (or there are none).
+struct CommonValue {
+  double value = std::numeric_limits<double>::quiet_NaN();
+  bool same = true, first = true;
+  void add(double v) {
+    if (first) {
+      value = v;
+      first = false;
+    } else if (v != value) {
+      same = false;
+    }
+  }
+  double get() const { return same ? value : std::numeric_limits<double>::quiet_NaN(); }
+};
+
+Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<Tensor>>& scales,
+          const std::vector<Tensor>& ema_scales, const std::vector<Tensor>& steps,
+          bool state_stochastic, bool param_stochastic, bool check) {
+  TORCH_CHECK(lists.size() >= 3 && lists.size() <= kMaxSlots + 3,
+              "optimist engine: plan needs [params, grads, slots..., ema] with at most ",
+              kMaxSlots, " slots");
+  Plan out;
+  const size_t n = lists[0].size();
+  const size_t n_slots = lists.size() - 3;
+  if (check) {
+    out.unsupported = unsupported_indices(lists);
+    if (!out.unsupported.empty()) return out;
+  }
+  const std::vector<Tensor>& params = lists[0];
+  const std::vector<Tensor>& grads = lists[1];
+  const std::vector<Tensor>& ema = lists.back();
+  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
+  for (size_t k = 0; k < n_slots; ++k) {
+    TORCH_CHECK(lists[2 + k].empty() || lists[2 + k].size() == n, "optimist engine: slot ", k,
+                " has ", lists[2 + k].size(), " tensors, expected ", n);
+  }
+  TORCH_CHECK(ema.empty() || ema.size() == n, "optimist engine: ema needs one per tensor");
+  TORCH_CHECK(steps.empty() || steps.size() == n, "optimist engine: steps: one per tensor");
+  out.jobs.resize(n);
+  out.dbl.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor& p = params[i];
+    TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
+                "optimist engine: params[", i, "] must be a contiguous CPU tensor");
+    TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
+                "] has dtype ", grads[i].scalar_type(), ", the parameter ", p.scalar_type());
+    TORCH_CHECK(grads[i].sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
+                grads[i].sizes(), ", the parameter ", p.sizes());
+    const at::ScalarType pt = p.scalar_type();
+    const int64_t numel = real_numel(p);
+    Job& job = out.jobs[i];
+    job.n = numel;
+    job.param = make_store(p, pt, param_stochastic, nullptr, numel, "params", i);
+    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    for (size_t k = 0; k < n_slots; ++k) {
+      const std::vector<Tensor>& slot = lists[2 + k];
+      if (slot.empty()) continue;
+      const Tensor* sc = scales.size() > k && !scales[k].empty() ? &scales[k][i] : nullptr;
+      job.slot[k] = make_store(slot[i], pt, state_stochastic, sc, numel, "state", i);
+      TORCH_CHECK(slot[i].scalar_type() == at::kChar || slot[i].sizes() == p.sizes(),
+                  "optimist engine: state[", i, "] has shape ", slot[i].sizes(),
+                  ", the parameter ", p.sizes());
+    }
+    if (!ema.empty()) {
+      const Tensor* sc = ema_scales.empty() ? nullptr : &ema_scales[i];
+      job.slot[kEmaSlot] = make_store(ema[i], pt, state_stochastic, sc, numel, "ema", i);
+    }
+    out.dbl[i] = compute_is_double(pt);
+  }
+  out.steps.resize(steps.size());
+  out.steps_dbl.resize(steps.size());
+  CommonValue next;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    out.steps[i] = step_data(steps[i], i);
+    out.steps_dbl[i] = steps[i].scalar_type() == at::kDouble;
+    next.add(next_count(out.steps[i], out.steps_dbl[i]));
+  }
+  out.next_step = next.get();
+  // the in-place update ahead (plan and run are called together; a bump alone is harmless);
+  // the gradients are only read
+  for (size_t k = 0; k < lists.size(); ++k) {
+    if (k == 1) continue;
+    for (const Tensor& t : lists[k]) bump(t);
+  }
+  out.lists = std::move(lists);
+  return out;
+}
+
+void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
+         const std::vector<double>& hyper, const std::vector<bool>& fresh, double grad_scale,
+         double clip_value, bool clip_first, bool maximize, const std::vector<double>& l2,
+         const std::vector<double>& decay, double l2_all, double decay_all, double ema_decay,
+         int64_t seed, const std::vector<double>& tensor_hyper) {
+  TORCH_CHECK(plan.unsupported.empty(), "optimist engine: the plan has unsupported tensors");
+  TORCH_CHECK(!plan.ran, "optimist engine: a plan runs once");
+  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
+  const size_t n = plan.jobs.size();
+  // tensor_hyper: each tensor's own scalars (as many per tensor), after the shared ones
+  const size_t per_tensor = n == 0 ? 0 : tensor_hyper.size() / n;
+  TORCH_CHECK(per_tensor * n == tensor_hyper.size() && hyper.size() + per_tensor <= 12,
+              "optimist engine: tensor_hyper needs the same number of scalars per tensor, at "
+              "most 12 with the shared ones");
+  TORCH_CHECK(l2.empty() || l2.size() == n, "optimist engine: l2 needs one factor per tensor");
+  TORCH_CHECK(decay.empty() || decay.size() == n, "optimist engine: decay: one per tensor");
+  plan.ran = true;
+  // the job function per (compute type, freshness), looked up once per call
+  using JobFn = void (*)(const Job&, int64_t, int64_t);
+  JobFn fns[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  auto job_fn = [&](bool dbl, bool is_fresh) {
+    JobFn& fn = fns[dbl][is_fresh];
+    if (fn == nullptr) {
+      std::vector<bool> variant = flags;
+      if (fresh_flag >= 0) {
+        if (variant.size() <= static_cast<size_t>(fresh_flag)) variant.resize(fresh_flag + 1);
+        variant[fresh_flag] = is_fresh;
+      }
+      fn = dbl ? rule_fn<double>(rule, variant) : rule_fn<float>(rule, variant);
+    }
+    return fn;
+  };
+  Prologue pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2_all);
+  pro.decay = decay_all;
+  pro.ema_decay = ema_decay;
+  for (size_t i = 0; i < n; ++i) {
+    Job& job = plan.jobs[i];
+    job.pro = pro;
+    if (!l2.empty()) job.pro.l2 = l2[i];
+    if (!decay.empty()) job.pro.decay = decay[i];
+    job.seed = job_seed(seed, i);
+    std::copy(hyper.begin(), hyper.end(), job.hyper);
+    std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
+    job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
+  }
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    store_count(plan.steps[i], plan.steps_dbl[i], next_count(plan.steps[i], plan.steps_dbl[i]));
+  }
+  pybind11::gil_scoped_release release;
+  execute(plan.jobs);
+}
+
+// plan + run in one call (no step counters; the tensors not checked beforehand): for callers
+// with their own checks and scalars, e.g. LAMB/LARS's trust ratios (tensor_hyper).
+void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
+          const std::vector<double>& hyper, const std::vector<Tensor>& params,
+          const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
+          const std::vector<std::vector<Tensor>>& scales, const std::vector<bool>& fresh,
+          double grad_scale, double clip_value, bool clip_first, bool maximize,
+          const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
+          double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
+          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed,
+          const std::vector<double>& tensor_hyper) {
+  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
+  std::vector<std::vector<Tensor>> lists{params, grads};
+  lists.insert(lists.end(), slots.begin(), slots.end());
+  lists.push_back(ema);
+  Plan p = plan(std::move(lists), scales, ema_scales, {}, state_stochastic, param_stochastic,
+                false);
+  run(p, rule, flags, fresh_flag, hyper, fresh, grad_scale, clip_value, clip_first, maximize, l2,
+      decay, l2_all, decay_all, ema_decay, seed, tensor_hyper);
+}
+
+// step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
+// the new value if all are equal, else NaN.
+double advance_steps(const std::vector<Tensor>& steps) {
+  CommonValue common;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    void* data = step_data(steps[i], i);
+    const bool dbl = steps[i].scalar_type() == at::kDouble;
+    const double v = next_count(data, dbl);
+    store_count(data, dbl, v);
+    common.add(v);
+  }
+  return common.get();
+}
+
+// x *= factor for one-element float tensors (in their precision, the factor cast first, as
+// torch's `tensor *= python_float`); returns the new common value or NaN.
+double scale_scalars(const std::vector<Tensor>& xs, double factor) {
+  CommonValue common;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor& s = xs[i];
+    double v;
+    if (s.scalar_type() == at::kFloat) {
+      float* ptr = s.data_ptr<float>();
+      *ptr = *ptr * static_cast<float>(factor);
+      v = *ptr;
+    } else {
+      TORCH_CHECK(s.scalar_type() == at::kDouble, "optimist engine: scalar state must be float");
+      double* ptr = s.data_ptr<double>();
+      *ptr = *ptr * factor;
+      v = *ptr;
+    }
+    common.add(v);
+  }
+  return common.get();
+}
+
+}  // namespace optimist
