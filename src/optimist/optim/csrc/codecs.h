@@ -466,25 +466,35 @@ void store(const Store& s, int64_t begin, int64_t n, const C* __restrict__ buf, 
 // of the same index), except that the int8 slots' full float blocks are all scanned first, then
 // all quantized: a block's scale is a chain of latencies (two reductions, a division) that the
 // other slots' scans now overlap (int8 Adam, two slots: 8.8 -> 7.4 cycles per 16 values).
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+template <int N>
+void store_int8_slots(const Store (&slots)[N], const int* which, int count, int64_t begin,
+                      float* const (&bufs)[N], const uint32_t (&seeds)[N]) {
+  Int8Scan scans[N];
+  for (int j = 0; j < count; ++j) {
+    if (slots[which[j]].kind == kInt8) scans[j] = int8_scan_avx512(bufs[which[j]]);
+  }
+  for (int j = 0; j < count; ++j) {
+    const int k = which[j];
+    if (slots[k].kind == kInt8) {
+      uint8_t* dst = static_cast<uint8_t*>(slots[k].data) + begin;
+      slots[k].scale[begin / kQuantBlock] = int8_codes_avx512(bufs[k], dst, scans[j]);
+    } else {
+      store<float>(slots[k], begin, kQuantBlock, bufs[k], seeds[k]);
+    }
+  }
+}
+#endif
+
 template <typename C, int N>
 void store_slots(const Store (&slots)[N], const int* which, int count, int64_t begin, int64_t n,
                  C* const (&bufs)[N], const uint32_t (&seeds)[N]) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if constexpr (std::is_same_v<C, float>) {
-    if (n == kQuantBlock) {
-      Int8Scan scans[N];
-      for (int j = 0; j < count; ++j) {
-        if (slots[which[j]].kind == kInt8) scans[j] = int8_scan_avx512(bufs[which[j]]);
-      }
-      for (int j = 0; j < count; ++j) {
-        const int k = which[j];
-        if (slots[k].kind == kInt8) {
-          uint8_t* dst = static_cast<uint8_t*>(slots[k].data) + begin;
-          slots[k].scale[begin / kQuantBlock] = int8_codes_avx512(bufs[k], dst, scans[j]);
-        } else {
-          store<C>(slots[k], begin, n, bufs[k], seeds[k]);
-        }
-      }
+    int n_int8 = 0;
+    for (int j = 0; j < count; ++j) n_int8 += slots[which[j]].kind == kInt8;
+    if (n == kQuantBlock && n_int8 > 1) {
+      store_int8_slots(slots, which, count, begin, bufs, seeds);
       return;
     }
   }
