@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import optimist.optim as oo
-from optimist.optim import engine
+from optimist.optim import engine, trust_ratio
 
 pytestmark = pytest.mark.skipif(not engine.available(), reason="the C++ engine is unavailable")
 
@@ -122,15 +122,58 @@ def test_lamb_parameters_at_different_steps(monkeypatch):
         torch.testing.assert_close(pc, pd, rtol=1e-14, atol=1e-14)
 
 
-def test_tensor_hyper_must_fit():
+# a tensor larger than one group (updated backwards in pieces), one of several pieces, and
+# small ones read together
+GROUPING_SHAPES = [(70_000,), (33_000,), (300, 7), (20_000,), (3,), (9_000,), ()]
+
+
+def _trajectory(cls, kwargs, dtype, threads=1, reduction=None):
+    """Parameters and state after 3 steps (with ``reduction`` forced on every engine call)."""
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        if reduction is not None:
+            patch.setattr(trust_ratio.TrustRatioOptimizer, "_reduction", lambda s, b: reduction)
+        torch.set_num_threads(threads)
+        try:
+            params = _params(dtype, GROUPING_SHAPES)
+            opt = _run(cls, kwargs, params, steps=3, zero_grad_of=4)
+        finally:
+            torch.set_num_threads(before)
+    return [p.detach() for p in params], [dict(opt.state[p]) for p in params]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tensor_by_tensor_equals_the_phase_split_and_two_threads(cls, kwargs, dtype):
+    """Updating each tensor (or group of small ones) right after its norm pass gives exactly
+    the numbers of the phase-split path that sharded tensors take (every norm pass, the
+    rank-wide reduction, then every update; here forced, with an identity reduction that must
+    be called once per step), and of two threads: each tensor's sums are added chunk by chunk
+    in one order whatever the path and the threads."""
+    calls = []
+
+    def identity(sums):
+        calls.append(sums.shape)
+        return sums.clone()
+
+    reference = _trajectory(cls, kwargs, dtype)
+    split = _trajectory(cls, kwargs, dtype, reduction=identity)
+    assert calls == [(len(GROUPING_SHAPES), 2)] * 3
+    for other in (split, _trajectory(cls, kwargs, dtype, threads=2)):
+        for a, b in zip(reference[0], other[0], strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(reference[1], other[1], strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_reduction_must_return_the_sums():
     mod = engine.load()
-    p, g, buf = torch.zeros(4), torch.zeros(4), torch.zeros(4)
-    with pytest.raises(RuntimeError, match="tensor_hyper"):
-        mod.step(
-            "lars", [False], -1, [0.0, 0.9], [p, p], [g, g], [[buf, buf]], [], [],
-            1.0, 0.0, True, False, [], [], 0.0, 1.0, [], [], 0.0, False, False, 0,
-            tensor_hyper=[1.0, 2.0, 3.0],
-        )  # fmt: skip
+    p, g, buf = torch.ones(4), torch.ones(4), torch.zeros(4)
+    plan = mod.plan([[p], [g], [buf], []], [], [], [], False, False, True)
+    with pytest.raises(RuntimeError, match="reduce must return"):
+        mod.trust_step(plan, "lars", [False], [0.0, 0.9], False, True, 1.0, 1e-3, 0.0, 0,
+                       lambda sums: sums[:, :1])  # fmt: skip
+    assert torch.equal(p, torch.ones(4))  # nothing was updated
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
@@ -142,8 +185,6 @@ def test_dtensor_parameters_take_the_engine_with_rank_wide_norms(
     shards and reduces each tensor's row of sums over the mesh (``tensor_sums``), equal to the
     plain run."""
     from torch.distributed.tensor import DeviceMesh, Shard, distribute_tensor
-
-    from optimist.optim import trust_ratio
 
     dist = torch.distributed
     owned = not dist.is_initialized()

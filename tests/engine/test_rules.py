@@ -73,3 +73,30 @@ def test_low_precision_params_close_to_float32(row, low):
     tol = 3e-2 if low == torch.bfloat16 else 5e-3
     for pa, pb in zip(a, b, strict=True):
         torch.testing.assert_close(pb.float(), pa.detach(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "NAdam", "RAdam"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decoupled_decay_fused_into_the_rule_is_bitwise_a_decay_first(name, dtype):
+    """Rules that fuse decoupled weight decay into their loop (rules.h's kFusesDecay) give
+    exactly ``p *= 1 - lr * wd`` followed by the same rule without decay: 8 steps, so RAdam
+    runs both its unrectified and its rectified steps."""
+    needs_engine()
+    import optimist.optim as oo
+
+    lr, wd = 0.01, 0.1
+    decoupled = {} if name == "AdamW" else {"decoupled_weight_decay": True}
+    a, b = make_params(dtype), make_params(dtype)
+    fused = getattr(oo, name)(a, lr=lr, weight_decay=wd, fused=True, **decoupled)
+    plain = getattr(oo, name)(b, lr=lr, weight_decay=0.0, fused=True, **decoupled)
+    for step in range(8):
+        set_grads([a, b], step)
+        fused.step()
+        with torch.no_grad():
+            for p in b:
+                p.mul_(1 - lr * wd)
+        plain.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb), (pa - pb).abs().max()
+        for key, value in fused.state[pa].items():
+            assert torch.equal(value, plain.state[pb][key]), key

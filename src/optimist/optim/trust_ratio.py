@@ -19,10 +19,14 @@ the square root, default 1e-6; LARS's momentum accumulates the learning-rate-sca
 trust ratio needs the norm of the whole update before any element is written, so each tensor is
 read twice, in the C++ engine's per-tensor norm pass (contiguous float32/float64 CPU tensors):
 phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta\rVert^2` and
-:math:`\lVert u\rVert^2` in float64; the host computes each tensor's ratio; phase B recomputes
-:math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the phases)
-and writes. Traffic per float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B:
-read m, v, θ, write θ), LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b). Elsewhere (other
+:math:`\lVert u\rVert^2` in float64; the engine computes each tensor's ratio; phase B
+recomputes :math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the
+phases) and writes. One engine call per step (``trust_step``, ``csrc/trust.h``): tensor by tensor
+(small ones in groups), so that phase B's second read comes from the caches, unless the norms
+must be all-reduced between the phases (:meth:`TrustRatioOptimizer._reduction`). Traffic per
+float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B: read m, v, θ, write θ),
+LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b), of which memory sees 28 and 20 where B's
+reads hit the caches. Elsewhere (other
 devices, bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per
 tensor, the readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``).
 State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
@@ -39,7 +43,7 @@ squares all-reduced: in one collective per layout for all of a group's tensors o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -88,10 +92,12 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     direction: the engine's norm pass (module docstring) where the tensors allow, else
     :meth:`_eager_step` per tensor. A subclass sets :attr:`functor` (its C++ functor in
     ``csrc/rules.h``), :attr:`slot_keys` and :attr:`grad_in_update`, and defines the host
-    scalars of both phases (:meth:`_shared_scalars`, :meth:`_tensor_scalar`)."""
+    scalars of both phases (:meth:`_hyper`, :meth:`_ratio_terms`)."""
 
     functor: ClassVar[str]
     slot_keys: ClassVar[tuple[str, ...]]
+    has_step: ClassVar[bool] = False
+    """A ``step`` count in each tensor's state (LAMB's bias corrections)."""
     grad_in_update: ClassVar[bool] = True
     """Phase B reads the gradient (LARS); False: the state and the parameter only (LAMB)."""
 
@@ -102,12 +108,13 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return []
 
-    def _shared_scalars(self, group: dict[str, Any], states: Sequence[dict[str, Any]]) -> Any:
-        """[(indices into ``states``, the phase-A scalars they share)]; advances step counts."""
+    def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
+        """The host scalars phase A and B share, at step count ``t`` (0 without a step)."""
         raise NotImplementedError
 
-    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
-        """Phase B's own scalar of each tensor from its two norms (rows of ``norms``)."""
+    def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
+        """(scale, coefficient, eps): phase B's own scalar of each tensor is
+        ``scale * trust_ratio(p, u, coefficient, eps)``."""
         raise NotImplementedError
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
@@ -122,8 +129,10 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         return "fused" if on_cpu and engine.available() else "single"
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        state_of, keys = self.state, self.slot_keys
         fused = self._implementation(group, group["params"]) == "fused"
+        if fused and self._fast_step(group):
+            return
+        state_of, keys = self.state, self.slot_keys
         batch = _EngineBatch([], [], [], [], [[] for _ in keys])
         params, shards, grads, states, slots = batch.lists()
         eager = []
@@ -174,24 +183,62 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         if batch.params:
             self._engine_step(group, batch)
 
-    def _engine_step(self, group: dict[str, Any], batch: _EngineBatch) -> None:
+    def _fast_step(self, group: dict[str, Any]) -> bool:
+        """The common case in list comprehensions and one C++ call: plain CPU tensors of one
+        float dtype that the engine takes, every state made (as :meth:`RuleOptimizer._gather_fast`
+        for the element-wise rules). False (nothing done) where that does not hold."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return True
+        states = [self.state[p] for p in params]
+        if not all(states):
+            return False
+        try:
+            slots = [[s[key] for s in states] for key in self.slot_keys]
+            steps = [s["step"] for s in states] if self.has_step else []
+        except KeyError:
+            return False
+        dtypes = {p.dtype for p in params}
+        dtypes.update(t.dtype for column in slots for t in column)
+        if len(dtypes) != 1 or dtypes.pop() not in _ENGINE_DTYPES:
+            return False
+        grads = [p.grad for p in params]
+        plan = engine.load().plan([params, grads, *slots, []], [], [], steps, False, False, True)
+        if plan.unsupported:  # DTensors, non-contiguous, aliased...: the general path
+            return False
+        self._engine_step(group, _EngineBatch(params, params, grads, states, slots), plan)
+        return True
+
+    def _engine_step(self, group: dict[str, Any], batch: _EngineBatch, plan: Any = None) -> None:
+        """One :func:`trust_step` engine call over ``batch`` (one per step count where the
+        tensors' step counts differ); ``plan``: the batch's, if made."""
         mod = engine.load()
-        maximize, flags = bool(group["maximize"]), self._flags(group)
-        for idx, hyper in self._shared_scalars(group, batch.states):
-            part = batch if len(idx) == len(batch.params) else batch.subset(idx)
-            sums = mod.tensor_norms(
-                self.functor, flags, hyper, part.shards, part.grads, part.slots,
-                1.0, 0.0, True, maximize, 0.0, False, 0,
-            )  # fmt: skip
-            if part.sharded:
-                sums = tensor_sums(sums, part.params)
-            own = self._tensor_scalars(group, sums.sqrt()).tolist()
-            mod.step(
-                self.functor, flags, -1, hyper, part.shards,
-                part.grads if self.grad_in_update else part.shards,  # read, never used (LAMB)
-                part.slots, [], [], 1.0, 0.0, True, maximize and self.grad_in_update, [], [],
-                0.0, 1.0, [], [], 0.0, False, False, 0, tensor_hyper=own,
-            )  # fmt: skip
+        steps = [s["step"] for s in batch.states] if self.has_step else []
+        if plan is None:
+            lists = [batch.shards, batch.grads, *batch.slots, []]
+            plan = mod.plan(lists, [], [], steps, False, False, False)
+        if steps and math.isnan(plan.step):  # tensors that joined at different steps
+            by_step: dict[float, list[int]] = {}
+            for i, s in enumerate(batch.states):
+                by_step.setdefault(float(s["step"]), []).append(i)
+            for idx in by_step.values():
+                self._engine_step(group, batch.subset(idx))
+            return
+        mod.trust_step(
+            plan, self.functor, self._flags(group), self._hyper(group, plan.step),
+            bool(group["maximize"]), self.grad_in_update, *self._ratio_terms(group), 0,
+            self._reduction(batch),
+        )  # fmt: skip
+
+    def _reduction(self, batch: _EngineBatch) -> Callable[[Tensor], Tensor] | None:
+        """What makes the rows of sums of squares rank-wide where the tensors are sharded
+        (DTensor local shards: :func:`tensor_sums`, one collective per layout), so that the
+        engine runs every tensor's norm pass before any update; None: each tensor is whole
+        here, and the engine updates tensor by tensor (its second read from the caches)."""
+        if not batch.sharded:
+            return None
+        params = batch.params
+        return lambda sums: tensor_sums(sums, params)
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
@@ -225,14 +272,6 @@ class _EngineBatch:
         return self.subset([i for i in range(len(self.params)) if i not in drop])
 
 
-def _ratios(norms: Tensor, coefficient: float, eps: float) -> Tensor:
-    """Each row's ``coefficient * ||p|| / (||u|| + eps)``, 1 where either norm is 0 (in
-    float64, the same operations as :func:`trust_ratio`'s)."""
-    p_norm, u_norm = norms.unbind(1)
-    ratio = coefficient * p_norm / (u_norm + eps)
-    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
-
-
 def _grad(p: Tensor, group: dict[str, Any]) -> Tensor:
     """``p``'s gradient (negated to maximize), its local shard for a DTensor ``p``."""
     g = local_grad(p.grad, p)
@@ -258,6 +297,7 @@ class LAMB(TrustRatioOptimizer):
     functor = "lamb"
     slot_keys = ("exp_avg", "exp_avg_sq")
     grad_in_update = False
+    has_step = True
 
     def __init__(
         self,
@@ -277,23 +317,13 @@ class LAMB(TrustRatioOptimizer):
         state["step"] = new_step_tensor()
         super()._init_state(p, state)
 
-    def _shared_scalars(self, group, states):  # noqa: ANN001, ANN202
+    def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
         beta1, beta2 = (scalar(b) for b in group["betas"])
         wd, eps = scalar(group["weight_decay"]), group["eps"]
-        t = engine.load().advance_steps([s["step"] for s in states])
-        if math.isnan(t):  # tensors that joined at different steps
-            by_step: dict[float, list[int]] = {}
-            for i, s in enumerate(states):
-                by_step.setdefault(float(s["step"]), []).append(i)
-        else:
-            by_step = {t: list(range(len(states)))}
-        return [
-            (idx, [1 - beta1, beta2, 1 - beta2, 1 / (1 - beta1**t), 1 / (1 - beta2**t), eps, wd])
-            for t, idx in by_step.items()
-        ]
+        return [1 - beta1, beta2, 1 - beta2, 1 / (1 - beta1**t), 1 / (1 - beta2**t), eps, wd]
 
-    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
-        return -scalar(group["lr"]) * _ratios(norms, 1.0, 0.0)
+    def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
+        return -scalar(group["lr"]), 1.0, 0.0
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         beta1, beta2 = (scalar(b) for b in group["betas"])
@@ -354,12 +384,11 @@ class LARS(TrustRatioOptimizer):
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return [bool(group["nesterov"])]
 
-    def _shared_scalars(self, group, states):  # noqa: ANN001, ANN202
-        hyper = [scalar(group["weight_decay"]), group["momentum"]]
-        return [(list(range(len(states))), hyper)]
+    def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
+        return [scalar(group["weight_decay"]), group["momentum"]]
 
-    def _tensor_scalars(self, group: dict[str, Any], norms: Tensor) -> Tensor:
-        return scalar(group["lr"]) * _ratios(norms, group["trust_coefficient"], group["eps"])
+    def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
+        return scalar(group["lr"]), group["trust_coefficient"], group["eps"]
 
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         lr, wd, mu = scalar(group["lr"]), scalar(group["weight_decay"]), group["momentum"]

@@ -15,8 +15,8 @@
 // rule_fn() below.  Headers of this one translation unit hold the rest: the codecs (and the
 // int8 codec's own entry points) in codecs.h, pass 0's block reduction in reduce.h, the checks
 // of which tensors the engine takes in checks.h; built on the core here, the Python-facing step
-// (plan, run, step, the step counters) in plan.h and the reduction passes over tensors
-// (grad_stats, tensor_norms, prodigy_stats) in norms.h.  The functor sees only compute-precision
+// (plan, run, the step counters) in plan.h, the reduction passes over tensors (grad_stats,
+// prodigy_stats) in norms.h and the trust-ratio rules' two-phase step (trust_step) in trust.h.  The functor sees only compute-precision
 // pointers (float for float32/bfloat16/float16 parameters, double for float64) to the
 // parameter, the prepared gradient and up to four state slots, over one block of at most kBlock
 // elements (or over a job's whole range when every tensor is used in place and nothing runs
@@ -193,6 +193,14 @@ PrologueFn<C> select_prologue(const Prologue& pr) {
   return fn;
 }
 
+// Whether rule R fuses decoupled weight decay into its loop: `static constexpr bool
+// kFusesDecay = true` and `template <bool DECAY> operator()(n, p, g, s0..s3, decay)` reading
+// the parameter as p * decay where DECAY (rules.h).
+template <typename R, typename = void>
+constexpr bool kFusesDecay = false;
+template <typename R>
+constexpr bool kFusesDecay<R, std::void_t<decltype(R::kFusesDecay)>> = R::kFusesDecay;
+
 // One job over elements [begin, end), block by block: decode (load), prologue, rule, epilogue,
 // encode (store).  Blocks with any pass besides the rule's are small (kSmallBlock), so that the
 // memory streams the step reads and writes advance together: with 4 KiB blocks, a pass over one
@@ -214,16 +222,23 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   slot_seeds(job.seed, seeds);
   bool native = job.param.kind == kNative && job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
-  const bool in_place = native && prologue == &no_prologue<C>;
-  if (in_place && job.slot[kEmaSlot].kind == kAbsent) {
-    // every stream is used in place and nothing runs around the rule: one call over the whole
-    // range, as the per-optimizer kernels did (per 4 KiB block, the calls and the codec
-    // switches cost 1-3% of a 10M step)
+  if (native && !prepares_grad(pr) && job.slot[kEmaSlot].kind == kAbsent) {
+    // every stream is used in place and nothing runs around the rule (or only a decoupled
+    // decay the rule fuses into its own loop): one call over the whole range, as the
+    // per-optimizer kernels did (per 4 KiB block, the calls and the codec switches cost 1-3%
+    // of a 10M step, and a separate decay pass over each block 3% of AdamW's)
     C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = static_cast<C*>(job.slot[used[j]].data) + begin;
-    rule(end - begin, static_cast<C*>(job.param.data) + begin,
-         static_cast<const C*>(job.grad.data) + begin, s[0], s[1], s[2], s[3]);
-    return;
+    C* p = static_cast<C*>(job.param.data) + begin;
+    const C* g = static_cast<const C*>(job.grad.data) + begin;
+    if (pr.decay == 1.0) {
+      rule(end - begin, p, g, s[0], s[1], s[2], s[3]);
+      return;
+    }
+    if constexpr (kFusesDecay<R>) {
+      rule.template operator()<true>(end - begin, p, g, s[0], s[1], s[2], s[3], C(pr.decay));
+      return;
+    }
   }
   // a decay alone (AdamW) reads no stream of its own: large blocks (fewer calls) are as good
   const int64_t block = native && !prepares_grad(pr) ? kBlock : kSmallBlock;
@@ -397,6 +412,7 @@ void bump(const Tensor& t) {
 // The Python-facing functions built on the core above (headers of this translation unit).
 #include "norms.h"
 #include "plan.h"
+#include "trust.h"
 
 using namespace optimist;  // NOLINT: the module's bindings below
 
@@ -414,25 +430,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("run", &run, py::arg("plan"), py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
         py::arg("hyper"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"),
-        py::arg("tensor_hyper") = std::vector<double>{});
-  m.def("step", &step, py::arg("rule"), py::arg("flags"), py::arg("fresh_flag"),
-        py::arg("hyper"), py::arg("params"), py::arg("grads"), py::arg("slots"),
-        py::arg("scales"), py::arg("fresh"), py::arg("grad_scale"), py::arg("clip_value"),
-        py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
-        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema"), py::arg("ema_scales"),
-        py::arg("ema_decay"), py::arg("state_stochastic"), py::arg("param_stochastic"),
-        py::arg("seed"), py::arg("tensor_hyper") = std::vector<double>{});
+        py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices, py::arg("lists"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),
         py::arg("ss"), py::arg("s_scales"), py::arg("beta3"), py::arg("weight"),
         py::arg("grad_scale"), py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"),
         py::arg("l2"), py::arg("state_stochastic"), py::arg("seed"));
-  m.def("tensor_norms", &tensor_norms, py::arg("rule"), py::arg("flags"), py::arg("hyper"),
-        py::arg("params"), py::arg("grads"), py::arg("slots"), py::arg("grad_scale"),
-        py::arg("clip_value"), py::arg("clip_first"), py::arg("maximize"), py::arg("l2"),
-        py::arg("state_stochastic"), py::arg("seed"));
+  m.def("trust_step", &trust_step, py::arg("plan"), py::arg("rule"), py::arg("flags"),
+        py::arg("hyper"), py::arg("maximize"), py::arg("grad_in_update"), py::arg("scale"),
+        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none());
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));

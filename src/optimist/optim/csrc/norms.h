@@ -1,7 +1,6 @@
 // optimist engine: the reduction passes over tensors (a header of engine.cpp, one translation
-// unit): pass 0 (grad_stats: per tensor, the gradient's sum of squares and finiteness), the
-// trust-ratio rules' norm pass (tensor_norms: LAMB, LARS) and Prodigy's global pass
-// (prodigy_stats).  Per block in reduce.h's sums or the rule's own; chunked so that the sums do
+// unit): pass 0 (grad_stats: per tensor, the gradient's sum of squares and finiteness) and
+// Prodigy's global pass (prodigy_stats).  Per block in reduce.h's sums or the rule's own; chunked so that the sums do
 // not depend on the number of threads.  Built on engine.cpp's core (Job, Chunk, make_store,
 // select_prologue), included after it.
 #pragma once
@@ -97,110 +96,6 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
     all &= finite[c] != 0;
   }
   return {sums, all};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rules with a per-tensor norm pass (trust ratios: LAMB, LARS; rules.h).  Phase A here: per
-// tensor, the rule's norms() over every block after the prologue (its state updates that need
-// no norm, and the update direction u), with the sums of p^2 and u^2 (per block in the compute
-// precision, reduce.h, across blocks in float64).  The host turns
-// the norms into each tensor's scalars (all-reduced first for sharded tensors) and phase B is an
-// ordinary step() with them as tensor_hyper.  Chunks as in prodigy_stats: the sums do not depend
-// on the number of threads.
-
-template <typename R, typename C>
-void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
-  const R rule(job.hyper);
-  alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
-  alignas(64) C sbuf[kMaxSlots][kBlock];
-  const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p is only read
-  int used[kMaxSlots];
-  int n_used = 0;
-  for (int k = 0; k < kMaxSlots; ++k) {
-    if (job.slot[k].kind != kAbsent) used[n_used++] = k;
-  }
-  uint32_t seeds[kAllSlots];
-  slot_seeds(job.seed, seeds);
-  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
-                  job.grad.kind == kNative;
-  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
-  const int64_t block = in_place ? kBlock : kSmallBlock;
-  for (int64_t b = begin; b < end; b += block) {
-    const int64_t len = std::min(block, end - b);
-    C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
-    C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
-    for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
-    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
-    sums[0] += sum_squares_block(p, len);
-    sums[1] += sum_squares_block(ubuf, len);
-    for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
-  }
-}
-
-using NormsFn = void (*)(const Job&, int64_t, int64_t, double*);
-
-template <typename C>
-NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
-  const bool nesterov = !flags.empty() && flags[0];
-  if (rule == "lamb") return &run_norms<Lamb<C>, C>;
-  if (rule == "lars") return nesterov ? &run_norms<Lars<C, true>, C> : &run_norms<Lars<C, false>, C>;
-  TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
-}
-
-// Phase A for a list of tensors: a float64 tensor [n, 2] of the sums of p^2 and u^2.
-Tensor tensor_norms(const std::string& rule, const std::vector<bool>& flags,
-                    const std::vector<double>& hyper, const std::vector<Tensor>& params,
-                    const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
-                    double grad_scale, double clip_value, bool clip_first, bool maximize,
-                    double l2, bool state_stochastic, int64_t seed) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
-  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
-  TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
-  std::vector<Job> jobs(n);
-  std::vector<NormsFn> fns(n);
-  std::vector<Chunk> chunks;
-  for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
-    const at::ScalarType pt = p.scalar_type();
-    TORCH_CHECK(grads[i].scalar_type() == pt && grads[i].sizes() == p.sizes(),
-                "optimist engine: grads[", i, "] differs from its parameter in dtype or shape");
-    const int64_t numel = real_numel(p);
-    Job& job = jobs[i];
-    job.n = numel;
-    job.param = make_store(p, pt, false, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
-    for (size_t k = 0; k < slots.size(); ++k) {
-      TORCH_CHECK(slots[k].size() == n, "optimist engine: slot ", k, " needs one per tensor");
-      job.slot[k] = make_store(slots[k][i], pt, state_stochastic, nullptr, numel, "state", i);
-    }
-    job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
-    job.seed = job_seed(seed, i);
-    std::copy(hyper.begin(), hyper.end(), job.hyper);
-    fns[i] = compute_is_double(pt) ? norms_fn<double>(rule, flags) : norms_fn<float>(rule, flags);
-    add_chunks(chunks, i, numel, kParallelElems);
-  }
-  std::vector<double> partial(2 * chunks.size(), 0.0);
-  {
-    pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) {
-        const Chunk& ch = chunks[c];
-        fns[ch.tensor](jobs[ch.tensor], ch.begin, ch.end, &partial[2 * c]);
-      }
-    });
-  }
-  Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
-  double* o = out.data_ptr<double>();
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    o[2 * chunks[c].tensor] += partial[2 * c];
-    o[2 * chunks[c].tensor + 1] += partial[2 * c + 1];
-  }
-  for (size_t i = 0; i < n; ++i) {
-    for (const auto& slot : slots) bump(slot[i]);
-  }
-  return out;
 }
 
 // Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the

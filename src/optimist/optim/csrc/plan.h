@@ -1,8 +1,9 @@
 // optimist engine: the Python-facing step (a header of engine.cpp, one translation unit).
 //
 // plan() checks one call's tensors and turns them into the core's jobs, run() sets their host
-// scalars, prologue and rule and executes them, step() is both in one call; the step counters
-// (next_count, store_count, advance_steps) and the scalar state (scale_scalars) with them.
+// scalars, prologue and rule and executes them (trust.h's trust_step is the trust-ratio rules'
+// run); the step counters (next_count, store_count, advance_steps) and the scalar state
+// (scale_scalars) with them.
 // Built on engine.cpp's core (Job, make_store, rule_fn, execute), included after it.
 #pragma once
 
@@ -151,20 +152,22 @@ Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<
   return out;
 }
 
+// The plan's step counters advanced to their next value (as torch's `state["step"] += 1`).
+void store_next_steps(Plan& plan) {
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    store_count(plan.steps[i], plan.steps_dbl[i], next_count(plan.steps[i], plan.steps_dbl[i]));
+  }
+}
+
 void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
          const std::vector<double>& hyper, const std::vector<bool>& fresh, double grad_scale,
          double clip_value, bool clip_first, bool maximize, const std::vector<double>& l2,
          const std::vector<double>& decay, double l2_all, double decay_all, double ema_decay,
-         int64_t seed, const std::vector<double>& tensor_hyper) {
+         int64_t seed) {
   TORCH_CHECK(plan.unsupported.empty(), "optimist engine: the plan has unsupported tensors");
   TORCH_CHECK(!plan.ran, "optimist engine: a plan runs once");
   TORCH_CHECK(hyper.size() <= 12, "optimist engine: at most 12 host scalars");
   const size_t n = plan.jobs.size();
-  // tensor_hyper: each tensor's own scalars (as many per tensor), after the shared ones
-  const size_t per_tensor = n == 0 ? 0 : tensor_hyper.size() / n;
-  TORCH_CHECK(per_tensor * n == tensor_hyper.size() && hyper.size() + per_tensor <= 12,
-              "optimist engine: tensor_hyper needs the same number of scalars per tensor, at "
-              "most 12 with the shared ones");
   TORCH_CHECK(l2.empty() || l2.size() == n, "optimist engine: l2 needs one factor per tensor");
   TORCH_CHECK(decay.empty() || decay.size() == n, "optimist engine: decay: one per tensor");
   plan.ran = true;
@@ -193,35 +196,11 @@ void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, in
     if (!decay.empty()) job.pro.decay = decay[i];
     job.seed = job_seed(seed, i);
     std::copy(hyper.begin(), hyper.end(), job.hyper);
-    std::copy_n(tensor_hyper.begin() + i * per_tensor, per_tensor, job.hyper + hyper.size());
     job.fn = job_fn(plan.dbl[i] != 0, i < fresh.size() && fresh[i]);
   }
-  for (size_t i = 0; i < plan.steps.size(); ++i) {
-    store_count(plan.steps[i], plan.steps_dbl[i], next_count(plan.steps[i], plan.steps_dbl[i]));
-  }
+  store_next_steps(plan);
   pybind11::gil_scoped_release release;
   execute(plan.jobs);
-}
-
-// plan + run in one call (no step counters; the tensors not checked beforehand): for callers
-// with their own checks and scalars, e.g. LAMB/LARS's trust ratios (tensor_hyper).
-void step(const std::string& rule, const std::vector<bool>& flags, int64_t fresh_flag,
-          const std::vector<double>& hyper, const std::vector<Tensor>& params,
-          const std::vector<Tensor>& grads, const std::vector<std::vector<Tensor>>& slots,
-          const std::vector<std::vector<Tensor>>& scales, const std::vector<bool>& fresh,
-          double grad_scale, double clip_value, bool clip_first, bool maximize,
-          const std::vector<double>& l2, const std::vector<double>& decay, double l2_all,
-          double decay_all, const std::vector<Tensor>& ema, const std::vector<Tensor>& ema_scales,
-          double ema_decay, bool state_stochastic, bool param_stochastic, int64_t seed,
-          const std::vector<double>& tensor_hyper) {
-  TORCH_CHECK(slots.size() <= kMaxSlots, "optimist engine: at most ", kMaxSlots, " state slots");
-  std::vector<std::vector<Tensor>> lists{params, grads};
-  lists.insert(lists.end(), slots.begin(), slots.end());
-  lists.push_back(ema);
-  Plan p = plan(std::move(lists), scales, ema_scales, {}, state_stochastic, param_stochastic,
-                false);
-  run(p, rule, flags, fresh_flag, hyper, fresh, grad_scale, clip_value, clip_first, maximize, l2,
-      decay, l2_all, decay_all, ema_decay, seed, tensor_hyper);
 }
 
 // step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns

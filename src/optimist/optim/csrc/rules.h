@@ -6,7 +6,10 @@
 //     (its `scalars()` tuple, in that order), in double;
 //   * operator()(n, p, g, s0, s1, s2, s3): p the parameter (after decoupled decay), g the
 //     prepared gradient (after the prologue), s0..s3 the state slots (nullptr where unused), all
-//     compute-precision pointers that the functor reads and updates in place.
+//     compute-precision pointers that the functor reads and updates in place;
+//   * optionally (kFusesDecay, as Adam below), a template <bool DECAY> operator() with a
+//     trailing `decay` that reads the parameter as p * decay where DECAY: the engine then runs
+//     decoupled weight decay inside the rule's loop instead of in a pass of its own.
 // Adding a rule: its functor here, and one line in rule_fn() in engine.cpp.
 //
 // Rounding follows torch's CPU kernels (see torch/optim/_single_tensor_*): fmadd() where torch
@@ -21,10 +24,13 @@
 namespace optimist {
 
 // ---------------------------------------------------------------------------------------------
-// Scalar helpers shared by the rules.
+// Scalar helpers shared by the rules.  Always inlined: a helper left as a call (which GCC may
+// choose once a job function grows) keeps the rule's loop from vectorizing (RAdam took 4x).
+
+#define OPTIMIST_INLINE inline __attribute__((always_inline))
 
 template <typename C>
-inline C fmadd(C a, C b, C c) {
+OPTIMIST_INLINE C fmadd(C a, C b, C c) {
 #if defined(__FMA__)
   return std::fma(a, b, c);
 #else
@@ -34,18 +40,18 @@ inline C fmadd(C a, C b, C c) {
 
 // torch's lerp (ATen/native/Lerp.h): the formula depends on whether |weight| < 0.5.
 template <typename C>
-inline C lerp(C self, C end, C w, C one_minus_w, bool small) {
+OPTIMIST_INLINE C lerp(C self, C end, C w, C one_minus_w, bool small) {
   const C diff = end - self;
   return small ? fmadd(w, diff, self) : fmadd(-diff, one_minus_w, end);
 }
 
 template <typename C>
-inline C maximum(C a, C b) {
+OPTIMIST_INLINE C maximum(C a, C b) {
   return a < b ? b : a;
 }
 
 template <typename C>
-inline C sign_of(C x) {
+OPTIMIST_INLINE C sign_of(C x) {
   return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
 }
 
@@ -79,9 +85,10 @@ struct Adagrad {  // h: eps, -lr / (1 + (step - 1) * lr_decay)
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ sum,
                   C*, C*, C*) const {
     for (int64_t i = 0; i < n; ++i) {
-      const C s = fmadd(g[i], g[i], sum[i]);
+      const C gi = g[i];
+      const C s = fmadd(gi, gi, sum[i]);
       sum[i] = s;
-      p[i] = p[i] + neg_clr * g[i] / (std::sqrt(s) + eps);
+      p[i] = p[i] + neg_clr * gi / (std::sqrt(s) + eps);
     }
   }
 };
@@ -145,8 +152,10 @@ struct Adam {  // h: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / 
   explicit Adam(const double* h)
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2s(C(h[3])),
         eps(C(h[4])), nss(C(h[5])), small(std::abs(C(h[0])) < C(0.5)) {}
+  static constexpr bool kFusesDecay = true;
+  template <bool DECAY = false>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C* __restrict__ vmax, C*) const {
+                  C* __restrict__ v, C* __restrict__ vmax, C*, C decay = C(1)) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
       const C mi = lerp(m[i], gi, w1, lw1, small);
@@ -157,7 +166,8 @@ struct Adam {  // h: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / 
         vi = maximum(vmax[i], vi);
         vmax[i] = vi;
       }
-      p[i] = p[i] + nss * mi / (std::sqrt(vi) / bc2s + eps);
+      const C pi = DECAY ? p[i] * decay : p[i];
+      p[i] = pi + nss * mi / (std::sqrt(vi) / bc2s + eps);
     }
   }
 };
@@ -189,8 +199,10 @@ struct Nadam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta2^t, eps, c_grad, c_a
   explicit Nadam(const double* h)
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2(C(h[3])),
         eps(C(h[4])), cg(C(h[5])), ca(C(h[6])), small(std::abs(C(h[0])) < C(0.5)) {}
+  static constexpr bool kFusesDecay = true;
+  template <bool DECAY = false>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C*, C*) const {
+                  C* __restrict__ v, C*, C*, C decay = C(1)) const {
     for (int64_t i = 0; i < n; ++i) {
       const C gi = g[i];
       const C mi = lerp(m[i], gi, w1, lw1, small);
@@ -198,7 +210,8 @@ struct Nadam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta2^t, eps, c_grad, c_a
       const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
       v[i] = vi;
       const C denom = std::sqrt(vi / bc2) + eps;
-      const C pi = p[i] + cg * gi / denom;  // torch: two separate addcdiv_ calls
+      const C p0 = DECAY ? p[i] * decay : p[i];
+      const C pi = p0 + cg * gi / denom;  // torch: two separate addcdiv_ calls
       p[i] = pi + ca * mi / denom;
     }
   }
@@ -212,10 +225,11 @@ struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - bet
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc1(C(h[3])),
         lr(C(h[4])), bc2s(C(h[5])), rect(C(h[6])), eps(C(h[7])),
         small(std::abs(C(h[0])) < C(0.5)), rectified(h[6] > 0.0) {}
-  template <bool RECT>
+  template <bool RECT, bool DECAY>
   void run(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-           C* __restrict__ v) const {
+           C* __restrict__ v, C decay) const {
     for (int64_t i = 0; i < n; ++i) {
+      const C pi = DECAY ? p[i] * decay : p[i];
       const C gi = g[i];
       const C mi = lerp(m[i], gi, w1, lw1, small);
       m[i] = mi;
@@ -226,18 +240,20 @@ struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - bet
         // torch: exp_avg / bc1 * lr * (bc2**0.5 / (sqrt(v) + eps)) * rect, with
         // `scalar / tensor` evaluated as tensor.reciprocal() * scalar.
         const C adaptive = (C(1) / (std::sqrt(vi) + eps)) * bc2s;
-        p[i] = p[i] - corrected * lr * adaptive * rect;
+        p[i] = pi - corrected * lr * adaptive * rect;
       } else {
-        p[i] = p[i] - corrected * lr;
+        p[i] = pi - corrected * lr;
       }
     }
   }
+  static constexpr bool kFusesDecay = true;
+  template <bool DECAY = false>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C*, C*) const {
+                  C* __restrict__ v, C*, C*, C decay = C(1)) const {
     if (rectified) {
-      run<true>(n, p, g, m, v);
+      run<true, DECAY>(n, p, g, m, v, decay);
     } else {
-      run<false>(n, p, g, m, v);
+      run<false, DECAY>(n, p, g, m, v, decay);
     }
   }
 };
@@ -411,11 +427,11 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
 
 // ---------------------------------------------------------------------------------------------
 // Rules with a per-tensor norm pass (trust ratios).  Two phases over each tensor:
-//   * phase A, norms(n, p, g, s0..s3, u) (norms.h's tensor_norms): the state updates that do
+//   * phase A, norms(n, p, g, s0..s3, u) (trust.h's run_norms): the state updates that do
 //     not need the norms, and the update direction u written to `u`; the engine sums p^2 and
 //     u^2 per tensor in float64;
-//   * phase B, operator() (an ordinary step): h carries the tensor's own scalar, computed on the
-//     host from the two norms, after the shared ones.
+//   * phase B, operator() (an ordinary step): h carries the tensor's own scalar, computed from
+//     the two norms (trust.h's trust_scalar), after the shared ones.
 // Rounding as the eager path in trust_ratio.py (torch ops per tensor).
 
 template <typename C>
