@@ -11,7 +11,8 @@ Contenders (:data:`ROWS`, one row per rule; a peer whose package is not installe
 torch.optim (``foreach=False`` "for-loop", ``foreach=True``, ``fused=True`` where torch has a
 CPU kernel), ``pytorch_optimizer`` 4.x, ``heavyball`` 3.x (eager: its torch.compile turned
 off; with ``--compile`` also its default, which compiles each fused piece, and
-``compile_step=True``; their first step is reported apart as compile time),
+``compile_step=True``; their first three steps are reported apart as compile time, wall
+and CPU seconds),
 ``lion-pytorch``, ``torch-adopt``, ``schedulefree``, ``prodigyopt``; optimist's class with its
 default dispatch (the "via" column: the C++ engine, torch's foreach kernels, or torch ops per
 tensor).
@@ -33,6 +34,8 @@ fastest eager peer at 10M and 50M; <= 4 µs per tensor per step on 1000 tiny ten
     python benchmarks/step_speed.py --threads 1 --markdown
     python benchmarks/step_speed.py --sizes 10M,50M,tiny --threads 1 --repeats 5 --clock thread
     python benchmarks/step_speed.py --sizes 10M --optimizers lion,adopt --threads 1,2 --repeats 9
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/step_speed.py --sizes 10M \
+        --optimizers adopt --threads 1 --clock thread --compile   # + heavyball compiled
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import argparse
 import gc
 import importlib
 import math
+import resource
 import statistics
 import sys
 import time
@@ -107,7 +111,10 @@ def heavyball(name: str, **kwargs: Any) -> dict[str, Factory | None]:
 
 
 COMPILED = ("heavyball compiled", "heavyball compile_step")
-"""Contenders timed only with ``--compile`` (their first step is reported as compile time)."""
+"""Contenders timed only with ``--compile`` (their first steps are reported as compile time)."""
+COMPILE_STEPS = 3
+"""Steps counted as a compiled peer's compile time: heavyball's ``compile_step=True`` runs its
+first (state-initialising) step eagerly and compiles the whole step on the second."""
 
 
 @dataclass(frozen=True)
@@ -322,17 +329,18 @@ def dispatch(opt: torch.optim.Optimizer) -> str:
 
 def make_contenders(
     row: Row, shapes: list[tuple[int, ...]], compiled: bool
-) -> tuple[dict[str, Any], str, dict[str, float]]:
+) -> tuple[dict[str, Any], str, dict[str, dict[str, float]]]:
     """``{label: step function}`` (optimist first), optimist's dispatch, and the compile time
-    (first step, seconds) of each compiled peer. Every contender gets its own copy of the same
-    parameters and gradients; a peer that frees the gradients in ``step()`` (heavyball) gets
-    them re-attached before each step, and ``reattach`` times that alone (subtracted later)."""
+    (first :data:`COMPILE_STEPS` steps, wall and CPU seconds) of each compiled peer. Every
+    contender gets its own copy of the same parameters and gradients; a peer that frees the
+    gradients in ``step()`` (heavyball) gets them re-attached before each step, and
+    ``reattach`` times that alone (subtracted later)."""
     import optimist.optim as oo
 
     params = make_params(shapes)
     opt = getattr(oo, row.optimist)(params, **row.kwargs)
     fns: dict[str, Any] = {"optimist": opt.step}
-    compile_s: dict[str, float] = {}
+    compile_s: dict[str, dict[str, float]] = {}
     for label, factory in row.peers.items():
         if factory is None or (label in COMPILED and not compiled):
             continue
@@ -344,14 +352,16 @@ def make_contenders(
                 peer_opt = factory(params)
                 if callable(getattr(peer_opt, "train", None)):
                     peer_opt.train()  # Schedule-Free packages step only in train mode
-                t0 = time.perf_counter()
-                peer_opt.step()  # a peer without a CPU path for this fails here
-                first = time.perf_counter() - t0
+                first = _first_steps(
+                    peer_opt, params, grads, COMPILE_STEPS if label in COMPILED else 1
+                )
         except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
             print(f"    {label}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
         if label in COMPILED:
             compile_s[label] = first
+            took = f"{first['wall']:.1f} s wall, {first['cpu']:.1f} s CPU"
+            print(f"    {label}: first {COMPILE_STEPS} steps {took}", file=sys.stderr, flush=True)
         step = peer_opt.step
         if any(p.grad is None for p in params):
             step = _reattaching(step, params, grads)
@@ -359,6 +369,29 @@ def make_contenders(
             label += " †"
         fns[label] = step
     return fns, dispatch(opt), compile_s
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (the C compiler)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _first_steps(opt: torch.optim.Optimizer, params, grads, steps: int) -> dict[str, float]:
+    """Run ``steps`` steps (a peer without a CPU path for the rule fails on the first); their
+    total wall and CPU seconds, and the wall seconds of the slowest."""
+    wall = cpu = slowest = 0.0
+    for _ in range(steps):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g  # heavyball frees them in step()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        opt.step()
+        dt = time.perf_counter() - t0
+        wall, cpu, slowest = wall + dt, cpu + _cpu_seconds() - c0, max(slowest, dt)
+    return {"wall": wall, "cpu": cpu, "slowest": slowest}
 
 
 def _reattaching(step: Callable[[], Any], params, grads) -> Callable[[], Any]:
@@ -479,11 +512,9 @@ def big_table(results: list[dict[str, Any]], roof_n: int) -> tuple[list[str], li
         peers = ", ".join(
             f"{k} {fmt_ms(v)}" for k, v in t.items() if k not in ("optimist", "roofline")
         )
-        compiled = {k: t.get(k + " †", t.get(k)) for k in r["compile_s"]}
-        comp = ", ".join(
-            f"{k.removeprefix('heavyball ')} {fmt_ms(v)} ms (first step {r['compile_s'][k]:.0f} s)"
-            for k, v in compiled.items()
-            if v is not None
+        comp = "; ".join(
+            compiled_cell(k.removeprefix("heavyball "), t.get(k + " †", t.get(k)), t["optimist"], c)
+            for k, c in r["compile_s"].items()
         )
         if r["optimizer"] not in ISSUE_12:
             verdict = "—"  # the classic rules' target is torch's fused step (issue 8)
@@ -501,6 +532,16 @@ def big_table(results: list[dict[str, Any]], roof_n: int) -> tuple[list[str], li
             + [f"{share:.2f}" if share else "—", verdict]
         )
     return head, rows
+
+
+def compiled_cell(
+    name: str, step: float | None, optimist: float, compile_s: dict[str, float]
+) -> str:
+    """A compiled peer's step, optimist's speedup over it, and its compile time (first steps)."""
+    timing = f"compile {compile_s['wall']:.0f} s wall / {compile_s['cpu']:.0f} s CPU"
+    if step is None:
+        return f"{name}: {timing}"
+    return f"{name} {fmt_ms(step)} ms ({step / optimist:.2f}×; {timing})"
 
 
 def tiny_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -538,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import optimist.optim as oo
 
+    if args.compile:  # compile in this process, so its CPU time counts the compile workers' too
+        from torch._inductor import config as inductor
+
+        inductor.compile_threads = 1
     names = [s.strip().lower() for s in args.optimizers.split(",") if s.strip()]
     unknown = [n for n in names if n not in ROWS]
     if unknown:

@@ -182,6 +182,7 @@ def table_rank(rank: int) -> dict[str, object]:
             except Exception as error:  # noqa: BLE001 - recorded, the test says which it expects
                 out[name] = f"{type(error).__name__}: {error}"
     out.update(soap_backward_cases(rank))
+    out.update(lookahead_slow_cases())
     return out
 
 
@@ -250,3 +251,53 @@ def soap_backward_single() -> list[torch.Tensor]:
 def soap_load_on_one(folder: Path) -> list[torch.Tensor]:
     """One process loads SOAP's 2-rank FSDP2 checkpoint and trains on the whole batch."""
     return dist_cases.load_on_one("soap", folder, soap, model, SOAP_DATA)
+
+
+# --- Lookahead's slow weights under ZeRO ------------------------------------------------------
+
+# 3 steps at k=2: synchronised at step 2, one fast step since, so slow and fast weights differ
+LOOKAHEAD_STEPS = 3
+
+
+def lookahead_slow_cases() -> dict[str, object]:
+    """Lookahead over each rank's ZeRO partition (``zero.optim``): the whole parameters in its
+    ``slow_weights()`` block before and after ``sync_zero_params`` (README: the block swaps only
+    the own partition), after leaving it and syncing again, and after one more step."""
+    net = model()
+    opt = ZeroRedundancyOptimizer(
+        list(net.parameters()), optimizer_class=partial(_build_any, "lookahead", {})
+    )
+    return {f"lookahead_slow/{k}": v for k, v in _lookahead_slow(net, opt, opt.optim).items()}
+
+
+def lookahead_slow_single() -> dict[str, list[torch.Tensor]]:
+    net = model()
+    opt = build("lookahead", list(net.parameters()))
+    return _lookahead_slow(net, opt, opt)
+
+
+def _lookahead_slow(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, lookahead: torch.optim.Optimizer
+) -> dict[str, list[torch.Tensor]]:
+    params = list(net.parameters())
+
+    def whole() -> list[torch.Tensor]:
+        return [p.detach().clone() for p in params]
+
+    for step in range(LOOKAHEAD_STEPS):
+        set_grads(params, step)
+        opt.step()
+    out = {"fast": whole()}
+    zero = isinstance(opt, ZeroRedundancyOptimizer)
+    with lookahead.slow_weights():
+        out["unsynced"] = whole()
+        if zero:
+            sync_zero_params(opt)
+        out["slow"] = whole()
+    if zero:
+        sync_zero_params(opt)
+    out["after"] = whole()
+    set_grads(params, LOOKAHEAD_STEPS)
+    opt.step()
+    out["next"] = whole()
+    return out

@@ -97,6 +97,31 @@ def test_soap_fsdp2_checkpoint_continues_identically_on_two_and_on_one(runs):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
+def test_lookahead_slow_weights_under_zero_need_sync_zero_params(runs):
+    # ZeRO's Lookahead (zero.optim) holds the slow weights of its own partition only: its
+    # slow_weights() block swaps those, sync_zero_params(zero) inside it takes the owners'
+    # (README, "Schedule-Free under ZeRO"), and again after it restores the fast weights
+    ranks, _, _ = runs
+    want = dist_table.lookahead_slow_single()
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a, b, rtol=0, atol=1e-12)
+
+    assert not any(map(close, want["slow"], want["fast"]))  # one fast step since the sync
+    assert all(map(close, want["after"], want["fast"]))
+    owned = []
+    for rank in ranks:
+        for key in ("fast", "slow", "after", "next"):
+            for a, b in zip(rank[f"lookahead_slow/{key}"], want[key], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        # before the sync: the slow weights of its own partition, the fast ones elsewhere
+        unsynced = rank["lookahead_slow/unsynced"]
+        own = list(map(close, unsynced, want["slow"]))
+        assert all(o or close(a, f) for o, a, f in zip(own, unsynced, want["fast"], strict=True))
+        owned.append(own)
+    assert all(a != b for a, b in zip(*owned, strict=True))  # the partitions split the model
+
+
 def test_sync_zero_params_refuses_another_optimizer():
     opt = oo.ScheduleFreeAdamW([torch.nn.Parameter(torch.zeros(3))])
     with pytest.raises(TypeError, match="needs a torch.distributed.optim.ZeroRedundancyOptimizer"):

@@ -65,6 +65,37 @@ def test_a_peer_that_frees_gradients_gets_them_back_and_pays_only_its_step():
     assert seen == [True, True]
 
 
+def test_a_compiled_peer_runs_its_first_steps_apart_and_the_table_reports_them():
+    compiled_label = step_speed.COMPILED[0]
+    made = []
+
+    def stand_in(params):  # plain SGD in place of heavyball: its first steps are exact
+        made.append(params)
+        return torch.optim.SGD(params, lr=0.5)
+
+    row = step_speed.Row("SGD", {"lr": 0.5}, 12, {compiled_label: stand_in})
+    fns, _, compile_s = step_speed.make_contenders(row, [(4,)], compiled=False)
+    assert compiled_label not in fns and compile_s == {} and made == []  # only with --compile
+
+    fns, _, compile_s = step_speed.make_contenders(row, [(4,)], compiled=True)
+    (p,) = made[0]
+    start = step_speed.make_params([(4,)])[0]
+    moved = start.detach() - step_speed.COMPILE_STEPS * 0.5 * start.grad
+    torch.testing.assert_close(p.detach(), moved)  # the first steps ran before the timing
+    took = compile_s[compiled_label]
+    assert set(took) == {"wall", "cpu", "slowest"}
+    assert 0 <= took["slowest"] <= took["wall"]
+
+    times = {"optimist": 2e-3, compiled_label: 5e-3, "roofline": 1e-3}
+    result = {"optimizer": "sgd", "size": "4", "threads": 1, "times": times, "via": "x"}
+    result.update(compile_s={compiled_label: {"wall": 91.0, "cpu": 80.4, "slowest": 90.0}})
+    result.update(ntensors=1, nparams=4)
+    head, rows = step_speed.big_table([result], roof_n=1000)
+    cell = rows[0][head.index("heavyball compiled")]
+    assert cell == "compiled 5.0 ms (2.50×; compile 91 s wall / 80 s CPU)"
+    assert rows[0][head.index("fastest eager peer")] == "—"  # a compiled peer is no eager peer
+
+
 @pytest.mark.parametrize("clock", ["wall", "thread"])
 def test_a_small_run_prints_both_tables_with_verdicts(capsys, clock):
     code = step_speed.main(

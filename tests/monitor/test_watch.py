@@ -224,8 +224,13 @@ def test_bad_input_is_a_clear_error(tmp_path):
         watch(net, opt, every=0)
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         watch(net, "adam")
-    with watch(net, opt) as m, pytest.raises(ValueError, match="scalar loss"):
-        m.log_loss(torch.ones(3))
+    with watch(net, opt) as m:
+        m.log_loss(1.0)
+        m.log_loss(torch.tensor(2.0))  # the CPU fast path
+        for bad in (torch.ones(3), torch.ones(0), torch.ones(2, requires_grad=True)):
+            with pytest.raises(ValueError, match="scalar loss"):
+                m.log_loss(bad)
+        assert m._losses == [2.0]  # a rejected loss adds nothing
     with pytest.raises(FileNotFoundError, match="folder"):
         watch(net, opt, log=tmp_path / "missing" / "log.jsonl")
     assert not (tmp_path / "missing").exists()

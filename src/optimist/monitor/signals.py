@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._utils import _flatten_dense_tensors
 
 from optimist.optim import engine
 from optimist.optim.engine import RuleOptimizer
@@ -35,6 +34,7 @@ Record = dict[str, Any]
 
 AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
 AUTO_MAX = 1000
+AUTO_BUDGET = 0.01  # every="auto": the interval doubles while a reading costs more than this share
 
 clock = time.thread_time
 """The clock of the monitor's own time and of the auto interval's budget: CPU time of the training
@@ -59,40 +59,29 @@ def _is_relu(module: nn.Module) -> bool:
     return isinstance(module, nn.ReLU) or getattr(module, "activation_name", None) == "relu"
 
 
-def _alive_units(out: Any) -> torch.Tensor | None:
-    """Per unit (feature: dim 1 for NCHW, else the last dim), whether it is > 0 somewhere in the
-    batch (a bool vector, left on the device)."""
+def _unit_peaks(out: Any) -> torch.Tensor | None:
+    """Per unit (feature: dim 1 for NCHW, else the last dim), its largest output over the batch
+    (left on the device): a unit is alive when that is > 0. One op (``amax``), where
+    ``(out > 0).any(dims)`` would be two."""
     if not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
         return None
     if out.numel() == 0:
         return None
     dims = (0, 2, 3) if out.dim() == 4 else tuple(range(out.dim() - 1))
-    return (out > 0).any(dim=dims)
+    return out.detach().amax(dim=dims)
 
 
-class _Snapshot:
-    """A copy of tensors in one flat buffer per (device, dtype): a few ops per reading instead of
-    several per tensor, which is most of what a reading costs on small models."""
+def _copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of the weights before a sampled step (never views: :func:`_deltas` overwrites
+    them). One clone per tensor is fewer and cheaper ops than one flat buffer (a cat to fill it,
+    a cat, a subtraction and a split to read it)."""
+    return [t.detach().clone() for t in tensors]
 
-    def __init__(self, tensors: list[torch.Tensor]) -> None:
-        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for k, t in enumerate(tensors):
-            groups.setdefault((t.device, t.dtype), []).append(k)
-        # torch.cat copies even a single tensor (torch's _flatten_dense_tensors would return a
-        # view of it, and minus() would then write into the weights)
-        self.groups = [
-            (ks, torch.cat([tensors[k].reshape(-1) for k in ks])) for ks in groups.values()
-        ]
 
-    def minus(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``copy - tensors``, per tensor (views of the buffers, which it overwrites)."""
-        out: list[torch.Tensor] = [self.groups[0][1]] * len(tensors)
-        for ks, flat in self.groups:
-            part = [tensors[k] for k in ks]
-            flat.sub_(_flatten_dense_tensors(part))
-            for k, view in zip(ks, flat.split([t.numel() for t in part]), strict=True):
-                out[k] = view
-        return out
+def _deltas(old: list[torch.Tensor], new: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``old - new`` per tensor, in place in the copies ``old`` (one multi-tensor op)."""
+    torch._foreach_sub_(old, [t.detach() for t in new])
+    return old
 
 
 def _host_values(tensors: list[torch.Tensor]) -> list[float]:
@@ -122,7 +111,7 @@ class SignalCollector:
         optimizer: torch.optim.Optimizer,
         emit: Callable[[Record], None],
         every: int | str = 10,
-        budget: float = 0.02,
+        budget: float = AUTO_BUDGET,
         full: bool = True,
     ) -> None:
         auto = every == "auto"
@@ -195,9 +184,9 @@ class SignalCollector:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if module.training and torch.is_grad_enabled():
                 start = clock()
-                alive = _alive_units(output)
-                if alive is not None:
-                    self._dead[name] = alive
+                peaks = _unit_peaks(output)
+                if peaks is not None:
+                    self._dead[name] = peaks
                 self._cost += clock() - start
 
         return hook
@@ -214,13 +203,13 @@ class SignalCollector:
             weights = [self.params[i] for i in idx]
             grads = [self.params[i].grad for i in idx]
             self._before["sums"] = self._sums_of_squares(grads + weights)  # ||g||^2, ||w||^2
-            self._before["old"] = _Snapshot(weights)
+            self._before["old"] = _copies(weights)
         self._cost += clock() - start
 
     def _sums_of_squares(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Per-tensor sums of squares, float64: one C++ call for CPU tensors (the engine's
         pass 0), torch's multi-tensor norm elsewhere (left on the device)."""
-        if self._engine and tensors[0].is_cpu and engine.available():
+        if self._engine and tensors[0].is_cpu:  # (grad_stats falls back where it cannot run)
             return engine.grad_stats(tensors)[0]
         return torch.stack(torch._foreach_norm(tensors)).double().square()
 
@@ -228,8 +217,10 @@ class SignalCollector:
         step = self.step
         self.step = step + 1
         if step != self.next_sample:  # an unsampled step: all it costs
-            if step + 1 == self.next_sample:
+            if step + 1 == self.next_sample:  # the next one is: its hooks count as its cost
+                start = clock()
                 self._arm()
+                self._cost += clock() - start
             return
         before, self._before = self._before, None
         if before is None:  # a sampled step without gradients: sample the next one
@@ -245,7 +236,7 @@ class SignalCollector:
         # signals (`extra`), then per ReLU module whether each unit was alive
         pending: list[torch.Tensor] = []
         if idx:
-            deltas = before["old"].minus([self.params[i] for i in idx])
+            deltas = _deltas(before["old"], [self.params[i] for i in idx])
             pending += [before["sums"], self._sums_of_squares(deltas)]
         names: list[str] = []
         extra: list[torch.Tensor] = []  # 0-d tensors, names in that order
@@ -260,7 +251,7 @@ class SignalCollector:
         self._dead = {}
         if extra:
             pending.append(torch.stack(extra))
-        pending += [flags for _, flags in alive]
+        pending += [peaks for _, peaks in alive]
         if pending:
             values = _host_values(pending)
             record: Record = {"step": step}
@@ -281,9 +272,11 @@ class SignalCollector:
             at = 3 * n
             record.update(zip(names, values[at : at + len(names)], strict=True))
             at += len(names)
-            for name, flags in alive:  # the share of units never > 0 in the batch
-                record[f"dead/{name}"] = 1.0 - sum(values[at : at + len(flags)]) / len(flags)
-                at += len(flags)
+            for name, peaks in alive:  # the share of units never > 0 in the batch
+                n_units = len(peaks)
+                # a ReLU's output is >= 0: a unit is dead when its peak is 0 (count: C speed)
+                record[f"dead/{name}"] = values[at : at + n_units].count(0.0) / n_units
+                at += n_units
             if n:
                 record["nonfinite"] = self._nonfinite_share(idx, record["grad_norm"])
             self.emit(record)
@@ -317,6 +310,7 @@ class SignalCollector:
             self._arm()
         else:
             self._disarm()
+        self._cost = clock() - now  # (dis)arming the hooks: counted with the next reading
 
     def _state_signals(self, idx: list[int], add: Callable[[str, torch.Tensor], None]) -> None:
         group_of = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}

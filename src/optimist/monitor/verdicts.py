@@ -120,8 +120,7 @@ def _values(series: Series, key: str, last: int | None = None) -> list[float]:
     return [v for _, v in (points[-last:] if last else points)]
 
 
-def _mean(values: Any) -> float:
-    values = list(values)
+def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values)  # statistics.mean is exact, and slow
 
 
@@ -186,52 +185,61 @@ class Diagnoser:
 
     # ---- rules ---------------------------------------------------------------------------------
     def _check(self, record: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+        # a rule runs on the records that can change its answer; a run-wide verdict already
+        # found is not looked for again (each is recorded once)
         out: list[tuple[str, str, str | None]] = []
-        keys = record.keys()
-        if "loss" in keys or "grad_norm" in keys or "nonfinite" in keys:
+        keys, found = record.keys(), self.found
+        if ("diverging", None) not in found and (
+            "loss" in keys or "grad_norm" in keys or "nonfinite" in keys
+        ):
             out += self._diverging()
         if "loss" in keys:
-            out += self._stalled() + self._oscillating()
-        if "val_loss" in keys:
+            if ("stalled", None) not in found:
+                out += self._stalled()
+            if ("oscillating", None) not in found:
+                out += self._oscillating()
+        if "val_loss" in keys and ("overfitting", None) not in found:
             out += self._overfitting()
         if "grad_norm" in keys:
             out += self._gradients() + self._update_ratio()
-        if any(k.startswith("dead/") for k in keys):
+        if self._layers("dead/") and any(k.startswith("dead/") for k in keys):
             out += self._dead()
         return out
 
     def _diverging(self) -> list[tuple[str, str, str | None]]:
-        t = self.t
-        loss = _first(self.series, "loss") + _values(self.series, "loss", 1)
-        grad = _first(self.series, "grad_norm") + _values(self.series, "grad_norm", 1)
-        nonfinite = _values(self.series, "nonfinite", 1)
-        if loss and not math.isfinite(loss[-1]):
-            return [("diverging", f"the loss is {loss[-1]}", None)]
-        if nonfinite and nonfinite[-1] > 0:
-            return [("diverging", f"{nonfinite[-1]:.1%} of the gradient entries are NaN/inf", None)]
-        if len(loss) > 1 and loss[0] > 0 and loss[-1] > t.diverge_loss_factor * loss[0]:
-            return [("diverging", f"the loss rose from {loss[0]:.4g} to {loss[-1]:.4g}", None)]
-        if len(grad) > 1 and grad[0] > 0:
-            m = grad[-1]
-            if m > t.diverge_grad_factor * grad[0]:
-                evidence = f"the gradient norm grew from {grad[0]:.3g} to {m:.3g}"
+        t, series = self.t, self.series
+        loss, grad, nonfinite = series.get("loss"), series.get("grad_norm"), series.get("nonfinite")
+        if loss and not math.isfinite(loss[-1][1]):
+            return [("diverging", f"the loss is {loss[-1][1]}", None)]
+        if nonfinite and nonfinite[-1][1] > 0:
+            share = nonfinite[-1][1]
+            return [("diverging", f"{share:.1%} of the gradient entries are NaN/inf", None)]
+        if loss:
+            first, last = loss[0][1], loss[-1][1]
+            if first > 0 and last > t.diverge_loss_factor * first:
+                return [("diverging", f"the loss rose from {first:.4g} to {last:.4g}", None)]
+        if grad:
+            first, last = grad[0][1], grad[-1][1]
+            if first > 0 and last > t.diverge_grad_factor * first:
+                evidence = f"the gradient norm grew from {first:.3g} to {last:.3g}"
                 return [("diverging", evidence, None)]
         return []
 
     def _stalled(self) -> list[tuple[str, str, str | None]]:
-        t = self.t
-        if len(self.series.get("loss", [])) < t.stall_min_readings:
+        t, points = self.t, self.series.get("loss", [])
+        if len(points) < t.stall_min_readings:
             return []
-        recent = _values(self.series, "loss", t.stall_min_readings)
-        head = _first(self.series, "loss", t.window)
+        recent = [v for _, v in points[-t.stall_min_readings :]]
+        head = [v for _, v in points[: t.window]]
         if not all(map(math.isfinite, recent + head)):
             return []
         first = _mean(head)
         now = _mean(recent[-t.window :])
-        rough = _mean(abs(b - a) for a, b in zip(recent, recent[1:], strict=False))
-        flat = rough < t.oscillate_roughness * abs(_mean(recent))  # else: oscillating
-        if first > 0 and now > (1.0 - t.stall_min_drop) * first and flat:
-            steps = self.series["loss"][-1][0] - self.series["loss"][0][0]
+        if not (first > 0 and now > (1.0 - t.stall_min_drop) * first):
+            return []
+        rough = _mean([abs(b - a) for a, b in zip(recent, recent[1:], strict=False)])
+        if rough < t.oscillate_roughness * abs(_mean(recent)):  # else: oscillating
+            steps = points[-1][0] - points[0][0]
             evidence = f"the loss moved from {first:.4g} to {now:.4g} in {steps} steps"
             return [("stalled", evidence, None)]
         return []
@@ -244,14 +252,16 @@ class Diagnoser:
         changes = sum((a > 0) != (b > 0) for a, b in zip(diffs, diffs[1:], strict=False)) / (
             len(diffs) - 1
         )
-        level = _mean(abs(v) for v in loss)
-        rough = _mean(abs(d) for d in diffs) / level if level > 0 else 0.0
+        if changes < t.oscillate_sign_changes:
+            return []
+        level = _mean([abs(v) for v in loss])
+        rough = _mean([abs(d) for d in diffs]) / level if level > 0 else 0.0
         half = len(loss) // 2
-        first = _first(self.series, "loss")[0]
+        first = self.series["loss"][0][1]
         no_progress = (
             _mean(loss[half:]) >= 0.9 * _mean(loss[:half]) and level >= t.oscillate_level * first
         )
-        if changes >= t.oscillate_sign_changes and rough >= t.oscillate_roughness and no_progress:
+        if rough >= t.oscillate_roughness and no_progress:
             evidence = (
                 f"the loss changed direction at {changes:.0%} of the last {len(loss)} readings, "
                 f"by {rough:.0%} of its level on average, without net progress"
@@ -259,12 +269,17 @@ class Diagnoser:
             return [("oscillating", evidence, None)]
         return []
 
-    def _rms(self, layer: str, last: bool = False) -> float | None:
+    def _rms(self, layer: str) -> tuple[float | None, float | None]:
+        """A layer's gradient RMS per entry: (the latest reading, the median of the last
+        ``window``); ``None`` while there are too few readings."""
         values = _values(self.series, f"grad_norm/{layer}", self.t.window)
-        if len(values) < (1 if last else self.t.window):
-            return None
-        value = values[-1] if last else _median_last(values, self.t.window)
-        return value / math.sqrt(self.layer_sizes.get(layer, 1))
+        if not values:
+            return None, None
+        root = math.sqrt(self.layer_sizes.get(layer, 1))
+        median = None
+        if len(values) >= self.t.window:
+            median = _median_last(values, self.t.window) / root
+        return values[-1] / root, median
 
     def _dead_now(self) -> bool:
         for layer in self._layers("dead/"):
@@ -279,23 +294,26 @@ class Diagnoser:
     def _gradients(self) -> list[tuple[str, str, str | None]]:
         t = self.t
         out: list[tuple[str, str, str | None]] = []
+        rms: dict[str, float] = {}
         for layer in self._layers("grad_norm/"):
-            r = self._rms(layer, last=True)
+            last, median = self._rms(layer)
             if (
                 self.layer_sizes.get(layer, 0) >= t.min_layer_size
-                and r
-                and r > t.exploding_grad_rms
+                and last
+                and last > t.exploding_grad_rms
             ):
-                evidence = f"its gradient RMS reached {r:.3g} per entry"
+                evidence = f"its gradient RMS reached {last:.3g} per entry"
                 out.append(("exploding_gradients", evidence, layer))
-        rms = {layer: self._rms(layer) for layer in self._layers("grad_norm/")}
-        rms = {k: v for k, v in rms.items() if v is not None and math.isfinite(v)}
+            if median is not None and math.isfinite(median):
+                rms[layer] = median
         # zero gradients behind dead ReLUs are the dead-ReLU verdict's, not this one's
-        if len(rms) >= 2 and not self._dead_now():
-            top_layer = max(rms, key=lambda k: rms[k])
+        if len(rms) >= 2:
+            top_layer = max(rms, key=rms.__getitem__)
             top = rms[top_layer]
-            for layer, r in rms.items():
-                if top > 0 and r < t.vanishing_ratio * top:
+            low = [layer for layer, r in rms.items() if top > 0 and r < t.vanishing_ratio * top]
+            if low and not self._dead_now():
+                for layer in low:
+                    r = rms[layer]
                     evidence = (
                         f"its gradient RMS {r:.2e} is {r / top:.1e} of layer {top_layer}'s "
                         f"({top:.2e})"

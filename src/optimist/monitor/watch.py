@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from optimist.monitor.signals import AUTO_MAX, AUTO_START, Record, SignalCollector, clock
+from optimist.monitor.signals import AUTO_MAX, Record, SignalCollector, clock
 from optimist.monitor.signals import sharpness as _sharpness
 from optimist.monitor.sinks import CSVSink, LogWriter, Sink, TensorBoardSink
 from optimist.monitor.verdicts import Diagnoser, Thresholds, Verdict, health
 
 DEFAULT_EVERY: int | str = "auto"
-LOSS_BUDGET = 0.01  # every="auto": loss readings double their interval above this share
+LOSS_BUDGET = 0.005  # every="auto": loss readings double their interval above this share
 
 
 class MonitorWarning(UserWarning):
@@ -58,9 +58,9 @@ class Watch:
 
     Signals are read every ``every`` optimizer steps (see :mod:`optimist.monitor.signals`);
     ``every="auto"`` (the default) starts at 10 and doubles the interval (up to 1000) while a
-    reading costs more than 2% of the time since the previous one (CPU time of the training
+    reading costs more than 1% of the time since the previous one (CPU time of the training
     thread, :data:`optimist.monitor.signals.clock`), so it stays cheap on tiny models too; the
-    loss is then read every 10 steps (:attr:`loss_every`), with its own 1% budget, so the loss
+    loss is then read every 10 steps (:attr:`loss_every`), with its own 0.5% budget, so the loss
     verdicts keep their delay while the gradient signals thin out;
     :meth:`log_loss` (each step) and :meth:`log_val_loss` (after each evaluation) add the losses
     the loss-based verdicts need. ``log``: a JSON-lines monitor log path (read by ``optimist
@@ -96,12 +96,12 @@ class Watch:
         # the signal interval; the loss verdicts (stalled: 10 readings) keep their delay
         self._auto_loss = every == "auto"
         self.loss_budget = LOSS_BUDGET
-        self._loss_every = AUTO_START
         self._loss_since = clock()
         self._loss_time = 0.0
         if full is None:
             full = any(out is not None for out in (log, csv, tensorboard))
         self._collector = SignalCollector(model, optimizer, self._emit, every, full=full)
+        self._loss_every = self._collector.every  # AUTO_START with "auto", else fixed
         self.diagnoser = Diagnoser(thresholds, self._collector.layer_sizes)
         try:
             if log is not None:
@@ -139,20 +139,27 @@ class Watch:
     @property
     def loss_every(self) -> int:
         """Steps per loss reading: ``every``, or with ``every="auto"`` its own interval (10,
-        doubled only while loss readings cost over 1% of the time between two of them)."""
-        return self._loss_every if self._auto_loss else self._collector.every
+        doubled only while loss readings cost over 0.5% of the time between two of them)."""
+        return self._loss_every
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
         """The training loss of the latest step; averaged over :attr:`loss_every` steps per
         reading (one host transfer per reading). ``reading=True`` makes it (with any losses
         still pending) a reading now: for a loss that is already a mean over an interval, e.g.
         an epoch's."""
-        self._losses.append(_check_loss(loss))
+        losses = self._losses
+        if type(loss) is torch.Tensor and loss.is_cpu:  # the usual case, in as few calls as can be
+            try:
+                losses.append(loss.item())
+            except RuntimeError:  # not one element: the clear error
+                losses.append(_check_loss(loss))
+        else:
+            losses.append(_check_loss(loss))
         # the first loss is a reading of its own: the reference the divergence rule compares with
         if reading or self._first_loss:
             self._first_loss = False
             self._flush_loss()
-        elif len(self._losses) >= self.loss_every:
+        elif len(losses) >= self._loss_every:
             self._flush_loss(adapt=True)  # a full interval: its cost may widen the next one
 
     def log_val_loss(self, loss: Any) -> None:

@@ -159,7 +159,11 @@ class Lookahead(torch.optim.Optimizer):
 
     @contextmanager
     def slow_weights(self) -> Iterator[None]:
-        """Within the block the parameters hold the slow weights :math:`\\phi` (to evaluate)."""
+        """Within the block the parameters hold the slow weights :math:`\\phi` (to evaluate).
+
+        Under ``ZeroRedundancyOptimizer`` (this optimizer is ``zero.optim``, holding the rank's
+        partition) call :func:`optimist.optim.distributed.sync_zero_params` first inside the
+        block and again after it, so every rank holds every partition's weights."""
         swapped = []
         with torch.no_grad():
             for group in self.param_groups:

@@ -12,7 +12,7 @@ import torch
 
 from optimist.training import data as _data
 from optimist.training.callbacks import Callback, CallbackList
-from optimist.training.loop import _check_int, _LossSum
+from optimist.training.loop import _check_int
 from optimist.training.progress import Progress, resolve_verbose
 
 
@@ -43,14 +43,7 @@ class InferenceMixin:
     ) -> dict[str, float]:
         was_training = self.training
         self.eval()
-        metrics = self.compiled_metrics
-        for m in metrics:
-            m.reset()
-        loss_fn = self.loss
-        fold = self._fold
-        forward = self._forward_logits if fold else self._plain_call
-        penalized = self._regularized_layers()
-        loss_sum = _LossSum(self._device())
+        metrics, loss_fn, fold, forward, penalized, loss_sum = self._begin_pass()
         seen = 0
         total = source.steps(batch_size) if isinstance(source, _data.ArrayData) else source.steps()
         progress = Progress(verbose, steps or total, desc)

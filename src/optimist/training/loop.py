@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -91,6 +91,18 @@ class _LossSum:
 
     def finite(self) -> bool:
         return math.isfinite(self.value())
+
+
+class _Pass(NamedTuple):
+    """What every batch of one pass over data (a training epoch, an evaluation) uses; unpacked
+    into locals by the batch loops."""
+
+    metrics: list[Any]
+    loss_fn: Callable[..., torch.Tensor]
+    fold: bool
+    forward: Callable[..., Any]
+    penalized: list[Any]
+    loss_sum: _LossSum
 
 
 class TrainLoopMixin:
@@ -280,6 +292,18 @@ class TrainLoopMixin:
         cbs.on_train_end(logs)
         return history
 
+    def _begin_pass(self) -> _Pass:
+        """Reset the compiled metrics and gather what a pass's batches use: the loss, the
+        forward function (logits when the loss folds in the output activation), the layers
+        with regularizers and an empty running loss sum."""
+        metrics = self.compiled_metrics
+        for m in metrics:
+            m.reset()
+        fold = self._fold
+        forward = self._forward_logits if fold else self._plain_call
+        penalized = self._regularized_layers()
+        return _Pass(metrics, self.loss, fold, forward, penalized, _LossSum(self._device()))
+
     def _running_logs(self, loss_sum: _LossSum, seen: int) -> dict[str, float]:
         logs = {"loss": loss_sum.value() / max(seen, 1)}
         for m in self.compiled_metrics:
@@ -319,16 +343,9 @@ class TrainLoopMixin:
         ddp: _distributed.DDPStrategy | None = None,
     ) -> dict[str, Any]:
         self.train()
-        metrics = self.compiled_metrics
-        for m in metrics:
-            m.reset()
-        loss_fn = self.loss
-        fold = self._fold
-        forward = self._forward_logits if fold else self._plain_call
-        penalized = self._regularized_layers()
+        metrics, loss_fn, fold, forward, penalized, loss_sum = self._begin_pass()
         if ddp is not None:
             forward = ddp.forward(fold)
-        loss_sum = _LossSum(self._device())
         seen = 0
         done = 0
         checked = 0

@@ -257,10 +257,7 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < len; ++i) e[i] = fmadd(od, p[i], e[i] * d);
     }
     store<C>(job.param, b, len, p, job.seed);
-    for (int j = 0; j < n_used; ++j) {
-      const int k = used[j];
-      store<C>(job.slot[k], b, len, s[k], seeds[k]);
-    }
+    store_slots<C>(job.slot, used, n_used, b, len, s, seeds);
   }
 }
 
