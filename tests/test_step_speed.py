@@ -134,3 +134,16 @@ def test_engine_speed_imports_the_classic_rows_from_here():
     for name in module.CLASSIC:
         row = module.ROWS[name]
         assert hasattr(oo, row.optimist) and isinstance(row.kwargs, dict)
+
+
+@pytest.mark.skipif(not engine.available(), reason="needs the C++ engine")
+def test_step_overhead_times_the_same_engine_calls_the_step_makes():
+    spec = importlib.util.spec_from_file_location("step_overhead", _PATH.parent / "step_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    t = module.measure("sgd", "20K", repeats=2)
+    assert set(t) == {"step()", "plan + run", "gather"}
+    assert all(0 < v < 1e3 for v in t.values())
+    assert engine.load is not None and not isinstance(engine.load(), module._Recorder)
+    with pytest.raises(SystemExit, match="engine's plan and run"):
+        module.measure("adafactor", "20K", repeats=1)  # matrix rule: no engine plan
