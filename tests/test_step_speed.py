@@ -138,7 +138,9 @@ def test_engine_speed_imports_the_classic_rows_from_here():
 
 @pytest.mark.skipif(not engine.available(), reason="needs the C++ engine")
 def test_step_overhead_times_the_same_engine_calls_the_step_makes():
-    spec = importlib.util.spec_from_file_location("step_overhead", _PATH.parent / "step_overhead.py")
+    spec = importlib.util.spec_from_file_location(
+        "step_overhead", _PATH.parent / "step_overhead.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     t = module.measure("sgd", "20K", repeats=2)
