@@ -229,6 +229,23 @@ class _ActivationMixin:
         self.activation_name = _activations.name_of(activation)
         self._activation_arg = activation
 
+    def _set_kernel_options(
+        self,
+        activation: Any,
+        use_bias: bool,
+        kernel_initializer: str | Callable[..., Any],
+        bias_initializer: str | Callable[..., Any],
+    ) -> None:
+        """The activation, the bias switch and the two initializers of a layer with a kernel and
+        an optional bias (Dense, Conv2D), the initializers resolved now (an unknown name fails
+        at construction); the kernel and bias themselves are made at build."""
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self._kernel_init = _initializers.get(kernel_initializer)
+        self._bias_init = _initializers.get(bias_initializer)
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

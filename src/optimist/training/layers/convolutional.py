@@ -119,12 +119,7 @@ class Conv2D(_ActivationMixin, _Spatial2D):
         self.strides = _pair(strides, "strides")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
         self._init_spatial(padding, data_format)
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
-        self._kernel_init = _initializers.get(kernel_initializer)
-        self._bias_init = _initializers.get(bias_initializer)
+        self._set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer)
         self.kernel: nn.Parameter | None = None
         self.bias: nn.Parameter | None = None
         # "same" with stride 1 and an odd effective kernel pads symmetrically: let conv2d do it.

@@ -50,12 +50,7 @@ class Dense(_ActivationMixin, Layer):
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense units must be a positive int, got {units!r}")
         self.units = units
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
-        self._kernel_init = _initializers.get(kernel_initializer)
-        self._bias_init = _initializers.get(bias_initializer)
+        self._set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer)
         self.weight: nn.Parameter | None = None
         self.bias: nn.Parameter | None = None
 
