@@ -77,14 +77,12 @@ from optimist.optim.base import (
 from optimist.optim.distributed import global_sums, layout_key, local, local_grad
 from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
-from optimist.optim.gather import _overflows_low_precision
+from optimist.optim.gather import _EMPTY, _PLAIN, _overflows_low_precision
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
 
 __all__ = ["PRODIGY", "Prodigy"]
 
-_EMPTY = torch.empty(0)
-_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 _PLAIN_TYPES = frozenset(_PLAIN)
 _STEP_KEY = "_prodigy_step"  # the step's global scalars, in the group copy the rule sees
 _STATISTICS = frozenset({"d", "d_max", "d_hat", "d_numerator", "d_denom", "k"})

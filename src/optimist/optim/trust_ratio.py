@@ -58,6 +58,7 @@ from optimist.optim.base import (
     scalar,
 )
 from optimist.optim.distributed import global_norms, local, local_grad, tensor_sums
+from optimist.optim.gather import _PLAIN
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
@@ -239,9 +240,6 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             return None
         params = batch.params
         return lambda sums: tensor_sums(sums, params)
-
-
-_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
 
 
 @dataclass

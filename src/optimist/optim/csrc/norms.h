@@ -124,7 +124,7 @@ std::optional<std::tuple<double, bool>> grad_total(const std::vector<Tensor>& gr
 // Prodigy's global pass: per tensor, <g', x0 - x> and |s'|_1 in float64, where g' is the
 // gradient after the prologue the rule will apply (clip, scale, maximize, L2) and s' = beta3 s +
 // weight g' is written back to s through its codec (as prodigyopt updates s in its first loop;
-// the rule then leaves s alone: seeds as the rule's slot 2 in step()).  One read of g, x, x0 and
+// the rule then leaves s alone: seeds as the rule's slot 2 in run()).  One read of g, x, x0 and
 // s, one write of s; chunks and lanes as in grad_stats, so the sums do not depend on the number
 // of threads.  Returns the two sums over all tensors (each tensor's, added in tensor order).
 // jobs[i]: param, grad, slot[0] = x0, slot[1] = s, n, pro and seed set.
@@ -204,7 +204,7 @@ void prodigy_job(Job& job, size_t i, double grad_scale, double clip_value, bool 
   job.pro = make_prologue(grad_scale, clip_value, clip_first, maximize, l2);
   uint32_t seeds[kAllSlots];
   slot_seeds(job_seed(seed, i), seeds);
-  job.seed = seeds[2];  // s is the rule's slot 2: step() would round it with this seed
+  job.seed = seeds[2];  // s is the rule's slot 2: run() would round it with this seed
 }
 
 // The global pass over lists of tensors (checked here).
