@@ -155,6 +155,8 @@ class Watch:
                 losses.append(_check_loss(loss))
         else:
             losses.append(_check_loss(loss))
+        if not reading:  # a step's loss: it may count the step (see SignalCollector.on_loss)
+            self._collector.on_loss()
         # the first loss is a reading of its own: the reference the divergence rule compares with
         if reading or self._first_loss:
             self._first_loss = False
