@@ -14,9 +14,11 @@ end of the interval is at most 5%, *missed* when the lower end is above, else *n
 A monitored block covers a whole number of the monitor's intervals (``every`` and the loss
 interval, both read at the start of each pair), so every block holds the same share of readings
 and the median stands for the mean cost. The monitor's own time (``Watch.own_time``, what it
-counts in its readings) is printed over the monitored blocks' time. ``fit`` is paired the same
-way, one pair being ``fit`` on digits for 3 epochs on fresh copies, with its default light
-``Monitor`` and with ``monitor=False``.
+counts in its readings, CPU time of the thread) is printed over the monitored steps' time (by
+``--clock``). ``fit`` is paired too: one pair is two ``fit`` calls on digits (3 epochs, fresh
+copies of one model), with its default light ``Monitor`` and with ``monitor=False``, run in two
+threads that take turns batch by batch (a baton callback, the same in both), each thread's CPU
+time counted outside the baton.
 
 Time is counted by ``--clock``: ``thread`` (this thread's CPU time, the default: time the OS
 gives other processes does not count), ``cpu`` (the process's) or ``wall``. Instruction counts
@@ -43,7 +45,6 @@ from torch import nn
 
 import optimist
 from optimist.monitor import Monitor, watch
-from optimist.monitor.signals import clock
 from optimist.monitor.watch import DEFAULT_EVERY
 
 CLOCKS = {"cpu": time.process_time, "thread": time.thread_time, "wall": time.perf_counter}
@@ -163,7 +164,7 @@ def measure_loop(
         copies.append((model, optimist.optim.Adam(model.parameters(), lr=1e-3)))
     (plain_model, plain_opt), (watched_model, watched_opt) = copies
     plain, watched, intervals = [], [], []
-    own = spent = 0.0  # the monitor's own time, and the monitored steps' (both by its clock)
+    own = spent = 0.0  # the monitor's own time; the monitored steps' time
     with watch(watched_model, watched_opt, every=every) as m:
         _train(plain_model, plain_opt, x, y, warmup)  # the same steps: the copies stay equal
         _train(watched_model, watched_opt, x, y, warmup, m)  # alone: "auto" settles as in use
@@ -175,14 +176,11 @@ def measure_loop(
             own_start = m.own_time
             for i in range(steps):
                 for monitored in (i % 2 == 1, i % 2 == 0):  # alternate which runs first
-                    start, own_clock = _clock(), clock()
-                    if monitored:
-                        _train(watched_model, watched_opt, x, y, 1, m)
-                        spent += clock() - own_clock
-                    else:
-                        _train(plain_model, plain_opt, x, y, 1)
+                    start = _clock()  # (nothing else in the timed part: the same for both)
+                    _train(*copies[monitored], x, y, 1, m if monitored else None)
                     times[monitored] += _clock() - start
             own += m.own_time - own_start
+            spent += times[1]
             plain.append(times[0] / steps)
             watched.append(times[1] / steps)
     result = paired_overhead(plain, watched)
