@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     _clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     print(
-        f"torch threads: {args.threads}, Adam, clock: {args.clock}; {args.pairs} pairs of blocks "
+        f"torch threads: {args.threads}, Adam, clock: {args.clock} (fit: thread); per step; "
+        f"{args.pairs} pairs of blocks "
         f"of >= {args.block} steps after {args.warmup} warm-up steps (fit: {args.pairs} pairs of "
         "3-epoch fits); overhead = median(monitored / plain per pair) - 1 [its 95% interval]"
     )
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         f"log_loss, e.g. fit); log_loss after the step (the hook parked): {log:+.2f} us"
     )
     print(
-        f"\n| model | every | plain step | monitored step | overhead [95% CI] | <= {TARGET:.0%} "
+        f"\n| model | every | plain | monitored | overhead [95% CI] | <= {TARGET:.0%} "
         "| monitor's own time |\n|---|---|---|---|---|---|---|"
     )
     for key in keys:
@@ -415,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(_models()[key][0], shown, r, "ms"), flush=True)
     if "fit" in keys:
         r = measure_fit(args.pairs)
-        print(_row("fit, digits, 3 epochs (default Monitor vs monitor=False)", "auto", r, "s"))
+        name = "fit, digits, 3 epochs, per call (default Monitor vs monitor=False)"
+        print(_row(name, "auto", r, "s"))
     return 0
 
 

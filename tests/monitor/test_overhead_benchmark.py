@@ -92,3 +92,17 @@ def test_lockstep_alternates_the_two_runs_batch_by_batch(overhead):
 
     with pytest.raises(RuntimeError, match="boom"):  # the other run is not left waiting
         lockstep.run([run(0, 4), broken], first=0)
+
+
+@pytest.mark.slow
+def test_paired_loops_run_and_report(overhead):
+    """The plumbing, on a few short pairs (what it measures is not asserted: nothing timed)."""
+    r = overhead.measure_loop("tiny", 10, pairs=3, min_block=15, warmup=5)
+    assert r["pairs"] == 3 and r["every"] == 10
+    assert r["low"] <= r["overhead"] <= r["high"]
+    assert r["plain"] > 0 and r["watched"] > 0 and 0 < r["share"] < 1
+    f = overhead.measure_fit(pairs=1)
+    assert f["pairs"] == 1 and f["low"] == f["overhead"] == f["high"]
+    assert 0 < f["share"] < 1
+    row = overhead._row("tiny", "10", r, "ms")
+    assert row.startswith("| tiny | 10 | ") and overhead.verdict(r) in row
