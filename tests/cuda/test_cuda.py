@@ -35,6 +35,7 @@ import optimist
 import optimist.optim as oo
 from engine.table import ELEMENTWISE, EVERY, Row, ids, make_params
 from optimist import transforms as T
+from optimist.optim.eager import torch_fused_available
 
 
 def _device() -> torch.device | None:
@@ -203,6 +204,36 @@ def test_classic_rules_equal_torch_optim(row, dtype):
     ours_1, _ = run(row.build, DEV, dtype, foreach=False)
     theirs_1, _ = run(lambda p, **k: _twin(row, p, **k), DEV, dtype, foreach=False)
     assert_runs_close(ours_1, theirs_1, start, *TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("row", CLASSIC, ids=ids)
+def test_fused_true_on_the_device(row, dtype):
+    """``fused=True`` on an accelerator runs torch's fused kernel where torch has one for the
+    rule (Adam, AdamW, SGD, Adagrad): bitwise ``torch.optim.X(fused=True)``, state included;
+    the other rules refuse it with a one-line error. (On the CPU fused=True is optimist's C++
+    engine: the float tolerance.)"""
+    rule = row.entry.cls.rule
+    if not ON_CPU and not torch_fused_available(rule, DEV):
+        params = params_on(DEV, dtype)
+        opt = row.build(params, fused=True)
+        for p, g in zip(params, grads(0), strict=True):
+            p.grad = g.to(device=DEV, dtype=dtype)
+        before = host(params)
+        with pytest.raises(RuntimeError, match="has no fused kernel on"):
+            opt.step()
+        assert_bitwise(params, before)  # nothing changed
+        return
+    if not torch_fused_available(rule, DEV):
+        pytest.skip(f"torch has no fused {row.entry.cls.__name__}")
+    ours, opt = run(row.build, DEV, dtype, fused=True)
+    theirs, twin = run(lambda p, **k: _twin(row, p, **k), DEV, dtype, fused=True)
+    if ON_CPU:
+        assert_runs_close(ours, theirs, host(params_on(CPU, dtype)), *TOL[dtype])
+        return
+    assert_bitwise(ours, theirs)
+    assert_bitwise(_state(opt, ours), _state(twin, theirs))
+    assert all(s.device.type == DEV.type for s in _state(opt, ours))  # step too, as torch's
 
 
 # --- quantized state on the device ---------------------------------------------------------------
