@@ -244,11 +244,15 @@ class RuleOptimizer(Gathering):
         AdamW, SGD, Adagrad), else a one-line error naming what runs instead."""
         name = type(self).__name__
         if not torch_fused_available(self.rule, device):
-            default = "torch's foreach kernel" if self.rule.torch_foreach else "the per-tensor path"
+            instead = (
+                "fused=None (torch's foreach kernel) or foreach=False (the per-tensor path)"
+                if self.rule.torch_foreach
+                else "fused=None (the per-tensor path)"
+            )
             raise RuntimeError(
                 f"fused=True: {name} has no fused kernel on {device.type} (torch has fused "
                 "Adam, AdamW, SGD and Adagrad kernels; optimist's own fused engine is for the "
-                f"CPU); use fused=None ({default}) or foreach=False (the per-tensor path)"
+                f"CPU); use {instead}"
             )
         if not self._torch_path_applies(group):
             raise RuntimeError(
