@@ -259,7 +259,7 @@ def table(results: list[dict[str, Any]], copy_elements: int) -> tuple[list[str],
             + [r["via"], _ms(t.get("torch foreach", t.get("torch"))), _ms(t.get("torch fused"))]
             + [f"{best_rest} {rest[best_rest] * 1e3:.3f}" if best_rest else "—"]
             + [f"{fastest / mine:.2f}×" if fastest else "—"]
-            + [f"{gbs:.0f}" if gbs else "—", f"{gbs / copy_gbs:.2f}" if gbs else "—"]
+            + [f"{gbs:.3g}" if gbs else "—", f"{gbs / copy_gbs:.2f}" if gbs else "—"]
         )
     return head, rows
 
