@@ -85,3 +85,15 @@ def test_torch_fused_path_equals_torch_fused(row, dtype, monkeypatch):
         assert set(mine) == set(twin)
         for key, value in twin.items():
             assert torch.equal(mine[key], value) and mine[key].dtype == value.dtype, key
+
+
+def test_rank_sums_go_through_the_collective_device_of_the_backend(monkeypatch):
+    """NCCL has no CPU collectives: the all-gather of clip_by_global_norm's, skip_nonfinite's
+    and Prodigy's per-rank sums runs on the current GPU under NCCL, on the CPU under gloo."""
+    from optimist.optim import distributed
+
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "gloo")
+    assert distributed.collective_device() == CPU
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert distributed.collective_device() == torch.device("cuda", 0)
