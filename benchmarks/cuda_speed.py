@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per contender and round")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per contender first")
-    ap.add_argument("--budget", type=float, default=200.0, help="seconds; later rows are left out")
+    ap.add_argument("--budget", type=float, default=180.0, help="seconds; later rows are left out")
     ap.add_argument("--copy-elements", type=int, default=COPY_ELEMENTS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
