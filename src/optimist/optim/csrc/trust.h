@@ -229,7 +229,7 @@ Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& 
       }
     };
     const int threads = at::get_num_threads();
-    if (threads == 1 || (large.empty() && groups.size() == 1)) {
+    if (threads == 1 || (large.empty() && groups.size() <= 1)) {
       work(0, 1);
     } else {
 #pragma omp parallel num_threads(threads)
