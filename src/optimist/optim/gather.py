@@ -203,12 +203,11 @@ class Gathering(RuleState):
         (state dicts made empty where missing, as ``_gather`` does) and remembered."""
         optimizer_state = self.state
         cache: dict[int, _Known] = self.__dict__.setdefault("_known_states", {})
-        known = cache.get(id(group_params))
+        known = cache.get(id(group_params))  # (it holds the list: the id stays its own)
         if (
             known is not None
             and known.mapping is optimizer_state
             and known.version == getattr(optimizer_state, "version", None)
-            and known.group_params is group_params
             and known.missing == missing
             and len(group_params) == len(known.params)
             and all(map(is_, group_params, known.params))
