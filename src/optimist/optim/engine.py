@@ -303,7 +303,8 @@ class RuleOptimizer(Gathering):
                     if self._masked(2 * j + 1, mask, p, name):
                         decay[i] -= lr * rate
         flags = rule.flags(group)
-        implementation = self._implementation(group, params)
+        # (a plan: the fast gather found the group on the engine's path)
+        implementation = "fused" if plan is not None else self._implementation(group, params)
         torch_kernel = implementation in ("torch", "torch_fused")
         if torch_kernel and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
             implementation = "single"  # torch's kernel would store local shards as the state
@@ -408,13 +409,14 @@ class RuleOptimizer(Gathering):
         are common to all parameters (the usual case), else one call per parameter."""
         rule = self.rule
         mod = load()
-        steps = [s["step"] for s in batch.states] if rule.has_step else []
         if plan is not None and rule.has_step and math.isnan(plan.step):
             plan = None  # the step counts differ: advanced below, one call per parameter
         if plan is not None:
             t = plan.step if rule.has_step else 0.0  # stored by plan's run
+        elif rule.has_step:
+            t = mod.advance_steps([s["step"] for s in batch.states])
         else:
-            t = mod.advance_steps(steps) if rule.has_step else 0.0
+            t = 0.0
         hypers = None
         if not math.isnan(t):
             scalar_cols = {k: [s[k] for s in batch.states] for k, _ in rule.scalar_state}
@@ -425,8 +427,8 @@ class RuleOptimizer(Gathering):
         if hypers is not None:
             self._call_engine(batch, hypers, plan)
             return
-        if plan is not None and steps:
-            mod.advance_steps(steps)  # (the plan, now unused, would have)
+        if plan is not None and rule.has_step:
+            mod.advance_steps([s["step"] for s in batch.states])  # (the unused plan would have)
         # scalar state differs between parameters (e.g. some joined later): one call each
         already = not math.isnan(t)
         for i, state in enumerate(batch.states):
