@@ -1,0 +1,228 @@
+"""The bucketed eager path: a rule's torch-ops function once over many tensors (accelerators).
+
+The per-tensor eager path (:func:`optimist.optim.eager.run_eager`) launches every op of a rule
+once per parameter: ~10 kernels per tensor, so a model of many small tensors is bound by kernel
+launches on a GPU. Here the tensors of a group that can share one call are put in *buckets*;
+per bucket the parameters, gradients, each state slot (and the EMA) are concatenated flat (one
+``torch.cat`` each), the rule's eager function runs **once** on the flat tensors with the same
+prologue, and the results are written back with ``torch._foreach_copy_`` (one multi-tensor
+kernel per list). Every rule here is element-wise, so each element sees the same operations on
+the same values as tensor by tensor: the results are bitwise those of the per-tensor path
+(tested for every rule). No rule's math is repeated here.
+
+Tensors share a bucket when they agree on everything the per-tensor path decides per tensor:
+dtype and device of the parameter, gradient, each slot and the EMA; the step count and the
+scalar state (the host scalars); whether a fresh slot is made this step; the prologue's
+per-parameter L2 and decay factors (masks split buckets by value). Stochastic rounding (bfloat16
+state, ``stochastic_params``) draws the same random bits as tensor by tensor: each tensor's
+segment hashes its own seed (:func:`optimist.optim.codecs.segment_bits`). What stays per tensor:
+int8-stored slots (block scales per tensor), tensors above :data:`TENSOR_MAX` elements (one call
+each costs nothing there; the flat copies would), tensor subclasses, and buckets of one.
+
+Extra memory is bounded: a bucket holds at most :data:`BUCKET_MAX` elements, so its flat copies
+(parameter, gradient, slots, temporaries) stay a few times ``BUCKET_MAX`` elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimist.optim import codecs
+from optimist.optim.base import as_real
+from optimist.optim.distributed import local
+from optimist.optim.eager import Batch, prepare_gradient, run_eager, with_fresh
+from optimist.optim.gather import _PLAIN
+from optimist.optim.rule import Rule
+
+__all__ = ["BUCKET_MAX", "TENSOR_MAX", "buckets", "run_bucketed"]
+
+TENSOR_MAX = 1 << 20
+"""Tensors with more elements are stepped one call each."""
+BUCKET_MAX = 1 << 24
+"""The most elements of one bucket."""
+
+
+def _values(tensors: list[Tensor]) -> list[float]:
+    """The values of 0-dim tensors (one stack and one copy to the host)."""
+    if not tensors:
+        return []
+    try:
+        return [float(v) for v in torch.stack([t.detach().reshape(()) for t in tensors]).tolist()]
+    except RuntimeError:  # mixed devices
+        return [float(t.item()) for t in tensors]
+
+
+def _dtype(t: Tensor | None) -> torch.dtype | None:
+    return None if t is None else t.dtype
+
+
+def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], list[list[int]]]:
+    """Split ``batch`` into the indices stepped one by one and the buckets (lists of >= 2
+    indices, each at most :data:`BUCKET_MAX` elements). ``emas``: the EMA tensors (or [])."""
+    states = batch.states
+    steps = _values([s["step"] for s in states]) if rule.has_step else []
+    scalar_values = [_values([s[key] for s in states]) for key, _ in rule.scalar_state]
+    pro = batch.prologue
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    singles: list[int] = []
+    for i, (p, g) in enumerate(zip(batch.params, batch.grads, strict=True)):
+        slots = [c[i] if c else None for c in batch.columns]
+        if (
+            p.numel() > TENSOR_MAX
+            or type(p) not in _PLAIN
+            or type(g) not in _PLAIN
+            or g.is_sparse
+            or any(
+                s is not None and (s.dtype == torch.int8 or type(s) not in _PLAIN) for s in slots
+            )
+        ):
+            singles.append(i)
+            continue
+        key = (
+            p.dtype,
+            p.device,
+            g.dtype,
+            tuple(_dtype(s) for s in slots),
+            _dtype(emas[i]) if emas else None,
+            steps[i] if steps else None,
+            tuple(v[i] for v in scalar_values),
+            bool(batch.fresh[i]) if batch.fresh else False,
+            pro["l2"][i] if pro["l2"] else None,
+            pro["decay"][i] if pro["decay"] else None,
+        )
+        groups.setdefault(key, []).append(i)
+    out: list[list[int]] = []
+    for members in groups.values():
+        bucket: list[int] = []
+        size = 0
+        for i in members:
+            n = batch.params[i].numel()
+            if bucket and size + n > BUCKET_MAX:
+                out.append(bucket)
+                bucket, size = [], 0
+            bucket.append(i)
+            size += n
+        out.append(bucket)
+    singles += [b[0] for b in out if len(b) == 1]
+    return sorted(singles), [b for b in out if len(b) > 1]
+
+
+class _BucketScalars:
+    """Scalar state of a bucket's parameters, which hold one common value."""
+
+    def __init__(self, states: list[dict[str, Any]]) -> None:
+        self.states = states
+
+    def scale(self, key: str, factor: float) -> float:
+        values = [s[key] for s in self.states]
+        torch._foreach_mul_(values, factor)  # each as ``state[key] *= factor``
+        return float(values[0].item())
+
+
+def _flat(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _write(targets: list[Tensor], flat: Tensor, sizes: list[int]) -> None:
+    """Copy the segments of ``flat`` into ``targets`` (one multi-tensor copy)."""
+    if flat.dtype != targets[0].dtype:
+        flat = flat.to(targets[0].dtype)
+    pieces = [piece.view(t.shape) for piece, t in zip(flat.split(sizes), targets, strict=True)]
+    torch._foreach_copy_(targets, pieces)
+
+
+def run_bucketed(
+    rule: Rule,
+    group: dict[str, Any],
+    batch: Batch,
+    *,
+    ema: float | None,
+    stochastic_params: bool,
+    seed: int,
+) -> None:
+    """One step of ``batch`` through the rule's eager function: once per bucket (see the
+    module docstring), one call per tensor for the rest; arguments as
+    :func:`~optimist.optim.eager.run_eager`'s."""
+    emas = [as_real(local(s["ema"])) for s in batch.states] if ema is not None else []
+    singles, groups = buckets(rule, batch, emas)
+    for i in singles:
+        run_eager(
+            rule, group, batch.subset([i]), ema=ema, stochastic_params=stochastic_params, seed=seed
+        )
+    for members in groups:
+        _run_bucket(
+            rule,
+            group,
+            batch.subset(members),
+            [emas[i] for i in members] if emas else [],
+            ema=ema,
+            stochastic_params=stochastic_params,
+            seed=seed,
+        )
+
+
+def _run_bucket(
+    rule: Rule,
+    group: dict[str, Any],
+    batch: Batch,
+    emas: list[Tensor],
+    *,
+    ema: float | None,
+    stochastic_params: bool,
+    seed: int,
+) -> None:
+    """The steps of :func:`~optimist.optim.eager.run_eager`, on the bucket's flat tensors."""
+    states = batch.states
+    if rule.has_step:
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        t = float(steps[0].item())
+    else:
+        t = 0.0
+    hyper = rule.scalars(group, t, _BucketScalars(states))
+    params = [as_real(p) for p in batch.params]
+    p0 = batch.params[0]
+    sizes = [p.numel() for p in params]
+    columns = [[as_real(s) for s in c] if c else None for c in batch.columns]
+    native = all(c is None or c[0].dtype == p0.dtype for c in columns) and not (
+        stochastic_params and p0.dtype in (torch.bfloat16, torch.float16)
+    )
+    if native or p0.is_complex():
+        compute = params[0].dtype
+    else:
+        compute = torch.float64 if p0.dtype == torch.float64 else torch.float32
+    work = _flat(params).to(compute)
+    g = _flat([as_real(g) for g in batch.grads]).to(compute)
+    pro = batch.prologue
+    decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
+    if decay != 1.0:
+        work.mul_(decay)
+    l2 = pro["l2"][0] if pro["l2"] else pro["l2_all"]
+    g = prepare_gradient(
+        g, work, pro["grad_scale"], pro["clip_value"], pro["clip_first"], pro["maximize"], l2
+    )
+    views = [None if c is None else _flat(c).to(compute) for c in columns]
+    fresh = bool(batch.fresh[0]) if batch.fresh else False
+    rule.eager(work, g, views, hyper, with_fresh(batch.flags, rule.fresh_flag, fresh))
+    if ema is not None:
+        e = _flat(emas)
+        e.mul_(ema).add_(work.to(e.dtype), alpha=1 - ema)
+        _write(emas, e, sizes)
+    for k, (c, view) in enumerate(zip(columns, views, strict=True)):
+        if c is None or view is None:
+            continue
+        if c[0].dtype == torch.bfloat16 and view.dtype != c[0].dtype and batch.state_stochastic:
+            view = _stochastic(view, seed, batch.index, k, sizes)
+        _write(c, view, sizes)
+    if stochastic_params and p0.dtype == torch.bfloat16 and compute != p0.dtype:
+        work = _stochastic(work, seed, batch.index, None, sizes)
+    _write(params, work, sizes)
+
+
+def _stochastic(flat: Tensor, seed: int, index: Any, slot: int | None, sizes: list[int]) -> Tensor:
+    """``flat`` rounded to bfloat16 with each tensor's own random bits (as tensor by tensor)."""
+    seeds = [codecs.slot_seed(seed, i, slot) for i in index]
+    return codecs.bf16_stochastic(flat, 0, codecs.segment_bits(seeds, sizes, flat.device))
