@@ -67,6 +67,32 @@ def test_bucketed_equals_per_tensor_bitwise(row, state_dtype, dtype, bucketed):
     assert_bitwise(a, b, fast, slow)
 
 
+@pytest.mark.parametrize("row", ELEMENTWISE, ids=ids)
+def test_bucketed_vectors_bitwise(row, bucketed):
+    """A bucket of vectors only (read by torch.cat, written by split_with_sizes_copy)."""
+    shapes = [(300,), (7,), (40,), (1,)]
+    a, b = make_params(shapes=shapes), make_params(shapes=shapes)
+    fast = run_row(row, a, steps=4, foreach=True)
+    slow = run_row(row, b, steps=4, foreach=False)
+    assert bucketed == [4] * 4
+    assert_bitwise(a, b, fast, slow)
+
+
+def test_bucketed_complex_params_bitwise(bucketed):
+    gen = torch.Generator().manual_seed(3)
+    a = [torch.randn(s, dtype=torch.complex64, generator=gen).requires_grad_() for s in SHAPES]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    opts = [oo.AdamW(a, lr=0.01, foreach=True), oo.AdamW(b, lr=0.01, foreach=False)]
+    for _ in range(4):
+        for pa, pb in zip(a, b, strict=True):
+            pa.grad = torch.randn(pa.shape, dtype=pa.dtype, generator=gen)
+            pb.grad = pa.grad.clone()
+        for opt in opts:
+            opt.step()
+    assert bucketed
+    assert_bitwise(a, b, *opts)
+
+
 def _chain(row) -> ChainConfig:
     """Clipping, L2 decay on matrices only, decoupled decay on all but scalars, EMA (no decay
     in the chain for the rules that refuse it there: Prodigy)."""

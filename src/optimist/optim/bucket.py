@@ -25,16 +25,19 @@ Extra memory is bounded: a bucket holds at most :data:`BUCKET_MAX` elements, so 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from optimist.optim import codecs
 from optimist.optim.base import as_real
 from optimist.optim.distributed import local
 from optimist.optim.eager import Batch, prepare_gradient, run_eager, with_fresh
 from optimist.optim.gather import _PLAIN
+from optimist.optim.native import available, load
 from optimist.optim.rule import Rule
 
 __all__ = ["BUCKET_MAX", "TENSOR_MAX", "buckets", "run_bucketed"]
@@ -46,17 +49,73 @@ BUCKET_MAX = 1 << 24
 
 
 def _values(tensors: list[Tensor]) -> list[float]:
-    """The values of 0-dim tensors (one stack and one copy to the host)."""
+    """The values of one-element tensors (one stack and one copy to the host)."""
     if not tensors:
         return []
     try:
-        return [float(v) for v in torch.stack([t.detach().reshape(()) for t in tensors]).tolist()]
-    except RuntimeError:  # mixed devices
+        return torch.stack(tensors).reshape(-1).tolist()
+    except RuntimeError:  # mixed devices or shapes
         return [float(t.item()) for t in tensors]
+
+
+def _one(values: Any) -> bool:
+    """Whether an iterable holds one distinct value (or none)."""
+    return len(set(values)) <= 1
 
 
 def _dtype(t: Tensor | None) -> torch.dtype | None:
     return None if t is None else t.dtype
+
+
+def _uniform(
+    batch: Batch, emas: list[Tensor], steps: list[float], scalars: list[list[float]]
+) -> bool:
+    """Whether every tensor of ``batch`` may share one bucket (the usual case), checked list
+    by list without a key per tensor."""
+    params, grads, pro = batch.params, batch.grads, batch.prologue
+    columns = [c for c in batch.columns if c]
+    lists = [params, grads, *columns, emas]
+    return (
+        all(_one(t.dtype for t in ts) for ts in lists)
+        and all(c[0].dtype != torch.int8 for c in columns)
+        and set(map(type, itertools.chain(*lists))) <= set(_PLAIN)
+        and not any(g.is_sparse for g in grads)
+        and _one(p.device for p in params)
+        and max(map(Tensor.numel, params)) <= TENSOR_MAX
+        and _one(steps)
+        and all(_one(v) for v in scalars)
+        and _one(batch.fresh)
+        and _one(pro["l2"])
+        and _one(pro["decay"])
+    )
+
+
+def _key(
+    batch: Batch, emas: list[Tensor], steps: list[float], scalars: list[list[float]], i: int
+) -> tuple[Any, ...] | None:
+    """What tensor ``i`` shares with its bucket (None: it is stepped alone)."""
+    p, g, pro = batch.params[i], batch.grads[i], batch.prologue
+    slots = [c[i] if c else None for c in batch.columns]
+    if (
+        p.numel() > TENSOR_MAX
+        or type(p) not in _PLAIN
+        or type(g) not in _PLAIN
+        or g.is_sparse
+        or any(s is not None and (s.dtype == torch.int8 or type(s) not in _PLAIN) for s in slots)
+    ):
+        return None
+    return (
+        p.dtype,
+        p.device,
+        g.dtype,
+        tuple(_dtype(s) for s in slots),
+        _dtype(emas[i]) if emas else None,
+        steps[i] if steps else None,
+        tuple(v[i] for v in scalars),
+        bool(batch.fresh[i]) if batch.fresh else False,
+        pro["l2"][i] if pro["l2"] else None,
+        pro["decay"][i] if pro["decay"] else None,
+    )
 
 
 def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], list[list[int]]]:
@@ -64,47 +123,32 @@ def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], li
     indices, each at most :data:`BUCKET_MAX` elements). ``emas``: the EMA tensors (or [])."""
     states = batch.states
     steps = _values([s["step"] for s in states]) if rule.has_step else []
-    scalar_values = [_values([s[key] for s in states]) for key, _ in rule.scalar_state]
-    pro = batch.prologue
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    scalars = [_values([s[key] for s in states]) for key, _ in rule.scalar_state]
+    n = len(batch.params)
+    groups: list[list[int]]
     singles: list[int] = []
-    for i, (p, g) in enumerate(zip(batch.params, batch.grads, strict=True)):
-        slots = [c[i] if c else None for c in batch.columns]
-        if (
-            p.numel() > TENSOR_MAX
-            or type(p) not in _PLAIN
-            or type(g) not in _PLAIN
-            or g.is_sparse
-            or any(
-                s is not None and (s.dtype == torch.int8 or type(s) not in _PLAIN) for s in slots
-            )
-        ):
-            singles.append(i)
-            continue
-        key = (
-            p.dtype,
-            p.device,
-            g.dtype,
-            tuple(_dtype(s) for s in slots),
-            _dtype(emas[i]) if emas else None,
-            steps[i] if steps else None,
-            tuple(v[i] for v in scalar_values),
-            bool(batch.fresh[i]) if batch.fresh else False,
-            pro["l2"][i] if pro["l2"] else None,
-            pro["decay"][i] if pro["decay"] else None,
-        )
-        groups.setdefault(key, []).append(i)
+    if _uniform(batch, emas, steps, scalars):
+        groups = [list(range(n))]
+    else:
+        by_key: dict[tuple[Any, ...], list[int]] = {}
+        for i in range(n):
+            key = _key(batch, emas, steps, scalars, i)
+            if key is None:
+                singles.append(i)
+            else:
+                by_key.setdefault(key, []).append(i)
+        groups = list(by_key.values())
     out: list[list[int]] = []
-    for members in groups.values():
+    for members in groups:
         bucket: list[int] = []
         size = 0
         for i in members:
-            n = batch.params[i].numel()
-            if bucket and size + n > BUCKET_MAX:
+            numel = batch.params[i].numel()
+            if bucket and size + numel > BUCKET_MAX:
                 out.append(bucket)
                 bucket, size = [], 0
             bucket.append(i)
-            size += n
+            size += numel
         out.append(bucket)
     singles += [b[0] for b in out if len(b) == 1]
     return sorted(singles), [b for b in out if len(b) > 1]
@@ -118,20 +162,47 @@ class _BucketScalars:
 
     def scale(self, key: str, factor: float) -> float:
         values = [s[key] for s in self.states]
-        torch._foreach_mul_(values, factor)  # each as ``state[key] *= factor``
+        if _on_engine(values):
+            return load().scale_scalars(values, float(factor))  # each ``state[key] *= factor``
+        torch._foreach_mul_(values, factor)
         return float(values[0].item())
 
 
-def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
+def _on_engine(scalars: list[Tensor]) -> bool:
+    """Whether the C++ engine's loops over one-element CPU tensors take ``scalars``."""
+    return available() and all(
+        t.is_cpu and t.dtype in (torch.float32, torch.float64) for t in scalars
+    )
 
 
-def _write(targets: list[Tensor], flat: Tensor, sizes: list[int]) -> None:
-    """Copy the segments of ``flat`` into ``targets`` (one multi-tensor copy)."""
-    if flat.dtype != targets[0].dtype:
-        flat = flat.to(targets[0].dtype)
-    pieces = [piece.view(t.shape) for piece, t in zip(flat.split(sizes), targets, strict=True)]
-    torch._foreach_copy_(targets, pieces)
+def _advance(steps: list[Tensor]) -> float:
+    """``step += 1`` for each of the bucket's step counts (equal); the new value."""
+    if _on_engine(steps):
+        return load().advance_steps(steps)
+    torch._foreach_add_(steps, 1)
+    return float(steps[0].item())
+
+
+class _Layout:
+    """How a bucket's lists (one shape per tensor, alike in every list) go flat and back:
+    lists of vectors by ``torch.cat`` and ``torch.split_with_sizes_copy`` into the tensors
+    (no view made per tensor), other shapes through flat views of each tensor."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.vectors = all(p.dim() == 1 for p in params)
+        self.sizes = [p.numel() for p in params]
+
+    def flat(self, tensors: list[Tensor]) -> Tensor:
+        return torch.cat(tensors) if self.vectors else _flatten_dense_tensors(tensors)
+
+    def write(self, targets: list[Tensor], flat: Tensor) -> None:
+        """Copy the segments of ``flat`` into ``targets`` (converted to their dtype)."""
+        if flat.dtype != targets[0].dtype:
+            flat = flat.to(targets[0].dtype)
+        if self.vectors:
+            torch.split_with_sizes_copy(flat, self.sizes, out=targets)
+        else:
+            torch._foreach_copy_(targets, _unflatten_dense_tensors(flat, targets))
 
 
 def run_bucketed(
@@ -152,12 +223,13 @@ def run_bucketed(
         run_eager(
             rule, group, batch.subset([i]), ema=ema, stochastic_params=stochastic_params, seed=seed
         )
+    whole = len(groups) == 1 and not singles
     for members in groups:
         _run_bucket(
             rule,
             group,
-            batch.subset(members),
-            [emas[i] for i in members] if emas else [],
+            batch if whole else batch.subset(members),
+            emas if whole or not emas else [emas[i] for i in members],
             ema=ema,
             stochastic_params=stochastic_params,
             seed=seed,
@@ -176,17 +248,12 @@ def _run_bucket(
 ) -> None:
     """The steps of :func:`~optimist.optim.eager.run_eager`, on the bucket's flat tensors."""
     states = batch.states
-    if rule.has_step:
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        t = float(steps[0].item())
-    else:
-        t = 0.0
+    t = _advance([s["step"] for s in states]) if rule.has_step else 0.0
     hyper = rule.scalars(group, t, _BucketScalars(states))
-    params = [as_real(p) for p in batch.params]
     p0 = batch.params[0]
-    sizes = [p.numel() for p in params]
-    columns = [[as_real(s) for s in c] if c else None for c in batch.columns]
+    real = _real if p0.is_complex() else _same  # (one dtype per bucket)
+    params = real(batch.params)
+    columns = [real(c) if c else None for c in batch.columns]
     native = all(c is None or c[0].dtype == p0.dtype for c in columns) and not (
         stochastic_params and p0.dtype in (torch.bfloat16, torch.float16)
     )
@@ -194,8 +261,9 @@ def _run_bucket(
         compute = params[0].dtype
     else:
         compute = torch.float64 if p0.dtype == torch.float64 else torch.float32
-    work = _flat(params).to(compute)
-    g = _flat([as_real(g) for g in batch.grads]).to(compute)
+    layout = _Layout(params)
+    work = layout.flat(params).to(compute)
+    g = layout.flat(real(batch.grads)).to(compute)
     pro = batch.prologue
     decay = pro["decay"][0] if pro["decay"] else pro["decay_all"]
     if decay != 1.0:
@@ -204,22 +272,30 @@ def _run_bucket(
     g = prepare_gradient(
         g, work, pro["grad_scale"], pro["clip_value"], pro["clip_first"], pro["maximize"], l2
     )
-    views = [None if c is None else _flat(c).to(compute) for c in columns]
+    views = [None if c is None else layout.flat(c).to(compute) for c in columns]
     fresh = bool(batch.fresh[0]) if batch.fresh else False
     rule.eager(work, g, views, hyper, with_fresh(batch.flags, rule.fresh_flag, fresh))
     if ema is not None:
-        e = _flat(emas)
+        e = layout.flat(emas)
         e.mul_(ema).add_(work.to(e.dtype), alpha=1 - ema)
-        _write(emas, e, sizes)
+        layout.write(emas, e)
     for k, (c, view) in enumerate(zip(columns, views, strict=True)):
         if c is None or view is None:
             continue
         if c[0].dtype == torch.bfloat16 and view.dtype != c[0].dtype and batch.state_stochastic:
-            view = _stochastic(view, seed, batch.index, k, sizes)
-        _write(c, view, sizes)
+            view = _stochastic(view, seed, batch.index, k, layout.sizes)
+        layout.write(c, view)
     if stochastic_params and p0.dtype == torch.bfloat16 and compute != p0.dtype:
-        work = _stochastic(work, seed, batch.index, None, sizes)
-    _write(params, work, sizes)
+        work = _stochastic(work, seed, batch.index, None, layout.sizes)
+    layout.write(params, work)
+
+
+def _real(tensors: list[Tensor]) -> list[Tensor]:
+    return [as_real(t) for t in tensors]
+
+
+def _same(tensors: list[Tensor]) -> list[Tensor]:
+    return tensors
 
 
 def _stochastic(flat: Tensor, seed: int, index: Any, slot: int | None, sizes: list[int]) -> Tensor:
