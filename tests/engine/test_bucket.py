@@ -78,6 +78,18 @@ def test_bucketed_vectors_bitwise(row, bucketed):
     assert_bitwise(a, b, fast, slow)
 
 
+@pytest.mark.parametrize("row", ELEMENTWISE[::3], ids=ids)
+def test_bucketed_int8_state_in_whole_blocks_bitwise(row, bucketed):
+    """int8 state of tensors in whole 256-element blocks shares a bucket (its blocks are the
+    same flat); a tensor with a partial last block (4097 elements) is stepped alone."""
+    shapes = [(64, 80), (32, 128), (4096,), (4097,), (300,)]
+    a, b = make_params(shapes=shapes), make_params(shapes=shapes)
+    fast = run_row(row, a, steps=4, foreach=True, state_dtype="int8")
+    slow = run_row(row, b, steps=4, foreach=False, state_dtype="int8")
+    assert bucketed == [3] * 4
+    assert_bitwise(a, b, fast, slow)
+
+
 def test_bucketed_complex_params_bitwise(bucketed):
     gen = torch.Generator().manual_seed(3)
     a = [torch.randn(s, dtype=torch.complex64, generator=gen).requires_grad_() for s in SHAPES]

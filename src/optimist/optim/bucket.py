@@ -40,10 +40,13 @@ from optimist.optim.gather import _PLAIN
 from optimist.optim.native import available, load
 from optimist.optim.rule import Rule
 
-__all__ = ["BUCKET_MAX", "TENSOR_MAX", "buckets", "run_bucketed"]
+__all__ = ["BUCKET_MAX", "CPU_TENSOR_MAX", "TENSOR_MAX", "buckets", "run_bucketed"]
 
 TENSOR_MAX = 1 << 20
-"""Tensors with more elements are stepped one call each."""
+"""Tensors with more elements are stepped one call each (on accelerators)."""
+CPU_TENSOR_MAX = 1 << 16
+"""The same on the CPU (``foreach=True``), where a tensor's ops run from the caches: a flat
+bucket of large tensors would run each op from memory."""
 BUCKET_MAX = 1 << 24
 """The most elements of one bucket."""
 
@@ -67,6 +70,16 @@ def _dtype(t: Tensor | None) -> torch.dtype | None:
     return None if t is None else t.dtype
 
 
+def _tensor_max(device: torch.device) -> int:
+    return CPU_TENSOR_MAX if device.type == "cpu" else TENSOR_MAX
+
+
+def _blocked(t: Tensor, n: int) -> bool:
+    """A state tensor the bucket takes: plain, and int8 only in whole blocks (``n`` elements a
+    multiple of QUANT_BLOCK), so that its blocks are the same flat as alone."""
+    return type(t) in _PLAIN and (t.dtype != torch.int8 or n % codecs.QUANT_BLOCK == 0)
+
+
 def _uniform(
     batch: Batch, emas: list[Tensor], steps: list[float], scalars: list[list[float]]
 ) -> bool:
@@ -75,13 +88,14 @@ def _uniform(
     params, grads, pro = batch.params, batch.grads, batch.prologue
     columns = [c for c in batch.columns if c]
     lists = [params, grads, *columns, emas]
+    quantized = any(c[0].dtype == torch.int8 for c in columns)
     return (
         all(_one(t.dtype for t in ts) for ts in lists)
-        and all(c[0].dtype != torch.int8 for c in columns)
         and set(map(type, itertools.chain(*lists))) <= set(_PLAIN)
         and not any(g.is_sparse for g in grads)
         and _one(p.device for p in params)
-        and max(map(Tensor.numel, params)) <= TENSOR_MAX
+        and max(map(Tensor.numel, params)) <= _tensor_max(params[0].device)
+        and not (quantized and any(p.numel() % codecs.QUANT_BLOCK for p in params))
         and _one(steps)
         and all(_one(v) for v in scalars)
         and _one(batch.fresh)
@@ -96,12 +110,13 @@ def _key(
     """What tensor ``i`` shares with its bucket (None: it is stepped alone)."""
     p, g, pro = batch.params[i], batch.grads[i], batch.prologue
     slots = [c[i] if c else None for c in batch.columns]
+    n = p.numel()
     if (
-        p.numel() > TENSOR_MAX
+        n > _tensor_max(p.device)
         or type(p) not in _PLAIN
         or type(g) not in _PLAIN
         or g.is_sparse
-        or any(s is not None and (s.dtype == torch.int8 or type(s) not in _PLAIN) for s in slots)
+        or not all(s is None or _blocked(s, n) for s in slots)
     ):
         return None
     return (
@@ -272,7 +287,12 @@ def _run_bucket(
     g = prepare_gradient(
         g, work, pro["grad_scale"], pro["clip_value"], pro["clip_first"], pro["maximize"], l2
     )
-    views = [None if c is None else layout.flat(c).to(compute) for c in columns]
+    scales = [torch.cat(sc) if sc and c and c[0].dtype == torch.int8 else None
+              for c, sc in zip(columns, batch.scales, strict=True)]  # fmt: skip
+    views = [
+        None if c is None else _decode(layout.flat(c), sc).to(compute)
+        for c, sc in zip(columns, scales, strict=True)
+    ]
     fresh = bool(batch.fresh[0]) if batch.fresh else False
     rule.eager(work, g, views, hyper, with_fresh(batch.flags, rule.fresh_flag, fresh))
     if ema is not None:
@@ -282,12 +302,24 @@ def _run_bucket(
     for k, (c, view) in enumerate(zip(columns, views, strict=True)):
         if c is None or view is None:
             continue
+        if c[0].dtype == torch.int8:
+            codes, absmax = codecs.int8_encode(view)
+            layout.write(c, codes)
+            torch.split_with_sizes_copy(
+                absmax, [n // codecs.QUANT_BLOCK for n in layout.sizes], out=batch.scales[k]
+            )
+            continue
         if c[0].dtype == torch.bfloat16 and view.dtype != c[0].dtype and batch.state_stochastic:
             view = _stochastic(view, seed, batch.index, k, layout.sizes)
         layout.write(c, view)
     if stochastic_params and p0.dtype == torch.bfloat16 and compute != p0.dtype:
         work = _stochastic(work, seed, batch.index, None, layout.sizes)
     layout.write(params, work)
+
+
+def _decode(flat: Tensor, scale: Tensor | None) -> Tensor:
+    """A flat slot as values (int8 codes with the concatenated block scales)."""
+    return flat if scale is None else codecs.int8_decode(flat, scale)
 
 
 def _real(tensors: list[Tensor]) -> list[Tensor]:
