@@ -204,8 +204,8 @@ class _Layout:
     (no view made per tensor), other shapes through flat views of each tensor."""
 
     def __init__(self, params: list[Tensor]) -> None:
-        self.vectors = all(p.dim() == 1 for p in params)
-        self.sizes = [p.numel() for p in params]
+        self.vectors = set(map(Tensor.dim, params)) == {1}
+        self.sizes = list(map(Tensor.numel, params))
 
     def flat(self, tensors: list[Tensor]) -> Tensor:
         return torch.cat(tensors) if self.vectors else _flatten_dense_tensors(tensors)
