@@ -41,6 +41,7 @@ from torch import Tensor
 
 from optimist.optim import codecs
 from optimist.optim.base import ParamsT, scalar
+from optimist.optim.bucket import run_bucketed
 from optimist.optim.distributed import global_grad_stats, is_dtensor, local
 from optimist.optim.eager import (
     Batch,
@@ -357,7 +358,8 @@ class RuleOptimizer(Gathering):
         *,
         plan: Any = None,
     ) -> None:
-        """Run the step: the C++ engine where it applies, else the eager path per tensor.
+        """Run the step: the C++ engine where it applies, else the eager path: bucketed
+        (:mod:`optimist.optim.bucket`) where :meth:`_bucketed` says so, else per tensor.
 
         ``plan``: the engine's plan of the whole batch (from :meth:`_gather_fast`), if made.
         """
@@ -366,6 +368,16 @@ class RuleOptimizer(Gathering):
         eager: list[int] = list(range(n))
         if plan is not None:
             self._run_fused(group, batch, plan)
+            return
+        if implementation == "single" and self._bucketed(group, params):
+            run_bucketed(
+                self.rule,
+                group,
+                batch,
+                ema=self.chain.ema,
+                stochastic_params=self.stochastic_params,
+                seed=self._seed(),
+            )
             return
         if implementation == "fused" and _overflows_low_precision(
             group, params, self.rule.group_statistics
@@ -400,6 +412,16 @@ class RuleOptimizer(Gathering):
                 stochastic_params=self.stochastic_params,
                 seed=self._seed(),
             )
+
+    @staticmethod
+    def _bucketed(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+        """Whether the eager path runs in buckets: ``foreach=True`` (any device: how the tests
+        take this path on the CPU), or by default (``foreach=None``) on accelerators; never
+        with ``foreach=False`` (one call per tensor, as torch.optim's ``foreach=False``)."""
+        foreach = group.get("foreach")
+        if foreach is not None:
+            return bool(foreach)
+        return bool(params) and not params[0].is_cpu
 
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
