@@ -251,9 +251,9 @@ class RuleOptimizer(Gathering):
                 else "fused=None (the per-tensor path)"
             )
             raise RuntimeError(
-                f"fused=True: {name} has no fused kernel on {device.type} (torch has fused "
-                "Adam, AdamW, SGD and Adagrad kernels; optimist's own fused engine is for the "
-                f"CPU); use {instead}"
+                f"fused=True: {name} has no fused kernel on {device.type} (torch.optim runs "
+                "fused=True only for Adam, AdamW, SGD and Adagrad, each on the devices its class "
+                f"accepts; optimist's own fused engine is for the CPU); use {instead}"
             )
         if not self._torch_path_applies(group):
             raise RuntimeError(
