@@ -106,15 +106,15 @@ def test_fused_is_refused_where_torch_optim_own_class_refuses_it(monkeypatch):
     from optimist.optim import eager
 
     assert torch_fused_available(oo.Adagrad.rule, CPU)
-    original = torch.optim.Adagrad.__init__
+    original = torch.optim.Adagrad._init_group
 
-    def refuses(self, params, *args, fused=None, **kwargs):  # noqa: ANN001
-        if fused:
+    def refuses(self, group, *args, **kwargs):  # noqa: ANN001
+        if group["fused"]:  # where torch 2.11 checks it: in the first step, not the constructor
             raise RuntimeError("`fused=True` requires ... supported devices: ['mps']")
-        original(self, params, *args, fused=fused, **kwargs)
+        return original(self, group, *args, **kwargs)
 
     eager._twin_takes_fused.cache_clear()
-    monkeypatch.setattr(torch.optim.Adagrad, "__init__", refuses)
+    monkeypatch.setattr(torch.optim.Adagrad, "_init_group", refuses)
     try:
         assert not torch_fused_available(oo.Adagrad.rule, CPU)
         assert torch_fused_available(oo.Adam.rule, CPU)

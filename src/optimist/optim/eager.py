@@ -100,8 +100,10 @@ def _twin_takes_fused(fn: Any, device_type: str) -> bool:
     if len(classes) != 1:
         return False
     probe = torch.zeros(1, device=device_type, requires_grad=True)
-    try:
-        classes[0]([probe], fused=True)
+    try:  # torch checks the device in the constructor (Adam) or in the first step (Adagrad)
+        twin = classes[0]([probe], fused=True)
+        probe.grad = torch.zeros_like(probe)
+        twin.step()
     except (RuntimeError, ValueError):
         return False
     return True
