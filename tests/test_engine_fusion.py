@@ -28,7 +28,7 @@ Tensor = torch.Tensor
 
 # several 1024-element blocks with a tail; one over the engine's 32K-element thread split; small
 SHAPES = [(37, 111), (70_001,), (300,), (5,)]
-STEPS = 4
+STEPS = 6  # RAdam rectifies from step 6
 
 
 def params_and_grads(dtype: torch.dtype, seed: int = 0) -> tuple[list[Tensor], list[list[Tensor]]]:
@@ -49,6 +49,22 @@ CASES = {
     "l2_before": ([T.add_decayed_weights(0.05)], [], {}),
     "clip_norm": ([T.clip_by_global_norm(1.0)], [], {}),
     "clip_value": ([T.clip_by_value(0.5)], [], {}),
+    # the scale, L2 and decay that Adam, NAdam and RAdam take into their loop (kFusesPrologue)
+    "clip_norm_l2_masked": (
+        [T.clip_by_global_norm(1.0), T.add_decayed_weights(0.05, mask=decayed)],
+        [],
+        {},
+    ),
+    "clip_norm_decay_after": (
+        [T.clip_by_global_norm(1.0)],
+        [T.add_decayed_weights(0.05, mask=decayed)],
+        {},
+    ),
+    "maximize_l2_decay_after": (
+        [T.add_decayed_weights(0.02)],
+        [T.add_decayed_weights(0.05, mask=decayed)],
+        {"maximize": True},
+    ),
     "all": (
         [T.clip_by_global_norm(1.0), T.clip_by_value(0.01), T.add_decayed_weights(0.02)],
         [T.add_decayed_weights(0.05, mask=decayed)],
@@ -58,6 +74,9 @@ CASES = {
 
 RULES = {
     "adam": (T.scale_by_adam, oo.Adam, {"lr": 0.01}),
+    "amsgrad": (lambda: T.scale_by_adam(amsgrad=True), oo.Adam, {"lr": 0.01, "amsgrad": True}),
+    "nadam": (lambda: T.scale_by(oo.NAdam), oo.NAdam, {"lr": 0.01}),
+    "radam": (lambda: T.scale_by(oo.RAdam), oo.RAdam, {"lr": 0.01}),
     "sgd": (lambda: T.scale_by_sgd(momentum=0.9), oo.SGD, {"lr": 0.05, "momentum": 0.9}),
 }
 
@@ -94,16 +113,23 @@ def by_hand(params, grads, before, after, kwargs, rule_cls, rule_kwargs, state_d
                 if factor != 1.0:
                     p.mul_(factor)
                 for t in before:
-                    if t.kind == "decay":
+                    if t.kind == "decay" and (t.args[1] is None or t.args[1](p)):
                         g.add_(p, alpha=t.args[0])
                 p.grad = g
         opt.step()
     return opt
 
 
+# every state dtype for Adam and SGD; the other rules share Adam's codec path
+RULE_STATES = [
+    (rule, state_dtype)
+    for rule in RULES
+    for state_dtype in ([None, "bfloat16", "int8"] if rule in ("adam", "sgd") else [None, "int8"])
+]
+
+
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("rule", list(RULES))
-@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "int8"])
+@pytest.mark.parametrize(("rule", "state_dtype"), RULE_STATES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_prologue_equals_torch_ops_prologue_bitwise(case, rule, state_dtype, dtype):
     needs_engine()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import reduce
 from operator import add
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,46 @@ def test_grad_total_falls_back_where_the_engine_refuses_the_gradients():
     sums, finite = native.grad_stats(grads)
     assert native.grad_total(grads) == (in_order(sums), finite)
     assert native.grad_total([]) == (0.0, True)
+
+
+def chunked_sum_of_squares(g: torch.Tensor, clip_value: float) -> float:
+    """Pass 0's sum as reduce.h and norms.h define it, in NumPy: per chunk of 2^20 elements, per
+    block of 1024, 32 float64 lanes (the tail into lane 0), the lanes added in order, the blocks
+    into their chunk, the chunks into the tensor's sum, each from 0.0."""
+    x = g.detach().reshape(-1).double().numpy()
+    if clip_value > 0:
+        x = np.clip(x, -clip_value, clip_value)
+    total = 0.0
+    for c in range(0, x.size, 2**20):
+        chunk = 0.0
+        for b in range(c, min(x.size, c + 2**20), 1024):
+            sq = x[b : min(b + 1024, c + 2**20, x.size)] ** 2
+            body = sq.size // 32 * 32
+            lanes = np.zeros(32) if body == 0 else np.cumsum(sq[:body].reshape(-1, 32), axis=0)[-1]
+            for v in sq[body:]:
+                lanes[0] += v
+            block = 0.0
+            for v in lanes:
+                block += v
+            chunk += block
+        total += chunk
+    return total
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("clip_value", [0.0, 0.5])
+def test_grad_stats_is_the_chunked_sum_whatever_the_schedule_and_threads(threads, clip_value):
+    """Each tensor's sum is its chunks' (block by block) whatever stream or thread reads them:
+    tensors of several chunks, single blocks and block tails, more tensors than streams."""
+    needs_engine()
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(2**21 + 77,), (3,), (1025,), (40, 33), (2**20,), (31,), (5000,), (7,), (2**20 + 1,)]
+    grads = [torch.randn(s, generator=gen) * (1 + k) for k, s in enumerate(shapes)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sums, finite = native.grad_stats(grads, clip_value)
+    finally:
+        torch.set_num_threads(before)
+    assert finite
+    assert sums.tolist() == [chunked_sum_of_squares(g, clip_value) for g in grads]

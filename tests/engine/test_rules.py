@@ -78,7 +78,7 @@ def test_low_precision_params_close_to_float32(row, low):
 @pytest.mark.parametrize("name", ["AdamW", "NAdam", "RAdam"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_decoupled_decay_fused_into_the_rule_is_bitwise_a_decay_first(name, dtype):
-    """Rules that fuse decoupled weight decay into their loop (rules.h's kFusesDecay) give
+    """Rules that take decoupled weight decay into their loop (rules.h's kFusesPrologue) give
     exactly ``p *= 1 - lr * wd`` followed by the same rule without decay: 8 steps, so RAdam
     runs both its unrectified and its rectified steps."""
     needs_engine()

@@ -22,7 +22,9 @@
 // elements (or over a job's whole range when every tensor is used in place and nothing runs
 // around the rule: a functor must not assume n <= kBlock); the engine decodes what is not
 // stored in that precision into L1-resident block buffers before the call, runs the prologue
-// on the block, and encodes after, so that memory is still read and written once.
+// on the block (or, for a rule that takes it into its loop, kFusesPrologue, hands it to the
+// rule as an element function), and encodes after, so that memory is still read and written
+// once.
 
 #include <torch/extension.h>
 
@@ -123,12 +125,33 @@ void add_chunks(std::vector<Chunk>& chunks, size_t tensor, int64_t numel, int64_
   }
 }
 
-// The prologue on one block, in place and in L1 (the block was just loaded, so this costs no
-// memory traffic of its own): decoupled decay of the parameter, then the gradient the rule sees,
-// written to `out` unless nothing changes it.  The operation order is torch's: clip_grad_*
-// before the step, then `-grad` for maximize, then `grad.add(param, alpha=weight_decay)`.
-// One loop per combination of the steps that run (chosen once per job), so that every step is
-// one more operation on a value in a register, not one more pass over the block.
+// The prologue of one element: decoupled decay of the parameter, then the gradient the rule sees.
+// The operation order is torch's: clip_grad_* before the step, then `-grad` for maximize, then
+// `grad.add(param, alpha=weight_decay)` with the decayed parameter.  The flags say which steps
+// run (chosen once per job), so that each is one more operation on a value in a register.
+template <typename C, bool DECAY, bool GRAD, bool CLIP, bool FIRST, bool SCALED, bool L2>
+struct ElementPrologue {
+  C decay, scale, sgn, l2, hi, lo;
+  explicit ElementPrologue(const Prologue& pr)
+      : decay(C(pr.decay)), scale(C(pr.grad_scale)), sgn(C(pr.sign)), l2(C(pr.l2)),
+        hi(C(pr.clip_value)), lo(-C(pr.clip_value)) {}
+  OPTIMIST_INLINE C param(C p) const { return DECAY ? p * decay : p; }
+  OPTIMIST_INLINE C grad(C g, C p) const {
+    if constexpr (GRAD) {
+      if constexpr (CLIP && FIRST) g = std::min(std::max(g, lo), hi);
+      if constexpr (SCALED) g = g * scale;
+      if constexpr (CLIP && !FIRST) g = std::min(std::max(g, lo), hi);
+      g = g * sgn;
+      if constexpr (L2) g = fmadd(l2, p, g);
+    }
+    return g;
+  }
+};
+
+// The prologue on one block as a pass of its own, in place and in L1 (the block was just
+// loaded, so this costs no memory traffic of its own): the parameter decayed in place, the
+// gradient written to `out` unless nothing changes it.  For rules that do not take the
+// prologue into their loop (kFusesPrologue), and for clipping by value.
 template <typename C>
 using PrologueFn = const C* (*)(const Prologue&, C* __restrict__, const C* __restrict__,
                                 C* __restrict__, int64_t);
@@ -136,23 +159,11 @@ using PrologueFn = const C* (*)(const Prologue&, C* __restrict__, const C* __res
 template <typename C, bool DECAY, bool GRAD, bool CLIP, bool FIRST, bool SCALED, bool L2>
 const C* prologue_block(const Prologue& pr, C* __restrict__ p, const C* __restrict__ graw,
                         C* __restrict__ out, int64_t n) {
-  const C decay = C(pr.decay), scale = C(pr.grad_scale), sgn = C(pr.sign), l2 = C(pr.l2);
-  const C hi = C(pr.clip_value), lo = -C(pr.clip_value);
+  const ElementPrologue<C, DECAY, GRAD, CLIP, FIRST, SCALED, L2> e(pr);
   for (int64_t i = 0; i < n; ++i) {
-    C pi = p[i];
-    if constexpr (DECAY) {
-      pi = pi * decay;
-      p[i] = pi;
-    }
-    if constexpr (GRAD) {
-      C gi = graw[i];
-      if constexpr (CLIP && FIRST) gi = std::min(std::max(gi, lo), hi);
-      if constexpr (SCALED) gi = gi * scale;
-      if constexpr (CLIP && !FIRST) gi = std::min(std::max(gi, lo), hi);
-      gi = gi * sgn;
-      if constexpr (L2) gi = fmadd(l2, pi, gi);
-      out[i] = gi;
-    }
+    const C pi = e.param(p[i]);
+    if constexpr (DECAY) p[i] = pi;
+    if constexpr (GRAD) out[i] = e.grad(graw[i], pi);
   }
   return GRAD ? out : graw;
 }
@@ -193,26 +204,47 @@ PrologueFn<C> select_prologue(const Prologue& pr) {
   return fn;
 }
 
-// Whether rule R fuses decoupled weight decay into its loop: `static constexpr bool
-// kFusesDecay = true` and `template <bool DECAY> operator()(n, p, g, s0..s3, decay)` reading
-// the parameter as p * decay where DECAY (rules.h).
-template <typename R, typename = void>
-constexpr bool kFusesDecay = false;
-template <typename R>
-constexpr bool kFusesDecay<R, std::void_t<decltype(R::kFusesDecay)>> = R::kFusesDecay;
+// f(pre) with the ElementPrologue of `pr`, which must not clip by value (that stays a pass of
+// its own, so that the rules' loops are compiled in 10 variants, not 40).
+template <typename C, typename F>
+void with_element_prologue(const Prologue& pr, F&& f) {
+  with_flag(pr.decay != 1.0, [&](auto decay) {
+    constexpr bool kDecay = decltype(decay)::value;
+    if (!prepares_grad(pr)) {
+      f(ElementPrologue<C, kDecay, false, false, false, false, false>(pr));
+      return;
+    }
+    with_flag(pr.grad_scale != 1.0, [&](auto scaled) {
+      with_flag(pr.l2 != 0.0, [&](auto l2) {
+        f(ElementPrologue<C, kDecay, true, false, false, decltype(scaled)::value,
+                          decltype(l2)::value>(pr));
+      });
+    });
+  });
+}
 
-// One job over elements [begin, end), block by block: decode (load), prologue, rule, epilogue,
-// encode (store).  Blocks with any pass besides the rule's are small (kSmallBlock), so that the
-// memory streams the step reads and writes advance together: with 4 KiB blocks, a pass over one
+// Whether rule R takes the prologue into its loop: `static constexpr bool kFusesPrologue =
+// true` and `template <typename Pre> operator()(n, p, g, s0..s3, pre)` (rules.h).
+template <typename R, typename = void>
+constexpr bool kFusesPrologue = false;
+template <typename R>
+constexpr bool kFusesPrologue<R, std::void_t<decltype(R::kFusesPrologue)>> = R::kFusesPrologue;
+
+// One job over elements [begin, end): decode (load), the prologue (a pass of its own where
+// `prologue` is set, else in the rule's loop through `pre`), rule, epilogue, encode (store).
+// Where every stream is used in place and nothing runs as a pass besides the rule, one call
+// over the whole range, as the per-optimizer kernels did (per 4 KiB block, the calls and the
+// codec switches cost 1-3% of a 10M step, and a separate decay pass 3% of AdamW's).  Else block
+// by block, small blocks (kSmallBlock) where a pass over the gradient runs, so that the memory
+// streams the step reads and writes advance together: with 4 KiB blocks, a pass over one
 // stream at a time (the prologue over the gradient, the decode of one state slot) left the
 // memory system idle on the others (maximize-only Adam took 1.2-1.3x the plain step).
-template <typename R, typename C>
-void run_job(const Job& job, int64_t begin, int64_t end) {
+template <typename R, typename C, typename Pre>
+void run_blocks(const Job& job, int64_t begin, int64_t end, Pre pre, PrologueFn<C> prologue) {
   const R rule(job.hyper);
   alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock];
   alignas(64) C sbuf[kAllSlots][kBlock];
   const Prologue& pr = job.pro;
-  const PrologueFn<C> prologue = select_prologue<C>(pr);
   int used[kAllSlots];  // the slots present, in order
   int n_used = 0;
   for (int k = 0; k < kAllSlots; ++k) {
@@ -222,36 +254,26 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   slot_seeds(job.seed, seeds);
   bool native = job.param.kind == kNative && job.grad.kind == kNative;
   for (int j = 0; j < n_used; ++j) native &= job.slot[used[j]].kind == kNative;
-  if (native && !prepares_grad(pr) && job.slot[kEmaSlot].kind == kAbsent) {
-    // every stream is used in place and nothing runs around the rule (or only a decoupled
-    // decay the rule fuses into its own loop): one call over the whole range, as the
-    // per-optimizer kernels did (per 4 KiB block, the calls and the codec switches cost 1-3%
-    // of a 10M step, and a separate decay pass over each block 3% of AdamW's)
-    C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-    for (int j = 0; j < n_used; ++j) s[used[j]] = static_cast<C*>(job.slot[used[j]].data) + begin;
-    C* p = static_cast<C*>(job.param.data) + begin;
-    const C* g = static_cast<const C*>(job.grad.data) + begin;
-    if (pr.decay == 1.0) {
-      rule(end - begin, p, g, s[0], s[1], s[2], s[3]);
-      return;
-    }
-    if constexpr (kFusesDecay<R>) {
-      rule.template operator()<true>(end - begin, p, g, s[0], s[1], s[2], s[3], C(pr.decay));
-      return;
-    }
-  }
-  // a decay alone (AdamW) reads no stream of its own: large blocks (fewer calls) are as good
-  const int64_t block = native && !prepares_grad(pr) ? kBlock : kSmallBlock;
+  const bool ema = job.slot[kEmaSlot].kind != kAbsent;
+  const bool grad_pass = prologue != nullptr && prepares_grad(pr);
+  const int64_t block = native && !ema && prologue == nullptr ? end - begin
+                        : native && !grad_pass                ? kBlock
+                                                              : kSmallBlock;
   for (int64_t b = begin; b < end; b += block) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
-    const C* g = prologue(pr, p, load<C>(job.grad, b, len, graw), gbuf, len);
+    const C* g = load<C>(job.grad, b, len, graw);
+    if (prologue != nullptr) g = prologue(pr, p, g, gbuf, len);
     C* s[kAllSlots] = {nullptr, nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) {
       const int k = used[j];
       s[k] = load<C>(job.slot[k], b, len, sbuf[k]);
     }
-    rule(len, p, g, s[0], s[1], s[2], s[3]);
+    if constexpr (kFusesPrologue<R>) {
+      rule(len, p, g, s[0], s[1], s[2], s[3], pre);
+    } else {
+      rule(len, p, g, s[0], s[1], s[2], s[3]);
+    }
     if (C* __restrict__ e = s[kEmaSlot]) {
       const C d = C(pr.ema_decay), od = C(1) - C(pr.ema_decay);
       for (int64_t i = 0; i < len; ++i) e[i] = fmadd(od, p[i], e[i] * d);
@@ -259,6 +281,20 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
     store<C>(job.param, b, len, p, job.seed);
     store_slots<C>(job.slot, used, n_used, b, len, s, seeds);
   }
+}
+
+template <typename R, typename C>
+void run_job(const Job& job, int64_t begin, int64_t end) {
+  if constexpr (kFusesPrologue<R>) {
+    if (job.pro.clip_value <= 0.0) {
+      with_element_prologue<C>(job.pro, [&](auto pre) {
+        run_blocks<R, C>(job, begin, end, pre, nullptr);
+      });
+      return;
+    }
+  }
+  const PrologueFn<C> prologue = select_prologue<C>(job.pro);
+  run_blocks<R, C>(job, begin, end, Raw<C>{}, prologue == &no_prologue<C> ? nullptr : prologue);
 }
 
 void execute(const std::vector<Job>& jobs) {

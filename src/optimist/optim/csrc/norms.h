@@ -24,15 +24,43 @@ using at::Tensor;
 
 // Pass 0: per tensor, the sum of squares of the gradient (after clamping to +-clip_value when
 // > 0) in float64, and whether every element is finite; one read of each gradient (reduce.h).
-// Tensors are split into chunks of at most kReduceChunk elements (so that both threads read),
-// and kReduceStreams chunks are read together, a block of each in turn: one core streams a
-// single array at about 60% of the speed at which it streams four (the hardware prefetchers
-// work per stream).  Each chunk is summed block after block in its own order, so the result
-// does not depend on the grouping or the number of threads.  The groups run last to first: the
-// step that follows reads the tensors first to last, so it finds the gradients pass 0 read last
-// still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
+// Tensors are split into chunks of at most kReduceChunk elements, each summed block after block
+// in its own order, so the result does not depend on how chunks are scheduled or on the number
+// of threads.  The schedule (reduce_schedule): the chunks last to first, cut into one run per
+// thread of about equal elements; a thread reads kReduceStreams chunks of its run together, a
+// block of each in turn, and a stream that finishes its chunk takes the run's next one, so that
+// kReduceStreams streams stay open to the end (one core streams a single array at about 60% of
+// the speed at which it streams four: the hardware prefetchers work per stream; a model's
+// biases and norms are chunks of a few hundred elements, done in one block).  Last to first:
+// the step that follows reads the tensors first to last, so it finds the gradients pass 0 read
+// last still in the last-level cache (AMD's L3 keeps what L2 evicts, the most recent longest).
 constexpr int64_t kReduceChunk = 1 << 20;
-constexpr size_t kReduceStreams = 4;
+constexpr int kReduceStreams = 4;
+
+// The chunks' order of reading (last to first) cut into `parts` runs of about equal elements:
+// run r is order[cuts[r], cuts[r + 1]).
+std::vector<size_t> reduce_schedule(const std::vector<Chunk>& chunks, int64_t parts,
+                                    std::vector<size_t>& cuts) {
+  std::vector<size_t> order(chunks.size());
+  int64_t total = 0;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    order[c] = chunks.size() - 1 - c;
+    total += chunks[c].end - chunks[c].begin;
+  }
+  cuts.assign(1, 0);
+  int64_t seen = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const Chunk& ch = chunks[order[k]];
+    seen += ch.end - ch.begin;
+    // close run r once it holds its share (r + 1) / parts of the elements
+    while (static_cast<int64_t>(cuts.size()) < parts &&
+           seen * parts >= total * static_cast<int64_t>(cuts.size())) {
+      cuts.push_back(k + 1);
+    }
+  }
+  while (static_cast<int64_t>(cuts.size()) <= parts) cuts.push_back(order.size());
+  return order;
+}
 
 // Per tensor: the sum of squares (in `sums`, one per gradient); returns whether all are finite.
 bool reduce_grads(const std::vector<Tensor>& grads, double clip_value, double* sums) {
@@ -49,46 +77,68 @@ bool reduce_grads(const std::vector<Tensor>& grads, double clip_value, double* s
   }
   std::vector<double> partial(chunks.size(), 0.0);
   std::vector<uint8_t> finite(chunks.size(), 1);
-  // one block of chunk c at element b: adds to partial[c], clears ok on a non-finite value
+  // one block of chunk c at element b: its sum of squares; clears ok on a non-finite value
   auto block = [&](size_t c, int64_t b, int64_t len, bool& ok) {
     const Store& s = stores[chunks[c].tensor];
     alignas(64) double buf[kBlock];
     if (dbl[chunks[c].tensor]) {
       const double* x = load<double>(s, b, len, buf);
-      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, clip_value, ok)
-                                   : sum_squares(x, len);
-    } else {
-      const float* x = load<float>(s, b, len, reinterpret_cast<float*>(buf));
-      partial[c] += clip_value > 0 ? sum_squares_clipped(x, len, float(clip_value), ok)
-                                   : sum_squares(x, len);
+      return clip_value > 0 ? sum_squares_clipped(x, len, clip_value, ok) : sum_squares(x, len);
     }
+    const float* x = load<float>(s, b, len, reinterpret_cast<float*>(buf));
+    return clip_value > 0 ? sum_squares_clipped(x, len, float(clip_value), ok)
+                          : sum_squares(x, len);
   };
-  auto group = [&](size_t first) {
-    const size_t last = std::min(chunks.size(), first + kReduceStreams);
+  // one thread's run order[first, last): kReduceStreams streams, each taking the next chunk
+  const int64_t parts = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(chunks.size())));
+  std::vector<size_t> cuts;
+  const std::vector<size_t> order = reduce_schedule(chunks, parts, cuts);
+  auto run = [&](size_t first, size_t last) {
+    size_t chunk[kReduceStreams];
+    int64_t at[kReduceStreams];
+    double sum[kReduceStreams];  // the chunk's sum so far (partial[] is written once)
     bool ok[kReduceStreams];
-    std::fill(ok, ok + kReduceStreams, true);
-    for (int64_t offset = 0;; offset += kBlock) {
-      bool any = false;
-      for (size_t c = first; c < last; ++c) {
-        const int64_t b = chunks[c].begin + offset;
-        if (b >= chunks[c].end) continue;
-        block(c, b, std::min(kBlock, chunks[c].end - b), ok[c - first]);
-        any = true;
+    int open = 0;
+    size_t next = first;
+    auto take = [&](int k) {  // stream k takes the run's next chunk; false when none is left
+      if (next == last) return false;
+      chunk[k] = order[next++];
+      at[k] = chunks[chunk[k]].begin;
+      sum[k] = 0.0;
+      ok[k] = true;
+      return true;
+    };
+    while (open < kReduceStreams && take(open)) ++open;
+    while (open > 0) {
+      for (int k = 0; k < open;) {
+        const size_t c = chunk[k];
+        const int64_t len = std::min(kBlock, chunks[c].end - at[k]);
+        sum[k] += block(c, at[k], len, ok[k]);
+        at[k] += len;
+        if (at[k] < chunks[c].end) {
+          ++k;
+          continue;
+        }
+        partial[c] = sum[k];
+        // without clipping a NaN or inf value makes the sum NaN or inf
+        finite[c] = clip_value > 0 ? ok[k] : std::isfinite(sum[k]);
+        if (take(k)) {
+          ++k;
+          continue;
+        }
+        --open;  // the last open stream moves into slot k, read next in this turn
+        chunk[k] = chunk[open];
+        at[k] = at[open];
+        sum[k] = sum[open];
+        ok[k] = ok[open];
       }
-      if (!any) break;
-    }
-    for (size_t c = first; c < last; ++c) {
-      // without clipping a NaN or inf value makes the sum NaN or inf
-      finite[c] = clip_value > 0 ? ok[c - first] : std::isfinite(partial[c]);
     }
   };
   {
     pybind11::gil_scoped_release release;
-    const auto groups = static_cast<int64_t>((chunks.size() + kReduceStreams - 1) / kReduceStreams);
-    at::parallel_for(0, groups, 1, [&](int64_t a, int64_t b) {
-      for (int64_t g = a; g < b; ++g) {
-        group(static_cast<size_t>(groups - 1 - g) * kReduceStreams);
-      }
+    at::parallel_for(0, parts, 1, [&](int64_t a, int64_t b) {
+      for (int64_t r = a; r < b; ++r) run(cuts[r], cuts[r + 1]);
     });
   }
   std::fill(sums, sums + n, 0.0);

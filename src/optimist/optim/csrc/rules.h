@@ -7,9 +7,11 @@
 //   * operator()(n, p, g, s0, s1, s2, s3): p the parameter (after decoupled decay), g the
 //     prepared gradient (after the prologue), s0..s3 the state slots (nullptr where unused), all
 //     compute-precision pointers that the functor reads and updates in place;
-//   * optionally (kFusesDecay, as Adam below), a template <bool DECAY> operator() with a
-//     trailing `decay` that reads the parameter as p * decay where DECAY: the engine then runs
-//     decoupled weight decay inside the rule's loop instead of in a pass of its own.
+//   * optionally (kFusesPrologue, as Adam below), a template <typename Pre> operator() with a
+//     trailing `pre` that takes the raw parameter and gradient: the rule reads the parameter
+//     as pre.param(p[i]) and its gradient as pre.grad(g[i], that parameter), so that the
+//     engine runs the prologue (decoupled decay, gradient scale, maximize, L2) inside the
+//     rule's loop instead of in a pass of its own.  Raw (the default) changes nothing.
 // Adding a rule: its functor here, and one line in rule_fn() in engine.cpp.
 //
 // Rounding follows torch's CPU kernels (see torch/optim/_single_tensor_*): fmadd() where torch
@@ -54,6 +56,13 @@ template <typename C>
 OPTIMIST_INLINE C sign_of(C x) {
   return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
 }
+
+// The identity prologue of a kFusesPrologue rule: the parameter and gradient as stored.
+template <typename C>
+struct Raw {
+  OPTIMIST_INLINE C param(C p) const { return p; }
+  OPTIMIST_INLINE C grad(C g, C) const { return g; }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Rules.  Each is a functor over one block: C is the compute type; h the host scalars the
@@ -152,12 +161,13 @@ struct Adam {  // h: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / 
   explicit Adam(const double* h)
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2s(C(h[3])),
         eps(C(h[4])), nss(C(h[5])), small(std::abs(C(h[0])) < C(0.5)) {}
-  static constexpr bool kFusesDecay = true;
-  template <bool DECAY = false>
+  static constexpr bool kFusesPrologue = true;
+  template <typename Pre = Raw<C>>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C* __restrict__ vmax, C*, C decay = C(1)) const {
+                  C* __restrict__ v, C* __restrict__ vmax, C*, Pre pre = {}) const {
     for (int64_t i = 0; i < n; ++i) {
-      const C gi = g[i];
+      const C pi = pre.param(p[i]);
+      const C gi = pre.grad(g[i], pi);
       const C mi = lerp(m[i], gi, w1, lw1, small);
       m[i] = mi;
       C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
@@ -166,7 +176,6 @@ struct Adam {  // h: 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / 
         vi = maximum(vmax[i], vi);
         vmax[i] = vi;
       }
-      const C pi = DECAY ? p[i] * decay : p[i];
       p[i] = pi + nss * mi / (std::sqrt(vi) / bc2s + eps);
     }
   }
@@ -199,18 +208,18 @@ struct Nadam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta2^t, eps, c_grad, c_a
   explicit Nadam(const double* h)
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc2(C(h[3])),
         eps(C(h[4])), cg(C(h[5])), ca(C(h[6])), small(std::abs(C(h[0])) < C(0.5)) {}
-  static constexpr bool kFusesDecay = true;
-  template <bool DECAY = false>
+  static constexpr bool kFusesPrologue = true;
+  template <typename Pre = Raw<C>>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C*, C*, C decay = C(1)) const {
+                  C* __restrict__ v, C*, C*, Pre pre = {}) const {
     for (int64_t i = 0; i < n; ++i) {
-      const C gi = g[i];
+      const C p0 = pre.param(p[i]);
+      const C gi = pre.grad(g[i], p0);
       const C mi = lerp(m[i], gi, w1, lw1, small);
       m[i] = mi;
       const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
       v[i] = vi;
       const C denom = std::sqrt(vi / bc2) + eps;
-      const C p0 = DECAY ? p[i] * decay : p[i];
       const C pi = p0 + cg * gi / denom;  // torch: two separate addcdiv_ calls
       p[i] = pi + ca * mi / denom;
     }
@@ -225,12 +234,12 @@ struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - bet
       : w1(C(h[0])), lw1(C(1) - C(h[0])), beta2(C(h[1])), omb2(C(h[2])), bc1(C(h[3])),
         lr(C(h[4])), bc2s(C(h[5])), rect(C(h[6])), eps(C(h[7])),
         small(std::abs(C(h[0])) < C(0.5)), rectified(h[6] > 0.0) {}
-  template <bool RECT, bool DECAY>
+  template <bool RECT, typename Pre>
   void run(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-           C* __restrict__ v, C decay) const {
+           C* __restrict__ v, Pre pre) const {
     for (int64_t i = 0; i < n; ++i) {
-      const C pi = DECAY ? p[i] * decay : p[i];
-      const C gi = g[i];
+      const C pi = pre.param(p[i]);
+      const C gi = pre.grad(g[i], pi);
       const C mi = lerp(m[i], gi, w1, lw1, small);
       m[i] = mi;
       const C vi = fmadd(omb2 * gi, gi, v[i] * beta2);
@@ -246,14 +255,14 @@ struct Radam {  // h: 1 - beta1, beta2, 1 - beta2, 1 - beta1^t, lr, sqrt(1 - bet
       }
     }
   }
-  static constexpr bool kFusesDecay = true;
-  template <bool DECAY = false>
+  static constexpr bool kFusesPrologue = true;
+  template <typename Pre = Raw<C>>
   void operator()(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ m,
-                  C* __restrict__ v, C*, C*, C decay = C(1)) const {
+                  C* __restrict__ v, C*, C*, Pre pre = {}) const {
     if (rectified) {
-      run<true, DECAY>(n, p, g, m, v, decay);
+      run<true>(n, p, g, m, v, pre);
     } else {
-      run<false, DECAY>(n, p, g, m, v, decay);
+      run<false>(n, p, g, m, v, pre);
     }
   }
 };
