@@ -5,7 +5,8 @@ element-wise rule, Adafactor, Muon and SOAP, on model-shaped float32 parameters 
 50M elements (99 tensors) and on 1000 tiny tensors of 100 elements, created on the device.
 
 Contenders per row: optimist's class with its default dispatch (the "via" column: on CUDA torch's
-foreach kernel for the classic rules, the rule's per-tensor torch ops for the others);
+foreach kernel for the classic rules, the rule's torch ops once per bucket of small tensors for
+the other element-wise rules, per tensor for the rest; see ``step_speed.dispatch``);
 ``torch.optim``'s ``foreach=True`` and ``fused=True`` where torch has the rule; and the peers of
 the row that import here (``pytorch_optimizer``, ``heavyball`` eager, the authors' packages). A
 peer that is not installed gets no number (listed under the table); one that fails on its first
@@ -49,6 +50,7 @@ from step_speed import (  # noqa: E402
     DEFAULT_OPTIMIZERS,
     ROWS,
     Row,
+    dispatch,
     param_set,
     print_table,
 )
@@ -59,12 +61,6 @@ SKIPPED_PEERS = ("torch for-loop", *COMPILED)
 """Peers of step_speed.py's rows not timed here."""
 COPY_ELEMENTS = 2**26
 COPY_BYTES_PER_ELEMENT = 8  # dst.copy_(src): read src, write dst
-VIA = {
-    "fused": "C++ engine",
-    "torch": "torch foreach",
-    "torch_fused": "torch fused",
-    "single": "torch ops per tensor",
-}
 
 
 # --- parameters and contenders -------------------------------------------------------------------
@@ -79,22 +75,6 @@ def device_params(shapes, device: torch.device, seed: int = 0) -> list[torch.nn.
         p.grad = torch.randn(shape, generator=gen, device=device) * 1e-3
         params.append(p)
     return params
-
-
-def dispatch(opt: torch.optim.Optimizer) -> str:
-    """How optimist's optimizer runs its step on these parameters, from its own dispatch."""
-    implementation = getattr(opt, "_implementation", None)
-    if implementation is None:
-        return "torch ops per tensor"
-    kinds = []
-    for group in opt.param_groups:
-        if group.get("use_muon"):
-            kind = "Newton-Schulz in torch ops"
-        else:
-            kind = VIA.get(implementation(group, group["params"]), "?")
-        if kind not in kinds:
-            kinds.append(kind)
-    return " + ".join(kinds)
 
 
 def contenders(

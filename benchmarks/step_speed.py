@@ -315,8 +315,8 @@ def dispatch(opt: torch.optim.Optimizer) -> str:
     implementation = getattr(opt, "_implementation", None)
     if implementation is None:
         return "torch ops per tensor"
-    names = {"fused": "C++ engine", "torch": "torch foreach", "single": "eager per tensor",
-             "bucketed": "eager bucketed"}  # fmt: skip
+    names = {"fused": "C++ engine", "torch": "torch foreach", "torch_fused": "torch fused",
+             "single": "eager per tensor", "bucketed": "eager bucketed"}  # fmt: skip
     kinds = []
     for group in opt.param_groups:
         if group.get("use_muon"):

@@ -73,7 +73,7 @@ def torch_fused_available(rule: Rule, device: torch.device) -> bool:
     from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
     fn = rule.torch_foreach
-    if fn is None or "fused" not in inspect.signature(fn).parameters:
+    if fn is None or "fused" not in _signature(fn).parameters:
         return False
     if device.type not in _get_fused_kernels_supported_devices():
         return False
@@ -82,6 +82,13 @@ def torch_fused_available(rule: Rule, device: torch.device) -> bool:
     if key is None or not torch._C._dispatch_has_kernel_for_dispatch_key(op, key):
         return False
     return _twin_takes_fused(fn, device.type)
+
+
+@functools.cache
+def _signature(fn: Any) -> inspect.Signature:
+    """``inspect.signature`` of torch's functional, once (it was most of the Python side of a
+    step on the torch path)."""
+    return inspect.signature(fn)
 
 
 @functools.cache
@@ -134,7 +141,7 @@ def run_torch_foreach(
     """
     fn = rule.torch_foreach
     assert fn is not None
-    signature = inspect.signature(fn)
+    signature = _signature(fn)
     if fused and rule.has_step:
         for p, state in zip(params, states, strict=True):
             step = state["step"]
