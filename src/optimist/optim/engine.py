@@ -248,7 +248,7 @@ class RuleOptimizer(Gathering):
             instead = (
                 "fused=None (torch's foreach kernel) or foreach=False (the per-tensor path)"
                 if self.rule.torch_foreach
-                else "fused=None (the per-tensor path)"
+                else "fused=None (the eager path)"
             )
             raise RuntimeError(
                 f"fused=True: {name} has no fused kernel on {device.type} (torch.optim runs "
