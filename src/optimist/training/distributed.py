@@ -34,6 +34,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# Imported here, before the user's init_process_group, on purpose: its collectives take
+# ``group=group.WORLD`` as a default argument, evaluated when the module is first imported.
+# DistributedDataParallel imports it lazily (through torch._dynamo), after init: the default
+# process group then stays referenced by those defaults, destroy_process_group() cannot free
+# it, and its gloo threads are torn down during interpreter finalization instead, where a
+# rank sometimes died with SIGABRT ("terminate called without an active exception").
+# Imported now, the defaults are None (the default group at call time).
+if dist.is_available():
+    import torch.distributed.nn.functional  # noqa: F401
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import (
