@@ -68,21 +68,30 @@ def test_killed_worker_is_reported_and_fit_resumes_bit_identical(tmp_path):
 
 
 # One process, a gloo group of one: fit(strategy="ddp"), destroy_process_group, then the names
-# of the native threads still running (Linux: /proc/self/task/*/comm).
+# of the native threads still running (Linux: /proc/self/task/*/comm). argv[2] "init-first":
+# init_process_group before optimist is imported.
 TEARDOWN = """
-import glob, os, sys
+import glob, os, sys, warnings
 import numpy as np, torch, torch.distributed as dist
-import optimist
-from optimist.layers import Dense
 
 def threads():
     return sorted(open(p).read().strip() for p in glob.glob(f"/proc/{os.getpid()}/task/*/comm"))
 
-dist.init_process_group("gloo", store=dist.FileStore(sys.argv[1], 1), rank=0, world_size=1)
-model = optimist.Sequential([Dense(4, input_shape=(3,)), Dense(2, activation="softmax")])
-model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-x, y = np.random.rand(16, 3).astype("float32"), np.arange(16) % 2
-model.fit(x, y, batch_size=8, epochs=1, verbose=0, strategy="ddp", monitor=False)
+def init():
+    dist.init_process_group("gloo", store=dist.FileStore(sys.argv[1], 1), rank=0, world_size=1)
+
+if sys.argv[2] == "init-first":
+    init()
+import optimist
+if sys.argv[2] != "init-first":
+    init()
+model = optimist.Sequential([optimist.layers.Dense(4, input_shape=(3,)), optimist.layers.Dense(2)])
+model.compile(optimizer="adam", loss="mse")
+x, y = np.random.rand(16, 3).astype("float32"), np.random.rand(16, 2).astype("float32")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, strategy="ddp", monitor=False)
+print("warned:", any("after init_process_group" in str(w.message) for w in caught))
 print("during:", *threads())
 dist.destroy_process_group()
 print("after:", *threads())
@@ -90,15 +99,19 @@ print("after:", *threads())
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc/self/task")
-def test_destroy_process_group_after_ddp_fit_stops_the_gloo_threads(tmp_path):
-    # DistributedDataParallel imports torch.distributed.nn.functional (through torch._dynamo);
-    # imported after init_process_group, its group=group.WORLD defaults kept the group alive
-    # past destroy_process_group, to be torn down during interpreter shutdown.
+@pytest.mark.parametrize("order", ["optimist-first", "init-first"])
+def test_destroy_process_group_after_ddp_fit_stops_the_gloo_threads(tmp_path, order):
+    # DistributedDataParallel imports torch.distributed.nn.functional (through torch._dynamo),
+    # whose group=group.WORLD defaults, bound after init_process_group, kept the group alive
+    # past destroy_process_group; import optimist imports it first. Imported the other way
+    # round, fit warns, and the threads do outlive destroy_process_group (torch's behaviour).
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC))
-    command = [sys.executable, "-c", TEARDOWN, str(tmp_path / "store")]
+    command = [sys.executable, "-c", TEARDOWN, str(tmp_path / "store"), order]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = dict(line.split(":", 1) for line in run.stdout.splitlines() if ":" in line)
+    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
     during, after = lines["during"].split(), lines["after"].split()
     assert any("gloo" in name for name in during), during  # the probe sees the group's threads
-    assert not any("gloo" in name for name in after), after
+    bound = order == "init-first"
+    assert lines["warned"] == str(bound)
+    assert any("gloo" in name for name in after) == bound, after
