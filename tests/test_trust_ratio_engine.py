@@ -148,8 +148,9 @@ def test_tensor_by_tensor_equals_the_phase_split_and_two_threads(cls, kwargs, dt
     """Updating each tensor (or group of small ones) right after its norm pass gives exactly
     the numbers of the phase-split path that sharded tensors take (every norm pass, the
     rank-wide reduction, then every update; here forced, with an identity reduction that must
-    be called once per step), and of two threads: each tensor's sums are added chunk by chunk
-    in one order whatever the path and the threads."""
+    be called once per step), and of two and three threads (which share each large tensor's
+    blocks unevenly): each tensor's sums are added block by block and chunk by chunk in one
+    order whatever the path, the threads and each thread's share."""
     calls = []
 
     def identity(sums):
@@ -159,7 +160,8 @@ def test_tensor_by_tensor_equals_the_phase_split_and_two_threads(cls, kwargs, dt
     reference = _trajectory(cls, kwargs, dtype)
     split = _trajectory(cls, kwargs, dtype, reduction=identity)
     assert calls == [(len(GROUPING_SHAPES), 2)] * 3
-    for other in (split, _trajectory(cls, kwargs, dtype, threads=2)):
+    threaded = [_trajectory(cls, kwargs, dtype, threads=t) for t in (2, 3)]
+    for other in (split, *threaded):
         for a, b in zip(reference[0], other[0], strict=True):
             assert torch.equal(a, b)
         for a, b in zip(reference[1], other[1], strict=True):

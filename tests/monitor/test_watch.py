@@ -100,6 +100,66 @@ def test_unsampled_steps_leave_only_the_post_step_hook():
     assert not net[1]._forward_hooks
 
 
+def _reporting_loop(net, opt, m, steps, *, before=False, every_other=False, accumulate=1):
+    """A loop that reports each step's loss before or after ``step()`` (or every other step);
+    with ``accumulate`` > 1, several micro-batches (each reported) per optimizer step."""
+    x, y = _data()
+    hooks: list[int] = []  # the optimizer's post-step hooks during each step
+    for i in range(steps):
+        for j in range(accumulate):
+            k = i * accumulate + j
+            xb, yb = x[(k * 16) % 64 :][:16], y[(k * 16) % 64 :][:16]
+            loss = nn.functional.cross_entropy(net(xb), yb)
+            loss.backward()
+            if before or accumulate > 1:
+                m.log_loss(loss)
+        hooks.append(len(opt._optimizer_step_post_hooks))
+        opt.step()
+        opt.zero_grad()
+        if not before and accumulate == 1 and not (every_other and i % 2):
+            m.log_loss(loss)
+    return hooks
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"before": False},
+        {"before": True},
+        {"every_other": True},
+        {"accumulate": 2},
+    ],
+    ids=["report-after-step", "report-before-step", "every-other-step", "accumulation"],
+)
+def test_loss_reports_count_the_steps_so_the_post_hook_comes_off(monkeypatch, kind):
+    """One loss report per step parks the post-step hook between samples (no hook at all on most
+    steps) and changes nothing: the same records, at the same steps, as the hook's own count.
+    Reports before the step, or not one per step, never park it."""
+    import optimist.monitor.signals as signals
+
+    runs = []
+    for park_after in (10**9, signals.PARK_AFTER):  # the hook counting alone, then parking
+        monkeypatch.setattr(signals, "PARK_AFTER", park_after)
+        net = _net()
+        opt = optimist.optim.Adam(net.parameters(), lr=1e-2)
+        with watch(net, opt, every=9) as m:
+            hooks = _reporting_loop(net, opt, m, 40, **kind)
+            assert m.step == 40
+        runs.append((m.records, hooks, [p.detach().clone() for p in net.parameters()]))
+    (records, hooks, params), (parked_records, parked_hooks, parked_params) = runs
+    assert parked_records == records
+    assert [r["step"] for r in records if "grad_norm" in r] == [0, 9, 18, 27, 36]
+    assert all(torch.equal(a, b) for a, b in zip(params, parked_params, strict=True))
+    assert hooks == [1] * 40
+    if kind == {"before": False}:
+        # on from the step before each sample to PARK_AFTER steps after it, off in between
+        assert parked_hooks.count(0) >= 40 // 2
+        for sample in (9, 18, 27, 36):
+            assert parked_hooks[sample - 1] == parked_hooks[sample] == 1
+    else:
+        assert parked_hooks == [1] * 40
+
+
 def test_signals_of_a_sampled_step():
     net = _net()
     opt = optimist.optim.Adam(net.parameters(), lr=1e-3)

@@ -1,11 +1,15 @@
 """Training signals read through hooks, every ``every`` optimizer steps, without touching the run.
 
-A :class:`SignalCollector` attaches to an optimizer (``register_step_post_hook``, always on: an
-unsampled step costs a counter and a compare; ``register_step_pre_hook``, only for sampled steps)
-and, for sampled steps only, to the ReLU modules of a model (forward hooks). On a sampled step it
-reads, before the update: the global and per-layer gradient norms and the weight norms, and keeps
-a flat copy of the weights; after the update: the share of non-finite gradient entries (counted
-only when the global norm is not finite), the per-layer update-to-weight ratio
+A :class:`SignalCollector` attaches to an optimizer (``register_step_post_hook``, which counts the
+steps: a counter and a compare on an unsampled step; ``register_step_pre_hook``, only for sampled
+steps) and, for sampled steps only, to the ReLU modules of a model (forward hooks). When the
+training loop reports each step's loss after the step (``Watch.log_loss``, once per step), those
+calls count the steps instead and the post-step hook comes off between samples (it is *parked*),
+so an unsampled step costs no hook at all; it is back on the step before each sample.
+
+On a sampled step it reads, before the update: the global and per-layer gradient norms and the
+weight norms, and keeps a copy of the weights; after the update: the share of non-finite gradient
+entries (counted only when the global norm is not finite), the per-layer update-to-weight ratio
 ``||dw|| / ||w||``, the per-layer effective learning rate of adaptive methods (the mean of
 ``lr / (sqrt(v_hat) + eps)``), the momentum norm and the range of the second moment. Forward hooks
 give the share of dead units (zero for the whole batch) of each ReLU layer. The sums of squares
@@ -35,6 +39,7 @@ Record = dict[str, Any]
 AUTO_START = 10  # every="auto": the first interval, doubled while the monitor costs too much
 AUTO_MAX = 1000
 AUTO_BUDGET = 0.01  # every="auto": the interval doubles while a reading costs more than this share
+PARK_AFTER = 3  # steps in a row with one loss report each before the post-step hook is parked
 
 clock = time.thread_time
 """The clock of the monitor's own time and of the auto interval's budget: CPU time of the training
@@ -101,8 +106,11 @@ class SignalCollector:
     ``full`` (else left out: no verdict reads them), ``eff_lr/<layer>`` (adaptive optimizers),
     ``momentum_norm`` and ``v_min``/``v_max`` (second moment).
 
-    Only the optimizer's step post-hook stays on: an unsampled step costs it a counter and a
-    compare. The step pre-hook and the ReLU forward hooks are registered just for sampled steps.
+    The step pre-hook and the ReLU forward hooks are registered just for sampled steps. The
+    post-hook counts the steps, unless :meth:`on_loss` does: when the loop reported one loss per
+    step, after the step (its first report came after a step), for :data:`PARK_AFTER` steps in a
+    row, the post-hook is parked (removed) until the step before the next sample, and each report
+    counts one step. A loop that reports before ``step()``, or not once per step, keeps the hook.
     """
 
     def __init__(
@@ -142,6 +150,10 @@ class SignalCollector:
         self.samples = 0  # readings so far
         self._since = clock()  # start of the latest sample
         self._post_handle: Any = optimizer.register_step_post_hook(self._post_step)
+        self._parked = False  # the post-hook is off: on_loss counts the steps
+        self._reports = 0  # on_loss calls since the latest post-hook call
+        self._regular = 0  # post-hook calls in a row with exactly one report before each
+        self._after: bool | None = None  # whether the first report came after a step
         self._pre_handle: Any = None
         self._relus = [
             (name or "(root)", module)
@@ -174,10 +186,41 @@ class SignalCollector:
 
     def close(self) -> None:
         """Removes every hook (idempotent)."""
+        self._parked = False
         if self._post_handle is not None:
             self._post_handle.remove()
             self._post_handle = None
         self._disarm()
+
+    def on_loss(self) -> None:
+        """The loop reported one step's loss (``Watch.log_loss``): while parked this counts the
+        step; else it may park the post-hook (see the class docstring)."""
+        if self._parked:
+            self.step += 1
+            if self.step >= self.next_sample - 1:  # the coming step's post-hook arms the sample
+                start = clock()
+                self._parked = False
+                self._post_handle = self.optimizer.register_step_post_hook(self._post_step)
+                self._reports = 1  # this report, before the post-hook's next call
+                self._cost += clock() - start
+            return
+        reports = self._reports
+        self._reports = reports + 1
+        if self._after is None:
+            self._after = self.step > 0
+        if (
+            reports == 0  # the first report since the latest step: the count is exact here
+            and self._after
+            and self._regular >= PARK_AFTER
+            and self.next_sample - self.step > 2
+            and self._post_handle is not None
+            and self._pre_handle is None
+        ):
+            start = clock()
+            self._post_handle.remove()
+            self._post_handle = None
+            self._parked = True
+            self._cost += clock() - start
 
     # ---- hooks ---------------------------------------------------------------------------------
     def _relu_hook(self, name: str) -> Callable[..., None]:
@@ -216,6 +259,8 @@ class SignalCollector:
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         step = self.step
         self.step = step + 1
+        self._regular = self._regular + 1 if self._reports == 1 else 0
+        self._reports = 0
         if step != self.next_sample:  # an unsampled step: all it costs
             if step + 1 == self.next_sample:  # the next one is: its hooks count as its cost
                 start = clock()

@@ -127,7 +127,8 @@ class Watch:
 
     @property
     def step(self) -> int:
-        """Optimizer steps taken since the watch began."""
+        """Optimizer steps taken since the watch began (between readings of a loop that calls
+        :meth:`log_loss` after each step, counted by those calls)."""
         return self._collector.step
 
     @property
@@ -144,9 +145,11 @@ class Watch:
 
     def log_loss(self, loss: Any, *, reading: bool = False) -> None:
         """The training loss of the latest step; averaged over :attr:`loss_every` steps per
-        reading (one host transfer per reading). ``reading=True`` makes it (with any losses
-        still pending) a reading now: for a loss that is already a mean over an interval, e.g.
-        an epoch's."""
+        reading (one host transfer per reading). Called once per step after ``step()``, it also
+        counts the steps, so the optimizer's post-step hook comes off between readings (see
+        :class:`~optimist.monitor.signals.SignalCollector`). ``reading=True`` makes it (with any
+        losses still pending) a reading now: for a loss that is already a mean over an interval,
+        e.g. an epoch's; such a call counts no step."""
         losses = self._losses
         if type(loss) is torch.Tensor and loss.is_cpu:  # the usual case, in as few calls as can be
             try:
@@ -155,6 +158,8 @@ class Watch:
                 losses.append(_check_loss(loss))
         else:
             losses.append(_check_loss(loss))
+        if not reading:  # a step's loss: it may count the step (see SignalCollector.on_loss)
+            self._collector.on_loss()
         # the first loss is a reading of its own: the reference the divergence rule compares with
         if reading or self._first_loss:
             self._first_loss = False

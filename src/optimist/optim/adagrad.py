@@ -102,7 +102,7 @@ class Adagrad(RuleOptimizer):
             total = state["sum"]
             if total.dtype == torch.int8:
                 codecs.encode(
-                    torch.full(p.shape, float(initial)),
+                    torch.full(p.shape, float(initial), device=p.device),
                     total,
                     state["sum_absmax"],
                     stochastic=False,

@@ -196,7 +196,8 @@ class Optimizer(torch.optim.Optimizer):
     Args:
         maximize: ascend instead of descend.
         foreach, fused: implementation choice: ``fused`` demands the C++ engine (the default on
-            CPU), ``foreach=False`` the rule's readable per-tensor path, ``foreach=True`` torch's
+            CPU; on an accelerator torch's fused kernel, for Adam, AdamW, SGD and Adagrad),
+            ``foreach=False`` the rule's readable per-tensor path, ``foreach=True`` torch's
             multi-tensor kernel where one exists (see :mod:`optimist.optim.engine`).
         capturable, differentiable: accepted for torch.optim's signature; True is not
             supported for either (a one-line ``ValueError`` says so).

@@ -49,6 +49,7 @@ except ImportError:  # torch built without distributed support
     DTensor = None  # type: ignore[assignment,misc]
 
 __all__ = [
+    "collective_device",
     "full",
     "global_grad_stats",
     "global_norms",
@@ -176,11 +177,22 @@ def _over_ranks(row: Tensor) -> Tensor:
     world = _world()
     if world == 1:
         return row
-    rows = [torch.empty_like(row) for _ in range(world)]
-    torch.distributed.all_gather(rows, row)
-    if all(torch.equal(r, rows[0]) for r in rows):
-        return rows[0]  # replicas (DDP)
-    return torch.stack(rows).sum(0)  # one part each (ZeRO)
+    mine = row.to(collective_device())
+    rows = [torch.empty_like(mine) for _ in range(world)]
+    torch.distributed.all_gather(rows, mine)
+    every = torch.stack(rows).cpu()
+    if all(torch.equal(r, every[0]) for r in every):
+        return every[0]  # replicas (DDP)
+    return every.sum(0)  # one part each (ZeRO)
+
+
+def collective_device() -> torch.device:
+    """Where the default process group's collectives take their tensors: the current GPU for
+    NCCL (which has no CPU collectives), else the CPU (gloo, or a backend per device type)."""
+    backend = str(torch.distributed.get_backend()).lower()
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _over_mesh(row: Tensor, reference: Tensor) -> Tensor:

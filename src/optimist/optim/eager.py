@@ -24,6 +24,7 @@ __all__ = [
     "prepare_gradient",
     "run_eager",
     "run_torch_foreach",
+    "torch_fused_available",
     "with_fresh",
 ]
 
@@ -59,6 +60,27 @@ _TORCH_IMPLEMENTATION_ARGS = frozenset(
 )  # fmt: skip
 
 
+# torch's dispatch key of a device type, for the fused-kernel check
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "xpu": "XPU", "mps": "MPS", "hpu": "HPU"}
+
+
+def torch_fused_available(rule: Rule, device: torch.device) -> bool:
+    """Whether torch has a fused kernel for ``rule`` on ``device``: its functional
+    (``rule.torch_foreach``) takes ``fused``, the device type is one torch.optim runs fused
+    kernels on, and the op ``aten::_fused_<name>_`` (``_fused_adam_``, ``_fused_sgd_``,
+    ``_fused_adagrad_``) has a kernel registered for the device in this build of torch."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    fn = rule.torch_foreach
+    if fn is None or "fused" not in inspect.signature(fn).parameters:
+        return False
+    if device.type not in _get_fused_kernels_supported_devices():
+        return False
+    key = _DISPATCH_KEYS.get(device.type)
+    op = f"aten::_fused_{fn.__name__}_"
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+
+
 def run_torch_foreach(
     rule: Rule,
     params: list[Tensor],
@@ -66,8 +88,11 @@ def run_torch_foreach(
     columns: list[list[Tensor]],
     states: list[dict[str, Any]],
     group: dict[str, Any],
+    *,
+    fused: bool = False,
 ) -> None:
-    """One step of a classic rule through torch's own multi-tensor kernel (accelerators).
+    """One step of a classic rule through torch's own multi-tensor kernel (accelerators), or
+    with ``fused=True`` through torch's fused kernel (see :func:`torch_fused_available`).
 
     ``rule.torch_foreach`` is torch's functional (``torch.optim.adam.adam``, ...). Its call is
     derived from the rule and that function's signature: the tensor lists are the parameters,
@@ -75,11 +100,18 @@ def run_torch_foreach(
     stored tensors or None, which torch's kernel creates and which are stored back), the scalar
     state (:attr:`Rule.scalar_state`) and the steps; the keyword arguments are the group's
     hyperparameters (``betas`` split into ``beta1``/``beta2``, ``lr`` as a Python number), with
-    ``foreach=True``.
+    ``foreach=True`` or ``fused=True``. torch's fused kernels read ``step`` on the parameter's
+    device, as float32 (where ``torch.optim.Adam(fused=True)`` keeps it): a step stored on the
+    CPU moves there once.
     """
     fn = rule.torch_foreach
     assert fn is not None
     signature = inspect.signature(fn)
+    if fused and rule.has_step:
+        for p, state in zip(params, states, strict=True):
+            step = state["step"]
+            if step.device != p.device or step.dtype != torch.float32:
+                state["step"] = step.to(device=p.device, dtype=torch.float32)
     lists: list[list[Any]] = [params, grads]
     for k, slot in enumerate(rule.slots):
         lists.append([s.get(slot.key) for s in states] if slot.fresh else columns[k])
@@ -94,7 +126,7 @@ def run_torch_foreach(
         raise TypeError(
             f"{fn.__qualname__} takes {required}, rule {rule.name!r} gives {len(lists)} lists"
         )
-    kwargs: dict[str, Any] = {"foreach": True}
+    kwargs: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
     if "has_complex" in signature.parameters:
         kwargs["has_complex"] = any(torch.is_complex(p) for p in params)
     for name in signature.parameters:

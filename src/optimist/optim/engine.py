@@ -42,7 +42,13 @@ from torch import Tensor
 from optimist.optim import codecs
 from optimist.optim.base import ParamsT, scalar
 from optimist.optim.distributed import global_grad_stats, is_dtensor, local
-from optimist.optim.eager import Batch, TensorScalars, run_eager, run_torch_foreach
+from optimist.optim.eager import (
+    Batch,
+    TensorScalars,
+    run_eager,
+    run_torch_foreach,
+    torch_fused_available,
+)
 from optimist.optim.gather import Gathering, _overflows_low_precision
 from optimist.optim.native import available, grad_stats, grad_total, load
 from optimist.optim.rule import Rule
@@ -210,15 +216,15 @@ class RuleOptimizer(Gathering):
         return True
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
+        """The path of a group's step: "fused" (optimist's C++ engine, CPU), "torch" (torch's
+        foreach kernel), "torch_fused" (torch's fused kernel, ``fused=True`` on an
+        accelerator) or "single" (the rule's per-tensor eager function)."""
         # the first and last parameter decide; a stray tensor elsewhere on another device is
         # routed to the eager path by the engine's own per-tensor check
         on_cpu = not params or (params[0].is_cpu and params[-1].is_cpu)
         if group.get("fused"):
             if not on_cpu:
-                raise RuntimeError(
-                    "fused=True runs optimist's CPU engine, but some parameters are not on the "
-                    "CPU; use fused=None (the eager path runs on accelerators)"
-                )
+                return self._torch_fused(group, params[0].device)
             if not available():
                 raise RuntimeError(
                     "fused=True, but optimist's C++ engine could not be built here (see the "
@@ -232,6 +238,29 @@ class RuleOptimizer(Gathering):
         if on_cpu:
             return "fused" if available() else "single"
         return "torch" if self._torch_path_applies(group) else "single"
+
+    def _torch_fused(self, group: dict[str, Any], device: torch.device) -> str:
+        """``fused=True`` off the CPU: torch's fused kernel where it has one for the rule (Adam,
+        AdamW, SGD, Adagrad), else a one-line error naming what runs instead."""
+        name = type(self).__name__
+        if not torch_fused_available(self.rule, device):
+            instead = (
+                "fused=None (torch's foreach kernel) or foreach=False (the per-tensor path)"
+                if self.rule.torch_foreach
+                else "fused=None (the per-tensor path)"
+            )
+            raise RuntimeError(
+                f"fused=True: {name} has no fused kernel on {device.type} (torch has fused "
+                "Adam, AdamW, SGD and Adagrad kernels; optimist's own fused engine is for the "
+                f"CPU); use {instead}"
+            )
+        if not self._torch_path_applies(group):
+            raise RuntimeError(
+                f"fused=True on {device.type} runs torch's fused {name} kernel, which has no "
+                "state_dtype, chain transforms or stochastic_params; drop them, or use "
+                "fused=None (the per-tensor path runs them)"
+            )
+        return "torch_fused"
 
     def _torch_path_applies(self, group: dict[str, Any]) -> bool:
         return (
@@ -275,7 +304,8 @@ class RuleOptimizer(Gathering):
                         decay[i] -= lr * rate
         flags = rule.flags(group)
         implementation = self._implementation(group, params)
-        if implementation == "torch" and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
+        torch_kernel = implementation in ("torch", "torch_fused")
+        if torch_kernel and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
             implementation = "single"  # torch's kernel would store local shards as the state
         prologue = dict(
             grad_scale=grad_scale,
@@ -288,9 +318,10 @@ class RuleOptimizer(Gathering):
             l2_all=0.0 if decoupled else wd,
             decay_all=1.0 - lr * wd if decoupled else 1.0,
         )
-        if implementation == "torch":
+        if implementation in ("torch", "torch_fused"):
             # torch's kernel makes (and the rule's adapter stores) fresh state itself
-            run_torch_foreach(rule, params, grads, columns, states, group)
+            fused = implementation == "torch_fused"
+            run_torch_foreach(rule, params, grads, columns, states, group, fused=fused)
             return True
         self._run(
             implementation,

@@ -10,21 +10,36 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace optimist {
 
 using at::Tensor;
 
-// Phase A over elements [begin, end) of one tensor: the rule's norms() block by block, with the
-// blocks' sums of p^2 and u^2 added to sums[0] and sums[1].
+// The block length of run_norms over a job: kBlock where every stream is used in place, else
+// kSmallBlock (the buffers of decoded values stay in L1).  kParallelElems is a multiple of both.
+int64_t norm_block(const Job& job) {
+  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
+                  job.grad.kind == kNative;
+  for (int k = 0; k < kMaxSlots; ++k) in_place &= job.slot[k].kind == kNative ||
+                                                  job.slot[k].kind == kAbsent;
+  return in_place ? kBlock : kSmallBlock;
+}
+
+// Phase A over elements [begin, end) of one tensor (begin a multiple of norm_block(job)): the
+// rule's norms() block by block, each block's sums of p^2 and u^2 written to blocks[2k] and
+// blocks[2k + 1] for its k-th block.
 template <typename R, typename C>
-void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
+void run_norms(const Job& job, int64_t begin, int64_t end, double* blocks) {
   const R rule(job.hyper);
   alignas(64) C pbuf[kBlock], graw[kBlock], gbuf[kBlock], ubuf[kBlock];
   alignas(64) C sbuf[kMaxSlots][kBlock];
@@ -36,19 +51,16 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* sums) {
   }
   uint32_t seeds[kAllSlots];
   slot_seeds(job.seed, seeds);
-  bool in_place = !prepares_grad(job.pro) && job.param.kind == kNative &&
-                  job.grad.kind == kNative;
-  for (int j = 0; j < n_used; ++j) in_place &= job.slot[used[j]].kind == kNative;
-  const int64_t block = in_place ? kBlock : kSmallBlock;
-  for (int64_t b = begin; b < end; b += block) {
+  const int64_t block = norm_block(job);
+  for (int64_t b = begin; b < end; b += block, blocks += 2) {
     const int64_t len = std::min(block, end - b);
     C* __restrict__ p = load<C>(job.param, b, len, pbuf);
     const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
     C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
     rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
-    sums[0] += sum_squares_block(p, len);
-    sums[1] += sum_squares_block(ubuf, len);
+    blocks[0] = sum_squares_block(p, len);
+    blocks[1] = sum_squares_block(ubuf, len);
     for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
   }
 }
@@ -63,27 +75,20 @@ NormsFn norms_fn(const std::string& rule, const std::vector<bool>& flags) {
   TORCH_CHECK(false, "optimist engine: rule '", rule, "' has no norm pass");
 }
 
-// Phase A of one tensor: its sums of p^2 and u^2 added to sums[0], sums[1].  Chunks of
-// kParallelElems elements, each summed block after block from zero and added in order, so that
-// the sums do not depend on the number of threads nor on which tensors are read together.
-void norms_of(const Job& job, NormsFn fn, double* sums) {
-  const int64_t chunks = (job.n + kParallelElems - 1) / kParallelElems;
-  if (chunks == 1) {  // (no allocation for small tensors)
-    double partial[2] = {0.0, 0.0};
-    fn(job, 0, job.n, partial);
-    sums[0] += partial[0];
-    sums[1] += partial[1];
-    return;
-  }
-  std::vector<double> partial(2 * chunks, 0.0);
-  at::parallel_for(0, chunks, 1, [&](int64_t a, int64_t b) {
-    for (int64_t c = a; c < b; ++c) {
-      fn(job, c * kParallelElems, std::min(job.n, (c + 1) * kParallelElems), &partial[2 * c]);
+// A tensor's two sums from its blocks' (run_norms): per chunk of kParallelElems elements, the
+// blocks added in order from 0, and the chunks added in order, so that the sums depend neither
+// on the number of threads nor on how the blocks were shared among them.
+void sum_blocks(const double* blocks, int64_t n_blocks, int64_t block, double* sums) {
+  const int64_t per_chunk = kParallelElems / block;
+  sums[0] = sums[1] = 0.0;
+  for (int64_t c = 0; c < n_blocks; c += per_chunk) {
+    double chunk[2] = {0.0, 0.0};
+    for (int64_t k = c; k < std::min(n_blocks, c + per_chunk); ++k) {
+      chunk[0] += blocks[2 * k];
+      chunk[1] += blocks[2 * k + 1];
     }
-  });
-  for (int64_t c = 0; c < chunks; ++c) {
-    sums[0] += partial[2 * c];
-    sums[1] += partial[2 * c + 1];
+    sums[0] += chunk[0];
+    sums[1] += chunk[1];
   }
 }
 
@@ -111,14 +116,22 @@ double trust_scalar(const double* sums, double scale, double coefficient, double
   return scale * (coefficient * p_norm / (u_norm + eps));
 }
 
+// A thread's share of a tensor's blocks: [first, last) of n_blocks for thread tid of nt.
+inline std::pair<int64_t, int64_t> share(int64_t n_blocks, int tid, int nt) {
+  return {n_blocks * tid / nt, n_blocks * (tid + 1) / nt};
+}
+
 // A trust-ratio step (LAMB, LARS) over a plan, in one call: phase A (run_norms), each tensor's
 // scalar (trust_scalar, appended to the shared host scalars `hyper`), phase B (the rule's
-// functor).  Without `reduce`, tensor by tensor: tensors of more than kParallelElems elements
-// one at a time and smaller ones in groups of at most that many, phase B right after the
-// group's phase A, so that its second read of p, g (LARS) or m, v, p (LAMB) comes from the
-// caches, not memory.  With `reduce` (a Python callable taking and returning the float64
-// [n, 2] sums, e.g. an all-reduce of sharded tensors' rows): phase A over every tensor, then
-// `reduce`, then phase B over every tensor.  The same sums either way.  Returns the sums.
+// functor).  Without `reduce`, tensor by tensor, so that phase B's second read of p, g (LARS) or
+// m, v, p (LAMB) comes from the caches, not memory, in one parallel region: each tensor of more
+// than kParallelElems elements is shared among the threads block by block (evenly), each thread
+// runs phase A over its share, waits for the others (one barrier per tensor), computes the
+// tensor's scalar from every block's sums and runs phase B over the same share; smaller tensors,
+// in groups of at most kParallelElems elements, then go whole to whichever thread is free.  With
+// `reduce` (a Python callable taking and returning the float64 [n, 2] sums, e.g. an all-reduce
+// of sharded tensors' rows): phase A over every tensor, then `reduce`, then phase B over every
+// tensor.  The same sums either way (sum_blocks).  Returns the sums.
 Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& flags,
                   const std::vector<double>& hyper, bool maximize, bool grad_in_update,
                   double scale, double coefficient, double eps, int64_t seed,
@@ -135,6 +148,8 @@ Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& 
   const NormsFn norm_fns[2] = {norms_fn<float>(rule, flags), norms_fn<double>(rule, flags)};
   const Prologue pro_a = make_prologue(1.0, 0.0, true, maximize, 0.0);
   const Prologue pro_b = make_prologue(1.0, 0.0, true, maximize && grad_in_update, 0.0);
+  // per tensor: its blocks' sums at offset[i] in `blocks` (2 doubles per block)
+  std::vector<int64_t> offset(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
     Job& job = jobs[i];
     job.pro = pro_a;
@@ -142,59 +157,118 @@ Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& 
     std::copy(hyper.begin(), hyper.end(), job.hyper);
     job.hyper[own] = 0.0;
     job.fn = step_fns[plan.dbl[i]];
+    const int64_t block = norm_block(job);
+    offset[i + 1] = offset[i] + 2 * ((job.n + block - 1) / block);
   }
   store_next_steps(plan);
   Tensor out = torch::zeros({static_cast<int64_t>(n), 2}, torch::kFloat64);
-  const double* sums = out.data_ptr<double>();
-  auto phase_a = [&](size_t first, size_t last) {
-    double* s = out.data_ptr<double>();
-    for (size_t i = first; i < last; ++i) norms_of(jobs[i], norm_fns[plan.dbl[i]], s + 2 * i);
-  };
-  auto phase_b = [&](size_t first, size_t last) {
-    for (size_t i = first; i < last; ++i) {
-      jobs[i].hyper[own] = trust_scalar(sums + 2 * i, scale, coefficient, eps);
-      jobs[i].pro = pro_b;
+  double* sums = out.data_ptr<double>();
+  // (not zeroed: every block is written before it is read)
+  const std::unique_ptr<double[]> block_sums(new double[static_cast<size_t>(offset[n])]);
+  double* const blocks = block_sums.get();
+  // phase A over [first, last) of tensor i's blocks; its sums once every block is in
+  auto norms = [&](size_t i, int64_t first, int64_t last) {
+    const Job& job = jobs[i];
+    const int64_t block = norm_block(job);
+    if (first < last) {
+      norm_fns[plan.dbl[i]](job, first * block, std::min(job.n, last * block),
+                            blocks + offset[i] + 2 * first);
     }
-    if (last - first == 1 && jobs[first].n > kParallelElems) {
-      const Job& job = jobs[first];
-      const int64_t blocks = (job.n + kBlock - 1) / kBlock;
-      at::parallel_for(0, blocks, kParallelElems / kBlock, [&](int64_t b0, int64_t b1) {
-        update_backwards(job, b0 * kBlock, std::min(job.n, b1 * kBlock));
-      });
-      return;
-    }
-    for (size_t i = first; i < last; ++i) jobs[i].fn(jobs[i], 0, jobs[i].n);
   };
-  // groups of tensors: [first, next(first))
-  auto next = [&](size_t first) {
+  auto total = [&](size_t i, double* s) {
+    const int64_t block = norm_block(jobs[i]);
+    sum_blocks(blocks + offset[i], (jobs[i].n + block - 1) / block, block, s);
+  };
+  // phase B over [first, last) of tensor i's blocks with the scalar of the sums s
+  auto update = [&](size_t i, int64_t first, int64_t last, const double* s) {
+    Job job = jobs[i];  // (a copy per thread: the scalar and prologue are the thread's own)
+    const int64_t block = norm_block(job);
+    job.hyper[own] = trust_scalar(s, scale, coefficient, eps);
+    job.pro = pro_b;
+    if (first < last) update_backwards(job, first * block, std::min(job.n, last * block));
+  };
+  auto n_blocks = [&](size_t i) {
+    const int64_t block = norm_block(jobs[i]);
+    return (jobs[i].n + block - 1) / block;
+  };
+  // large tensors (shared by the threads) and groups of small ones (one thread each)
+  std::vector<size_t> large;
+  std::vector<std::pair<size_t, size_t>> groups;
+  for (size_t first = 0; first < n;) {
     int64_t elems = jobs[first].n;
     size_t last = first + 1;
     while (last < n && elems + jobs[last].n <= kParallelElems) elems += jobs[last++].n;
-    return last;
-  };
+    if (last - first == 1 && elems > kParallelElems) {
+      large.push_back(first);
+    } else {
+      groups.emplace_back(first, last);
+    }
+    first = last;
+  }
   if (reduce.is_none()) {
     pybind11::gil_scoped_release release;
-    for (size_t first = 0; first < n;) {
-      const size_t last = next(first);
-      phase_a(first, last);
-      phase_b(first, last);
-      first = last;
+    std::atomic<size_t> next_group{0};
+    auto work = [&](int tid, int nt) {
+      for (const size_t i : large) {
+        const auto [first, last] = share(n_blocks(i), tid, nt);
+        norms(i, first, last);
+        if (nt > 1) {
+#pragma omp barrier
+        }
+        double s[2];
+        total(i, s);
+        if (tid == 0) std::copy(s, s + 2, sums + 2 * i);
+        update(i, first, last, s);
+      }
+      for (size_t g; (g = next_group.fetch_add(1)) < groups.size();) {
+        for (size_t i = groups[g].first; i < groups[g].second; ++i) norms(i, 0, n_blocks(i));
+        for (size_t i = groups[g].first; i < groups[g].second; ++i) {
+          total(i, sums + 2 * i);
+          update(i, 0, n_blocks(i), sums + 2 * i);
+        }
+      }
+    };
+    const int threads = at::get_num_threads();
+    if (threads == 1 || (large.empty() && groups.size() <= 1)) {
+      work(0, 1);
+    } else {
+#pragma omp parallel num_threads(threads)
+      work(omp_get_thread_num(), omp_get_num_threads());
     }
     return out;
   }
   {
     pybind11::gil_scoped_release release;
-    for (size_t first = 0; first < n; first = next(first)) phase_a(first, next(first));
+    for (const size_t i : large) {
+      at::parallel_for(0, n_blocks(i), kParallelElems / norm_block(jobs[i]),
+                       [&](int64_t a, int64_t b) { norms(i, a, b); });
+    }
+    at::parallel_for(0, static_cast<int64_t>(groups.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t g = a; g < b; ++g) {
+        for (size_t i = groups[g].first; i < groups[g].second; ++i) norms(i, 0, n_blocks(i));
+      }
+    });
+    for (size_t i = 0; i < n; ++i) total(i, sums + 2 * i);
   }
   Tensor reduced = reduce(out).cast<Tensor>();
   TORCH_CHECK(reduced.scalar_type() == at::kDouble && reduced.device().is_cpu() &&
                   reduced.sizes() == out.sizes(),
               "optimist engine: reduce must return the float64 CPU sums of shape [", n, ", 2]");
   out = reduced.contiguous();
-  sums = out.data_ptr<double>();
+  const double* reduced_sums = out.data_ptr<double>();
   {
     pybind11::gil_scoped_release release;
-    for (size_t first = 0; first < n; first = next(first)) phase_b(first, next(first));
+    for (const size_t i : large) {
+      at::parallel_for(0, n_blocks(i), kParallelElems / norm_block(jobs[i]),
+                       [&](int64_t a, int64_t b) { update(i, a, b, reduced_sums + 2 * i); });
+    }
+    at::parallel_for(0, static_cast<int64_t>(groups.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t g = a; g < b; ++g) {
+        for (size_t i = groups[g].first; i < groups[g].second; ++i) {
+          update(i, 0, n_blocks(i), reduced_sums + 2 * i);
+        }
+      }
+    });
   }
   return out;
 }
