@@ -8,9 +8,11 @@ every cache cold (a 64 MiB write before each timed call, as after a backward pas
 * ``plan + run``: the same two C++ calls, with the same arguments (recorded from a step), alone;
 * ``gather``: the optimizer's gathering of its lists (``_gather_fast``, ``plan`` included).
 
-The difference ``step() - (plan + run)`` is what the Python side costs a step; it is what keeps
-the one- and two-state classic rules above the old per-optimizer kernels at 10M (README, Speed).
-Minimum over ``--repeats`` interleaved rounds of the thread's CPU time, 1 thread.
+The difference ``step() - (plan + run)`` is what the Python side costs a step (README, Speed:
+before and after the gather remembered its state lookups and ``step`` left torch's wrapper out
+while no hook or profiler listens). Minimum over ``--repeats`` interleaved rounds of the
+thread's CPU time, 1 thread. The optimist imported is the one on ``PYTHONPATH``: point it at
+another checkout's ``src`` to time that one with the same script.
 
     python benchmarks/step_overhead.py --size 10M --optimizers sgd,adagrad,rmsprop,adamw
 """

@@ -315,13 +315,18 @@ def dispatch(opt: torch.optim.Optimizer) -> str:
     implementation = getattr(opt, "_implementation", None)
     if implementation is None:
         return "torch ops per tensor"
-    names = {"fused": "C++ engine", "torch": "torch foreach", "single": "eager per tensor"}
+    names = {"fused": "C++ engine", "torch": "torch foreach", "single": "eager per tensor",
+             "bucketed": "eager bucketed"}  # fmt: skip
     kinds = []
     for group in opt.param_groups:
         if group.get("use_muon"):
             kind = "Newton-Schulz in torch ops"
         else:
-            kind = names[implementation(group, group["params"])]
+            path = implementation(group, group["params"])
+            bucketed = getattr(opt, "_bucketed", None)
+            if path == "single" and bucketed is not None and bucketed(group, group["params"]):
+                path = "bucketed"
+            kind = names[path]
         if kind not in kinds:
             kinds.append(kind)
     return " + ".join(kinds)

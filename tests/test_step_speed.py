@@ -28,6 +28,7 @@ def test_dispatch_reports_the_path_the_optimizer_takes():
         assert step_speed.dispatch(oo.Adam(_params(4))) == "C++ engine"
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=True)) == "torch foreach"
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=False)) == "eager per tensor"
+    assert step_speed.dispatch(oo.Lion(_params(4), foreach=True)) == "eager bucketed"
     assert step_speed.dispatch(oo.Adafactor(_params(4))) == "torch ops per tensor"
     if engine.available():
         assert step_speed.dispatch(oo.LAMB(_params(4))) == "C++ engine"

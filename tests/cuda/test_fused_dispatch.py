@@ -97,3 +97,26 @@ def test_rank_sums_go_through_the_collective_device_of_the_backend(monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_backend", lambda group=None: "nccl")
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert distributed.collective_device() == torch.device("cuda", 0)
+
+
+def test_fused_is_refused_where_torch_optim_own_class_refuses_it(monkeypatch):
+    """A registered kernel is not enough: torch 2.11's ``Adagrad`` refuses ``fused=True`` on CUDA
+    although ``aten::_fused_adagrad_`` has a CUDA kernel. optimist asks the twin class, so it
+    refuses where torch.optim does (here: an Adagrad that refuses the CPU too)."""
+    from optimist.optim import eager
+
+    assert torch_fused_available(oo.Adagrad.rule, CPU)
+    original = torch.optim.Adagrad.__init__
+
+    def refuses(self, params, *args, fused=None, **kwargs):  # noqa: ANN001
+        if fused:
+            raise RuntimeError("`fused=True` requires ... supported devices: ['mps']")
+        original(self, params, *args, fused=fused, **kwargs)
+
+    eager._twin_takes_fused.cache_clear()
+    monkeypatch.setattr(torch.optim.Adagrad, "__init__", refuses)
+    try:
+        assert not torch_fused_available(oo.Adagrad.rule, CPU)
+        assert torch_fused_available(oo.Adam.rule, CPU)
+    finally:
+        eager._twin_takes_fused.cache_clear()

@@ -29,6 +29,8 @@ paths agree bitwise.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -37,10 +39,13 @@ __all__ = [
     "QUANT_BLOCK",
     "STATE_DTYPES",
     "check_state_dtype",
+    "bf16_stochastic",
     "decode",
     "encode",
     "int8_decode",
     "int8_encode",
+    "random_bits",
+    "segment_bits",
     "storage_dtype",
 ]
 
@@ -134,9 +139,9 @@ def int8_decode(q: Tensor, scale: Tensor) -> Tensor:
     return out.reshape(-1)[:n].reshape(q.shape)
 
 
-def random_bits(seed: int, n: int, offset: int = 0, device: torch.device | None = None) -> Tensor:
-    """The engine's counter-based hash: 32 random bits per element index (int64 tensor)."""
-    x = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
+def _mix(x: Tensor, seed: int | Tensor) -> Tensor:
+    """The engine's hash of element indices ``x`` (int64) with ``seed`` (an int or an int64
+    tensor broadcast against ``x``): 32 random bits per element."""
     x = ((x * 0x9E3779B1) & _MASK32) ^ (seed & _MASK32)
     x ^= x >> 16
     x = (x * 0x85EBCA6B) & _MASK32
@@ -146,10 +151,30 @@ def random_bits(seed: int, n: int, offset: int = 0, device: torch.device | None 
     return x
 
 
-def bf16_stochastic(x: Tensor, seed: int) -> Tensor:
-    """Round float values to bfloat16 stochastically (as the engine's bfloat16 state codec)."""
+def random_bits(seed: int, n: int, offset: int = 0, device: torch.device | None = None) -> Tensor:
+    """The engine's counter-based hash: 32 random bits per element index (int64 tensor)."""
+    return _mix(torch.arange(offset, offset + n, dtype=torch.int64, device=device), seed)
+
+
+def segment_bits(seeds: list[int], sizes: list[int], device: torch.device | None = None) -> Tensor:
+    """:func:`random_bits` of consecutive segments (``sizes[i]`` elements with ``seeds[i]``,
+    each counted from 0) in one pass: the bits of tensors concatenated flat."""
+    total = sum(sizes)
+    counts = torch.tensor(sizes, dtype=torch.int64, device=device)
+    starts = torch.tensor([0, *itertools.accumulate(sizes[:-1])], dtype=torch.int64, device=device)
+    where = torch.arange(total, dtype=torch.int64, device=device)
+    where -= starts.repeat_interleave(counts, output_size=total)
+    seed = torch.tensor(seeds, dtype=torch.int64, device=device)
+    return _mix(where, seed.repeat_interleave(counts, output_size=total))
+
+
+def bf16_stochastic(x: Tensor, seed: int, bits: Tensor | None = None) -> Tensor:
+    """Round float values to bfloat16 stochastically (as the engine's bfloat16 state codec);
+    ``bits``: the random bits per element (e.g. :func:`segment_bits`) instead of ``seed``'s."""
     flat = x.detach().reshape(-1).to(torch.float32)
-    bits = _float_bits(flat) + (random_bits(seed, flat.numel(), device=x.device) & 0xFFFF)
+    if bits is None:
+        bits = random_bits(seed, flat.numel(), device=x.device)
+    bits = _float_bits(flat) + (bits & 0xFFFF)
     half = (bits >> 16) & 0xFFFF
     half = torch.where(half >= 0x8000, half - 0x10000, half)  # as a signed 16-bit pattern
     out = half.to(torch.int16).view(torch.bfloat16)

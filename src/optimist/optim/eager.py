@@ -7,6 +7,7 @@ two paths agree (bitwise in float64; the codecs' random bits are the same).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -78,7 +79,32 @@ def torch_fused_available(rule: Rule, device: torch.device) -> bool:
         return False
     key = _DISPATCH_KEYS.get(device.type)
     op = f"aten::_fused_{fn.__name__}_"
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+    if key is None or not torch._C._dispatch_has_kernel_for_dispatch_key(op, key):
+        return False
+    return _twin_takes_fused(fn, device.type)
+
+
+@functools.cache
+def _twin_takes_fused(fn: Any, device_type: str) -> bool:
+    """Whether torch.optim's own class for the functional ``fn`` accepts ``fused=True`` on
+    ``device_type``: a kernel can be registered where the class still refuses it (torch 2.11's
+    ``Adagrad`` takes ``fused=True`` on the CPU only); optimist refuses where torch does."""
+    module = inspect.getmodule(fn)
+    classes = [
+        c
+        for c in vars(module).values()
+        if inspect.isclass(c)
+        and issubclass(c, torch.optim.Optimizer)
+        and c.__module__ == fn.__module__
+    ]
+    if len(classes) != 1:
+        return False
+    probe = torch.zeros(1, device=device_type, requires_grad=True)
+    try:
+        classes[0]([probe], fused=True)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def run_torch_foreach(

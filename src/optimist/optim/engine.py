@@ -41,6 +41,7 @@ from torch import Tensor
 
 from optimist.optim import codecs
 from optimist.optim.base import ParamsT, scalar
+from optimist.optim.bucket import run_bucketed
 from optimist.optim.distributed import global_grad_stats, is_dtensor, local
 from optimist.optim.eager import (
     Batch,
@@ -250,9 +251,9 @@ class RuleOptimizer(Gathering):
                 else "fused=None (the per-tensor path)"
             )
             raise RuntimeError(
-                f"fused=True: {name} has no fused kernel on {device.type} (torch has fused "
-                "Adam, AdamW, SGD and Adagrad kernels; optimist's own fused engine is for the "
-                f"CPU); use {instead}"
+                f"fused=True: {name} has no fused kernel on {device.type} (torch.optim runs "
+                "fused=True only for Adam, AdamW, SGD and Adagrad, each on the devices its class "
+                f"accepts; optimist's own fused engine is for the CPU); use {instead}"
             )
         if not self._torch_path_applies(group):
             raise RuntimeError(
@@ -303,7 +304,8 @@ class RuleOptimizer(Gathering):
                     if self._masked(2 * j + 1, mask, p, name):
                         decay[i] -= lr * rate
         flags = rule.flags(group)
-        implementation = self._implementation(group, params)
+        # (a plan: the fast gather found the group on the engine's path)
+        implementation = "fused" if plan is not None else self._implementation(group, params)
         torch_kernel = implementation in ("torch", "torch_fused")
         if torch_kernel and (is_dtensor(originals[0]) or is_dtensor(originals[-1])):
             implementation = "single"  # torch's kernel would store local shards as the state
@@ -356,7 +358,8 @@ class RuleOptimizer(Gathering):
         *,
         plan: Any = None,
     ) -> None:
-        """Run the step: the C++ engine where it applies, else the eager path per tensor.
+        """Run the step: the C++ engine where it applies, else the eager path: bucketed
+        (:mod:`optimist.optim.bucket`) where :meth:`_bucketed` says so, else per tensor.
 
         ``plan``: the engine's plan of the whole batch (from :meth:`_gather_fast`), if made.
         """
@@ -365,6 +368,16 @@ class RuleOptimizer(Gathering):
         eager: list[int] = list(range(n))
         if plan is not None:
             self._run_fused(group, batch, plan)
+            return
+        if implementation == "single" and self._bucketed(group, params):
+            run_bucketed(
+                self.rule,
+                group,
+                batch,
+                ema=self.chain.ema,
+                stochastic_params=self.stochastic_params,
+                seed=self._seed(),
+            )
             return
         if implementation == "fused" and _overflows_low_precision(
             group, params, self.rule.group_statistics
@@ -400,6 +413,16 @@ class RuleOptimizer(Gathering):
                 seed=self._seed(),
             )
 
+    @staticmethod
+    def _bucketed(group: dict[str, Any], params: Sequence[Tensor]) -> bool:
+        """Whether the eager path runs in buckets: ``foreach=True`` (any device: how the tests
+        take this path on the CPU), or by default (``foreach=None``) on accelerators; never
+        with ``foreach=False`` (one call per tensor, as torch.optim's ``foreach=False``)."""
+        foreach = group.get("foreach")
+        if foreach is not None:
+            return bool(foreach)
+        return bool(params) and not params[0].is_cpu
+
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
 
@@ -408,13 +431,14 @@ class RuleOptimizer(Gathering):
         are common to all parameters (the usual case), else one call per parameter."""
         rule = self.rule
         mod = load()
-        steps = [s["step"] for s in batch.states] if rule.has_step else []
         if plan is not None and rule.has_step and math.isnan(plan.step):
             plan = None  # the step counts differ: advanced below, one call per parameter
         if plan is not None:
             t = plan.step if rule.has_step else 0.0  # stored by plan's run
+        elif rule.has_step:
+            t = mod.advance_steps([s["step"] for s in batch.states])
         else:
-            t = mod.advance_steps(steps) if rule.has_step else 0.0
+            t = 0.0
         hypers = None
         if not math.isnan(t):
             scalar_cols = {k: [s[k] for s in batch.states] for k, _ in rule.scalar_state}
@@ -425,8 +449,8 @@ class RuleOptimizer(Gathering):
         if hypers is not None:
             self._call_engine(batch, hypers, plan)
             return
-        if plan is not None and steps:
-            mod.advance_steps(steps)  # (the plan, now unused, would have)
+        if plan is not None and rule.has_step:
+            mod.advance_steps([s["step"] for s in batch.states])  # (the unused plan would have)
         # scalar state differs between parameters (e.g. some joined later): one call each
         already = not math.isnan(t)
         for i, state in enumerate(batch.states):

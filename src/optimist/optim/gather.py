@@ -10,9 +10,10 @@ and lets the C++ engine check the tensors and plan the step in one call.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from itertools import repeat
-from operator import is_not
+from operator import is_, is_not
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +25,7 @@ from optimist.optim.rule import Rule
 from optimist.optim.rule_state import RuleState
 from optimist.optim.transforms import ChainConfig
 
-__all__ = ["Gathering"]
+__all__ = ["Gathering", "TrackedState"]
 
 
 class Gathering(RuleState):
@@ -33,6 +34,10 @@ class Gathering(RuleState):
     rule: ClassVar[Rule]
     chain: ChainConfig
     stochastic_params: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = TrackedState(self.state)
 
     def _gradients(self, params: Sequence[Tensor]) -> list[Tensor | None]:
         """The gradient each parameter steps with: ``p.grad``, or its accumulator (None: none)."""
@@ -138,13 +143,30 @@ class Gathering(RuleState):
 
         None where any of that does not hold: :meth:`_gather` then runs and does everything
         as before (nothing was changed here besides the state dict's empty entries ``_gather``
-        makes too). Nothing is cached between steps: state entries may be replaced at any time
-        (``load_state_dict``, a user's ``opt.state[p]["exp_avg"] = ...``), so they are read anew.
+        makes too).
+
+        Each step reads every gradient and every state entry anew (``zero_grad`` replaces the
+        gradients; ``load_state_dict`` or a user's ``opt.state[p]["exp_avg"] = ...`` replace
+        state tensors). What is kept between steps (:class:`_Known`) is only which state dict
+        belongs to which parameter: the lookups ``opt.state[p]``, valid while the group's
+        parameter list holds the same tensors, the same of them have a gradient and the
+        optimizer's state mapping is the same object, unchanged (:class:`TrackedState` counts
+        every change of it: a parameter's state made, replaced or deleted).
         """
         if group.get("state_dtype") == "int8" or not available():
             return None
         rule, chain = self.rule, self.chain
-        originals, grads, states = self._present_states(group)
+        group_params = group["params"]
+        grads = self._gradients(group_params)
+        missing = (
+            []
+            if all(map(is_not, grads, repeat(None)))
+            else [i for i, g in enumerate(grads) if g is None]
+        )
+        known = self._known(group_params, missing)
+        originals, states = known.originals, known.states
+        if missing:
+            grads = [g for g in grads if g is not None]
         if not originals:
             return None
         if self._implementation(group, originals) != "fused" or _overflows_low_precision(
@@ -174,6 +196,109 @@ class Gathering(RuleState):
             return None
         scales: list[list[Tensor]] = [[] for _ in rule.slots]
         return originals, originals, grads, states, columns, scales, [], [], plan
+
+    def _known(self, group_params: list[Tensor], missing: list[int]) -> _Known:
+        """The parameters of ``group_params`` with a gradient (all but the indices ``missing``)
+        and their state dicts: remembered from an earlier step while still valid, else looked up
+        (state dicts made empty where missing, as ``_gather`` does) and remembered."""
+        optimizer_state = self.state
+        cache: dict[int, _Known] = self.__dict__.setdefault("_known_states", {})
+        known = cache.get(id(group_params))  # (it holds the list: the id stays its own)
+        if (
+            known is not None
+            and known.mapping is optimizer_state
+            and known.version == getattr(optimizer_state, "version", None)
+            and known.missing == missing
+            and len(group_params) == len(known.params)
+            and all(map(is_, group_params, known.params))
+        ):
+            return known
+        gone = set(missing)
+        originals = [p for i, p in enumerate(group_params) if i not in gone]
+        states = [optimizer_state[p] for p in originals]
+        known = _Known(
+            group_params, tuple(group_params), missing, originals, states, optimizer_state
+        )
+        if known.version is not None:
+            live = {id(g["params"]) for g in self.param_groups}
+            for key in [k for k in cache if k not in live]:  # groups no longer there
+                del cache[key]
+            cache[id(group_params)] = known
+        return known
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # also called by load_state_dict, with torch's new (plain) state mapping
+        super().__setstate__(state)
+        self.__dict__["state"] = TrackedState(self.state)
+        self.__dict__["_known_states"] = {}
+
+
+class TrackedState(defaultdict):
+    """The optimizer's ``state`` (torch's ``defaultdict(dict)``), counting in :attr:`version`
+    every change of which state dict belongs to which parameter (an entry made, replaced or
+    deleted), so a step can trust the lookups of an earlier one while the count stands. What
+    the per-parameter dicts hold is not tracked (it is read anew every step)."""
+
+    version = 0
+
+    def __init__(self, items: Any = ()) -> None:
+        # (copy and pickle rebuild a defaultdict from its factory: that is not an item)
+        super().__init__(dict, () if callable(items) else items)
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._changed()
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self) -> Any:
+        self._changed()
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._changed()
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed()
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._changed()
+        return super().setdefault(key, default)
+
+    def __ior__(self, other: Any) -> TrackedState:
+        self._changed()
+        return super().__ior__(other)
+
+
+class _Known:
+    """One group's parameters with a gradient and their state dicts, as of :attr:`version`."""
+
+    __slots__ = ("group_params", "params", "missing", "originals", "states", "mapping", "version")
+
+    def __init__(
+        self,
+        group_params: list[Tensor],
+        params: tuple[Tensor, ...],
+        missing: list[int],
+        originals: list[Tensor],
+        states: list[dict[str, Any]],
+        mapping: Any,
+    ) -> None:
+        self.group_params, self.params, self.missing = group_params, params, missing
+        self.originals, self.states, self.mapping = originals, states, mapping
+        # read after the lookups above (which make missing entries, a change)
+        self.version = mapping.version if type(mapping) is TrackedState else None
 
 
 _EMPTY = torch.empty(0)
