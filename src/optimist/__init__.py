@@ -19,10 +19,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import torch.distributed as _dist
+
 __version__ = "0.1.0"
 
 from optimist import optim
 from optimist.optim import chain, optimizer
+
+if _dist.is_available():
+    # Imported before any process group exists, so that its collectives' group=WORLD
+    # defaults are None: imported later (by DistributedDataParallel) they keep the default
+    # group alive past destroy_process_group() (optimist.training.distributed, "Teardown").
+    import torch.distributed.nn.functional  # noqa: F401
 
 # name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {

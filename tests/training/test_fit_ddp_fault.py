@@ -3,6 +3,8 @@
 torchrun reports the dead rank and its exit code, the surviving rank fails with one line that
 says what happened; the same command started again resumes after the last finished epoch (no
 finished epoch is trained again) and ends bit-identical, float64, to an uninterrupted run.
+``destroy_process_group`` after ``fit(strategy="ddp")`` really ends the gloo group: its threads
+are gone before the interpreter shuts down (torn down at shutdown, rank 1 sometimes aborted).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_fit.py"
 pytestmark = pytest.mark.slow
@@ -61,3 +65,54 @@ def test_killed_worker_is_reported_and_fit_resumes_bit_identical(tmp_path):
     for key in want:
         assert got[key].dtype == torch.float64
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+# One process, a gloo group of one: fit(strategy="ddp"), destroy_process_group, then the names
+# of the native threads still running (Linux: /proc/self/task/*/comm). argv[2] "init-first":
+# init_process_group before optimist is imported.
+TEARDOWN = """
+import glob, os, sys, warnings
+import numpy as np, torch, torch.distributed as dist
+
+def threads():
+    return sorted(open(p).read().strip() for p in glob.glob(f"/proc/{os.getpid()}/task/*/comm"))
+
+def init():
+    dist.init_process_group("gloo", store=dist.FileStore(sys.argv[1], 1), rank=0, world_size=1)
+
+if sys.argv[2] == "init-first":
+    init()
+import optimist
+if sys.argv[2] != "init-first":
+    init()
+model = optimist.Sequential([optimist.layers.Dense(4, input_shape=(3,)), optimist.layers.Dense(2)])
+model.compile(optimizer="adam", loss="mse")
+x, y = np.random.rand(16, 3).astype("float32"), np.random.rand(16, 2).astype("float32")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, strategy="ddp", monitor=False)
+print("warned:", any("after init_process_group" in str(w.message) for w in caught))
+print("during:", *threads())
+dist.destroy_process_group()
+print("after:", *threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc/self/task")
+@pytest.mark.parametrize("order", ["optimist-first", "init-first"])
+def test_destroy_process_group_after_ddp_fit_stops_the_gloo_threads(tmp_path, order):
+    # DistributedDataParallel imports torch.distributed.nn.functional (through torch._dynamo),
+    # whose group=group.WORLD defaults, bound after init_process_group, kept the group alive
+    # past destroy_process_group; import optimist imports it first. Imported the other way
+    # round, fit warns, and the threads do outlive destroy_process_group (torch's behaviour).
+    # the teardown does not depend on the C++ engine: no first-use build inside the timeout
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), OPTIMIST_DISABLE_FUSED="1")
+    command = [sys.executable, "-c", TEARDOWN, str(tmp_path / "store"), order]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
+    during, after = lines["during"].split(), lines["after"].split()
+    assert any("gloo" in name for name in during), during  # the probe sees the group's threads
+    bound = order == "init-first"
+    assert lines["warned"] == str(bound)
+    assert any("gloo" in name for name in after) == bound, after

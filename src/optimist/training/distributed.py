@@ -25,10 +25,20 @@ the whole model; :class:`DDPStrategy` is all ``fit`` needs for it:
   ``BackupAndRestore`` restores on every rank (from one folder all of them read) and writes on
   rank 0 only; the ranks check that they start at the same epoch. Validation data is
   evaluated whole on every rank.
+
+Teardown: ``DistributedDataParallel`` imports ``torch.distributed.nn.functional`` lazily
+(through ``torch._dynamo``), whose collectives take ``group=group.WORLD`` as a default argument,
+bound when the module is imported. Imported after ``init_process_group``, those defaults hold the
+live default group: ``destroy_process_group()`` cannot free it, its gloo threads keep running
+and the group is destroyed during interpreter shutdown, where a rank sometimes died with
+SIGABRT ("terminate called without an active exception"). ``import optimist`` imports that
+module first, so its defaults are None; :func:`start` warns when the group is bound anyway
+(optimist imported after ``init_process_group``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +82,24 @@ def start(model: nn.Module, strategy: str | None) -> DDPStrategy | None:
             'strategy="ddp" needs an initialised process group: launch with torchrun and call '
             'torch.distributed.init_process_group("gloo" or "nccl") before fit'
         )
+    if _group_outlives_destroy():
+        warnings.warn(
+            "torch.distributed.nn.functional was imported after init_process_group: its "
+            "group=WORLD defaults keep the default group alive after destroy_process_group(), "
+            "to be torn down at interpreter exit (where gloo can abort); import optimist "
+            "before init_process_group",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return DDPStrategy(model)
+
+
+def _group_outlives_destroy() -> bool:
+    """True if torch.distributed.nn.functional's defaults hold the live default group."""
+    import torch.distributed.nn.functional as functional  # DDP imports it in any case
+
+    defaults = functional.all_reduce.__defaults__ or ()
+    return any(d is not None and d is dist.group.WORLD for d in defaults)
 
 
 class _Forward(nn.Module):
