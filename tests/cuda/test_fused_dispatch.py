@@ -47,7 +47,7 @@ def test_fused_off_the_cpu_takes_torch_fused_kernel_where_torch_has_one(monkeypa
 
 def test_fused_off_the_cpu_without_a_kernel_names_the_alternatives():
     opt = oo.Lion(make_params(), fused=True)
-    lion = r"Lion has no fused kernel on meta .*use fused=None \(the per-tensor path\)$"
+    lion = r"Lion has no fused kernel on meta .*use fused=None \(the eager path\)$"
     with pytest.raises(RuntimeError, match=lion):
         opt._implementation(*_group_and_device_tensor(opt))
     opt = oo.RMSprop(make_params(), fused=True)
