@@ -36,7 +36,7 @@ from optimist.optim import codecs
 from optimist.optim.base import as_real
 from optimist.optim.distributed import local
 from optimist.optim.eager import Batch, prepare_gradient, run_eager, with_fresh
-from optimist.optim.gather import _PLAIN
+from optimist.optim.gather import PLAIN_TYPES
 from optimist.optim.native import available, load
 from optimist.optim.rule import Rule
 
@@ -77,7 +77,7 @@ def _tensor_max(device: torch.device) -> int:
 def _blocked(t: Tensor, n: int) -> bool:
     """A state tensor the bucket takes: plain, and int8 only in whole blocks (``n`` elements a
     multiple of QUANT_BLOCK), so that its blocks are the same flat as alone."""
-    return type(t) in _PLAIN and (t.dtype != torch.int8 or n % codecs.QUANT_BLOCK == 0)
+    return type(t) in PLAIN_TYPES and (t.dtype != torch.int8 or n % codecs.QUANT_BLOCK == 0)
 
 
 def _uniform(
@@ -91,7 +91,7 @@ def _uniform(
     quantized = any(c[0].dtype == torch.int8 for c in columns)
     return (
         all(_one(t.dtype for t in ts) for ts in lists)
-        and set(map(type, itertools.chain(*lists))) <= set(_PLAIN)
+        and set(map(type, itertools.chain(*lists))) <= set(PLAIN_TYPES)
         and not any(g.is_sparse for g in grads)
         and _one(p.device for p in params)
         and max(map(Tensor.numel, params)) <= _tensor_max(params[0].device)
@@ -113,8 +113,8 @@ def _key(
     n = p.numel()
     if (
         n > _tensor_max(p.device)
-        or type(p) not in _PLAIN
-        or type(g) not in _PLAIN
+        or type(p) not in PLAIN_TYPES
+        or type(g) not in PLAIN_TYPES
         or g.is_sparse
         or not all(s is None or _blocked(s, n) for s in slots)
     ):

@@ -50,7 +50,7 @@ from optimist.optim.eager import (
     run_torch_foreach,
     torch_fused_available,
 )
-from optimist.optim.gather import Gathering, _overflows_low_precision
+from optimist.optim.gather import Gathering, overflows_low_precision
 from optimist.optim.native import available, grad_stats, grad_total, load
 from optimist.optim.rule import Rule
 from optimist.optim.rule_state import float_state_dict
@@ -379,7 +379,7 @@ class RuleOptimizer(Gathering):
                 seed=self._seed(),
             )
             return
-        if implementation == "fused" and _overflows_low_precision(
+        if implementation == "fused" and overflows_low_precision(
             group, params, self.rule.group_statistics
         ):
             implementation = "single"  # torch raises there; the eager path makes its calls

@@ -25,7 +25,7 @@ from optimist.optim.rule import Rule
 from optimist.optim.rule_state import RuleState
 from optimist.optim.transforms import ChainConfig
 
-__all__ = ["Gathering", "TrackedState"]
+__all__ = ["EMPTY_SCALE", "Gathering", "PLAIN_TYPES", "TrackedState", "overflows_low_precision"]
 
 
 class Gathering(RuleState):
@@ -105,7 +105,7 @@ class Gathering(RuleState):
             state = optimizer_state[p]
             if not state or (has_step and "step" not in state):
                 self._init_state(p, state, group)
-            sharded = type(p) not in _PLAIN  # a DTensor: the step runs on its local shards
+            sharded = type(p) not in PLAIN_TYPES  # a DTensor: the step runs on its local shards
             originals.append(p)
             params.append(local(p) if sharded else p)
             grads.append(local_grad(grad, p) if sharded else grad)
@@ -123,7 +123,7 @@ class Gathering(RuleState):
                 columns[k].append(local(value) if sharded else value)
                 if quantized:
                     sc = source.get(scale_key)
-                    scales[k].append(_EMPTY if sc is None else sc)
+                    scales[k].append(EMPTY_SCALE if sc is None else sc)
                     any_int8 |= sc is not None
             fresh.append(is_fresh)
         if not params:
@@ -169,7 +169,7 @@ class Gathering(RuleState):
             grads = [g for g in grads if g is not None]
         if not originals:
             return None
-        if self._implementation(group, originals) != "fused" or _overflows_low_precision(
+        if self._implementation(group, originals) != "fused" or overflows_low_precision(
             group, originals, rule.group_statistics
         ):
             return None
@@ -301,7 +301,8 @@ class _Known:
         self.version = mapping.version if type(mapping) is TrackedState else None
 
 
-_EMPTY = torch.empty(0)
+EMPTY_SCALE = torch.empty(0)
+"""The scale entry of a state tensor that has none (not int8)."""
 _Gathered = tuple[
     list[Tensor],  # originals: the parameters with a gradient
     list[Tensor],  # params: their local shards (DTensor) or themselves
@@ -313,13 +314,14 @@ _Gathered = tuple[
     list[tuple[dict[str, Any], dict[str, Any]]],  # pending: (state, fresh slots) to store
     Any,  # plan: the engine's plan of the step (None: not made; _gather_fast makes it)
 ]
-_PLAIN = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter, torch.nn.Buffer)
+"""Tensor types stepped as they are; any other (a DTensor) is a subclass stepped by its shards."""
 
 
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 
-def _overflows_low_precision(
+def overflows_low_precision(
     group: dict[str, Any], params: Sequence[Tensor], statistics: Sequence[str] = ()
 ) -> bool:
     """A finite hyperparameter too large for float16 (``lr=1e5``, ``1e300``) with a

@@ -77,13 +77,13 @@ from optimist.optim.base import (
 from optimist.optim.distributed import global_sums, layout_key, local, local_grad
 from optimist.optim.eager import prepare_gradient
 from optimist.optim.engine import RuleOptimizer
-from optimist.optim.gather import _EMPTY, _PLAIN, _overflows_low_precision
+from optimist.optim.gather import EMPTY_SCALE, PLAIN_TYPES, overflows_low_precision
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
 
 __all__ = ["PRODIGY", "Prodigy"]
 
-_PLAIN_TYPES = frozenset(_PLAIN)
+_PLAIN_TYPES = frozenset(PLAIN_TYPES)
 _STEP_KEY = "_prodigy_step"  # the step's global scalars, in the group copy the rule sees
 _STATISTICS = frozenset({"d", "d_max", "d_hat", "d_numerator", "d_denom", "k"})
 
@@ -346,10 +346,10 @@ class Prodigy(RuleOptimizer):
         if any(p.is_complex() for p in params):
             params, grads, p0s, ss = ([as_real(t) for t in ts] for ts in (params, grads, p0s, ss))
         stochastic = group.get("state_dtype") == "bfloat16"
-        plain = all(type(p) in _PLAIN for p in params)
+        plain = all(type(p) in PLAIN_TYPES for p in params)
         if plain and self._implementation(group, params) == "fused":
             any_int8 = any(sc is not None for sc in scales)
-            int8_scales = [_EMPTY if sc is None else sc for sc in scales] if any_int8 else []
+            int8_scales = [EMPTY_SCALE if sc is None else sc for sc in scales] if any_int8 else []
             sums = self._engine_sums(
                 group, params, grads, p0s, ss, int8_scales, grad_scale, beta3, weight
             )
@@ -428,7 +428,7 @@ class Prodigy(RuleOptimizer):
         handed = self.__dict__.get("_gathered", {}).pop(id(group["params"]), None)
         if handed is not None and handed[0] is group["params"]:
             originals = handed[1][0]
-            if not _overflows_low_precision(group, originals, self.rule.group_statistics):
+            if not overflows_low_precision(group, originals, self.rule.group_statistics):
                 return handed[1]
         return super()._gather_fast(group, slots)
 

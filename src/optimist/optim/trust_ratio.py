@@ -58,7 +58,7 @@ from optimist.optim.base import (
     scalar,
 )
 from optimist.optim.distributed import global_norms, local, local_grad, tensor_sums
-from optimist.optim.gather import _PLAIN
+from optimist.optim.gather import PLAIN_TYPES
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
@@ -147,7 +147,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             if not fused:
                 eager.append(p)
                 continue
-            plain = type(p) in _PLAIN
+            plain = type(p) in PLAIN_TYPES
             if plain:
                 shard = p
             else:  # a DTensor: its local shards
