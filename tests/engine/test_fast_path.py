@@ -232,3 +232,36 @@ def test_step_hooks_and_the_profiler_label_run_through_torchs_wrapper() -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         opt.step()
     assert "Optimizer.step#SGD.step" in {e.name for e in prof.events()}
+
+
+def test_step_hooks_without_a_profiler_behave_as_torch_optim_runs_them():
+    """With no profiler running, the hooks run without torch's ``record_function`` (about 10 µs
+    a step saved): the same order, the same ``(optimizer, args, kwargs)``, a pre-hook's
+    ``(args, kwargs)`` replacing the step's, and torch's error for any other return."""
+    seen: dict[str, list] = {}
+    results = {}
+    for name, cls in (("torch", torch.optim.SGD), ("optimist", oo.SGD)):
+        params = _params(0, n=2)
+        opt = cls(params, lr=0.1, momentum=0.9)
+        calls = seen.setdefault(name, [])
+
+        def pre(o, args, kwargs, calls=calls, opt=opt):  # noqa: ANN001
+            calls.append(("pre", o is opt, len(args), args[0] is opt, sorted(kwargs)))
+            return (args[0], lambda: 7.0), {}  # a new closure replaces the step's
+
+        def post(o, args, kwargs, calls=calls, opt=opt):  # noqa: ANN001
+            calls.append(("post", o is opt, len(args), args[1](), sorted(kwargs)))
+
+        handles = [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
+        _grads(params, 0)
+        results[name] = (opt.step(closure=lambda: 3.0), [p.detach().clone() for p in params])
+        for handle in handles:
+            handle.remove()
+        bad = opt.register_step_pre_hook(lambda o, a, k: "neither None nor a pair")
+        with pytest.raises(RuntimeError, match="must return None or a tuple"):
+            opt.step()
+        bad.remove()
+    assert seen["optimist"] == seen["torch"]
+    assert results["optimist"][0] == results["torch"][0] == 7.0
+    for ours, theirs in zip(results["optimist"][1], results["torch"][1], strict=True):
+        torch.testing.assert_close(ours, theirs)

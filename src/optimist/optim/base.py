@@ -269,27 +269,30 @@ class Optimizer(torch.optim.Optimizer):
     @staticmethod
     def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
         """torch's wrapper of ``step`` (step hooks, the profiler's ``Optimizer.step#...`` label),
-        taken only when a hook is registered or a profiler runs.
+        its ``record_function`` taken only while a profiler runs.
 
         torch wraps every optimizer's ``step`` (``Optimizer._patch_step_function``) in a
         ``record_function`` and hook loop that cost about 15 µs a step even when nothing listens
-        (more with the caches cold). Here one check of the four hook dicts and of
-        ``torch._C._autograd._profiler_enabled()`` decides: torch's own wrapper runs if any is
-        set, else ``step`` alone (and ``_optimizer_step_code``, the profiler's marker).
+        (more with the caches cold), and about 10 µs of that with a hook registered (the
+        monitor's). Here: torch's own wrapper while ``torch._C._autograd._profiler_enabled()``;
+        else the hooks in torch's order and with torch's arguments (:func:`_step_with_hooks`)
+        when any is registered, else ``step`` alone (and ``_optimizer_step_code``, the
+        profiler's marker).
         """
         traced = torch.optim.Optimizer.profile_hook_step(func)
         enabled = torch._C._autograd._profiler_enabled
 
         @functools.wraps(func)
         def wrapper(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+            if enabled():
+                return traced(self, *args, **kwargs)
             if (
                 _global_optimizer_pre_hooks
                 or _global_optimizer_post_hooks
                 or self._optimizer_step_pre_hooks
                 or self._optimizer_step_post_hooks
-                or enabled()
             ):
-                return traced(self, *args, **kwargs)
+                return _step_with_hooks(func, self, (self, *args), kwargs)
             out = func(self, *args, **kwargs)
             self._optimizer_step_code()
             return out
@@ -363,3 +366,31 @@ class Optimizer(torch.optim.Optimizer):
                 f"{name} does not support sparse gradients; use torch.optim.SparseAdam, or "
                 "torch.nn.Embedding(sparse=False)"
             )
+
+
+def _step_with_hooks(
+    func: Callable[..., Any], opt: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict
+) -> Any:
+    """``step`` between its hooks as torch.optim runs them (``args`` holds the optimizer first):
+    the global pre-hooks, then the optimizer's (either may return new ``(args, kwargs)``), the
+    step, the optimizer's post-hooks, then the global ones."""
+    for pre_hook in (
+        *_global_optimizer_pre_hooks.values(),
+        *opt._optimizer_step_pre_hooks.values(),
+    ):
+        result = pre_hook(opt, args, kwargs)
+        if result is not None:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise RuntimeError(
+                    f"{func} must return None or a tuple of (new_args, new_kwargs), but got "
+                    f"{result}."
+                )
+            args, kwargs = result
+    out = func(*args, **kwargs)
+    opt._optimizer_step_code()
+    for post_hook in (
+        *opt._optimizer_step_post_hooks.values(),
+        *_global_optimizer_post_hooks.values(),
+    ):
+        post_hook(opt, args, kwargs)
+    return out
