@@ -16,8 +16,9 @@ scalar state (the host scalars); whether a fresh slot is made this step; the pro
 per-parameter L2 and decay factors (masks split buckets by value). Stochastic rounding (bfloat16
 state, ``stochastic_params``) draws the same random bits as tensor by tensor: each tensor's
 segment hashes its own seed (:func:`optimist.optim.codecs.segment_bits`). What stays per tensor:
-int8-stored slots (block scales per tensor), tensors above :data:`TENSOR_MAX` elements (one call
-each costs nothing there; the flat copies would), tensor subclasses, and buckets of one.
+int8-stored slots of tensors that are not whole 256-element blocks (a block must not straddle two
+tensors), tensors above :data:`TENSOR_MAX` elements (one call each costs nothing there; the flat
+copies would), tensor subclasses, and buckets of one.
 
 Extra memory is bounded: a bucket holds at most :data:`BUCKET_MAX` elements, so its flat copies
 (parameter, gradient, slots, temporaries) stay a few times ``BUCKET_MAX`` elements.
