@@ -13,6 +13,7 @@ import os
 from types import ModuleType
 
 import pytest
+import torch
 
 
 def require(available: bool, what: str, how_to_install: str) -> None:
@@ -68,3 +69,19 @@ def needs_engine() -> None:
 
     if not engine.available():
         require(False, "the C++ engine", "a C++ compiler and ninja")
+
+
+def device_under_test() -> torch.device | None:
+    """The device tests/cuda runs on: ``OPTIMIST_TEST_DEVICE`` if set (``cpu`` runs them here),
+    else CUDA where it is available, else None (skipped)."""
+    wanted = os.environ.get("OPTIMIST_TEST_DEVICE")
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda") if torch.cuda.is_available() else None
+
+
+requires_device = pytest.mark.skipif(
+    device_under_test() is None,
+    reason="no CUDA device (OPTIMIST_TEST_DEVICE=cpu runs these on the CPU)",
+)
+"""The mark of every tests/cuda module that needs :func:`device_under_test`."""

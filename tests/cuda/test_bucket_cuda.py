@@ -8,27 +8,16 @@ rules take the buckets too (as they do with ``state_dtype`` or a chain).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from engine.table import ELEMENTWISE, ids, make_params
+from helpers import device_under_test, requires_device
 from optimist.optim import bucket, engine
 from optimist.optim.transforms import ChainConfig
 
-
-def _device() -> torch.device | None:
-    wanted = os.environ.get("OPTIMIST_TEST_DEVICE")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda") if torch.cuda.is_available() else None
-
-
-DEVICE = _device()
-pytestmark = pytest.mark.skipif(
-    DEVICE is None, reason="no CUDA device (OPTIMIST_TEST_DEVICE=cpu runs these on the CPU)"
-)
+DEVICE = device_under_test()
+pytestmark = requires_device
 SHAPES = [(64, 80), (300,), (7,), (), (3, 5), (40,), (2, 2, 2)]
 
 

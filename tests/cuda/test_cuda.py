@@ -23,7 +23,6 @@ parameter change of the reference run (``scale``):
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from contextlib import contextmanager
 
@@ -34,21 +33,12 @@ import torch
 import optimist
 import optimist.optim as oo
 from engine.table import ELEMENTWISE, EVERY, Row, ids, make_params
+from helpers import device_under_test, requires_device
 from optimist import transforms as T
 from optimist.optim.eager import torch_fused_available
 
-
-def _device() -> torch.device | None:
-    wanted = os.environ.get("OPTIMIST_TEST_DEVICE")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda") if torch.cuda.is_available() else None
-
-
-DEVICE = _device()
-pytestmark = pytest.mark.skipif(
-    DEVICE is None, reason="no CUDA device (OPTIMIST_TEST_DEVICE=cpu runs these on the CPU)"
-)
+DEVICE = device_under_test()
+pytestmark = requires_device
 DEV = DEVICE or torch.device("cpu")
 ON_CPU = DEV.type == "cpu"
 CPU = torch.device("cpu")
