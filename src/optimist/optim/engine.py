@@ -259,7 +259,7 @@ class RuleOptimizer(Gathering):
             raise RuntimeError(
                 f"fused=True on {device.type} runs torch's fused {name} kernel, which has no "
                 "state_dtype, chain transforms or stochastic_params; drop them, or use "
-                "fused=None (the per-tensor path runs them)"
+                "fused=None (the eager path runs them)"
             )
         return "torch_fused"
 
