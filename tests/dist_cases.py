@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 import optimist
 import optimist.optim as oo
 from optimist import transforms as T
+from optimist.optim import distributed as optimist_distributed
 from optimist.optim.checkpoint import TrainState
 
 with warnings.catch_warnings():  # importing it scripts torch's functional optimizers (torch.jit)
@@ -291,11 +292,29 @@ def _entry(rank: int, folder: str, case: str) -> None:
         ):
             result = _case(case)(rank)
         torch.save(result, f"{folder}/rank{rank}.pt")
-        # no rank tears its gloo connections down while another still uses them (README,
-        # "Why a rank sometimes aborted at exit": rank 1 aborted here once in a CI run)
+        # no rank tears its gloo connections down while another still uses them
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        # torch's destroy_process_group frees nothing after FSDP2/DTensor work (DTensor's
+        # caches keep the mesh, the mesh its group): the gloo threads ran on into interpreter
+        # shutdown, where rank 1 aborted once in a CI run (README, "Why a rank sometimes
+        # aborted at exit"); this one frees the group, and the ranks check it did
+        optimist_distributed.destroy_process_group()
+    left = gloo_threads()
+    if left:
+        raise RuntimeError(f"the gloo group outlived destroy_process_group: threads {left} run on")
+
+
+def gloo_threads() -> list[str]:
+    """Names of this process's native threads that belong to gloo (Linux; [] elsewhere)."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    if not tasks.is_dir():
+        return []
+    names = []
+    for comm in tasks.glob("*/comm"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.append(comm.read_text().strip())
+    return sorted(name for name in names if "gloo" in name)
 
 
 def _case(case: str) -> Callable[[int], dict[str, object]]:

@@ -31,6 +31,13 @@
   only its own partition; after a change outside ``step()`` (Schedule-Free's ``eval()`` /
   ``train()``, Lookahead's ``slow_weights()``, called on ``zero.optim``) every rank takes the
   owners' values, as ZeRO's own step ends.
+* :func:`destroy_process_group`: ``torch.distributed.destroy_process_group()`` that really ends
+  the group: after FSDP2 or any DTensor work, torch's DTensor caches (sharding propagation,
+  redistribution plans) keep ``DeviceMesh`` objects, and each mesh keeps its process group
+  (``DeviceMesh._pg_registry``), so torch's own call frees nothing and the gloo threads run on
+  into interpreter shutdown, where a gloo worker that drops a finished collective's tensor
+  takes the GIL and the rank aborts (README, "Why a rank sometimes aborted at exit"). This
+  one clears those caches first, so the group is freed and its threads joined inside the call.
 * :func:`global_sums`: any float64 sums over parameters (Prodigy's two sums) made rank-wide the
   way pass 0 is: DTensor parts summed over the mesh dimensions they are sharded on, plain parts
   summed over the ranks unless every rank holds the same numbers (replicas, DDP).
@@ -38,6 +45,8 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,6 +59,7 @@ except ImportError:  # torch built without distributed support
 
 __all__ = [
     "collective_device",
+    "destroy_process_group",
     "full",
     "global_grad_stats",
     "global_norms",
@@ -277,3 +287,32 @@ def sync_zero_params(zero: torch.optim.Optimizer) -> None:
             f"received a {type(zero).__name__}"
         )
     sync()
+
+
+def destroy_process_group() -> None:
+    """``torch.distributed.destroy_process_group()`` after clearing the torch.distributed caches
+    that hold a process group past it (module docstring), so the group's threads are joined
+    here, not during interpreter shutdown. Collective like torch's: call it on every rank,
+    after a ``dist.barrier()`` when a rank may still be working."""
+    import torch.distributed as dist
+
+    # DTensor's caches are keyed by or hold specs and planners that keep their mesh: the
+    # lru_cache wrappers (some per thread), the redistribution planners and the C++ fast path's
+    # cache (torch >= 2.10); clearing a cache only costs its next lookup
+    for obj in gc.get_objects():
+        if type(obj) is functools._lru_cache_wrapper and str(obj.__module__).startswith(
+            "torch.distributed"
+        ):
+            obj.cache_clear()
+    try:
+        from torch.distributed.tensor import _redistribute
+    except ImportError:
+        _redistribute = None
+    for clear in (
+        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None),
+    ):
+        if clear is not None:
+            clear()
+    gc.collect()  # meshes and groups left in reference cycles
+    dist.destroy_process_group()
