@@ -91,6 +91,19 @@ def test_unbuilt_sequential_builds_on_the_default_device_in_fit():
     assert model(torch.as_tensor(x)).device.type == expected.type  # a CPU tensor is moved
 
 
+def test_unbuilt_sequential_fit_on_a_dataloader_builds_on_the_default_device():
+    expected = _default()
+    x, y = _data()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=16
+    )
+    model = _model(lazy=True)
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(loader, epochs=3, verbose=0).history
+    assert _types(model.parameters()) == {expected.type}
+    assert history["loss"][-1] < history["loss"][0]
+
+
 @pytest.mark.parametrize("how", ["scope", "to_before_build", "env"])
 def test_the_device_under_test_chosen_three_ways(how, monkeypatch):
     if how == "scope":

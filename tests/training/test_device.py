@@ -263,6 +263,16 @@ def test_same_initial_weights_and_draws_whatever_the_device():
         np.testing.assert_array_equal(a, b)
 
 
+def test_initial_values_are_drawn_on_the_cpu_under_torch_default_device():
+    torch.manual_seed(5)
+    want = optimist.Sequential([Input((4,)), Dense(3)]).get_weights()
+    torch.manual_seed(5)
+    with torch.device("meta"), optimist.device("cpu"):  # torch's default would draw on meta
+        got = optimist.Sequential([Input((4,)), Dense(3)]).get_weights()
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_optimizer_state_follows_the_model():
     model = optimist.Sequential([Dense(3), Dense(1)]).to("meta")
     model.compile(optimizer="adam", loss="mse")

@@ -107,7 +107,8 @@ class Layer(nn.Module):
         shape = tuple(None if d is None else int(d) for d in input_shape)
         if not self.built:
             target = _placement.get_device()
-            self._build(shape)
+            with torch.device("cpu"):  # drawn on the CPU even under torch.set_default_device
+                self._build(shape)
             self.to(target)
             self.built = True
             self.built_input_shape = shape
