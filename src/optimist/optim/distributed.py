@@ -35,9 +35,10 @@
   the group: after FSDP2 or any DTensor work, torch's DTensor caches (sharding propagation,
   redistribution plans) keep ``DeviceMesh`` objects, and each mesh keeps its process group
   (``DeviceMesh._pg_registry``), so torch's own call frees nothing and the gloo threads run on
-  into interpreter shutdown, where a gloo worker that drops a finished collective's tensor
-  takes the GIL and the rank aborts (README, "Why a rank sometimes aborted at exit"). This
-  one clears those caches first, so the group is freed and its threads joined inside the call.
+  into interpreter shutdown, where a gloo worker dropping a finished collective's tensor
+  would take the GIL, the likely cause of a rank's abort at exit (README, "Why a rank
+  sometimes aborted at exit"). This one clears those caches first, so the group is freed and
+  its threads joined inside the call.
 * :func:`global_sums`: any float64 sums over parameters (Prodigy's two sums) made rank-wide the
   way pass 0 is: DTensor parts summed over the mesh dimensions they are sharded on, plain parts
   summed over the ranks unless every rank holds the same numbers (replicas, DDP).
