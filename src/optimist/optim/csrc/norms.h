@@ -182,7 +182,13 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
                                         const std::vector<uint8_t>& dbl, double beta3,
                                         double weight) {
   std::vector<Chunk> chunks;
-  for (size_t i = 0; i < jobs.size(); ++i) add_chunks(chunks, i, jobs[i].n, kParallelElems);
+  std::vector<size_t> first_chunk(jobs.size());
+  std::vector<int64_t> sizes(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    first_chunk[i] = chunks.size();
+    sizes[i] = jobs[i].n;
+    add_chunks(chunks, i, jobs[i].n, kParallelElems);
+  }
   std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
   auto one = [&](size_t c) {
     const Chunk& ch = chunks[c];
@@ -230,9 +236,15 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
     }
   };
   {
+    // backwards, each thread its share of each tensor's chunks (for_jobs): the step that
+    // follows (execute, the same shares forwards) starts on what this pass read last
     pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
+    for_jobs(sizes, kParallelElems, true, [&](size_t i, int64_t begin, int64_t end) {
+      const size_t first = first_chunk[i] + static_cast<size_t>(begin / kParallelElems);
+      for (size_t c = first_chunk[i] + static_cast<size_t>((end - 1) / kParallelElems) + 1;
+           c-- > first;) {
+        one(c);
+      }
     });
   }
   std::vector<double> dot(jobs.size(), 0.0), norm(jobs.size(), 0.0);
