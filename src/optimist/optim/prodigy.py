@@ -288,10 +288,16 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            for key, subgroup in _by_layout(group):
-                sums = self._statistics(
-                    subgroup, grad_scale, beta3, weight, (d / group["d0"]) * dlr
-                )
+            coef = (d / group["d0"]) * dlr
+            fast = self._statistics_fast(group, grad_scale, beta3, weight)
+            if fast is not None:  # the engine's plan took every tensor: plain ones, one layout
+                layouts = [(None, group, (coef * fast[0], fast[1]))]
+            else:
+                layouts = [
+                    (key, sub, self._statistics(sub, grad_scale, beta3, weight, coef))
+                    for key, sub in _by_layout(group)
+                ]
+            for key, subgroup, sums in layouts:
                 _, (dot, norm) = parts.get(key, (None, (0.0, 0.0)))
                 parts[key] = (subgroup["params"][0], [dot + sums[0], norm + sums[1]])
         delta, denom = global_sums(parts, 2)  # summed over the ranks that hold parts
@@ -318,10 +324,8 @@ class Prodigy(RuleOptimizer):
         """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
         ``|s'|_1`` with ``s' = beta3 s + weight g`` written to ``s`` (as prodigyopt's first loop;
         the rule leaves ``s`` alone), on the gradient the rule will see; in the C++ engine where
-        the group runs there, else in torch ops (in prodigyopt's order of operations)."""
-        fast = self._statistics_fast(group, grad_scale, beta3, weight)
-        if fast is not None:
-            return coef * fast[0], fast[1]
+        the group runs there, else in torch ops (in prodigyopt's order of operations). (The
+        common case, :meth:`_statistics_fast`, is tried first by the caller.)"""
         params, grads, p0s, ss, scales = [], [], [], [], []
         states = self.state
         for p in group["params"]:

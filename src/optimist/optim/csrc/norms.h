@@ -182,6 +182,7 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
                                         const std::vector<uint8_t>& dbl, double beta3,
                                         double weight) {
   std::vector<Chunk> chunks;
+  chunks.reserve(jobs.size());
   std::vector<size_t> first_chunk(jobs.size());
   std::vector<int64_t> sizes(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -189,7 +190,7 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
     sizes[i] = jobs[i].n;
     add_chunks(chunks, i, jobs[i].n, kParallelElems);
   }
-  std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
+  std::vector<double> dots(chunks.size()), norms(chunks.size());
   auto one = [&](size_t c) {
     const Chunk& ch = chunks[c];
     const Job& job = jobs[ch.tensor];
@@ -199,6 +200,7 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
       alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
       const C b3 = C(beta3), w = C(weight);
       const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
+      double dot_sum = 0.0, norm_sum = 0.0;  // the chunk's sums, stored once at its end
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
         C* __restrict__ x = load<C>(job.param, b, len, pbuf);
@@ -224,10 +226,12 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
         }
         store<C>(job.slot[1], b, len, sv, job.seed);
         for (int k = 0; k < kLanes; ++k) {
-          dots[c] += static_cast<double>(dot[k]);
-          norms[c] += static_cast<double>(l1[k]);
+          dot_sum += static_cast<double>(dot[k]);
+          norm_sum += static_cast<double>(l1[k]);
         }
       }
+      dots[c] = dot_sum;
+      norms[c] = norm_sum;
     };
     if (dbl[ch.tensor]) {
       body(0.0);
