@@ -307,16 +307,17 @@ inline std::pair<int64_t, int64_t> even_share(int64_t n, int tid, int nt) {
 
 // work(i, begin, end) over every element of every job i (sizes[i] elements), in one parallel
 // region: one fork and join per call, where a parallel_for per job costs one per large tensor
-// (34 in Prodigy's 10M-parameter step at 2 threads, 4% of it).  A job of more than
-// kParallelElems elements is cut into even shares of whole `unit`-element pieces, one per
-// thread (begin is a multiple of `unit`), with no barrier between jobs; smaller ones go whole,
-// in runs of consecutive jobs of at most kParallelElems elements in all, to whichever thread is
-// free, after the large ones.  With `backwards`, the other way round: the runs of small jobs
-// first, then the large jobs last to first (work itself should then read its range last to
-// first), so that a forward pass which follows finds what this one read last, the start of
-// its own share of each tensor, still in the caches.  Serial (work(i, 0, n) for each job, in
-// the order above) on one thread, inside a parallel region, or with nothing to share.  Where
-// work's results depend only on the element range, they do not depend on the threads.
+// (34 in Prodigy's 10M-parameter step at 2 threads).  A job of more than kParallelElems
+// elements is cut into even shares of whole `unit`-element pieces, one per thread (begin is a
+// multiple of `unit`), with no barrier between jobs; smaller ones go whole, in runs of
+// consecutive jobs of at most kParallelElems elements in all, to whichever thread is free,
+// after the large ones.  With `backwards`, the runs of small jobs come first and the large jobs
+// follow last to first (work should read its share last to first too), so that a forward pass
+// over the same shares that follows finds what this one read last, the start of each share,
+// still in the last-level cache; small jobs stay in order (they fit the caches either way, and
+// a short array is read faster forwards).  Serial (work(i, 0, n) for each job, in the order
+// above) on one thread, inside a parallel region, or with nothing to share.  Where work's
+// results depend only on the element range, they do not depend on the threads.
 template <typename F>
 void for_jobs(const std::vector<int64_t>& sizes, int64_t unit, bool backwards, F&& work) {
   std::vector<size_t> large;
@@ -335,13 +336,9 @@ void for_jobs(const std::vector<int64_t>& sizes, int64_t unit, bool backwards, F
     runs.emplace_back(first, last);
     first = last;
   }
-  if (backwards) {
-    std::reverse(large.begin(), large.end());
-    std::reverse(runs.begin(), runs.end());
-  }
+  if (backwards) std::reverse(large.begin(), large.end());
   auto small_run = [&](const std::pair<size_t, size_t>& run) {
-    for (size_t k = run.first; k < run.second; ++k) {
-      const size_t i = backwards ? run.second - 1 - (k - run.first) : k;
+    for (size_t i = run.first; i < run.second; ++i) {
       if (sizes[i] > 0) work(i, int64_t{0}, sizes[i]);
     }
   };
