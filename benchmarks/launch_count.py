@@ -7,7 +7,10 @@ which takes the bucketed / multi-tensor path on any device): a proxy that needs 
 - **ops**: the aten ops dispatched by the step (a ``TorchDispatchMode`` sees each top-level op
   once: a ``torch._foreach_*`` op counts 1, as it is one or a few launches on CUDA), leaving out
   views (no kernel) and ops whose tensors all live on the host by design on an accelerator (the
-  ``step`` counts, 0-dim CPU tensors as in torch.optim, and what is computed from them alone).
+  ``step`` counts, 0-dim CPU tensors as in torch.optim; tensors made from no tensor, such as
+  ``torch.tensor(python_values)``, which the CPU cannot tell from ``torch.zeros(n,
+  device=p.device)``; and what is computed from these alone). So an op that reads only such a
+  made tensor is missed; any op that mixes it with a parameter, gradient or state is counted.
 - **syncs**: reads of a device tensor's value by the host: ``.item()``, ``float()``, ``bool()``
   (``aten::_local_scalar_dense``), ``.tolist()`` and ``.cpu()``, each a device-to-host copy
   that waits for every queued kernel on CUDA. Reads of the host-resident step counts are free
@@ -70,7 +73,7 @@ class LaunchCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         name = func._schema.name
-        if self._on_host(inputs):
+        if not inputs or self._on_host(inputs):
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     self.host[t] = True

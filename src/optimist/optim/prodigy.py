@@ -65,7 +65,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim import codecs, engine
+from optimist.optim import bucket, codecs, engine
 from optimist.optim.base import (
     ParamsT,
     as_real,
@@ -355,20 +355,50 @@ class Prodigy(RuleOptimizer):
             )
             if sums is not None:
                 return coef * sums[0], sums[1]
-        delta = norm = 0.0
-        for i, (x, grad, x0, s, scale) in enumerate(
-            zip(params, grads, p0s, ss, scales, strict=True)
-        ):
-            g = self._prepared(grad, x, grad_scale, group)
-            delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
-            if s.dtype == x.dtype:
-                norm += s.mul_(beta3).add_(g, alpha=weight).abs().sum().item()  # as prodigyopt
+        gs = [self._prepared(g, x, grad_scale, group) for g, x in zip(grads, params, strict=True)]
+        return self._torch_sums(params, gs, p0s, ss, scales, beta3, weight, coef, stochastic)
+
+    def _torch_sums(
+        self,
+        params: list[Tensor],
+        gs: list[Tensor],
+        p0s: list[Tensor],
+        ss: list[Tensor],
+        scales: list[Tensor | None],
+        beta3: float,
+        weight: float,
+        coef: float,
+        stochastic: bool,
+    ) -> tuple[float, float]:
+        """:meth:`_statistics`' sums in torch ops, on the prepared gradients ``gs``: each
+        tensor's ``<g, x0 - x>`` and ``|s'|_1`` as prodigyopt computes them (one ``torch.dot``
+        and one ``sum`` per tensor, so the sums stay bit for bit the authors'), the rest over
+        the lists (``torch._foreach_*``: ``s' = beta3 s + weight g`` for the slots stored in
+        the parameter's dtype) and **one** read by the host for all the tensors' values,
+        summed there in tensor order as prodigyopt's loop (which reads each twice)."""
+        diffs = torch._foreach_sub(p0s, params)
+        dots = [torch.dot(g.flatten(), d.flatten()) for g, d in zip(gs, diffs, strict=True)]
+        same = [i for i, (x, s) in enumerate(zip(params, ss, strict=True)) if s.dtype == x.dtype]
+        norms: list[Tensor | None] = [None] * len(params)
+        if same:
+            mine = [ss[i] for i in same]
+            torch._foreach_mul_(mine, beta3)
+            torch._foreach_add_(mine, [gs[i] for i in same], alpha=weight)  # as prodigyopt
+            for i, a in zip(same, torch._foreach_abs(mine), strict=True):
+                norms[i] = a.sum()
+        for i, (x, g, s, scale) in enumerate(zip(params, gs, ss, scales, strict=True)):
+            if norms[i] is not None:
                 continue
             compute = torch.float64 if x.dtype == torch.float64 else torch.float32
             value = codecs.decode(s, scale, compute).reshape(x.shape).mul_(beta3)
-            norm += value.add_(g.to(compute), alpha=weight).abs().sum().item()
+            norms[i] = value.add_(g.to(compute), alpha=weight).abs().sum()
             seed = codecs.slot_seed(self._seed(), i, 2)  # the engine's (its rule's slot 2)
             codecs.encode(value, s, scale, stochastic=stochastic, seed=seed)
+        values = bucket.host_values([*dots, *norms])
+        delta = norm = 0.0
+        for dot, l1 in zip(values[: len(dots)], values[len(dots) :], strict=True):
+            delta += coef * dot
+            norm += l1
         return delta, norm
 
     def _statistics_fast(
