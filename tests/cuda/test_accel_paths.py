@@ -124,7 +124,7 @@ def test_the_accelerator_default_is_the_batched_path():
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
-    assert bool(called) == (DEVICE.type != "cpu")
+    assert called  # Adafactor's default on every device (bitwise the per-tensor path on the CPU)
 
 
 def test_adafactor_keeps_odd_tensors_per_tensor():

@@ -21,7 +21,9 @@ and results, tested bit for bit, and against ``optimist.reference.adafactor`` (f
 by step). Like torch's it has no first moment. The factored moments are
 stored in the parameter's dtype (a rank-r parameter of shape ``(..., n, m)`` keeps ``n + m``
 values per trailing matrix instead of ``n m``); ``state_dtype`` does not apply. It is torch ops
-per tensor (whole-tensor norms rule out the element-wise engine).
+(whole-tensor norms rule out the element-wise engine): parameters of one shape stacked and
+vectors concatenated, a few batched ops per shape and no host read per tensor
+(:meth:`Adafactor._foreach_step`), or per tensor as torch's for-loop with ``foreach=False``.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) every rank all-gathers the gradient, keeps the factored moments of the
@@ -33,6 +35,7 @@ one all-gather per tensor per step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,8 +67,8 @@ class Adafactor(TensorwiseOptimizer):
             parameter dtype's machine epsilon) and of the parameter RMS (default 1e-3).
         d: the update clipping threshold, >= 1 (default 1).
         weight_decay: :math:`\\lambda`, decoupled (scaled by ``lr``).
-        foreach: None (default): per tensor on the CPU, stacked by shape on accelerators
-            (:meth:`_foreach_step`); True: stacked on any device; False: per tensor.
+        foreach: None or True (default): same-shape parameters stacked, vectors flat
+            (:meth:`_foreach_step`; bitwise the per-tensor path on the CPU); False: per tensor.
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
         state_dtype: None only (the factored moments are in the parameter's dtype).
@@ -114,13 +117,16 @@ class Adafactor(TensorwiseOptimizer):
             state = self.state[p]
             if not state:
                 _init_state(p, state)
-        foreach = group.get("foreach")
-        if foreach is None:
-            foreach = bool(params) and not params[0].is_cpu
-        if foreach:
+        if self._implementation(group, params) == "foreach":
             params = self._foreach_step(group, params)
         for p in params:
             self._tensor_step(group, p)
+
+    def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
+        """ "foreach" (:meth:`_foreach_step`: the default, on every device; on the CPU too it
+        is bitwise the per-tensor path and faster, README "Speed on CUDA") or "single"
+        (:meth:`_tensor_step` for every tensor: ``foreach=False``)."""
+        return "single" if group.get("foreach") is False else "foreach"
 
     def _tensor_step(self, group: dict[str, Any], p: Tensor) -> None:
         """One parameter's step in torch ops, as ``torch.optim.Adafactor``'s for-loop."""
@@ -148,13 +154,13 @@ class Adafactor(TensorwiseOptimizer):
         shard.add_(shard_of(update, p), alpha=-alpha / denom)
 
     def _foreach_step(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
-        """The accelerators' step (``foreach=True`` forces it on the CPU): the parameters that
+        """The default step (every device; ``foreach=False`` turns it off): the parameters that
         share a shape, device, dtype and step count are stacked, so their factored statistics,
         estimates and updates are a few batched ops per shape; the vectors (and 0-dim
         parameters) of a device, dtype and step count are concatenated flat instead. The
         parameter and update norms of a stack are one ``torch._foreach_norm``, and the
-        step sizes (alpha / max(1, RMS(U) / d)) are computed on the
-        device in float64 as the host does: no host read per tensor. Bitwise
+        step sizes (alpha / max(1, RMS(U) / d)) are computed on the device in float64 as the
+        host does: no host read per tensor. Bitwise
         :meth:`_tensor_step` on the CPU (the same ops, each slice reduced as alone). Returns
         the parameters left to :meth:`_tensor_step`: DTensors, other dtypes than float32 and
         float64, tensors above :func:`bucket.tensor_max` elements, and shapes met once."""
@@ -173,12 +179,8 @@ class Adafactor(TensorwiseOptimizer):
             shape = p.shape if p.dim() > 1 else None  # vectors: one flat bucket
             keyed.setdefault((shape, p.device, p.dtype, step), []).append(p)
         for (shape, *_), members in keyed.items():
-            chunks = [members]
-            if shape is None:
-                chunks = [
-                    [members[i] for i in c] for c in bucket.by_size([p.numel() for p in members])
-                ]
-            for chunk in chunks:
+            sizes = [p.numel() for p in members]  # stacks too hold at most BUCKET_MAX
+            for chunk in ([members[i] for i in c] for c in bucket.by_size(sizes)):
                 if len(chunk) == 1:
                     alone += chunk
                 elif shape is None:
