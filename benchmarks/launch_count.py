@@ -38,7 +38,10 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 SYNC_OPS = frozenset({"aten::_local_scalar_dense"})
-FREE_OPS = frozenset({"aten::lift_fresh", "aten::empty.memory_format", "aten::empty_strided"})
+FREE_OPS = frozenset(
+    {"aten::lift_fresh", "aten::empty.memory_format", "aten::empty_strided", "aten::_unsafe_view"}
+)
+"""Ops that launch no kernel (allocations, and ``_unsafe_view``: a view the schema calls new)."""
 
 
 def _is_view(func: Any) -> bool:
@@ -118,11 +121,15 @@ def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
     return params
 
 
-def _optimist(name: str, foreach: bool = True, **kwargs: Any) -> Callable[[list], Any]:
+def _optimist(name: str, foreach: bool | None = True, **kwargs: Any) -> Callable[[list], Any]:
+    """optimist's ``name`` (``foreach`` passed unless None: SOAP has one path)."""
+    if foreach is not None:
+        kwargs["foreach"] = foreach
+
     def build(params: list) -> torch.optim.Optimizer:
         import optimist.optim as oo
 
-        return getattr(oo, name)(params, foreach=foreach, **kwargs)
+        return getattr(oo, name)(params, **kwargs)
 
     return build
 
@@ -143,6 +150,8 @@ ROWS: dict[str, dict[str, Callable[[list], Any]]] = {
         "per tensor": _optimist("LARS", False, weight_decay=0.01),
     },
     "prodigy": {"optimist": _optimist("Prodigy"), "per tensor": _optimist("Prodigy", False)},
+    # the counted third step does not refresh the eigenbases (every 10th step does)
+    "soap": {"optimist": _optimist("SOAP", None, precondition_frequency=10)},
     "adafactor": {
         "optimist": _optimist("Adafactor"),
         "per tensor": _optimist("Adafactor", False),
