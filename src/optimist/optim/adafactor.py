@@ -201,7 +201,7 @@ class Adafactor(TensorwiseOptimizer):
         w = t ** scalar(group["beta2_decay"])
         rho = min(lr, 1 / t**0.5)
         device = params[0].device
-        roots = torch.tensor([n**0.5 for n in sizes], dtype=torch.float64, device=device)
+        roots = bucket.device_values(tuple(n**0.5 for n in sizes), torch.float64, device)
         p_norm = torch.stack(torch._foreach_norm(params)).double()
         alpha = (p_norm / roots).clamp_(min=eps2).mul_(rho)
 

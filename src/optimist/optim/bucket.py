@@ -26,6 +26,7 @@ Extra memory is bounded: a bucket holds at most :data:`BUCKET_MAX` elements, so 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -43,7 +44,7 @@ from optimist.optim.rule import Rule
 
 __all__ = [
     "BUCKET_MAX", "CPU_TENSOR_MAX", "TENSOR_MAX", "Layout", "advance", "buckets", "by_size",
-    "host_values", "run_bucketed", "tensor_max",
+    "device_values", "host_values", "run_bucketed", "tensor_max",
 ]  # fmt: skip
 
 TENSOR_MAX = 1 << 20
@@ -63,6 +64,14 @@ def host_values(tensors: list[Tensor]) -> list[float]:
         return torch.stack(tensors).reshape(-1).tolist()
     except RuntimeError:  # mixed devices or shapes
         return [float(t.item()) for t in tensors]
+
+
+@functools.lru_cache(maxsize=256)
+def device_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per (values, dtype, device) and shared
+    (never write to it): made afresh each step it would be a blocking host-to-device copy on
+    CUDA (torch waits for the stream after a copy from pageable memory)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _one(values: Any) -> bool:
@@ -226,7 +235,7 @@ class Layout:
     def spread(self, values: Tensor, dtype: torch.dtype) -> Tensor:
         """A flat tensor holding ``values[i]`` (as ``dtype``) over tensor ``i``'s segment, with
         no host read (a per-tensor scale applied element-wise)."""
-        counts = torch.tensor(self.sizes, device=values.device)
+        counts = device_values(tuple(self.sizes), torch.int64, values.device)
         return values.to(dtype).repeat_interleave(counts, output_size=sum(self.sizes))
 
     def write(self, targets: list[Tensor], flat: Tensor) -> None:
