@@ -134,7 +134,7 @@ def test_adafactor_keeps_odd_tensors_per_tensor():
     odd = [
         torch.randn(4, 4, device=DEVICE, dtype=torch.bfloat16),
         torch.randn(3, 3, device=DEVICE),
-        torch.randn(bucket.tensor_max(DEVICE) + 1, device=DEVICE),
+        torch.randn(adafactor_module._stack_max(DEVICE) + 1, device=DEVICE),
     ]
     for p in odd:
         p.grad = torch.randn_like(p)
