@@ -22,6 +22,7 @@ state is made). torch's own optimizers with ``foreach=True`` are the yardstick.
 
     python benchmarks/launch_count.py                          # every row, 10/100/1000 tensors
     python benchmarks/launch_count.py --optimizers lamb,adafactor --tensors 10,1000
+    python benchmarks/launch_count.py --device cuda            # on a GPU: torch's own sync count
 """
 
 from __future__ import annotations
@@ -109,14 +110,14 @@ class LaunchCounter(TorchDispatchMode):
         super().__exit__(*exc)
 
 
-def make_params(n: int, seed: int = 0) -> list[torch.nn.Parameter]:
+def make_params(n: int, device: str = "cpu", seed: int = 0) -> list[torch.nn.Parameter]:
     """``n`` tensors, alternately 10x10 and 100 elements, with fixed gradients."""
     gen = torch.Generator().manual_seed(seed)
     params = []
     for i in range(n):
         shape = (10, 10) if i % 2 == 0 else (100,)
-        p = torch.nn.Parameter(torch.randn(shape, generator=gen))
-        p.grad = torch.randn(shape, generator=gen) * 1e-2
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
+        p.grad = (torch.randn(shape, generator=gen) * 1e-2).to(device)
         params.append(p)
     return params
 
@@ -168,16 +169,31 @@ def _host_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [s["step"] for s in opt.state.values() if isinstance(s.get("step"), torch.Tensor)]
 
 
-def count(build: Callable[[list], Any], n: int, warmup: int = 2) -> LaunchCounter:
-    """The counter of one ``step()`` of ``build(params)`` over ``n`` tensors, after
-    ``warmup`` steps."""
-    opt = build(make_params(n))
-    with torch.no_grad(), warnings.catch_warnings():
+def count(
+    build: Callable[[list], Any], n: int, warmup: int = 2, device: str = "cpu"
+) -> LaunchCounter:
+    """The counter of one ``step()`` of ``build(params)`` over ``n`` tensors on ``device``,
+    after ``warmup`` steps. On CUDA ``counter.cuda_syncs`` also holds the synchronisations
+    torch itself reports (``torch.cuda.set_sync_debug_mode``: device-to-host reads and
+    blocking host-to-device copies), the check of the CPU proxy; None elsewhere."""
+    opt = build(make_params(n, device))
+    cuda = torch.device(device).type == "cuda"
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         for _ in range(warmup):
             opt.step()
-        with LaunchCounter(_host_tensors(opt)) as counter:
-            opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+            warnings.simplefilter("always")
+            caught.clear()
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with LaunchCounter(_host_tensors(opt)) as counter:
+                opt.step()
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+    counter.cuda_syncs = sum("synchroniz" in str(w.message) for w in caught) if cuda else None
     return counter
 
 
@@ -186,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--optimizers", default=",".join(ROWS), help=f"of {list(ROWS)}")
     ap.add_argument("--tensors", default="10,100,1000", help="tensor counts")
     ap.add_argument("--top", type=int, default=0, help="also list the N most frequent ops")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: real syncs counted too")
     args = ap.parse_args(argv)
     names = [s.strip().lower() for s in args.optimizers.split(",") if s.strip()]
     unknown = [n for n in names if n not in ROWS]
@@ -197,15 +214,22 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--tensors takes comma-separated integers, got {args.tensors!r}")
     if not sizes or min(sizes) < 1:
         ap.error("--tensors needs counts >= 1")
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda, but torch.cuda.is_available() is False here")
     torch.set_num_threads(1)
     head = ["optimizer", "who"] + [f"ops@{n}" for n in sizes] + [f"syncs@{n}" for n in sizes]
+    if cuda:
+        head += [f"cuda syncs@{n}" for n in sizes]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name in names:
         for who, build in ROWS[name].items():
-            counters = [count(build, n) for n in sizes]
+            counters = [count(build, n, device=args.device) for n in sizes]
             cells = [name, who] + [str(c.total) for c in counters]
             cells += [str(c.syncs) for c in counters]
+            if cuda:
+                cells += [str(c.cuda_syncs) for c in counters]
             print("| " + " | ".join(cells) + " |", flush=True)
             if args.top:
                 top = sorted(counters[-1].ops.items(), key=lambda kv: -kv[1])[: args.top]
