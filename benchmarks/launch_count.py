@@ -23,6 +23,7 @@ state is made). torch's own optimizers with ``foreach=True`` are the yardstick.
     python benchmarks/launch_count.py                          # every row, 10/100/1000 tensors
     python benchmarks/launch_count.py --optimizers lamb,adafactor --tensors 10,1000
     python benchmarks/launch_count.py --device cuda            # on a GPU: torch's own sync count
+    python benchmarks/launch_count.py --optimizers prodigy --prodigy-device-sums
 """
 
 from __future__ import annotations
@@ -203,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tensors", default="10,100,1000", help="tensor counts")
     ap.add_argument("--top", type=int, default=0, help="also list the N most frequent ops")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: real syncs counted too")
+    ap.add_argument(
+        "--prodigy-device-sums",
+        action="store_true",
+        help="Prodigy's global pass as off the CPU (prodigy._total_sums), on the CPU too",
+    )
     args = ap.parse_args(argv)
     names = [s.strip().lower() for s in args.optimizers.split(",") if s.strip()]
     unknown = [n for n in names if n not in ROWS]
@@ -217,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.device(args.device).type == "cuda"
     if cuda and not torch.cuda.is_available():
         ap.error("--device cuda, but torch.cuda.is_available() is False here")
+    if args.prodigy_device_sums:
+        from optimist.optim import prodigy
+
+        prodigy._flat_sums = lambda params, ss: True
     torch.set_num_threads(1)
     head = ["optimizer", "who"] + [f"ops@{n}" for n in sizes] + [f"syncs@{n}" for n in sizes]
     if cuda:

@@ -61,6 +61,14 @@ def test_prodigy_reads_the_host_once_per_step(lc):
     assert many.total - few.total <= 2 * 90
 
 
+def test_prodigy_on_accelerators_launches_the_same_ops_for_any_number_of_tensors(lc, monkeypatch):
+    from optimist.optim import prodigy
+
+    monkeypatch.setattr(prodigy, "_flat_sums", lambda params, ss: True)  # as off the CPU
+    few, many = (lc.count(lc.ROWS["prodigy"]["optimist"], n) for n in (10, 100))
+    assert few.total == many.total and few.syncs == many.syncs == 1
+
+
 def test_main_prints_the_table(lc, capsys):
     assert lc.main(["--optimizers", "lars,adafactor", "--tensors", "4"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]

@@ -140,3 +140,29 @@ def test_adafactor_keeps_odd_tensors_per_tensor():
         p.grad = torch.randn_like(p)
         adafactor_module._init_state(p, opt.state[p])
     assert sorted(map(id, opt._foreach_step(group, odd))) == sorted(map(id, odd))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_prodigy_total_sums_agree_with_the_per_tensor_sums(dtype, monkeypatch):
+    """On accelerators Prodigy's global pass sums every tensor at once (``_total_sums``):
+    the same sums as prodigyopt's per tensor, added in another order."""
+    from optimist.optim import prodigy
+
+    runs = {}
+    for flat in (False, True):
+        monkeypatch.setattr(prodigy, "_flat_sums", lambda params, ss, flat=flat: flat)
+        params = _params(dtype)
+        targets = [torch.ones_like(p) for p in params]
+        opt = oo.Prodigy(params, foreach=True, weight_decay=0.1)
+        for _ in range(8):  # gradients towards the targets: d grows
+            for p, c in zip(params, targets, strict=True):
+                p.grad = p.detach() - c
+            opt.step()
+        runs[flat] = params, opt
+    (a, fast), (b, slow) = runs[True], runs[False]
+    d_fast, d_slow = fast.param_groups[0]["d"], slow.param_groups[0]["d"]
+    assert d_fast > 10 * fast.param_groups[0]["d0"]  # d moved: the sums were exercised
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert d_fast == pytest.approx(d_slow, rel=rtol)
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=rtol, atol=rtol * 1e-2)

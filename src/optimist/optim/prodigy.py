@@ -33,7 +33,9 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
    :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
    in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` and one write of
    :math:`s` in the C++ engine (chunked sums independent of the thread count, each tensor's
-   added in tensor order) where the group runs there, torch ops per tensor on the eager path.
+   added in tensor order) where the group runs there, torch ops on the eager path
+   (:meth:`Prodigy._torch_sums`: one host read per step; per tensor as prodigyopt on the CPU,
+   all tensors at once on accelerators, :func:`_total_sums`).
    In the common case (state made, no int8) it runs on the engine's plan of the rule's step
    (``prodigy_plan_stats``), which the step then executes: each tensor is looked at once per
    step; otherwise over its own lists (``prodigy_stats``);
@@ -118,6 +120,40 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.addcdiv_(m, denom, value=neg_dlr)
     else:
         p.addcdiv_(g, denom, value=neg_dlr_d)
+
+
+def _flat_sums(params: list[Tensor], ss: list[Tensor]) -> bool:
+    """Whether :func:`_total_sums` gives the global pass's sums: on accelerators (where a
+    ``dot`` and a ``sum`` per tensor are two launches each), for ``s`` stored in the
+    parameters' dtype; the CPU keeps prodigyopt's per-tensor sums (bit for bit the authors')."""
+    return (
+        bool(params)
+        and not params[0].is_cpu
+        and all(s.dtype == x.dtype for x, s in zip(params, ss, strict=True))
+    )
+
+
+def _total_sums(
+    params: list[Tensor],
+    gs: list[Tensor],
+    p0s: list[Tensor],
+    ss: list[Tensor],
+    beta3: float,
+    weight: float,
+    coef: float,
+) -> tuple[float, float]:
+    """``coef * sum <g, x0 - x>`` and ``sum |s'|_1`` (``s' = beta3 s + weight g`` written)
+    over all the tensors in a few multi-tensor ops whatever their number, totals in float64,
+    and one host read: the same sums as prodigyopt's per-tensor ones, added in another order
+    (they agree to float32 rounding)."""
+    products = torch._foreach_sub(p0s, params)
+    torch._foreach_mul_(products, gs)
+    dot = torch.cat([t.reshape(-1) for t in products]).sum(dtype=torch.float64)
+    torch._foreach_mul_(ss, beta3)
+    torch._foreach_add_(ss, gs, alpha=weight)  # as prodigyopt
+    l1 = torch.stack(torch._foreach_norm(ss, 1)).sum(dtype=torch.float64)
+    delta, norm = torch.stack([dot, l1]).tolist()
+    return coef * delta, norm
 
 
 def _by_layout(group: dict[str, Any]) -> list[tuple[tuple | None, dict[str, Any]]]:
@@ -375,7 +411,10 @@ class Prodigy(RuleOptimizer):
         and one ``sum`` per tensor, so the sums stay bit for bit the authors'), the rest over
         the lists (``torch._foreach_*``: ``s' = beta3 s + weight g`` for the slots stored in
         the parameter's dtype) and **one** read by the host for all the tensors' values,
-        summed there in tensor order as prodigyopt's loop (which reads each twice)."""
+        summed there in tensor order as prodigyopt's loop (which reads each twice). On
+        accelerators :func:`_total_sums` instead (:func:`_flat_sums`)."""
+        if _flat_sums(params, ss):
+            return _total_sums(params, gs, p0s, ss, beta3, weight, coef)
         diffs = torch._foreach_sub(p0s, params)
         dots = [torch.dot(g.flatten(), d.flatten()) for g, d in zip(gs, diffs, strict=True)]
         same = [i for i, (x, s) in enumerate(zip(params, ss, strict=True)) if s.dtype == x.dtype]
