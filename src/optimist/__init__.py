@@ -11,7 +11,8 @@ Heavy subpackages are imported lazily, so ``import optimist`` stays cheap.
 ``keras.layers``, ``keras.losses``, ``keras.metrics``, ``keras.optimizers`` with Keras 3's
 optimizers and ``schedules``, ``keras.regularizers``, ``keras.initializers``,
 ``keras.activations``, ``keras.callbacks``, ``keras.utils``, ``keras.backend``,
-``keras.datasets``), so Keras programs run with their imports changed.
+``keras.datasets``) and ``keras.device`` (the device scope), so Keras programs run with their
+imports changed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "activations": ("optimist.activations", None),
     "backend": ("optimist.backend", None),
     "Input": ("optimist.training.layers", "Input"),
+    "device": ("optimist.training.placement", "device"),
     "layers": ("optimist.layers", None),
     "datasets": ("optimist.datasets", None),
     "utils": ("optimist.utils", None),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,14 @@ import torch
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _on_cpu(monkeypatch):
+    """These tests compare with hand-written CPU loops: on a GPU machine a Keras-style model
+    would otherwise build on the GPU (Keras 3's rule). tests/cuda checks that rule there."""
+    if "KERAS_TORCH_DEVICE" not in os.environ:
+        monkeypatch.setenv("KERAS_TORCH_DEVICE", "cpu")
 
 
 @pytest.fixture

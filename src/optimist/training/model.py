@@ -32,6 +32,7 @@ from torch import nn
 from optimist.training import data as _data
 from optimist.training import losses as _losses
 from optimist.training import metrics as _metrics
+from optimist.training import placement as _placement
 from optimist.training.adapters import DataMixin
 from optimist.training.compiling import CompileMixin
 from optimist.training.history import History
@@ -97,6 +98,7 @@ class Model(CompileMixin, DataMixin, TrainLoopMixin, InferenceMixin, SavingMixin
         self._shuffle_generator: torch.Generator | None = None
         self._sample_input: torch.Tensor | None = None
         self._lr_schedule: Any = None
+        self._placement: torch.device | None = None  # from .to()/.cuda()/.cpu(), see _build_device
         self.eval()  # Keras: inference behaviour (Dropout off) everywhere but inside fit
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -125,21 +127,24 @@ class Model(CompileMixin, DataMixin, TrainLoopMixin, InferenceMixin, SavingMixin
         """``model(x)`` as in Keras: ``x`` may be a NumPy array (then no gradient is tracked
         and the result is a plain tensor: ``model(x).numpy()`` works) or a tensor of any float
         dtype (cast to the model's dtype); ``training=True/False`` runs the call in train or
-        inference mode (default: the current mode, which is inference outside ``fit``)."""
+        inference mode (default: the current mode, which is inference outside ``fit``).
+        A Keras-style model (not one wrapping a torch module) takes tensors from any device and
+        moves them to its own, as Keras does."""
         if len(args) == 1 and self._input_count() > 1 and isinstance(args[0], (list, tuple, dict)):
             args = tuple(part for part, _, _ in self._input_parts(args[0], "x"))  # model([a, b])
         if args:
             converted, from_numpy = [], False
+            device = self._device()
             for i, x in enumerate(args[: self._input_count()]):
                 if isinstance(x, (np.ndarray, list)):
-                    device = self._device() if self._is_built() else None
                     kind = self._input_kinds()[i]
                     x = _data.to_tensor(x, "x", kind=kind, device=device, dtype=self._dtype())
                     from_numpy = True
-                elif isinstance(x, torch.Tensor) and x.is_floating_point():
-                    dtype = self._dtype()
-                    if x.dtype != dtype:
-                        x = x.to(dtype)
+                elif isinstance(x, torch.Tensor):
+                    if x.is_floating_point() and x.dtype != self._dtype():
+                        x = x.to(self._dtype())
+                    if not self._wraps and x.device != device:
+                        x = x.to(device)  # Keras moves inputs to the model's device
                 converted.append(x)
             args = (*converted, *args[len(converted) :])
             if from_numpy:
@@ -196,8 +201,11 @@ class Model(CompileMixin, DataMixin, TrainLoopMixin, InferenceMixin, SavingMixin
         ) and not any(isinstance(m, Layer) and not m.built for m in self.modules())
 
     def _build_from(self, x: torch.Tensor) -> None:
-        """Materialise lazy parameters with one no-grad, eval-mode forward pass on ``x[:1]``."""
-        self._probe(x)
+        """Materialise lazy parameters with one no-grad, eval-mode forward pass on ``x[:1]``,
+        on the device the model builds on (:meth:`_build_device`)."""
+        target = self._build_device()
+        with _placement.device(target):
+            self._probe(_data.map_inputs(lambda t: t.to(target), x))
 
     def _expected_input_shape(self) -> tuple[int | None, ...] | None:
         return None
@@ -235,13 +243,55 @@ class Model(CompileMixin, DataMixin, TrainLoopMixin, InferenceMixin, SavingMixin
         finally:
             self.train(was_training)
 
-    def _device(self) -> torch.device:
+    def _existing_device(self) -> torch.device | None:
+        """The device of the first weight that exists (parameter, else buffer), if any."""
         for t in self.parameters():
             if not isinstance(t, nn.parameter.UninitializedParameter):
                 return t.device
         for t in self.buffers():
             return t.device
-        return torch.device("cpu")
+        return None
+
+    def _device(self) -> torch.device:
+        """Where the model's weights are, or (before any exists) will be built."""
+        return self._existing_device() or self._build_device()
+
+    def _build_device(self) -> torch.device:
+        """Where weights built now go: the device given to ``.to()``/``.cuda()``/``.cpu()``
+        (remembered, also before the model is built); else that of the weights that already
+        exist (a torch module inside keeps its device, and new layers join it); else, for a
+        Keras-style model, Keras 3's rule (:func:`optimist.training.placement.get_device`);
+        a model wrapping a torch module that has no weights yet builds on the CPU, as torch."""
+        if self._placement is not None:
+            return self._placement
+        existing = self._existing_device()
+        if existing is not None:
+            return existing
+        return torch.device("cpu") if self._wraps else _placement.get_device()
+
+    def to(self, *args: Any, **kwargs: Any) -> Model:
+        """``torch.nn.Module.to``; the device is also remembered, so a model not built yet
+        builds its weights there (instead of the move being a silent no-op)."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        return self._moved(device, lambda: super(Model, self).to(*args, **kwargs))
+
+    def cuda(self, device: int | torch.device | None = None) -> Model:
+        """``torch.nn.Module.cuda``, remembered as :meth:`to` is."""
+        index = device.index if isinstance(device, torch.device) else device
+        target = torch.device("cuda") if index is None else torch.device("cuda", index)
+        return self._moved(target, lambda: super(Model, self).cuda(device))
+
+    def cpu(self) -> Model:
+        """``torch.nn.Module.cpu``, remembered as :meth:`to` is."""
+        return self._moved(torch.device("cpu"), lambda: super(Model, self).cpu())
+
+    def _moved(self, device: torch.device | None, move: Callable[[], Any]) -> Model:
+        if device is not None:
+            device = _placement.parse_device(device, "device")  # refuse an absent accelerator
+        move()
+        if device is not None:
+            self._placement = device
+        return self
 
     def _dtype(self) -> torch.dtype:
         """The floating dtype inputs are cast to: the parameters', else torch's default."""

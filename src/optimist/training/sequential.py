@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optimist.training import placement as _placement
 from optimist.training.layers import LAYER_CLASSES, InputLayer, Layer, count_weights
 from optimist.training.model import Model
 
@@ -93,7 +94,8 @@ class Sequential(Model):
                 self._input_shape = (None, *shape_arg)
         if self._input_shape is not None:
             if self.built:
-                self._build_layer(layer, self._output_shape_of(self._layer_list[:-1]))
+                with _placement.device(self._build_device()):
+                    self._build_layer(layer, self._output_shape_of(self._layer_list[:-1]))
             else:
                 self.build(self._input_shape)
 
@@ -135,14 +137,15 @@ class Sequential(Model):
         shape = tuple(None if d is None else int(d) for d in input_shape)
         self._input_shape = shape
         self.built = True
-        current: tuple[int | None, ...] | None = shape
-        for layer in self._layer_list:
-            current = self._build_layer(layer, current)
-            if current is None:
-                break
-        if not super()._is_built():
-            # Shapes unknown after a plain torch module: the rest build in a dry run.
-            self._dry_run(shape)
+        with _placement.device(self._build_device()):
+            current: tuple[int | None, ...] | None = shape
+            for layer in self._layer_list:
+                current = self._build_layer(layer, current)
+                if current is None:
+                    break
+            if not super()._is_built():
+                # Shapes unknown after a plain torch module: the rest build in a dry run.
+                self._dry_run(shape)
 
     def _build_layer(self, layer: nn.Module, shape: tuple | None) -> tuple | None:
         if isinstance(layer, Layer):

@@ -13,6 +13,7 @@ from torch import nn
 
 from optimist.training import activations as _activations
 from optimist.training import initializers as _initializers
+from optimist.training import placement as _placement
 from optimist.training import regularizers as _regularizers
 
 Shape = tuple[int | None, ...]
@@ -97,10 +98,18 @@ class Layer(nn.Module):
 
     # -- building -----------------------------------------------------------------------------
     def build(self, input_shape: Sequence[int | None]) -> None:
-        """Create the parameters for inputs of ``input_shape`` (batch dimension included)."""
+        """Create the parameters for inputs of ``input_shape`` (batch dimension included), on
+        the device Keras 3 would use (:func:`optimist.training.placement.get_device`: the
+        innermost ``optimist.device`` scope, ``KERAS_TORCH_DEVICE``, else the accelerator).
+        Their initial values are drawn on the CPU from torch's global generator and then moved,
+        so a seed gives the same initial weights on every device (as a torch module built and
+        then moved with ``.to``)."""
         shape = tuple(None if d is None else int(d) for d in input_shape)
         if not self.built:
-            self._build(shape)
+            target = _placement.get_device()
+            with torch.device("cpu"):  # drawn on the CPU even under torch.set_default_device
+                self._build(shape)
+            self.to(target)
             self.built = True
             self.built_input_shape = shape
             self._apply_trainable()
@@ -117,9 +126,9 @@ class Layer(nn.Module):
             return self.call(x)
         if is_symbolic(x):  # functional API: record the call, compute shapes only
             return SymbolicTensor.record(self, x)
-        if not self.built:
-            self.build((None, *x.shape[1:]))
-            self.to(x.device)
+        if not self.built:  # a lazy build by a call: the weights go where the input is
+            with _placement.device(x.device):
+                self.build((None, *x.shape[1:]))
         return self.call(x)
 
     def call(self, x: torch.Tensor) -> torch.Tensor:

@@ -60,8 +60,10 @@ class Normalization(Layer):
             self._set(np.asarray(mean, np.float32), np.asarray(variance, np.float32))
 
     def _set(self, mean: np.ndarray, variance: np.ndarray) -> None:
-        self.mean = torch.as_tensor(mean, dtype=torch.get_default_dtype())
-        self.variance = torch.as_tensor(variance, dtype=torch.get_default_dtype())
+        device = None if self.mean is None else self.mean.device  # adapt keeps the layer's
+        dtype = torch.get_default_dtype()
+        self.mean = torch.as_tensor(mean, dtype=dtype).to(device)
+        self.variance = torch.as_tensor(variance, dtype=dtype).to(device)
 
     def _stat_shape(self, ndim: int) -> list[int]:
         keep = {a % ndim for a in self.axis}
