@@ -22,7 +22,8 @@ phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta
 :math:`\lVert u\rVert^2` in float64; the engine computes each tensor's ratio; phase B
 recomputes :math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the
 phases) and writes. One engine call per step (``trust_step``, ``csrc/trust.h``): tensor by tensor
-(small ones in groups), so that phase B's second read comes from the caches, unless the norms
+(small ones in groups), so that phase B's second read comes from the caches, each tensor whole
+on one thread (only one of more than half a thread's share split among them), unless the norms
 must be all-reduced between the phases (:meth:`TrustRatioOptimizer._reduction`). Traffic per
 float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B: read m, v, θ, write θ),
 LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b), of which memory sees 28 and 20 where B's
