@@ -300,7 +300,8 @@ void run_job(const Job& job, int64_t begin, int64_t end) {
   run_blocks<R, C>(job, begin, end, Raw<C>{}, prologue == &no_prologue<C> ? nullptr : prologue);
 }
 
-// Thread tid's share [first, last) of n units, of nt threads: even, whole units.
+// Thread tid's share [first, last) of n units, of nt threads: even, whole units (also
+// trust.h's per-tensor shares).
 inline std::pair<int64_t, int64_t> even_share(int64_t n, int tid, int nt) {
   return {n * tid / nt, n * (tid + 1) / nt};
 }

@@ -116,11 +116,6 @@ double trust_scalar(const double* sums, double scale, double coefficient, double
   return scale * (coefficient * p_norm / (u_norm + eps));
 }
 
-// A thread's share of a tensor's blocks: [first, last) of n_blocks for thread tid of nt.
-inline std::pair<int64_t, int64_t> share(int64_t n_blocks, int tid, int nt) {
-  return {n_blocks * tid / nt, n_blocks * (tid + 1) / nt};
-}
-
 // A trust-ratio step (LAMB, LARS) over a plan, in one call: phase A (run_norms), each tensor's
 // scalar (trust_scalar, appended to the shared host scalars `hyper`), phase B (the rule's
 // functor).  Without `reduce`, tensor by tensor, so that phase B's second read of p, g (LARS) or
@@ -231,7 +226,7 @@ Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& 
     std::atomic<size_t> next_group{0};
     auto work = [&](int tid, int nt) {
       for (const size_t i : large) {
-        const auto [first, last] = share(n_blocks(i), tid, nt);
+        const auto [first, last] = even_share(n_blocks(i), tid, nt);
         norms(i, first, last);
         if (nt > 1) {
 #pragma omp barrier
