@@ -6,7 +6,9 @@ element-wise rule, Adafactor, Muon and SOAP, on model-shaped float32 parameters 
 
 Contenders per row: optimist's class with its default dispatch (the "via" column: on CUDA torch's
 foreach kernel for the classic rules, the rule's torch ops once per bucket of small tensors for
-the other element-wise rules, per tensor for the rest; see ``step_speed.dispatch``);
+the other element-wise rules and LAMB/LARS, Adafactor stacked by shape, per tensor for the rest;
+see ``step_speed.dispatch``), and for LAMB, LARS, Prodigy and Adafactor the same class with
+``foreach=False`` (the per-tensor path, "per tensor ms");
 ``torch.optim``'s ``foreach=True`` and ``fused=True`` where torch has the rule; and the peers of
 the row that import here (``pytorch_optimizer``, ``heavyball`` eager, the authors' packages). A
 peer that is not installed gets no number (listed under the table); one that fails on its first
@@ -59,6 +61,11 @@ ROWS_HERE = (*CLASSIC, *DEFAULT_OPTIMIZERS)
 """Every element-wise rule of step_speed.py, then Adafactor, Muon and SOAP."""
 SKIPPED_PEERS = ("torch for-loop", *COMPILED)
 """Peers of step_speed.py's rows not timed here."""
+PER_TENSOR_ROWS = ("lamb", "lars", "prodigy", "adafactor")
+"""Rows also timed with ``foreach=False`` ("optimist per tensor"): their batched accelerator
+paths against the per-tensor one they replaced (LAMB/LARS flat buckets, Adafactor stacks,
+Prodigy's global pass with one host read)."""
+PER_TENSOR = "optimist per tensor"
 COPY_ELEMENTS = 2**26
 COPY_BYTES_PER_ELEMENT = 8  # dst.copy_(src): read src, write dst
 
@@ -86,8 +93,11 @@ def contenders(
     (heavyball) gets them back before each step (a pointer copy per tensor)."""
     import optimist.optim as oo
 
-    opt = getattr(oo, row.optimist)(device_params(shapes, device), **row.kwargs)
+    cls = getattr(oo, row.optimist)
+    opt = cls(device_params(shapes, device), **row.kwargs)
     fns: dict[str, Callable[[], Any]] = {"optimist": opt.step}
+    if row.optimist.lower() in PER_TENSOR_ROWS:
+        fns[PER_TENSOR] = cls(device_params(shapes, device), **row.kwargs, foreach=False).step
     absent = []
     for label, factory in row.peers.items():
         if label in SKIPPED_PEERS:
@@ -222,12 +232,12 @@ def measure(
 
 def table(results: list[dict[str, Any]], copy_elements: int) -> tuple[list[str], list[list[str]]]:
     head = ["optimizer", "params/tensors", "optimist ms", "µs/tensor", "via", "torch.optim"]
-    head += ["torch fused", "fastest other peer", "speedup", "GB/s", "of copy"]
+    head += ["torch fused", "fastest other peer", "speedup", "GB/s", "of copy", "per tensor ms"]
     rows = []
     for r in results:
         t, row = r["times"], ROWS[r["optimizer"]]
         mine = t["optimist"]
-        others = {k: v for k, v in t.items() if k not in ("optimist", "copy")}
+        others = {k: v for k, v in t.items() if k not in ("optimist", "copy", PER_TENSOR)}
         rest = {k: v for k, v in others.items() if not k.startswith("torch ")}
         best_rest = min(rest, key=rest.__getitem__) if rest else None
         fastest = min(others.values()) if others else None
@@ -240,6 +250,7 @@ def table(results: list[dict[str, Any]], copy_elements: int) -> tuple[list[str],
             + [f"{best_rest} {rest[best_rest] * 1e3:.3f}" if best_rest else "—"]
             + [f"{fastest / mine:.2f}×" if fastest else "—"]
             + [f"{gbs:.3g}" if gbs else "—", f"{gbs / copy_gbs:.2f}" if gbs else "—"]
+            + [_ms(t.get(PER_TENSOR))]
         )
     return head, rows
 
@@ -300,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "\n'GB/s': the rule's minimum traffic (step_speed.Row.bytes per parameter) over the "
         "median step; 'of copy': over the copy's GB/s; 'torch.optim': its foreach=True step "
         "(Muon: its only one); 'speedup': the fastest other contender's time over optimist's "
-        "(> 1: optimist faster)."
+        "(> 1: optimist faster); 'per tensor ms': optimist with foreach=False (LAMB, LARS, "
+        "Prodigy, Adafactor: the path their batched one replaced on accelerators)."
     )
     if absent:
         print(f"\nNot installed here, so not timed: {', '.join(sorted(absent))}.")

@@ -316,7 +316,8 @@ def dispatch(opt: torch.optim.Optimizer) -> str:
     if implementation is None:
         return "torch ops per tensor"
     names = {"fused": "C++ engine", "torch": "torch foreach", "torch_fused": "torch fused",
-             "single": "eager per tensor", "bucketed": "eager bucketed"}  # fmt: skip
+             "single": "eager per tensor", "bucketed": "eager bucketed",
+             "foreach": "torch ops batched"}  # fmt: skip
     kinds = []
     for group in opt.param_groups:
         if group.get("use_muon"):

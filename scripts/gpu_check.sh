@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: optimist's CUDA tests, then the CUDA step-speed benchmark, in one command
-# (< 6 minutes on an H200). Run from the repository root on the GPU machine; writes
-# $OUT/cuda_tests.log, $OUT/cuda_speed.md and $OUT/cuda_speed_progress.log ($OUT defaults to
-# ./gpu_check_out).
+# (< 8 minutes on an H200). Run from the repository root on the GPU machine; writes
+# $OUT/cuda_tests.log, $OUT/launch_count.md, $OUT/cuda_speed.md and $OUT/cuda_speed_progress.log
+# ($OUT defaults to ./gpu_check_out).
 # Continues past a failure; the exit status is nonzero if any part failed.
 set -o pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TORCH_EXTENSIONS_DIR=/tmp/ext
@@ -27,6 +27,9 @@ echo "== tests/cuda"
 # --maxfail, not -x: one run on the GPU should report every failure (up to 20), not the first
 timeout 150 python3 -m pytest -q --maxfail=20 tests/cuda -p no:cacheprovider --durations=10 2>&1 \
     | tee "$OUT/cuda_tests.log" || status=1
+
+echo "== benchmarks/launch_count.py --device cuda (ops and host syncs per step; torch's own sync count)"
+timeout 120 python3 benchmarks/launch_count.py --device cuda 2>&1 | tee "$OUT/launch_count.md" || status=1
 
 if [ -f benchmarks/cuda_speed.py ]; then
     echo "== benchmarks/cuda_speed.py"

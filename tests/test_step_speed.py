@@ -29,9 +29,11 @@ def test_dispatch_reports_the_path_the_optimizer_takes():
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=True)) == "torch foreach"
     assert step_speed.dispatch(oo.Adam(_params(4), foreach=False)) == "eager per tensor"
     assert step_speed.dispatch(oo.Lion(_params(4), foreach=True)) == "eager bucketed"
-    assert step_speed.dispatch(oo.Adafactor(_params(4))) == "torch ops per tensor"
+    assert step_speed.dispatch(oo.Adafactor(_params(4))) == "torch ops batched"
+    assert step_speed.dispatch(oo.Adafactor(_params(4), foreach=False)) == "eager per tensor"
     if engine.available():
         assert step_speed.dispatch(oo.LAMB(_params(4))) == "C++ engine"
+    assert step_speed.dispatch(oo.LARS(_params(4), foreach=True)) == "torch ops batched"
     via = step_speed.dispatch(oo.Muon(_params((3, 4), 4)))
     assert via.startswith("Newton-Schulz in torch ops + ")
 

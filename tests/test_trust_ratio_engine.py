@@ -123,7 +123,8 @@ def test_lamb_parameters_at_different_steps(monkeypatch):
 
 
 # a tensor larger than one group (updated backwards in pieces), one of several pieces, and
-# small ones read together
+# small ones read together; with 2 threads the first is shared (over half a thread's share of
+# the step) and the second goes whole to one thread, with 3 threads both are shared
 GROUPING_SHAPES = [(70_000,), (33_000,), (300, 7), (20_000,), (3,), (9_000,), ()]
 
 
@@ -148,9 +149,9 @@ def test_tensor_by_tensor_equals_the_phase_split_and_two_threads(cls, kwargs, dt
     """Updating each tensor (or group of small ones) right after its norm pass gives exactly
     the numbers of the phase-split path that sharded tensors take (every norm pass, the
     rank-wide reduction, then every update; here forced, with an identity reduction that must
-    be called once per step), and of two and three threads (which share each large tensor's
-    blocks unevenly): each tensor's sums are added block by block and chunk by chunk in one
-    order whatever the path, the threads and each thread's share."""
+    be called once per step), and of two and three threads (which share the largest tensors'
+    blocks unevenly and hand the others out whole): each tensor's sums are added block by block
+    and chunk by chunk in one order whatever the path, the threads and each thread's share."""
     calls = []
 
     def identity(sums):

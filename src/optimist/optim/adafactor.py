@@ -21,7 +21,9 @@ and results, tested bit for bit, and against ``optimist.reference.adafactor`` (f
 by step). Like torch's it has no first moment. The factored moments are
 stored in the parameter's dtype (a rank-r parameter of shape ``(..., n, m)`` keeps ``n + m``
 values per trailing matrix instead of ``n m``); ``state_dtype`` does not apply. It is torch ops
-per tensor (whole-tensor norms rule out the element-wise engine).
+(whole-tensor norms rule out the element-wise engine): parameters of one shape stacked and
+vectors concatenated, a few batched ops per shape and no host read per tensor
+(:meth:`Adafactor._foreach_step`), or per tensor as torch's for-loop with ``foreach=False``.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) every rank all-gathers the gradient, keeps the factored moments of the
@@ -33,11 +35,13 @@ one all-gather per tensor per step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from optimist.optim import bucket
 from optimist.optim.base import (
     ParamsT,
     check_nonnegative,
@@ -46,6 +50,7 @@ from optimist.optim.base import (
     scalar,
 )
 from optimist.optim.distributed import global_norms, local, local_grad, shard_of, whole
+from optimist.optim.gather import PLAIN_TYPES
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
 __all__ = ["Adafactor"]
@@ -62,7 +67,8 @@ class Adafactor(TensorwiseOptimizer):
             parameter dtype's machine epsilon) and of the parameter RMS (default 1e-3).
         d: the update clipping threshold, >= 1 (default 1).
         weight_decay: :math:`\\lambda`, decoupled (scaled by ``lr``).
-        foreach: accepted for signature compatibility (one implementation here).
+        foreach: None or True (default): same-shape parameters stacked, vectors flat
+            (:meth:`_foreach_step`; bitwise the per-tensor path on the CPU); False: per tensor.
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
         state_dtype: None only (the factored moments are in the parameter's dtype).
@@ -104,41 +110,181 @@ class Adafactor(TensorwiseOptimizer):
             raise ValueError(f"Invalid d: {group['d']} (the clipping threshold must be >= 1)")
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        lr, wd, d = scalar(group["lr"]), scalar(group["weight_decay"]), scalar(group["d"])
-        eps1_given, eps2 = group["eps"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
             if p.is_complex() or p.grad.is_sparse:
                 raise RuntimeError("Adafactor does not support complex parameters or sparse grads")
-            g = -p.grad if group["maximize"] else p.grad
-            shard = local(p)
-            g = whole(local_grad(g, p), p)  # FSDP2: the whole gradient (module docstring)
             state = self.state[p]
             if not state:
-                state["step"] = new_step_tensor()
-                if g.dim() > 1:
-                    state["row_var"] = g.new_zeros((*g.shape[:-1], 1))
-                    state["col_var"] = g.new_zeros((*g.shape[:-2], 1, g.shape[-1]))
+                _init_state(p, state)
+        if self._implementation(group, params) == "foreach":
+            params = self._foreach_step(group, params)
+        for p in params:
+            self._tensor_step(group, p)
+
+    def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
+        """ "foreach" (:meth:`_foreach_step`: the default, on every device; on the CPU too it
+        is bitwise the per-tensor path and faster, README "Speed on CUDA") or "single"
+        (:meth:`_tensor_step` for every tensor: ``foreach=False``)."""
+        return "single" if group.get("foreach") is False else "foreach"
+
+    def _tensor_step(self, group: dict[str, Any], p: Tensor) -> None:
+        """One parameter's step in torch ops, as ``torch.optim.Adafactor``'s for-loop."""
+        lr, wd, d = scalar(group["lr"]), scalar(group["weight_decay"]), scalar(group["d"])
+        eps1_given, eps2 = group["eps"]
+        g = -p.grad if group["maximize"] else p.grad
+        shard = local(p)
+        g = whole(local_grad(g, p), p)  # FSDP2: the whole gradient (module docstring)
+        state = self.state[p]
+        eps1 = torch.finfo(p.dtype).eps if eps1_given is None else eps1_given
+        state["step"] += 1
+        t = state["step"].item()
+        w = t ** scalar(group["beta2_decay"])  # 1 - beta2_t
+        (p_norm,) = global_norms([shard], p)
+        alpha = max(eps2, p_norm / p.numel() ** 0.5) * min(lr, 1 / t**0.5)
+        if wd != 0:
+            shard.mul_(1 - lr * wd)
+        if g.dim() > 1:
+            estimate = _factored_estimate(g, state["row_var"], state["col_var"], w, eps1)
+        else:
+            state["variance"].lerp_(g * g, w)
+            estimate = state["variance"].clone()
+        update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        denom = max(1.0, update.norm(2).item() / (update.numel() ** 0.5 * d))
+        shard.add_(shard_of(update, p), alpha=-alpha / denom)
+
+    def _foreach_step(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+        """The default step (every device; ``foreach=False`` turns it off): the parameters that
+        share a shape, device, dtype and step count are stacked, so their factored statistics,
+        estimates and updates are a few batched ops per shape; the vectors (and 0-dim
+        parameters) of a device, dtype and step count are concatenated flat instead. The
+        parameter and update norms of a stack are one ``torch._foreach_norm``, and the
+        step sizes (alpha / max(1, RMS(U) / d)) are computed on the device in float64 as the
+        host does: no host read per tensor. Bitwise
+        :meth:`_tensor_step` on the CPU (the same ops, each slice reduced as alone). Returns
+        the parameters left to :meth:`_tensor_step`: DTensors, other dtypes than float32 and
+        float64, tensors above :func:`bucket.tensor_max` elements (:data:`CPU_STACK_MAX` on the
+        CPU), and shapes met once."""
+        alone: list[Tensor] = []
+        keyed: dict[tuple, list[Tensor]] = {}
+        steps = bucket.host_values([self.state[p]["step"] for p in params])
+        for p, step in zip(params, steps, strict=True):
+            if (
+                type(p) not in PLAIN_TYPES
+                or p.dtype not in (torch.float32, torch.float64)
+                or p.grad.dtype != p.dtype
+                or p.numel() > _stack_max(p.device)
+            ):
+                alone.append(p)
+                continue
+            shape = p.shape if p.dim() > 1 else None  # vectors: one flat bucket
+            keyed.setdefault((shape, p.device, p.dtype, step), []).append(p)
+        for (shape, *_), members in keyed.items():
+            sizes = [p.numel() for p in members]  # stacks too hold at most BUCKET_MAX
+            for chunk in ([members[i] for i in c] for c in bucket.by_size(sizes)):
+                if len(chunk) == 1:
+                    alone += chunk
+                elif shape is None:
+                    self._flat_step(group, chunk)
                 else:
-                    state["variance"] = torch.zeros_like(g, memory_format=torch.preserve_format)
-            eps1 = torch.finfo(p.dtype).eps if eps1_given is None else eps1_given
-            state["step"] += 1
-            t = state["step"].item()
-            w = t ** scalar(group["beta2_decay"])  # 1 - beta2_t
-            (p_norm,) = global_norms([shard], p)
-            alpha = max(eps2, p_norm / p.numel() ** 0.5) * min(lr, 1 / t**0.5)
-            if wd != 0:
-                shard.mul_(1 - lr * wd)
-            if g.dim() > 1:
-                row, col = state["row_var"], state["col_var"]
-                row.lerp_(torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), w)
-                col.lerp_(torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), w)
-                estimate = row @ col
-                estimate.div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))
-            else:
-                state["variance"].lerp_(g * g, w)
-                estimate = state["variance"].clone()
-            update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
-            denom = max(1.0, update.norm(2).item() / (update.numel() ** 0.5 * d))
-            shard.add_(shard_of(update, p), alpha=-alpha / denom)
+                    self._stacked_step(group, chunk)
+        return alone
+
+    def _scales(
+        self, group: dict[str, Any], params: list[Tensor], t: float, sizes: list[int]
+    ) -> Any:
+        """What every step of :meth:`_foreach_step` needs before the update: the step count
+        ``t``'s weight ``w``, eps1, and a function of the updates' norms giving each tensor's
+        ``-alpha / denom`` (float64, on the device)."""
+        lr, d = scalar(group["lr"]), scalar(group["d"])
+        eps1_given, eps2 = group["eps"]
+        eps1 = torch.finfo(params[0].dtype).eps if eps1_given is None else eps1_given
+        w = t ** scalar(group["beta2_decay"])
+        rho = min(lr, 1 / t**0.5)
+        device = params[0].device
+        roots = bucket.device_values(tuple(n**0.5 for n in sizes), torch.float64, device)
+        p_norm = torch.stack(torch._foreach_norm(params)).double()
+        alpha = (p_norm / roots).clamp_(min=eps2).mul_(rho)
+
+        def scale(update_norms: list[Tensor]) -> Tensor:
+            u_norm = torch.stack(update_norms).double()
+            return alpha.neg().div_((u_norm / (roots * d)).clamp_(min=1.0))
+
+        return w, eps1, scale
+
+    def _decay(self, group: dict[str, Any], work: Tensor) -> None:
+        lr, wd = scalar(group["lr"]), scalar(group["weight_decay"])
+        if wd != 0:
+            work.mul_(1 - lr * wd)
+
+    def _stacked_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Parameters of one shape (rank >= 2), one step count: stacked."""
+        states = [self.state[p] for p in params]
+        t = bucket.advance([s["step"] for s in states])
+        w, eps1, scale = self._scales(group, params, t, [p.numel() for p in params])
+        g = torch.stack([p.grad for p in params])
+        if group["maximize"]:
+            g.neg_()
+        rows, cols = [s["row_var"] for s in states], [s["col_var"] for s in states]
+        row, col = torch.stack(rows), torch.stack(cols)
+        estimate = _factored_estimate(g, row, col, w, eps1)
+        torch._foreach_copy_(rows + cols, [*row.unbind(), *col.unbind()])
+        update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        factors = scale(torch._foreach_norm(list(update.unbind())))
+        work = torch.stack(params)
+        self._decay(group, work)
+        work.addcmul_(update, factors.to(work.dtype).view(-1, *[1] * (work.dim() - 1)))
+        torch._foreach_copy_(params, list(work.unbind()))
+
+    def _flat_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Vectors and 0-dim parameters of one step count: concatenated flat."""
+        states = [self.state[p] for p in params]
+        t = bucket.advance([s["step"] for s in states])
+        layout = bucket.Layout(params)
+        w, eps1, scale = self._scales(group, params, t, layout.sizes)
+        g = layout.flat([p.grad for p in params])
+        if group["maximize"]:
+            g.neg_()
+        variances = [s["variance"] for s in states]
+        variance = layout.flat(variances)
+        variance.lerp_(g * g, w)
+        layout.write(variances, variance)
+        update = variance.clamp(min=eps1 * eps1).rsqrt_().mul_(g)
+        factors = scale(torch._foreach_norm(list(update.split(layout.sizes))))
+        work = layout.flat(params)
+        self._decay(group, work)
+        work.addcmul_(update, layout.spread(factors, work.dtype))
+        layout.write(params, work)
+
+
+CPU_STACK_MAX = 1 << 14
+"""On the CPU, larger tensors step alone: stacking them costs more copies than the calls save
+(README "Speed on CUDA": 256x256 weights ran 0.89x torch's for-loop stacked)."""
+
+
+def _stack_max(device: torch.device) -> int:
+    """The most elements of a tensor that :meth:`Adafactor._foreach_step` stacks."""
+    return CPU_STACK_MAX if device.type == "cpu" else bucket.tensor_max(device)
+
+
+def _init_state(p: Tensor, state: dict[str, Any]) -> None:
+    """torch's state of ``p``: the step, and the row and column statistics (rank >= 2, of the
+    whole tensor under FSDP2) or a full second moment (vectors)."""
+    shape = p.shape  # a DTensor's is the whole tensor's
+    state["step"] = new_step_tensor()
+    device, dtype = local(p).device, p.grad.dtype
+    if len(shape) > 1:
+        state["row_var"] = torch.zeros((*shape[:-1], 1), device=device, dtype=dtype)
+        state["col_var"] = torch.zeros((*shape[:-2], 1, shape[-1]), device=device, dtype=dtype)
+    else:
+        state["variance"] = torch.zeros(shape, device=device, dtype=dtype)
+
+
+def _factored_estimate(g: Tensor, row: Tensor, col: Tensor, w: float, eps1: float) -> Tensor:
+    """Update the row and column statistics of ``g`` (its last two dimensions) in place and
+    return the estimate of the second moment ``row @ col / max(mean(row), eps1)``: one tensor,
+    or a stack of them (a leading dimension) alike."""
+    row.lerp_(torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), w)
+    col.lerp_(torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), w)
+    estimate = row @ col
+    return estimate.div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))

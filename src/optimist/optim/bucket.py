@@ -26,6 +26,7 @@ Extra memory is bounded: a bucket holds at most :data:`BUCKET_MAX` elements, so 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -41,7 +42,10 @@ from optimist.optim.gather import PLAIN_TYPES
 from optimist.optim.native import available, load
 from optimist.optim.rule import Rule
 
-__all__ = ["BUCKET_MAX", "CPU_TENSOR_MAX", "TENSOR_MAX", "buckets", "run_bucketed"]
+__all__ = [
+    "BUCKET_MAX", "CPU_TENSOR_MAX", "TENSOR_MAX", "Layout", "advance", "buckets", "by_size",
+    "device_values", "host_values", "run_bucketed", "tensor_max",
+]  # fmt: skip
 
 TENSOR_MAX = 1 << 20
 """Tensors with more elements are stepped one call each (on accelerators)."""
@@ -52,7 +56,7 @@ BUCKET_MAX = 1 << 24
 """The most elements of one bucket."""
 
 
-def _values(tensors: list[Tensor]) -> list[float]:
+def host_values(tensors: list[Tensor]) -> list[float]:
     """The values of one-element tensors (one stack and one copy to the host)."""
     if not tensors:
         return []
@@ -60,6 +64,14 @@ def _values(tensors: list[Tensor]) -> list[float]:
         return torch.stack(tensors).reshape(-1).tolist()
     except RuntimeError:  # mixed devices or shapes
         return [float(t.item()) for t in tensors]
+
+
+@functools.lru_cache(maxsize=256)
+def device_values(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per (values, dtype, device) and shared
+    (never write to it): made afresh each step it would be a blocking host-to-device copy on
+    CUDA (torch waits for the stream after a copy from pageable memory)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _one(values: Any) -> bool:
@@ -71,7 +83,7 @@ def _dtype(t: Tensor | None) -> torch.dtype | None:
     return None if t is None else t.dtype
 
 
-def _tensor_max(device: torch.device) -> int:
+def tensor_max(device: torch.device) -> int:
     return CPU_TENSOR_MAX if device.type == "cpu" else TENSOR_MAX
 
 
@@ -95,7 +107,7 @@ def _uniform(
         and set(map(type, itertools.chain(*lists))) <= set(PLAIN_TYPES)
         and not any(g.is_sparse for g in grads)
         and _one(p.device for p in params)
-        and max(map(Tensor.numel, params)) <= _tensor_max(params[0].device)
+        and max(map(Tensor.numel, params)) <= tensor_max(params[0].device)
         and not (quantized and any(p.numel() % codecs.QUANT_BLOCK for p in params))
         and _one(steps)
         and all(_one(v) for v in scalars)
@@ -113,7 +125,7 @@ def _key(
     slots = [c[i] if c else None for c in batch.columns]
     n = p.numel()
     if (
-        n > _tensor_max(p.device)
+        n > tensor_max(p.device)
         or type(p) not in PLAIN_TYPES
         or type(g) not in PLAIN_TYPES
         or g.is_sparse
@@ -138,8 +150,8 @@ def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], li
     """Split ``batch`` into the indices stepped one by one and the buckets (lists of >= 2
     indices, each at most :data:`BUCKET_MAX` elements). ``emas``: the EMA tensors (or [])."""
     states = batch.states
-    steps = _values([s["step"] for s in states]) if rule.has_step else []
-    scalars = [_values([s[key] for s in states]) for key, _ in rule.scalar_state]
+    steps = host_values([s["step"] for s in states]) if rule.has_step else []
+    scalars = [host_values([s[key] for s in states]) for key, _ in rule.scalar_state]
     n = len(batch.params)
     groups: list[list[int]]
     singles: list[int] = []
@@ -156,18 +168,27 @@ def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], li
         groups = list(by_key.values())
     out: list[list[int]] = []
     for members in groups:
-        bucket: list[int] = []
-        size = 0
-        for i in members:
-            numel = batch.params[i].numel()
-            if bucket and size + numel > BUCKET_MAX:
-                out.append(bucket)
-                bucket, size = [], 0
-            bucket.append(i)
-            size += numel
-        out.append(bucket)
+        sizes = [batch.params[i].numel() for i in members]
+        out += [[members[j] for j in chunk] for chunk in by_size(sizes)]
     singles += [b[0] for b in out if len(b) == 1]
     return sorted(singles), [b for b in out if len(b) > 1]
+
+
+def by_size(sizes: list[int]) -> list[list[int]]:
+    """Consecutive indices of ``sizes`` (element counts) in buckets of at most
+    :data:`BUCKET_MAX` elements (a larger one alone)."""
+    out: list[list[int]] = []
+    chunk: list[int] = []
+    total = 0
+    for i, numel in enumerate(sizes):
+        if chunk and total + numel > BUCKET_MAX:
+            out.append(chunk)
+            chunk, total = [], 0
+        chunk.append(i)
+        total += numel
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 class _BucketScalars:
@@ -191,7 +212,7 @@ def _on_engine(scalars: list[Tensor]) -> bool:
     )
 
 
-def _advance(steps: list[Tensor]) -> float:
+def advance(steps: list[Tensor]) -> float:
     """``step += 1`` for each of the bucket's step counts (equal); the new value."""
     if _on_engine(steps):
         return load().advance_steps(steps)
@@ -199,7 +220,7 @@ def _advance(steps: list[Tensor]) -> float:
     return float(steps[0].item())
 
 
-class _Layout:
+class Layout:
     """How a bucket's lists (one shape per tensor, alike in every list) go flat and back:
     lists of vectors by ``torch.cat`` and ``torch.split_with_sizes_copy`` into the tensors
     (no view made per tensor), other shapes through flat views of each tensor."""
@@ -210,6 +231,12 @@ class _Layout:
 
     def flat(self, tensors: list[Tensor]) -> Tensor:
         return torch.cat(tensors) if self.vectors else _flatten_dense_tensors(tensors)
+
+    def spread(self, values: Tensor, dtype: torch.dtype) -> Tensor:
+        """A flat tensor holding ``values[i]`` (as ``dtype``) over tensor ``i``'s segment, with
+        no host read (a per-tensor scale applied element-wise)."""
+        counts = device_values(tuple(self.sizes), torch.int64, values.device)
+        return values.to(dtype).repeat_interleave(counts, output_size=sum(self.sizes))
 
     def write(self, targets: list[Tensor], flat: Tensor) -> None:
         """Copy the segments of ``flat`` into ``targets`` (converted to their dtype)."""
@@ -264,7 +291,7 @@ def _run_bucket(
 ) -> None:
     """The steps of :func:`~optimist.optim.eager.run_eager`, on the bucket's flat tensors."""
     states = batch.states
-    t = _advance([s["step"] for s in states]) if rule.has_step else 0.0
+    t = advance([s["step"] for s in states]) if rule.has_step else 0.0
     hyper = rule.scalars(group, t, _BucketScalars(states))
     p0 = batch.params[0]
     real = _real if p0.is_complex() else _same  # (one dtype per bucket)
@@ -277,7 +304,7 @@ def _run_bucket(
         compute = params[0].dtype
     else:
         compute = torch.float64 if p0.dtype == torch.float64 else torch.float32
-    layout = _Layout(params)
+    layout = Layout(params)
     work = layout.flat(params).to(compute)
     g = layout.flat(real(batch.grads)).to(compute)
     pro = batch.prologue

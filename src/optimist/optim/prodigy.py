@@ -33,7 +33,9 @@ group shares one :math:`d` (the first group's ``betas``, ``d_coef``, ``growth_ra
    :math:`\hat g` the rule sees (clipping, accumulation, maximize, L2 decay), summed on the host
    in float64, giving :math:`d_{k+1}`. It is one read of :math:`g, x, x_0, s` and one write of
    :math:`s` in the C++ engine (chunked sums independent of the thread count, each tensor's
-   added in tensor order) where the group runs there, torch ops per tensor on the eager path.
+   added in tensor order) where the group runs there, torch ops on the eager path
+   (:meth:`Prodigy._torch_sums`: one host read per step; per tensor as prodigyopt on the CPU,
+   all tensors at once on accelerators, :func:`_total_sums`).
    In the common case (state made, no int8) it runs on the engine's plan of the rule's step
    (``prodigy_plan_stats``), which the step then executes: each tensor is looked at once per
    step; otherwise over its own lists (``prodigy_stats``);
@@ -65,7 +67,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim import codecs, engine
+from optimist.optim import bucket, codecs, engine
 from optimist.optim.base import (
     ParamsT,
     as_real,
@@ -118,6 +120,40 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         p.addcdiv_(m, denom, value=neg_dlr)
     else:
         p.addcdiv_(g, denom, value=neg_dlr_d)
+
+
+def _flat_sums(params: list[Tensor], ss: list[Tensor]) -> bool:
+    """Whether :func:`_total_sums` gives the global pass's sums: on accelerators (where a
+    ``dot`` and a ``sum`` per tensor are two launches each), for ``s`` stored in the
+    parameters' dtype; the CPU keeps prodigyopt's per-tensor sums (bit for bit the authors')."""
+    return (
+        bool(params)
+        and not params[0].is_cpu
+        and all(s.dtype == x.dtype for x, s in zip(params, ss, strict=True))
+    )
+
+
+def _total_sums(
+    params: list[Tensor],
+    gs: list[Tensor],
+    p0s: list[Tensor],
+    ss: list[Tensor],
+    beta3: float,
+    weight: float,
+    coef: float,
+) -> tuple[float, float]:
+    """``coef * sum <g, x0 - x>`` and ``sum |s'|_1`` (``s' = beta3 s + weight g`` written)
+    over all the tensors in a few multi-tensor ops whatever their number, totals in float64,
+    and one host read: the same sums as prodigyopt's per-tensor ones, added in another order
+    (they agree to float32 rounding)."""
+    products = torch._foreach_sub(p0s, params)
+    torch._foreach_mul_(products, gs)
+    dot = torch.cat([t.reshape(-1) for t in products]).sum(dtype=torch.float64)
+    torch._foreach_mul_(ss, beta3)
+    torch._foreach_add_(ss, gs, alpha=weight)  # as prodigyopt
+    l1 = torch.stack(torch._foreach_norm(ss, 1)).sum(dtype=torch.float64)
+    delta, norm = torch.stack([dot, l1]).tolist()
+    return coef * delta, norm
 
 
 def _by_layout(group: dict[str, Any]) -> list[tuple[tuple | None, dict[str, Any]]]:
@@ -288,10 +324,16 @@ class Prodigy(RuleOptimizer):
             if group_lr == 0.0:
                 continue
             weight = _s_weight(group, d, dlr)
-            for key, subgroup in _by_layout(group):
-                sums = self._statistics(
-                    subgroup, grad_scale, beta3, weight, (d / group["d0"]) * dlr
-                )
+            coef = (d / group["d0"]) * dlr
+            fast = self._statistics_fast(group, grad_scale, beta3, weight)
+            if fast is not None:  # the engine's plan took every tensor: plain ones, one layout
+                layouts = [(None, group, (coef * fast[0], fast[1]))]
+            else:
+                layouts = [
+                    (key, sub, self._statistics(sub, grad_scale, beta3, weight, coef))
+                    for key, sub in _by_layout(group)
+                ]
+            for key, subgroup, sums in layouts:
                 _, (dot, norm) = parts.get(key, (None, (0.0, 0.0)))
                 parts[key] = (subgroup["params"][0], [dot + sums[0], norm + sums[1]])
         delta, denom = global_sums(parts, 2)  # summed over the ranks that hold parts
@@ -318,10 +360,8 @@ class Prodigy(RuleOptimizer):
         """Over the group's parameters with a gradient: the sums of ``coef <g, x0 - x>`` and of
         ``|s'|_1`` with ``s' = beta3 s + weight g`` written to ``s`` (as prodigyopt's first loop;
         the rule leaves ``s`` alone), on the gradient the rule will see; in the C++ engine where
-        the group runs there, else in torch ops (in prodigyopt's order of operations)."""
-        fast = self._statistics_fast(group, grad_scale, beta3, weight)
-        if fast is not None:
-            return coef * fast[0], fast[1]
+        the group runs there, else in torch ops (in prodigyopt's order of operations). (The
+        common case, :meth:`_statistics_fast`, is tried first by the caller.)"""
         params, grads, p0s, ss, scales = [], [], [], [], []
         states = self.state
         for p in group["params"]:
@@ -355,20 +395,53 @@ class Prodigy(RuleOptimizer):
             )
             if sums is not None:
                 return coef * sums[0], sums[1]
-        delta = norm = 0.0
-        for i, (x, grad, x0, s, scale) in enumerate(
-            zip(params, grads, p0s, ss, scales, strict=True)
-        ):
-            g = self._prepared(grad, x, grad_scale, group)
-            delta += coef * torch.dot(g.flatten(), (x0 - x).flatten()).item()
-            if s.dtype == x.dtype:
-                norm += s.mul_(beta3).add_(g, alpha=weight).abs().sum().item()  # as prodigyopt
+        gs = [self._prepared(g, x, grad_scale, group) for g, x in zip(grads, params, strict=True)]
+        return self._torch_sums(params, gs, p0s, ss, scales, beta3, weight, coef, stochastic)
+
+    def _torch_sums(
+        self,
+        params: list[Tensor],
+        gs: list[Tensor],
+        p0s: list[Tensor],
+        ss: list[Tensor],
+        scales: list[Tensor | None],
+        beta3: float,
+        weight: float,
+        coef: float,
+        stochastic: bool,
+    ) -> tuple[float, float]:
+        """:meth:`_statistics`' sums in torch ops, on the prepared gradients ``gs``: each
+        tensor's ``<g, x0 - x>`` and ``|s'|_1`` as prodigyopt computes them (one ``torch.dot``
+        and one ``sum`` per tensor, so the sums stay bit for bit the authors'), the rest over
+        the lists (``torch._foreach_*``: ``s' = beta3 s + weight g`` for the slots stored in
+        the parameter's dtype) and **one** read by the host for all the tensors' values,
+        summed there in tensor order as prodigyopt's loop (which reads each twice). On
+        accelerators :func:`_total_sums` instead (:func:`_flat_sums`)."""
+        if _flat_sums(params, ss):
+            return _total_sums(params, gs, p0s, ss, beta3, weight, coef)
+        diffs = torch._foreach_sub(p0s, params)
+        dots = [torch.dot(g.flatten(), d.flatten()) for g, d in zip(gs, diffs, strict=True)]
+        same = [i for i, (x, s) in enumerate(zip(params, ss, strict=True)) if s.dtype == x.dtype]
+        norms: list[Tensor | None] = [None] * len(params)
+        if same:
+            mine = [ss[i] for i in same]
+            torch._foreach_mul_(mine, beta3)
+            torch._foreach_add_(mine, [gs[i] for i in same], alpha=weight)  # as prodigyopt
+            for i, a in zip(same, torch._foreach_abs(mine), strict=True):
+                norms[i] = a.sum()
+        for i, (x, g, s, scale) in enumerate(zip(params, gs, ss, scales, strict=True)):
+            if norms[i] is not None:
                 continue
             compute = torch.float64 if x.dtype == torch.float64 else torch.float32
             value = codecs.decode(s, scale, compute).reshape(x.shape).mul_(beta3)
-            norm += value.add_(g.to(compute), alpha=weight).abs().sum().item()
+            norms[i] = value.add_(g.to(compute), alpha=weight).abs().sum()
             seed = codecs.slot_seed(self._seed(), i, 2)  # the engine's (its rule's slot 2)
             codecs.encode(value, s, scale, stochastic=stochastic, seed=seed)
+        values = bucket.host_values([*dots, *norms])
+        delta = norm = 0.0
+        for dot, l1 in zip(values[: len(dots)], values[len(dots) :], strict=True):
+            delta += coef * dot
+            norm += l1
         return delta, norm
 
     def _statistics_fast(

@@ -326,11 +326,13 @@ class SOAP(TensorwiseOptimizer):
         step_size = lr
         if group["correct_bias"]:
             step_size *= math.sqrt(1 - beta2**t) / (1 - beta1**t)
-        for k, p in enumerate(params):
-            own = shard_of(update[k].reshape(p.shape), p)  # a DTensor's own rows of it
-            local(p).add_(own.to(p.dtype), alpha=-step_size)
-            if wd > 0:
-                local(p).mul_(1 - lr * wd)
+        update = update.to(params[0].dtype)
+        # a DTensor's own rows of the update; the writes as one multi-tensor op each
+        owns = [shard_of(update[k].reshape(p.shape), p) for k, p in enumerate(params)]
+        shards = [local(p) for p in params]
+        torch._foreach_add_(shards, owns, alpha=-step_size)
+        if wd > 0:
+            torch._foreach_mul_(shards, 1 - lr * wd)
 
         factors = {}
         for i in dims:

@@ -22,7 +22,8 @@ phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta
 :math:`\lVert u\rVert^2` in float64; the engine computes each tensor's ratio; phase B
 recomputes :math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the
 phases) and writes. One engine call per step (``trust_step``, ``csrc/trust.h``): tensor by tensor
-(small ones in groups), so that phase B's second read comes from the caches, unless the norms
+(small ones in groups), so that phase B's second read comes from the caches, each tensor whole
+on one thread (only one of more than half a thread's share split among them), unless the norms
 must be all-reduced between the phases (:meth:`TrustRatioOptimizer._reduction`). Traffic per
 float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B: read m, v, θ, write θ),
 LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b), of which memory sees 28 and 20 where B's
@@ -50,7 +51,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optimist.optim import engine
+from optimist.optim import bucket, engine
 from optimist.optim.base import (
     ParamsT,
     init_arguments,
@@ -70,6 +71,18 @@ def _ratio(p_norm: float, u_norm: float, coefficient: float, eps: float) -> floa
     if p_norm == 0.0 or u_norm == 0.0:
         return 1.0
     return coefficient * p_norm / (u_norm + eps)
+
+
+def _trust_ratios(
+    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float
+) -> Tensor:
+    """:func:`trust_ratio` of each segment (``sizes``) of the flat ``flat`` and ``update``, as
+    a float64 tensor on their device: both norms of every segment in one
+    ``torch._foreach_norm``, the ratios in float64 as the host computes them."""
+    norms = torch._foreach_norm([*flat.split(sizes), *update.split(sizes)])
+    p_norm, u_norm = torch.stack(norms).double().view(2, -1)
+    ratio = (coefficient * p_norm) / (u_norm + eps)
+    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
 
 
 def trust_ratio(
@@ -118,19 +131,113 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         ``scale * trust_ratio(p, u, coefficient, eps)``."""
         raise NotImplementedError
 
+    def _update(
+        self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
+    ) -> Tensor:
+        """Phase A in torch ops: the update direction :math:`u` of ``shard`` (a new tensor; the
+        moments in ``slots`` updated in place) at step count ``t``. Element-wise, so it serves
+        one tensor and a flat bucket alike."""
+        raise NotImplementedError
+
+    def _apply(
+        self, group: dict[str, Any], shard: Tensor, update: Tensor, slots: list[Tensor],
+        scale: float | Tensor,
+    ) -> None:  # fmt: skip
+        """Phase B in torch ops: write ``shard`` (and ``slots``) given ``scale``, the phase's
+        own scalar (:meth:`_ratio_terms`): a number for one tensor, for a flat bucket a tensor
+        holding each element's tensor's value."""
+        raise NotImplementedError
+
     def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
         """One parameter's step in torch ops (the specification of the C++ functor)."""
-        raise NotImplementedError
+        g, shard, state = _grad(p, group), local(p), self.state[p]
+        t = 0.0
+        if self.has_step:
+            state["step"] += 1
+            t = state["step"].item()
+        slots = [local(state[key]) for key in self.slot_keys]
+        update = self._update(group, g, shard, slots, t)
+        scale, coefficient, eps = self._ratio_terms(group)
+        ratio = trust_ratio(shard, update, coefficient, eps, p)
+        self._apply(group, shard, update, slots, scale * ratio)
+
+    def _foreach_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """The step of ``params`` (state made) in flat buckets: plain float32/float64 tensors of
+        one device, dtype and step count, each at most :func:`bucket.tensor_max` elements,
+        concatenated per list (at most :data:`bucket.BUCKET_MAX` elements a bucket); phase A
+        once on the flat tensors, every tensor's two norms in one ``torch._foreach_norm``, the
+        trust ratios on the device (no host read) and phase B once with each element scaled
+        by its tensor's ratio. Bitwise :meth:`_eager_step` tensor by tensor (the same
+        element-wise ops; float64 ratios as the host's). The rest steps per tensor."""
+        alone, groups = [], {}
+        states = self.state
+        for p in params:
+            state = states[p]
+            slots = [state[key] for key in self.slot_keys]
+            if (
+                type(p) in PLAIN_TYPES
+                and p.dtype in _ENGINE_DTYPES
+                and p.grad.dtype == p.dtype
+                and p.numel() <= bucket.tensor_max(p.device)
+                and all(type(s) in PLAIN_TYPES and s.dtype == p.dtype for s in slots)
+            ):
+                groups.setdefault((p.device, p.dtype), []).append(p)
+            else:
+                alone.append(p)
+        for members in groups.values():
+            if self.has_step:  # one bucket per step count (host scalars: no device read)
+                steps = bucket.host_values([states[p]["step"] for p in members])
+                by_step: dict[float, list[Tensor]] = {}
+                for p, step in zip(members, steps, strict=True):
+                    by_step.setdefault(step, []).append(p)
+                parts = list(by_step.values())
+            else:
+                parts = [members]
+            for part in parts:
+                for chunk in bucket.by_size([p.numel() for p in part]):
+                    if len(chunk) == 1:
+                        alone.append(part[chunk[0]])
+                    else:
+                        self._flat_step(group, [part[i] for i in chunk])
+        for p in alone:
+            self._eager_step(group, p)
+
+    def _flat_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """One bucket of :meth:`_foreach_step`."""
+        states = [self.state[p] for p in params]
+        t = bucket.advance([s["step"] for s in states]) if self.has_step else 0.0
+        layout = bucket.Layout(params)
+        work = layout.flat(params)
+        g = layout.flat([p.grad for p in params])  # a new tensor: negated in place
+        if group["maximize"]:
+            g.neg_()
+        columns = [[s[key] for s in states] for key in self.slot_keys]
+        slots = [layout.flat(column) for column in columns]
+        update = self._update(group, g, work, slots, t)
+        scale, coefficient, eps = self._ratio_terms(group)
+        ratios = _trust_ratios(work, update, layout.sizes, coefficient, eps)
+        self._apply(group, work, update, slots, layout.spread(ratios * scale, work.dtype))
+        for column, slot in zip(columns, slots, strict=True):
+            layout.write(column, slot)
+        layout.write(params, work)
 
     def _implementation(self, group: dict[str, Any], params: Sequence[Tensor]) -> str:
         """ "fused" (the engine's norm pass, for the tensors it takes: contiguous float32/float64
-        CPU tensors or local shards, their gradients and state alike) or "single" (torch ops
-        per tensor), as :meth:`RuleOptimizer._implementation` says it."""
+        CPU tensors or local shards, their gradients and state alike), "foreach" (torch ops on
+        flat buckets of small tensors, :meth:`_foreach_step`: the default on accelerators, and
+        with ``foreach=True`` anywhere) or "single" (torch ops per tensor: ``foreach=False``,
+        or the CPU without the engine), as :meth:`RuleOptimizer._implementation` says it."""
+        foreach = group.get("foreach")
+        if foreach is not None:
+            return "foreach" if foreach else "single"
         on_cpu = not params or (params[0].is_cpu and params[-1].is_cpu)
-        return "fused" if on_cpu and engine.available() else "single"
+        if on_cpu:
+            return "fused" if engine.available() else "single"
+        return "foreach"
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        fused = self._implementation(group, group["params"]) == "fused"
+        implementation = self._implementation(group, group["params"])
+        fused = implementation == "fused"
         if fused and self._fast_step(group):
             return
         state_of, keys = self.state, self.slot_keys
@@ -180,7 +287,11 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
                 raise RuntimeError(
                     f"{type(self).__name__} does not support complex parameters or sparse gradients"
                 )
-            self._eager_step(group, p)
+        if implementation == "foreach":
+            self._foreach_step(group, eager)
+        else:
+            for p in eager:
+                self._eager_step(group, p)
         if batch.params:
             self._engine_step(group, batch)
 
@@ -286,6 +397,9 @@ class LAMB(TrustRatioOptimizer):
         eps: :math:`\\epsilon` added to the denominator (default 1e-6, as Optax).
         weight_decay: :math:`\\lambda`, added to the update before the trust ratio.
         maximize: ascend instead of descend.
+        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
+            torch ops on accelerators; True: the buckets on any device; False: torch ops per
+            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
         state_dtype: None only (the state is in the parameter's dtype).
     """
@@ -306,6 +420,7 @@ class LAMB(TrustRatioOptimizer):
         weight_decay: float = 0.0,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
         skip_nonfinite: bool = False,
         state_dtype: str | None = None,
     ) -> None:
@@ -323,20 +438,28 @@ class LAMB(TrustRatioOptimizer):
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
         return -scalar(group["lr"]), 1.0, 0.0
 
-    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
+    def _update(
+        self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
+    ) -> Tensor:
         beta1, beta2 = (scalar(b) for b in group["betas"])
-        lr, wd, eps = scalar(group["lr"]), scalar(group["weight_decay"]), group["eps"]
-        g, shard, state = _grad(p, group), local(p), self.state[p]
-        state["step"] += 1
-        t = state["step"].item()
-        m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
+        wd, eps = scalar(group["weight_decay"]), group["eps"]
+        m, v = slots
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         # the bias corrections as multiplications by their reciprocals (one division per element)
         update = (m * (1 / (1 - beta1**t))).div_((v * (1 / (1 - beta2**t))).sqrt_().add_(eps))
         if wd != 0:
             update.add_(shard, alpha=wd)
-        shard.add_(update, alpha=-lr * trust_ratio(shard, update, layout=p))
+        return update
+
+    def _apply(
+        self, group: dict[str, Any], shard: Tensor, update: Tensor, slots: list[Tensor],
+        scale: float | Tensor,
+    ) -> None:  # fmt: skip
+        if isinstance(scale, Tensor):  # rounds as add_(alpha=) does (one fused multiply-add)
+            shard.addcmul_(update, scale)
+        else:
+            shard.add_(update, alpha=scale)
 
 
 class LARS(TrustRatioOptimizer):
@@ -351,6 +474,9 @@ class LARS(TrustRatioOptimizer):
         eps: :math:`\\epsilon_r` added to the update norm (default 0).
         nesterov: Nesterov momentum.
         maximize: ascend instead of descend.
+        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
+            torch ops on accelerators; True: the buckets on any device; False: torch ops per
+            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
         state_dtype: None only (the state is in the parameter's dtype).
     """
@@ -374,6 +500,7 @@ class LARS(TrustRatioOptimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
         skip_nonfinite: bool = False,
         state_dtype: str | None = None,
     ) -> None:
@@ -388,13 +515,19 @@ class LARS(TrustRatioOptimizer):
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
         return scalar(group["lr"]), group["trust_coefficient"], group["eps"]
 
-    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
-        lr, wd, mu = scalar(group["lr"]), scalar(group["weight_decay"]), group["momentum"]
-        update, shard = _grad(p, group).clone(), local(p)
+    def _update(
+        self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
+    ) -> Tensor:
+        update, wd = g.clone(), scalar(group["weight_decay"])
         if wd != 0:
             update.add_(shard, alpha=wd)
-        ratio = trust_ratio(shard, update, group["trust_coefficient"], group["eps"], p)
-        update.mul_(lr * ratio)
-        buf = local(self.state[p]["momentum_buffer"])
-        buf.mul_(mu).add_(update)
-        shard.sub_(update.add_(buf, alpha=mu) if group["nesterov"] else buf)
+        return update
+
+    def _apply(
+        self, group: dict[str, Any], shard: Tensor, update: Tensor, slots: list[Tensor],
+        scale: float | Tensor,
+    ) -> None:  # fmt: skip
+        update.mul_(scale)
+        (buf,) = slots
+        buf.mul_(group["momentum"]).add_(update)
+        shard.sub_(update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf)

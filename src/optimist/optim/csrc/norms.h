@@ -182,8 +182,15 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
                                         const std::vector<uint8_t>& dbl, double beta3,
                                         double weight) {
   std::vector<Chunk> chunks;
-  for (size_t i = 0; i < jobs.size(); ++i) add_chunks(chunks, i, jobs[i].n, kParallelElems);
-  std::vector<double> dots(chunks.size(), 0.0), norms(chunks.size(), 0.0);
+  chunks.reserve(jobs.size());
+  std::vector<size_t> first_chunk(jobs.size());
+  std::vector<int64_t> sizes(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    first_chunk[i] = chunks.size();
+    sizes[i] = jobs[i].n;
+    add_chunks(chunks, i, jobs[i].n, kParallelElems);
+  }
+  std::vector<double> dots(chunks.size()), norms(chunks.size());
   auto one = [&](size_t c) {
     const Chunk& ch = chunks[c];
     const Job& job = jobs[ch.tensor];
@@ -193,6 +200,7 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
       alignas(64) C pbuf[kBlock], gbuf[kBlock], graw[kBlock], x0buf[kBlock], sbuf[kBlock];
       const C b3 = C(beta3), w = C(weight);
       const PrologueFn<C> prologue = select_prologue<C>(job.pro);  // decay 1: p only read
+      double dot_sum = 0.0, norm_sum = 0.0;  // the chunk's sums, stored once at its end
       for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
         const int64_t len = std::min(kBlock, ch.end - b);
         C* __restrict__ x = load<C>(job.param, b, len, pbuf);
@@ -218,10 +226,12 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
         }
         store<C>(job.slot[1], b, len, sv, job.seed);
         for (int k = 0; k < kLanes; ++k) {
-          dots[c] += static_cast<double>(dot[k]);
-          norms[c] += static_cast<double>(l1[k]);
+          dot_sum += static_cast<double>(dot[k]);
+          norm_sum += static_cast<double>(l1[k]);
         }
       }
+      dots[c] = dot_sum;
+      norms[c] = norm_sum;
     };
     if (dbl[ch.tensor]) {
       body(0.0);
@@ -230,9 +240,15 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
     }
   };
   {
+    // backwards, each thread its share of each tensor's chunks (for_jobs): the step that
+    // follows (execute, the same shares forwards) starts on what this pass read last
     pybind11::gil_scoped_release release;
-    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t c = a; c < b; ++c) one(static_cast<size_t>(c));
+    for_jobs(sizes, kParallelElems, true, [&](size_t i, int64_t begin, int64_t end) {
+      const size_t first = first_chunk[i] + static_cast<size_t>(begin / kParallelElems);
+      for (size_t c = first_chunk[i] + static_cast<size_t>((end - 1) / kParallelElems) + 1;
+           c-- > first;) {
+        one(c);
+      }
     });
   }
   std::vector<double> dot(jobs.size(), 0.0), norm(jobs.size(), 0.0);
