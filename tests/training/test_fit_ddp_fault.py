@@ -98,6 +98,20 @@ print("after:", *threads())
 """
 
 
+def _teardown(script: str, tmp_path: Path, arg: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """Runs a teardown probe (TEARDOWN, FSDP_TEARDOWN) in its own process: its printed lines,
+    and the thread names during the run and after destroy_process_group."""
+    # the teardown does not depend on the C++ engine: no first-use build inside the timeout
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), OPTIMIST_DISABLE_FUSED="1")
+    command = [sys.executable, "-c", script, str(tmp_path / "store"), arg]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
+    during, after = lines["during"].split(), lines["after"].split()
+    assert any("gloo" in name for name in during), during  # the probe sees the group's threads
+    return lines, during, after
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc/self/task")
 @pytest.mark.parametrize("order", ["optimist-first", "init-first"])
 def test_destroy_process_group_after_ddp_fit_stops_the_gloo_threads(tmp_path, order):
@@ -105,14 +119,7 @@ def test_destroy_process_group_after_ddp_fit_stops_the_gloo_threads(tmp_path, or
     # whose group=group.WORLD defaults, bound after init_process_group, kept the group alive
     # past destroy_process_group; import optimist imports it first. Imported the other way
     # round, fit warns, and the threads do outlive destroy_process_group (torch's behaviour).
-    # the teardown does not depend on the C++ engine: no first-use build inside the timeout
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), OPTIMIST_DISABLE_FUSED="1")
-    command = [sys.executable, "-c", TEARDOWN, str(tmp_path / "store"), order]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
-    during, after = lines["during"].split(), lines["after"].split()
-    assert any("gloo" in name for name in during), during  # the probe sees the group's threads
+    lines, during, after = _teardown(TEARDOWN, tmp_path, order)
     bound = order == "init-first"
     assert lines["warned"] == str(bound)
     assert any("gloo" in name for name in after) == bound, after
@@ -154,11 +161,5 @@ def test_destroy_process_group_after_fsdp_stops_the_gloo_threads(tmp_path, destr
     # interpreter shutdown (README, "Why a rank sometimes aborted at exit");
     # optimist.optim.distributed.destroy_process_group clears those caches first. If the torch
     # case fails, torch frees the group itself now and the README's note can go.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), OPTIMIST_DISABLE_FUSED="1")
-    command = [sys.executable, "-c", FSDP_TEARDOWN, str(tmp_path / "store"), destroy]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines() if ": " in line)
-    during, after = lines["during"].split(), lines["after"].split()
-    assert any("gloo" in name for name in during), during
+    _, _, after = _teardown(FSDP_TEARDOWN, tmp_path, destroy)
     assert any("gloo" in name for name in after) == (destroy == "torch"), after
