@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import optimist.optim as oo
-from engine.table import ELEMENTWISE, clone, ids, make_params, set_grads
+from engine.table import ELEMENTWISE, assert_steps_as_twin, clone, ids, make_params
 from optimist.optim import engine
 from optimist.optim.eager import torch_fused_available
 
@@ -75,16 +75,7 @@ def test_torch_fused_path_equals_torch_fused(row, dtype, monkeypatch):
     ours = row.build(a, fused=True)
     monkeypatch.setattr(ours, "_implementation", lambda group, params: "torch_fused")
     theirs = row.entry.torch_twin(b, fused=True, **settings)
-    for step in range(4):
-        set_grads([a, b], step)
-        ours.step()
-        theirs.step()
-    for pa, pb in zip(a, b, strict=True):
-        assert torch.equal(pa, pb)
-        mine, twin = ours.state[pa], theirs.state[pb]
-        assert set(mine) == set(twin)
-        for key, value in twin.items():
-            assert torch.equal(mine[key], value) and mine[key].dtype == value.dtype, key
+    assert_steps_as_twin(ours, theirs, a, b, same_dtypes=True)
 
 
 def test_rank_sums_go_through_the_collective_device_of_the_backend(monkeypatch):

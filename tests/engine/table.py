@@ -164,6 +164,23 @@ def clone(params):
     return [p.detach().clone().requires_grad_() for p in params]
 
 
+def assert_steps_as_twin(ours, theirs, a, b, *, steps=4, same_dtypes=False):
+    """``ours`` over ``a`` and torch's ``theirs`` over ``b`` (a clone) take ``steps`` steps on
+    the same gradients: the parameters and every state entry stay ``torch.equal`` (and, with
+    ``same_dtypes``, of the same dtype)."""
+    for step in range(steps):
+        set_grads([a, b], step)
+        ours.step()
+        theirs.step()
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+        mine, twin = ours.state[pa], theirs.state[pb]
+        assert set(mine) == set(twin)
+        for key, value in twin.items():
+            assert torch.equal(mine[key], value), key
+            assert not same_dtypes or mine[key].dtype == value.dtype, key
+
+
 def exported_optimizer_classes() -> set[type]:
     """Every optimizer class ``optimist.optim`` exports (not the bases)."""
     bases = {oo.Optimizer, oo.RuleOptimizer}

@@ -25,6 +25,7 @@ from .table import (
     EVERY,
     ONE_PER_OPTIMIZER,
     STATE_DTYPES,
+    assert_steps_as_twin,
     clone,
     entries,
     exported_optimizer_classes,
@@ -224,17 +225,7 @@ def test_torch_foreach_path_equals_torch_foreach(row, monkeypatch):
     ours = row.build(a, foreach=True)
     monkeypatch.setattr(ours, "_implementation", lambda group, params: "torch")
     theirs = row.entry.torch_twin(b, foreach=True, **settings)
-    for step in range(4):
-        set_grads([a, b], step)
-        ours.step()
-        theirs.step()
-    for pa, pb in zip(a, b, strict=True):
-        assert torch.equal(pa, pb)
-    for pa, pb in zip(a, b, strict=True):
-        mine, twin = ours.state[pa], theirs.state[pb]
-        assert set(mine) == set(twin)
-        for key, value in twin.items():
-            assert torch.equal(mine[key], value), key
+    assert_steps_as_twin(ours, theirs, a, b)
 
 
 def test_interop_rows_cover_the_twins():
