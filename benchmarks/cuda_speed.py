@@ -55,6 +55,7 @@ from step_speed import (  # noqa: E402
     dispatch,
     param_set,
     print_table,
+    start_peer,
 )
 
 ROWS_HERE = (*CLASSIC, *DEFAULT_OPTIMIZERS)
@@ -108,19 +109,20 @@ def contenders(
         params = device_params(shapes, device)
         grads = [p.grad for p in params]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                peer = factory(params)
-                if callable(getattr(peer, "train", None)):
-                    peer.train()  # Schedule-Free packages step only in train mode
-                step = _reattaching(peer.step, params, grads)
-                step()
+            _, step = start_peer(factory, params, _first_step, grads)
         except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
             print(f"    {row.optimist} {label}: skipped ({type(exc).__name__}: {exc})".rstrip(),
                   file=sys.stderr)  # fmt: skip
             continue
         fns[label] = step
     return fns, dispatch(opt), absent
+
+
+def _first_step(peer: Any, params, grads) -> Callable[[], Any]:
+    """The peer's timed step (gradients put back where it freed them), run once."""
+    step = _reattaching(peer.step, params, grads)
+    step()
+    return step
 
 
 def _reattaching(step: Callable[[], Any], params, grads) -> Callable[[], Any]:

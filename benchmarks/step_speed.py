@@ -51,7 +51,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -352,15 +352,9 @@ def make_contenders(
             continue
         params = make_params(shapes)
         grads = [p.grad for p in params]
+        steps = COMPILE_STEPS if label in COMPILED else 1
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                peer_opt = factory(params)
-                if callable(getattr(peer_opt, "train", None)):
-                    peer_opt.train()  # Schedule-Free packages step only in train mode
-                first = _first_steps(
-                    peer_opt, params, grads, COMPILE_STEPS if label in COMPILED else 1
-                )
+            peer_opt, first = start_peer(factory, params, _first_steps, grads, steps)
         except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
             print(f"    {label}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
@@ -384,6 +378,23 @@ def _cpu_seconds() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+T = TypeVar("T")
+
+
+def start_peer(
+    factory: Callable[[list], Any], params, first: Callable[..., T], *args: Any
+) -> tuple[Any, T]:
+    """A peer optimizer ``factory(params)``, put in train mode where it has one (the
+    Schedule-Free packages step only there), and ``first(peer, params, *args)`` (its first
+    steps), with the peers' warnings silenced; a peer that cannot run raises as it would."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer = factory(params)
+        if callable(getattr(peer, "train", None)):
+            peer.train()
+        return peer, first(peer, params, *args)
 
 
 def _first_steps(opt: torch.optim.Optimizer, params, grads, steps: int) -> dict[str, float]:
