@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -42,6 +44,22 @@ PEERS = {  # importable name: (what it is, how .ci/run installs it)
     "sophia_opt": ("the Sophia authors' code", "pip install --no-deps sophia-opt==0.2.2"),
     "prodigyopt": ("the Prodigy authors' package", "pip install --no-deps prodigyopt==1.1.2"),
 }
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as the module ``name``: registered in ``sys.modules``
+    (dataclasses look their module up there), with the benchmarks folder on ``sys.path`` (the
+    scripts import each other, e.g. ``step_speed``, from beside them)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def peer(name: str) -> ModuleType:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(_DIR))  # it imports step_speed from beside it
-_spec = importlib.util.spec_from_file_location("bucket_speed", _DIR / "bucket_speed.py")
-bucket_speed = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bucket_speed)
+from helpers import benchmark
+
+bucket_speed = benchmark("bucket_speed")  # it imports step_speed from beside it
 
 
 def test_bucketed_step_dispatches_a_few_ops_instead_of_some_per_tensor():

@@ -4,23 +4,15 @@ Adafactor, no host read per tensor, Adafactor at most torch's ``foreach=True`` c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "launch_count.py"
+from helpers import benchmark
 
 
 @pytest.fixture(scope="module")
 def lc():
-    spec = importlib.util.spec_from_file_location("launch_count", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["launch_count"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("launch_count")
 
 
 def test_the_counter_counts_kernels_and_device_reads_only(lc):

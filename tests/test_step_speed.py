@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import optimist.optim as oo
+from helpers import benchmark
 from optimist.optim import engine
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "step_speed.py"
-_spec = importlib.util.spec_from_file_location("step_speed", _PATH)
-step_speed = importlib.util.module_from_spec(_spec)
-sys.modules["step_speed"] = step_speed  # dataclasses look their module up there
-_spec.loader.exec_module(step_speed)
+step_speed = benchmark("step_speed")
 
 
 def _params(*shapes):
@@ -130,9 +123,7 @@ def test_the_thread_clock_does_not_count_time_spent_waiting():
 
 
 def test_engine_speed_imports_the_classic_rows_from_here():
-    spec = importlib.util.spec_from_file_location("engine_speed", _PATH.parent / "engine_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports CLASSIC, ROWS, make_params, ... from step_speed
+    module = benchmark("engine_speed")  # imports CLASSIC, ROWS, make_params, ... from step_speed
     assert module.CLASSIC == step_speed.CLASSIC
     for name in module.CLASSIC:
         row = module.ROWS[name]
@@ -141,11 +132,7 @@ def test_engine_speed_imports_the_classic_rows_from_here():
 
 @pytest.mark.skipif(not engine.available(), reason="needs the C++ engine")
 def test_step_overhead_times_the_same_engine_calls_the_step_makes():
-    spec = importlib.util.spec_from_file_location(
-        "step_overhead", _PATH.parent / "step_overhead.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark("step_overhead")
     t = module.measure("sgd", "20K", repeats=2)
     assert set(t) == {"step()", "plan + run", "gather"}
     assert all(0 < v < 1e3 for v in t.values())

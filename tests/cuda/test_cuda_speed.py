@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "cuda_speed.py"
+from helpers import benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("cuda_speed", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cuda_speed"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("cuda_speed")
 
 
 @pytest.mark.slow  # end to end: imports every peer package step_speed.py knows

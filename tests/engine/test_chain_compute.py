@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-from helpers import needs_engine
+from helpers import benchmark, needs_engine
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "chain_compute.py"
-_spec = importlib.util.spec_from_file_location("chain_compute", _PATH)
-chain_compute = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(chain_compute)
+chain_compute = benchmark("chain_compute")
 
 
 def test_a_tiny_run_reports_every_step(capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,17 +11,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # for `from helpers import ...`
 
+from helpers import benchmark  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def bench():
     """``benchmarks/monitor_accuracy.py`` as a module: its cases are the constructed runs."""
-    spec = importlib.util.spec_from_file_location(
-        "monitor_accuracy", ROOT / "benchmarks" / "monitor_accuracy.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["monitor_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("monitor_accuracy")
 
 
 @pytest.fixture(autouse=True)

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 from scipy import stats
 
-from .conftest import ROOT
+from helpers import benchmark
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    spec = importlib.util.spec_from_file_location(
-        "monitor_overhead", ROOT / "benchmarks" / "monitor_overhead.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["monitor_overhead"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("monitor_overhead")
 
 
 def test_median_interval_ranks_and_coverage(overhead):
