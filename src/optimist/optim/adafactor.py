@@ -180,11 +180,10 @@ class Adafactor(TensorwiseOptimizer):
             shape = p.shape if p.dim() > 1 else None  # vectors: one flat bucket
             keyed.setdefault((shape, p.device, p.dtype, step), []).append(p)
         for (shape, *_), members in keyed.items():
-            sizes = [p.numel() for p in members]  # stacks too hold at most BUCKET_MAX
-            for chunk in ([members[i] for i in c] for c in bucket.by_size(sizes)):
-                if len(chunk) == 1:
-                    alone += chunk
-                elif shape is None:
+            singles, stacks = bucket.split([members], Tensor.numel)  # at most BUCKET_MAX too
+            alone += singles
+            for chunk in stacks:
+                if shape is None:
                     self._flat_step(group, chunk)
                 else:
                     self._stacked_step(group, chunk)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -44,8 +45,10 @@ from optimist.optim.rule import Rule
 
 __all__ = [
     "BUCKET_MAX", "CPU_TENSOR_MAX", "TENSOR_MAX", "Layout", "advance", "buckets", "by_size",
-    "device_values", "host_values", "run_bucketed", "tensor_max",
+    "device_values", "host_values", "run_bucketed", "split", "tensor_max",
 ]  # fmt: skip
+
+T = TypeVar("T")
 
 TENSOR_MAX = 1 << 20
 """Tensors with more elements are stepped one call each (on accelerators)."""
@@ -166,12 +169,23 @@ def buckets(rule: Rule, batch: Batch, emas: list[Tensor]) -> tuple[list[int], li
             else:
                 by_key.setdefault(key, []).append(i)
         groups = list(by_key.values())
-    out: list[list[int]] = []
+    alone, out = split(groups, lambda i: batch.params[i].numel())
+    return sorted(singles + alone), out
+
+
+def split(groups: Iterable[list[T]], numel: Callable[[T], int]) -> tuple[list[T], list[list[T]]]:
+    """Each group (items that may share a bucket) cut into buckets of consecutive items of at
+    most :data:`BUCKET_MAX` elements in all (:func:`by_size`; ``numel`` gives an item's):
+    the items left in a bucket of their own, and the buckets of two or more."""
+    alone: list[T] = []
+    out: list[list[T]] = []
     for members in groups:
-        sizes = [batch.params[i].numel() for i in members]
-        out += [[members[j] for j in chunk] for chunk in by_size(sizes)]
-    singles += [b[0] for b in out if len(b) == 1]
-    return sorted(singles), [b for b in out if len(b) > 1]
+        for chunk in by_size([numel(m) for m in members]):
+            if len(chunk) == 1:
+                alone.append(members[chunk[0]])
+            else:
+                out.append([members[j] for j in chunk])
+    return alone, out
 
 
 def by_size(sizes: list[int]) -> list[list[int]]:

@@ -169,9 +169,12 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         trust ratios on the device (no host read) and phase B once with each element scaled
         by its tensor's ratio. Bitwise :meth:`_eager_step` tensor by tensor (the same
         element-wise ops; float64 ratios as the host's). The rest steps per tensor."""
-        alone, groups = [], {}
+        alone: list[Tensor] = []
+        groups: dict[tuple, list[Tensor]] = {}
         states = self.state
-        for p in params:
+        # one bucket per step count (host scalars: no device read)
+        steps = bucket.host_values([states[p]["step"] for p in params]) if self.has_step else []
+        for i, p in enumerate(params):
             state = states[p]
             slots = [state[key] for key in self.slot_keys]
             if (
@@ -181,25 +184,14 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
                 and p.numel() <= bucket.tensor_max(p.device)
                 and all(type(s) in PLAIN_TYPES and s.dtype == p.dtype for s in slots)
             ):
-                groups.setdefault((p.device, p.dtype), []).append(p)
+                key = (p.device, p.dtype, steps[i] if steps else None)
+                groups.setdefault(key, []).append(p)
             else:
                 alone.append(p)
-        for members in groups.values():
-            if self.has_step:  # one bucket per step count (host scalars: no device read)
-                steps = bucket.host_values([states[p]["step"] for p in members])
-                by_step: dict[float, list[Tensor]] = {}
-                for p, step in zip(members, steps, strict=True):
-                    by_step.setdefault(step, []).append(p)
-                parts = list(by_step.values())
-            else:
-                parts = [members]
-            for part in parts:
-                for chunk in bucket.by_size([p.numel() for p in part]):
-                    if len(chunk) == 1:
-                        alone.append(part[chunk[0]])
-                    else:
-                        self._flat_step(group, [part[i] for i in chunk])
-        for p in alone:
+        singles, buckets = bucket.split(groups.values(), Tensor.numel)
+        for members in buckets:
+            self._flat_step(group, members)
+        for p in alone + singles:
             self._eager_step(group, p)
 
     def _flat_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
