@@ -16,8 +16,9 @@
 // int8 codec's own entry points) in codecs.h, pass 0's block reduction in reduce.h, the checks
 // of which tensors the engine takes in checks.h; built on the core here, the Python-facing step
 // (plan, run, the step counters) in plan.h, the reduction passes over tensors (grad_stats,
-// prodigy_stats) in norms.h and the trust-ratio rules' two-phase step (trust_step) in trust.h.  The functor sees only compute-precision
-// pointers (float for float32/bfloat16/float16 parameters, double for float64) to the
+// prodigy_stats) in norms.h and the trust-ratio rules' two-phase step (trust_step) in trust.h.
+// The functor sees only compute-precision pointers (float for float32/bfloat16/float16
+// parameters, double for float64) to the
 // parameter, the prepared gradient and up to four state slots, over one block of at most kBlock
 // elements (or over a job's whole range when every tensor is used in place and nothing runs
 // around the rule: a functor must not assume n <= kBlock); the engine decodes what is not
@@ -307,19 +308,19 @@ inline std::pair<int64_t, int64_t> even_share(int64_t n, int tid, int nt) {
 }
 
 // work(i, begin, end) over every element of every job i (sizes[i] elements), in one parallel
-// region: one fork and join per call, where a parallel_for per job costs one per large tensor.  A job of more than kParallelElems
-// elements is cut into even shares of whole `unit`-element pieces, one per thread (begin is a
-// multiple of `unit`), with no barrier between jobs; smaller ones go whole, in runs of
-// consecutive jobs of at most kParallelElems elements in all, to whichever thread is free,
-// after the large ones.  With `backwards`, the runs of small jobs come first and the large jobs
-// follow last to first (work should read its share last to first too), so that a forward pass
-// over the same shares that follows finds what this one read last, the start of each share,
-// still in the last-level cache; small jobs stay in order (they fit the caches either way, and
-// a short array is read faster forwards).  Serial (work(i, 0, n) for each job, in the order
-// above) on one thread, inside a parallel region, or with nothing to share.  Where work's
-// results depend only on the element range, they do not depend on the threads.
+// region (one fork and join per call, where a parallel_for per job costs one per large tensor),
+// for a pass that a forward pass over the same shares follows (Prodigy's global pass, then the
+// step): first runs of consecutive small jobs (at most kParallelElems elements in all, in
+// order: they fit the caches, and a short array is read faster forwards) to whichever thread is
+// free, then each job of more than kParallelElems elements, last to first, cut into even
+// shares of whole `unit`-element pieces, one per thread (begin is a multiple of `unit`), with
+// no barrier between jobs.  Work should read its share last to first too, so that the pass
+// that follows finds what this one read last, the start of each share, still in the
+// last-level cache.  Serial (work(i, 0, n) for each job, in the order above) on one thread,
+// inside a parallel region, or with nothing to share.  Where work's results depend only on the
+// element range, they do not depend on the threads.
 template <typename F>
-void for_jobs(const std::vector<int64_t>& sizes, int64_t unit, bool backwards, F&& work) {
+void for_jobs_backwards(const std::vector<int64_t>& sizes, int64_t unit, F&& work) {
   std::vector<size_t> large;
   std::vector<std::pair<size_t, size_t>> runs;  // [first, last) of small jobs
   for (size_t first = 0; first < sizes.size();) {
@@ -336,7 +337,7 @@ void for_jobs(const std::vector<int64_t>& sizes, int64_t unit, bool backwards, F
     runs.emplace_back(first, last);
     first = last;
   }
-  if (backwards) std::reverse(large.begin(), large.end());
+  std::reverse(large.begin(), large.end());
   auto small_run = [&](const std::pair<size_t, size_t>& run) {
     for (size_t i = run.first; i < run.second; ++i) {
       if (sizes[i] > 0) work(i, int64_t{0}, sizes[i]);
@@ -344,33 +345,24 @@ void for_jobs(const std::vector<int64_t>& sizes, int64_t unit, bool backwards, F
   };
   const int threads = at::get_num_threads();
   if (threads == 1 || at::in_parallel_region() || (large.empty() && runs.size() <= 1)) {
-    if (backwards) {
-      for (const auto& run : runs) small_run(run);
-    }
+    for (const auto& run : runs) small_run(run);
     for (const size_t i : large) work(i, int64_t{0}, sizes[i]);
-    if (!backwards) {
-      for (const auto& run : runs) small_run(run);
-    }
     return;
   }
   std::atomic<size_t> next_run{0};
-  auto small_runs = [&] {
-    for (size_t r; (r = next_run.fetch_add(1)) < runs.size();) small_run(runs[r]);
-  };
 #pragma omp parallel num_threads(threads)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    if (backwards) small_runs();
+    for (size_t r; (r = next_run.fetch_add(1)) < runs.size();) small_run(runs[r]);
     for (const size_t i : large) {
       const auto [first, last] = even_share((sizes[i] + unit - 1) / unit, tid, nt);
       if (first < last) work(i, first * unit, std::min(sizes[i], last * unit));
     }
-    if (!backwards) small_runs();
   }
 }
 
 // Every job: a large one shared among the threads (one parallel_for each), the small ones in one
-// more.  (for_jobs above, one region for the whole list, measured slower here on the loaded
+// more.  (one region for the whole list, as for_jobs_backwards, measured slower here on the loaded
 // 2-core machine: 10M steps took a steady 2 or 4 scheduler ticks, 8.0 ms for SGD at 2 threads
 // against 2.3-3.2 ms, for reasons not found; Prodigy's global pass uses it.)
 void execute(const std::vector<Job>& jobs) {

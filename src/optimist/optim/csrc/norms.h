@@ -240,10 +240,10 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
     }
   };
   {
-    // backwards, each thread its share of each tensor's chunks (for_jobs): the step that
+    // backwards, each thread its share of each tensor's chunks (for_jobs_backwards): the step that
     // follows (execute, the same shares forwards) starts on what this pass read last
     pybind11::gil_scoped_release release;
-    for_jobs(sizes, kParallelElems, true, [&](size_t i, int64_t begin, int64_t end) {
+    for_jobs_backwards(sizes, kParallelElems, [&](size_t i, int64_t begin, int64_t end) {
       const size_t first = first_chunk[i] + static_cast<size_t>(begin / kParallelElems);
       for (size_t c = first_chunk[i] + static_cast<size_t>((end - 1) / kParallelElems) + 1;
            c-- > first;) {
