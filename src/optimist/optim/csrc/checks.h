@@ -1,6 +1,7 @@
 // optimist engine: which tensors the engine takes (a header of engine.cpp, one translation unit).
 #pragma once
 
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -12,6 +13,42 @@
 namespace optimist {
 
 using at::Tensor;
+
+// ---------------------------------------------------------------------------------------------
+// Tensors of Python sequences, borrowed: pointers to the tensors the Python objects hold, valid
+// while the sequences (`owners`) live.  No at::Tensor is copied: a C++ copy of a tensor that
+// Python owns takes a reference to its Python object, and its release gives it back under the
+// GIL, which (with the conversion) cost about a third of a 1000-tensor step's plan().
+
+using Tensors = std::vector<const Tensor*>;
+using TensorLists = std::vector<Tensors>;
+
+// The tensors of `seq` (a list or tuple of tensors); `owners` keeps the sequence alive.
+inline Tensors borrow(pybind11::handle seq, std::vector<pybind11::object>& owners,
+                      const char* what) {
+  PyObject* fast = PySequence_Fast(seq.ptr(), "optimist engine: expected a list of tensors");
+  if (fast == nullptr) throw pybind11::error_already_set();
+  owners.push_back(pybind11::reinterpret_steal<pybind11::object>(fast));
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  Tensors out(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    TORCH_CHECK(THPVariable_Check(items[i]), "optimist engine: ", what, "[", i,
+                "] is not a tensor");
+    out[i] = &THPVariable_Unpack(items[i]);
+  }
+  return out;
+}
+
+// borrow() of each sequence of `seqs`.
+inline TensorLists borrow_lists(pybind11::handle seqs, std::vector<pybind11::object>& owners,
+                                const char* what) {
+  TensorLists out;
+  for (pybind11::handle seq : pybind11::reinterpret_borrow<pybind11::sequence>(seqs)) {
+    out.push_back(borrow(seq, owners, what));
+  }
+  return out;
+}
 
 inline bool engine_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf ||
@@ -59,7 +96,7 @@ inline bool any_overlap(std::vector<Range> ranges) {
   return false;
 }
 
-inline bool params_overlap(const std::vector<Tensor>& params) {
+inline bool params_overlap(const Tensors& params) {
   struct Entry {
     std::vector<Range> ranges;
     bool overlap;
@@ -70,7 +107,7 @@ inline bool params_overlap(const std::vector<Tensor>& params) {
 
   std::vector<Range> ranges;
   ranges.reserve(params.size());
-  for (const Tensor& p : params) ranges.push_back(byte_range(p));
+  for (const Tensor* p : params) ranges.push_back(byte_range(*p));
   std::lock_guard<std::mutex> guard(mutex);
   for (size_t k = 0; k < cache.size(); ++k) {
     if (cache[k].ranges == ranges) {
@@ -89,7 +126,7 @@ inline bool params_overlap(const std::vector<Tensor>& params) {
 // lists[1]: grads, then state slots; an empty list is skipped): another device, no storage of
 // its own (a tensor subclass such as DTensor), non-contiguous, another shape, a lazy conj/neg
 // bit, a grad of another dtype.  One C++ call per group, ~0.1 us per tensor.
-inline std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Tensor>>& lists) {
+inline std::vector<int64_t> unsupported_indices(const TensorLists& lists) {
   std::vector<int64_t> out;
   if (lists.empty()) return out;
   const auto& params = lists[0];
@@ -107,7 +144,7 @@ inline std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Te
   bool any_python = false;
   for (size_t i = 0; i < n; ++i) {
     for (size_t k = 0; k < lists.size() && !python[i]; ++k) {
-      if (!lists[k].empty()) python[i] = python_tensor(lists[k][i]);
+      if (!lists[k].empty()) python[i] = python_tensor(*lists[k][i]);
     }
     any_python |= python[i];
   }
@@ -116,7 +153,7 @@ inline std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Te
       if (python[i]) out.push_back(static_cast<int64_t>(i));
     }
     if (out.size() == n) return out;
-    std::vector<std::vector<Tensor>> rest(lists.size());
+    TensorLists rest(lists.size());
     std::vector<int64_t> where;
     for (size_t i = 0; i < n; ++i) {
       if (python[i]) continue;
@@ -134,18 +171,24 @@ inline std::vector<int64_t> unsupported_indices(const std::vector<std::vector<Te
     return out;
   }
   for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
+    const Tensor& p = *params[i];
     bool ok = p.defined() && engine_dtype(p.scalar_type()) && usable(p, p) &&
               !p.is_inference();
     if (ok && lists.size() > 1 && !lists[1].empty()) {
-      ok = usable(lists[1][i], p) && lists[1][i].scalar_type() == p.scalar_type();
+      ok = usable(*lists[1][i], p) && lists[1][i]->scalar_type() == p.scalar_type();
     }
     for (size_t k = 2; ok && k < lists.size(); ++k) {
-      if (!lists[k].empty() && lists[k][i].defined()) ok = usable(lists[k][i], p);
+      if (!lists[k].empty() && lists[k][i]->defined()) ok = usable(*lists[k][i], p);
     }
     if (!ok) out.push_back(static_cast<int64_t>(i));
   }
   return out;
+}
+
+// unsupported_indices of Python lists (the binding).
+inline std::vector<int64_t> unsupported_indices_of(pybind11::handle lists) {
+  std::vector<pybind11::object> owners;
+  return unsupported_indices(borrow_lists(lists, owners, "lists"));
 }
 
 }  // namespace optimist

@@ -163,7 +163,9 @@ std::tuple<Tensor, bool> grad_stats(const std::vector<Tensor>& grads, double cli
 // does not take the gradients (unsupported_indices), so that the caller's fallback runs.
 std::optional<std::tuple<double, bool>> grad_total(const std::vector<Tensor>& grads,
                                                           double clip_value) {
-  if (!unsupported_indices({grads, grads}).empty()) return std::nullopt;
+  Tensors ptrs;
+  for (const Tensor& g : grads) ptrs.push_back(&g);
+  if (!unsupported_indices(TensorLists{ptrs, ptrs}).empty()) return std::nullopt;
   std::vector<double> sums(grads.size());
   const bool finite = reduce_grads(grads, clip_value, sums.data());
   double total = 0.0;
@@ -314,14 +316,14 @@ std::tuple<double, double> prodigy_plan_stats(
   TORCH_CHECK(plan.unsupported.empty() && !plan.ran && p0s.size() == n,
               "optimist engine: prodigy_plan_stats needs an unrun plan and one p0 per param");
   std::vector<Job> jobs(n);
-  const std::vector<Tensor>& params = plan.lists[0];
+  const Tensors& params = plan.lists[0];
   for (size_t i = 0; i < n; ++i) {
     const Job& planned = plan.jobs[i];
     TORCH_CHECK(planned.slot[2].kind != kAbsent, "optimist engine: the plan has no s slot");
     Job& job = jobs[i];
     job.param = planned.param;
     job.grad = planned.grad;
-    job.slot[0] = make_store(p0s[i], params[i].scalar_type(), false, nullptr, planned.n, "p0", i);
+    job.slot[0] = make_store(p0s[i], params[i]->scalar_type(), false, nullptr, planned.n, "p0", i);
     job.slot[1] = planned.slot[2];
     job.n = planned.n;
     prodigy_job(job, i, grad_scale, clip_value, clip_first, maximize, l2, seed);

@@ -32,7 +32,8 @@ using at::Tensor;
 // fresh[i]: state created this step (rules with a FRESH variant, e.g. SGD's first momentum
 // buffer).  l2/decay: per-tensor factors (empty: use the scalar for all).
 struct Plan {
-  std::vector<std::vector<Tensor>> lists;  // kept alive while the plan is
+  TensorLists lists;  // borrowed from the Python lists in `owners`, kept alive while the plan is
+  std::vector<pybind11::object> owners;
   std::vector<Job> jobs;
   std::vector<uint8_t> dbl;  // per job: computes in double
   std::vector<void*> steps;  // the step counters' data (float or double, steps_dbl)
@@ -79,22 +80,27 @@ struct CommonValue {
   double get() const { return same ? value : std::numeric_limits<double>::quiet_NaN(); }
 };
 
-Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<Tensor>>& scales,
-          const std::vector<Tensor>& ema_scales, const std::vector<Tensor>& steps,
+// (lists and steps: Python lists, borrowed (checks.h), so the caller must not change them while
+// the plan lives; the plan holds them.)
+Plan plan(pybind11::handle py_lists, const std::vector<std::vector<Tensor>>& scales,
+          const std::vector<Tensor>& ema_scales, pybind11::handle py_steps,
           bool state_stochastic, bool param_stochastic, bool check) {
+  Plan out;
+  out.lists = borrow_lists(py_lists, out.owners, "lists");
+  const TensorLists& lists = out.lists;
+  const Tensors steps = borrow(py_steps, out.owners, "steps");
   TORCH_CHECK(lists.size() >= 3 && lists.size() <= kMaxSlots + 3,
               "optimist engine: plan needs [params, grads, slots..., ema] with at most ",
               kMaxSlots, " slots");
-  Plan out;
   const size_t n = lists[0].size();
   const size_t n_slots = lists.size() - 3;
   if (check) {
     out.unsupported = unsupported_indices(lists);
     if (!out.unsupported.empty()) return out;
   }
-  const std::vector<Tensor>& params = lists[0];
-  const std::vector<Tensor>& grads = lists[1];
-  const std::vector<Tensor>& ema = lists.back();
+  const Tensors& params = lists[0];
+  const Tensors& grads = lists[1];
+  const Tensors& ema = lists.back();
   TORCH_CHECK(grads.size() == n, "optimist engine: ", n, " params but ", grads.size(), " grads");
   for (size_t k = 0; k < n_slots; ++k) {
     TORCH_CHECK(lists[2 + k].empty() || lists[2 + k].size() == n, "optimist engine: slot ", k,
@@ -105,31 +111,33 @@ Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<
   out.jobs.resize(n);
   out.dbl.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    const Tensor& p = params[i];
+    const Tensor& p = *params[i];
+    const Tensor& g = *grads[i];
     TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
                 "optimist engine: params[", i, "] must be a contiguous CPU tensor");
-    TORCH_CHECK(grads[i].scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
-                "] has dtype ", grads[i].scalar_type(), ", the parameter ", p.scalar_type());
-    TORCH_CHECK(grads[i].sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
-                grads[i].sizes(), ", the parameter ", p.sizes());
+    TORCH_CHECK(g.scalar_type() == p.scalar_type(), "optimist engine: grads[", i,
+                "] has dtype ", g.scalar_type(), ", the parameter ", p.scalar_type());
+    TORCH_CHECK(g.sizes() == p.sizes(), "optimist engine: grads[", i, "] has shape ",
+                g.sizes(), ", the parameter ", p.sizes());
     const at::ScalarType pt = p.scalar_type();
     const int64_t numel = real_numel(p);
     Job& job = out.jobs[i];
     job.n = numel;
     job.param = make_store(p, pt, param_stochastic, nullptr, numel, "params", i);
-    job.grad = make_store(grads[i], pt, false, nullptr, numel, "grads", i);
+    job.grad = make_store(g, pt, false, nullptr, numel, "grads", i);
     for (size_t k = 0; k < n_slots; ++k) {
-      const std::vector<Tensor>& slot = lists[2 + k];
+      const Tensors& slot = lists[2 + k];
       if (slot.empty()) continue;
+      const Tensor& t = *slot[i];
       const Tensor* sc = scales.size() > k && !scales[k].empty() ? &scales[k][i] : nullptr;
-      job.slot[k] = make_store(slot[i], pt, state_stochastic, sc, numel, "state", i);
-      TORCH_CHECK(slot[i].scalar_type() == at::kChar || slot[i].sizes() == p.sizes(),
-                  "optimist engine: state[", i, "] has shape ", slot[i].sizes(),
+      job.slot[k] = make_store(t, pt, state_stochastic, sc, numel, "state", i);
+      TORCH_CHECK(t.scalar_type() == at::kChar || t.sizes() == p.sizes(),
+                  "optimist engine: state[", i, "] has shape ", t.sizes(),
                   ", the parameter ", p.sizes());
     }
     if (!ema.empty()) {
       const Tensor* sc = ema_scales.empty() ? nullptr : &ema_scales[i];
-      job.slot[kEmaSlot] = make_store(ema[i], pt, state_stochastic, sc, numel, "ema", i);
+      job.slot[kEmaSlot] = make_store(*ema[i], pt, state_stochastic, sc, numel, "ema", i);
     }
     out.dbl[i] = compute_is_double(pt);
   }
@@ -137,8 +145,8 @@ Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<
   out.steps_dbl.resize(steps.size());
   CommonValue next;
   for (size_t i = 0; i < steps.size(); ++i) {
-    out.steps[i] = step_data(steps[i], i);
-    out.steps_dbl[i] = steps[i].scalar_type() == at::kDouble;
+    out.steps[i] = step_data(*steps[i], i);
+    out.steps_dbl[i] = steps[i]->scalar_type() == at::kDouble;
     next.add(next_count(out.steps[i], out.steps_dbl[i]));
   }
   out.next_step = next.get();
@@ -146,9 +154,8 @@ Plan plan(std::vector<std::vector<Tensor>> lists, const std::vector<std::vector<
   // the gradients are only read
   for (size_t k = 0; k < lists.size(); ++k) {
     if (k == 1) continue;
-    for (const Tensor& t : lists[k]) bump(t);
+    for (const Tensor* t : lists[k]) bump(*t);
   }
-  out.lists = std::move(lists);
   return out;
 }
 
@@ -205,11 +212,13 @@ void run(Plan& plan, const std::string& rule, const std::vector<bool>& flags, in
 
 // step += 1 for each (one-element float32/float64) step tensor, in its own precision; returns
 // the new value if all are equal, else NaN.
-double advance_steps(const std::vector<Tensor>& steps) {
+double advance_steps(pybind11::handle py_steps) {
+  std::vector<pybind11::object> owners;
+  const Tensors steps = borrow(py_steps, owners, "steps");
   CommonValue common;
   for (size_t i = 0; i < steps.size(); ++i) {
-    void* data = step_data(steps[i], i);
-    const bool dbl = steps[i].scalar_type() == at::kDouble;
+    void* data = step_data(*steps[i], i);
+    const bool dbl = steps[i]->scalar_type() == at::kDouble;
     const double v = next_count(data, dbl);
     store_count(data, dbl, v);
     common.add(v);
@@ -219,10 +228,12 @@ double advance_steps(const std::vector<Tensor>& steps) {
 
 // x *= factor for one-element float tensors (in their precision, the factor cast first, as
 // torch's `tensor *= python_float`); returns the new common value or NaN.
-double scale_scalars(const std::vector<Tensor>& xs, double factor) {
+double scale_scalars(pybind11::handle py_xs, double factor) {
+  std::vector<pybind11::object> owners;
+  const Tensors xs = borrow(py_xs, owners, "xs");
   CommonValue common;
   for (size_t i = 0; i < xs.size(); ++i) {
-    const Tensor& s = xs[i];
+    const Tensor& s = *xs[i];
     double v;
     if (s.scalar_type() == at::kFloat) {
       float* ptr = s.data_ptr<float>();
