@@ -309,21 +309,24 @@ std::tuple<double, double> prodigy_stats(
 // each tensor is converted and checked once per step): its params, grads and s (the rule's
 // slot 2), with x0 from p0s.  The plan's version bumps already cover s.
 std::tuple<double, double> prodigy_plan_stats(
-    const Plan& plan, const std::vector<Tensor>& p0s, double beta3, double weight,
+    const Plan& plan, pybind11::handle py_p0s, double beta3, double weight,
     double grad_scale, double clip_value, bool clip_first, bool maximize, double l2,
     int64_t seed) {
   const size_t n = plan.jobs.size();
+  std::vector<pybind11::object> owners;
+  const Tensors p0s = borrow(py_p0s, owners, "p0s");
   TORCH_CHECK(plan.unsupported.empty() && !plan.ran && p0s.size() == n,
               "optimist engine: prodigy_plan_stats needs an unrun plan and one p0 per param");
   std::vector<Job> jobs(n);
   const Tensors& params = plan.lists[0];
   for (size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) prefetch_more(*p0s[i + kAhead]);
     const Job& planned = plan.jobs[i];
     TORCH_CHECK(planned.slot[2].kind != kAbsent, "optimist engine: the plan has no s slot");
     Job& job = jobs[i];
     job.param = planned.param;
     job.grad = planned.grad;
-    job.slot[0] = make_store(p0s[i], params[i]->scalar_type(), false, nullptr, planned.n, "p0", i);
+    job.slot[0] = make_store(*p0s[i], params[i]->scalar_type(), false, nullptr, planned.n, "p0", i);
     job.slot[1] = planned.slot[2];
     job.n = planned.n;
     prodigy_job(job, i, grad_scale, clip_value, clip_first, maximize, l2, seed);

@@ -65,6 +65,9 @@ void* step_data(const Tensor& s, size_t i) {
   return s.data_ptr();
 }
 
+// How many tensors ahead a loop over tensors fetches their storage and version counter.
+constexpr size_t kAhead = 8;
+
 // The value every one of a list of scalars has, or NaN where they differ (or there are none).
 struct CommonValue {
   double value = std::numeric_limits<double>::quiet_NaN();
@@ -111,6 +114,11 @@ Plan plan(pybind11::handle py_lists, const std::vector<std::vector<Tensor>>& sca
   out.jobs.resize(n);
   out.dbl.resize(n);
   for (size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) {
+      for (const Tensors& list : lists) {
+        if (!list.empty()) prefetch_more(*list[i + kAhead]);
+      }
+    }
     const Tensor& p = *params[i];
     const Tensor& g = *grads[i];
     TORCH_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous(),
@@ -140,6 +148,11 @@ Plan plan(pybind11::handle py_lists, const std::vector<std::vector<Tensor>>& sca
       job.slot[kEmaSlot] = make_store(*ema[i], pt, state_stochastic, sc, numel, "ema", i);
     }
     out.dbl[i] = compute_is_double(pt);
+    // the in-place update ahead (plan and run are called together; a bump alone is harmless),
+    // here while the tensors' metadata is in cache; the gradients are only read
+    for (size_t k = 0; k < lists.size(); ++k) {
+      if (k != 1 && !lists[k].empty()) bump(*lists[k][i]);
+    }
   }
   out.steps.resize(steps.size());
   out.steps_dbl.resize(steps.size());
@@ -150,12 +163,6 @@ Plan plan(pybind11::handle py_lists, const std::vector<std::vector<Tensor>>& sca
     next.add(next_count(out.steps[i], out.steps_dbl[i]));
   }
   out.next_step = next.get();
-  // the in-place update ahead (plan and run are called together; a bump alone is harmless);
-  // the gradients are only read
-  for (size_t k = 0; k < lists.size(); ++k) {
-    if (k == 1) continue;
-    for (const Tensor* t : lists[k]) bump(*t);
-  }
   return out;
 }
 
