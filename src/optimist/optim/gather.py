@@ -39,11 +39,16 @@ class Gathering(RuleState):
         super().__init__(*args, **kwargs)
         self.state = TrackedState(self.state)
 
-    def _gradients(self, params: Sequence[Tensor]) -> list[Tensor | None]:
-        """The gradient each parameter steps with: ``p.grad``, or its accumulator (None: none)."""
+    def _gradients(self, params: Sequence[Tensor], *, native: bool = False) -> list[Tensor | None]:
+        """The gradient each parameter steps with: ``p.grad``, or its accumulator (None: none).
+
+        ``native``: the C++ engine (available: the caller checked) reads the ``p.grad`` of many
+        parameters, the same objects, with its cache misses fetched ahead (``grads``)."""
         if self.chain.accumulate > 1:
             state = self.state
             return [state[p].get("accumulated") if p in state else None for p in params]
+        if native:
+            return load().grads(params)
         return [p.grad for p in params]
 
     def _gradient(self, p: Tensor) -> Tensor | None:
@@ -157,7 +162,7 @@ class Gathering(RuleState):
             return None
         rule, chain = self.rule, self.chain
         group_params = group["params"]
-        grads = self._gradients(group_params)
+        grads = self._gradients(group_params, native=True)
         missing = (
             []
             if all(map(is_not, grads, repeat(None)))

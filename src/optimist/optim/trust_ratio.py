@@ -46,6 +46,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import is_not
 from typing import Any, ClassVar
 
 import torch
@@ -291,7 +293,10 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         """The common case in list comprehensions and one C++ call: plain CPU tensors of one
         float dtype that the engine takes, every state made (as :meth:`RuleOptimizer._gather_fast`
         for the element-wise rules). False (nothing done) where that does not hold."""
-        params = [p for p in group["params"] if p.grad is not None]
+        params, grads = group["params"], engine.load().grads(group["params"])  # (fetched ahead)
+        if not all(map(is_not, grads, repeat(None))):
+            kept = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+            params, grads = [p for p, _ in kept], [g for _, g in kept]
         if not params:
             return True
         states = [self.state[p] for p in params]
@@ -306,7 +311,6 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         dtypes.update(t.dtype for column in slots for t in column)
         if len(dtypes) != 1 or dtypes.pop() not in _ENGINE_DTYPES:
             return False
-        grads = [p.grad for p in params]
         plan = engine.load().plan([params, grads, *slots, []], [], [], steps, False, False, True)
         if plan.unsupported:  # DTensors, non-contiguous, aliased...: the general path
             return False

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -41,7 +42,7 @@ inline void prefetch_more(const Tensor& t) {
 
 // The tensors of `seq` (a list or tuple of tensors); `owners` keeps the sequence alive.
 inline Tensors borrow(pybind11::handle seq, std::vector<pybind11::object>& owners,
-                      const char* what) {
+                      const std::string& what) {
   PyObject* fast = PySequence_Fast(seq.ptr(), "optimist engine: expected a list of tensors");
   if (fast == nullptr) throw pybind11::error_already_set();
   owners.push_back(pybind11::reinterpret_steal<pybind11::object>(fast));
@@ -59,10 +60,10 @@ inline Tensors borrow(pybind11::handle seq, std::vector<pybind11::object>& owner
 
 // borrow() of each sequence of `seqs`.
 inline TensorLists borrow_lists(pybind11::handle seqs, std::vector<pybind11::object>& owners,
-                                const char* what) {
+                                const std::string& what) {
   TensorLists out;
   for (pybind11::handle seq : pybind11::reinterpret_borrow<pybind11::sequence>(seqs)) {
-    out.push_back(borrow(seq, owners, what));
+    out.push_back(borrow(seq, owners, what + "[" + std::to_string(out.size()) + "]"));
   }
   return out;
 }

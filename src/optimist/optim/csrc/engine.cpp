@@ -559,6 +559,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("decay"),
         py::arg("l2_all"), py::arg("decay_all"), py::arg("ema_decay"), py::arg("seed"));
   m.def("unsupported_indices", &unsupported_indices_of, py::arg("lists"));
+  m.def("grads", &grads_of, py::arg("params"));
   m.def("grad_stats", &grad_stats, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("grad_total", &grad_total, py::arg("grads"), py::arg("clip_value") = 0.0);
   m.def("prodigy_stats", &prodigy_stats, py::arg("params"), py::arg("grads"), py::arg("p0s"),

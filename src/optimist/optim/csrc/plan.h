@@ -7,6 +7,7 @@
 // Built on engine.cpp's core (Job, make_store, rule_fn, execute), included after it.
 #pragma once
 
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -255,6 +256,42 @@ double scale_scalars(pybind11::handle py_xs, double factor) {
     common.add(v);
   }
   return common.get();
+}
+
+// [p.grad for p in params] (None where a parameter has none), each parameter's way to its
+// gradient (its Python object, TensorImpl, autograd metadata, the gradient's TensorImpl) fetched
+// in stages ahead of its turn: after another step's work these are cache misses, which Python's
+// loop took one after the other.  Where `.grad` may run Python (a tensor subclass other than
+// Parameter/Buffer, an active torch function mode), Python's getattr reads it.
+inline pybind11::list grads_of(pybind11::handle params) {
+  PyObject* fast = PySequence_Fast(params.ptr(), "optimist engine: expected a list of tensors");
+  if (fast == nullptr) throw pybind11::error_already_set();
+  const auto owner = pybind11::reinterpret_steal<pybind11::object>(fast);
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  const bool via_python = at::impl::torch_function_mode_enabled();
+  auto plain = [&](Py_ssize_t i) { return !via_python && THPVariable_CheckExact(items[i]); };
+  auto impl = [&](Py_ssize_t i) { return THPVariable_Unpack(items[i]).unsafeGetTensorImpl(); };
+  pybind11::list out(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + 12 < n) __builtin_prefetch(items[i + 12]);
+    if (i + 8 < n && plain(i + 8)) prefetch_impl(THPVariable_Unpack(items[i + 8]));
+    if (i + 4 < n && plain(i + 4)) {
+      if (const void* meta = impl(i + 4)->autograd_meta()) {
+        __builtin_prefetch(meta);
+        __builtin_prefetch(static_cast<const char*>(meta) + 64);
+      }
+    }
+    if (i + 2 < n && plain(i + 2)) {
+      const Tensor& g = impl(i + 2)->grad();
+      if (g.defined()) prefetch_impl(g);
+    }
+    PyObject* g = plain(i) ? THPVariable_Wrap(impl(i)->grad())
+                           : PyObject_GetAttrString(items[i], "grad");
+    if (g == nullptr) throw pybind11::error_already_set();
+    PyList_SET_ITEM(out.ptr(), i, g);
+  }
+  return out;
 }
 
 }  // namespace optimist
