@@ -37,7 +37,7 @@ inline void prefetch_more(const Tensor& t) {
   const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
   __builtin_prefetch(impl->unsafe_storage().unsafeGetStorageImpl());
   // (VariableVersion is one intrusive_ptr: its first word is the counter's address)
-  __builtin_prefetch(*reinterpret_cast<void* const*>(&impl->version_counter()));
+  __builtin_prefetch(*reinterpret_cast<void* const*>(&impl->version_counter()), 1);  // (bumped)
 }
 
 // The tensors of `seq` (a list or tuple of tensors); `owners` keeps the sequence alive.
