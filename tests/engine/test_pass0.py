@@ -60,10 +60,17 @@ def test_grad_total_falls_back_where_the_engine_refuses_the_gradients():
     assert native.grad_total([]) == (0.0, True)
 
 
+def lane_total(lanes) -> float:
+    """reduce.h's lane_total: 32 lanes added as a tree, (k, k+8, k+16, k+24) first."""
+    t = [(float(lanes[k]) + float(lanes[k + 8])) + (float(lanes[k + 16]) + float(lanes[k + 24]))
+         for k in range(8)]  # fmt: skip
+    return ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
+
+
 def chunked_sum_of_squares(g: torch.Tensor, clip_value: float) -> float:
     """Pass 0's sum as reduce.h and norms.h define it, in NumPy: per chunk of 2^20 elements, per
-    block of 1024, 32 float64 lanes (the tail into lane 0), the lanes added in order, the blocks
-    into their chunk, the chunks into the tensor's sum, each from 0.0."""
+    block of 1024, 32 float64 lanes (the tail into lane 0), the lanes added as reduce.h's tree
+    (lane_total), the blocks into their chunk, the chunks into the tensor's sum, each from 0.0."""
     x = g.detach().reshape(-1).double().numpy()
     if clip_value > 0:
         x = np.clip(x, -clip_value, clip_value)
@@ -76,10 +83,7 @@ def chunked_sum_of_squares(g: torch.Tensor, clip_value: float) -> float:
             lanes = np.zeros(32) if body == 0 else np.cumsum(sq[:body].reshape(-1, 32), axis=0)[-1]
             for v in sq[body:]:
                 lanes[0] += v
-            block = 0.0
-            for v in lanes:
-                block += v
-            chunk += block
+            chunk += lane_total(lanes)
         total += chunk
     return total
 

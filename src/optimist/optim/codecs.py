@@ -113,7 +113,12 @@ def int8_encode(x: Tensor) -> tuple[Tensor, Tensor]:
     amax = padded.abs().amax(dim=1)
     negative = (padded < 0).any(dim=1)
     finite = torch.isfinite(amax) & (amax > 0)
-    t = (padded.abs() * (1.0 / torch.where(finite, amax, 1.0))[:, None]).clamp(max=1.0)
+    # a subnormal absmax (1 / amax overflows): the block times 2^24, exactly (the C++ codec's
+    # int8_encode_subnormal); the stored scale stays amax
+    tiny = amax < torch.finfo(torch.float32).tiny
+    pre = torch.where(tiny, torch.full_like(amax, 2.0**24), torch.ones_like(amax))
+    inv = 1.0 / torch.where(finite, amax * pre, 1.0)
+    t = (padded.abs() * pre[:, None] * inv[:, None]).clamp(max=1.0)
     unsigned = _code(t, 4)
     signed = _code(t, 3) | torch.where(padded < 0, 0x80, 0)
     codes = torch.where(negative[:, None], signed, unsigned)

@@ -42,7 +42,9 @@ def int8_encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         amax = np.float32(np.abs(block).max())
         if amax == 0:
             continue
-        t = np.minimum(np.abs(block) * np.float64(np.float32(1.0) / amax), 1.0)
+        # a subnormal absmax, whose float32 inverse overflows: scale the block by 2^24 (exact)
+        pre = np.float32(2.0**24) if amax < np.finfo(np.float32).tiny else np.float32(1.0)
+        t = np.minimum(np.abs(block) * pre * np.float64(np.float32(1.0) / (amax * pre)), 1.0)
         if (block < 0).any():
             c = _int8_code(t, 3) | np.where(block < 0, 0x80, 0)
             scales[b] = -amax

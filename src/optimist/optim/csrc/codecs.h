@@ -173,6 +173,22 @@ inline void int8_decode_n(const uint8_t* __restrict__ u, float scale, float* __r
 // own: computed straight into bytes, the compiler juggled 16-lane comparison masks into 64-lane
 // ones, which took as long as the rest.
 template <typename Len>
+inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u, Len n);
+
+// A block whose absmax is subnormal (below 2^-126, where 1 / absmax overflows to inf): its
+// values times 2^24 (exact: they have at most 23 significant bits) are encoded instead, and the
+// scale is divided back (exact: it is the block's own absmax).  The codes are those of
+// |x| / absmax as in every other block, the quantity being scaled, not rounded.
+constexpr uint32_t kMinNormalBits = 0x00800000u;  // the bit pattern of 2^-126
+
+template <typename Len>
+inline float int8_encode_subnormal(const float* __restrict__ x, uint8_t* __restrict__ u, Len n) {
+  alignas(64) float scaled[kQuantBlock];
+  for (int64_t j = 0; j < n; ++j) scaled[j] = x[j] * 0x1p24f;
+  return int8_encode_n(scaled, u, n) * 0x1p-24f;
+}
+
+template <typename Len>
 inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u, Len n) {
   uint32_t abs_max = 0, raw_max = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -184,6 +200,7 @@ inline float int8_encode_n(const float* __restrict__ x, uint8_t* __restrict__ u,
     for (int64_t j = 0; j < n; ++j) u[j] = 0;
     return abs_max == 0 ? 0.0f : std::numeric_limits<float>::quiet_NaN();
   }
+  if (abs_max < kMinNormalBits) return int8_encode_subnormal(x, u, n);
   const float amax = bits_float(abs_max);
   const float inv = 1.0f / amax;
   alignas(64) uint32_t code[kQuantBlock];
@@ -319,6 +336,7 @@ inline float int8_codes_avx512(const float* __restrict__ x, uint8_t* __restrict_
     std::memset(u, 0, kQuantBlock);
     return scan.abs_max == 0 ? 0.0f : std::numeric_limits<float>::quiet_NaN();
   }
+  if (scan.abs_max < kMinNormalBits) return int8_encode_subnormal(x, u, FullBlock{});
   const float amax = bits_float(scan.abs_max);
   const float inv = 1.0f / amax;
   const bool is_unsigned = scan.raw_max <= 0x80000000u;

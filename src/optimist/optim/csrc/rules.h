@@ -437,8 +437,9 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
 // ---------------------------------------------------------------------------------------------
 // Rules with a per-tensor norm pass (trust ratios).  Two phases over each tensor:
 //   * phase A, norms(n, p, g, s0..s3, u) (trust.h's run_norms): the state updates that do
-//     not need the norms, and the update direction u written to `u`; the engine sums p^2 and
-//     u^2 per tensor in float64;
+//     not need the norms, and the update direction u: written to the buffer `u` and returned,
+//     or, where it is an input as it stands (LARS without decay: g), that input returned; the
+//     engine sums p^2 and u^2 per tensor in float64;
 //   * phase B, operator() (an ordinary step): h carries the tensor's own scalar, computed from
 //     the two norms (trust.h's trust_scalar), after the shared ones.
 // Rounding as the eager path in trust_ratio.py (torch ops per tensor).
@@ -469,8 +470,9 @@ struct Lamb {  // h: 1 - b1, b2, 1 - b2, 1 / (1 - b1^t), 1 / (1 - b2^t), eps, wd
       u[i] = direction<WD>(mi, vi, p[i]);
     }
   }
-  void norms(int64_t n, const C* p, const C* g, C* m, C* v, C*, C*, C* u) const {
+  const C* norms(int64_t n, const C* p, const C* g, C* m, C* v, C*, C*, C* u) const {
     wd != C(0) ? norms_<true>(n, p, g, m, v, u) : norms_<false>(n, p, g, m, v, u);
+    return u;
   }
   template <bool WD>
   void step_(int64_t n, C* __restrict__ p, const C* __restrict__ m,
@@ -486,13 +488,11 @@ template <typename C, bool NESTEROV>
 struct Lars {  // h: wd, momentum; phase B: lr * ratio
   C wd, mu, scale;
   explicit Lars(const double* h) : wd(C(h[0])), mu(C(h[1])), scale(C(h[2])) {}
-  template <bool WD>
-  void norms_(int64_t n, const C* __restrict__ p, const C* __restrict__ g,
-              C* __restrict__ u) const {
-    for (int64_t i = 0; i < n; ++i) u[i] = WD ? fmadd(wd, p[i], g[i]) : g[i];
-  }
-  void norms(int64_t n, const C* p, const C* g, C*, C*, C*, C*, C* u) const {
-    wd != C(0) ? norms_<true>(n, p, g, u) : norms_<false>(n, p, g, u);
+  const C* norms(int64_t n, const C* __restrict__ p, const C* g, C*, C*, C*, C*,
+                 C* __restrict__ u) const {
+    if (wd == C(0)) return g;  // u = g: no copy
+    for (int64_t i = 0; i < n; ++i) u[i] = fmadd(wd, p[i], g[i]);
+    return u;
   }
   template <bool WD>
   void step_(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ buf) const {

@@ -58,9 +58,8 @@ void run_norms(const Job& job, int64_t begin, int64_t end, double* blocks) {
     const C* g = prologue(job.pro, p, load<C>(job.grad, b, len, graw), gbuf, len);
     C* s[kMaxSlots] = {nullptr, nullptr, nullptr, nullptr};
     for (int j = 0; j < n_used; ++j) s[used[j]] = load<C>(job.slot[used[j]], b, len, sbuf[used[j]]);
-    rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
-    blocks[0] = sum_squares_block(p, len);
-    blocks[1] = sum_squares_block(ubuf, len);
+    const C* u = rule.norms(len, p, g, s[0], s[1], s[2], s[3], ubuf);
+    sum_squares_pair<C>(p, u, len, blocks);
     for (int j = 0; j < n_used; ++j) store<C>(job.slot[used[j]], b, len, s[used[j]], seeds[used[j]]);
   }
 }
