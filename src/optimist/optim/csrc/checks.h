@@ -19,7 +19,7 @@ using at::Tensor;
 // Tensors of Python sequences, borrowed: pointers to the tensors the Python objects hold, valid
 // while the sequences (`owners`) live.  No at::Tensor is copied: a C++ copy of a tensor that
 // Python owns takes a reference to its Python object, and its release gives it back under the
-// GIL, which (with the conversion) cost about a third of a 1000-tensor step's plan().
+// GIL, which (with the conversion) was 20-40% of a warm plan() on 1000 small tensors.
 
 using Tensors = std::vector<const Tensor*>;
 using TensorLists = std::vector<Tensors>;
