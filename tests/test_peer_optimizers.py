@@ -406,6 +406,33 @@ def test_lars_equals_optax(nesterov):
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_lars_lr_outside_the_momentum_equals_pytorch_optimizer(nesterov):
+    """``lr_inside_momentum=False`` is ``pytorch_optimizer``'s LARS (torch SGD's form: the
+    buffer holds ratio-scaled updates, the step is lr times it) on a matrix without decay
+    (where its trust-ratio denominator ||g|| + wd ||p|| is ours); the learning rate changes
+    every step, where the two forms part."""
+    lars = peer("pytorch_optimizer").LARS
+    param, grads = problem(9)
+    lrs = [0.5 * 0.7**k for k in range(len(grads))]
+    kw = {"momentum": 0.8, "trust_coefficient": 0.02, "nesterov": nesterov}
+    runs = {}
+    for name, make in {
+        "peer": lambda p: lars([p], lr=lrs[0], dampening=0.0, **kw),
+        "outside": lambda p: oo.LARS([p], lr=lrs[0], lr_inside_momentum=False, **kw),
+        "inside": lambda p: oo.LARS([p], lr=lrs[0], **kw),
+    }.items():
+        p = torch.tensor(param, requires_grad=True)
+        opt = make(p)
+        for lr, g in zip(lrs, grads, strict=True):
+            opt.param_groups[0]["lr"] = lr
+            p.grad = torch.tensor(g)
+            opt.step()
+        runs[name] = p.detach().numpy()
+    np.testing.assert_allclose(runs["outside"], runs["peer"], rtol=1e-12, atol=1e-14)
+    assert np.abs(runs["inside"] - runs["peer"]).max() > 1e-6  # the flag matters
+
+
 def test_trust_ratio_is_one_for_zero_norms():
     from optimist.optim.trust_ratio import trust_ratio
 

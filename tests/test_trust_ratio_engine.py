@@ -21,6 +21,7 @@ CASES = [
     (oo.LAMB, {"lr": 0.01, "betas": (0.5, 0.9), "maximize": True}),  # lerp's other branch
     (oo.LARS, {"lr": 1.0, "weight_decay": 0.01, "nesterov": True}),
     (oo.LARS, {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True}),
+    (oo.LARS, {"lr": 0.5, "weight_decay": 0.01, "lr_inside_momentum": False}),
 ]
 
 
@@ -249,8 +250,12 @@ def test_state_dtype_engine_equals_torch_ops(monkeypatch, cls, kwargs, state_dty
         fused = _run(cls, kwargs, a)
     eager = _eager(monkeypatch, cls, kwargs, b)
     tol = 1e-14 if dtype == torch.float64 else 1e-6
+    # LARS's buffer takes the ratio (whose rounding differs between the paths) before it is
+    # stored: one stored ulp of it may flip, and the parameters follow by lr times that
+    loose = cls is oo.LARS and state_dtype != "float32"
+    ptol = (1e-10 if dtype == torch.float64 else 1e-4) if loose else tol
     for pa, pb in zip(a, b, strict=True):
-        torch.testing.assert_close(pa, pb, rtol=tol, atol=tol)
+        torch.testing.assert_close(pa, pb, rtol=ptol, atol=ptol)
         state_a, state_b = fused.state[pa], eager.state[pb]
         assert state_a.keys() == state_b.keys()
         for key in cls.slot_keys:

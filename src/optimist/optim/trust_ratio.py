@@ -590,6 +590,12 @@ class LARS(TrustRatioOptimizer):
         trust_coefficient: :math:`\\eta` (default 1e-3).
         eps: :math:`\\epsilon_r` added to the update norm (default 0).
         nesterov: Nesterov momentum.
+        lr_inside_momentum: True (default; the paper's Algorithm 1 and Optax): the buffer
+            accumulates the learning-rate-scaled update, :math:`b_t = \\mu b_{t-1} + \\gamma\\eta
+            r_t u_t`, :math:`\\theta_t = \\theta_{t-1} - b_t`; False (torch SGD's and
+            ``pytorch_optimizer``'s form): :math:`b_t = \\mu b_{t-1} + \\eta r_t u_t`,
+            :math:`\\theta_t = \\theta_{t-1} - \\gamma b_t`. The same while the learning rate
+            is constant; a schedule acts at once on the whole step in the second form.
         maximize: ascend instead of descend.
         foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
             torch ops on accelerators; True: the buckets on any device; False: torch ops per
@@ -605,6 +611,7 @@ class LARS(TrustRatioOptimizer):
     examples = (
         {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
+        {"lr": 0.5, "weight_decay": 0.01, "nesterov": True, "lr_inside_momentum": False},
     )
     functor = "lars"
     slot_keys = ("momentum_buffer",)
@@ -619,6 +626,7 @@ class LARS(TrustRatioOptimizer):
         eps: float = 0.0,
         nesterov: bool = False,
         *,
+        lr_inside_momentum: bool = True,
         maximize: bool = False,
         foreach: bool | None = None,
         skip_nonfinite: bool = False,
@@ -630,10 +638,12 @@ class LARS(TrustRatioOptimizer):
         return [bool(group["nesterov"])]
 
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
-        return [scalar(group["weight_decay"]), group["momentum"]]
+        outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
+        return [scalar(group["weight_decay"]), group["momentum"], outside]
 
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
-        return scalar(group["lr"]), group["trust_coefficient"], group["eps"]
+        inside = scalar(group["lr"]) if group["lr_inside_momentum"] else 1.0
+        return inside, group["trust_coefficient"], group["eps"]
 
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
@@ -650,4 +660,8 @@ class LARS(TrustRatioOptimizer):
         update.mul_(scale)
         (buf,) = slots
         buf.mul_(group["momentum"]).add_(update)
-        shard.sub_(update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf)
+        step = update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group["lr_inside_momentum"]:
+            shard.sub_(step)
+        else:  # one rounding, as the engine's fused multiply-add
+            shard.add_(step, alpha=-scalar(group["lr"]))

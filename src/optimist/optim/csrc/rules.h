@@ -485,9 +485,9 @@ struct Lamb {  // h: 1 - b1, b2, 1 - b2, 1 / (1 - b1^t), 1 / (1 - b2^t), eps, wd
 };
 
 template <typename C, bool NESTEROV>
-struct Lars {  // h: wd, momentum; phase B: lr * ratio
-  C wd, mu, scale;
-  explicit Lars(const double* h) : wd(C(h[0])), mu(C(h[1])), scale(C(h[2])) {}
+struct Lars {  // h: wd, momentum, -lr outside the momentum (-1: lr inside); phase B: its ratio
+  C wd, mu, neg_lr, scale;
+  explicit Lars(const double* h) : wd(C(h[0])), mu(C(h[1])), neg_lr(C(h[2])), scale(C(h[3])) {}
   const C* norms(int64_t n, const C* __restrict__ p, const C* g, C*, C*, C*, C*,
                  C* __restrict__ u) const {
     if (wd == C(0)) return g;  // u = g: no copy
@@ -500,7 +500,7 @@ struct Lars {  // h: wd, momentum; phase B: lr * ratio
       const C ui = (WD ? fmadd(wd, p[i], g[i]) : g[i]) * scale;
       const C b = buf[i] * mu + ui;
       buf[i] = b;
-      p[i] = p[i] - (NESTEROV ? fmadd(mu, b, ui) : b);
+      p[i] = fmadd(neg_lr, NESTEROV ? fmadd(mu, b, ui) : b, p[i]);  // (-1: p - b, exact)
     }
   }
   void operator()(int64_t n, C* p, const C* g, C* buf, C*, C*, C*) const {
