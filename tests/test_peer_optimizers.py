@@ -407,19 +407,22 @@ def test_lars_equals_optax(nesterov):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_lars_lr_outside_the_momentum_equals_pytorch_optimizer(nesterov):
-    """``lr_inside_momentum=False`` is ``pytorch_optimizer``'s LARS (torch SGD's form: the
-    buffer holds ratio-scaled updates, the step is lr times it) on a matrix without decay
-    (where its trust-ratio denominator ||g|| + wd ||p|| is ours); the learning rate changes
-    every step, where the two forms part."""
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lars_in_the_papers_forms_equals_pytorch_optimizer(nesterov, weight_decay):
+    """``lr_inside_momentum=False`` with ``trust_ratio_form="paper"`` is ``pytorch_optimizer``'s
+    LARS on a matrix (torch SGD's form: the buffer holds ratio-scaled updates, the step is lr
+    times it; the ratio's denominator ||g|| + wd ||p||); the learning rate changes every step,
+    where the lr forms part, and with decay the ratio forms part too."""
     lars = peer("pytorch_optimizer").LARS
     param, grads = problem(9)
     lrs = [0.5 * 0.7**k for k in range(len(grads))]
     kw = {"momentum": 0.8, "trust_coefficient": 0.02, "nesterov": nesterov}
+    kw["weight_decay"] = weight_decay
+    paper = {"lr_inside_momentum": False, "trust_ratio_form": "paper"}
     runs = {}
     for name, make in {
         "peer": lambda p: lars([p], lr=lrs[0], dampening=0.0, **kw),
-        "outside": lambda p: oo.LARS([p], lr=lrs[0], lr_inside_momentum=False, **kw),
+        "outside": lambda p: oo.LARS([p], lr=lrs[0], **paper, **kw),
         "inside": lambda p: oo.LARS([p], lr=lrs[0], **kw),
     }.items():
         p = torch.tensor(param, requires_grad=True)

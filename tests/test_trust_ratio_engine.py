@@ -22,6 +22,7 @@ CASES = [
     (oo.LARS, {"lr": 1.0, "weight_decay": 0.01, "nesterov": True}),
     (oo.LARS, {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True}),
     (oo.LARS, {"lr": 0.5, "weight_decay": 0.01, "lr_inside_momentum": False}),
+    (oo.LARS, {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper", "nesterov": True}),
 ]
 
 
@@ -284,3 +285,8 @@ def test_state_dtype_engine_equals_torch_ops(monkeypatch, cls, kwargs, state_dty
 def test_bad_state_dtype_is_refused(cls):
     with pytest.raises(ValueError, match="Invalid state_dtype: 'int4'"):
         cls(_params(torch.float32), state_dtype="int4")
+
+
+def test_bad_trust_ratio_form_is_refused():
+    with pytest.raises(ValueError, match="trust_ratio_form must be one of 'optax', 'paper'"):
+        oo.LARS(_params(torch.float32), trust_ratio_form="you2017")

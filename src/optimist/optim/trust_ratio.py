@@ -70,22 +70,37 @@ __all__ = ["LAMB", "LARS", "trust_ratio"]
 _ENGINE_DTYPES = (torch.float32, torch.float64)
 
 
-def _ratio(p_norm: float, u_norm: float, coefficient: float, eps: float) -> float:
-    if p_norm == 0.0 or u_norm == 0.0:
+def _ratio(
+    p_norm: float, u_norm: float, coefficient: float, eps: float, norm_decay: float = 0.0
+) -> float:
+    """``coefficient ||p|| / (||u|| + eps)``, 1 where a norm is 0; with ``norm_decay`` > 0 (LARS
+    as its paper) ``coefficient ||p|| / (||u|| + norm_decay ||p|| + eps)``, 1 where ``||p||``
+    or the denominator is 0 (the engine's trust_scalar, csrc/trust.h)."""
+    if norm_decay == 0.0:
+        if p_norm == 0.0 or u_norm == 0.0:
+            return 1.0
+        return coefficient * p_norm / (u_norm + eps)
+    denominator = u_norm + norm_decay * p_norm + eps
+    if p_norm == 0.0 or denominator == 0.0:
         return 1.0
-    return coefficient * p_norm / (u_norm + eps)
+    return coefficient * p_norm / denominator
 
 
 def _trust_ratios(
-    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float
-) -> Tensor:
+    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float,
+    norm_decay: float = 0.0,
+) -> Tensor:  # fmt: skip
     """:func:`trust_ratio` of each segment (``sizes``) of the flat ``flat`` and ``update``, as
     a float64 tensor on their device: both norms of every segment in one
-    ``torch._foreach_norm``, the ratios in float64 as the host computes them."""
+    ``torch._foreach_norm``, the ratios in float64 as the host computes them (:func:`_ratio`)."""
     norms = torch._foreach_norm([*flat.split(sizes), *update.split(sizes)])
     p_norm, u_norm = torch.stack(norms).double().view(2, -1)
-    ratio = (coefficient * p_norm) / (u_norm + eps)
-    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    if norm_decay == 0.0:
+        ratio = (coefficient * p_norm) / (u_norm + eps)
+        return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    denominator = u_norm + norm_decay * p_norm + eps
+    ratio = (coefficient * p_norm) / denominator
+    return torch.where((p_norm == 0) | (denominator == 0), 1.0, ratio)
 
 
 def trust_ratio(
@@ -94,14 +109,16 @@ def trust_ratio(
     coefficient: float = 1.0,
     eps: float = 0.0,
     layout: Tensor | None = None,
+    norm_decay: float = 0.0,
 ) -> float:
-    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax).
+    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax);
+    with ``norm_decay`` the denominator also adds ``norm_decay * ||param||`` (:func:`_ratio`).
 
     ``layout``: the DTensor parameter whose local shards ``param`` and ``update`` are; the
     norms are then those of the whole tensors (all-reduced, the same on every rank).
     """
     p_norm, u_norm = global_norms([param, update], param if layout is None else layout)
-    return _ratio(p_norm, u_norm, coefficient, eps)
+    return _ratio(p_norm, u_norm, coefficient, eps, norm_decay)
 
 
 class TrustRatioOptimizer(TensorwiseOptimizer):
@@ -193,6 +210,15 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         ``scale * trust_ratio(p, u, coefficient, eps)``."""
         raise NotImplementedError
 
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        """The ``norm_decay`` of :func:`trust_ratio` (0: the norm of the update itself)."""
+        return 0.0
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        """The tensor whose norm is the ratio's denominator: the update, unless the rule takes
+        the gradient's (with :meth:`_norm_decay`)."""
+        return update
+
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
     ) -> Tensor:
@@ -232,7 +258,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             slots = [local(state[key]) for key in self.slot_keys]
         update = self._update(group, g, shard, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratio = trust_ratio(shard, update, coefficient, eps, p)
+        normed = self._normed(group, g, update)
+        ratio = trust_ratio(shard, normed, coefficient, eps, p, self._norm_decay(group))
         if coded:
             self._store(group, state, slots, index)
             slots = [read_slot(p, state, key, state_dtype) for key in self.slot_keys]
@@ -298,7 +325,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         slots = [layout.flat(column) for column in columns]
         update = self._update(group, g, work, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratios = _trust_ratios(work, update, layout.sizes, coefficient, eps)
+        normed = self._normed(group, g, update)
+        decay = self._norm_decay(group)
+        ratios = _trust_ratios(work, normed, layout.sizes, coefficient, eps, decay)
         self._apply(group, work, update, slots, layout.spread(ratios * scale, work.dtype))
         for column, slot in zip(columns, slots, strict=True):
             layout.write(column, slot)
@@ -436,7 +465,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         mod.trust_step(
             plan, self.functor, self._flags(group), self._hyper(group, plan.step),
             bool(group["maximize"]), self.grad_in_update, *self._ratio_terms(group),
-            self._seed(), self._reduction(batch),
+            self._seed(), self._reduction(batch), self._norm_decay(group),
         )  # fmt: skip
 
     def _reduction(self, batch: _EngineBatch) -> Callable[[Tensor], Tensor] | None:
@@ -596,6 +625,11 @@ class LARS(TrustRatioOptimizer):
             ``pytorch_optimizer``'s form): :math:`b_t = \\mu b_{t-1} + \\eta r_t u_t`,
             :math:`\\theta_t = \\theta_{t-1} - \\gamma b_t`. The same while the learning rate
             is constant; a schedule acts at once on the whole step in the second form.
+        trust_ratio_form: "optax" (default; ``optax.lars``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t + \\lambda\\theta\\rVert + \\epsilon_r)`; "paper" (the
+            paper's Algorithm 1 and ``pytorch_optimizer``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t\\rVert + \\lambda\\lVert\\theta\\rVert +
+            \\epsilon_r)`, 1 where :math:`\\lVert\\theta\\rVert` or the denominator is 0.
         maximize: ascend instead of descend.
         foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
             torch ops on accelerators; True: the buckets on any device; False: torch ops per
@@ -612,6 +646,7 @@ class LARS(TrustRatioOptimizer):
         {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
         {"lr": 0.5, "weight_decay": 0.01, "nesterov": True, "lr_inside_momentum": False},
+        {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper"},
     )
     functor = "lars"
     slot_keys = ("momentum_buffer",)
@@ -627,6 +662,7 @@ class LARS(TrustRatioOptimizer):
         nesterov: bool = False,
         *,
         lr_inside_momentum: bool = True,
+        trust_ratio_form: str = "optax",
         maximize: bool = False,
         foreach: bool | None = None,
         skip_nonfinite: bool = False,
@@ -637,9 +673,25 @@ class LARS(TrustRatioOptimizer):
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return [bool(group["nesterov"])]
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group.get("trust_ratio_form") not in ("optax", "paper"):
+            raise ValueError(
+                f"Invalid trust_ratio_form: {group.get('trust_ratio_form')!r} (trust_ratio_form "
+                "must be one of 'optax', 'paper')"
+            )
+
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
         outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
-        return [scalar(group["weight_decay"]), group["momentum"], outside]
+        wd = scalar(group["weight_decay"])
+        in_norm = wd if group["trust_ratio_form"] == "optax" else 0.0
+        return [wd, group["momentum"], outside, in_norm]
+
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        return 0.0 if group["trust_ratio_form"] == "optax" else scalar(group["weight_decay"])
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        return update if group["trust_ratio_form"] == "optax" else g
 
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
         inside = scalar(group["lr"]) if group["lr_inside_momentum"] else 1.0
