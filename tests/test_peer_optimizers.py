@@ -35,6 +35,28 @@ def run_ours(cls, kwargs, param, grads, fused=True):  # noqa: ANN001, ANN201
     return p.detach().numpy()
 
 
+def assert_schedule_free_equals_optax(transform, make, param, grads):  # noqa: ANN001
+    """optimist's Schedule-Free optimizer ``make([p])`` and an Optax Schedule-Free
+    ``transform`` after ``grads``: y (train mode), then the eval weights x."""
+    import jax.numpy as jnp
+
+    optax = needs_optax()
+    y = jnp.asarray(param)
+    state = transform.init(y)
+    for g in grads:
+        updates, state = transform.update(jnp.asarray(g), state, y)
+        y = optax.apply_updates(y, updates)
+    p = torch.tensor(param, requires_grad=True)
+    opt = make(p)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
+    opt.eval()
+    x = optax.contrib.schedule_free_eval_params(state, y)
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+
+
 def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     import jax.numpy as jnp
 
@@ -224,24 +246,13 @@ def test_schedule_free_modes():
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_schedule_free_adamw_equals_optax(weight_decay):
     optax = needs_optax()
-    import jax.numpy as jnp
 
     param, grads = problem(6)
     tx = optax.contrib.schedule_free_adamw(1e-2, b1=0.9, b2=0.99, weight_decay=weight_decay)
-    y = jnp.asarray(param)
-    state = tx.init(y)
-    for g in grads:
-        updates, state = tx.update(jnp.asarray(g), state, y)
-        y = optax.apply_updates(y, updates)
-    p = torch.tensor(param, requires_grad=True)
-    opt = oo.ScheduleFreeAdamW([p], lr=1e-2, betas=(0.9, 0.99), weight_decay=weight_decay)
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
-    opt.eval()
-    x = optax.contrib.schedule_free_eval_params(state, y)
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+    make = lambda p: oo.ScheduleFreeAdamW(  # noqa: E731
+        [p], lr=1e-2, betas=(0.9, 0.99), weight_decay=weight_decay
+    )
+    assert_schedule_free_equals_optax(tx, make, param, grads)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -253,27 +264,14 @@ def test_schedule_free_sgd_equals_optax(kwargs, fused):
     warms up from 0 at the first step (``warmup_constant_schedule``), the authors' package (and
     optimist, tested against it above) from ``1 / warmup_steps``."""
     optax = needs_optax()
-    import jax.numpy as jnp
 
     param, grads = problem(11)
     theirs = {"b1": kwargs.get("momentum", 0.9), "weight_decay": kwargs.get("weight_decay")}
     theirs["weight_lr_power"] = kwargs.get("weight_lr_power", 2.0)
     tx = optax.contrib.schedule_free_sgd(0.1, **theirs)
-    y = jnp.asarray(param)
-    state = tx.init(y)
-    for g in grads:
-        updates, state = tx.update(jnp.asarray(g), state, y)
-        y = optax.apply_updates(y, updates)
-    p = torch.tensor(param, requires_grad=True)
     implementation = {"fused": True} if fused else {"foreach": False}
-    opt = oo.ScheduleFreeSGD([p], lr=0.1, **kwargs, **implementation)
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
-    opt.eval()
-    x = optax.contrib.schedule_free_eval_params(state, y)
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+    make = lambda p: oo.ScheduleFreeSGD([p], lr=0.1, **kwargs, **implementation)  # noqa: E731
+    assert_schedule_free_equals_optax(tx, make, param, grads)
 
 
 # --- Adafactor and SophiaG against Optax --------------------------------------------------------

@@ -136,18 +136,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     """Phase B reads the gradient (LARS); False: the state and the parameter only (LAMB)."""
     state_dtypes = codecs.STATE_DTYPES
 
-    def __init__(
-        self,
-        params: ParamsT,
-        defaults: dict[str, Any],
-        *,
-        skip_nonfinite: bool = False,
-        state_dtype: str | None = None,
-    ) -> None:
-        if state_dtype is not None:
-            defaults = {**defaults, "state_dtype": state_dtype}
+    def __init__(self, params: ParamsT, defaults: dict[str, Any], **options: Any) -> None:
         self._count = 0  # group steps taken: the seed of stochastic rounding (bfloat16 state)
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype)
+        super().__init__(params, defaults, **options)
         self.raw_state_keys = self.slot_keys  # int8/bfloat16 state loads as saved
 
     def _check_group(self, group: dict[str, Any]) -> None:
