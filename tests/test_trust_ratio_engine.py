@@ -290,3 +290,29 @@ def test_bad_state_dtype_is_refused(cls):
 def test_bad_trust_ratio_form_is_refused():
     with pytest.raises(ValueError, match="trust_ratio_form must be one of 'optax', 'paper'"):
         oo.LARS(_params(torch.float32), trust_ratio_form="you2017")
+
+
+@pytest.mark.parametrize("cls", [oo.LAMB, oo.LARS])
+@pytest.mark.parametrize(
+    ("saved", "loaded"), [("int8", None), (None, "int8"), ("bfloat16", "int8")]
+)
+def test_a_checkpoint_of_another_state_dtype_loads_and_converts(cls, saved, loaded):
+    """State saved under one ``state_dtype`` loads into an optimizer with another: the
+    checkpoint's choice wins where it made one (as every hyper-parameter of a group), else the
+    optimizer's (a checkpoint with the state in the parameter's dtype, as torch.optim's, loads
+    into an int8 optimizer); the state is re-stored so at the next step, on the engine and on
+    the torch-ops path alike."""
+    for foreach in (None, False):
+        params = _params(torch.float32, CODED_SHAPES)
+        first = _run(cls, {"state_dtype": saved, "foreach": foreach}, params, steps=2)
+        twin = cls(params, state_dtype=loaded, foreach=foreach)
+        twin.load_state_dict(first.state_dict())
+        for p in params:
+            p.grad = torch.full_like(p, 0.01)
+        twin.step()
+        for p in params:
+            expected = {None: torch.float32, "int8": torch.int8, "bfloat16": torch.bfloat16}
+            wins = saved if saved is not None else loaded
+            dtype = expected[wins] if p.numel() >= 4096 or wins != "int8" else torch.float32
+            assert all(twin.state[p][key].dtype == dtype for key in cls.slot_keys)
+            assert torch.isfinite(p).all()

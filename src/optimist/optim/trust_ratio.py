@@ -174,13 +174,28 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        own_storage = [g.get("state_dtype") for g in self.param_groups]
         super().load_state_dict(state_dict)
+        # as the rules (rule_state.py): a checkpoint that does not say how to store the state
+        # (torch.optim's, or state_dtype=None) keeps this optimizer's choice; the state is
+        # converted at the next step (_coded)
+        for group, saved, own in zip(
+            self.param_groups, state_dict["param_groups"], own_storage, strict=False
+        ):
+            if "state_dtype" not in saved:
+                group["state_dtype"] = own
         self._count = int((state_dict.get("optimist") or {}).get("count", 0))
 
     def _coded(self, p: Tensor, group: dict[str, Any]) -> bool:
-        """Whether ``p``'s state is stored otherwise than in ``p``'s dtype (a codec)."""
-        state_dtype = group.get("state_dtype")
-        return state_dtype is not None and codecs.storage_dtype(state_dtype, p) != p.dtype
+        """Whether ``p``'s state is stored otherwise than in ``p``'s dtype (a codec), after
+        converting state loaded from a checkpoint of another ``state_dtype`` (int8 and
+        bfloat16 state load as saved) to the group's."""
+        state_dtype, state = group.get("state_dtype"), self.state[p]
+        stored = p.dtype if state_dtype is None else codecs.storage_dtype(state_dtype, p)
+        for key in self.slot_keys:
+            if state[key].dtype != stored:
+                read_slot(p, state, key, state_dtype)  # re-stored as the group asks
+        return stored != p.dtype
 
     def _direction(
         self, group: dict[str, Any], shard: Tensor, slots: list[Tensor], t: float
@@ -368,10 +383,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             if dtype not in _ENGINE_DTYPES or grad.dtype != dtype:
                 eager.append(p)
                 continue
+            self._coded(p, group)  # (a checkpoint of another state_dtype: converted first)
             stored = dtype if state_dtype is None else codecs.storage_dtype(state_dtype, p)
-            if stored != dtype:  # a checkpoint of another state_dtype: converted first
-                for key in keys:
-                    read_slot(p, state, key, state_dtype)
             ok = True
             for column, scales, key in zip(slots, batch.scales, keys, strict=True):
                 value = state[key] if plain else local(state[key])
@@ -411,7 +424,10 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     def _fast_step(self, group: dict[str, Any]) -> bool:
         """The common case in list comprehensions and one C++ call: plain CPU tensors of one
         float dtype that the engine takes, every state made (as :meth:`RuleOptimizer._gather_fast`
-        for the element-wise rules). False (nothing done) where that does not hold."""
+        for the element-wise rules), the state in the parameters' dtype (``state_dtype``
+        None). False (nothing done) where that does not hold."""
+        if group.get("state_dtype") is not None:  # codecs, conversions: the general path
+            return False
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return True
