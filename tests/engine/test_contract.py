@@ -173,14 +173,14 @@ def test_state_dtype_and_state_dict_round_trip(row, state_dtype, dtype, request)
 
 
 def test_only_the_documented_optimizers_keep_their_state_in_the_parameters_dtype():
-    """Every optimizer takes every ``state_dtype`` (issue 8) but those the README names:
-    Adafactor (its factored moments) and LAMB, LARS (the trust-ratio engine has no codecs)."""
+    """Every optimizer takes every ``state_dtype`` (issue 8) but the one the README names:
+    Adafactor (its factored moments)."""
     narrow = {
         cls.__name__
         for cls in exported_optimizer_classes()
         if tuple(cls.state_dtypes) != tuple(codecs.STATE_DTYPES)
     }
-    assert narrow == {"Adafactor", "LAMB", "LARS"}
+    assert narrow == {"Adafactor"}
 
 
 # --- torch.optim interop where a twin exists ---------------------------------------------------
