@@ -329,14 +329,45 @@ def _gnb_diagonal(optax):  # noqa: ANN001, ANN202
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
+def _sophia_g(param, grads, sampled, every, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    """optimist's SophiaG on ``grads``, with ``update_hessian()`` on ``sampled`` after the steps
+    Optax refreshes after; also each step's ``|m| / denominator`` (after the first, where
+    ``h = 0``), to show the clip both acted and let steps through."""
+    p = torch.tensor(param, requires_grad=True)
+    opt = oo.SophiaG([p], **kwargs)
+    group = opt.param_groups[0]
+    ratios = []
+    for step, (g, h) in enumerate(zip(grads, sampled, strict=True)):
+        p.grad = torch.tensor(g)
+        scaled = group["rho"] * group["bs"] * opt.state[p]["hessian"] if step else None
+        if step:
+            floor = group["eps_form"] == "max"
+            denominator = scaled.clamp(min=group["eps"]) if floor else scaled + group["eps"]
+            ratios.append((p.grad.abs() / denominator).flatten())
+        opt.step()
+        if step % every == 0:
+            p.grad = torch.tensor(h)
+            opt.update_hessian()
+    return p.detach().numpy(), torch.cat(ratios)
+
+
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, fused):
+@pytest.mark.parametrize(
+    ("weight_decay", "eps_form", "eps"),
+    [(0.0, "add", 1e-15), (0.1, "add", 1e-15), (0.0, "max", 1.0), (0.1, "max", 1.0)],
+)
+def test_sophia_g_equals_optax_with_the_same_curvature_estimates(
+    weight_decay, eps_form, eps, fused
+):
     """``optax.contrib.sophia`` with optimist's ``update_hessian()`` estimates. Optax refreshes
     ``h`` after the update of every step whose count is a multiple of ``update_interval``, which is
     ``update_hessian()`` after those steps; its ``gamma`` is ``rho * bs``. With ``beta1 = 0``:
     Optax bias-corrects the momentum (``m / (1 - beta1^t)``), the authors' code (and optimist) does
-    not, and the two agree only without momentum. Steps both clip and pass (gamma 4)."""
+    not, and the two agree only without momentum. Steps both clip and pass (gamma 4).
+
+    Optax's denominator is the paper's ``max(gamma h, eps)``: ``eps_form="max"`` equals it at an
+    ``eps`` (1.0) that floors part of ``gamma h``, where the authors' ``gamma h + eps`` (the
+    default ``"add"``) parts from it; at ``eps=1e-15`` both forms agree with Optax."""
     optax = needs_optax()
     import jax.numpy as jnp
 
@@ -349,7 +380,7 @@ def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, f
         0.05,
         b1=0.0,
         b2=0.9,
-        eps=1e-15,
+        eps=eps,
         weight_decay=weight_decay,
         gamma=gamma,
         update_interval=every,
@@ -360,24 +391,17 @@ def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, f
     for g, h in zip(grads, sampled, strict=True):
         updates, state = tx.update(jnp.asarray(g), state, x, hessian_grad=jnp.asarray(h))
         x = optax.apply_updates(x, updates)
-    p = torch.tensor(param, requires_grad=True)
+    kwargs = dict(lr=0.05, betas=(0.0, 0.9), rho=gamma, bs=1, weight_decay=weight_decay, eps=eps)
     implementation = {"fused": True} if fused else {"foreach": False}
-    opt = oo.SophiaG(
-        [p], lr=0.05, betas=(0.0, 0.9), rho=gamma, bs=1, weight_decay=weight_decay, **implementation
+    ours, ratios = _sophia_g(
+        param, grads, sampled, every, **kwargs, **implementation, eps_form=eps_form
     )
-    ratios = []
-    for step, (g, h) in enumerate(zip(grads, sampled, strict=True)):
-        p.grad = torch.tensor(g)
-        ratios.append(
-            (p.grad.abs() / (gamma * opt.state[p]["hessian"])).flatten() if step else None
-        )
-        opt.step()
-        if step % every == 0:
-            p.grad = torch.tensor(h)
-            opt.update_hessian()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
-    passed = torch.cat(ratios[1:]) < 1
+    np.testing.assert_allclose(ours, np.asarray(x), rtol=1e-11, atol=1e-13)
+    passed = ratios < 1
     assert passed.any() and not passed.all()  # the clip both acted and let steps through
+    if eps_form == "max":  # the authors' form at the same eps is another optimizer
+        added, _ = _sophia_g(param, grads, sampled, every, **kwargs, **implementation)
+        assert np.abs(added - np.asarray(x)).max() > 1e-3
 
 
 # --- LAMB and LARS against Optax ------------------------------------------------------------------

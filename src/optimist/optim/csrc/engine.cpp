@@ -443,7 +443,11 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
   } else if (rule == "prodigy") {
     with_flag(flag(0), [&](auto mom) { fn = &run_job<Prodigy<C, decltype(mom)::value>, C>; });
   } else if (rule == "sophia_g") {
-    with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
+    with_flag(flag(0), [&](auto hess) {
+      with_flag(flag(1), [&](auto max_eps) {
+        fn = &run_job<SophiaG<C, decltype(hess)::value, decltype(max_eps)::value>, C>;
+      });
+    });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   } else if (rule == "lamb") {

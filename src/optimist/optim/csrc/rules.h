@@ -413,7 +413,9 @@ struct Prodigy {  // h: b1, d (1 - b1), b2, d^2 (1 - b2), b3, s weight, d_new ep
   }
 };
 
-template <typename C, bool HESSIAN>
+// MAX_EPS (eps_form="max", the paper's Algorithm 3): max(rho bs h, eps) as the denominator;
+// else (the authors' code) rho bs h + eps.
+template <typename C, bool HESSIAN, bool MAX_EPS>
 struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1 - b2
   C b, omb, rho_bs, eps, neg_lr;
   explicit SophiaG(const double* h)
@@ -428,7 +430,9 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
     for (int64_t i = 0; i < n; ++i) {
       const C mi = fmadd(omb, g[i], m[i] * b);
       m[i] = mi;
-      const C ratio = std::min(std::abs(mi) / (rho_bs * hess[i] + eps), C(1));
+      const C scaled = rho_bs * hess[i];
+      const C denom = MAX_EPS ? maximum(scaled, eps) : scaled + eps;
+      const C ratio = std::min(std::abs(mi) / denom, C(1));
       p[i] = fmadd(neg_lr * sign_of(mi), ratio, p[i]);
     }
   }
