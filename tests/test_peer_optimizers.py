@@ -35,6 +35,28 @@ def run_ours(cls, kwargs, param, grads, fused=True):  # noqa: ANN001, ANN201
     return p.detach().numpy()
 
 
+def assert_schedule_free_equals_optax(transform, make, param, grads):  # noqa: ANN001
+    """optimist's Schedule-Free optimizer ``make([p])`` and an Optax Schedule-Free
+    ``transform`` after ``grads``: y (train mode), then the eval weights x."""
+    import jax.numpy as jnp
+
+    optax = needs_optax()
+    y = jnp.asarray(param)
+    state = transform.init(y)
+    for g in grads:
+        updates, state = transform.update(jnp.asarray(g), state, y)
+        y = optax.apply_updates(y, updates)
+    p = torch.tensor(param, requires_grad=True)
+    opt = make(p)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
+    opt.eval()
+    x = optax.contrib.schedule_free_eval_params(state, y)
+    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+
+
 def run_optax(transform, param, grads):  # noqa: ANN001, ANN201
     import jax.numpy as jnp
 
@@ -224,24 +246,13 @@ def test_schedule_free_modes():
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_schedule_free_adamw_equals_optax(weight_decay):
     optax = needs_optax()
-    import jax.numpy as jnp
 
     param, grads = problem(6)
     tx = optax.contrib.schedule_free_adamw(1e-2, b1=0.9, b2=0.99, weight_decay=weight_decay)
-    y = jnp.asarray(param)
-    state = tx.init(y)
-    for g in grads:
-        updates, state = tx.update(jnp.asarray(g), state, y)
-        y = optax.apply_updates(y, updates)
-    p = torch.tensor(param, requires_grad=True)
-    opt = oo.ScheduleFreeAdamW([p], lr=1e-2, betas=(0.9, 0.99), weight_decay=weight_decay)
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
-    opt.eval()
-    x = optax.contrib.schedule_free_eval_params(state, y)
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+    make = lambda p: oo.ScheduleFreeAdamW(  # noqa: E731
+        [p], lr=1e-2, betas=(0.9, 0.99), weight_decay=weight_decay
+    )
+    assert_schedule_free_equals_optax(tx, make, param, grads)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -253,27 +264,14 @@ def test_schedule_free_sgd_equals_optax(kwargs, fused):
     warms up from 0 at the first step (``warmup_constant_schedule``), the authors' package (and
     optimist, tested against it above) from ``1 / warmup_steps``."""
     optax = needs_optax()
-    import jax.numpy as jnp
 
     param, grads = problem(11)
     theirs = {"b1": kwargs.get("momentum", 0.9), "weight_decay": kwargs.get("weight_decay")}
     theirs["weight_lr_power"] = kwargs.get("weight_lr_power", 2.0)
     tx = optax.contrib.schedule_free_sgd(0.1, **theirs)
-    y = jnp.asarray(param)
-    state = tx.init(y)
-    for g in grads:
-        updates, state = tx.update(jnp.asarray(g), state, y)
-        y = optax.apply_updates(y, updates)
-    p = torch.tensor(param, requires_grad=True)
     implementation = {"fused": True} if fused else {"foreach": False}
-    opt = oo.ScheduleFreeSGD([p], lr=0.1, **kwargs, **implementation)
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(y), rtol=1e-11, atol=1e-13)
-    opt.eval()
-    x = optax.contrib.schedule_free_eval_params(state, y)
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
+    make = lambda p: oo.ScheduleFreeSGD([p], lr=0.1, **kwargs, **implementation)  # noqa: E731
+    assert_schedule_free_equals_optax(tx, make, param, grads)
 
 
 # --- Adafactor and SophiaG against Optax --------------------------------------------------------
@@ -331,14 +329,45 @@ def _gnb_diagonal(optax):  # noqa: ANN001, ANN202
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
+def _sophia_g(param, grads, sampled, every, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    """optimist's SophiaG on ``grads``, with ``update_hessian()`` on ``sampled`` after the steps
+    Optax refreshes after; also each step's ``|m| / denominator`` (after the first, where
+    ``h = 0``), to show the clip both acted and let steps through."""
+    p = torch.tensor(param, requires_grad=True)
+    opt = oo.SophiaG([p], **kwargs)
+    group = opt.param_groups[0]
+    ratios = []
+    for step, (g, h) in enumerate(zip(grads, sampled, strict=True)):
+        p.grad = torch.tensor(g)
+        scaled = group["rho"] * group["bs"] * opt.state[p]["hessian"] if step else None
+        if step:
+            floor = group["eps_form"] == "max"
+            denominator = scaled.clamp(min=group["eps"]) if floor else scaled + group["eps"]
+            ratios.append((p.grad.abs() / denominator).flatten())
+        opt.step()
+        if step % every == 0:
+            p.grad = torch.tensor(h)
+            opt.update_hessian()
+    return p.detach().numpy(), torch.cat(ratios)
+
+
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, fused):
+@pytest.mark.parametrize(
+    ("weight_decay", "eps_form", "eps"),
+    [(0.0, "add", 1e-15), (0.1, "add", 1e-15), (0.0, "max", 1.0), (0.1, "max", 1.0)],
+)
+def test_sophia_g_equals_optax_with_the_same_curvature_estimates(
+    weight_decay, eps_form, eps, fused
+):
     """``optax.contrib.sophia`` with optimist's ``update_hessian()`` estimates. Optax refreshes
     ``h`` after the update of every step whose count is a multiple of ``update_interval``, which is
     ``update_hessian()`` after those steps; its ``gamma`` is ``rho * bs``. With ``beta1 = 0``:
     Optax bias-corrects the momentum (``m / (1 - beta1^t)``), the authors' code (and optimist) does
-    not, and the two agree only without momentum. Steps both clip and pass (gamma 4)."""
+    not, and the two agree only without momentum. Steps both clip and pass (gamma 4).
+
+    Optax's denominator is the paper's ``max(gamma h, eps)``: ``eps_form="max"`` equals it at an
+    ``eps`` (1.0) that floors part of ``gamma h``, where the authors' ``gamma h + eps`` (the
+    default ``"add"``) parts from it; at ``eps=1e-15`` both forms agree with Optax."""
     optax = needs_optax()
     import jax.numpy as jnp
 
@@ -351,7 +380,7 @@ def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, f
         0.05,
         b1=0.0,
         b2=0.9,
-        eps=1e-15,
+        eps=eps,
         weight_decay=weight_decay,
         gamma=gamma,
         update_interval=every,
@@ -362,24 +391,17 @@ def test_sophia_g_equals_optax_with_the_same_curvature_estimates(weight_decay, f
     for g, h in zip(grads, sampled, strict=True):
         updates, state = tx.update(jnp.asarray(g), state, x, hessian_grad=jnp.asarray(h))
         x = optax.apply_updates(x, updates)
-    p = torch.tensor(param, requires_grad=True)
+    kwargs = dict(lr=0.05, betas=(0.0, 0.9), rho=gamma, bs=1, weight_decay=weight_decay, eps=eps)
     implementation = {"fused": True} if fused else {"foreach": False}
-    opt = oo.SophiaG(
-        [p], lr=0.05, betas=(0.0, 0.9), rho=gamma, bs=1, weight_decay=weight_decay, **implementation
+    ours, ratios = _sophia_g(
+        param, grads, sampled, every, **kwargs, **implementation, eps_form=eps_form
     )
-    ratios = []
-    for step, (g, h) in enumerate(zip(grads, sampled, strict=True)):
-        p.grad = torch.tensor(g)
-        ratios.append(
-            (p.grad.abs() / (gamma * opt.state[p]["hessian"])).flatten() if step else None
-        )
-        opt.step()
-        if step % every == 0:
-            p.grad = torch.tensor(h)
-            opt.update_hessian()
-    np.testing.assert_allclose(p.detach().numpy(), np.asarray(x), rtol=1e-11, atol=1e-13)
-    passed = torch.cat(ratios[1:]) < 1
+    np.testing.assert_allclose(ours, np.asarray(x), rtol=1e-11, atol=1e-13)
+    passed = ratios < 1
     assert passed.any() and not passed.all()  # the clip both acted and let steps through
+    if eps_form == "max":  # the authors' form at the same eps is another optimizer
+        added, _ = _sophia_g(param, grads, sampled, every, **kwargs, **implementation)
+        assert np.abs(added - np.asarray(x)).max() > 1e-3
 
 
 # --- LAMB and LARS against Optax ------------------------------------------------------------------
@@ -404,6 +426,36 @@ def test_lars_equals_optax(nesterov):
     expected = run_optax(optax.lars(0.5, **kw), param, grads)
     got = run_ours(oo.LARS, {"lr": 0.5, **kw}, param, grads, fused=None)
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_lars_in_the_papers_forms_equals_pytorch_optimizer(nesterov, weight_decay):
+    """``lr_inside_momentum=False`` with ``trust_ratio_form="paper"`` is ``pytorch_optimizer``'s
+    LARS on a matrix (torch SGD's form: the buffer holds ratio-scaled updates, the step is lr
+    times it; the ratio's denominator ||g|| + wd ||p||); the learning rate changes every step,
+    where the lr forms part, and with decay the ratio forms part too."""
+    lars = peer("pytorch_optimizer").LARS
+    param, grads = problem(9)
+    lrs = [0.5 * 0.7**k for k in range(len(grads))]
+    kw = {"momentum": 0.8, "trust_coefficient": 0.02, "nesterov": nesterov}
+    kw["weight_decay"] = weight_decay
+    paper = {"lr_inside_momentum": False, "trust_ratio_form": "paper"}
+    runs = {}
+    for name, make in {
+        "peer": lambda p: lars([p], lr=lrs[0], dampening=0.0, **kw),
+        "outside": lambda p: oo.LARS([p], lr=lrs[0], **paper, **kw),
+        "inside": lambda p: oo.LARS([p], lr=lrs[0], **kw),
+    }.items():
+        p = torch.tensor(param, requires_grad=True)
+        opt = make(p)
+        for lr, g in zip(lrs, grads, strict=True):
+            opt.param_groups[0]["lr"] = lr
+            p.grad = torch.tensor(g)
+            opt.step()
+        runs[name] = p.detach().numpy()
+    np.testing.assert_allclose(runs["outside"], runs["peer"], rtol=1e-12, atol=1e-14)
+    assert np.abs(runs["inside"] - runs["peer"]).max() > 1e-6  # the flag matters
 
 
 def test_trust_ratio_is_one_for_zero_norms():

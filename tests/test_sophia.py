@@ -137,6 +137,87 @@ def test_sophia_g_fused_equals_eager(state_dtype, dtype):
         assert opt_a.state[a[2]]["hessian"].dtype == getattr(torch, state_dtype)
 
 
+# eps near rho * bs * h, so that max(rho bs h, eps) takes both sides and the two forms part
+FORMS = {**BASE, "eps": 0.01}
+
+
+def _floored(opt, params):  # noqa: ANN001, ANN202
+    """How many elements of ``params`` have rho * bs * h below eps (the "max" form's floor)."""
+    group = opt.param_groups[0]
+    return sum(
+        int((group["rho"] * group["bs"] * opt.state[p]["hessian"] < group["eps"]).sum())
+        for p in params
+    )
+
+
+@pytest.mark.parametrize("eps_form", ["add", "max"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_eps_forms_fused_equal_eager_bitwise(eps_form, dtype):
+    needs_engine()
+    a, b = make(dtype), make(dtype)
+    opt_a = oo.SophiaG(a, **FORMS, eps_form=eps_form, fused=True)
+    opt_b = oo.SophiaG(b, **FORMS, eps_form=eps_form, foreach=False)
+    drive(opt_a, a)
+    drive(opt_b, b)
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+        for key in ("exp_avg", "hessian"):
+            assert torch.equal(opt_a.state[pa][key], opt_b.state[pb][key]), key
+    assert 0 < _floored(opt_a, a) < sum(p.numel() for p in a)  # both sides of the max
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("eps_form", ["add", "max"])
+def test_both_eps_forms_match_numpy_reference_step_by_step(eps_form, fused):
+    """Every step in float64 against ``reference.sophia_g(..., eps_form=...)``. From the same
+    point the other form's step lands elsewhere, so a kernel that ignored the flag would fail."""
+    if fused:
+        needs_engine()
+    other = {"add": "max", "max": "add"}[eps_form]
+    params = make(seed=4)
+    x = [p.detach().numpy().copy() for p in params]
+    states: list[dict] = [{} for _ in params]
+    opt = oo.SophiaG(params, **FORMS, eps_form=eps_form, fused=fused)
+    hyper = {k: v for k, v in opt.defaults.items() if k in _keys(reference.sophia_g)}
+    assert hyper["eps_form"] == eps_form
+    apart = 0.0
+    for step in range(STEPS):
+        for i, (p, g) in enumerate(zip(params, grads_at(params, step, 1), strict=True)):
+            p.grad = g + 0.3 * p.detach()
+            grad = p.grad.numpy().copy()
+            y, _ = reference.sophia_g(x[i], grad, states[i], **{**hyper, "eps_form": other})
+            x[i], states[i] = reference.sophia_g(x[i], grad, states[i], **hyper)
+            apart = max(apart, float(np.abs(y - x[i]).max()))
+        opt.step()
+        for i, p in enumerate(params):
+            np.testing.assert_allclose(p.detach().numpy(), x[i], rtol=1e-12, atol=1e-14)
+            m = opt.state[p]["exp_avg"].numpy()
+            np.testing.assert_allclose(m, states[i]["exp_avg"], rtol=1e-12, atol=1e-15)
+        if step % K == 0:
+            for i, (p, g) in enumerate(zip(params, grads_at(params, step, 2), strict=True)):
+                p.grad = g
+                x[i], states[i] = reference.sophia_g_update_hessian(
+                    x[i], g.numpy(), states[i], betas=hyper["betas"]
+                )
+            opt.update_hessian()
+    assert apart > 1e-6  # the forms differ at this eps: a kernel ignoring the flag would fail
+    assert 0 < _floored(opt, params) < sum(p.numel() for p in params)
+
+
+def test_bad_eps_form_is_one_clear_error_naming_the_accepted_values():
+    p = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"Invalid eps_form: 'paper'.*'add', 'max'"):
+        oo.SophiaG([p], eps_form="paper")
+    opt = oo.SophiaG([p])
+    with pytest.raises(ValueError, match="eps_form"):  # a group added later is checked too
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], "eps_form": "Max"})
+    assert len(opt.param_groups) == 1 and opt.defaults["eps_form"] == "add"
+    with pytest.raises(ValueError, match="'add' or 'max'"):
+        reference.sophia_g(np.zeros(2), np.ones(2), {}, eps_form="min")
+    by_name = optimist.optimizer("sophia", [p], eps_form="max")
+    assert isinstance(by_name, oo.SophiaG) and by_name.defaults["eps_form"] == "max"
+
+
 def test_update_hessian_leaves_params_momentum_and_the_chain_alone():
     needs_engine()
     params = make(torch.float32)

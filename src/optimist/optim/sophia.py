@@ -7,7 +7,9 @@ r"""Sophia (SophiaG): sign momentum clipped by a diagonal Gauss-Newton curvature
     h_t &\leftarrow \beta_2 h_{t-k} + (1 - \beta_2)\, \hat g \odot \hat g
         \quad\text{(every } k \text{ steps, :meth:`SophiaG.update_hessian`)} \\
     \theta_t &\leftarrow \theta_t - \eta\,\operatorname{sign}(m_t)
-        \min\Bigl(\frac{|m_t|}{\rho\, B\, h_t + \epsilon}, 1\Bigr)
+        \min\Bigl(\frac{|m_t|}{D_t}, 1\Bigr), \quad
+        D_t = \rho\, B\, h_t + \epsilon \text{ (``add'') or } \max(\rho\, B\, h_t, \epsilon)
+        \text{ (``max'')}
 
 Liu, Li, Hall, Liang & Ma, "Sophia: A Scalable Stochastic Second-order Optimizer for Language
 Model Pre-training" (ICLR 2024), Algorithm 3 with the Gauss-Newton-Bartlett estimator of
@@ -22,11 +24,24 @@ support), it is the variant the paper recommends and reports best, and the autho
 (``sophia-opt`` 0.2.2, which the tests compare against) is SophiaG. The Hessian step reads the
 gradients like any step, so it runs on the engine with its codecs and ``state_dtype``.
 
-Conventions follow the authors' code: the clipping :math:`\operatorname{clip}(m/\max(\rho h,
-\epsilon), 1)` of the paper is written as :math:`\operatorname{sign}(m)\min(|m|/(\rho B h +
-\epsilon), 1)` with :math:`\epsilon = 10^{-15}` added (``eps``); :math:`\rho` multiplies
-:math:`B h` (their ``rho=0.04``, ``bs=5120``; the paper's :math:`\gamma` is :math:`\rho B`);
-decoupled weight decay before the update (default 0.1); ``lr=1e-4, betas=(0.965, 0.99)``.
+Conventions follow the authors' code: :math:`\rho` multiplies :math:`B h` (their ``rho=0.04``,
+``bs=5120``; the paper's :math:`\gamma` is :math:`\rho B`); decoupled weight decay before the
+update (default 0.1); ``lr=1e-4, betas=(0.965, 0.99)``.
+
+**Where epsilon sits** (``eps_form``). The paper and the authors' code disagree:
+
+* ``eps_form="add"`` (the default; the authors' code, ``sophia-opt``):
+  :math:`\operatorname{sign}(m)\min(|m|/(\rho B h + \epsilon), 1)`, :math:`\epsilon = 10^{-15}`
+  added to the denominator;
+* ``eps_form="max"`` (the paper, Algorithm 3's update
+  :math:`\theta \leftarrow \theta - \eta_t\operatorname{clip}(m_t/\max(\gamma h_t, \epsilon), 1)`;
+  also Optax's ``optax.contrib.sophia``): :math:`\operatorname{sign}(m)\min(|m|/\max(\rho B h,
+  \epsilon), 1)`, :math:`\epsilon` a floor of the denominator.
+
+The two differ by a relative :math:`\epsilon/(\rho B h)`, so visibly only where :math:`\rho B h`
+is near :math:`\epsilon` or below it (at the default ``eps=1e-15``, hardly ever; Optax's default
+``eps`` is ``1e-8``, a floor).
+
 Usage, as theirs::
 
     for step, (x, y) in enumerate(loader):
@@ -54,10 +69,13 @@ from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
 
-__all__ = ["SOPHIA_G", "SophiaG"]
+__all__ = ["EPS_FORMS", "SOPHIA_G", "SophiaG"]
 
 _HESSIAN = "_sophia_hessian_step"  # set in the group view of an update_hessian() call
 _RHO_BS = "_sophia_rho_bs"  # rho * bs, in the group view the rule sees
+#: The accepted ``eps_form`` values: epsilon added to the denominator (the authors' code) or the
+#: denominator's floor (the paper's Algorithm 3, Optax).
+EPS_FORMS = ("add", "max")
 
 
 def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
@@ -75,7 +93,9 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
         return
     beta1, one_minus_beta1, rho_bs, eps, neg_lr = h
     m.mul_(beta1).add_(g, alpha=one_minus_beta1)
-    ratio = (m.abs() / (rho_bs * hess + eps)).clamp(None, 1)
+    scaled = rho_bs * hess
+    denominator = scaled.clamp_(min=eps) if flags[1] else scaled.add_(eps)  # "max" / "add"
+    ratio = (m.abs() / denominator).clamp(None, 1)
     p.addcmul_(m.sign(), ratio, value=neg_lr)
 
 
@@ -84,7 +104,7 @@ SOPHIA_G = Rule(
     slots=(Slot("exp_avg"), Slot("hessian")),
     scalars=_scalars,
     eager=_eager,
-    flags=lambda g: (bool(g.get(_HESSIAN)),),
+    flags=lambda g: (bool(g.get(_HESSIAN)), g.get("eps_form", "add") == "max"),
     decoupled=lambda g: True,
     has_step=False,
     group_statistics=("bs",),  # a batch size above 65504 is not one torch would refuse
@@ -102,13 +122,18 @@ class SophiaG(RuleOptimizer):
         weight_decay: :math:`\\lambda`, decoupled (scaled by ``lr``; default 0.1).
         bs: :math:`B`, the batch size the GNB estimate is scaled by (default 5120, theirs;
             their ``step(bs=...)`` argument).
-        eps: :math:`\\epsilon` added to the denominator (default 1e-15).
+        eps: :math:`\\epsilon` (default 1e-15): added to the denominator, or its floor with
+            ``eps_form="max"``.
+        eps_form: where :math:`\\epsilon` sits: ``"add"`` (default, the authors' code)
+            :math:`\\rho B h + \\epsilon`, or ``"max"`` (the paper's Algorithm 3, Optax)
+            :math:`\\max(\\rho B h, \\epsilon)`; see the module docstring.
         maximize, foreach, fused, skip_nonfinite, state_dtype, stochastic_params, chain: see
             :class:`~optimist.optim.engine.RuleOptimizer`.
     """
 
     rule = SOPHIA_G
     nonnegative = ("rho", "weight_decay", "eps")
+    examples = ({}, {"lr": 0.01, "eps": 1e-3, "eps_form": "max"})
     #: Steps between two :meth:`update_hessian` calls (``k``, 10 in the paper). ``Model.fit``
     #: (and so ``optimist compare``) refreshes the estimate on this interval; set it on the
     #: instance (``opt.hessian_interval = 5``) to change it.
@@ -124,6 +149,7 @@ class SophiaG(RuleOptimizer):
         bs: int = 5120,
         eps: float = 1e-15,
         *,
+        eps_form: str = "add",
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
@@ -138,6 +164,12 @@ class SophiaG(RuleOptimizer):
         self._check_common(group)
         if not scalar(group["bs"]) > 0:
             raise ValueError(f"Invalid bs: {group['bs']} (bs, the batch size, must be > 0)")
+        if group.get("eps_form", "add") not in EPS_FORMS:
+            raise ValueError(
+                f"Invalid eps_form: {group['eps_form']!r} (eps_form must be one of "
+                f"{', '.join(map(repr, EPS_FORMS))}: eps added to rho * bs * h, the authors' "
+                "code, or max(rho * bs * h, eps), the paper's Algorithm 3)"
+            )
 
     @torch.no_grad()
     def update_hessian(self) -> None:

@@ -72,22 +72,37 @@ __all__ = ["LAMB", "LARS", "trust_ratio"]
 _ENGINE_DTYPES = (torch.float32, torch.float64)
 
 
-def _ratio(p_norm: float, u_norm: float, coefficient: float, eps: float) -> float:
-    if p_norm == 0.0 or u_norm == 0.0:
+def _ratio(
+    p_norm: float, u_norm: float, coefficient: float, eps: float, norm_decay: float = 0.0
+) -> float:
+    """``coefficient ||p|| / (||u|| + eps)``, 1 where a norm is 0; with ``norm_decay`` > 0 (LARS
+    as its paper) ``coefficient ||p|| / (||u|| + norm_decay ||p|| + eps)``, 1 where ``||p||``
+    or the denominator is 0 (the engine's trust_scalar, csrc/trust.h)."""
+    if norm_decay == 0.0:
+        if p_norm == 0.0 or u_norm == 0.0:
+            return 1.0
+        return coefficient * p_norm / (u_norm + eps)
+    denominator = u_norm + norm_decay * p_norm + eps
+    if p_norm == 0.0 or denominator == 0.0:
         return 1.0
-    return coefficient * p_norm / (u_norm + eps)
+    return coefficient * p_norm / denominator
 
 
 def _trust_ratios(
-    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float
-) -> Tensor:
+    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float,
+    norm_decay: float = 0.0,
+) -> Tensor:  # fmt: skip
     """:func:`trust_ratio` of each segment (``sizes``) of the flat ``flat`` and ``update``, as
     a float64 tensor on their device: both norms of every segment in one
-    ``torch._foreach_norm``, the ratios in float64 as the host computes them."""
+    ``torch._foreach_norm``, the ratios in float64 as the host computes them (:func:`_ratio`)."""
     norms = torch._foreach_norm([*flat.split(sizes), *update.split(sizes)])
     p_norm, u_norm = torch.stack(norms).double().view(2, -1)
-    ratio = (coefficient * p_norm) / (u_norm + eps)
-    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    if norm_decay == 0.0:
+        ratio = (coefficient * p_norm) / (u_norm + eps)
+        return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    denominator = u_norm + norm_decay * p_norm + eps
+    ratio = (coefficient * p_norm) / denominator
+    return torch.where((p_norm == 0) | (denominator == 0), 1.0, ratio)
 
 
 def trust_ratio(
@@ -96,14 +111,16 @@ def trust_ratio(
     coefficient: float = 1.0,
     eps: float = 0.0,
     layout: Tensor | None = None,
+    norm_decay: float = 0.0,
 ) -> float:
-    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax).
+    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax);
+    with ``norm_decay`` the denominator also adds ``norm_decay * ||param||`` (:func:`_ratio`).
 
     ``layout``: the DTensor parameter whose local shards ``param`` and ``update`` are; the
     norms are then those of the whole tensors (all-reduced, the same on every rank).
     """
     p_norm, u_norm = global_norms([param, update], param if layout is None else layout)
-    return _ratio(p_norm, u_norm, coefficient, eps)
+    return _ratio(p_norm, u_norm, coefficient, eps, norm_decay)
 
 
 class TrustRatioOptimizer(TensorwiseOptimizer):
@@ -121,18 +138,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     """Phase B reads the gradient (LARS); False: the state and the parameter only (LAMB)."""
     state_dtypes = codecs.STATE_DTYPES
 
-    def __init__(
-        self,
-        params: ParamsT,
-        defaults: dict[str, Any],
-        *,
-        skip_nonfinite: bool = False,
-        state_dtype: str | None = None,
-    ) -> None:
-        if state_dtype is not None:
-            defaults = {**defaults, "state_dtype": state_dtype}
+    def __init__(self, params: ParamsT, defaults: dict[str, Any], **options: Any) -> None:
         self._count = 0  # group steps taken: the seed of stochastic rounding (bfloat16 state)
-        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype)
+        super().__init__(params, defaults, **options)
         self.raw_state_keys = self.slot_keys  # int8/bfloat16 state loads as saved
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -168,13 +176,28 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        own_storage = [g.get("state_dtype") for g in self.param_groups]
         super().load_state_dict(state_dict)
+        # as the rules (rule_state.py): a checkpoint that does not say how to store the state
+        # (torch.optim's, or state_dtype=None) keeps this optimizer's choice; the state is
+        # converted at the next step (_coded)
+        for group, saved, own in zip(
+            self.param_groups, state_dict["param_groups"], own_storage, strict=False
+        ):
+            if "state_dtype" not in saved:
+                group["state_dtype"] = own
         self._count = int((state_dict.get("optimist") or {}).get("count", 0))
 
     def _coded(self, p: Tensor, group: dict[str, Any]) -> bool:
-        """Whether ``p``'s state is stored otherwise than in ``p``'s dtype (a codec)."""
-        state_dtype = group.get("state_dtype")
-        return state_dtype is not None and codecs.storage_dtype(state_dtype, p) != p.dtype
+        """Whether ``p``'s state is stored otherwise than in ``p``'s dtype (a codec), after
+        converting state loaded from a checkpoint of another ``state_dtype`` (int8 and
+        bfloat16 state load as saved) to the group's."""
+        state_dtype, state = group.get("state_dtype"), self.state[p]
+        stored = p.dtype if state_dtype is None else codecs.storage_dtype(state_dtype, p)
+        for key in self.slot_keys:
+            if state[key].dtype != stored:
+                read_slot(p, state, key, state_dtype)  # re-stored as the group asks
+        return stored != p.dtype
 
     def _direction(
         self, group: dict[str, Any], shard: Tensor, slots: list[Tensor], t: float
@@ -194,6 +217,15 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         """(scale, coefficient, eps): phase B's own scalar of each tensor is
         ``scale * trust_ratio(p, u, coefficient, eps)``."""
         raise NotImplementedError
+
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        """The ``norm_decay`` of :func:`trust_ratio` (0: the norm of the update itself)."""
+        return 0.0
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        """The tensor whose norm is the ratio's denominator: the update, unless the rule takes
+        the gradient's (with :meth:`_norm_decay`)."""
+        return update
 
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
@@ -234,7 +266,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             slots = [local(state[key]) for key in self.slot_keys]
         update = self._update(group, g, shard, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratio = trust_ratio(shard, update, coefficient, eps, p)
+        normed = self._normed(group, g, update)
+        ratio = trust_ratio(shard, normed, coefficient, eps, p, self._norm_decay(group))
         if coded:
             self._store(group, state, slots, index)
             slots = [read_slot(p, state, key, state_dtype) for key in self.slot_keys]
@@ -300,7 +333,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         slots = [layout.flat(column) for column in columns]
         update = self._update(group, g, work, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratios = _trust_ratios(work, update, layout.sizes, coefficient, eps)
+        normed = self._normed(group, g, update)
+        decay = self._norm_decay(group)
+        ratios = _trust_ratios(work, normed, layout.sizes, coefficient, eps, decay)
         self._apply(group, work, update, slots, layout.spread(ratios * scale, work.dtype))
         for column, slot in zip(columns, slots, strict=True):
             layout.write(column, slot)
@@ -350,10 +385,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             if dtype not in _ENGINE_DTYPES or grad.dtype != dtype:
                 eager.append(p)
                 continue
+            self._coded(p, group)  # (a checkpoint of another state_dtype: converted first)
             stored = dtype if state_dtype is None else codecs.storage_dtype(state_dtype, p)
-            if stored != dtype:  # a checkpoint of another state_dtype: converted first
-                for key in keys:
-                    read_slot(p, state, key, state_dtype)
             ok = True
             for column, scales, key in zip(slots, batch.scales, keys, strict=True):
                 value = state[key] if plain else local(state[key])
@@ -393,7 +426,10 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     def _fast_step(self, group: dict[str, Any]) -> bool:
         """The common case in list comprehensions and one C++ call: plain CPU tensors of one
         float dtype that the engine takes, every state made (as :meth:`RuleOptimizer._gather_fast`
-        for the element-wise rules). False (nothing done) where that does not hold."""
+        for the element-wise rules), the state in the parameters' dtype (``state_dtype``
+        None). False (nothing done) where that does not hold."""
+        if group.get("state_dtype") is not None:  # codecs, conversions: the general path
+            return False
         params, grads = group["params"], engine.load().grads(group["params"])  # (fetched ahead)
         if not all(map(is_not, grads, repeat(None))):
             kept = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
@@ -440,7 +476,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         mod.trust_step(
             plan, self.functor, self._flags(group), self._hyper(group, plan.step),
             bool(group["maximize"]), self.grad_in_update, *self._ratio_terms(group),
-            self._seed(), self._reduction(batch),
+            self._seed(), self._reduction(batch), self._norm_decay(group),
         )  # fmt: skip
 
     def _reduction(self, batch: _EngineBatch) -> Callable[[Tensor], Tensor] | None:
@@ -594,6 +630,17 @@ class LARS(TrustRatioOptimizer):
         trust_coefficient: :math:`\\eta` (default 1e-3).
         eps: :math:`\\epsilon_r` added to the update norm (default 0).
         nesterov: Nesterov momentum.
+        lr_inside_momentum: True (default; the paper's Algorithm 1 and Optax): the buffer
+            accumulates the learning-rate-scaled update, :math:`b_t = \\mu b_{t-1} + \\gamma\\eta
+            r_t u_t`, :math:`\\theta_t = \\theta_{t-1} - b_t`; False (torch SGD's and
+            ``pytorch_optimizer``'s form): :math:`b_t = \\mu b_{t-1} + \\eta r_t u_t`,
+            :math:`\\theta_t = \\theta_{t-1} - \\gamma b_t`. The same while the learning rate
+            is constant; a schedule acts at once on the whole step in the second form.
+        trust_ratio_form: "optax" (default; ``optax.lars``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t + \\lambda\\theta\\rVert + \\epsilon_r)`; "paper" (the
+            paper's Algorithm 1 and ``pytorch_optimizer``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t\\rVert + \\lambda\\lVert\\theta\\rVert +
+            \\epsilon_r)`, 1 where :math:`\\lVert\\theta\\rVert` or the denominator is 0.
         maximize: ascend instead of descend.
         foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
             torch ops on accelerators; True: the buckets on any device; False: torch ops per
@@ -609,6 +656,8 @@ class LARS(TrustRatioOptimizer):
     examples = (
         {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
+        {"lr": 0.5, "weight_decay": 0.01, "nesterov": True, "lr_inside_momentum": False},
+        {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper"},
     )
     functor = "lars"
     slot_keys = ("momentum_buffer",)
@@ -623,6 +672,8 @@ class LARS(TrustRatioOptimizer):
         eps: float = 0.0,
         nesterov: bool = False,
         *,
+        lr_inside_momentum: bool = True,
+        trust_ratio_form: str = "optax",
         maximize: bool = False,
         foreach: bool | None = None,
         skip_nonfinite: bool = False,
@@ -633,11 +684,29 @@ class LARS(TrustRatioOptimizer):
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return [bool(group["nesterov"])]
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group.get("trust_ratio_form") not in ("optax", "paper"):
+            raise ValueError(
+                f"Invalid trust_ratio_form: {group.get('trust_ratio_form')!r} (trust_ratio_form "
+                "must be one of 'optax', 'paper')"
+            )
+
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
-        return [scalar(group["weight_decay"]), group["momentum"]]
+        outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
+        wd = scalar(group["weight_decay"])
+        in_norm = wd if group["trust_ratio_form"] == "optax" else 0.0
+        return [wd, group["momentum"], outside, in_norm]
+
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        return 0.0 if group["trust_ratio_form"] == "optax" else scalar(group["weight_decay"])
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        return update if group["trust_ratio_form"] == "optax" else g
 
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
-        return scalar(group["lr"]), group["trust_coefficient"], group["eps"]
+        inside = scalar(group["lr"]) if group["lr_inside_momentum"] else 1.0
+        return inside, group["trust_coefficient"], group["eps"]
 
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
@@ -654,4 +723,8 @@ class LARS(TrustRatioOptimizer):
         update.mul_(scale)
         (buf,) = slots
         buf.mul_(group["momentum"]).add_(update)
-        shard.sub_(update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf)
+        step = update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group["lr_inside_momentum"]:
+            shard.sub_(step)
+        else:  # one rounding, as the engine's fused multiply-add
+            shard.add_(step, alpha=-scalar(group["lr"]))

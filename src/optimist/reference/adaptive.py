@@ -101,6 +101,7 @@ def sophia_g(
     weight_decay: float = 0.1,
     bs: int = 5120,
     eps: float = 1e-15,
+    eps_form: str = "add",
     maximize: bool = False,
 ) -> tuple[np.ndarray, State]:
     """SophiaG's step (Liu et al., 2023, Algorithm 3; the authors' conventions).
@@ -110,19 +111,24 @@ def sophia_g(
         g = -grad if maximize else grad
         param = param * (1 - lr * weight_decay)
         m = beta1 * m + (1 - beta1) * g
-        param = param - lr * sign(m) * min(|m| / (rho * bs * h + eps), 1)
+        d = rho * bs * h + eps          # eps_form "add": the authors' code
+        d = max(rho * bs * h, eps)      # eps_form "max": the paper's Algorithm 3, Optax
+        param = param - lr * sign(m) * min(|m| / d, 1)
 
     ``h`` (state ``hessian``, zero at first) changes only in :func:`sophia_g_update_hessian`.
 
     State: ``exp_avg`` (m), ``hessian`` (h).
     """
     _require_nonnegative(lr=lr, rho=rho, weight_decay=weight_decay, eps=eps)
+    if eps_form not in ("add", "max"):
+        raise ValueError(f"eps_form must be 'add' or 'max', got {eps_form!r}")
     beta1, _ = _require_betas(betas)
     h = state.get("hessian", np.zeros_like(param))
     g = -grad if maximize else grad
     param = param * (1 - lr * weight_decay)
     m = beta1 * state.get("exp_avg", np.zeros_like(param)) + (1 - beta1) * g
-    param = param - lr * np.sign(m) * np.minimum(np.abs(m) / (rho * bs * h + eps), 1.0)
+    d = np.maximum(rho * bs * h, eps) if eps_form == "max" else rho * bs * h + eps
+    param = param - lr * np.sign(m) * np.minimum(np.abs(m) / d, 1.0)
     return param, {"exp_avg": m, "hessian": h}
 
 

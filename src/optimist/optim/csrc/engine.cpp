@@ -464,7 +464,11 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
   } else if (rule == "prodigy") {
     with_flag(flag(0), [&](auto mom) { fn = &run_job<Prodigy<C, decltype(mom)::value>, C>; });
   } else if (rule == "sophia_g") {
-    with_flag(flag(0), [&](auto hess) { fn = &run_job<SophiaG<C, decltype(hess)::value>, C>; });
+    with_flag(flag(0), [&](auto hess) {
+      with_flag(flag(1), [&](auto max_eps) {
+        fn = &run_job<SophiaG<C, decltype(hess)::value, decltype(max_eps)::value>, C>;
+      });
+    });
   } else if (rule == "adan") {
     with_flag(flag(0), [&](auto fresh) { fn = &run_job<Adan<C, decltype(fresh)::value>, C>; });
   } else if (rule == "lamb") {
@@ -571,7 +575,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("seed"));
   m.def("trust_step", &trust_step, py::arg("plan"), py::arg("rule"), py::arg("flags"),
         py::arg("hyper"), py::arg("maximize"), py::arg("grad_in_update"), py::arg("scale"),
-        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none());
+        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none(),
+        py::arg("norm_decay") = 0.0);
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));
