@@ -124,11 +124,13 @@ def init_states(
     name: str, params: Sequence[Tensor], **hyper: Any
 ) -> tuple[dict[str, list[Tensor | None]], list[Tensor]]:
     """:func:`init_state` for every parameter, as the lists :func:`step` takes:
-    ``(states, steps)`` with ``states[key][i]`` the slot ``key`` of ``params[i]`` (``steps`` is
-    empty for rules without a step count)."""
+    ``(states, steps)`` with ``states[key][i]`` the slot ``key`` of ``params[i]``, None where
+    that parameter has no such entry (an int8 slot's ``<key>_absmax`` block scales exist only
+    for tensors large enough to be quantized); ``steps`` is empty for rules without a step
+    count."""
     per = [init_state(name, p, **hyper) for p in params]
-    keys = [k for k in per[0] if k != "step"] if per else []
-    states = {k: [s[k] for s in per] for k in keys}
+    keys = list(dict.fromkeys(k for s in per for k in s if k != "step"))
+    states = {k: [s.get(k) for s in per] for k in keys}
     steps = [s["step"] for s in per if "step" in s]
     return states, steps
 
@@ -165,7 +167,13 @@ def _check_lists(
         raise ValueError(f"{where} keeps no step count; pass steps=None")
     if not n:
         return []
-    required, optional = _layout(opt, params[0])
+    layouts = {}
+    for p in params:
+        key = (tuple(p.shape), p.dtype)
+        if key not in layouts:
+            layouts[key] = _layout(opt, p)
+    required = list(dict.fromkeys(k for r, _ in layouts.values() for k in r))
+    optional = list(dict.fromkeys(k for _, o in layouts.values() for k in o))
     missing = [k for k in required if k not in states]
     if missing:
         raise ValueError(
@@ -183,8 +191,10 @@ def _check_lists(
         column = states.get(key)
         if column is not None and len(column) != n:
             raise ValueError(f"{where}: {n} params but {len(column)} states[{key!r}]")
-        if key in required and any(v is None for v in column):  # type: ignore[union-attr]
-            raise ValueError(f"{where}: states[{key!r}] holds None")
+    for i, p in enumerate(params):
+        for key in layouts[(tuple(p.shape), p.dtype)][0]:
+            if states[key][i] is None:
+                raise ValueError(f"{where}: states[{key!r}][{i}] is None")
     return [*required, *optional]
 
 
@@ -210,8 +220,11 @@ def step(
             ``momentum_buffer_list``).
         steps: one step-count tensor per parameter (0-dim, incremented in place), torch's
             ``state_steps``; None for rules without one (SGD, Lion).
-        group_state: for rules with per-group statistics (Schedule-Free, Prodigy): a dict kept
-            by the caller between steps, read and updated in place (start with ``{}``).
+        group_state: a dict the caller keeps between steps (start with ``{}``), read and
+            updated in place: the per-group statistics of the rules that keep some
+            (Schedule-Free's ``k``, Prodigy's ``d``: required there) and the count of steps
+            (``count``) that seeds stochastic rounding (bfloat16 state, ``stochastic_params``;
+            without it the first step count is used).
         hyper: the class's constructor arguments (``lr``, ``betas``, ``foreach``, ``fused``,
             ``state_dtype``, ...), defaulting as the registered name does.
 
@@ -230,6 +243,8 @@ def step(
     for key in carried:
         if group_state and key in group_state:
             group[key] = group_state[key]
+    if group.get("state_dtype") == "bfloat16" or opt.stochastic_params:
+        opt._count = _count(opt, steps, group_state)  # the seed of stochastic rounding
     aliases = group["params"]
     for i, alias in enumerate(aliases):
         state = opt.state[alias]
@@ -249,6 +264,20 @@ def step(
                 states.setdefault(key, [None] * len(aliases))[i] = value
     if group_state is not None:
         group_state.update({k: group[k] for k in carried})
+        group_state["count"] = opt._count
+
+
+def _count(
+    opt: RuleOptimizer, steps: Sequence[Tensor] | None, group_state: dict[str, Any] | None
+) -> int:
+    """The optimizer's count of applied steps, which seeds stochastic rounding: kept in
+    ``group_state`` when one is passed, else the first parameter's step count (a class whose
+    parameters all step together has the same), else 0."""
+    if group_state is not None and "count" in group_state:
+        return int(group_state["count"])
+    if opt.rule.has_step and steps:
+        return int(steps[0].item())
+    return 0
 
 
 # --- the named functions ------------------------------------------------------------------------
@@ -259,8 +288,9 @@ def _torch_twin(name: str) -> Callable[..., Any] | None:
 
 
 def _list_names(name: str) -> list[tuple[str, str | None]]:
-    """``(argument name, state key)`` of the positional lists after params and grads: one per
-    slot, per scalar state, and the steps (key None); torch's twin's names where it has one."""
+    """``(argument name, key)`` of the positional lists: the parameters and the gradients (keys
+    "params", "grads"), one per slot, per scalar state, and the steps (key None); named as
+    torch's twin names them where it has one (``d_p_list`` for SGD's gradients)."""
     rule: Rule = _spec(name).factory.rule
     keys: list[str | None] = [s.key for s in rule.slots] + [k for k, _ in rule.scalar_state]
     if rule.has_step:
@@ -272,8 +302,9 @@ def _list_names(name: str) -> list[tuple[str, str | None]]:
             if par.default is inspect.Parameter.empty and par.kind != par.KEYWORD_ONLY
         ]  # fmt: skip
         if len(required) == len(keys) + 2:
-            return list(zip(required[2:], keys, strict=True))
-    return [(_plural(k) if k is not None else "state_steps", k) for k in keys]
+            return list(zip(required, ["params", "grads", *keys], strict=True))
+    names = [_plural(k) if k is not None else "state_steps" for k in keys]
+    return list(zip(["params", "grads", *names], ["params", "grads", *keys], strict=True))
 
 
 def _plural(key: str) -> str:
@@ -282,8 +313,13 @@ def _plural(key: str) -> str:
 
 
 def _splits_betas(name: str) -> bool:
+    """Whether ``betas`` becomes ``beta1``/``beta2`` (as in torch's twin)."""
     twin = _torch_twin(name)
-    return twin is not None and "beta1" in inspect.signature(twin).parameters
+    return (
+        twin is not None
+        and "beta1" in inspect.signature(twin).parameters
+        and "betas" in inspect.signature(_spec(name).factory).parameters
+    )
 
 
 def signature_of(name: str) -> inspect.Signature:
@@ -291,10 +327,7 @@ def signature_of(name: str) -> inspect.Signature:
     entry = _spec(name)
     cls = entry.factory
     P = inspect.Parameter
-    params = [
-        P("params", P.POSITIONAL_OR_KEYWORD, annotation=list[Tensor]),
-        P("grads", P.POSITIONAL_OR_KEYWORD, annotation=list[Tensor]),
-    ]
+    params = []
     for arg, _ in _list_names(name):
         params.append(P(arg, P.POSITIONAL_OR_KEYWORD, annotation=list[Tensor]))
     split = _splits_betas(name)
@@ -307,8 +340,7 @@ def signature_of(name: str) -> inspect.Signature:
                 params.append(P(beta, P.KEYWORD_ONLY, default=default[i], annotation=float))
         else:
             params.append(P(hp, P.KEYWORD_ONLY, default=default, annotation=par.annotation))
-    if _carried(cls.rule, cls):
-        params.append(P("group_state", P.KEYWORD_ONLY, annotation=dict[str, Any]))
+    params.append(P("group_state", P.KEYWORD_ONLY, default=None, annotation=dict[str, Any]))
     return inspect.Signature(params, return_annotation=None)
 
 
@@ -321,14 +353,9 @@ def _make(name: str) -> Callable[..., None]:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         values = dict(bound.arguments)
-        params, grads = values.pop("params"), values.pop("grads")
-        states: dict[str, list[Tensor | None]] = {}
-        steps = None
-        for arg, key in lists:
-            if key is None:
-                steps = values.pop(arg)
-            else:
-                states[key] = values.pop(arg)
+        columns = {key: values.pop(arg) for arg, key in lists}
+        params, grads, steps = columns.pop("params"), columns.pop("grads"), columns.pop(None, None)
+        states: dict[str, list[Tensor | None]] = columns  # type: ignore[assignment]
         if split:
             values["betas"] = (values.pop("beta1"), values.pop("beta2"))
         if values.get("state_dtype") == "int8":
