@@ -22,6 +22,7 @@ Prodigy's ``d``) read and update them in a ``group_state`` dict the caller keeps
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,14 +40,25 @@ __all__ = ["functions", "init_state", "init_states", "signature_of", "step"]
 _NOT_HYPER = frozenset({"params", "chain"})
 
 
-def _spec(name: str) -> registry.OptimizerSpec:
-    entry = registry.spec(name)
-    factory = entry.factory
-    if not (
+@functools.cache
+def _arguments(factory: Callable[..., Any]) -> tuple[str, ...]:
+    """The constructor's argument names (``inspect.signature`` once per class)."""
+    return tuple(inspect.signature(factory).parameters)
+
+
+def _has_functional(factory: Any) -> bool:
+    """An element-wise rule's class: a :class:`RuleOptimizer` whose constructor takes ``fused``
+    (the engine's implementation choice), as the contract tables select them."""
+    return (
         isinstance(factory, type)
         and issubclass(factory, RuleOptimizer)
-        and "fused" in inspect.signature(factory).parameters
-    ):
+        and "fused" in _arguments(factory)
+    )
+
+
+def _spec(name: str) -> registry.OptimizerSpec:
+    entry = registry.spec(name)
+    if not _has_functional(entry.factory):
         known = ", ".join(functions())
         raise ValueError(
             f"{name!r} has no functional form (not an element-wise rule); functional forms: {known}"
@@ -56,25 +68,16 @@ def _spec(name: str) -> registry.OptimizerSpec:
 
 def functions() -> list[str]:
     """The registered names that have a functional form (the element-wise rules), sorted."""
-    out = []
-    for name in registry.optimizers():
-        factory = registry.spec(name).factory
-        if (
-            isinstance(factory, type)
-            and issubclass(factory, RuleOptimizer)
-            and "fused" in inspect.signature(factory).parameters
-        ):
-            out.append(name)
-    return out
+    return [n for n in registry.optimizers() if _has_functional(registry.spec(n).factory)]
 
 
 def _hyper_names(cls: type) -> list[str]:
-    return [n for n in inspect.signature(cls).parameters if n not in _NOT_HYPER]
+    return [n for n in _arguments(cls) if n not in _NOT_HYPER]
 
 
 def _carried(rule: Rule, cls: type) -> tuple[str, ...]:
     """Group statistics the step updates (not constructor arguments): kept in ``group_state``."""
-    return tuple(k for k in rule.group_statistics if k not in inspect.signature(cls).parameters)
+    return tuple(k for k in rule.group_statistics if k not in _arguments(cls))
 
 
 def _build(name: str, params: Sequence[Tensor], hyper: dict[str, Any]) -> RuleOptimizer:
@@ -100,8 +103,14 @@ def _layout(opt: RuleOptimizer, p: Tensor) -> tuple[list[str], list[str]]:
     stand_in = torch.empty(p.shape, dtype=p.dtype, device="meta")
     made: dict[str, Any] = {}
     opt._init_state(stand_in, made, group)
-    fresh = [s.key for s in opt.rule.slots if s.fresh and s.active(group)]
+    fresh = _fresh(opt)
     return [k for k in made if k != "step"], [*fresh, *(f"{k}_absmax" for k in fresh)]
+
+
+def _fresh(opt: RuleOptimizer) -> list[str]:
+    """The slots this group makes from the first gradient (SGD's ``momentum_buffer``)."""
+    group = opt.param_groups[0]
+    return [s.key for s in opt.rule.slots if s.fresh and s.active(group)]
 
 
 def init_state(name: str, param: Tensor, **hyper: Any) -> dict[str, Tensor | None]:
@@ -114,10 +123,7 @@ def init_state(name: str, param: Tensor, **hyper: Any) -> dict[str, Tensor | Non
     group = opt.param_groups[0]
     state: dict[str, Any] = {}
     opt._init_state(group["params"][0], state, group)
-    for slot in opt.rule.slots:
-        if slot.fresh and slot.active(group):
-            state[slot.key] = None
-    return state
+    return {**state, **dict.fromkeys(_fresh(opt))}
 
 
 def init_states(
@@ -318,7 +324,7 @@ def _splits_betas(name: str) -> bool:
     return (
         twin is not None
         and "beta1" in inspect.signature(twin).parameters
-        and "betas" in inspect.signature(_spec(name).factory).parameters
+        and "betas" in _arguments(_spec(name).factory)
     )
 
 
