@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,3 +289,13 @@ def test_adamw_defaults_come_from_the_registry_and_class():
     assert inspect.signature(functional.adamw).parameters["weight_decay"].default == 0.01
     assert inspect.signature(functional.sgd).parameters["lr"].default == 0.01  # Keras's
     assert AdamW.rule is Adam.rule
+
+
+def test_the_readme_example_runs():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Functional form", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["steps"][0].item() == 4.0
+    assert sorted(scope["states"]) == ["exp_avg", "exp_avg_sq"]

@@ -264,6 +264,8 @@ def step(
     opt.step()
     for i, alias in enumerate(aliases):
         state = opt.state[alias]
+        if opt.rule.has_step and state["step"] is not steps[i]:  # type: ignore[index]
+            steps[i] = state["step"]  # type: ignore[index]  # moved (torch's fused kernels)
         for key in keys:
             value = state.get(key)
             if value is not None:
