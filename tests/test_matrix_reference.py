@@ -45,6 +45,8 @@ CASES = [
     (oo.LARS, reference.lars, {}, {}),
     (oo.LARS, reference.lars, *[{"lr": 0.5, "weight_decay": 0.01, "nesterov": True}] * 2),
     (oo.LARS, reference.lars, *[{"trust_coefficient": 0.02, "eps": 1e-3, "maximize": True}] * 2),
+    (oo.LARS, reference.lars, *[{"lr": 0.5, "nesterov": True, "lr_inside_momentum": False}] * 2),
+    (oo.LARS, reference.lars, *[{"weight_decay": 0.1, "trust_ratio_form": "paper"}] * 2),
 ]
 
 

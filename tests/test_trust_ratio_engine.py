@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import optimist.optim as oo
-from optimist.optim import engine, trust_ratio
+from optimist.optim import codecs, engine, trust_ratio
 
 pytestmark = pytest.mark.skipif(not engine.available(), reason="the C++ engine is unavailable")
 
@@ -21,6 +21,8 @@ CASES = [
     (oo.LAMB, {"lr": 0.01, "betas": (0.5, 0.9), "maximize": True}),  # lerp's other branch
     (oo.LARS, {"lr": 1.0, "weight_decay": 0.01, "nesterov": True}),
     (oo.LARS, {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True}),
+    (oo.LARS, {"lr": 0.5, "weight_decay": 0.01, "lr_inside_momentum": False}),
+    (oo.LARS, {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper", "nesterov": True}),
 ]
 
 
@@ -74,7 +76,9 @@ def test_the_engine_takes_float_cpu_tensors_and_torch_ops_the_rest(monkeypatch):
     stepped = []
     original = oo.LAMB._eager_step
     monkeypatch.setattr(
-        oo.LAMB, "_eager_step", lambda self, g, p: (stepped.append(p), original(self, g, p))
+        oo.LAMB,
+        "_eager_step",
+        lambda self, g, p, i=0: (stepped.append(p), original(self, g, p, i)),
     )
     before = [p.detach().clone() for p in (plain, low, strided)]
     opt.step()
@@ -220,6 +224,69 @@ def test_dtensor_parameters_take_the_engine_with_rank_wide_norms(
         assert reduced == [2, 2, 2]  # both tensors' rows in one call per step
         for a, b in zip(plain, sharded, strict=True):
             torch.testing.assert_close(b.full_tensor(), a.detach(), rtol=1e-14, atol=1e-14)
+        with pytest.raises(ValueError, match="not supported for DTensor"):
+            cls(sharded, **kwargs, state_dtype="int8")  # not for DTensors: said plainly
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+# --- state_dtype: the moments / momentum buffer through the engine's codecs -----------------
+
+CODED_SHAPES = [(70, 100), (5000,), (30,)]  # int8 for the first two, float32 for the last
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_state_dtype_engine_equals_torch_ops(monkeypatch, cls, kwargs, state_dtype, dtype):
+    """The engine's norm pass with coded state (decoded per block, stored back with the same
+    seeds) against the torch-ops path (read_slot / write_slot): the state bit for bit, the
+    parameters to the trust norms' summation order; stored as asked, and close to the run with
+    state in the parameter's dtype."""
+    kwargs = {**kwargs, "state_dtype": state_dtype}
+    a, b = _params(dtype, CODED_SHAPES), _params(dtype, CODED_SHAPES)
+    with monkeypatch.context() as m:  # the engine takes every tensor, coded state included
+        m.setattr(cls, "_eager_step", lambda *args: pytest.fail("the torch-ops path ran"))
+        fused = _run(cls, kwargs, a)
+    eager = _eager(monkeypatch, cls, kwargs, b)
+    tol = 1e-14 if dtype == torch.float64 else 1e-6
+    # LARS's buffer takes the ratio (whose rounding differs between the paths) before it is
+    # stored: one stored ulp of it may flip, and the parameters follow by lr times that
+    loose = cls is oo.LARS and state_dtype != "float32"
+    ptol = (1e-10 if dtype == torch.float64 else 1e-4) if loose else tol
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa, pb, rtol=ptol, atol=ptol)
+        state_a, state_b = fused.state[pa], eager.state[pb]
+        assert state_a.keys() == state_b.keys()
+        for key in cls.slot_keys:
+            stored = state_a[key].dtype
+            expected = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(state_dtype)
+            if state_dtype == "int8":
+                expected = torch.int8 if pa.numel() >= 4096 else torch.float32
+            assert stored == (expected if dtype == torch.float32 or state_dtype != "int8"
+                              or pa.numel() >= 4096 else torch.float64)  # fmt: skip
+            if cls is oo.LAMB:  # the moments come before the ratio: bit for bit
+                assert torch.equal(state_a[key], state_b[key])
+            else:  # LARS's buffer takes the ratio's rounding, then its storage's
+                da, db = (
+                    codecs.decode(s[key], s.get(key + "_absmax"), dtype) for s in (state_a, state_b)
+                )
+                step = {"float32": tol, "bfloat16": 2.0**-7, "int8": 1 / 8}[state_dtype]
+                torch.testing.assert_close(da, db, rtol=step, atol=step * float(da.abs().max()))
+    plain = _params(dtype, CODED_SHAPES)
+    _run(cls, {k: v for k, v in kwargs.items() if k != "state_dtype"}, plain)
+    close = {"float32": 1e-5, "bfloat16": 1e-2, "int8": 5e-2}[state_dtype]
+    for pa, pp in zip(a, plain, strict=True):
+        torch.testing.assert_close(pa, pp, rtol=close, atol=close)
+
+
+@pytest.mark.parametrize("cls", [oo.LAMB, oo.LARS])
+def test_bad_state_dtype_is_refused(cls):
+    with pytest.raises(ValueError, match="Invalid state_dtype: 'int4'"):
+        cls(_params(torch.float32), state_dtype="int4")
+
+
+def test_bad_trust_ratio_form_is_refused():
+    with pytest.raises(ValueError, match="trust_ratio_form must be one of 'optax', 'paper'"):
+        oo.LARS(_params(torch.float32), trust_ratio_form="you2017")

@@ -117,6 +117,28 @@ def test_state_dtype_bytes():
     assert sizes["bfloat16"] <= 0.55 * sizes[None]
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_int8_blocks_of_256_with_float32_scales_and_small_tensors_stay_float32(fused):
+    """The issue's numbers, written out rather than read from ``codecs``: a tensor of 4095
+    values keeps float32 state, one of 4096 (or more) int8 codes with one float32 absmax per
+    block of 256 values (the last block partial), on the fused and the eager path alike."""
+    if fused:
+        needs_engine()
+    sizes = (4095, 4096, 4097, 5000)
+    params = [torch.randn(n, requires_grad=True) for n in sizes]
+    opt = oo.Adam(params, lr=0.01, state_dtype="int8", **({} if fused else {"foreach": False}))
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    small, *large = (opt.state[p] for p in params)
+    assert small["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in small
+    for n, state in zip(sizes[1:], large, strict=True):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert state[key].dtype == torch.int8 and state[key].numel() == n
+            scales = state[key + "_absmax"]
+            assert scales.dtype == torch.float32 and scales.numel() == -(-n // 256)
+
+
 def test_bad_state_dtype():
     with pytest.raises(ValueError, match=r"Invalid state_dtype: 'int4' .*'int8'"):
         oo.Adam([torch.zeros(2, requires_grad=True)], state_dtype="int4")

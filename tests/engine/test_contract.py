@@ -141,12 +141,16 @@ def test_state_dtype_and_state_dict_round_trip(row, state_dtype, dtype, request)
         torch.set_default_dtype(torch.float64)
         request.addfinalizer(lambda: torch.set_default_dtype(previous))
     a = make_params(dtype)
+    factory = row.entry.factory  # a class declares the state_dtypes it takes
+    declared = factory.state_dtypes if isinstance(factory, type) else codecs.STATE_DTYPES
     try:
         opt = row.build(a, state_dtype=state_dtype)
     except ValueError as error:
         assert state_dtype is not None, error  # the parameter's dtype is always accepted
+        assert state_dtype not in declared, f"refused a declared state_dtype: {error}"
         assert f"Invalid state_dtype: {state_dtype!r}" in str(error) and "None" in str(error)
         return
+    assert state_dtype in declared, "took a state_dtype its class does not declare"
     for step in range(4):
         set_grads([a], step)
         opt.step()
@@ -166,6 +170,17 @@ def test_state_dtype_and_state_dict_round_trip(row, state_dtype, dtype, request)
         twin.step()
     for pa, pb in zip(a, b, strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_only_the_documented_optimizers_keep_their_state_in_the_parameters_dtype():
+    """Every optimizer takes every ``state_dtype`` (issue 8) but the one the README names:
+    Adafactor (its factored moments)."""
+    narrow = {
+        cls.__name__
+        for cls in exported_optimizer_classes()
+        if tuple(cls.state_dtypes) != tuple(codecs.STATE_DTYPES)
+    }
+    assert narrow == {"Adafactor"}
 
 
 # --- torch.optim interop where a twin exists ---------------------------------------------------

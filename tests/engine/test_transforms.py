@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -141,3 +142,62 @@ def test_state_survives_deepcopy_and_pickle():
     opt.step()
     twin = copy.deepcopy(opt)
     assert twin.chain == opt.chain and twin.param_groups[0]["state_dtype"] == "int8"
+
+
+def _chained(params, **hyper):  # noqa: ANN001, ANN202
+    return optimist.chain(
+        T.clip_by_global_norm(1.0),
+        T.scale_by_adam(),
+        T.add_decayed_weights(0.01, mask=T.no_bias_or_norm),
+        T.ema(0.9),
+    )(params, **hyper)
+
+
+@pytest.mark.parametrize("state_dtype", [None, "int8"])
+def test_a_chain_is_a_torch_optimizer_groups_state_dict_schedulers_and_hooks(state_dtype):
+    """What ``chain(...)`` builds behaves as a ``torch.optim.Optimizer``: a group added later
+    with its own lr, an ``lr_scheduler`` acting on every group, step hooks, and a
+    ``state_dict`` (EMA and quantized moments included) that a fresh chain continues bitwise."""
+    needs_engine()
+    shapes = [(64, 80), (80,), (7, 3)]  # 5120 values: int8 blocks; a vector without decay
+    a, b = make_params(shapes=shapes), make_params(shapes=shapes)
+    extra_a, extra_b = make_params(seed=5, shapes=[(4, 4)]), make_params(seed=5, shapes=[(4, 4)])
+    opt = _chained(a, lr=0.01, state_dtype=state_dtype)
+    assert isinstance(opt, torch.optim.Optimizer)
+    opt.add_param_group({"params": extra_a, "lr": 0.1})
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    for step in range(3):
+        set_grads([a + extra_a], step)
+        opt.step()
+        scheduler.step()
+    assert calls == ["pre", "post"] * 3
+    assert [g["lr"] for g in opt.param_groups] == [0.005, 0.05]  # halved once, after step 2
+    assert all("ema" in opt.state[p] for p in a + extra_a)
+    if state_dtype == "int8":
+        assert opt.state[a[0]]["exp_avg"].dtype == torch.int8
+
+    buffer = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "sched": scheduler.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    with torch.no_grad():
+        for p, q in zip(a + extra_a, b + extra_b, strict=True):
+            q.copy_(p)
+    twin = _chained(b, lr=0.01, state_dtype=state_dtype)
+    twin.add_param_group({"params": extra_b, "lr": 0.1})
+    twin_scheduler = torch.optim.lr_scheduler.StepLR(twin, step_size=2, gamma=0.5)
+    twin.load_state_dict(saved["opt"])
+    twin_scheduler.load_state_dict(saved["sched"])
+    for step in range(3, 6):
+        for params, o, s in ((a + extra_a, opt, scheduler), (b + extra_b, twin, twin_scheduler)):
+            set_grads([params], step)
+            o.step()
+            s.step()
+    for p, q in zip(a + extra_a, b + extra_b, strict=True):
+        assert torch.equal(p, q)
+    with opt.swap_ema(), twin.swap_ema():
+        for p, q in zip(a + extra_a, b + extra_b, strict=True):
+            assert torch.equal(p, q)

@@ -84,6 +84,43 @@ def test_lr_schedule_by_name_spans_the_fit():
     assert got[1] == pytest.approx(peak / 2) and got[2] == pytest.approx(peak)
 
 
+# every schedule of optimist.schedules by name in compile(); the ones taking total_steps get the
+# fit's 12 steps from compile, as the README says (reduce_on_plateau: below, a callback instead)
+SCHEDULE_ARGS = {
+    "warmup_cosine": {"warmup_steps": 2},
+    "wsd": {"warmup_steps": 2, "decay": "linear"},
+    "inverse_sqrt": {"warmup_steps": 3},
+    "linear": {"start_factor": 0.25, "total_iters": 6},
+    "step": {"step_size": 3, "gamma": 0.5},
+    "exponential": {"gamma": 0.8},
+    "one_cycle": {"max_lr": 0.05},
+    "polynomial": {"total_iters": 10, "power": 2.0},
+}
+SPANNED = {"warmup_cosine", "wsd", "one_cycle"}  # those with total_steps
+
+
+def test_schedule_args_cover_every_name_but_plateau():
+    assert set(SCHEDULE_ARGS) == set(torch_schedules.names()) - {"reduce_on_plateau"}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_ARGS))
+def test_every_schedule_by_name_in_compile(name):
+    model = _model()
+    model.compile("sgd", "mse", lr_schedule={"name": name, **SCHEDULE_ARGS[name]})
+    got = _lrs_per_batch(model, batch_size=16, epochs=4)  # 12 steps
+    spanned = {"total_steps": 12} if name in SPANNED else {}
+    expected = torch_schedules.lr_values(
+        name, 12, lr=0.01, **SCHEDULE_ARGS[name], **spanned
+    )  # sgd's registry lr is 0.01
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert len(set(got)) > 2  # the rate moved
+
+
+def test_reduce_on_plateau_by_name_in_compile_points_to_the_callback():
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        _model().compile("sgd", "mse", lr_schedule="reduce_on_plateau")
+
+
 def test_lr_schedule_object_on_a_torch_optimizer_and_a_keras_one():
     schedule = optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
     for spec in ("momentum", optimizers.SGD(0.3)):

@@ -201,6 +201,7 @@ class SOAP(TensorwiseOptimizer):
 
     raw_state_keys = ("exp_avg", "exp_avg_sq", "GG", "Q")
     nonnegative = ("eps", "weight_decay")
+    state_dtypes = codecs.STATE_DTYPES  # the Adam moments go through the engine's codecs
 
     def __init__(
         self,
@@ -240,7 +241,7 @@ class SOAP(TensorwiseOptimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         self._check_common(group)  # lr, betas, nonnegative, the bool flags
-        codecs.check_state_dtype(group.get("state_dtype"))
+        codecs.check_state_dtype(group.get("state_dtype"), self.state_dtypes)
         if group["shampoo_beta"] is not None:
             check_unit_interval("shampoo_beta", group["shampoo_beta"])
         for key in ("precondition_frequency", "max_precond_dim"):

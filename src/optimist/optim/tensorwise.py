@@ -96,6 +96,8 @@ class TensorwiseOptimizer(Optimizer):
         state_dtype: str | None = None,
     ) -> None:
         codecs.check_state_dtype(state_dtype, self.state_dtypes, type(self).__name__)
+        if state_dtype is not None:  # per group, as the rules keep it
+            defaults = {**defaults, "state_dtype": state_dtype}
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     @torch.no_grad()

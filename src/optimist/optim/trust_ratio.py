@@ -31,8 +31,11 @@ reads hit the caches. Elsewhere (other
 devices, bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per
 tensor, the readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``).
 State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
-``momentum_buffer``. Weight decay is excluded from nothing by default; mask biases and norms
-with per-group ``weight_decay=0``.
+``momentum_buffer``, stored as ``state_dtype`` asks (:mod:`optimist.optim.codecs`; not for
+DTensor parameters): the engine decodes each block, and stores it back after phase A and after
+phase B; phase B reads the moments as stored, so LAMB's update direction there is that of the
+stored (rounded) moments, on the torch-ops path as on the engine. Weight decay is excluded from
+nothing by default; mask biases and norms with per-group ``weight_decay=0``.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) the moments are sharded like the parameter and updated on the local
@@ -51,38 +54,53 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from optimist.optim import bucket, engine
+from optimist.optim import bucket, codecs, engine
 from optimist.optim.base import (
     ParamsT,
     init_arguments,
     new_step_tensor,
     scalar,
 )
-from optimist.optim.distributed import global_norms, local, local_grad, tensor_sums
-from optimist.optim.gather import PLAIN_TYPES
-from optimist.optim.tensorwise import TensorwiseOptimizer
+from optimist.optim.distributed import global_norms, is_dtensor, local, local_grad, tensor_sums
+from optimist.optim.gather import EMPTY_SCALE, PLAIN_TYPES
+from optimist.optim.tensorwise import TensorwiseOptimizer, new_slot, read_slot, write_slot
 
 __all__ = ["LAMB", "LARS", "trust_ratio"]
 
 _ENGINE_DTYPES = (torch.float32, torch.float64)
 
 
-def _ratio(p_norm: float, u_norm: float, coefficient: float, eps: float) -> float:
-    if p_norm == 0.0 or u_norm == 0.0:
+def _ratio(
+    p_norm: float, u_norm: float, coefficient: float, eps: float, norm_decay: float = 0.0
+) -> float:
+    """``coefficient ||p|| / (||u|| + eps)``, 1 where a norm is 0; with ``norm_decay`` > 0 (LARS
+    as its paper) ``coefficient ||p|| / (||u|| + norm_decay ||p|| + eps)``, 1 where ``||p||``
+    or the denominator is 0 (the engine's trust_scalar, csrc/trust.h)."""
+    if norm_decay == 0.0:
+        if p_norm == 0.0 or u_norm == 0.0:
+            return 1.0
+        return coefficient * p_norm / (u_norm + eps)
+    denominator = u_norm + norm_decay * p_norm + eps
+    if p_norm == 0.0 or denominator == 0.0:
         return 1.0
-    return coefficient * p_norm / (u_norm + eps)
+    return coefficient * p_norm / denominator
 
 
 def _trust_ratios(
-    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float
-) -> Tensor:
+    flat: Tensor, update: Tensor, sizes: list[int], coefficient: float, eps: float,
+    norm_decay: float = 0.0,
+) -> Tensor:  # fmt: skip
     """:func:`trust_ratio` of each segment (``sizes``) of the flat ``flat`` and ``update``, as
     a float64 tensor on their device: both norms of every segment in one
-    ``torch._foreach_norm``, the ratios in float64 as the host computes them."""
+    ``torch._foreach_norm``, the ratios in float64 as the host computes them (:func:`_ratio`)."""
     norms = torch._foreach_norm([*flat.split(sizes), *update.split(sizes)])
     p_norm, u_norm = torch.stack(norms).double().view(2, -1)
-    ratio = (coefficient * p_norm) / (u_norm + eps)
-    return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    if norm_decay == 0.0:
+        ratio = (coefficient * p_norm) / (u_norm + eps)
+        return torch.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
+    denominator = u_norm + norm_decay * p_norm + eps
+    ratio = (coefficient * p_norm) / denominator
+    return torch.where((p_norm == 0) | (denominator == 0), 1.0, ratio)
 
 
 def trust_ratio(
@@ -91,14 +109,16 @@ def trust_ratio(
     coefficient: float = 1.0,
     eps: float = 0.0,
     layout: Tensor | None = None,
+    norm_decay: float = 0.0,
 ) -> float:
-    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax).
+    """``coefficient * ||param|| / (||update|| + eps)``, or 1 if either norm is 0 (as Optax);
+    with ``norm_decay`` the denominator also adds ``norm_decay * ||param||`` (:func:`_ratio`).
 
     ``layout``: the DTensor parameter whose local shards ``param`` and ``update`` are; the
     norms are then those of the whole tensors (all-reduced, the same on every rank).
     """
     p_norm, u_norm = global_norms([param, update], param if layout is None else layout)
-    return _ratio(p_norm, u_norm, coefficient, eps)
+    return _ratio(p_norm, u_norm, coefficient, eps, norm_decay)
 
 
 class TrustRatioOptimizer(TensorwiseOptimizer):
@@ -114,10 +134,60 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     """A ``step`` count in each tensor's state (LAMB's bias corrections)."""
     grad_in_update: ClassVar[bool] = True
     """Phase B reads the gradient (LARS); False: the state and the parameter only (LAMB)."""
+    state_dtypes = codecs.STATE_DTYPES
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any], **options: Any) -> None:
+        self._count = 0  # group steps taken: the seed of stochastic rounding (bfloat16 state)
+        super().__init__(params, defaults, **options)
+        self.raw_state_keys = self.slot_keys  # int8/bfloat16 state loads as saved
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        state_dtype = group.get("state_dtype")
+        codecs.check_state_dtype(state_dtype, self.state_dtypes)
+        if state_dtype is not None and any(is_dtensor(p) for p in group.get("params", ())):
+            raise ValueError(
+                f"{type(self).__name__}: state_dtype={state_dtype!r} is not supported for "
+                "DTensor (FSDP2) parameters; their state stays in the parameter's dtype "
+                "(state_dtype=None)"
+            )
 
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        state_dtype = self._state_dtype_of(p)
         for key in self.slot_keys:  # sharded like p under FSDP2
-            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if state_dtype is None:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            else:
+                new_slot(p, state, key, state_dtype)
+
+    def _state_dtype_of(self, p: Tensor) -> str | None:
+        """The ``state_dtype`` of ``p``'s group."""
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        return group.get("state_dtype")
+
+    def _seed(self) -> int:
+        return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["optimist"]["count"] = self._count  # a resumed run rounds as the original
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._count = int((state_dict.get("optimist") or {}).get("count", 0))
+
+    def _coded(self, p: Tensor, group: dict[str, Any]) -> bool:
+        """Whether ``p``'s state is stored otherwise than in ``p``'s dtype (a codec)."""
+        state_dtype = group.get("state_dtype")
+        return state_dtype is not None and codecs.storage_dtype(state_dtype, p) != p.dtype
+
+    def _direction(
+        self, group: dict[str, Any], shard: Tensor, slots: list[Tensor], t: float
+    ) -> Tensor:
+        """Phase B's update direction from the stored state (rules whose phase B reads no
+        gradient, :attr:`grad_in_update` False): the same ops as :meth:`_update`'s end."""
+        raise NotImplementedError
 
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return []
@@ -130,6 +200,15 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         """(scale, coefficient, eps): phase B's own scalar of each tensor is
         ``scale * trust_ratio(p, u, coefficient, eps)``."""
         raise NotImplementedError
+
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        """The ``norm_decay`` of :func:`trust_ratio` (0: the norm of the update itself)."""
+        return 0.0
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        """The tensor whose norm is the ratio's denominator: the update, unless the rule takes
+        the gradient's (with :meth:`_norm_decay`)."""
+        return update
 
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
@@ -148,18 +227,47 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         holding each element's tensor's value."""
         raise NotImplementedError
 
-    def _eager_step(self, group: dict[str, Any], p: Tensor) -> None:
-        """One parameter's step in torch ops (the specification of the C++ functor)."""
+    def _eager_step(self, group: dict[str, Any], p: Tensor, index: int = 0) -> None:
+        """One parameter's step in torch ops (the specification of the C++ functor); ``index``:
+        its place in the group's step (the stochastic-rounding seed of its state, as the
+        engine's tensor index).
+
+        State stored in another format (``state_dtype``) is decoded, updated in the compute
+        precision and stored back where the engine stores it: after phase A, and after phase B
+        (where LARS's buffer changes). Phase B reads the stored state, so LAMB's direction is
+        recomputed from the stored moments there, as the engine's functor does."""
         g, shard, state = _grad(p, group), local(p), self.state[p]
         t = 0.0
         if self.has_step:
             state["step"] += 1
             t = state["step"].item()
-        slots = [local(state[key]) for key in self.slot_keys]
+        state_dtype = group.get("state_dtype")
+        coded = self._coded(p, group)
+        if coded:
+            slots = [read_slot(p, state, key, state_dtype) for key in self.slot_keys]
+        else:
+            slots = [local(state[key]) for key in self.slot_keys]
         update = self._update(group, g, shard, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratio = trust_ratio(shard, update, coefficient, eps, p)
+        normed = self._normed(group, g, update)
+        ratio = trust_ratio(shard, normed, coefficient, eps, p, self._norm_decay(group))
+        if coded:
+            self._store(group, state, slots, index)
+            slots = [read_slot(p, state, key, state_dtype) for key in self.slot_keys]
+            if not self.grad_in_update:
+                update = self._direction(group, shard, slots, t)
         self._apply(group, shard, update, slots, scale * ratio)
+        if coded:
+            self._store(group, state, slots, index)
+
+    def _store(
+        self, group: dict[str, Any], state: dict[str, Any], slots: list[Tensor], index: int
+    ) -> None:
+        """Encode the decoded ``slots`` into the state with the engine's seeds."""
+        stochastic = group.get("state_dtype") == "bfloat16"
+        for k, (key, value) in enumerate(zip(self.slot_keys, slots, strict=True)):
+            seed = codecs.slot_seed(self._seed(), index, k)
+            write_slot(state, key, value, stochastic=stochastic, seed=seed)
 
     def _foreach_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """The step of ``params`` (state made) in flat buckets: plain float32/float64 tensors of
@@ -172,6 +280,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         alone: list[Tensor] = []
         groups: dict[tuple, list[Tensor]] = {}
         states = self.state
+        index = _indices(group)
         # one bucket per step count (host scalars: no device read)
         steps = bucket.host_values([states[p]["step"] for p in params]) if self.has_step else []
         for i, p in enumerate(params):
@@ -192,7 +301,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         for members in buckets:
             self._flat_step(group, members)
         for p in alone + singles:
-            self._eager_step(group, p)
+            self._eager_step(group, p, index[id(p)])
 
     def _flat_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """One bucket of :meth:`_foreach_step`."""
@@ -207,7 +316,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         slots = [layout.flat(column) for column in columns]
         update = self._update(group, g, work, slots, t)
         scale, coefficient, eps = self._ratio_terms(group)
-        ratios = _trust_ratios(work, update, layout.sizes, coefficient, eps)
+        normed = self._normed(group, g, update)
+        decay = self._norm_decay(group)
+        ratios = _trust_ratios(work, normed, layout.sizes, coefficient, eps, decay)
         self._apply(group, work, update, slots, layout.spread(ratios * scale, work.dtype))
         for column, slot in zip(columns, slots, strict=True):
             layout.write(column, slot)
@@ -228,12 +339,14 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         return "foreach"
 
     def _step_group(self, group: dict[str, Any]) -> None:
+        self._count += 1
         implementation = self._implementation(group, group["params"])
         fused = implementation == "fused"
         if fused and self._fast_step(group):
             return
         state_of, keys = self.state, self.slot_keys
-        batch = _EngineBatch([], [], [], [], [[] for _ in keys])
+        state_dtype = group.get("state_dtype")
+        batch = _EngineBatch([], [], [], [], [[] for _ in keys], [[] for _ in keys])
         params, shards, grads, states, slots = batch.lists()
         eager = []
         for p in group["params"]:
@@ -255,14 +368,21 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             if dtype not in _ENGINE_DTYPES or grad.dtype != dtype:
                 eager.append(p)
                 continue
+            stored = dtype if state_dtype is None else codecs.storage_dtype(state_dtype, p)
+            if stored != dtype:  # a checkpoint of another state_dtype: converted first
+                for key in keys:
+                    read_slot(p, state, key, state_dtype)
             ok = True
-            for column, key in zip(slots, keys, strict=True):
+            for column, scales, key in zip(slots, batch.scales, keys, strict=True):
                 value = state[key] if plain else local(state[key])
-                ok &= value.dtype == dtype
+                ok &= value.dtype == stored
                 column.append(value)
+                scale = state.get(key + "_absmax")
+                scales.append(EMPTY_SCALE if scale is None else scale)
             if not ok:  # state of another dtype (set by hand): the eager path
-                for column in slots:
+                for column, scales in zip(slots, batch.scales, strict=True):
                     column.pop()
+                    scales.pop()
                 eager.append(p)
                 continue
             params.append(p)
@@ -282,8 +402,9 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         if implementation == "foreach":
             self._foreach_step(group, eager)
         else:
+            index = _indices(group)
             for p in eager:
-                self._eager_step(group, p)
+                self._eager_step(group, p, index[id(p)])
         if batch.params:
             self._engine_step(group, batch)
 
@@ -310,7 +431,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         plan = engine.load().plan([params, grads, *slots, []], [], [], steps, False, False, True)
         if plan.unsupported:  # DTensors, non-contiguous, aliased...: the general path
             return False
-        self._engine_step(group, _EngineBatch(params, params, grads, states, slots), plan)
+        batch = _EngineBatch(params, params, grads, states, slots, [[] for _ in slots])
+        self._engine_step(group, batch, plan)
         return True
 
     def _engine_step(self, group: dict[str, Any], batch: _EngineBatch, plan: Any = None) -> None:
@@ -320,7 +442,10 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         steps = [s["step"] for s in batch.states] if self.has_step else []
         if plan is None:
             lists = [batch.shards, batch.grads, *batch.slots, []]
-            plan = mod.plan(lists, [], [], steps, False, False, False)
+            int8 = any(sc.numel() for c in batch.scales for sc in c)
+            scales = batch.scales if int8 else []
+            stochastic = group.get("state_dtype") == "bfloat16"
+            plan = mod.plan(lists, scales, [], steps, stochastic, False, False)
         if steps and math.isnan(plan.step):  # tensors that joined at different steps
             by_step: dict[float, list[int]] = {}
             for i, s in enumerate(batch.states):
@@ -330,8 +455,8 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
             return
         mod.trust_step(
             plan, self.functor, self._flags(group), self._hyper(group, plan.step),
-            bool(group["maximize"]), self.grad_in_update, *self._ratio_terms(group), 0,
-            self._reduction(batch),
+            bool(group["maximize"]), self.grad_in_update, *self._ratio_terms(group),
+            self._seed(), self._reduction(batch), self._norm_decay(group),
         )  # fmt: skip
 
     def _reduction(self, batch: _EngineBatch) -> Callable[[Tensor], Tensor] | None:
@@ -355,6 +480,8 @@ class _EngineBatch:
     grads: list[Tensor]
     states: list[dict[str, Any]]
     slots: list[list[Tensor]]
+    scales: list[list[Tensor]]
+    """Per slot key, each slot's float32 int8 block scales (``EMPTY_SCALE`` where not int8)."""
     sharded: bool = False
 
     def lists(self) -> tuple[list, ...]:
@@ -366,11 +493,19 @@ class _EngineBatch:
 
         return _EngineBatch(
             pick(self.params), pick(self.shards), pick(self.grads), pick(self.states),
-            [pick(c) for c in self.slots], self.sharded,
+            [pick(c) for c in self.slots],
+            [pick(c) if c else c for c in self.scales], self.sharded,
         )  # fmt: skip
 
     def without(self, drop: set[int]) -> _EngineBatch:
         return self.subset([i for i in range(len(self.params)) if i not in drop])
+
+
+def _indices(group: dict[str, Any]) -> dict[int, int]:
+    """Each parameter's index among the group's parameters with a gradient (by ``id``): its
+    tensor index in the step's engine call, the seed of its state's stochastic rounding."""
+    with_grad = (p for p in group["params"] if p.grad is not None)
+    return {id(p): i for i, p in enumerate(with_grad)}
 
 
 def _grad(p: Tensor, group: dict[str, Any]) -> Tensor:
@@ -393,7 +528,10 @@ class LAMB(TrustRatioOptimizer):
             torch ops on accelerators; True: the buckets on any device; False: torch ops per
             tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: None only (the state is in the parameter's dtype).
+        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
+            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
+            (block-wise; tensors under 4096 elements stay float32): see
+            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
     """
 
     nonnegative = ("eps", "weight_decay")
@@ -434,10 +572,17 @@ class LAMB(TrustRatioOptimizer):
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
     ) -> Tensor:
         beta1, beta2 = (scalar(b) for b in group["betas"])
-        wd, eps = scalar(group["weight_decay"]), group["eps"]
         m, v = slots
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        return self._direction(group, shard, slots, t)
+
+    def _direction(
+        self, group: dict[str, Any], shard: Tensor, slots: list[Tensor], t: float
+    ) -> Tensor:
+        beta1, beta2 = (scalar(b) for b in group["betas"])
+        wd, eps = scalar(group["weight_decay"]), group["eps"]
+        m, v = slots
         # the bias corrections as multiplications by their reciprocals (one division per element)
         update = (m * (1 / (1 - beta1**t))).div_((v * (1 / (1 - beta2**t))).sqrt_().add_(eps))
         if wd != 0:
@@ -465,18 +610,34 @@ class LARS(TrustRatioOptimizer):
         trust_coefficient: :math:`\\eta` (default 1e-3).
         eps: :math:`\\epsilon_r` added to the update norm (default 0).
         nesterov: Nesterov momentum.
+        lr_inside_momentum: True (default; the paper's Algorithm 1 and Optax): the buffer
+            accumulates the learning-rate-scaled update, :math:`b_t = \\mu b_{t-1} + \\gamma\\eta
+            r_t u_t`, :math:`\\theta_t = \\theta_{t-1} - b_t`; False (torch SGD's and
+            ``pytorch_optimizer``'s form): :math:`b_t = \\mu b_{t-1} + \\eta r_t u_t`,
+            :math:`\\theta_t = \\theta_{t-1} - \\gamma b_t`. The same while the learning rate
+            is constant; a schedule acts at once on the whole step in the second form.
+        trust_ratio_form: "optax" (default; ``optax.lars``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t + \\lambda\\theta\\rVert + \\epsilon_r)`; "paper" (the
+            paper's Algorithm 1 and ``pytorch_optimizer``): :math:`r_t = \\eta\\lVert\\theta
+            \\rVert / (\\lVert g_t\\rVert + \\lambda\\lVert\\theta\\rVert +
+            \\epsilon_r)`, 1 where :math:`\\lVert\\theta\\rVert` or the denominator is 0.
         maximize: ascend instead of descend.
         foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
             torch ops on accelerators; True: the buckets on any device; False: torch ops per
             tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: None only (the state is in the parameter's dtype).
+        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
+            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
+            (block-wise; tensors under 4096 elements stay float32): see
+            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
     """
 
     nonnegative = ("momentum", "weight_decay", "trust_coefficient", "eps")
     examples = (
         {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
         {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
+        {"lr": 0.5, "weight_decay": 0.01, "nesterov": True, "lr_inside_momentum": False},
+        {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper"},
     )
     functor = "lars"
     slot_keys = ("momentum_buffer",)
@@ -491,6 +652,8 @@ class LARS(TrustRatioOptimizer):
         eps: float = 0.0,
         nesterov: bool = False,
         *,
+        lr_inside_momentum: bool = True,
+        trust_ratio_form: str = "optax",
         maximize: bool = False,
         foreach: bool | None = None,
         skip_nonfinite: bool = False,
@@ -501,11 +664,29 @@ class LARS(TrustRatioOptimizer):
     def _flags(self, group: dict[str, Any]) -> list[bool]:
         return [bool(group["nesterov"])]
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group.get("trust_ratio_form") not in ("optax", "paper"):
+            raise ValueError(
+                f"Invalid trust_ratio_form: {group.get('trust_ratio_form')!r} (trust_ratio_form "
+                "must be one of 'optax', 'paper')"
+            )
+
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
-        return [scalar(group["weight_decay"]), group["momentum"]]
+        outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
+        wd = scalar(group["weight_decay"])
+        in_norm = wd if group["trust_ratio_form"] == "optax" else 0.0
+        return [wd, group["momentum"], outside, in_norm]
+
+    def _norm_decay(self, group: dict[str, Any]) -> float:
+        return 0.0 if group["trust_ratio_form"] == "optax" else scalar(group["weight_decay"])
+
+    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
+        return update if group["trust_ratio_form"] == "optax" else g
 
     def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
-        return scalar(group["lr"]), group["trust_coefficient"], group["eps"]
+        inside = scalar(group["lr"]) if group["lr_inside_momentum"] else 1.0
+        return inside, group["trust_coefficient"], group["eps"]
 
     def _update(
         self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
@@ -522,4 +703,8 @@ class LARS(TrustRatioOptimizer):
         update.mul_(scale)
         (buf,) = slots
         buf.mul_(group["momentum"]).add_(update)
-        shard.sub_(update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf)
+        step = update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group["lr_inside_momentum"]:
+            shard.sub_(step)
+        else:  # one rounding, as the engine's fused multiply-add
+            shard.add_(step, alpha=-scalar(group["lr"]))

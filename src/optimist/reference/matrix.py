@@ -237,6 +237,8 @@ def lars(
     eps: float = 0.0,
     nesterov: bool = False,
     maximize: bool = False,
+    lr_inside_momentum: bool = True,
+    trust_ratio_form: str = "optax",
 ) -> tuple[np.ndarray, State]:
     """LARS (You, Gitman & Ginsburg 2017, Algorithm 1; momentum on the scaled update)::
 
@@ -244,6 +246,12 @@ def lars(
         u = lr * trust_coefficient * ||param|| / (||u|| + eps) * u   (ratio 1 if a norm is 0)
         b = momentum * b + u
         param = param - (u + momentum * b  if nesterov else b)
+
+    With ``lr_inside_momentum=False`` (torch SGD's and ``pytorch_optimizer``'s form) ``u`` is
+    not multiplied by ``lr``, and the step is ``lr`` times the bracket. With
+    ``trust_ratio_form="paper"`` (Algorithm 1 as printed) the ratio is
+    ``trust_coefficient * ||param|| / (||g|| + weight_decay * ||param|| + eps)``, 1 where
+    ``||param||`` or that denominator is 0.
 
     State: ``momentum_buffer`` (b).
     """
@@ -253,10 +261,18 @@ def lars(
     )  # fmt: skip
     g = -grad if maximize else grad
     update = g + weight_decay * param
-    ratio = _trust_ratio(param, update, trust_coefficient, eps)
-    update = lr * ratio * update
+    if trust_ratio_form == "optax":
+        ratio = _trust_ratio(param, update, trust_coefficient, eps)
+    else:
+        p_norm = float(np.linalg.norm(param))
+        denominator = float(np.linalg.norm(g)) + weight_decay * p_norm + eps
+        ok = p_norm != 0.0 and denominator != 0.0
+        ratio = trust_coefficient * p_norm / denominator if ok else 1.0
+    inside = lr if lr_inside_momentum else 1.0
+    update = inside * ratio * update
     buf = momentum * state.get("momentum_buffer", np.zeros_like(param)) + update
-    param = param - (update + momentum * buf if nesterov else buf)
+    step = update + momentum * buf if nesterov else buf
+    param = param - (step if lr_inside_momentum else lr * step)
     return param, {"momentum_buffer": buf}
 
 

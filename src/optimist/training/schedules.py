@@ -237,6 +237,12 @@ class CosineDecayRestarts(LearningRateSchedule):
         return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
 
 
+_PLATEAU_BY_NAME = (
+    "reduce_on_plateau depends on the validation loss, not on the step: use "
+    "callbacks=[optimist.callbacks.ReduceLROnPlateau(...)] instead"
+)
+
+
 class TorchSchedule(LearningRateSchedule):
     """A schedule of :mod:`optimist.schedules` (by name, with its arguments) as a Keras
     schedule: ``learning_rate(step)`` is the learning rate that schedule gives an optimizer of
@@ -257,10 +263,7 @@ class TorchSchedule(LearningRateSchedule):
         self._opt = torch.optim.SGD([self._param], lr=float(initial_learning_rate))
         self._scheduler = torch_schedules.get(name, self._opt, **kwargs)  # checks the arguments
         if isinstance(self._scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            raise ValueError(
-                "reduce_on_plateau depends on the validation loss, not on the step: use "
-                "callbacks=[optimist.callbacks.ReduceLROnPlateau(...)] instead"
-            )
+            raise ValueError(_PLATEAU_BY_NAME)
         self._values: list[float] = []
 
     def __call__(self, step: int) -> float:
@@ -353,6 +356,8 @@ def check(spec: Any) -> None:
             f"lr_schedule={spec!r}"
         )
     torch_schedules._factory(name)  # unknown names raise, with close matches
+    if torch_schedules.canonical(name) == "reduce_on_plateau":
+        raise ValueError(_PLATEAU_BY_NAME)
 
 
 def resolve(spec: Any, learning_rate: float, total_steps: int | None) -> Any:

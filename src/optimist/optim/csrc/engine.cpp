@@ -547,7 +547,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("clip_first"), py::arg("maximize"), py::arg("l2"), py::arg("seed"));
   m.def("trust_step", &trust_step, py::arg("plan"), py::arg("rule"), py::arg("flags"),
         py::arg("hyper"), py::arg("maximize"), py::arg("grad_in_update"), py::arg("scale"),
-        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none());
+        py::arg("coefficient"), py::arg("eps"), py::arg("seed"), py::arg("reduce") = py::none(),
+        py::arg("norm_decay") = 0.0);
   m.def("advance_steps", &advance_steps, py::arg("steps"));
   m.def("scale_scalars", &scale_scalars, py::arg("xs"), py::arg("factor"));
   m.def("quantize", &quantize, py::arg("x"));

@@ -485,13 +485,15 @@ struct Lamb {  // h: 1 - b1, b2, 1 - b2, 1 / (1 - b1^t), 1 / (1 - b2^t), eps, wd
 };
 
 template <typename C, bool NESTEROV>
-struct Lars {  // h: wd, momentum; phase B: lr * ratio
-  C wd, mu, scale;
-  explicit Lars(const double* h) : wd(C(h[0])), mu(C(h[1])), scale(C(h[2])) {}
+struct Lars {  // h: wd, momentum, -lr outside the momentum (-1: lr inside), wd in the norm
+               //    (0: the norm of g, as the paper); phase B: its ratio
+  C wd, mu, neg_lr, wd_norm, scale;
+  explicit Lars(const double* h)
+      : wd(C(h[0])), mu(C(h[1])), neg_lr(C(h[2])), wd_norm(C(h[3])), scale(C(h[4])) {}
   const C* norms(int64_t n, const C* __restrict__ p, const C* g, C*, C*, C*, C*,
                  C* __restrict__ u) const {
-    if (wd == C(0)) return g;  // u = g: no copy
-    for (int64_t i = 0; i < n; ++i) u[i] = fmadd(wd, p[i], g[i]);
+    if (wd_norm == C(0)) return g;  // the norm of g: no copy
+    for (int64_t i = 0; i < n; ++i) u[i] = fmadd(wd_norm, p[i], g[i]);
     return u;
   }
   template <bool WD>
@@ -500,7 +502,7 @@ struct Lars {  // h: wd, momentum; phase B: lr * ratio
       const C ui = (WD ? fmadd(wd, p[i], g[i]) : g[i]) * scale;
       const C b = buf[i] * mu + ui;
       buf[i] = b;
-      p[i] = p[i] - (NESTEROV ? fmadd(mu, b, ui) : b);
+      p[i] = fmadd(neg_lr, NESTEROV ? fmadd(mu, b, ui) : b, p[i]);  // (-1: p - b, exact)
     }
   }
   void operator()(int64_t n, C* p, const C* g, C* buf, C*, C*, C*) const {

@@ -108,11 +108,19 @@ void update_backwards(const Job& job, int64_t begin, int64_t end) {
 }
 
 // Each tensor's phase-B scalar, scale * coefficient * ||p|| / (||u|| + eps), with the ratio 1
-// where either norm is 0 (as Optax; the operations of trust_ratio.trust_ratio, in float64).
-double trust_scalar(const double* sums, double scale, double coefficient, double eps) {
+// where either norm is 0 (as Optax); with norm_decay > 0 (LARS as its paper: u is then g)
+// scale * coefficient * ||p|| / (||u|| + norm_decay ||p|| + eps), 1 where ||p|| or the
+// denominator is 0.  The operations of trust_ratio._ratio, in float64.
+double trust_scalar(const double* sums, double scale, double coefficient, double eps,
+                    double norm_decay) {
   const double p_norm = std::sqrt(sums[0]), u_norm = std::sqrt(sums[1]);
-  if (p_norm == 0.0 || u_norm == 0.0) return scale;
-  return scale * (coefficient * p_norm / (u_norm + eps));
+  if (norm_decay == 0.0) {
+    if (p_norm == 0.0 || u_norm == 0.0) return scale;
+    return scale * (coefficient * p_norm / (u_norm + eps));
+  }
+  const double denominator = u_norm + norm_decay * p_norm + eps;
+  if (p_norm == 0.0 || denominator == 0.0) return scale;
+  return scale * (coefficient * p_norm / denominator);
 }
 
 // A trust-ratio step (LAMB, LARS) over a plan, in one call: phase A (run_norms), each tensor's
@@ -134,7 +142,7 @@ double trust_scalar(const double* sums, double scale, double coefficient, double
 Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& flags,
                   const std::vector<double>& hyper, bool maximize, bool grad_in_update,
                   double scale, double coefficient, double eps, int64_t seed,
-                  const pybind11::object& reduce) {
+                  const pybind11::object& reduce, double norm_decay) {
   TORCH_CHECK(plan.unsupported.empty(), "optimist engine: the plan has unsupported tensors");
   TORCH_CHECK(!plan.ran, "optimist engine: a plan runs once");
   TORCH_CHECK(hyper.size() < 12, "optimist engine: at most 11 shared host scalars");
@@ -182,7 +190,7 @@ Tensor trust_step(Plan& plan, const std::string& rule, const std::vector<bool>& 
   auto update = [&](size_t i, int64_t first, int64_t last, const double* s) {
     Job job = jobs[i];  // (a copy per thread: the scalar and prologue are the thread's own)
     const int64_t block = norm_block(job);
-    job.hyper[own] = trust_scalar(s, scale, coefficient, eps);
+    job.hyper[own] = trust_scalar(s, scale, coefficient, eps, norm_decay);
     job.pro = pro_b;
     if (first < last) update_backwards(job, first * block, std::min(job.n, last * block));
   };
