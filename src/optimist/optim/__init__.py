@@ -6,6 +6,7 @@
 >>> opt = optimist.optimizer("rmsprop", model.parameters(), lr=1e-2)
 """
 
+from optimist.optim import functional
 from optimist.optim.adadelta import Adadelta
 from optimist.optim.adafactor import Adafactor
 from optimist.optim.adagrad import Adagrad
@@ -62,6 +63,7 @@ __all__ = [
     "RuleOptimizer",
     "Slot",
     "chain",
+    "functional",
     "optimizer",
     "optimizers",
     "register",
