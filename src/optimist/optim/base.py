@@ -356,7 +356,16 @@ class Optimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("optimist", None) or {}
+        own_storage = [g.get("state_dtype") for g in self.param_groups]
         super().load_state_dict(state_dict)  # calls __setstate__, which fills and upgrades
+        # a checkpoint that does not say how to store the state (torch.optim's, or one with
+        # state_dtype=None) keeps this optimizer's choice: a torch.optim checkpoint loads into
+        # an int8 optimizer (the state is converted by the optimizer, on load or at its step)
+        for group, saved, own in zip(
+            self.param_groups, state_dict["param_groups"], own_storage, strict=False
+        ):
+            if "state_dtype" not in saved and own is not None:
+                group["state_dtype"] = own
         self.skipped_steps = int(extra.get("skipped_steps", 0))
 
     @staticmethod

@@ -100,15 +100,7 @@ class RuleState(Optimizer):
             for key, value in pstate.items():
                 if isinstance(value, Tensor) and key in encoded:
                     kept.setdefault(pid, {})[key] = value
-        own_storage = [g.get("state_dtype") for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        # a checkpoint that does not say how to store the state (torch.optim's) keeps this
-        # optimizer's choice: a torch.optim checkpoint loads into an int8 optimizer
-        for group, saved, own in zip(
-            self.param_groups, state_dict["param_groups"], own_storage, strict=False
-        ):
-            if "state_dtype" not in saved:
-                group["state_dtype"] = own
+        super().load_state_dict(state_dict)  # (keeps this optimizer's state_dtype, base.py)
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         by_id = dict(zip(ids, params, strict=False))

@@ -176,16 +176,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        own_storage = [g.get("state_dtype") for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        # as the rules (rule_state.py): a checkpoint that does not say how to store the state
-        # (torch.optim's, or state_dtype=None) keeps this optimizer's choice; the state is
-        # converted at the next step (_coded)
-        for group, saved, own in zip(
-            self.param_groups, state_dict["param_groups"], own_storage, strict=False
-        ):
-            if "state_dtype" not in saved:
-                group["state_dtype"] = own
+        super().load_state_dict(state_dict)  # the state converted at the next step (_coded)
         self._count = int((state_dict.get("optimist") or {}).get("count", 0))
 
     def _coded(self, p: Tensor, group: dict[str, Any]) -> bool:
