@@ -88,6 +88,15 @@ def test_sophia_g_equals_the_authors_code(kwargs, fused):
         assert 0 < clipped < total
 
 
+def _update_hessian_both(opt, params, x, states, step, betas):  # noqa: ANN001, ANN202
+    """The same curvature gradients into ``opt.update_hessian()`` and into the reference's
+    ``x`` and ``states`` (updated in place)."""
+    for i, (p, g) in enumerate(zip(params, grads_at(params, step, 2), strict=True)):
+        p.grad = g
+        x[i], states[i] = reference.sophia_g_update_hessian(x[i], g.numpy(), states[i], betas=betas)
+    opt.update_hessian()
+
+
 @pytest.mark.parametrize("kwargs", CONFIGS, ids=[str(i) for i in range(len(CONFIGS))])
 def test_sophia_g_matches_numpy_reference(kwargs):
     needs_engine()
@@ -102,12 +111,7 @@ def test_sophia_g_matches_numpy_reference(kwargs):
             x[i], states[i] = reference.sophia_g(x[i], p.grad.numpy().copy(), states[i], **hyper)
         opt.step()
         if step % K == 0:
-            for i, (p, g) in enumerate(zip(params, grads_at(params, step, 2), strict=True)):
-                p.grad = g
-                x[i], states[i] = reference.sophia_g_update_hessian(
-                    x[i], g.numpy(), states[i], betas=hyper["betas"]
-                )
-            opt.update_hessian()
+            _update_hessian_both(opt, params, x, states, step, hyper["betas"])
     for p, ref in zip(params, x, strict=True):
         np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-9, atol=1e-12)
 
@@ -118,15 +122,23 @@ def _keys(rule):  # noqa: ANN001, ANN202
     return set(inspect.signature(rule).parameters) - {"param", "grad", "state"}
 
 
+def _fused_and_eager(dtype, **kwargs):  # noqa: ANN001, ANN202
+    """SophiaG with ``kwargs`` driven on the engine and on the per-tensor path, from the same
+    parameters: ((optimizer, params) fused, (optimizer, params) eager)."""
+    needs_engine()
+    runs = []
+    for implementation in ({"fused": True}, {"foreach": False}):
+        params = make(dtype)
+        opt = oo.SophiaG(params, **kwargs, **implementation)
+        drive(opt, params)
+        runs.append((opt, params))
+    return runs
+
+
 @pytest.mark.parametrize("state_dtype", [None, "float32", "bfloat16", "int8"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sophia_g_fused_equals_eager(state_dtype, dtype):
-    needs_engine()
-    a, b = make(dtype), make(dtype)
-    opt_a = oo.SophiaG(a, **BASE, state_dtype=state_dtype, fused=True)
-    opt_b = oo.SophiaG(b, **BASE, state_dtype=state_dtype, foreach=False)
-    drive(opt_a, a)
-    drive(opt_b, b)
+    (opt_a, a), (opt_b, b) = _fused_and_eager(dtype, **BASE, state_dtype=state_dtype)
     exact = state_dtype is None and dtype == torch.float64
     tol = dict(rtol=1e-12, atol=1e-12) if exact else dict(rtol=2e-3, atol=2e-3)
     for pa, pb in zip(a, b, strict=True):
@@ -153,12 +165,7 @@ def _floored(opt, params):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("eps_form", ["add", "max"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_both_eps_forms_fused_equal_eager_bitwise(eps_form, dtype):
-    needs_engine()
-    a, b = make(dtype), make(dtype)
-    opt_a = oo.SophiaG(a, **FORMS, eps_form=eps_form, fused=True)
-    opt_b = oo.SophiaG(b, **FORMS, eps_form=eps_form, foreach=False)
-    drive(opt_a, a)
-    drive(opt_b, b)
+    (opt_a, a), (opt_b, b) = _fused_and_eager(dtype, **FORMS, eps_form=eps_form)
     for pa, pb in zip(a, b, strict=True):
         assert torch.equal(pa, pb)
         for key in ("exp_avg", "hessian"):
@@ -194,12 +201,7 @@ def test_both_eps_forms_match_numpy_reference_step_by_step(eps_form, fused):
             m = opt.state[p]["exp_avg"].numpy()
             np.testing.assert_allclose(m, states[i]["exp_avg"], rtol=1e-12, atol=1e-15)
         if step % K == 0:
-            for i, (p, g) in enumerate(zip(params, grads_at(params, step, 2), strict=True)):
-                p.grad = g
-                x[i], states[i] = reference.sophia_g_update_hessian(
-                    x[i], g.numpy(), states[i], betas=hyper["betas"]
-                )
-            opt.update_hessian()
+            _update_hessian_both(opt, params, x, states, step, hyper["betas"])
     assert apart > 1e-6  # the forms differ at this eps: a kernel ignoring the flag would fail
     assert 0 < _floored(opt, params) < sum(p.numel() for p in params)
 
