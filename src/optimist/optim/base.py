@@ -116,6 +116,13 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ValueError(f"Invalid {name}: {value!r} ({name} must be True or False)")
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...], why: str = "") -> None:
+    """One of ``choices`` (a convention flag), else a ValueError naming them (and ``why``)."""
+    if value not in choices:
+        names = ", ".join(map(repr, choices))
+        raise ValueError(f"Invalid {name}: {value!r} ({name} must be one of {names}{why})")
+
+
 def scalar(value: float | Tensor) -> float | int:
     """A hyperparameter as a Python number (torch accepts 0-dim tensors for ``lr``).
 

@@ -64,7 +64,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim.base import ParamsT, init_arguments, scalar
+from optimist.optim.base import ParamsT, check_choice, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
 from optimist.optim.transforms import ChainConfig
@@ -164,12 +164,11 @@ class SophiaG(RuleOptimizer):
         self._check_common(group)
         if not scalar(group["bs"]) > 0:
             raise ValueError(f"Invalid bs: {group['bs']} (bs, the batch size, must be > 0)")
-        if group.get("eps_form", "add") not in EPS_FORMS:
-            raise ValueError(
-                f"Invalid eps_form: {group['eps_form']!r} (eps_form must be one of "
-                f"{', '.join(map(repr, EPS_FORMS))}: eps added to rho * bs * h, the authors' "
-                "code, or max(rho * bs * h, eps), the paper's Algorithm 3)"
-            )
+        why = (
+            ": eps added to rho * bs * h, the authors' code, or max(rho * bs * h, eps), the "
+            "paper's Algorithm 3"
+        )
+        check_choice("eps_form", group.get("eps_form", "add"), EPS_FORMS, why)
 
     @torch.no_grad()
     def update_hessian(self) -> None:

@@ -59,6 +59,7 @@ from torch import Tensor
 from optimist.optim import bucket, codecs, engine
 from optimist.optim.base import (
     ParamsT,
+    check_choice,
     init_arguments,
     new_step_tensor,
     scalar,
@@ -677,11 +678,7 @@ class LARS(TrustRatioOptimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
-        if group.get("trust_ratio_form") not in ("optax", "paper"):
-            raise ValueError(
-                f"Invalid trust_ratio_form: {group.get('trust_ratio_form')!r} (trust_ratio_form "
-                "must be one of 'optax', 'paper')"
-            )
+        check_choice("trust_ratio_form", group.get("trust_ratio_form"), ("optax", "paper"))
 
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
         outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
