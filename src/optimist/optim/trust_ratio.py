@@ -155,18 +155,13 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
                 "(state_dtype=None)"
             )
 
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        state_dtype = self._state_dtype_of(p)
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state_dtype = group.get("state_dtype")
         for key in self.slot_keys:  # sharded like p under FSDP2
             if state_dtype is None:
                 state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
             else:
                 new_slot(p, state, key, state_dtype)
-
-    def _state_dtype_of(self, p: Tensor) -> str | None:
-        """The ``state_dtype`` of ``p``'s group."""
-        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
-        return group.get("state_dtype")
 
     def _seed(self) -> int:
         return (self._count * 1_000_003 + 12345) & 0xFFFFFFFF
@@ -364,7 +359,7 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
                 continue
             state = state_of[p]
             if not state:
-                self._init_state(p, state)
+                self._init_state(p, state, group)
             if not fused:
                 eager.append(p)
                 continue
@@ -568,9 +563,9 @@ class LAMB(TrustRatioOptimizer):
     ) -> None:
         super().__init__(**init_arguments(locals()))
 
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step_tensor()
-        super()._init_state(p, state)
+        super()._init_state(p, state, group)
 
     def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
         beta1, beta2 = (scalar(b) for b in group["betas"])
