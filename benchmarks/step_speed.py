@@ -26,7 +26,9 @@ be counted).
 The memory roofline is measured in the same rounds: in-place ``a.add_(b, alpha=s)`` over 2^26
 float32 (12 bytes moved per element). A rule's minimum traffic (:attr:`Row.bytes`: bytes read
 and written per parameter by one pass, plus the second pass a trust ratio needs) over its time
-is its GB/s; "of roofline" is that over the ``add_`` GB/s of the same row.
+is its GB/s (from its minimum time); "of roofline" is the median over the rounds of the round's
+ratio of the rule's GB/s to ``add_``'s (:func:`roofline_share`: this machine's bandwidth can
+change between rounds, and the two minima can come from different regimes).
 
 Targets (issue 12): element-wise rules at >= 0.85 of the roofline and >= 2x faster than the
 fastest eager peer at 10M and 50M; <= 4 µs per tensor per step on 1000 tiny tensors.
@@ -433,8 +435,10 @@ def time_interleaved(
     repeats: int,
     warmup: int = 2,
     clock: Callable[[], float] = time.perf_counter,
+    rounds: dict[str, list[float]] | None = None,
 ):
-    """Minimum seconds per call of each function by ``clock``, measured round-robin."""
+    """Minimum seconds per call of each function by ``clock``, measured round-robin; with
+    ``rounds``, every round's seconds too (``rounds[label][i]``: round i)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(warmup):
@@ -445,7 +449,10 @@ def time_interleaved(
             for key, fn in fns.items():
                 t0 = clock()
                 fn()
-                best[key] = min(best[key], clock() - t0)
+                took = clock() - t0
+                best[key] = min(best[key], took)
+                if rounds is not None:
+                    rounds.setdefault(key, []).append(took)
     if "reattach" in best:  # the re-attaching peers are charged their own step only
         cost = best.pop("reattach")
         best = {k: v - cost if k.endswith("†") else v for k, v in best.items()}
@@ -497,10 +504,13 @@ def measure(args, names: list[str], sizes: list[str], threads: int) -> list[dict
             fns, via, compile_s = make_contenders(row, shapes, args.compile)
             if size != "tiny":
                 fns["roofline"] = roof
-            times = time_interleaved(fns, args.repeats, clock=CLOCKS[args.clock])
+            rounds: dict[str, list[float]] = {}
+            times = time_interleaved(fns, args.repeats, clock=CLOCKS[args.clock], rounds=rounds)
             del fns
             gc.collect()
             result = {"optimizer": name, "size": size, "threads": threads, "times": times}
+            if "roofline" in rounds:
+                result["roof_rounds"] = [rounds["optimist"], rounds["roofline"]]
             result.update(via=via, compile_s=compile_s, ntensors=len(shapes))
             result["nparams"] = sum(math.prod(s) for s in shapes)
             results.append(result)
@@ -514,6 +524,22 @@ def measure(args, names: list[str], sizes: list[str], threads: int) -> list[dict
     return results
 
 
+def roofline_share(result: dict[str, Any], bytes_per_param: int, roof_n: int) -> float:
+    """The rule's GB/s over ``add_``'s: the median over the rounds of each round's ratio (both
+    timed in that round), where the rounds were recorded, else the ratio of the two minima.
+
+    Per round, because this machine's memory bandwidth moves between rounds (2 threads: ``add_``
+    over the same buffers at 66 GB/s for minutes, then at 115): the two minima can come from
+    different bandwidth regimes, a round's pair from the same one."""
+    moved = bytes_per_param * result["nparams"]
+    roof_bytes = ROOF_BYTES_PER_ELEMENT * roof_n
+    if "roof_rounds" not in result:
+        t = result["times"]
+        return (moved / t["optimist"]) / (roof_bytes / t["roofline"])
+    ours, roof = result["roof_rounds"]
+    return statistics.median(moved * b / (roof_bytes * a) for a, b in zip(ours, roof, strict=True))
+
+
 def big_table(results: list[dict[str, Any]], roof_n: int) -> tuple[list[str], list[list[str]]]:
     head = ["optimizer", "params/tensors", "threads", "optimist ms", "via"]
     head += ["fastest eager peer", "peer ms", "speedup", "all peers (ms)", "heavyball compiled"]
@@ -525,7 +551,7 @@ def big_table(results: list[dict[str, Any]], roof_n: int) -> tuple[list[str], li
         speedup = best[1] / t["optimist"] if best else None
         roof_gbs = ROOF_BYTES_PER_ELEMENT * roof_n / t["roofline"] / 1e9
         gbs = row.bytes * r["nparams"] / t["optimist"] / 1e9 if row.bytes else None
-        share = gbs / roof_gbs if gbs else None
+        share = roofline_share(r, row.bytes, roof_n) if gbs else None
         peers = ", ".join(
             f"{k} {fmt_ms(v)}" for k, v in t.items() if k not in ("optimist", "roofline")
         )

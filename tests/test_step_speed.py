@@ -139,3 +139,26 @@ def test_step_overhead_times_the_same_engine_calls_the_step_makes():
     assert engine.load is not None and not isinstance(engine.load(), module._Recorder)
     with pytest.raises(SystemExit, match="engine's plan and run"):
         module.measure("adafactor", "20K", repeats=1)  # matrix rule: no engine plan
+
+
+def test_the_roofline_share_pairs_each_round_with_its_own_roofline():
+    # per round, the rule moves 120 bytes against add_'s 120: its share is roof time / its time
+    # (0.5, 0.25, 0.5: the median 0.5); without the rounds, the two minima are paired (0.25)
+    result = {"nparams": 10, "times": {"optimist": 2.0, "roofline": 0.5}}
+    assert step_speed.roofline_share(result, 12, 10) == pytest.approx(0.25)  # no rounds: minima
+    result["roof_rounds"] = [[4.0, 2.0, 3.0], [2.0, 0.5, 1.5]]
+    assert step_speed.roofline_share(result, 12, 10) == pytest.approx(0.5)
+
+
+def test_time_interleaved_records_every_round_when_asked():
+    rounds: dict[str, list[float]] = {}
+    calls = []
+    times = step_speed.time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeats=3,
+        warmup=1,
+        rounds=rounds,
+    )
+    assert calls == ["a", "b"] * 4
+    assert set(rounds) == {"a", "b"} and all(len(v) == 3 for v in rounds.values())
+    assert times["a"] == min(rounds["a"]) and times["b"] == min(rounds["b"])
