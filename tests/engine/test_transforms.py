@@ -48,6 +48,41 @@ def test_decayed_weights_mask_by_name_and_callable():
         T.mask_matches("*.bias", torch.zeros(3), None)
 
 
+def test_decay_masks_follow_the_parameters_that_have_a_gradient_each_step():
+    # the masks' rates are kept per parameter list: a parameter that has no gradient in one
+    # step and has one in the next is decayed by its own mask each time, two decays after the
+    # rule are applied one after the other, and a callable mask runs once per parameter of each
+    # distinct list (not at every step)
+    needs_engine()
+    w = torch.nn.Parameter(torch.full((2, 2), 2.0))
+    b = torch.nn.Parameter(torch.full((2,), 2.0))
+    seen = []
+
+    def matrices(p: torch.Tensor) -> bool:
+        seen.append(p.dim())
+        return p.dim() >= 2
+
+    opt = optimist.chain(
+        T.scale_by_sgd(),
+        T.add_decayed_weights(0.5, mask=matrices),
+        T.add_decayed_weights(0.25),
+    )(
+        [w, b],
+        lr=0.1,
+    )
+    expect_w, expect_b = 2.0, 2.0
+    for with_bias in [False, True, True, False, True]:
+        w.grad = torch.zeros_like(w)
+        b.grad = torch.zeros_like(b) if with_bias else None
+        opt.step()
+        expect_w *= (1.0 - 0.1 * 0.5) - 0.1 * 0.25
+        if with_bias:
+            expect_b *= 1.0 - 0.1 * 0.25
+        torch.testing.assert_close(w.detach(), torch.full((2, 2), expect_w), rtol=0, atol=1e-6)
+        torch.testing.assert_close(b.detach(), torch.full((2,), expect_b), rtol=0, atol=1e-6)
+    assert sorted(seen) == [1, 2, 2]  # w when alone, then w and b together: once each
+
+
 def test_decay_before_rule_is_l2_after_is_decoupled():
     needs_engine()
     a, b, c = make_params(torch.float64), make_params(torch.float64), make_params(torch.float64)

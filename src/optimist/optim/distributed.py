@@ -84,6 +84,10 @@ def is_dtensor(t: object) -> bool:
     return DTensor is not None and isinstance(t, DTensor)
 
 
+def _is_dtensor_type(kind: type) -> bool:
+    return DTensor is not None and issubclass(kind, DTensor)
+
+
 def local(t: Tensor) -> Tensor:
     """The local shard of a DTensor (a view: in-place updates reach the DTensor); else ``t``."""
     return t.to_local() if is_dtensor(t) else t
@@ -262,6 +266,8 @@ def global_grad_stats(
     engine's pass 0). Without a process group or DTensors that is the answer itself, with no
     tensor made (pass 0 ends with every cache cold and the step follows at once).
     """
+    if not any(map(_is_dtensor_type, set(map(type, grads)))) and _world() == 1:
+        return total(grads, clip_value)  # the common case, decided per type, not per tensor
     sharded: dict[tuple, list[Tensor]] = {}
     plain: list[Tensor] = []
     for g in grads:

@@ -89,6 +89,18 @@ class _ListScalars:
 # --- the optimizer ------------------------------------------------------------------------------
 
 
+def _plus(start: float, rates: tuple[float, ...]) -> float:
+    for rate in rates:  # one add per rate, in order (a sum first would round differently)
+        start += rate
+    return start
+
+
+def _minus_lr(start: float, lr: float, rates: tuple[float, ...]) -> float:
+    for rate in rates:
+        start -= lr * rate
+    return start
+
+
 class RuleOptimizer(Gathering):
     """A ``torch.optim.Optimizer`` driven by a :class:`~optimist.optim.rule.Rule`.
 
@@ -127,18 +139,37 @@ class RuleOptimizer(Gathering):
         self.stochastic_params = stochastic_params
         self._count = 0  # real (applied) steps
         self._micro = 0  # calls since the last real step (gradient accumulation)
-        self._mask_cache: dict[tuple[int, int], bool] = {}
+        self._mask_cache: dict[tuple[int, tuple[int, ...]], tuple[list, list]] = {}
         self._warned_subclass = False
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     # --- masks --------------------------------------------------------------------------------
 
-    def _masked(self, which: int, mask: Any, p: Tensor, name: str | None) -> bool:
-        key = (which, id(p))
+    def _decay_rates(
+        self, group: dict[str, Any], originals: list[Tensor]
+    ) -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]]:
+        """Per parameter of ``originals``, the rates of the chain's ``add_decayed_weights``
+        whose mask takes it: those before the rule (an L2 term) and after it (decoupled), each
+        in chain order. A mask is a function of the parameter and its name, so the lists are
+        made once per group and parameter list (masks by callable run once per parameter)."""
+        key = (id(group), tuple(map(id, originals)))
         hit = self._mask_cache.get(key)
         if hit is None:
-            hit = mask_matches(mask, p, name)
-            self._mask_cache[key] = hit
+            chain = self.chain
+            names = group.get("param_names")
+            pindex = {id(p): i for i, p in enumerate(group["params"])}
+            before, after = [], []
+            for p in originals:
+                name = names[pindex[id(p)]] if names else None
+                before.append(
+                    tuple(r for r, mask in chain.decay_before if mask_matches(mask, p, name))
+                )
+                after.append(
+                    tuple(r for r, mask in chain.decay_after if mask_matches(mask, p, name))
+                )
+            if len(self._mask_cache) >= 64:  # parameter lists that change step by step
+                self._mask_cache.clear()
+            hit = self._mask_cache[key] = (before, after)
         return hit
 
     # --- the step -----------------------------------------------------------------------------
@@ -291,18 +322,9 @@ class RuleOptimizer(Gathering):
         l2: list[float] = []
         decay: list[float] = []
         if chain.decay_before or chain.decay_after:
-            names = group.get("param_names")
-            pindex = {id(p): i for i, p in enumerate(group["params"])}
-            l2 = [0.0 if decoupled else wd] * len(params)
-            decay = [1.0 - lr * wd if decoupled else 1.0] * len(params)
-            for i, p in enumerate(originals):
-                name = names[pindex[id(p)]] if names else None
-                for j, (rate, mask) in enumerate(chain.decay_before):
-                    if self._masked(2 * j, mask, p, name):
-                        l2[i] += rate
-                for j, (rate, mask) in enumerate(chain.decay_after):
-                    if self._masked(2 * j + 1, mask, p, name):
-                        decay[i] -= lr * rate
+            before, after = self._decay_rates(group, originals)
+            l2 = [_plus(0.0 if decoupled else wd, rates) for rates in before]
+            decay = [_minus_lr(1.0 - lr * wd if decoupled else 1.0, lr, rates) for rates in after]
         flags = rule.flags(group)
         # (a plan: the fast gather found the group on the engine's path)
         implementation = "fused" if plan is not None else self._implementation(group, params)
