@@ -7,14 +7,17 @@ read costs. This script measures the primitive passes, in-place ``add_`` and fri
 float32 arrays of ``--elements`` values, interleaved round after round (minimum of
 ``--repeats``), and prints:
 
-* each pass in ns per element and ns per array read;
-* the cost of a write in place (the line was just read: ``add_`` against ``dot``) and of a write
-  to another array (``torch.add(out=)`` against ``add_``), as a share of one array read;
-* the floors this gives for issue 8's and 12's ratio targets, if time is proportional to the
-  arrays read: AdamW reads p, g, m, v (4), the clipped chain reads g once more (5), so the
-  chain's floor is 5/4 of AdamW; Schedule-Free SGD reads y, z, g (3) while the ``schedulefree``
-  package's foreach step makes three in-place passes of two arrays each (lerp y to z, add g to
-  y, subtract g from z: 6), so 2x is its ceiling.
+* each pass in ns per element, per array read, and against a model that adds up its arrays
+  at three costs measured here: an array read (``sum(a)``: torch's sum runs on every thread,
+  its ``dot``, a BLAS call, on one), a write in place (the line was just read: ``add_`` less
+  two reads) and a write to another array (``torch.add(out=)`` less two reads);
+* the floors that follow for issue 8's and 12's ratio targets (:func:`floors`): the clipped
+  chain reads g once more than AdamW (the one-pass Adam step plus one ``sum``), and
+  Schedule-Free SGD reads y, z, g and writes y, z where the ``schedulefree`` package's foreach
+  step makes three in-place passes of two arrays (lerp y to z, add g to y, subtract g from z).
+  With 1 thread a write in place costs almost nothing, so time follows the arrays read (chain
+  floor about 5/4, SF-SGD ceiling about 6/3); with 2 threads writes cost more and the two move
+  apart.
 
     python benchmarks/memory_streams.py                  # 1 thread, thread clock
     python benchmarks/memory_streams.py --threads 2      # wall clock
@@ -39,12 +42,26 @@ PASSES: dict[str, Pass] = {
     "a.add_(b)": (2, 1, 0, lambda t: t[0].add_(t[1], alpha=1e-9)),
     "torch.add(a, b, out=c)": (2, 0, 1, lambda t: torch.add(t[0], t[1], out=t[2])),
     "a.addcmul_(b, c)": (3, 1, 0, lambda t: t[0].addcmul_(t[1], t[2], value=1e-9)),
+    # one pass that reads four arrays and writes three in place: torch's fused Adam kernel
+    "Adam step (torch fused)": (4, 3, 0, lambda t: _fused_adam(t)),
 }
+ARRAYS = 4  # a, b, c and d (the Adam pass's v: non-negative)
+
+
+def _fused_adam(t: list[torch.Tensor]) -> None:
+    step = _STEP.setdefault("step", torch.tensor(10.0))
+    torch._fused_adam_(
+        [t[0]], [t[1]], [t[2]], [t[3]], [], [step], lr=1e-9, beta1=0.9, beta2=0.999,
+        weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
+    )  # fmt: skip
+
+
+_STEP: dict[str, torch.Tensor] = {}
 
 
 def measure(elements: int, repeats: int, clock: Callable[[], float]) -> dict[str, float]:
     """Minimum seconds of each pass over three float32 arrays, interleaved round-robin."""
-    arrays = [torch.randn(elements) for _ in range(3)]
+    arrays = [torch.randn(elements) for _ in range(ARRAYS - 1)] + [torch.rand(elements)]
     best = dict.fromkeys(PASSES, math.inf)
     with torch.no_grad():
         for _, _, _, run in PASSES.values():  # warm-up: pages touched, kernels loaded
@@ -60,28 +77,62 @@ def measure(elements: int, repeats: int, clock: Callable[[], float]) -> dict[str
 def analyse(best: dict[str, float], elements: int) -> dict[str, float]:
     """ns per element of one array read; a write in place and one elsewhere, in reads."""
     ns = {k: v / elements * 1e9 for k, v in best.items()}
-    read = ns["a.dot(b)"] / 2  # the read-only pass of two arrays, per array
+    # the read-only pass of one array (torch's sum runs on every thread; its dot, a BLAS call,
+    # on one only)
+    read = ns["sum(a)"]
     return {
         "read": read,
-        "in_place_write": (ns["a.add_(b)"] - ns["a.dot(b)"]) / read,
-        "other_write": (ns["torch.add(a, b, out=c)"] - ns["a.dot(b)"]) / read,
+        "in_place_write": (ns["a.add_(b)"] - 2 * read) / read,
+        "other_write": (ns["torch.add(a, b, out=c)"] - 2 * read) / read,
     }
+
+
+def floors(best: dict[str, float], elements: int) -> tuple[float, float]:
+    """The chain's floor over AdamW and Schedule-Free SGD's ceiling over ``schedulefree``, from
+    the passes measured: AdamW is the one-pass Adam step (p, g, m, v read, p, m, v written in
+    place) and the clipped chain adds one read of g (``sum(a)``); ``schedulefree``'s foreach
+    step is three in-place passes of two arrays (3 ``add_``), the rule one pass reading y, z and
+    g and writing y and z in place (``addcmul_``, 3 read and 1 written, plus one more write in
+    place at its measured cost)."""
+    ns = {k: v / elements * 1e9 for k, v in best.items()}
+    costs = analyse(best, elements)
+    adam = ns["Adam step (torch fused)"]
+    rule = ns["a.addcmul_(b, c)"] + costs["in_place_write"] * costs["read"]
+    return (adam + ns["sum(a)"]) / adam, 3 * ns["a.add_(b)"] / rule
+
+
+def model_ns(name: str, costs: dict[str, float]) -> float:
+    """ns per element that the three costs of :func:`analyse` predict for a pass."""
+    reads, in_place, elsewhere, _ = PASSES[name]
+    return costs["read"] * (
+        reads + in_place * costs["in_place_write"] + elsewhere * costs["other_write"]
+    )
 
 
 def table(best: dict[str, float], elements: int) -> str:
     ns = {k: v / elements * 1e9 for k, v in best.items()}
-    out = ["pass                     reads  in place  elsewhere  ns/element  ns per array read"]
+    a = analyse(best, elements)
+    chain, sf = floors(best, elements)
+    out = [
+        "pass                     reads  in place  elsewhere  ns/element  ns per array read"
+        "  measured / model"
+    ]
     for name, (reads, in_place, elsewhere, _) in PASSES.items():
         per_read = f"{ns[name] / reads:17.3f}" if reads else f"{'—':>17}"
-        out.append(f"{name:24} {reads:5} {in_place:9} {elsewhere:10} {ns[name]:11.3f} {per_read}")
-    a = analyse(best, elements)
+        fit = ns[name] / model_ns(name, a)
+        out.append(
+            f"{name:24} {reads:5} {in_place:9} {elsewhere:10} {ns[name]:11.3f} {per_read}"
+            f" {fit:17.2f}"
+        )
     out += [
         "",
-        f"one array read: {a['read']:.3f} ns per element",
-        f"a write in place (add_ - dot): {a['in_place_write']:.2f} of a read",
-        f"a write to another array (add out= - dot): {a['other_write']:.2f} of a read",
-        "if time ~ arrays read: the chain's floor is 5/4 = 1.25x AdamW (target 1.2x); "
-        "Schedule-Free SGD's ceiling is 6/3 = 2.0x schedulefree (target 2x)",
+        f"one array read (sum): {a['read']:.3f} ns per element",
+        f"a write in place (add_ - 2 reads): {a['in_place_write']:.2f} of a read",
+        f"a write to another array (add out= - 2 reads): {a['other_write']:.2f} of a read",
+        "model: each pass's time from these three costs (measured / model > 1: the pass is "
+        "slower than its reads and writes alone explain)",
+        f"from the passes: the chain's floor is {chain:.3f}x AdamW (target 1.2x); "
+        f"Schedule-Free SGD's ceiling is {sf:.2f}x schedulefree (target 2x)",
     ]
     return "\n".join(out)
 
