@@ -58,8 +58,8 @@ def test_the_checker_sees_links_and_anchors(tmp_path: Path) -> None:
     """The helpers find a link, skip code and URLs, and number a repeated heading."""
     doc = tmp_path / "a.md"
     doc.write_text(
-        "# Speed\n## Speed\n### A: `b` (c)\n```\n# not a heading\n```\n[x](b.md#top) [u](https://e.org) `[y](z.md)`\n"
-        "```\n[w](v.md)\n```\n",
+        "# Speed\n## Speed\n### A: `b` (c)\n```\n# not a heading\n```\n"
+        "[x](b.md#top) [u](https://e.org) `[y](z.md)`\n```\n[w](v.md)\n```\n",
         encoding="utf-8",
     )
     assert relative_links(doc) == ["b.md#top"]
