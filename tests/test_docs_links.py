@@ -77,3 +77,42 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif fragment and dest.suffix == ".md" and fragment not in anchors(dest):
             broken.append(f"{target}: no heading #{fragment} in {dest.name}")
     assert not broken, f"{doc.name}: " + "; ".join(broken)
+
+
+def tables(path: Path) -> list[tuple[int, list[int]]]:
+    """Each Markdown table outside code: its first line number and its rows' cell counts (cells
+    split at unescaped ``|``, as GitHub splits them, code spans included)."""
+    found: list[tuple[int, list[int]]] = []
+    current: list[int] = []
+    start = 0
+    lines = path.read_text(encoding="utf-8").split("\n")
+    fenced = False
+    for number, line in enumerate([*lines, ""], start=1):
+        if FENCE.match(line.lstrip()):
+            fenced = not fenced
+        row = not fenced and line.startswith("|")
+        if row:
+            if not current:
+                start = number
+            current.append(len(re.split(r"(?<!\\)\|", line.strip().strip("|"))))
+        elif current:
+            found.append((start, current))
+            current = []
+    return found
+
+
+def test_the_table_checker_counts_cells(tmp_path: Path) -> None:
+    doc = tmp_path / "t.md"
+    doc.write_text("| a | b |\n|---|---|\n| `x` | y \\| z |\n\n```\n| not | a | table |\n```\n")
+    assert tables(doc) == [(1, [2, 2, 2])]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_table_row_has_the_header_columns(doc: Path) -> None:
+    """A row with more cells than its header loses them on GitHub; one with fewer shifts."""
+    bad = [
+        f"line {start}: header {counts[0]} cells, rows {sorted(set(counts[1:]))}"
+        for start, counts in tables(doc)
+        if any(c != counts[0] for c in counts[1:])
+    ]
+    assert not bad, f"{doc.name}: " + "; ".join(bad)
