@@ -3,9 +3,9 @@
 Layers: ``safety`` (secrets, file names, environment errors) and ``functions``/``methods``/
 ``tasks`` (what is compared) <- ``training_loop`` (one trial; data tasks through
 ``optimist.training``'s ``fit``) <- ``study``/``runner``/``workers`` (Optuna studies, claiming,
-parallel processes) <- ``results``/``ranking`` (schema, files, the ranking rule) <-
-``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <- ``api``
-(the coordinator).
+parallel processes) <- ``results``/``results_schema``/``ranking`` (files, schema, the ranking
+rule) <- ``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <-
+``api`` (the coordinator).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from optimist.comparison.api import CompareResult, ConfigError
 from optimist.comparison.functions import FUNCTIONS, TestFunction
 from optimist.comparison.methods import DEFAULT_METHODS, METHODS, Method, with_schedule
-from optimist.comparison.results import RESULTS_SCHEMA, SCHEMA_VERSION, validate
+from optimist.comparison.results_schema import RESULTS_SCHEMA, SCHEMA_VERSION, validate
 from optimist.comparison.runner import Config
 from optimist.comparison.tasks import TASKS, DataTask, FunctionTask, Task, custom_task
 

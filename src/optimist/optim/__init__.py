@@ -17,6 +17,8 @@ from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
+from optimist.optim.lamb import LAMB
+from optimist.optim.lars import LARS
 from optimist.optim.lion import Lion
 from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
@@ -31,7 +33,6 @@ from optimist.optim.sgd import SGD
 from optimist.optim.soap import SOAP
 from optimist.optim.sophia import SophiaG
 from optimist.optim.transforms import chain
-from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = [
     "ADOPT",

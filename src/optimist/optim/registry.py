@@ -26,6 +26,8 @@ from optimist.optim.adan import Adan
 from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
+from optimist.optim.lamb import LAMB
+from optimist.optim.lars import LARS
 from optimist.optim.lion import Lion
 from optimist.optim.lookahead import Lookahead
 from optimist.optim.muon import Muon
@@ -37,7 +39,6 @@ from optimist.optim.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimist.optim.sgd import SGD
 from optimist.optim.soap import SOAP
 from optimist.optim.sophia import SophiaG
-from optimist.optim.trust_ratio import LAMB, LARS
 
 __all__ = ["OptimizerSpec", "optimizer", "optimizers", "register", "spec"]
 

@@ -1,41 +1,28 @@
-r"""LAMB and LARS: layer-wise trust ratios :math:`\lVert\theta\rVert / \lVert u\rVert` per tensor.
+r"""Layer-wise trust ratios :math:`\lVert\theta\rVert / \lVert u\rVert` per tensor: what LAMB
+(:mod:`optimist.optim.lamb`) and LARS (:mod:`optimist.optim.lars`) share.
 
-.. math::
-
-    \text{LAMB:}\quad u_t &= \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
-        + \lambda\theta_{t-1}, \qquad
-    \theta_t = \theta_{t-1} - \gamma\, r_t u_t \\
-    \text{LARS:}\quad u_t &= g_t + \lambda\theta_{t-1}, \qquad
-    b_t = \mu b_{t-1} + \gamma\, \eta r_t u_t, \qquad
-    \theta_t = \theta_{t-1} - b_t \ (\text{Nesterov: } \gamma\eta r_t u_t + \mu b_t)
-
-with :math:`r_t = \lVert\theta_{t-1}\rVert / (\lVert u_t\rVert + \epsilon_r)`, and 1 where either
-norm is 0. You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
-(2019), Algorithm 2 (LAMB, with :math:`\phi` the identity), and You, Gitman & Ginsburg, "Large
-Batch Training of Convolutional Networks" (2017), Algorithm 1 (LARS, trust coefficient
-:math:`\eta`, momentum on the scaled update), in Optax's conventions (``optax.lamb``,
-``optax.lars``: tested against both, and against ``optimist.reference``): LAMB's epsilon outside
-the square root, default 1e-6; LARS's momentum accumulates the learning-rate-scaled update. The
-trust ratio needs the norm of the whole update before any element is written, so each tensor is
-read twice, in the C++ engine's per-tensor norm pass (contiguous float32/float64 CPU tensors):
-phase A updates what needs no norm (LAMB's moments) and sums :math:`\lVert\theta\rVert^2` and
-:math:`\lVert u\rVert^2` in float64; the engine computes each tensor's ratio; phase B
-recomputes :math:`u` (from the new moments for LAMB, so nothing but the norms is kept between the
-phases) and writes. One engine call per step (``trust_step``, ``csrc/trust.h``): tensor by tensor
-(small ones in groups), so that phase B's second read comes from the caches, each tensor whole
-on one thread (only one of more than half a thread's share split among them), unless the norms
-must be all-reduced between the phases (:meth:`TrustRatioOptimizer._reduction`). Traffic per
-float32 parameter: LAMB 40 bytes (A: read g, m, v, θ, write m, v; B: read m, v, θ, write θ),
-LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b), of which memory sees 28 and 20 where B's
-reads hit the caches. Elsewhere (other
-devices, bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per
-tensor, the readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``).
-State: LAMB ``step``, ``exp_avg``, ``exp_avg_sq``; LARS
-``momentum_buffer``, stored as ``state_dtype`` asks (:mod:`optimist.optim.codecs`; not for
-DTensor parameters): the engine decodes each block, and stores it back after phase A and after
-phase B; phase B reads the moments as stored, so LAMB's update direction there is that of the
-stored (rounded) moments, on the torch-ops path as on the engine. Weight decay is excluded from
-nothing by default; mask biases and norms with per-group ``weight_decay=0``.
+Each tensor's update direction :math:`u_t` is scaled by :math:`r_t = \lVert\theta_{t-1}\rVert /
+(\lVert u_t\rVert + \epsilon_r)`, and 1 where either norm is 0 (as ``optax.lamb`` and
+``optax.lars``). The trust ratio needs the norm of the whole update before any element is written,
+so each tensor is read twice, in the C++ engine's per-tensor norm pass (contiguous float32/float64
+CPU tensors): phase A updates what needs no norm (LAMB's moments) and sums
+:math:`\lVert\theta\rVert^2` and :math:`\lVert u\rVert^2` in float64; the engine computes each
+tensor's ratio; phase B recomputes :math:`u` (from the new moments for LAMB, so nothing but the
+norms is kept between the phases) and writes. One engine call per step (``trust_step``,
+``csrc/trust.h``): tensor by tensor (small ones in groups), so that phase B's second read comes from
+the caches, each tensor whole on one thread (only one of more than half a thread's share split among
+them), unless the norms must be all-reduced between the phases
+(:meth:`TrustRatioOptimizer._reduction`). Traffic per float32 parameter: LAMB 40 bytes (A: read g,
+m, v, θ, write m, v; B: read m, v, θ, write θ), LARS 28 (A: read g, θ; B: read g, θ, b, write θ, b),
+of which memory sees 28 and 20 where B's reads hit the caches. Elsewhere (other devices,
+bfloat16/float16 parameters, non-contiguous tensors) the same steps run in torch ops per tensor, the
+readable specification of the C++ functors (``csrc/rules.h``: ``Lamb``, ``Lars``). State: LAMB
+``step``, ``exp_avg``, ``exp_avg_sq``; LARS ``momentum_buffer``, stored as ``state_dtype`` asks
+(:mod:`optimist.optim.codecs`; not for DTensor parameters): the engine decodes each block, and
+stores it back after phase A and after phase B; phase B reads the moments as stored, so LAMB's
+update direction there is that of the stored (rounded) moments, on the torch-ops path as on the
+engine. Weight decay is excluded from nothing by default; mask biases and norms with per-group
+``weight_decay=0``.
 
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) the moments are sharded like the parameter and updated on the local
@@ -57,18 +44,12 @@ import torch
 from torch import Tensor
 
 from optimist.optim import bucket, codecs, engine
-from optimist.optim.base import (
-    ParamsT,
-    check_choice,
-    init_arguments,
-    new_step_tensor,
-    scalar,
-)
+from optimist.optim.base import ParamsT
 from optimist.optim.distributed import global_norms, is_dtensor, local, local_grad, tensor_sums
 from optimist.optim.gather import EMPTY_SCALE, PLAIN_TYPES
 from optimist.optim.tensorwise import TensorwiseOptimizer, new_slot, read_slot, write_slot
 
-__all__ = ["LAMB", "LARS", "trust_ratio"]
+__all__ = ["TrustRatioOptimizer", "trust_ratio"]
 
 _ENGINE_DTYPES = (torch.float32, torch.float64)
 
@@ -519,195 +500,3 @@ def _grad(p: Tensor, group: dict[str, Any]) -> Tensor:
     """``p``'s gradient (negated to maximize), its local shard for a DTensor ``p``."""
     g = local_grad(p.grad, p)
     return -g if group["maximize"] else g
-
-
-class LAMB(TrustRatioOptimizer):
-    """LAMB (You et al. 2019); see the module docstring.
-
-    Args:
-        params: parameters or param groups.
-        lr: learning rate :math:`\\gamma` (default 1e-3).
-        betas: :math:`(\\beta_1, \\beta_2)`.
-        eps: :math:`\\epsilon` added to the denominator (default 1e-6, as Optax).
-        weight_decay: :math:`\\lambda`, added to the update before the trust ratio.
-        maximize: ascend instead of descend.
-        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
-            torch ops on accelerators; True: the buckets on any device; False: torch ops per
-            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
-        skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
-            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
-            (block-wise; tensors under 4096 elements stay float32): see
-            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
-    """
-
-    nonnegative = ("eps", "weight_decay")
-    examples = ({"lr": 0.01, "weight_decay": 0.1}, {"lr": 0.01, "maximize": True})
-    functor = "lamb"
-    slot_keys = ("exp_avg", "exp_avg_sq")
-    grad_in_update = False
-    has_step = True
-
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: str | None = None,
-    ) -> None:
-        super().__init__(**init_arguments(locals()))
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        state["step"] = new_step_tensor()
-        super()._init_state(p, state, group)
-
-    def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
-        beta1, beta2 = (scalar(b) for b in group["betas"])
-        wd, eps = scalar(group["weight_decay"]), group["eps"]
-        return [1 - beta1, beta2, 1 - beta2, 1 / (1 - beta1**t), 1 / (1 - beta2**t), eps, wd]
-
-    def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
-        return -scalar(group["lr"]), 1.0, 0.0
-
-    def _update(
-        self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
-    ) -> Tensor:
-        beta1, beta2 = (scalar(b) for b in group["betas"])
-        m, v = slots
-        m.lerp_(g, 1 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        return self._direction(group, shard, slots, t)
-
-    def _direction(
-        self, group: dict[str, Any], shard: Tensor, slots: list[Tensor], t: float
-    ) -> Tensor:
-        beta1, beta2 = (scalar(b) for b in group["betas"])
-        wd, eps = scalar(group["weight_decay"]), group["eps"]
-        m, v = slots
-        # the bias corrections as multiplications by their reciprocals (one division per element)
-        update = (m * (1 / (1 - beta1**t))).div_((v * (1 / (1 - beta2**t))).sqrt_().add_(eps))
-        if wd != 0:
-            update.add_(shard, alpha=wd)
-        return update
-
-    def _apply(
-        self, group: dict[str, Any], shard: Tensor, update: Tensor, slots: list[Tensor],
-        scale: float | Tensor,
-    ) -> None:  # fmt: skip
-        if isinstance(scale, Tensor):  # rounds as add_(alpha=) does (one fused multiply-add)
-            shard.addcmul_(update, scale)
-        else:
-            shard.add_(update, alpha=scale)
-
-
-class LARS(TrustRatioOptimizer):
-    """LARS (You et al. 2017); see the module docstring.
-
-    Args:
-        params: parameters or param groups.
-        lr: learning rate :math:`\\gamma` (default 1.0: the trust coefficient sets the scale).
-        momentum: :math:`\\mu` (default 0.9).
-        weight_decay: :math:`\\lambda`, added to the gradient before the trust ratio.
-        trust_coefficient: :math:`\\eta` (default 1e-3).
-        eps: :math:`\\epsilon_r` added to the update norm (default 0).
-        nesterov: Nesterov momentum.
-        lr_inside_momentum: True (default; the paper's Algorithm 1 and Optax): the buffer
-            accumulates the learning-rate-scaled update, :math:`b_t = \\mu b_{t-1} + \\gamma\\eta
-            r_t u_t`, :math:`\\theta_t = \\theta_{t-1} - b_t`; False (torch SGD's and
-            ``pytorch_optimizer``'s form): :math:`b_t = \\mu b_{t-1} + \\eta r_t u_t`,
-            :math:`\\theta_t = \\theta_{t-1} - \\gamma b_t`. The same while the learning rate
-            is constant; a schedule acts at once on the whole step in the second form.
-        trust_ratio_form: "optax" (default; ``optax.lars``): :math:`r_t = \\eta\\lVert\\theta
-            \\rVert / (\\lVert g_t + \\lambda\\theta\\rVert + \\epsilon_r)`; "paper" (the
-            paper's Algorithm 1 and ``pytorch_optimizer``): :math:`r_t = \\eta\\lVert\\theta
-            \\rVert / (\\lVert g_t\\rVert + \\lambda\\lVert\\theta\\rVert +
-            \\epsilon_r)`, 1 where :math:`\\lVert\\theta\\rVert` or the denominator is 0.
-        maximize: ascend instead of descend.
-        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
-            torch ops on accelerators; True: the buckets on any device; False: torch ops per
-            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
-        skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
-            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
-            (block-wise; tensors under 4096 elements stay float32): see
-            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
-    """
-
-    nonnegative = ("momentum", "weight_decay", "trust_coefficient", "eps")
-    examples = (
-        {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
-        {"lr": 0.5, "momentum": 0.5, "eps": 1e-3, "maximize": True},
-        {"lr": 0.5, "weight_decay": 0.01, "nesterov": True, "lr_inside_momentum": False},
-        {"lr": 1.0, "weight_decay": 0.1, "trust_ratio_form": "paper"},
-    )
-    functor = "lars"
-    slot_keys = ("momentum_buffer",)
-
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1.0,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        trust_coefficient: float = 1e-3,
-        eps: float = 0.0,
-        nesterov: bool = False,
-        *,
-        lr_inside_momentum: bool = True,
-        trust_ratio_form: str = "optax",
-        maximize: bool = False,
-        foreach: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: str | None = None,
-    ) -> None:
-        super().__init__(**init_arguments(locals()))
-
-    def _flags(self, group: dict[str, Any]) -> list[bool]:
-        return [bool(group["nesterov"])]
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        super()._check_group(group)
-        check_choice("trust_ratio_form", group.get("trust_ratio_form"), ("optax", "paper"))
-
-    def _hyper(self, group: dict[str, Any], t: float) -> list[float]:
-        outside = -1.0 if group["lr_inside_momentum"] else -scalar(group["lr"])
-        wd = scalar(group["weight_decay"])
-        in_norm = wd if group["trust_ratio_form"] == "optax" else 0.0
-        return [wd, group["momentum"], outside, in_norm]
-
-    def _norm_decay(self, group: dict[str, Any]) -> float:
-        return 0.0 if group["trust_ratio_form"] == "optax" else scalar(group["weight_decay"])
-
-    def _normed(self, group: dict[str, Any], g: Tensor, update: Tensor) -> Tensor:
-        return update if group["trust_ratio_form"] == "optax" else g
-
-    def _ratio_terms(self, group: dict[str, Any]) -> tuple[float, float, float]:
-        inside = scalar(group["lr"]) if group["lr_inside_momentum"] else 1.0
-        return inside, group["trust_coefficient"], group["eps"]
-
-    def _update(
-        self, group: dict[str, Any], g: Tensor, shard: Tensor, slots: list[Tensor], t: float
-    ) -> Tensor:
-        update, wd = g.clone(), scalar(group["weight_decay"])
-        if wd != 0:
-            update.add_(shard, alpha=wd)
-        return update
-
-    def _apply(
-        self, group: dict[str, Any], shard: Tensor, update: Tensor, slots: list[Tensor],
-        scale: float | Tensor,
-    ) -> None:  # fmt: skip
-        update.mul_(scale)
-        (buf,) = slots
-        buf.mul_(group["momentum"]).add_(update)
-        step = update.add_(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-        if group["lr_inside_momentum"]:
-            shard.sub_(step)
-        else:  # one rounding, as the engine's fused multiply-add
-            shard.add_(step, alpha=-scalar(group["lr"]))

@@ -4,7 +4,9 @@ Subclass :class:`Callback` and override any hook; ``self.model`` is the model be
 ``self.params`` holds ``epochs``, ``steps`` and ``verbose``. Set ``self.model.stop_training =
 True`` to stop after the current batch. Batch hooks receive running-average logs; defining one
 makes ``fit`` read the loss each batch (one host sync per batch), so the built-in callbacks use
-epoch hooks only, except :class:`TerminateOnNaN`.
+epoch hooks only, except :class:`TerminateOnNaN`. :class:`Callback` and :class:`CallbackList`
+(which calls the hooks) live in :mod:`optimist.training.callback_base`; :class:`History`, which
+``fit`` returns, in :mod:`optimist.training.history`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-Logs = dict[str, Any]
+from optimist.training.callback_base import Callback, CallbackList, Logs
+from optimist.training.history import History
 
 __all__ = [
     "BackupAndRestore",
@@ -37,123 +40,6 @@ __all__ = [
     "ReduceLROnPlateau",
     "TerminateOnNaN",
 ]
-
-
-class Callback:
-    """Base class; every hook does nothing. Hooks and their order follow Keras."""
-
-    def __init__(self) -> None:
-        self.model: Any = None
-        self.params: dict[str, Any] = {}
-
-    def set_model(self, model: Any) -> None:
-        self.model = model
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def on_train_begin(self, logs: Logs | None = None) -> None: ...
-    def on_train_end(self, logs: Logs | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
-    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
-    def on_test_begin(self, logs: Logs | None = None) -> None: ...
-    def on_test_end(self, logs: Logs | None = None) -> None: ...
-    def on_test_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
-    def on_test_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
-    def on_predict_begin(self, logs: Logs | None = None) -> None: ...
-    def on_predict_end(self, logs: Logs | None = None) -> None: ...
-    def on_predict_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
-    def on_predict_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
-
-
-def _overrides(cb: Callback, hook: str) -> bool:
-    if not isinstance(cb, Callback):  # duck-typed (optimist.monitor.Monitor): the hooks it has
-        return callable(getattr(cb, hook, None))
-    return hook in vars(cb) or getattr(type(cb), hook, None) is not getattr(Callback, hook)
-
-
-class CallbackList:
-    """Dispatches each hook to a list of callbacks (in order)."""
-
-    def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict[str, Any]):
-        self.callbacks = list(callbacks or [])
-        for cb in self.callbacks:
-            if not isinstance(cb, Callback) and not callable(getattr(cb, "set_model", None)):
-                raise ValueError(
-                    f"callbacks must be optimist.callbacks.Callback instances, got "
-                    f"{type(cb).__name__}"
-                )
-            cb.set_model(model)
-            cb.set_params(params)
-        # Per-batch hooks cost a host sync each batch: only call them when someone listens.
-        self.wants = {
-            hook: any(_overrides(cb, hook) for cb in self.callbacks)
-            for hook in (
-                "on_train_batch_begin",
-                "on_train_batch_end",
-                "on_test_batch_begin",
-                "on_test_batch_end",
-                "on_predict_batch_begin",
-                "on_predict_batch_end",
-            )
-        }
-        self.train_batch_logs = self.wants["on_train_batch_end"]
-
-    def _call(self, hook: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            fn = getattr(cb, hook, None)  # a duck-typed callback may leave hooks out
-            if fn is not None:
-                fn(*args)
-
-    def on_train_begin(self, logs: Logs | None = None) -> None:
-        self._call("on_train_begin", logs)
-
-    def on_train_end(self, logs: Logs | None = None) -> None:
-        self._call("on_train_end", logs)
-
-    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        self._call("on_epoch_begin", epoch, logs)
-
-    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        self._call("on_epoch_end", epoch, logs)
-
-    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_train_batch_begin"]:
-            self._call("on_train_batch_begin", batch, logs)
-
-    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_train_batch_end"]:
-            self._call("on_train_batch_end", batch, logs)
-
-    def on_test_begin(self, logs: Logs | None = None) -> None:
-        self._call("on_test_begin", logs)
-
-    def on_test_end(self, logs: Logs | None = None) -> None:
-        self._call("on_test_end", logs)
-
-    def on_test_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_test_batch_begin"]:
-            self._call("on_test_batch_begin", batch, logs)
-
-    def on_test_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_test_batch_end"]:
-            self._call("on_test_batch_end", batch, logs)
-
-    def on_predict_begin(self, logs: Logs | None = None) -> None:
-        self._call("on_predict_begin", logs)
-
-    def on_predict_end(self, logs: Logs | None = None) -> None:
-        self._call("on_predict_end", logs)
-
-    def on_predict_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_predict_batch_begin"]:
-            self._call("on_predict_batch_begin", batch, logs)
-
-    def on_predict_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        if self.wants["on_predict_batch_end"]:
-            self._call("on_predict_batch_end", batch, logs)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -622,6 +508,3 @@ class LambdaCallback(Callback):
             )
         for name, fn in hooks.items():
             setattr(self, name, fn)
-
-
-from optimist.training.history import History  # noqa: E402  (History subclasses Callback)

@@ -56,13 +56,13 @@ from torch.utils.data import (
 
 from optimist import monitor as _monitor
 from optimist.training import data as _data
+from optimist.training.callback_base import _overrides as overrides
 from optimist.training.callbacks import (
     BackupAndRestore,
     Callback,
     CSVLogger,
     ModelCheckpoint,
 )
-from optimist.training.callbacks import _overrides as overrides
 
 __all__ = ["STRATEGIES", "DDPStrategy", "start"]
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from optimist.training.callbacks import Callback
+from optimist.training.callback_base import Callback
 
 
 class History(Callback):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from optimist.training import data as _data
-from optimist.training.callbacks import Callback, CallbackList
+from optimist.training.callback_base import Callback, CallbackList
 from optimist.training.loop import _check_int
 from optimist.training.progress import Progress, resolve_verbose
 
