@@ -234,3 +234,20 @@ def test_malicious_pickle_is_refused_for_safety(tmp_path, payload, named):
         text = str(info.value)
         assert str(path) in text and named in text and "weights_only=False" in text
         assert "corrupt" not in text
+
+
+def test_an_optimizer_saved_under_its_old_module_path_is_rebuilt():
+    # LAMB and LARS moved out of optimist.optim.trust_ratio; a file saved before names the
+    # old path, and the class is found by its public name in optimist.optim
+    from optimist.optim import LAMB, LARS
+    from optimist.training.checkpoint import rebuild_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3, 2))]
+    for cls in (LAMB, LARS):
+        config = {"class": f"optimist.optim.trust_ratio.{cls.__name__}", "defaults": {"lr": 0.5}}
+        opt = rebuild_optimizer(config, params)
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.5
+    # outside the optimizer packages, or a name that is no class there: nothing is imported
+    assert rebuild_optimizer({"class": "os.path.join"}, params) is None
+    assert rebuild_optimizer({"class": "optimist.optim.gone.optimizer"}, params) is None
+    assert rebuild_optimizer({"class": "optimist.optim.gone.NoSuchOptimizer"}, params) is None

@@ -209,12 +209,17 @@ def rebuild_optimizer(config: dict[str, Any], params: list[torch.nn.Parameter]) 
     if config.get("name"):
         return optim.optimizer(config["name"], params)
     module_name, _, cls_name = str(config.get("class", "")).rpartition(".")
-    if not any(module_name == m or module_name.startswith(m + ".") for m in _OPTIMIZER_MODULES):
+    roots = [m for m in _OPTIMIZER_MODULES if module_name == m or module_name.startswith(m + ".")]
+    if not roots:
         return None
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError):
-        return None
+        # a class that moved to another module of its package (LAMB and LARS left
+        # optimist.optim.trust_ratio) keeps its public name at the package's top
+        cls = getattr(importlib.import_module(roots[0]), cls_name, None)
+        if not isinstance(cls, type):
+            return None
     try:
         return cls(params, **config.get("defaults", {}))
     except TypeError:
