@@ -242,15 +242,12 @@ std::tuple<double, double> prodigy_sums(const std::vector<Job>& jobs,
     }
   };
   {
-    // backwards, each thread its share of each tensor's chunks (for_jobs_backwards): the step that
-    // follows (execute, the same shares forwards) starts on what this pass read last
+    // each thread its share of each tensor's chunks, forwards (for_jobs_shared)
     pybind11::gil_scoped_release release;
-    for_jobs_backwards(sizes, kParallelElems, [&](size_t i, int64_t begin, int64_t end) {
+    for_jobs_shared(sizes, kParallelElems, [&](size_t i, int64_t begin, int64_t end) {
       const size_t first = first_chunk[i] + static_cast<size_t>(begin / kParallelElems);
-      for (size_t c = first_chunk[i] + static_cast<size_t>((end - 1) / kParallelElems) + 1;
-           c-- > first;) {
-        one(c);
-      }
+      const size_t last = first_chunk[i] + static_cast<size_t>((end - 1) / kParallelElems) + 1;
+      for (size_t c = first; c < last; ++c) one(c);
     });
   }
   std::vector<double> dot(jobs.size(), 0.0), norm(jobs.size(), 0.0);
