@@ -1,11 +1,12 @@
 """Fair, side-by-side optimizer comparisons: ``optimist compare`` and :func:`compare`.
 
-Layers: ``safety`` (secrets, file names, environment errors) and ``functions``/``methods``/
-``tasks`` (what is compared) <- ``training_loop`` (one trial; data tasks through
-``optimist.training``'s ``fit``) <- ``study``/``runner``/``workers`` (Optuna studies, claiming,
-parallel processes) <- ``results``/``results_schema``/``ranking`` (files, schema, the ranking
-rule) <- ``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <-
-``api`` (the coordinator).
+Layers: ``safety`` (secrets, file names, environment errors), ``interrupts`` (Ctrl-C held back
+during storage writes, raised once) and ``functions``/``methods``/``tasks`` (what is compared)
+<- ``training_loop`` (one trial; data tasks through ``optimist.training``'s ``fit``) <-
+``study``/``runner``/``workers`` (Optuna studies, claiming, parallel processes) <-
+``results``/``results_schema``/``ranking`` (files, schema, the ranking rule) <-
+``recommend``/``tables``/``plots``/``report`` (verdicts, tables, figures, the page) <- ``api``
+(the coordinator).
 """
 
 from __future__ import annotations

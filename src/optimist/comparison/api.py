@@ -17,6 +17,7 @@ from typing import Any
 import optimist
 from optimist.comparison import results as results_io
 from optimist.comparison import study as st
+from optimist.comparison.interrupts import interrupt_once
 from optimist.comparison.methods import METHODS
 from optimist.comparison.runner import (
     TUNE_SEED,
@@ -24,7 +25,6 @@ from optimist.comparison.runner import (
     Context,
     RunError,
     build_groups,
-    interrupt_once,
     resolve_method,
     resolve_tasks,
     work,

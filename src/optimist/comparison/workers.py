@@ -17,7 +17,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from optimist.comparison.runner import Config, Context, RunError, interrupt_once, work
+from optimist.comparison.interrupts import interrupt_once
+from optimist.comparison.runner import Config, Context, RunError, work
 
 __all__ = ["run_workers"]
 
