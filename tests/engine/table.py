@@ -8,7 +8,8 @@ No optimizer is listed here by hand. Every class (or factory) registered in
   :class:`optimist.optim.Optimizer`), or the defaults alone when it has none;
 * element-wise rows (fused == eager, the NumPy reference, low-precision parameters, DTensor
   parameters) for the classes whose constructor takes ``fused``, the engine's implementation
-  choice: the rules;
+  choice: the rules; trust-ratio rows for the :class:`TrustRatioOptimizer` subclasses (LAMB,
+  LARS: element-wise state, the update scaled per tensor);
 * its NumPy reference: the entry of ``optimist.reference.RULES`` under one of its registered
   names or its class name (underscores ignored);
 * its torch.optim twin: ``torch.optim.<its class name>``, where one exists.
@@ -31,6 +32,7 @@ import optimist.optim as oo
 from helpers import needs_engine as needs_engine  # the table's users import it from here
 from optimist import reference
 from optimist.optim import registry
+from optimist.optim.trust_ratio import TrustRatioOptimizer
 
 SHAPES = [(64, 80), (300,), (7,), ()]  # one tensor >= 4096 elements (int8), others float32
 STATE_DTYPES = [None, "float32", "bfloat16", "int8"]
@@ -59,6 +61,10 @@ class Entry:
     @property
     def elementwise(self) -> bool:
         return "fused" in self.parameters
+
+    @property
+    def trust_ratio(self) -> bool:
+        return self.cls is not None and issubclass(self.cls, TrustRatioOptimizer)
 
     @property
     def examples(self) -> tuple[dict[str, Any], ...]:
@@ -124,6 +130,7 @@ def ids(row: Row) -> str:
 
 
 ELEMENTWISE = rows(lambda e: e.elementwise)
+TRUST_RATIO = rows(lambda e: e.trust_ratio)
 EVERY = rows()
 ONE_PER_OPTIMIZER = rows(first_only=True)
 

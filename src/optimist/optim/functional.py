@@ -1,4 +1,5 @@
-"""The functional form of every element-wise optimizer, derived from its rule (torch.optim's style).
+"""The functional form of every element-wise and trust-ratio optimizer, derived from its class
+(torch.optim's style).
 
 torch.optim pairs each class with a function that takes the state as lists and updates it in
 place: ``torch.optim.adam.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
@@ -7,14 +8,20 @@ state_steps, *, lr, beta1, ...)``. Here nothing of the kind is written per optim
 * :func:`step` runs one step of the optimizer registered under a name over lists of tensors. It
   builds that optimizer's class over the parameters (its checks and defaults apply), lends it
   the caller's state tensors and gradients, and calls the class's own ``step``: the same
-  dispatch (C++ engine, or the rule's eager per-tensor function), bit for bit the same result.
+  dispatch (C++ engine, or torch ops per tensor), bit for bit the same result.
 * :func:`init_state` / :func:`init_states` make the state exactly as the class does lazily
-  (the rule's slots with torch.optim's keys, in the storage format ``state_dtype`` asks).
+  (the class's slots with torch.optim's keys, in the storage format ``state_dtype`` asks).
 * a named function per registered name (``functional.adam``, ``functional.lion``, ...) is
-  generated from the rule and the class signature: positional lists (the parameters, the
-  gradients, one list per state slot, per scalar state, then the steps; named as torch's twin
-  names them where one exists), then the class's hyperparameters as keyword arguments with its
-  defaults (``betas`` split into ``beta1``/``beta2`` where torch's twin does).
+  generated from the class's state layout (:func:`state_layout`) and signature: positional
+  lists (the parameters, the gradients, one list per state slot, per scalar state, then the
+  steps; named as torch's twin names them where one exists), then the class's hyperparameters
+  as keyword arguments with its defaults (``betas`` split into ``beta1``/``beta2`` where
+  torch's twin does).
+
+The classes with one: the element-wise rules (:class:`RuleOptimizer` subclasses taking
+``fused``) and the trust-ratio classes (LAMB, LARS: :class:`TrustRatioOptimizer`, whose state
+is element-wise too; only the update is scaled per tensor). Adafactor, SOAP and Muon keep or
+update whole matrices, and Lookahead wraps another optimizer: they have none.
 
 Rules that keep statistics in their param group (Schedule-Free's ``k`` and ``weight_sum``,
 Prodigy's ``d``) read and update them in a ``group_state`` dict the caller keeps between steps.
@@ -25,16 +32,27 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from optimist.optim import registry
+from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
-from optimist.optim.rule import Rule
+from optimist.optim.rule import Slot
+from optimist.optim.trust_ratio import TrustRatioOptimizer
 
-__all__ = ["functions", "init_state", "init_states", "signature_of", "step"]
+__all__ = [
+    "StateLayout",
+    "functions",
+    "init_state",
+    "init_states",
+    "signature_of",
+    "state_layout",
+    "step",
+]
 
 # constructor arguments that are not hyperparameters of a functional step
 _NOT_HYPER = frozenset({"params", "chain"})
@@ -46,41 +64,92 @@ def _arguments(factory: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(inspect.signature(factory).parameters)
 
 
-def _has_functional(factory: Any) -> bool:
-    """An element-wise rule's class: a :class:`RuleOptimizer` whose constructor takes ``fused``
-    (the engine's implementation choice), as the contract tables select them."""
-    return (
-        isinstance(factory, type)
-        and issubclass(factory, RuleOptimizer)
-        and "fused" in _arguments(factory)
+@dataclass(frozen=True)
+class StateLayout:
+    """A class's per-parameter state as the functional form passes it, in list order."""
+
+    slots: tuple[str, ...]
+    """The state tensors shaped like the parameter (one positional list each)."""
+    scalar_state: tuple[str, ...] = ()
+    """0-dim state tensors besides ``step`` (NAdam's ``mu_product``)."""
+    has_step: bool = True
+    """A ``step`` count per parameter (torch's ``state_steps``)."""
+    group_statistics: tuple[str, ...] = ()
+    """Param-group entries the step updates (kept in ``group_state`` where not arguments)."""
+    fresh: tuple[Slot, ...] = ()
+    """Slots made from the first gradient (SGD's ``momentum_buffer``)."""
+    torch_twin: Callable[..., None] | None = None
+    """torch's functional of the same optimizer, whose argument names the lists take."""
+
+    def fresh_keys(self, group: dict[str, Any]) -> list[str]:
+        """The fresh slots this group's settings use."""
+        return [s.key for s in self.fresh if s.active(group)]
+
+
+def _why_none(factory: Any) -> str | None:
+    """None for a class with a functional form, else why it has none (a few words)."""
+    if not isinstance(factory, type):
+        return "it wraps another optimizer (use the inner one's functional form)"
+    if issubclass(factory, TrustRatioOptimizer):
+        return None
+    if issubclass(factory, RuleOptimizer) and "fused" in _arguments(factory):
+        return None  # an element-wise rule (``fused``: the engine's implementation choice)
+    return "its state or update is per matrix, not element-wise lists"
+
+
+@functools.cache
+def state_layout(cls: type[Optimizer]) -> StateLayout:
+    """The state layout of a class with a functional form, from the class: a rule's slots and
+    scalar state, or a trust-ratio class's ``slot_keys`` and ``has_step``.
+
+    Raises:
+        ValueError: a class without a functional form (saying why).
+    """
+    why = _why_none(cls)
+    if why is not None:
+        raise ValueError(f"{getattr(cls, '__name__', cls)!r} has no functional form: {why}")
+    if issubclass(cls, TrustRatioOptimizer):
+        return StateLayout(cls.slot_keys, has_step=cls.has_step)
+    rule = cls.rule  # type: ignore[attr-defined]
+    return StateLayout(
+        slots=tuple(s.key for s in rule.slots),
+        scalar_state=tuple(k for k, _ in rule.scalar_state),
+        has_step=rule.has_step,
+        group_statistics=rule.group_statistics,
+        fresh=tuple(s for s in rule.slots if s.fresh),
+        torch_twin=rule.torch_foreach,
     )
 
 
 def _spec(name: str) -> registry.OptimizerSpec:
     entry = registry.spec(name)
-    if not _has_functional(entry.factory):
+    why = _why_none(entry.factory)
+    if why is not None:
         known = ", ".join(functions())
-        raise ValueError(
-            f"{name!r} has no functional form (not an element-wise rule); functional forms: {known}"
-        )
+        raise ValueError(f"{name!r} has no functional form: {why}; functional forms: {known}")
     return entry
 
 
+def _layout_of(opt: Optimizer) -> StateLayout:
+    return state_layout(type(opt))
+
+
 def functions() -> list[str]:
-    """The registered names that have a functional form (the element-wise rules), sorted."""
-    return [n for n in registry.optimizers() if _has_functional(registry.spec(n).factory)]
+    """The registered names that have a functional form (element-wise rules, trust-ratio
+    classes), sorted."""
+    return [n for n in registry.optimizers() if _why_none(registry.spec(n).factory) is None]
 
 
 def _hyper_names(cls: type) -> list[str]:
     return [n for n in _arguments(cls) if n not in _NOT_HYPER]
 
 
-def _carried(rule: Rule, cls: type) -> tuple[str, ...]:
+def _carried(cls: type[Optimizer]) -> tuple[str, ...]:
     """Group statistics the step updates (not constructor arguments): kept in ``group_state``."""
-    return tuple(k for k in rule.group_statistics if k not in _arguments(cls))
+    return tuple(k for k in state_layout(cls).group_statistics if k not in _arguments(cls))
 
 
-def _build(name: str, params: Sequence[Tensor], hyper: dict[str, Any]) -> RuleOptimizer:
+def _build(name: str, params: Sequence[Tensor], hyper: dict[str, Any]) -> Optimizer:
     entry = _spec(name)
     cls = entry.factory
     allowed = set(_hyper_names(cls))
@@ -94,7 +163,7 @@ def _build(name: str, params: Sequence[Tensor], hyper: dict[str, Any]) -> RuleOp
     return cls([p.detach() for p in params], **{**entry.defaults, **hyper})
 
 
-def _layout(opt: RuleOptimizer, p: Tensor) -> tuple[list[str], list[str]]:
+def _keys_for(opt: Optimizer, p: Tensor) -> tuple[list[str], list[str]]:
     """The state keys a step of ``opt`` needs for a parameter like ``p``, besides ``step``:
     those it creates before the first step (the class's own ``_init_state``, run on a meta
     stand-in, so nothing is allocated), and those it makes from the first gradient (``fresh``
@@ -102,15 +171,14 @@ def _layout(opt: RuleOptimizer, p: Tensor) -> tuple[list[str], list[str]]:
     group = opt.param_groups[0]
     stand_in = torch.empty(p.shape, dtype=p.dtype, device="meta")
     made: dict[str, Any] = {}
-    opt._init_state(stand_in, made, group)
+    opt._init_state(stand_in, made, group)  # type: ignore[attr-defined]
     fresh = _fresh(opt)
     return [k for k in made if k != "step"], [*fresh, *(f"{k}_absmax" for k in fresh)]
 
 
-def _fresh(opt: RuleOptimizer) -> list[str]:
+def _fresh(opt: Optimizer) -> list[str]:
     """The slots this group makes from the first gradient (SGD's ``momentum_buffer``)."""
-    group = opt.param_groups[0]
-    return [s.key for s in opt.rule.slots if s.fresh and s.active(group)]
+    return _layout_of(opt).fresh_keys(opt.param_groups[0])
 
 
 def init_state(name: str, param: Tensor, **hyper: Any) -> dict[str, Tensor | None]:
@@ -122,7 +190,7 @@ def init_state(name: str, param: Tensor, **hyper: Any) -> dict[str, Tensor | Non
     opt = _build(name, [param], hyper)
     group = opt.param_groups[0]
     state: dict[str, Any] = {}
-    opt._init_state(group["params"][0], state, group)
+    opt._init_state(group["params"][0], state, group)  # type: ignore[attr-defined]
     return {**state, **dict.fromkeys(_fresh(opt))}
 
 
@@ -148,7 +216,7 @@ def _unused(column: Sequence[Tensor | None]) -> bool:
 
 def _check_lists(
     name: str,
-    opt: RuleOptimizer,
+    opt: Optimizer,
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     states: dict[str, list[Tensor | None]],
@@ -166,10 +234,11 @@ def _check_lists(
             raise ValueError(
                 f"{where}: grads[{i}] has shape {tuple(g.shape)}, params[{i}] {tuple(p.shape)}"
             )
-    if opt.rule.has_step and (steps is None or len(steps) != n):
+    has_step = _layout_of(opt).has_step
+    if has_step and (steps is None or len(steps) != n):
         got = "no" if steps is None else len(steps)
         raise ValueError(f"{where}: {n} params but {got} steps (make them with init_states)")
-    if not opt.rule.has_step and steps:
+    if not has_step and steps:
         raise ValueError(f"{where} keeps no step count; pass steps=None")
     if not n:
         return []
@@ -177,7 +246,7 @@ def _check_lists(
     for p in params:
         key = (tuple(p.shape), p.dtype)
         if key not in layouts:
-            layouts[key] = _layout(opt, p)
+            layouts[key] = _keys_for(opt, p)
     required = list(dict.fromkeys(k for r, _ in layouts.values() for k in r))
     optional = list(dict.fromkeys(k for _, o in layouts.values() for k in o))
     missing = [k for k in required if k not in states]
@@ -238,7 +307,7 @@ def step(
         ValueError: unknown name, lists of different lengths, a missing state slot.
     """
     opt = _build(name, params, hyper)
-    carried = _carried(opt.rule, type(opt))
+    carried = _carried(type(opt))
     if carried and group_state is None:
         raise ValueError(
             f"functional {name!r} keeps per-group statistics ({', '.join(carried)}): pass "
@@ -249,12 +318,14 @@ def step(
     for key in carried:
         if group_state and key in group_state:
             group[key] = group_state[key]
-    if group.get("state_dtype") == "bfloat16" or opt.stochastic_params:
-        opt._count = _count(opt, steps, group_state)  # the seed of stochastic rounding
+    has_step = _layout_of(opt).has_step
+    # the seed of stochastic rounding (trust-ratio classes have no stochastic_params)
+    if group.get("state_dtype") == "bfloat16" or getattr(opt, "stochastic_params", False):
+        opt._count = _count(opt, steps, group_state)  # type: ignore[attr-defined]
     aliases = group["params"]
     for i, alias in enumerate(aliases):
         state = opt.state[alias]
-        if opt.rule.has_step:
+        if has_step:
             state["step"] = steps[i]  # type: ignore[index]
         for key in keys:
             value = states[key][i] if key in states else None
@@ -264,7 +335,7 @@ def step(
     opt.step()
     for i, alias in enumerate(aliases):
         state = opt.state[alias]
-        if opt.rule.has_step and state["step"] is not steps[i]:  # type: ignore[index]
+        if has_step and state["step"] is not steps[i]:  # type: ignore[index]
             steps[i] = state["step"]  # type: ignore[index]  # moved (torch's fused kernels)
         for key in keys:
             value = state.get(key)
@@ -272,18 +343,18 @@ def step(
                 states.setdefault(key, [None] * len(aliases))[i] = value
     if group_state is not None:
         group_state.update({k: group[k] for k in carried})
-        group_state["count"] = opt._count
+        group_state["count"] = opt._count  # type: ignore[attr-defined]
 
 
 def _count(
-    opt: RuleOptimizer, steps: Sequence[Tensor] | None, group_state: dict[str, Any] | None
+    opt: Optimizer, steps: Sequence[Tensor] | None, group_state: dict[str, Any] | None
 ) -> int:
     """The optimizer's count of applied steps, which seeds stochastic rounding: kept in
     ``group_state`` when one is passed, else the first parameter's step count (a class whose
     parameters all step together has the same), else 0."""
     if group_state is not None and "count" in group_state:
         return int(group_state["count"])
-    if opt.rule.has_step and steps:
+    if _layout_of(opt).has_step and steps:
         return int(steps[0].item())
     return 0
 
@@ -292,16 +363,16 @@ def _count(
 
 
 def _torch_twin(name: str) -> Callable[..., Any] | None:
-    return _spec(name).factory.rule.torch_foreach
+    return state_layout(_spec(name).factory).torch_twin
 
 
 def _list_names(name: str) -> list[tuple[str, str | None]]:
     """``(argument name, key)`` of the positional lists: the parameters and the gradients (keys
     "params", "grads"), one per slot, per scalar state, and the steps (key None); named as
     torch's twin names them where it has one (``d_p_list`` for SGD's gradients)."""
-    rule: Rule = _spec(name).factory.rule
-    keys: list[str | None] = [s.key for s in rule.slots] + [k for k, _ in rule.scalar_state]
-    if rule.has_step:
+    layout = state_layout(_spec(name).factory)
+    keys: list[str | None] = [*layout.slots, *layout.scalar_state]
+    if layout.has_step:
         keys.append(None)
     twin = _torch_twin(name)
     if twin is not None:
@@ -331,7 +402,7 @@ def _splits_betas(name: str) -> bool:
 
 
 def signature_of(name: str) -> inspect.Signature:
-    """The signature of the named functional ``name``, derived from its rule and class."""
+    """The signature of the named functional ``name``, derived from its class."""
     entry = _spec(name)
     cls = entry.factory
     P = inspect.Parameter
@@ -378,7 +449,7 @@ def _make(name: str) -> Callable[..., None]:
     functional.__signature__ = sig  # type: ignore[attr-defined]
     cls = _spec(name).factory
     functional.__doc__ = (
-        f"Functional {cls.__name__} (registered as {name!r}), generated from its rule: the "
+        f"Functional {cls.__name__} (registered as {name!r}), generated from its class: the "
         f"lists are updated in place, as by :func:`optimist.optim.functional.step`; the keyword "
         f"arguments are {cls.__name__}'s."
     )
