@@ -149,11 +149,13 @@ def test_trust_ratio_rows_cover_their_settings():
 
 
 def _class_lists(cls: type) -> list[str | None]:
-    """The state lists' keys as the class keeps its state: a rule's slots and scalar state, a
-    trust-ratio class's ``slot_keys``; None for the steps."""
+    """The state lists' keys as the class keeps its state: a rule's slots, the class's other
+    per-parameter tensors (Prodigy's ``p0``) and the rule's scalar state, a trust-ratio class's
+    ``slot_keys``; None for the steps."""
     if hasattr(cls, "rule"):
         rule = cls.rule
-        keys = [s.key for s in rule.slots] + [k for k, _ in rule.scalar_state]
+        keys = [s.key for s in rule.slots] + list(cls.extra_state)
+        keys += [k for k, _ in rule.scalar_state]
         return keys + ([None] if rule.has_step else [])
     return [*cls.slot_keys, *([None] if cls.has_step else [])]
 
@@ -244,8 +246,7 @@ def test_named_functional_equals_the_class_bitwise(row, dtype):
     states, counts = functional.init_states(name, b, **row.kwargs)
     lists = {key: states.setdefault(key, []) for _, key in functional._list_names(name)[2:]}
     unlisted = sorted(k for k in states if k not in lists and not k.endswith("_absmax"))
-    if unlisted:  # known gap: state the rule does not declare as a slot (Prodigy's p0)
-        pytest.xfail(f"functional.{name} has no list for its state {unlisted}")
+    assert not unlisted, f"functional.{name} has no list for its state {unlisted}"
     if None in lists:
         lists[None] = counts
     group_state: dict = {}

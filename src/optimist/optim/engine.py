@@ -119,6 +119,9 @@ class RuleOptimizer(Gathering):
 
     rule: ClassVar[Rule]
     state_dtypes = codecs.STATE_DTYPES
+    extra_state: ClassVar[tuple[str, ...]] = ()
+    """Per-parameter tensors that :meth:`_init_state` adds besides the rule's slots (Prodigy's
+    ``p0``): the functional form passes each as a list of its own."""
 
     def __init__(
         self,

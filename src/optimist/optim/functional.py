@@ -70,6 +70,9 @@ class StateLayout:
 
     slots: tuple[str, ...]
     """The state tensors shaped like the parameter (one positional list each)."""
+    extra: tuple[str, ...] = ()
+    """Tensors the class keeps per parameter besides its rule's slots (Prodigy's ``p0``), one
+    positional list each, after the slots."""
     scalar_state: tuple[str, ...] = ()
     """0-dim state tensors besides ``step`` (NAdam's ``mu_product``)."""
     has_step: bool = True
@@ -113,6 +116,7 @@ def state_layout(cls: type[Optimizer]) -> StateLayout:
     rule = cls.rule  # type: ignore[attr-defined]
     return StateLayout(
         slots=tuple(s.key for s in rule.slots),
+        extra=cls.extra_state,  # type: ignore[attr-defined]
         scalar_state=tuple(k for k, _ in rule.scalar_state),
         has_step=rule.has_step,
         group_statistics=rule.group_statistics,
@@ -368,10 +372,11 @@ def _torch_twin(name: str) -> Callable[..., Any] | None:
 
 def _list_names(name: str) -> list[tuple[str, str | None]]:
     """``(argument name, key)`` of the positional lists: the parameters and the gradients (keys
-    "params", "grads"), one per slot, per scalar state, and the steps (key None); named as
+    "params", "grads"), one per slot, per extra state tensor, per scalar state, and the steps
+    (key None); named as
     torch's twin names them where it has one (``d_p_list`` for SGD's gradients)."""
     layout = state_layout(_spec(name).factory)
-    keys: list[str | None] = [*layout.slots, *layout.scalar_state]
+    keys: list[str | None] = [*layout.slots, *layout.extra, *layout.scalar_state]
     if layout.has_step:
         keys.append(None)
     twin = _torch_twin(name)

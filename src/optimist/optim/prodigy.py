@@ -215,6 +215,7 @@ class Prodigy(RuleOptimizer):
         >>> opt = Prodigy(model.parameters())  # no learning rate to tune
     """
 
+    extra_state = ("p0",)  # x0, the starting point (functional lists: p0s)
     rule = PRODIGY
     nonnegative = ("eps", "weight_decay", "d_coef")
 
