@@ -12,3 +12,8 @@ eval "$(bash scripts/start_postgres.sh)"
 trap 'bash scripts/start_postgres.sh stop >/dev/null 2>&1 || true' EXIT
 
 python3 -m pytest -q "$@"
+if [ "$#" -eq 0 ]; then
+    # the accelerator paths (tests/cuda: foreach, buckets, torch's fused kernels, state on the
+    # device), skipped above without a GPU, run again with the CPU as the device
+    OPTIMIST_TEST_DEVICE=cpu python3 -m pytest -q tests/cuda
+fi

@@ -83,6 +83,32 @@ def test_decay_masks_follow_the_parameters_that_have_a_gradient_each_step():
     assert sorted(seen) == [1, 2, 2]  # w when alone, then w and b together: once each
 
 
+def test_a_scheduled_chain_runs_a_callable_mask_once_per_parameter():
+    # a scheduled step runs on a copy of the param group: the masks' rates are still made once
+    needs_engine()
+    w = torch.nn.Parameter(torch.full((2, 2), 2.0))
+    b = torch.nn.Parameter(torch.full((2,), 2.0))
+    seen = []
+
+    def matrices(p: torch.Tensor) -> bool:
+        seen.append(p.dim())
+        return p.dim() >= 2
+
+    opt = optimist.chain(
+        T.scale_by_sgd(),
+        T.add_decayed_weights(0.5, mask=matrices),
+        T.scale_by_schedule(lambda n: 0.5**n),
+    )([w, b], lr=0.1)
+    expect = 2.0
+    for n in range(4):
+        w.grad, b.grad = torch.zeros_like(w), torch.zeros_like(b)
+        opt.step()
+        expect *= 1.0 - 0.1 * 0.5**n * 0.5
+        torch.testing.assert_close(w.detach(), torch.full((2, 2), expect), rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.detach(), torch.full((2,), 2.0))
+    assert sorted(seen) == [1, 2]
+
+
 def test_decay_before_rule_is_l2_after_is_decoupled():
     needs_engine()
     a, b, c = make_params(torch.float64), make_params(torch.float64), make_params(torch.float64)

@@ -154,8 +154,9 @@ class RuleOptimizer(Gathering):
         """Per parameter of ``originals``, the rates of the chain's ``add_decayed_weights``
         whose mask takes it: those before the rule (an L2 term) and after it (decoupled), each
         in chain order. A mask is a function of the parameter and its name, so the lists are
-        made once per group and parameter list (masks by callable run once per parameter)."""
-        key = (id(group), tuple(map(id, originals)))
+        made once per parameter list and its names (not per group dict: a scheduled step runs
+        on a copy of the group)."""
+        key = (id(group.get("param_names")), tuple(map(id, originals)))
         hit = self._mask_cache.get(key)
         if hit is None:
             chain = self.chain

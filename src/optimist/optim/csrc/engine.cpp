@@ -315,8 +315,8 @@ inline std::pair<int64_t, int64_t> even_share(int64_t n, int tid, int nt) {
 // into even shares of whole `unit`-element pieces, one per thread (begin is a multiple of
 // `unit`), with no barrier between jobs.  Forwards throughout: reading the jobs and each share
 // last to first, so that the step would find the start of each share still in the last-level
-// cache, measured 4-5% slower for Prodigy's step (10M and 50M parameters, 1 thread) than
-// streaming forwards.  Serial (work(i, 0, n) for each job, in the order above) on one thread,
+// cache, measured 4-7% slower for Prodigy's step (10M and 50M parameters, 1 and 2 threads)
+// than streaming forwards.  Serial (work(i, 0, n) for each job, in the order above) on one thread,
 // inside a parallel region, or with nothing to share.  Where work's results depend only on the
 // element range, they do not depend on the threads.
 template <typename F>
