@@ -37,15 +37,8 @@ class LAMB(TrustRatioOptimizer):
         betas: :math:`(\\beta_1, \\beta_2)`.
         eps: :math:`\\epsilon` added to the denominator (default 1e-6, as Optax).
         weight_decay: :math:`\\lambda`, added to the update before the trust ratio.
-        maximize: ascend instead of descend.
-        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
-            torch ops on accelerators; True: the buckets on any device; False: torch ops per
-            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
-        skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
-            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
-            (block-wise; tensors under 4096 elements stay float32): see
-            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
+        maximize, foreach, skip_nonfinite, state_dtype: see
+            :class:`~optimist.optim.trust_ratio.TrustRatioOptimizer`.
     """
 
     nonnegative = ("eps", "weight_decay")

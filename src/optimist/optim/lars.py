@@ -50,15 +50,8 @@ class LARS(TrustRatioOptimizer):
             paper's Algorithm 1 and ``pytorch_optimizer``): :math:`r_t = \\eta\\lVert\\theta
             \\rVert / (\\lVert g_t\\rVert + \\lambda\\lVert\\theta\\rVert +
             \\epsilon_r)`, 1 where :math:`\\lVert\\theta\\rVert` or the denominator is 0.
-        maximize: ascend instead of descend.
-        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
-            torch ops on accelerators; True: the buckets on any device; False: torch ops per
-            tensor (see :meth:`TrustRatioOptimizer._foreach_step`).
-        skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
-        state_dtype: storage of the moments (LAMB) or the momentum buffer (LARS): None (the
-            parameter's dtype), "float32", "bfloat16" (stochastic rounding) or "int8"
-            (block-wise; tensors under 4096 elements stay float32): see
-            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
+        maximize, foreach, skip_nonfinite, state_dtype: see
+            :class:`~optimist.optim.trust_ratio.TrustRatioOptimizer`.
     """
 
     nonnegative = ("momentum", "weight_decay", "trust_coefficient", "eps")

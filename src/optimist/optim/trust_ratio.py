@@ -110,7 +110,19 @@ class TrustRatioOptimizer(TensorwiseOptimizer):
     direction: the engine's norm pass (module docstring) where the tensors allow, else
     :meth:`_eager_step` per tensor. A subclass sets :attr:`functor` (its C++ functor in
     ``csrc/rules.h``), :attr:`slot_keys` and :attr:`grad_in_update`, and defines the host
-    scalars of both phases (:meth:`_hyper`, :meth:`_ratio_terms`)."""
+    scalars of both phases (:meth:`_hyper`, :meth:`_ratio_terms`).
+
+    Arguments every subclass takes:
+        maximize: ascend instead of descend.
+        foreach: None (default): the C++ engine on the CPU, flat buckets of small tensors in
+            torch ops on accelerators; True: the buckets on any device; False: torch ops per
+            tensor (see :meth:`_foreach_step`).
+        skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
+        state_dtype: storage of the state in :attr:`slot_keys` (LAMB's moments, LARS's momentum
+            buffer): None (the parameter's dtype), "float32", "bfloat16" (stochastic rounding)
+            or "int8" (block-wise; tensors under 4096 elements stay float32): see
+            :mod:`optimist.optim.codecs`. Not for DTensor parameters.
+    """
 
     functor: ClassVar[str]
     slot_keys: ClassVar[tuple[str, ...]]
