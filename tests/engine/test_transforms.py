@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -48,28 +49,34 @@ def test_decayed_weights_mask_by_name_and_callable():
         T.mask_matches("*.bias", torch.zeros(3), None)
 
 
+def _weight_and_bias() -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    return torch.nn.Parameter(torch.full((2, 2), 2.0)), torch.nn.Parameter(torch.full((2,), 2.0))
+
+
+def _counting_matrix_mask() -> tuple[Callable[[torch.Tensor], bool], list[int]]:
+    """A callable mask selecting matrices, and the list of the ranks it was called with."""
+    seen: list[int] = []
+
+    def matrices(p: torch.Tensor) -> bool:
+        seen.append(p.dim())
+        return p.dim() >= 2
+
+    return matrices, seen
+
+
 def test_decay_masks_follow_the_parameters_that_have_a_gradient_each_step():
     # the masks' rates are kept per parameter list: a parameter that has no gradient in one
     # step and has one in the next is decayed by its own mask each time, two decays after the
     # rule are applied one after the other, and a callable mask runs once per parameter of each
     # distinct list (not at every step)
     needs_engine()
-    w = torch.nn.Parameter(torch.full((2, 2), 2.0))
-    b = torch.nn.Parameter(torch.full((2,), 2.0))
-    seen = []
-
-    def matrices(p: torch.Tensor) -> bool:
-        seen.append(p.dim())
-        return p.dim() >= 2
-
+    w, b = _weight_and_bias()
+    matrices, seen = _counting_matrix_mask()
     opt = optimist.chain(
         T.scale_by_sgd(),
         T.add_decayed_weights(0.5, mask=matrices),
         T.add_decayed_weights(0.25),
-    )(
-        [w, b],
-        lr=0.1,
-    )
+    )([w, b], lr=0.1)
     expect_w, expect_b = 2.0, 2.0
     for with_bias in [False, True, True, False, True]:
         w.grad = torch.zeros_like(w)
@@ -86,14 +93,8 @@ def test_decay_masks_follow_the_parameters_that_have_a_gradient_each_step():
 def test_a_scheduled_chain_runs_a_callable_mask_once_per_parameter():
     # a scheduled step runs on a copy of the param group: the masks' rates are still made once
     needs_engine()
-    w = torch.nn.Parameter(torch.full((2, 2), 2.0))
-    b = torch.nn.Parameter(torch.full((2,), 2.0))
-    seen = []
-
-    def matrices(p: torch.Tensor) -> bool:
-        seen.append(p.dim())
-        return p.dim() >= 2
-
+    w, b = _weight_and_bias()
+    matrices, seen = _counting_matrix_mask()
     opt = optimist.chain(
         T.scale_by_sgd(),
         T.add_decayed_weights(0.5, mask=matrices),
