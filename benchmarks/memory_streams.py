@@ -48,19 +48,18 @@ PASSES: dict[str, Pass] = {
 ARRAYS = 4  # a, b, c and d (the Adam pass's v: non-negative)
 
 
+_ADAM_STEP = torch.tensor(10.0)  # the step count the Adam pass reads (it does not advance it)
+
+
 def _fused_adam(t: list[torch.Tensor]) -> None:
-    step = _STEP.setdefault("step", torch.tensor(10.0))
     torch._fused_adam_(
-        [t[0]], [t[1]], [t[2]], [t[3]], [], [step], lr=1e-9, beta1=0.9, beta2=0.999,
+        [t[0]], [t[1]], [t[2]], [t[3]], [], [_ADAM_STEP], lr=1e-9, beta1=0.9, beta2=0.999,
         weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
     )  # fmt: skip
 
 
-_STEP: dict[str, torch.Tensor] = {}
-
-
 def measure(elements: int, repeats: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Minimum seconds of each pass over three float32 arrays, interleaved round-robin."""
+    """Minimum seconds of each pass over ARRAYS float32 arrays, interleaved round-robin."""
     arrays = [torch.randn(elements) for _ in range(ARRAYS - 1)] + [torch.rand(elements)]
     best = dict.fromkeys(PASSES, math.inf)
     with torch.no_grad():

@@ -373,8 +373,8 @@ def _torch_twin(name: str) -> Callable[..., Any] | None:
 def _list_names(name: str) -> list[tuple[str, str | None]]:
     """``(argument name, key)`` of the positional lists: the parameters and the gradients (keys
     "params", "grads"), one per slot, per extra state tensor, per scalar state, and the steps
-    (key None); named as
-    torch's twin names them where it has one (``d_p_list`` for SGD's gradients)."""
+    (key None); named as torch's twin names them where it has one (``d_p_list`` for SGD's
+    gradients)."""
     layout = state_layout(_spec(name).factory)
     keys: list[str | None] = [*layout.slots, *layout.extra, *layout.scalar_state]
     if layout.has_step:
