@@ -169,7 +169,8 @@ class CompileMixin:
         return self.optimizer
 
     def _build_optimizer(self) -> None:
-        params = [p for p in self.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         if not params:
             raise ValueError("the model has no trainable parameters to optimize")
         spec = self._optimizer_spec
@@ -181,6 +182,9 @@ class CompileMixin:
             from optimist import optim
 
             self.optimizer = optim.optimizer(spec, params)
+        elif isinstance(spec, _keras_opt.Optimizer):
+            # the parameters' names too (Keras' variable paths: Muon's exclusions, OptimizerMap)
+            self.optimizer = spec.build(params, names=[n for n, _ in named])
         else:
             opt = spec(params)
             if not isinstance(opt, torch.optim.Optimizer):

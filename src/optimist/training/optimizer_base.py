@@ -120,6 +120,7 @@ class Optimizer:
         self._iterations = 0  # calls of step(); Keras' ``_iterations``
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self._params: list[torch.Tensor] = []
+        self._names: list[str] = []  # one per parameter (build)
         self._ema: list[torch.Tensor] = []
         self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
@@ -223,9 +224,21 @@ class Optimizer:
         return None
 
     # -- building and stepping ----------------------------------------------------------------
-    def build(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-        """Create the torch-style optimizer over ``params`` (state starts fresh) and return it."""
-        self._params = [p for p in params if p.requires_grad]
+    def build(
+        self, params: Iterable[torch.Tensor], names: Iterable[str] | None = None
+    ) -> torch.optim.Optimizer:
+        """Create the torch-style optimizer over ``params`` (state starts fresh) and return it.
+
+        ``names``: one per parameter, the model's ``named_parameters()`` names (``"dense.weight"``,
+        what Keras calls a variable's path); ``model.compile`` passes them. Without them each
+        parameter is named by its position (``"0"``, ``"1"``, ...)."""
+        params = list(params)
+        names = [str(i) for i in range(len(params))] if names is None else list(names)
+        if len(names) != len(params):
+            raise ValueError(f"got {len(names)} names for {len(params)} parameters")
+        kept = [(n, p) for n, p in zip(names, params, strict=True) if p.requires_grad]
+        self._params = [p for _, p in kept]
+        self._names = [n for n, _ in kept]
         if not self._params:
             raise ValueError("the optimizer got no trainable parameters")
         opt = self.torch_class(self._params, lr=float(self.learning_rate), **self._torch_kwargs())
