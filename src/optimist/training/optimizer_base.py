@@ -283,12 +283,18 @@ class Optimizer:
             grads = self._grads()
             if grads:
                 self._clip(grads)
-        if self.weight_decay:
-            with torch.no_grad():
-                params = [p for p in self._params if p.grad is not None]
-                if params:
-                    torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
+        with torch.no_grad():
+            self._apply_weight_decay(lr)
         self._adjust(opt, self.iterations + 1)
+
+    def _apply_weight_decay(self, lr: float) -> None:
+        """Keras' decoupled decay ``p -= lr * weight_decay * p`` of the parameters about to be
+        updated (those with a gradient), as Keras' ``_apply_weight_decay``, which a rule with
+        rates of its own overrides (Muon)."""
+        if self.weight_decay:
+            params = [p for p in self._params if p.grad is not None]
+            if params:
+                torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
 
     def _clip(self, grads: list[torch.Tensor]) -> None:
         if self.clipnorm:

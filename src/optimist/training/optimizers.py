@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.keras_muon import Muon
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Muon",
     "Nadam",
     "Optimizer",
     "RMSprop",
@@ -342,7 +344,8 @@ class Adadelta(Optimizer):
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
-    cls.keras_name: cls for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
+    cls.keras_name: cls
+    for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam, Muon)
 }
 
 
