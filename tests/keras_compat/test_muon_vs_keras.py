@@ -35,7 +35,12 @@ CASES = {
     "muon-schedule-clipnorm": lambda o, s: o.Muon(s.ExponentialDecay(0.05, 3, 0.5), clipnorm=0.1),
     "muon-global-clipnorm": lambda o, s: o.Muon(0.05, global_clipnorm=0.05),
     "muon-clipvalue": lambda o, s: o.Muon(0.05, clipvalue=0.01),
-    "muon-ema": lambda o, s: o.Muon(0.05, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=4),
+    "muon-accumulate-loss-scale": lambda o, s: o.Muon(
+        0.05, gradient_accumulation_steps=2, loss_scale_factor=8.0
+    ),
+    "muon-ema": lambda o, s: o.Muon(
+        0.05, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=4
+    ),
 }
 
 
