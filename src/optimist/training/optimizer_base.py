@@ -4,8 +4,8 @@ optimizer's arguments and surface, and the torch-style optimizer it drives.
 An optimizer needs no parameters when made: ``model.compile`` keeps the object and
 :meth:`Optimizer.build` creates, when the model's parameters exist, the ``optimist.optim``
 optimizer of the subclass (:attr:`Optimizer.torch_class`, torch conventions) with a per-step
-hook; the subclass's hooks (``_torch_kwargs``, ``_adjust``, ``_momentum_key``) turn its update
-into Keras' numbers.
+hook; the subclass's hooks (``_torch_kwargs``, ``_adjust``, ``_momentum_key``,
+``_apply_weight_decay``) turn its update into Keras' numbers.
 
 Shared by all (Keras' base optimizer, applied in this order before each update): gradient
 clipping (``clipnorm`` per tensor, ``global_clipnorm`` over all, or ``clipvalue`` per element),
