@@ -11,7 +11,6 @@ import torch
 import optimist
 from keras_compat.trajectory import assert_same_trajectory
 from optimist import optimizers
-from optimist.layers import Dense, Embedding, Flatten
 from optimist.optim.muon import newton_schulz
 
 # (module, schedules) -> optimizer; the same expression builds the Keras and the optimist one
@@ -181,12 +180,3 @@ def test_bad_arguments_raise_keras_errors(keras, kwargs, message):
         keras.optimizers.Muon(**kwargs)
     with pytest.raises(ValueError, match=message):
         optimizers.Muon(**kwargs)
-
-
-def test_compile_by_name_builds_keras_muon_with_its_groups():
-    model = optimist.Sequential([optimist.Input((4,)), Embedding(10, 6), Flatten(), Dense(3)])
-    model.compile(optimizer="muon", loss="mse")
-    keras_opt = model.optimizer.keras_optimizer
-    assert type(keras_opt) is optimizers.Muon and keras_opt.get_config()["momentum"] == 0.95
-    groups = [(g["use_muon"], len(g["params"])) for g in model.optimizer.param_groups]
-    assert groups == [(False, 2), (True, 1)]  # embeddings + bias: AdamW; the kernel: Muon

@@ -126,10 +126,15 @@ def test_arguments_it_cannot_honour_are_refused(kwargs, message):
         optimizers.Muon(**kwargs)
 
 
-def test_embedding_table_steps_by_adamw_and_the_rest_trains():
+def test_compile_by_name_steps_the_embedding_table_by_adamw_and_trains():
     model = optimist.Sequential([optimist.Input((3,)), Embedding(10, 4), Flatten(), Dense(2)])
     tokens = RNG.integers(0, 10, (40, 3))
     model.compile(optimizer="muon", loss="mse")
+    keras_opt = model.optimizer.keras_optimizer
+    assert type(keras_opt) is optimizers.Muon
+    assert keras_opt.get_config() == optimizers.Muon().get_config()  # Keras' defaults
+    groups = [(g["use_muon"], len(g["params"])) for g in model.optimizer.param_groups]
+    assert groups == [(False, 2), (True, 1)]  # the table and the bias: AdamW; the kernel: Muon
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(tokens, Y, batch_size=8, epochs=3, verbose=0).history["loss"]
     assert history[-1] < history[0]
