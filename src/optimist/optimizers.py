@@ -20,6 +20,7 @@ from optimist.training import schedules
 from optimist.training.optimizers import (
     SGD,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -35,6 +36,7 @@ from optimist.training.optimizers import (
 __all__ = [
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",

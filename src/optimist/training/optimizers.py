@@ -47,11 +47,13 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.keras_adafactor import Adafactor
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -342,7 +344,8 @@ class Adadelta(Optimizer):
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
-    cls.keras_name: cls for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
+    cls.keras_name: cls
+    for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam, Adafactor)
 }
 
 
