@@ -29,6 +29,11 @@ rank 0 and 1        a full second moment: torch's ``variance``.
                     is the decayed one's, as Keras): the base class; torch's stays 0.
 ==================  ===========================================================================
 
+The numbers differ from Keras' in one case: where a factored tensor's gradient has an all-zero
+row and an all-zero column, Keras' ``v`` is ``eps1^2 / mean(r)`` there, 0 in float32, and the
+whole tensor turns NaN; ``optim.Adafactor`` forms ``1 / sqrt(v)`` from the factors' inverse
+roots and those entries get no update (``tests/keras_compat/test_adafactor_vs_keras.py``).
+
 Keras accepts any numbers for the five arguments; values that make its own update meaningless
 (``clip_threshold <= 0``: a zero or unbounded update; negative epsilons; ``beta_2_decay > 0``:
 the moving average leaves [0, 1]) raise ``ValueError`` here when the object is made.
