@@ -39,6 +39,8 @@ CASES = [
     (oo.Adafactor, reference.adafactor, {}, {}),
     (oo.Adafactor, reference.adafactor, *[{"lr": 0.05, "weight_decay": 0.1, "d": 2.0}] * 2),
     (oo.Adafactor, reference.adafactor, *[{"eps": (1e-20, 1e-2), "maximize": True}] * 2),
+    (oo.Adafactor, reference.adafactor, *[{"eps": (1e-30, 1e-3), "eps1_form": "add"}] * 2),
+    (oo.Adafactor, reference.adafactor, *[{"lr": 0.5, "d": 2.0, "eps1_form": "add"}] * 2),
     (oo.LAMB, reference.lamb, {}, {}),
     (oo.LAMB, reference.lamb, *[{"lr": 0.01, "betas": (0.8, 0.9), "weight_decay": 0.1}] * 2),
     (oo.LAMB, reference.lamb, *[{"eps": 1e-3, "maximize": True}] * 2),

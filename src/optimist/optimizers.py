@@ -20,6 +20,7 @@ from optimist.training import schedules
 from optimist.training.optimizers import (
     SGD,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -36,6 +37,7 @@ from optimist.training.optimizers import (
 __all__ = [
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",

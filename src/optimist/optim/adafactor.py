@@ -25,6 +25,30 @@ values per trailing matrix instead of ``n m``); ``state_dtype`` does not apply. 
 vectors concatenated, a few batched ops per shape and no host read per tensor
 (:meth:`Adafactor._foreach_step`), or per tensor as torch's for-loop with ``foreach=False``.
 
+**Where epsilon_1 sits** (``eps1_form``). torch and the paper disagree:
+
+* ``eps1_form="clamp"`` (the default; ``torch.optim.Adafactor``, as above): :math:`\epsilon_1`
+  floors ``mean(R)`` and the estimate (at :math:`\epsilon_1^2`);
+* ``eps1_form="add"`` (the paper, Algorithms 4-5; Keras 3's ``Adafactor``): :math:`\epsilon_1`
+  is added to :math:`g_t^2` before the row and column means (and for vectors), with no floor:
+
+  .. math::
+
+      R_t \leftarrow \hat\beta_{2,t} R_{t-1} + (1 - \hat\beta_{2,t})\,
+      \mathrm{mean}_{-1}(g_t^2 + \epsilon_1), \quad
+      \hat V_t \leftarrow (R_t / \mathrm{mean}(R_t))\, C_t, \quad
+      U_t \leftarrow g_t / \sqrt{\hat V_t}
+
+  (``C_t`` and a vector's ``V_t`` alike). They differ visibly only where :math:`g^2` is near
+  :math:`\epsilon_1` or below it, and there in kind: at Keras' :math:`\epsilon_1 = 10^{-30}`
+  torch's floor :math:`10^{-60}` is 0 in float32, so a zero gradient entry (a dead ReLU unit,
+  an unused embedding row) whose estimate is 0 gives :math:`0/0` = NaN, where the paper's
+  :math:`\epsilon_1` keeps the estimate positive and the entry's update 0. :math:`\hat V_t^{-1/2}`
+  is formed as the outer product of :math:`(R_t / \mathrm{mean}(R_t))^{-1/2}` and
+  :math:`C_t^{-1/2}`: :math:`\hat V_t` itself is :math:`\epsilon_1^2/\mathrm{mean}(R_t)`, 0 in
+  float32, where a row and a column of :math:`g` are both all zero (Keras 3.15 forms it and
+  gives NaN for the whole tensor there; this gives those entries no update).
+
 Distributed: under ``ZeroRedundancyOptimizer`` each tensor is whole on one rank. Under FSDP2
 (DTensor parameters) every rank all-gathers the gradient, keeps the factored moments of the
 whole gradient (``n + m`` values: replicated, plain tensors; a vector's full ``variance`` too),
@@ -44,6 +68,7 @@ from torch import Tensor
 from optimist.optim import bucket
 from optimist.optim.base import (
     ParamsT,
+    check_choice,
     check_nonnegative,
     init_arguments,
     new_step_tensor,
@@ -53,7 +78,11 @@ from optimist.optim.distributed import global_norms, local, local_grad, shard_of
 from optimist.optim.gather import PLAIN_TYPES
 from optimist.optim.tensorwise import TensorwiseOptimizer
 
-__all__ = ["Adafactor"]
+__all__ = ["EPS1_FORMS", "Adafactor"]
+
+#: The accepted ``eps1_form`` values: torch's floors of the estimate, or the paper's (and Keras')
+#: epsilon_1 added to the squared gradient (module docstring).
+EPS1_FORMS = ("clamp", "add")
 
 
 class Adafactor(TensorwiseOptimizer):
@@ -72,12 +101,16 @@ class Adafactor(TensorwiseOptimizer):
         maximize: ascend instead of descend.
         skip_nonfinite: see :class:`~optimist.optim.base.Optimizer`.
         state_dtype: None only (the factored moments are in the parameter's dtype).
+        eps1_form: where :math:`\\epsilon_1` sits: ``"clamp"`` (default, torch's floors) or
+            ``"add"`` (the paper's and Keras': added to :math:`g^2`); module docstring. With
+            ``"add"`` give eps1 too (the paper's is 1e-30): None adds the machine epsilon.
     """
 
     nonnegative = ("weight_decay",)
     examples = (
         {"lr": 0.05, "weight_decay": 0.1, "d": 2.0},
         {"lr": 0.01, "beta2_decay": -0.5, "eps": (1e-20, 1e-2), "maximize": True},
+        {"lr": 0.05, "eps": (1e-30, 1e-3), "weight_decay": 0.1, "eps1_form": "add"},
     )
 
     def __init__(
@@ -93,6 +126,7 @@ class Adafactor(TensorwiseOptimizer):
         maximize: bool = False,
         skip_nonfinite: bool = False,
         state_dtype: str | None = None,
+        eps1_form: str = "clamp",
     ) -> None:
         super().__init__(**init_arguments(locals()))
 
@@ -108,6 +142,8 @@ class Adafactor(TensorwiseOptimizer):
         check_nonnegative("eps[1]", eps[1])
         if not scalar(group["d"]) >= 1.0:
             raise ValueError(f"Invalid d: {group['d']} (the clipping threshold must be >= 1)")
+        why = ": torch's floors of the estimate, or eps1 added to g^2 as the paper and Keras"
+        check_choice("eps1_form", group.get("eps1_form", "clamp"), EPS1_FORMS, why)
 
     def _step_group(self, group: dict[str, Any]) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -144,12 +180,15 @@ class Adafactor(TensorwiseOptimizer):
         alpha = max(eps2, p_norm / p.numel() ** 0.5) * min(lr, 1 / t**0.5)
         if wd != 0:
             shard.mul_(1 - lr * wd)
+        add = _adds(group)
         if g.dim() > 1:
-            estimate = _factored_estimate(g, state["row_var"], state["col_var"], w, eps1)
+            inverse_root = _factored_inverse_root(
+                g, state["row_var"], state["col_var"], w, eps1, add
+            )
         else:
-            state["variance"].lerp_(g * g, w)
-            estimate = state["variance"].clone()
-        update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+            state["variance"].lerp_(_squared(g, eps1, add), w)
+            inverse_root = _inverse_root(state["variance"], eps1, add)
+        update = inverse_root.mul_(g)
         denom = max(1.0, update.norm(2).item() / (update.numel() ** 0.5 * d))
         shard.add_(shard_of(update, p), alpha=-alpha / denom)
 
@@ -203,11 +242,12 @@ class Adafactor(TensorwiseOptimizer):
         device = params[0].device
         roots = bucket.device_values(tuple(n**0.5 for n in sizes), torch.float64, device)
         p_norm = torch.stack(torch._foreach_norm(params)).double()
-        alpha = (p_norm / roots).clamp_(min=eps2).mul_(rho)
+        # fmax, not clamp: a NaN norm gives the floor, as the host's max(floor, nan) does
+        alpha = torch.fmax(p_norm / roots, _host(eps2)).mul_(rho)
 
         def scale(update_norms: list[Tensor]) -> Tensor:
             u_norm = torch.stack(update_norms).double()
-            return alpha.neg().div_((u_norm / (roots * d)).clamp_(min=1.0))
+            return alpha.neg().div_(torch.fmax(u_norm / (roots * d), _host(1.0)))
 
         return w, eps1, scale
 
@@ -226,9 +266,9 @@ class Adafactor(TensorwiseOptimizer):
             g.neg_()
         rows, cols = [s["row_var"] for s in states], [s["col_var"] for s in states]
         row, col = torch.stack(rows), torch.stack(cols)
-        estimate = _factored_estimate(g, row, col, w, eps1)
+        inverse_root = _factored_inverse_root(g, row, col, w, eps1, _adds(group))
         torch._foreach_copy_(rows + cols, [*row.unbind(), *col.unbind()])
-        update = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        update = inverse_root.mul_(g)
         factors = scale(torch._foreach_norm(list(update.unbind())))
         work = torch.stack(params)
         self._decay(group, work)
@@ -246,9 +286,10 @@ class Adafactor(TensorwiseOptimizer):
             g.neg_()
         variances = [s["variance"] for s in states]
         variance = layout.flat(variances)
-        variance.lerp_(g * g, w)
+        add = _adds(group)
+        variance.lerp_(_squared(g, eps1, add), w)
         layout.write(variances, variance)
-        update = variance.clamp(min=eps1 * eps1).rsqrt_().mul_(g)
+        update = _inverse_root(variance, eps1, add).mul_(g)
         factors = scale(torch._foreach_norm(list(update.split(layout.sizes))))
         work = layout.flat(params)
         self._decay(group, work)
@@ -259,6 +300,11 @@ class Adafactor(TensorwiseOptimizer):
 CPU_STACK_MAX = 1 << 14
 """On the CPU, larger tensors step alone: stacking them costs more copies than the calls save
 (README "Speed on CUDA": 256x256 weights ran 0.89x torch's for-loop stacked)."""
+
+
+def _host(value: float) -> Tensor:
+    """A float64 0-dim CPU tensor: an operand of device ops that needs no copy to the device."""
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _stack_max(device: torch.device) -> int:
@@ -279,11 +325,41 @@ def _init_state(p: Tensor, state: dict[str, Any]) -> None:
         state["variance"] = torch.zeros(shape, device=device, dtype=dtype)
 
 
-def _factored_estimate(g: Tensor, row: Tensor, col: Tensor, w: float, eps1: float) -> Tensor:
+def _adds(group: dict[str, Any]) -> bool:
+    """Whether ``group`` adds eps1 to g^2 (the paper's ``eps1_form="add"``) instead of
+    flooring the estimate (torch's ``"clamp"``; also a torch checkpoint's groups, which lack
+    the key)."""
+    return group.get("eps1_form", "clamp") == "add"
+
+
+def _squared(g: Tensor, eps1: float, add: bool) -> Tensor:
+    """``g^2``, plus eps1 with ``add``."""
+    square = g * g
+    return square.add_(eps1) if add else square
+
+
+def _inverse_root(variance: Tensor, eps1: float, add: bool) -> Tensor:
+    """A vector's ``1 / sqrt(variance)``, a new tensor: torch floors the variance at eps1^2
+    first; the paper's already holds eps1."""
+    return variance.rsqrt() if add else variance.clamp(min=eps1 * eps1).rsqrt_()
+
+
+def _factored_inverse_root(
+    g: Tensor, row: Tensor, col: Tensor, w: float, eps1: float, add: bool = False
+) -> Tensor:
     """Update the row and column statistics of ``g`` (its last two dimensions) in place and
-    return the estimate of the second moment ``row @ col / max(mean(row), eps1)``: one tensor,
-    or a stack of them (a leading dimension) alike."""
-    row.lerp_(torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), w)
-    col.lerp_(torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), w)
-    estimate = row @ col
-    return estimate.div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+    return ``1 / sqrt(V)`` of the estimate ``V``: torch's ``row @ col / max(mean(row), eps1)``
+    floored at eps1^2, or with ``add`` the paper's ``(row / mean(row)) @ col`` over the means of
+    ``g^2 + eps1``, as the outer product of the two factors' inverse roots (``V`` itself would
+    underflow to 0 in float32 where a row and a column of ``g`` are all zero: ``eps1^2``). One
+    tensor, or a stack of them (a leading dimension) alike."""
+    row_mean = torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1))
+    col_mean = torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2))
+    if add:
+        row.lerp_(row_mean.add_(eps1), w)
+        col.lerp_(col_mean.add_(eps1), w)
+        return (row / row.mean(dim=-2, keepdim=True)).rsqrt_() @ col.rsqrt()
+    row.lerp_(row_mean, w)
+    col.lerp_(col_mean, w)
+    estimate = (row @ col).div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+    return estimate.clamp_(min=eps1 * eps1).rsqrt_()

@@ -138,6 +138,7 @@ def adafactor(
     d: float = 1.0,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    eps1_form: str = "clamp",
 ) -> tuple[np.ndarray, State]:
     """Adafactor (Shazeer & Stern 2018, Algorithms 4-5 with update clipping), as the algorithm
     in ``torch.optim.Adafactor``'s documentation::
@@ -152,6 +153,14 @@ def adafactor(
         U = g / sqrt(max(V, eps1^2))
         param = param - alpha * U / max(1, RMS(U) / d)
 
+    ``eps1_form="add"``: the paper's placement of eps1 (and Keras 3's), added to ``g^2``
+    with no floor::
+
+        R = (1 - w) R + w mean_{-1}(g^2 + eps1);   C = (1 - w) C + w mean_{-2}(g^2 + eps1)
+        V = (R / mean_{-2}(R)) C                    (rank >= 2)
+        V = (1 - w) V + w (g^2 + eps1)              (else)
+        U = g / sqrt(V)
+
     ``eps1`` None is the parameter dtype's machine epsilon. State: ``step``, ``row_var``,
     ``col_var`` (rank >= 2) or ``variance``.
     """
@@ -160,9 +169,13 @@ def adafactor(
         raise ValueError(f"beta2_decay must be <= 0, got {beta2_decay}")
     if not d >= 1.0:
         raise ValueError(f"d must be >= 1, got {d}")
+    if eps1_form not in ("clamp", "add"):
+        raise ValueError(f"eps1_form must be 'clamp' or 'add', got {eps1_form!r}")
+    add = eps1_form == "add"
     eps1 = float(np.finfo(param.dtype).eps) if eps[0] is None else eps[0]
     eps2 = eps[1]
     g = -grad if maximize else grad
+    square = g * g + eps1 if add else g * g
     t = state.get("step", 0) + 1
     w = t**beta2_decay
     alpha = max(eps2, _rms(param)) * min(lr, 1 / math.sqrt(t))
@@ -170,15 +183,16 @@ def adafactor(
     if g.ndim >= 2:
         row = state.get("row_var", np.zeros((*g.shape[:-1], 1), g.dtype))
         col = state.get("col_var", np.zeros((*g.shape[:-2], 1, g.shape[-1]), g.dtype))
-        row = (1 - w) * row + w * np.mean(g * g, axis=-1, keepdims=True)
-        col = (1 - w) * col + w * np.mean(g * g, axis=-2, keepdims=True)
-        v = row @ col / np.maximum(np.mean(row, axis=-2, keepdims=True), eps1)
+        row = (1 - w) * row + w * np.mean(square, axis=-1, keepdims=True)
+        col = (1 - w) * col + w * np.mean(square, axis=-2, keepdims=True)
+        row_mean = np.mean(row, axis=-2, keepdims=True)
+        v = (row / row_mean) @ col if add else row @ col / np.maximum(row_mean, eps1)
         new_state: State = {"step": t, "row_var": row, "col_var": col}
     else:
-        variance = (1 - w) * state.get("variance", np.zeros_like(g)) + w * g * g
+        variance = (1 - w) * state.get("variance", np.zeros_like(g)) + w * square
         v = variance
         new_state = {"step": t, "variance": variance}
-    u = g / np.sqrt(np.maximum(v, eps1 * eps1))
+    u = g / np.sqrt(v if add else np.maximum(v, eps1 * eps1))
     param = param - alpha * u / max(1.0, _rms(u) / d)
     return param, new_state
 

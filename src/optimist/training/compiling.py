@@ -36,8 +36,8 @@ class CompileMixin:
         """Configure training (Keras' ``compile``).
 
         ``optimizer``: a Keras name (``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
-        ``"adagrad"``, ``"adadelta"``, ``"adamax"``, ``"nadam"``: Keras 3's defaults and update
-        rule, see :mod:`optimist.optimizers`), a Keras-style optimizer object
+        ``"adagrad"``, ``"adadelta"``, ``"adamax"``, ``"nadam"``, ``"adafactor"``: Keras 3's
+        defaults and update rule, see :mod:`optimist.optimizers`), a Keras-style optimizer object
         (``optimist.optimizers.Adam(learning_rate=1e-3)``), another name of the registry
         :func:`optimist.optim.optimizer` (``"momentum"``, ``"radam"``...: torch's conventions),
         a ``torch.optim.Optimizer`` instance over this model's parameters, or a factory

@@ -47,12 +47,14 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.keras_adafactor import Adafactor
 from optimist.training.keras_muon import Muon
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -345,7 +347,18 @@ class Adadelta(Optimizer):
 
 _CLASSES: dict[str, type[Optimizer]] = {
     cls.keras_name: cls
-    for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam, Muon)
+    for cls in (
+        SGD,
+        RMSprop,
+        Adam,
+        AdamW,
+        Adagrad,
+        Adadelta,
+        Adamax,
+        Nadam,
+        Muon,
+        Adafactor,
+    )
 }
 
 
