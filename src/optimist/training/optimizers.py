@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.lion_lamb_schedule_free import Lamb, Lion, ScheduleFreeAdamW
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
@@ -56,9 +57,12 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lamb",
+    "Lion",
     "Nadam",
     "Optimizer",
     "RMSprop",
+    "ScheduleFreeAdamW",
     "deserialize",
     "get",
     "serialize",
@@ -342,8 +346,13 @@ class Adadelta(Optimizer):
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
-    cls.keras_name: cls for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
+    cls.keras_name: cls
+    for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
+    + (Lion, ScheduleFreeAdamW)
 }
+#: Keras classes without a string name in Keras (``keras.optimizers.get("lamb")`` fails): they
+#: (de)serialize by class name, and ``compile("lamb")`` keeps the registry's optimizer
+_UNNAMED: tuple[type[Optimizer], ...] = (Lamb,)
 
 
 def get(identifier: str | Optimizer | dict[str, Any]) -> Optimizer:
@@ -369,7 +378,7 @@ def serialize(optimizer: Optimizer) -> dict[str, Any]:
 
 
 def deserialize(config: dict[str, Any]) -> Optimizer:
-    by_class = {cls.__name__: cls for cls in _CLASSES.values()}
+    by_class = {cls.__name__: cls for cls in (*_CLASSES.values(), *_UNNAMED)}
     cls = by_class.get(config.get("class_name", ""))
     if cls is None:
         raise ValueError(f"unknown optimizer class {config.get('class_name')!r}")
