@@ -57,6 +57,8 @@ SF_CASES = {
     "weight-decay-warmup": "o.ScheduleFreeAdamW(0.05, weight_decay=0.2, warmup_steps=3)",
     "schedule-clipnorm": "o.ScheduleFreeAdamW(s.ExponentialDecay(0.1, 3, 0.5), clipnorm=0.1)",
     "ema": "o.ScheduleFreeAdamW(0.05, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=3)",
+    # its own step count (warmup, average weights) counts updates, as Keras' iterations
+    "accumulation": "o.ScheduleFreeAdamW(0.05, warmup_steps=2, gradient_accumulation_steps=2)",
 }
 X_VAL = RNG.standard_normal((16, 5)).astype(np.float32)
 Y_VAL = RNG.standard_normal((16, 3)).astype(np.float32)

@@ -202,5 +202,5 @@ class ScheduleFreeAdamW(_BetasAfterBuild):
                 if p.grad is not None and not state:
                     state["z"] = p.detach().clone(memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            self._unstarted = any(not opt.state.get(p) for p in self._params)
+        self._unstarted = False
         super()._before_step(opt, args, kwargs)
