@@ -74,8 +74,8 @@ def test_schedule_free_is_evaluated_with_its_averaged_weights():
 
 def test_lr_schedule_by_name_spans_the_fit():
     model = _model()
-    model.compile("lion", "mse", lr_schedule={"name": "warmup_cosine", "warmup_steps": 2})
-    peak = 1e-4  # lion's registry default
+    model.compile("adan", "mse", lr_schedule={"name": "warmup_cosine", "warmup_steps": 2})
+    peak = 1e-3  # adan's registry default (a name that is not Keras', as "lion" is)
     got = _lrs_per_batch(model, batch_size=16, epochs=4)  # 12 steps: total_steps = 12
     expected = torch_schedules.lr_values(
         "warmup_cosine", 12, lr=peak, total_steps=12, warmup_steps=2

@@ -32,7 +32,7 @@ def _compile(model: optimist.Sequential, how: str) -> float:
         model.compile(optimizers.SGD(learning_rate=0.05, momentum=0.9), "mse")
         return 0.05
     if how == "registry-name":
-        model.compile("lion", "mse")
+        model.compile("adan", "mse")  # not a Keras name ("lion" is: Keras' Lion)
         return float(model.optimizer.param_groups[0]["lr"])
     model.compile(torch.optim.SGD(model.parameters(), lr=0.2), "mse")
     return 0.2

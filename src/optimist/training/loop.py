@@ -33,7 +33,11 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) ->
 
 def _optimizer_mode(optimizer: Any, training: bool) -> None:
     """Optimizers with a train and an eval mode (Schedule-Free's ``train()``/``eval()``): train
-    mode for the updates, eval mode (the averaged weights) for validation and after ``fit``."""
+    mode for the updates, eval mode (the averaged weights) for validation and after ``fit``.
+    Not for Keras-style optimizers: Keras has no such modes (its ScheduleFreeAdamW evaluates at
+    the weights it trains, ``y``)."""
+    if getattr(optimizer, "keras_optimizer", None) is not None:
+        return
     switch = getattr(optimizer, "train" if training else "eval", None)
     if callable(switch) and callable(getattr(optimizer, "eval" if training else "train", None)):
         switch()

@@ -49,6 +49,7 @@ import torch
 from optimist import optim
 from optimist.training.keras_adafactor import Adafactor
 from optimist.training.keras_muon import Muon
+from optimist.training.lion_lamb_schedule_free import Lamb, Lion, ScheduleFreeAdamW
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
@@ -60,9 +61,12 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Muon",
+    "Lamb",
+    "Lion",
     "Nadam",
     "Optimizer",
     "RMSprop",
+    "ScheduleFreeAdamW",
     "deserialize",
     "get",
     "serialize",
@@ -358,8 +362,13 @@ _CLASSES: dict[str, type[Optimizer]] = {
         Nadam,
         Muon,
         Adafactor,
+        Lion,
+        ScheduleFreeAdamW,
     )
 }
+#: Keras classes without a string name in Keras (``keras.optimizers.get("lamb")`` fails): they
+#: (de)serialize by class name, and ``compile("lamb")`` keeps the registry's optimizer
+_UNNAMED: tuple[type[Optimizer], ...] = (Lamb,)
 
 
 def get(identifier: str | Optimizer | dict[str, Any]) -> Optimizer:
@@ -385,7 +394,7 @@ def serialize(optimizer: Optimizer) -> dict[str, Any]:
 
 
 def deserialize(config: dict[str, Any]) -> Optimizer:
-    by_class = {cls.__name__: cls for cls in _CLASSES.values()}
+    by_class = {cls.__name__: cls for cls in (*_CLASSES.values(), *_UNNAMED)}
     cls = by_class.get(config.get("class_name", ""))
     if cls is None:
         raise ValueError(f"unknown optimizer class {config.get('class_name')!r}")
