@@ -35,9 +35,9 @@ class CompileMixin:
     ) -> None:
         """Configure training (Keras' ``compile``).
 
-        ``optimizer``: a Keras name (``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``,
-        ``"adagrad"``, ``"adadelta"``, ``"adamax"``, ``"nadam"``, ``"adafactor"``: Keras 3's
-        defaults and update rule, see :mod:`optimist.optimizers`), a Keras-style optimizer object
+        ``optimizer``: a Keras name (the lowercased name of a class of :mod:`optimist.optimizers`
+        that Keras 3 resolves by name: ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"lion"``,
+        ``"muon"``, ...: Keras 3's defaults and update rule), a Keras-style optimizer object
         (``optimist.optimizers.Adam(learning_rate=1e-3)``), another name of the registry
         :func:`optimist.optim.optimizer` (``"momentum"``, ``"radam"``...: torch's conventions),
         a ``torch.optim.Optimizer`` instance over this model's parameters, or a factory
