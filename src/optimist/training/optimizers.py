@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.keras_wrappers import LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
@@ -56,8 +57,11 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "LossScaleOptimizer",
+    "MultiOptimizer",
     "Nadam",
     "Optimizer",
+    "OptimizerMap",
     "RMSprop",
     "deserialize",
     "get",
@@ -344,6 +348,7 @@ class Adadelta(Optimizer):
 _CLASSES: dict[str, type[Optimizer]] = {
     cls.keras_name: cls for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
 }
+_CLASSES.update({cls.keras_name: cls for cls in (LossScaleOptimizer, MultiOptimizer)})
 
 
 def get(identifier: str | Optimizer | dict[str, Any]) -> Optimizer:
