@@ -4,6 +4,7 @@ same configs and the same errors."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_same_trajectory_as_keras(keras, case):
     assert_same_trajectory(keras, CASES[case])
 
 
-# -- dynamic loss scaling: skipped steps, halving and growth --------------------------------------
+# -- dynamic loss scaling: skipped steps, halving and growth ---------------------------------------
 RNG = np.random.default_rng(3)
 X = RNG.standard_normal((64, 5)).astype(np.float32)
 Y_BIG = (1000 * RNG.standard_normal((64, 3))).astype(np.float32)
@@ -125,7 +126,7 @@ def test_growth_after_dynamic_growth_steps_as_keras(keras):
     assert [n for _, n in mine[0]] == list(range(1, 21))
 
 
-# -- MultiOptimizer on a model of two layers ------------------------------------------------------
+# -- MultiOptimizer on a model of two layers -------------------------------------------------------
 XM = RNG.standard_normal((48, 6)).astype(np.float32)
 YM = RNG.standard_normal((48, 2)).astype(np.float32)
 
@@ -205,7 +206,7 @@ def test_callable_map_with_schedule_and_ema_as_keras(keras):
     _fit_pair(keras, _two_layer_functional, make)
 
 
-# -- configs --------------------------------------------------------------------------------------
+# -- configs ---------------------------------------------------------------------------------------
 def _make_configs(o: Any) -> list[Any]:
     return [
         o.LossScaleOptimizer(o.SGD(0.5, momentum=0.06, nesterov=True), initial_scale=3.0),
@@ -223,7 +224,9 @@ def _shape(config: Any) -> Any:
 
 
 def test_configs_have_keras_keys_and_load_keras_configs(keras):
-    for theirs, mine in zip(_make_configs(keras.optimizers), _make_configs(optimizers), strict=True):
+    for theirs, mine in zip(
+        _make_configs(keras.optimizers), _make_configs(optimizers), strict=True
+    ):
         assert _shape(mine.get_config()) == _shape(theirs.get_config())
         again = type(mine).from_config(theirs.get_config())  # a Keras config builds ours
         assert _shape(again.get_config()) == _shape(mine.get_config())
@@ -242,11 +245,15 @@ def test_lso_config_round_trip_as_keras_test_serialization():
     assert optimizers.deserialize(optimizers.serialize(opt)).get_config() == config
 
 
-# -- errors ---------------------------------------------------------------------------------------
+# -- errors ----------------------------------------------------------------------------------------
 def _dup(o: Any) -> Any:
     m = o.OptimizerMap(o.SGD())
     m["a"] = o.SGD()
     m["a"] = o.SGD()
+
+
+def _lso_with(arg: str, value: Any, o: Any) -> Any:
+    return o.LossScaleOptimizer(o.SGD(), **{arg: value})
 
 
 def _set(o: Any, key: Any, value: Any) -> None:
@@ -257,9 +264,7 @@ ERRORS = {
     "dynamic-false": lambda o: o.LossScaleOptimizer(o.SGD(0.5), dynamic=False),
     "unknown-args": lambda o: o.LossScaleOptimizer(o.SGD(0.5), foo=True, bar=3),
     **{
-        f"lso-{arg}": (lambda arg, value: lambda o: o.LossScaleOptimizer(o.SGD(), **{arg: value}))(
-            arg, value
-        )
+        f"lso-{arg}": functools.partial(_lso_with, arg, value)
         for arg, value in [
             ("weight_decay", 0.5),
             ("clipnorm", 0.5),

@@ -127,7 +127,7 @@ def _deserialize(config: Any) -> Optimizer:
     return _keras_class(config["class_name"]).from_config(config.get("config") or {})
 
 
-# -- the torch optimizer of a wrapper ---------------------------------------------------------------
+# -- the torch optimizer of a wrapper --------------------------------------------------------------
 class _JoinedState(Mapping[torch.Tensor, Any]):
     """The parts' ``state`` as one read-only mapping, read live (``load_state_dict`` replaces a
     part's ``state`` dict)."""
@@ -137,7 +137,9 @@ class _JoinedState(Mapping[torch.Tensor, Any]):
 
     def __getitem__(self, param: torch.Tensor) -> Any:
         for part in self._parts:
-            if param in part.state or any(param is p for g in part.param_groups for p in g["params"]):
+            if param in part.state or any(
+                param is p for g in part.param_groups for p in g["params"]
+            ):
                 return part.state[param]
         raise KeyError(param)
 
@@ -158,7 +160,9 @@ class PartsOptimizer(torch.optim.Optimizer):
 
     def __init__(self, parts: Iterable[torch.optim.Optimizer], owner: _Wrapper) -> None:
         self.parts = list(parts)
-        super().__init__([p for part in self.parts for g in part.param_groups for p in g["params"]], {})
+        super().__init__(
+            [p for part in self.parts for g in part.param_groups for p in g["params"]], {}
+        )
         self.keras_optimizer = owner
         self._join()
 
@@ -220,7 +224,7 @@ class _Wrapper(Optimizer):
             opt.finalize_variable_values(var_list)
 
 
-# -- LossScaleOptimizer ------------------------------------------------------------------------------
+# -- LossScaleOptimizer ----------------------------------------------------------------------------
 #: Keras' base arguments that LossScaleOptimizer refuses unless at their defaults (an older
 #: Keras wrote them into its config)
 _BASE_DEFAULTS: dict[str, Any] = {
@@ -447,9 +451,7 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
         if not isinstance(key, str):
             raise ValueError(f"key must be a string. Received: {key}")
         if not isinstance(optimizer, Optimizer):
-            raise ValueError(
-                f"optimizer must be a Keras Optimizer instance. Received: {optimizer}"
-            )
+            raise ValueError(f"optimizer must be a Keras Optimizer instance. Received: {optimizer}")
         if isinstance(optimizer, LossScaleOptimizer):
             raise ValueError("optimizer cannot be LossScaleOptimizer.")
         if isinstance(optimizer, MultiOptimizer):
@@ -569,7 +571,9 @@ class MultiOptimizer(_Wrapper):
                 self._inner_optimizers.append(opt)
                 assigned.append([])
             assigned[self._inner_optimizers.index(opt)].append((name, param))
-        self._built_inner = [opt for opt, pairs in zip(self._inner_optimizers, assigned) if pairs]
+        self._built_inner = [
+            opt for opt, pairs in zip(self._inner_optimizers, assigned, strict=True) if pairs
+        ]
         parts = [
             opt.build([p for _, p in pairs], [n for n, _ in pairs])
             for opt, pairs in zip(self._inner_optimizers, assigned, strict=True)
