@@ -337,3 +337,32 @@ def test_wrappers_by_name_need_their_inner_optimizers_as_in_keras(keras, name):
         keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)]).compile(name, "mse")
     with pytest.raises(TypeError, match="required positional argument"):
         optimist.Sequential([optimist.layers.Dense(3, input_shape=(5,))]).compile(name, "mse")
+
+
+# -- learning-rate callbacks ----------------------------------------------------------------------
+def test_learning_rate_callbacks_set_each_inner_optimizer_as_keras(keras):
+    # Keras 3 schedules each inner optimizer from its own rate and logs learning_rate_<name>
+    def make(o):
+        return o.MultiOptimizer(
+            o.OptimizerMap(o.SGD(0.05, name="rest"), {".*encoder/.*": o.Adam(0.01, name="enc")})
+        )
+
+    def callbacks(k):
+        return [
+            k.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr),
+            k.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10),
+        ]
+
+    reference, model = _two_layer_sequential(keras), _two_layer_sequential(optimist)
+    model.set_weights(reference.get_weights())
+    histories = []
+    for k, net in ((keras, reference), (optimist, model)):
+        net.compile(optimizer=make(k.optimizers), loss="mse")
+        kwargs = {"batch_size": 16, "epochs": 4, "shuffle": False, "verbose": 0}
+        histories.append(net.fit(XM, YM, callbacks=callbacks(k), **kwargs))
+    theirs, mine = (h.history for h in histories)
+    assert set(mine) == set(theirs) == {"loss", "learning_rate_enc", "learning_rate_rest"}
+    for key in ("learning_rate_enc", "learning_rate_rest"):
+        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-6)
+    np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-5)
+    assert len(set(mine["learning_rate_enc"])) > 2  # both callbacks moved the rates
