@@ -33,6 +33,9 @@ CASES = {
     "lso-rmsprop-odd-scale": lambda o, s: o.LossScaleOptimizer(
         o.RMSprop(0.01, momentum=0.5), initial_scale=3.0, dynamic_growth_steps=2
     ),
+    "lso-sgd-accumulation": lambda o, s: o.LossScaleOptimizer(
+        o.SGD(0.1, momentum=0.5, gradient_accumulation_steps=3), initial_scale=5.0
+    ),
     "multi-defaults": lambda o, s: o.MultiOptimizer(o.OptimizerMap(o.SGD())),
     "multi-kernel-adam-bias-sgd": lambda o, s: o.MultiOptimizer(
         o.OptimizerMap(o.SGD(0.1), {".*/kernel": o.Adam(0.05)})

@@ -140,6 +140,18 @@ def test_multi_optimizer_parts_step_their_own_parameters():
         model.optimizer.learning_rate  # noqa: B018 - Keras: no rate of its own
 
 
+def test_train_and_eval_modes_reach_the_parts_that_have_them():
+    from optimist import optim
+
+    a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    free, plain = optim.ScheduleFreeAdamW([a]), optim.SGD([b], lr=0.1)
+    parts = PartsOptimizer([free, plain], optimizers.MultiOptimizer(lambda v: None))
+    parts.eval()
+    assert not free.training
+    parts.train()
+    assert free.training
+
+
 def test_frozen_parameters_are_left_out():
     model = _model()
     model.get_layer("encoder").trainable = False
@@ -275,6 +287,26 @@ def test_a_multi_optimizer_with_a_function_names_it_and_cannot_be_rebuilt():
     assert config["optimizer_map"] == {"class_name": "function", "config": choose.__qualname__}
     with pytest.raises(ValueError, match="function"):
         optimizers.MultiOptimizer.from_config(config)
+
+
+def test_a_multi_optimizer_with_a_function_loads_when_given_again(tmp_path):
+    def make():
+        adam, sgd = optimizers.Adam(0.01), optimizers.SGD(0.1, momentum=0.9)
+        return optimizers.MultiOptimizer(lambda v: adam if "encoder" in v.path else sgd)
+
+    model = _model()
+    model.compile(make(), "mse")
+    model.fit(X, Y, batch_size=16, epochs=2, verbose=0)
+    model.save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="function"):
+        optimist.models.load_model(tmp_path / "m.pt")
+    again = optimist.models.load_model(tmp_path / "m.pt", optimizer=make())
+    assert again.optimizer.state_dict()["wrapper"] == {"iterations": [6, 6]}
+    enc = again.get_layer("encoder").weight
+    torch.testing.assert_close(
+        again.optimizer.state[enc]["exp_avg"],
+        model.optimizer.state[model.get_layer("encoder").weight]["exp_avg"],
+    )
 
 
 def test_lso_takes_only_keras_style_inner_optimizers():

@@ -179,6 +179,20 @@ class PartsOptimizer(torch.optim.Optimizer):
             part.step()
         return loss
 
+    def train(self) -> None:
+        """Train mode for the parts that have one (Schedule-Free's; ``fit`` switches it)."""
+        self._mode("train")
+
+    def eval(self) -> None:
+        """Eval mode (the averaged weights) for the parts that have one."""
+        self._mode("eval")
+
+    def _mode(self, which: str) -> None:
+        other = "eval" if which == "train" else "train"
+        for part in self.parts:
+            if callable(getattr(part, which, None)) and callable(getattr(part, other, None)):
+                getattr(part, which)()
+
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         owner: _Wrapper = self.__dict__["keras_optimizer"]
         return {"parts": [part.state_dict() for part in self.parts], "wrapper": owner._state()}
