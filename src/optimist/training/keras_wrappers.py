@@ -73,7 +73,7 @@ def keras_path(name: str) -> str:
     return "/".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParameterPath:
     """What a callable optimizer map receives for a parameter (Keras passes the variable):
     ``path`` (``"dense/kernel"``), ``name`` (``"kernel"``), ``torch_name`` (``"dense.weight"``)
