@@ -116,6 +116,8 @@ def test_overflow_skips_steps_and_halves_the_scale_as_keras(keras):
     assert scales[:3] == [2.0**126, 2.0**125, 2.0**124] and steps[:3] == [0, 0, 0]  # skipped
     assert steps[-1] > 0 and len(set(steps)) > 3  # then it trained
     assert any(b == 2 * a for a, b in zip(scales, scales[1:], strict=False))  # and grew again
+    later = steps[steps.index(1) :]
+    assert len(later) > len(set(later))  # until it overflowed again: a later skipped step
 
 
 def test_growth_after_dynamic_growth_steps_as_keras(keras):
