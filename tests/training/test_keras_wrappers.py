@@ -11,7 +11,8 @@ import torch
 
 import optimist
 from optimist import optimizers
-from optimist.training.keras_wrappers import ParameterPath, PartsOptimizer, keras_path
+from optimist.training.keras_wrappers import ParameterPath, keras_path
+from optimist.training.parts_optimizer import PartsOptimizer
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((48, 6)).astype(np.float32)
