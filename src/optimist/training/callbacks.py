@@ -91,6 +91,22 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, group: int | None = None
             g["lr"] = lr
 
 
+def _sub_optimizers(optimizer: torch.optim.Optimizer) -> list[Any]:
+    """A MultiOptimizer's inner Keras-style optimizers, whose rates Keras 3's learning-rate
+    callbacks set and log one by one (``learning_rate_<name>``); else ``[]``."""
+    return list(getattr(getattr(optimizer, "keras_optimizer", None), "optimizers", None) or [])
+
+
+def _log_lr(optimizer: torch.optim.Optimizer, logs: Logs) -> None:
+    """``logs["learning_rate"]``, or a MultiOptimizer's ``learning_rate_<name>`` for each inner
+    optimizer (Keras 3)."""
+    subs = _sub_optimizers(optimizer)
+    for sub in subs:
+        logs[f"learning_rate_{sub.name}"] = float(sub.learning_rate)
+    if not subs:
+        logs["learning_rate"] = get_lr(optimizer)
+
+
 def _print(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
@@ -329,21 +345,32 @@ class LearningRateScheduler(Callback):
             n_args = 2
         self._two_args = n_args >= 2
 
-    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        opt = _optimizer(self)
-        lr = get_lr(opt)
+    def _next(self, epoch: int, lr: float) -> float:
         new = self.schedule(epoch, lr) if self._two_args else self.schedule(epoch)
         if isinstance(new, torch.Tensor):
             new = new.item()
         if not isinstance(new, (int, float)) or not math.isfinite(float(new)):
             raise ValueError(f"schedule must return a finite number, got {new!r} at epoch {epoch}")
-        set_lr(opt, float(new))
+        return float(new)
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        opt = _optimizer(self)
+        subs = _sub_optimizers(opt)
+        for sub in subs:  # a MultiOptimizer: each inner optimizer from its own rate (Keras 3)
+            sub.learning_rate = new = self._next(epoch, float(sub.learning_rate))
+            self._say(epoch, f"{sub.name} ", new)
+        if not subs:
+            new = self._next(epoch, get_lr(opt))
+            set_lr(opt, new)
+            self._say(epoch, "", new)
+
+    def _say(self, epoch: int, who: str, lr: float) -> None:
         if self.verbose:
-            _print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+            _print(f"Epoch {epoch + 1}: LearningRateScheduler setting {who}learning rate to {lr}.")
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         if logs is not None:
-            logs["learning_rate"] = get_lr(_optimizer(self))
+            _log_lr(_optimizer(self), logs)
 
 
 class ReduceLROnPlateau(Callback):
@@ -386,7 +413,7 @@ class ReduceLROnPlateau(Callback):
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         opt = _optimizer(self)
         if logs is not None:
-            logs["learning_rate"] = get_lr(opt)
+            _log_lr(opt, logs)
         current = (logs or {}).get(self.monitor)
         if current is None:
             _missing(self, self.monitor, logs)

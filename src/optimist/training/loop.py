@@ -49,10 +49,14 @@ def _distributed_run() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def _loss_scale(optimizer: torch.optim.Optimizer | None) -> float | None:
-    """A Keras optimizer's ``loss_scale_factor`` (fit scales the loss before ``backward``)."""
+def _loss_scale(
+    optimizer: torch.optim.Optimizer | None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A Keras optimizer's ``scale_loss`` if it scales the loss (``loss_scale_factor``, or a
+    LossScaleOptimizer's dynamic scale): fit calls it on every batch's loss before
+    ``backward``."""
     keras = getattr(optimizer, "keras_optimizer", None)
-    return None if keras is None else keras.loss_scale_factor
+    return keras.scale_loss if keras is not None and keras.scales_loss else None
 
 
 class _LossSum:
@@ -392,7 +396,7 @@ class TrainLoopMixin:
                 loss = loss_fn(yb, out, wb, fold)
                 if penalized:
                     loss = loss + self._penalty(penalized)
-                (loss if scale is None else loss * scale).backward()
+                (loss if scale is None else scale(loss)).backward()
                 optimizer.step()
                 if curvature is not None:  # SophiaG's curvature estimate, every k steps
                     curvature.after_step(forward, xb)

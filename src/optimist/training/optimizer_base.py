@@ -169,6 +169,12 @@ class Optimizer:
         return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
 
     @property
+    def scales_loss(self) -> bool:
+        """Whether :meth:`scale_loss` changes the loss (``fit`` then calls it before every
+        ``backward``): a ``loss_scale_factor``, or a LossScaleOptimizer's dynamic scale."""
+        return self.loss_scale_factor is not None
+
+    @property
     def variables(self) -> list[torch.Tensor]:
         """The optimizer's state tensors (after :meth:`build`)."""
         opt = self.torch_optimizer

@@ -13,7 +13,8 @@ with Keras' attributes added:
   (``optimist.optimizers.schedules.*`` or any ``callable(step)``) may be set on any optimizer:
   before each step every group's ``lr`` becomes ``schedule(iterations)``.
 * ``iterations``: the optimizer steps taken (Keras' count: with ``gradient_accumulation_steps``
-  the real updates); ``scale_loss(loss)``: the loss times ``loss_scale_factor`` (or the loss).
+  the real updates); ``scale_loss(loss)``: the loss times ``loss_scale_factor`` or a
+  LossScaleOptimizer's dynamic scale (or the loss).
 
 This is done by giving the optimizer instance a subclass of its own class that adds these
 properties (same name, same module); copies and pickles come back as the original class with
@@ -138,7 +139,8 @@ class KerasOptimizerView:
             self.learning_rate = schedule
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
-        """Keras' ``optimizer.scale_loss``: ``loss * loss_scale_factor`` if one is set."""
+        """Keras' ``optimizer.scale_loss``: the loss times ``loss_scale_factor`` if one is set,
+        or times a LossScaleOptimizer's current scale."""
         keras = self._keras()
         return loss if keras is None else keras.scale_loss(loss)
 

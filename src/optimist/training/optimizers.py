@@ -49,6 +49,7 @@ import torch
 from optimist import optim
 from optimist.training.keras_adafactor import Adafactor
 from optimist.training.keras_muon import Muon
+from optimist.training.keras_wrappers import LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from optimist.training.lion_lamb_schedule_free import Lamb, Lion, ScheduleFreeAdamW
 from optimist.training.optimizer_base import Optimizer, _number
 
@@ -63,8 +64,11 @@ __all__ = [
     "Muon",
     "Lamb",
     "Lion",
+    "LossScaleOptimizer",
+    "MultiOptimizer",
     "Nadam",
     "Optimizer",
+    "OptimizerMap",
     "RMSprop",
     "ScheduleFreeAdamW",
     "deserialize",
@@ -364,8 +368,11 @@ _CLASSES: dict[str, type[Optimizer]] = {
         Adafactor,
         Lion,
         ScheduleFreeAdamW,
+        LossScaleOptimizer,
+        MultiOptimizer,
     )
 }
+
 #: Keras classes without a string name in Keras (``keras.optimizers.get("lamb")`` fails): they
 #: (de)serialize by class name, and ``compile("lamb")`` keeps the registry's optimizer
 _UNNAMED: tuple[type[Optimizer], ...] = (Lamb,)
