@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from optimist import optim
+from optimist.training.keras_ftrl import Ftrl
 from optimist.training.optimizer_base import Optimizer, _number
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Ftrl",
     "Nadam",
     "Optimizer",
     "RMSprop",
@@ -344,6 +346,7 @@ class Adadelta(Optimizer):
 _CLASSES: dict[str, type[Optimizer]] = {
     cls.keras_name: cls for cls in (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)
 }
+_CLASSES[Ftrl.keras_name] = Ftrl
 
 
 def get(identifier: str | Optimizer | dict[str, Any]) -> Optimizer:
