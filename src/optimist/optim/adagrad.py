@@ -17,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.adagrad import adagrad as _torch_adagrad
 
-from optimist.optim import codecs
 from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
