@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from optimist.optim.base import ParamsT, _number, init_arguments, scalar
@@ -46,12 +47,23 @@ def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
     return (-group["lr_power"], lr, 2.0 * group["l2_shrinkage"], group["l1"], 2.0 * l2)
 
 
+def _pow(x: Tensor, power: float) -> Tensor:
+    """``x ** power`` element by element. On the CPU torch's pow runs SIMD (SLEEF) over a
+    tensor's body and ``std::pow`` over its tail, which round differently, so an element's
+    result would depend on where it sits (in a bucket of tensors, or alone); writing to a
+    strided output keeps every element on ``std::pow`` (in double for float32, as the C++
+    functor). ``power = 0.5``, the default, is torch's correctly rounded sqrt everywhere."""
+    if power == 0.5 or not x.is_cpu:
+        return x.pow(power)
+    return torch.pow(x, power, out=x.new_empty((*x.shape, 2))[..., 0])
+
+
 def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bool]) -> None:
     power, lr, shrinkage, l1, l2 = h
     accumulator, linear = s
     new = accumulator + g * g  # n + g^2
-    root = new.pow(power)  # n^-lr_power (a square root by default)
-    sigma = (root - accumulator.pow(power)).div_(lr)
+    root = _pow(new, power)  # n^-lr_power (a square root by default)
+    sigma = (root - _pow(accumulator, power)).div_(lr)
     linear.add_((g + shrinkage * p) - sigma.mul_(p))  # z += g + 2 l2s p - sigma p
     quadratic = root.div_(lr).add_(l2)
     p.copy_((linear.clamp(-l1, l1) - linear).div_(quadratic))

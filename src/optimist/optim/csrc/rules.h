@@ -438,21 +438,22 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
   }
 };
 
-// FTRL-Proximal: the weights recomputed from z and n each step; ROOT: lr_power = -0.5, where
-// torch's pow(n, 0.5) is sqrt (bitwise), else std::pow.
+// FTRL-Proximal: the weights recomputed from z and n each step.  ROOT (lr_power = -0.5): torch's
+// pow(n, 0.5) is sqrt; else std::pow in double, as torch's scalar pow loop (ftrl.py's _pow).
 template <typename C>
 struct Ftrl {  // h: -lr_power, lr, 2 l2_shrinkage, l1, 2 (l2 + beta / (2 lr))
-  C power, lr, shrinkage, l1, l2;
+  double power;
+  C lr, shrinkage, l1, l2;
   bool root;
   explicit Ftrl(const double* h)
-      : power(C(h[0])), lr(C(h[1])), shrinkage(C(h[2])), l1(C(h[3])), l2(C(h[4])),
+      : power(h[0]), lr(C(h[1])), shrinkage(C(h[2])), l1(C(h[3])), l2(C(h[4])),
         root(h[0] == 0.5) {}
   template <bool ROOT>
   OPTIMIST_INLINE C pow_(C x) const {
     if constexpr (ROOT) {
       return std::sqrt(x);
     } else {
-      return std::pow(x, power);
+      return C(std::pow(double(x), power));
     }
   }
   template <bool ROOT>
