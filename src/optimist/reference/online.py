@@ -52,8 +52,10 @@ def ftrl(
         beta=beta,
         weight_decay=weight_decay,
     )
-    if not lr > 0 or not lr_power <= 0:
-        raise ValueError(f"lr must be > 0 and lr_power <= 0, got lr={lr}, lr_power={lr_power}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0 (FTRL divides by it), got {lr}")
+    if not lr_power <= 0:
+        raise ValueError(f"lr_power must be <= 0, got {lr_power}")
     n = state.get("accumulator", np.full_like(param, initial_accumulator_value))
     z = state.get("linear", np.zeros_like(param))
     g = -grad if maximize else grad
