@@ -52,8 +52,8 @@ def _pow(x: Tensor, power: float) -> Tensor:
     tensor's body and ``std::pow`` over its tail, which round differently, so an element's
     result would depend on where it sits (in a bucket of tensors, or alone); writing to a
     strided output keeps every element on ``std::pow`` (in double for float32, as the C++
-    functor). ``power = 0.5``, the default, is torch's correctly rounded sqrt everywhere."""
-    if power == 0.5 or not x.is_cpu:
+    functor). The default ``power = 0.5`` is torch's sqrt, and 0 gives ones: no SIMD pow."""
+    if power in (0.5, 0.0) or not x.is_cpu:
         return x.pow(power)
     return torch.pow(x, power, out=x.new_empty((*x.shape, 2))[..., 0])
 
@@ -92,8 +92,9 @@ class Ftrl(RuleOptimizer):
         initial_accumulator_value: :math:`n_0 \\ge 0`.
         l1: :math:`\\lambda_1`, L1 regularization (coordinates with :math:`|z| \\le \\lambda_1`
             become exactly 0).
-        l2: :math:`\\lambda_2`, L2 regularization of the proximal term (TensorFlow's and Keras'
-            ``l2_regularization_strength``, half the paper's :math:`\\lambda_2`).
+        l2: :math:`\\lambda_2`, L2 regularization, :math:`2\\lambda_2` in the denominator
+            (TensorFlow's and Keras' ``l2_regularization_strength``; the paper's :math:`\\lambda_2`
+            is twice it).
         l2_shrinkage: :math:`\\lambda_s`, a magnitude penalty :math:`\\lambda_s\\theta^2`
             (Keras' ``l2_shrinkage_regularization_strength``).
         beta: the paper's :math:`\\beta \\ge 0`, added to :math:`n^{-p}` in the denominator.
