@@ -163,6 +163,12 @@ ROWS: dict[str, Row] = {
             "lion-pytorch": peer("lion_pytorch", "Lion", lr=1e-4, weight_decay=0.1),
         },
     ),
+    "ftrl": Row(  # the paper's form (n from 0) on both sides, as tests/test_peer_ftrl.py
+        "Ftrl",
+        {"lr": 0.05, "initial_accumulator_value": 0.0},
+        28,
+        {"pytorch_optimizer": peer("pytorch_optimizer", "FTRL", lr=0.05)},
+    ),
     "adopt": Row(
         "ADOPT",
         _ADAM,

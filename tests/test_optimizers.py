@@ -155,6 +155,7 @@ TABLE = [
 ]
 
 NO_TORCH_TWIN = ("Lion", "ADOPT", "AdEMAMix", "Adan", "ScheduleFreeAdamW", "ScheduleFreeSGD")
+NO_TORCH_TWIN += ("Ftrl",)  # TensorFlow/Keras' rule: tests/keras_compat/test_ftrl_vs_keras.py
 # torch.optim has these two, but they are matrix optimizers outside the element-wise
 # contract table: tests/test_muon.py compares them with torch.optim
 NO_TORCH_TWIN += ("Muon", "Adafactor")  # and Adafactor: tests/test_muon.py too

@@ -70,6 +70,7 @@ NO_TORCH_TWIN = {
     "schedule_free_sgd": optimist.optim.ScheduleFreeSGD,
     "prodigy": optimist.optim.Prodigy,
     "sophia_g": optimist.optim.SophiaG,
+    "ftrl": optimist.optim.Ftrl,
 }
 # whole-tensor rules: defaults compared with the optimist class's signature (Muon's ``defaults``
 # dict mixes in its AdamW fallback's settings)
@@ -274,7 +275,7 @@ def test_rules_table_and_signatures():
         "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "adamax", "nadam", "radam",
         "lion", "adopt", "ademamix", "adan", "schedule_free_adamw", "schedule_free_sgd",
         "muon", "adafactor", "lamb", "lars", "soap",
-        "prodigy", "sophia_g",
+        "prodigy", "sophia_g", "ftrl",
     }  # fmt: skip
     for name, rule in reference.RULES.items():
         assert rule is getattr(reference, name)
@@ -320,6 +321,10 @@ INVALID = [
     ("nadam", {"lr": float("inf") * 0}, "lr"),
     ("radam", {"betas": (0.9,)}, "betas"),
     ("radam", {"weight_decay": -1.0}, "weight_decay"),
+    ("ftrl", {"lr": 0.0}, "lr"),
+    ("ftrl", {"lr_power": 0.5}, "lr_power"),
+    ("ftrl", {"l1": -1.0}, "l1"),
+    ("ftrl", {"initial_accumulator_value": float("nan")}, "initial_accumulator_value"),
 ]
 
 

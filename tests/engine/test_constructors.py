@@ -58,10 +58,12 @@ def test_lion_signature_is_the_papers_reference_code():
 
 
 # which of lr, betas, eps, weight_decay each rule has (LARS and Schedule-Free SGD take momentum
-# instead of betas; Lion has no epsilon; Lookahead wraps another optimizer and takes none)
+# instead of betas; Lion has no epsilon; Ftrl neither (sums, no averages; its denominator is
+# never 0 with n0 > 0); Lookahead wraps another optimizer and takes none)
 HAS = {"lr", "betas", "eps", "weight_decay"}
 WITHOUT = {
     "Lion": {"eps"},
+    "Ftrl": {"betas", "eps"},
     "LARS": {"betas"},
     "ScheduleFreeSGD": {"betas", "eps"},
     "Lookahead": HAS,

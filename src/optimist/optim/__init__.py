@@ -17,6 +17,7 @@ from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import Optimizer
 from optimist.optim.engine import RuleOptimizer
+from optimist.optim.ftrl import Ftrl
 from optimist.optim.lamb import LAMB
 from optimist.optim.lars import LARS
 from optimist.optim.lion import Lion
@@ -48,6 +49,7 @@ __all__ = [
     "Adamax",
     "Adan",
     "AdEMAMix",
+    "Ftrl",
     "Lion",
     "Lookahead",
     "Muon",

@@ -17,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.optim.adagrad import adagrad as _torch_adagrad
 
-from optimist.optim import codecs
 from optimist.optim.base import ParamsT, init_arguments, scalar
 from optimist.optim.engine import RuleOptimizer
 from optimist.optim.rule import Rule, ScalarState, Slot
@@ -44,7 +42,7 @@ def _eager(p: Tensor, g: Tensor, s: list, h: Sequence[float], flags: Sequence[bo
 
 ADAGRAD = Rule(
     name="adagrad",
-    slots=(Slot("sum"),),
+    slots=(Slot("sum", initial="initial_accumulator_value"),),
     scalars=_scalars,
     eager=_eager,
     torch_foreach=_torch_adagrad,
@@ -91,22 +89,5 @@ class Adagrad(RuleOptimizer):
         # torch.optim.Adagrad creates its state eagerly; so do we, so state_dicts line up
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, self.state[p], group)
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        if state:
-            return
-        super()._init_state(p, state, group)
-        initial = group["initial_accumulator_value"]
-        if initial != 0:
-            total = state["sum"]
-            if total.dtype == torch.int8:
-                codecs.encode(
-                    torch.full(p.shape, float(initial), device=p.device),
-                    total,
-                    state["sum_absmax"],
-                    stochastic=False,
-                    seed=0,
-                )
-            else:
-                total.fill_(complex(initial, initial) if torch.is_complex(p) else initial)
+                if not self.state[p]:
+                    self._init_state(p, self.state[p], group)

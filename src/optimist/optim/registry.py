@@ -26,6 +26,7 @@ from optimist.optim.adan import Adan
 from optimist.optim.ademamix import AdEMAMix
 from optimist.optim.adopt import ADOPT
 from optimist.optim.base import ParamsT
+from optimist.optim.ftrl import Ftrl
 from optimist.optim.lamb import LAMB
 from optimist.optim.lars import LARS
 from optimist.optim.lion import Lion
@@ -140,6 +141,11 @@ register("lion", Lion, "Lion: the sign of interpolated momentum, decoupled weigh
 register("adopt", ADOPT, "ADOPT: Adam normalising by the previous second moment, clipped (2024).")
 register("ademamix", AdEMAMix, "AdEMAMix: Adam with a fast and a slow momentum mixed (2024).")
 register("adan", Adan, "Adan: adaptive Nesterov momentum from gradient differences (2022).")
+register(
+    "ftrl",
+    Ftrl,
+    "FTRL-Proximal: weights from per-coordinate sums, L1/L2 regularized (2013; Keras' Ftrl).",
+)
 register(
     "schedule_free_adamw",
     ScheduleFreeAdamW,

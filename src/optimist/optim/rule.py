@@ -51,11 +51,14 @@ class Slot:
         fresh: created on the parameter's first step from the gradient instead of as zeros
             (SGD's momentum buffer, as torch: ``buf = clone(grad)``); the rule's functor gets
             the freshness as its variant flag ``Rule.fresh_flag``.
+        initial: the param-group key whose value the slot starts at instead of zero (Adagrad's
+            and FTRL's ``initial_accumulator_value``); None: zeros.
     """
 
     key: str
     when: Callable[[Group], bool] | None = None
     fresh: bool = False
+    initial: str | None = None
 
     def active(self, group: Group) -> bool:
         return self.when is None or bool(self.when(group))

@@ -129,6 +129,20 @@ class RuleState(Optimizer):
         else:
             state.pop(key + "_absmax", None)
 
+    @staticmethod
+    def _fill_slot(p: Tensor, state: dict[str, Any], key: str, value: float) -> None:
+        """Set every element of slot ``key`` to ``value`` (in its storage format; a complex
+        parameter's real and imaginary parts both)."""
+        if value == 0:
+            return
+        slot = state[key]
+        if slot.dtype == torch.int8:
+            shard = local(p)
+            full = torch.full(shard.shape, float(value), device=shard.device)
+            codecs.encode(full, local(slot), state[key + "_absmax"], stochastic=False, seed=0)
+        else:
+            slot.fill_(complex(value, value) if torch.is_complex(p) else value)
+
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         rule = self.rule
         if rule.has_step and "step" not in state:
@@ -140,6 +154,8 @@ class RuleState(Optimizer):
         for slot in rule.slots:
             if slot.active(group) and not slot.fresh and slot.key not in state:
                 self._new_slot(p, state, slot.key, dtype)
+                if slot.initial is not None:
+                    self._fill_slot(p, state, slot.key, group[slot.initial])
         if self.chain.ema is not None and "ema" not in state:
             state["ema"] = p.detach().clone(memory_format=torch.preserve_format)
 

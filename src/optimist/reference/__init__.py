@@ -62,6 +62,7 @@ from optimist.reference.modern import (
     schedule_free_adamw,
     schedule_free_sgd,
 )
+from optimist.reference.online import ftrl
 
 __all__ = [
     "QUANT_BLOCK",
@@ -77,6 +78,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "ftrl",
     "int8_decode",
     "int8_encode",
     "lamb",
@@ -109,6 +111,7 @@ RULES: dict[str, Rule] = {
     "nadam": nadam,
     "radam": radam,
     "lion": lion,
+    "ftrl": ftrl,
     "adopt": adopt,
     "ademamix": ademamix,
     "adan": adan,

@@ -48,6 +48,7 @@ import torch
 
 from optimist import optim
 from optimist.training.keras_adafactor import Adafactor
+from optimist.training.keras_ftrl import Ftrl
 from optimist.training.keras_muon import Muon
 from optimist.training.keras_wrappers import LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from optimist.training.lion_lamb_schedule_free import Lamb, Lion, ScheduleFreeAdamW
@@ -66,6 +67,7 @@ __all__ = [
     "Lion",
     "LossScaleOptimizer",
     "MultiOptimizer",
+    "Ftrl",
     "Nadam",
     "Optimizer",
     "OptimizerMap",
@@ -370,6 +372,7 @@ _CLASSES: dict[str, type[Optimizer]] = {
         ScheduleFreeAdamW,
         LossScaleOptimizer,
         MultiOptimizer,
+        Ftrl,
     )
 }
 

@@ -450,6 +450,8 @@ void (*rule_fn(const std::string& rule, const std::vector<bool>& flags))(const J
     fn = &run_job<Radam<C>, C>;
   } else if (rule == "lion") {
     fn = &run_job<Lion<C>, C>;
+  } else if (rule == "ftrl") {
+    fn = &run_job<Ftrl<C>, C>;
   } else if (rule == "adopt") {
     fn = &run_job<Adopt<C>, C>;
   } else if (rule == "ademamix") {

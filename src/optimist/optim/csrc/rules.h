@@ -438,6 +438,53 @@ struct SophiaG {  // h (step): b1, 1 - b1, rho bs, eps, -lr;  h (HESSIAN): b2, 1
   }
 };
 
+// FTRL-Proximal: the weights recomputed from z and n each step.  n^-lr_power as torch computes
+// it: lr_power = -0.5, sqrt; 0, exactly 1; else std::pow in double, as torch's scalar pow loop
+// (ftrl.py's _pow), about 20 ns an element.
+template <typename C>
+struct Ftrl {  // h: -lr_power, lr, 2 l2_shrinkage, l1, 2 (l2 + beta / (2 lr))
+  enum Power { kRoot, kOne, kPow };
+  double power;
+  C lr, shrinkage, l1, l2;
+  Power kind;
+  explicit Ftrl(const double* h)
+      : power(h[0]), lr(C(h[1])), shrinkage(C(h[2])), l1(C(h[3])), l2(C(h[4])),
+        kind(h[0] == 0.5 ? kRoot : (h[0] == 0.0 ? kOne : kPow)) {}
+  template <Power K>
+  OPTIMIST_INLINE C pow_(C x) const {
+    if constexpr (K == kRoot) {
+      return std::sqrt(x);
+    } else if constexpr (K == kOne) {
+      return C(1);
+    } else {
+      return C(std::pow(double(x), power));
+    }
+  }
+  template <Power K>
+  void run(int64_t n, C* __restrict__ p, const C* __restrict__ g, C* __restrict__ acc,
+           C* __restrict__ z) const {
+    for (int64_t i = 0; i < n; ++i) {
+      const C gi = g[i], pi = p[i], old = acc[i];
+      const C fresh = old + gi * gi;
+      const C rate = pow_<K>(fresh);
+      const C sigma = (rate - pow_<K>(old)) / lr;
+      const C zi = z[i] + ((gi + shrinkage * pi) - sigma * pi);
+      z[i] = zi;
+      acc[i] = fresh;
+      p[i] = (std::min(std::max(zi, -l1), l1) - zi) / (rate / lr + l2);
+    }
+  }
+  void operator()(int64_t n, C* p, const C* g, C* acc, C* z, C*, C*) const {
+    if (kind == kRoot) {
+      run<kRoot>(n, p, g, acc, z);
+    } else if (kind == kOne) {
+      run<kOne>(n, p, g, acc, z);
+    } else {
+      run<kPow>(n, p, g, acc, z);
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Rules with a per-tensor norm pass (trust ratios).  Two phases over each tensor:
 //   * phase A, norms(n, p, g, s0..s3, u) (trust.h's run_norms): the state updates that do
