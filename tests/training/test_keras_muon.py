@@ -10,6 +10,7 @@ import torch
 import optimist
 from optimist import optimizers
 from optimist.layers import LSTM, Conv1D, Dense, Embedding, Flatten
+from optimist.training.optimizer_base import keras_path
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((40, 4)).astype(np.float32)
@@ -27,7 +28,7 @@ Y = RNG.standard_normal((40, 2)).astype(np.float32)
     ],
 )
 def test_keras_path_of_a_parameter_name(name, path):
-    assert optimizers.Muon.keras_path(name) == path
+    assert keras_path(name) == path
 
 
 def test_branches_follow_keras_rule_on_a_mixed_model():

@@ -11,7 +11,8 @@ import torch
 
 import optimist
 from optimist import optimizers
-from optimist.training.keras_wrappers import ParameterPath, keras_path
+from optimist.training.keras_wrappers import ParameterPath
+from optimist.training.optimizer_base import keras_path
 from optimist.training.parts_optimizer import PartsOptimizer
 
 RNG = np.random.default_rng(0)

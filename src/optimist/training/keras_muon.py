@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from optimist import optim
-from optimist.training.optimizer_base import Optimizer, _number, _optional
+from optimist.training.optimizer_base import Optimizer, _number, _optional, keras_path
 
 __all__ = ["Muon"]
 
@@ -191,22 +191,12 @@ class Muon(Optimizer):
         self._use_adamw: list[bool] = []  # per parameter, made by build
 
     # -- which branch --------------------------------------------------------------------------
-    @staticmethod
-    def keras_path(name: str) -> str:
-        """Keras' variable path for a ``named_parameters()`` name: ``"dense.weight"`` ->
-        ``"dense/kernel"`` (Dense's ``weight`` is Keras' ``kernel``), ``"embedding.embeddings"``
-        -> ``"embedding/embeddings"``."""
-        parts = name.split(".")
-        if parts[-1] == "weight":
-            parts[-1] = "kernel"
-        return "/".join(parts)
-
     def _should_use_adamw(self, param: Tensor, name: str) -> bool:
         """Keras' rule: AdamW for rank != 2, embeddings, and paths an ``exclude_layers``
         regex matches."""
         if param.dim() != 2:
             return True
-        path = self.keras_path(name)
+        path = keras_path(name)
         if self.exclude_embeddings and "embedding" in path.lower():
             return True
         return any(re.search(keyword, path) for keyword in self.exclude_layers)

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from optimist.training.optimizer_base import Optimizer
+from optimist.training.optimizer_base import Optimizer, keras_path
 from optimist.training.optimizer_view import LearningRate, keras_view
 from optimist.training.parts_optimizer import PartsOptimizer
 
@@ -60,17 +60,7 @@ __all__ = [
     "MultiOptimizer",
     "OptimizerMap",
     "ParameterPath",
-    "keras_path",
 ]
-
-
-def keras_path(name: str) -> str:
-    """The Keras-style path of a parameter named ``name`` (``"dense.weight"`` ->
-    ``"dense/kernel"``; see the module docstring)."""
-    parts = name.split(".")
-    if parts[-1] == "weight":
-        parts[-1] = "kernel"
-    return "/".join(parts)
 
 
 @dataclass(frozen=True, eq=False)

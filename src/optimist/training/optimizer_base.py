@@ -28,7 +28,7 @@ import torch
 from optimist.training import schedules
 from optimist.training.optimizer_view import LearningRate, check_learning_rate, keras_view
 
-__all__ = ["Optimizer"]
+__all__ = ["Optimizer", "keras_path"]
 
 
 def _number(name: str, value: Any, *, low: float = 0.0, high: float | None = None) -> float:
@@ -39,6 +39,19 @@ def _number(name: str, value: Any, *, low: float = 0.0, high: float | None = Non
         interval = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"`{name}` must be in {interval}. Received: {name}={value}")
     return value
+
+
+def keras_path(name: str) -> str:
+    """Keras' variable path for a parameter's ``named_parameters()`` name: dots become slashes
+    and a last part ``weight`` is Keras' ``kernel`` (optimist's ``Dense`` keeps its kernel as
+    torch's ``weight``; its other layers already use Keras' names: ``bias``, ``gamma``,
+    ``embeddings``, ``recurrent_kernel``): ``"dense.weight"`` -> ``"dense/kernel"``. Keras'
+    own paths also start with a ``Sequential`` model's name and put an RNN's weights under its
+    cell (``"sequential/lstm/lstm_cell/kernel"``); these do not."""
+    parts = name.split(".")
+    if parts[-1] == "weight":
+        parts[-1] = "kernel"
+    return "/".join(parts)
 
 
 def _optional(name: str, value: Any) -> float | None:
