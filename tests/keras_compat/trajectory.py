@@ -27,18 +27,32 @@ MakeOptimizer = Callable[[Any, Any], Any]
 
 
 def assert_same_trajectory(
-    keras: Any, make: MakeOptimizer, steps: int = STEPS, *, must_train: bool = True
+    keras: Any,
+    make: MakeOptimizer,
+    steps: int = STEPS,
+    *,
+    must_train: bool = True,
+    configure: Callable[[Any, Any], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Train a Dense(5 -> 3) on the same batch for ``steps`` full-batch epochs in Keras and in
-    optimist; assert the losses and final weights agree. Returns (optimist's, Keras') losses."""
-    reference = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
-    reference.set_weights(WEIGHTS)
-    reference.compile(optimizer=make(keras.optimizers, keras.optimizers.schedules), loss="mse")
+    optimist; assert the losses and final weights agree. ``configure(optimizer, model)`` runs in
+    each library before ``compile`` (e.g. ``exclude_from_weight_decay``). Returns (optimist's,
+    Keras') losses."""
+
+    def compiled(model: Any, module: Any) -> Any:
+        model.set_weights(WEIGHTS)
+        optimizer = make(module, module.schedules)
+        if configure is not None:
+            configure(optimizer, model)
+        model.compile(optimizer=optimizer, loss="mse")
+        return model
+
+    reference = compiled(
+        keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)]), keras.optimizers
+    )
     expected = reference.fit(X, Y, batch_size=64, epochs=steps, shuffle=False, verbose=0)
 
-    model = optimist.Sequential([Dense(3, input_shape=(5,))])
-    model.set_weights(WEIGHTS)
-    model.compile(optimizer=make(optimizers, optimizers.schedules), loss="mse")
+    model = compiled(optimist.Sequential([Dense(3, input_shape=(5,))]), optimizers)
     got = model.fit(X, Y, batch_size=None, epochs=steps, shuffle=False, verbose=0)
 
     np.testing.assert_allclose(got.history["loss"], expected.history["loss"], rtol=1e-5)

@@ -255,11 +255,7 @@ class Muon(Optimizer):
         for adamw, rate in ((False, self.weight_decay), (True, self.adam_weight_decay)):
             if not rate:
                 continue
-            params = [
-                p
-                for p, use in zip(self._params, self._use_adamw, strict=True)
-                if use == adamw and p.grad is not None
-            ]
+            params = self._to_decay([use == adamw for use in self._use_adamw])
             if params:
                 torch._foreach_mul_(params, 1.0 - lr * rate)
 

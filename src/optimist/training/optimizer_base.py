@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -134,6 +135,9 @@ class Optimizer:
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self._params: list[torch.Tensor] = []
         self._names: list[str] = []  # one per parameter (build)
+        self._decays: list[bool] = []  # per parameter: not excluded from weight decay (build)
+        self._exclude_tensors: list[torch.Tensor] = []
+        self._exclude_pattern: re.Pattern[str] | None = None
         self._ema: list[torch.Tensor] = []
         self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
@@ -186,6 +190,42 @@ class Optimizer:
         """Whether :meth:`scale_loss` changes the loss (``fit`` then calls it before every
         ``backward``): a ``loss_scale_factor``, or a LossScaleOptimizer's dynamic scale."""
         return self.loss_scale_factor is not None
+
+    def exclude_from_weight_decay(
+        self,
+        var_list: Iterable[torch.Tensor] | None = None,
+        var_names: Sequence[str] | None = None,
+    ) -> None:
+        """Keras' ``exclude_from_weight_decay``: no weight decay for the tensors of ``var_list``
+        (parameters, or views of them such as ``model.layers[0].kernel``) nor for parameters
+        whose Keras name (the last part of :func:`keras_path`: ``"kernel"``, ``"bias"``,
+        ``"gamma"``, ``"embeddings"``) a regex of ``var_names`` is found in
+        (``var_names=["bias"]``). A call replaces the previous one's exclusions; after the
+        optimizer is built they apply from the next step (Keras 3.15 says "before build" but
+        its check never fires, and its next step follows the new exclusions)."""
+        self._exclude_tensors = list(var_list or [])
+        self._exclude_pattern = re.compile("|".join(set(var_names))) if var_names else None
+        self._decays = [
+            self._use_weight_decay(p, n) for p, n in zip(self._params, self._names, strict=True)
+        ]
+
+    def _use_weight_decay(self, param: torch.Tensor, name: str) -> bool:
+        """Keras' ``_use_weight_decay``: whether ``param`` (named ``name``) is decayed."""
+        storage = param.untyped_storage().data_ptr()
+        for t in self._exclude_tensors:
+            if t is param or (
+                t.numel() == param.numel() and t.untyped_storage().data_ptr() == storage
+            ):
+                return False
+        short = keras_path(name).rsplit("/", 1)[-1]
+        return self._exclude_pattern is None or self._exclude_pattern.search(short) is None
+
+    def _to_decay(self, among: Sequence[bool] | None = None) -> list[torch.Tensor]:
+        """The parameters that weight decay applies to this step: with a gradient, not
+        excluded (:meth:`exclude_from_weight_decay`) and, if given, true in ``among``."""
+        among = among if among is not None else [True] * len(self._params)
+        rows = zip(self._params, self._decays, among, strict=True)
+        return [p for p, decays, keep in rows if decays and keep and p.grad is not None]
 
     @property
     def variables(self) -> list[torch.Tensor]:
@@ -258,6 +298,7 @@ class Optimizer:
         kept = [(n, p) for n, p in zip(names, params, strict=True) if p.requires_grad]
         self._params = [p for _, p in kept]
         self._names = [n for n, _ in kept]
+        self._decays = [self._use_weight_decay(p, n) for n, p in kept]
         if not self._params:
             raise ValueError("the optimizer got no trainable parameters")
         opt = self.torch_class(self._params, lr=float(self.learning_rate), **self._torch_kwargs())
@@ -311,7 +352,7 @@ class Optimizer:
         updated (those with a gradient), as Keras' ``_apply_weight_decay``, which a rule with
         rates of its own overrides (Muon)."""
         if self.weight_decay:
-            params = [p for p in self._params if p.grad is not None]
+            params = self._to_decay()
             if params:
                 torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
 
