@@ -235,8 +235,9 @@ ONE_PER_RULE = list({row.entry.factory: row for row in reversed(ELEMENTWISE)}.va
 CODEC_ERROR = {"bfloat16": 0.01, "int8": 0.05}
 SIGN_RULES = {"lion": 3.0, "sophiag": 3.0}  # factor on the bounds
 # Schedule-Free's state z is the iterate itself: quantizing it moves the weights by the codec's
-# step (measured 0.32 / 2.0), so it is compared to the same state_dtype on the CPU instead
-ITERATE_IN_STATE = {"schedule_free_adamw", "schedule_free_sgd"}
+# step (measured 0.32 / 2.0), so it is compared to the same state_dtype on the CPU instead; FTRL
+# recomputes the weights from its state (z, n) every step (int8: 0.051 from float32 state)
+ITERATE_IN_STATE = {"schedule_free_adamw", "schedule_free_sgd", "ftrl"}
 
 
 def _slot_tensors(opt, p) -> dict[str, torch.Tensor]:
