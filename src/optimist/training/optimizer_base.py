@@ -141,6 +141,7 @@ class Optimizer:
         self._ema: list[torch.Tensor] = []
         self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
+        self._restored_calls: int | None = None  # load_extra_state -> restored
         self._plain_rule = False
 
     # -- Keras' public surface ----------------------------------------------------------------
@@ -427,11 +428,49 @@ class Optimizer:
         if freq and (iterations + 1) % freq == 0:
             self.finalize_variable_values()
 
+    def extra_state(self) -> dict[str, Any]:
+        """What this optimizer keeps beside the torch optimizer's state, for checkpoints (as
+        Keras saves them as optimizer variables): ``"ema"``, the moving average of the weights
+        (``use_ema``), and ``"accumulators"``, the gradients summed since the last update
+        (``gradient_accumulation_steps``); only those that exist."""
+        extra: dict[str, Any] = {}
+        if self._ema:
+            extra["ema"] = list(self._ema)
+        if self._accumulators:
+            extra["accumulators"] = list(self._accumulators)
+            extra["calls"] = self._iterations  # the sums' place in the cycle of k calls
+        return extra
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned (after :meth:`build`), into this
+        optimizer's own tensors."""
+        if "calls" in extra:
+            self._restored_calls = int(extra["calls"])
+        for key, mine in (("ema", self._ema), ("accumulators", self._accumulators)):
+            saved = extra.get(key)
+            if saved is None:
+                continue
+            shapes = [tuple(p.shape) for p in self._params]
+            if [tuple(t.shape) for t in saved] != shapes:
+                raise ValueError(f"the saved {key!r} does not fit this optimizer's parameters")
+            if not mine:
+                mine.extend(torch.zeros_like(p) for p in self._params)
+            with torch.no_grad():
+                torch._foreach_copy_(
+                    mine, [t.to(p.device) for t, p in zip(saved, mine, strict=True)]
+                )
+
     def restored(self, iterations: int) -> None:
         """After a checkpoint's state was loaded into the built optimizer: continue counting
         from ``iterations``, remembering the rate of the last step (for the momentum rescaling
-        of SGD/RMSprop when a schedule moves on)."""
-        self.iterations = int(iterations)
+        of SGD/RMSprop when a schedule moves on). With gradient accumulation the calls since
+        the last update come back from the state's extra part (:meth:`load_extra_state`)."""
+        calls, self._restored_calls = self._restored_calls, None
+        k = self.gradient_accumulation_steps
+        if k and calls is not None and calls // k == int(iterations):
+            self._iterations = calls
+        else:
+            self.iterations = int(iterations)
         opt = self.torch_optimizer
         if self._iterations and opt is not None:
             if self._schedule is not None:

@@ -144,6 +144,24 @@ class KerasOptimizerView:
         keras = self._keras()
         return loss if keras is None else keras.scale_loss(loss)
 
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, plus under ``"keras"`` what a Keras-style optimizer keeps
+        beside the rule's state (the moving average of ``use_ema``, the partial sums of
+        ``gradient_accumulation_steps``), so a checkpoint taken mid-training resumes exactly."""
+        state = super().state_dict()  # type: ignore[misc]
+        keras = self._keras()
+        extra = {} if keras is None else keras.extra_state()
+        return {**state, "keras": extra} if extra else state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        extra = state_dict.get("keras") if isinstance(state_dict, dict) else None
+        if extra is not None:
+            state_dict = {k: v for k, v in state_dict.items() if k != "keras"}
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        keras = self._keras()
+        if keras is not None and extra is not None:
+            keras.load_extra_state(extra)
+
     def _base_step(self, closure: Any = None) -> Any:
         return super().step(closure)  # type: ignore[misc]
 
