@@ -185,7 +185,17 @@ class Muon(Optimizer):
         self.ns_steps = ns_steps
         self.nesterov = bool(nesterov)
         self.exclude_embeddings = bool(exclude_embeddings)
-        self.exclude_layers = exclude_layers or []
+        # one regex as a string is one pattern (Keras would take each of its letters as one)
+        if isinstance(exclude_layers, str):
+            exclude_layers = [exclude_layers]
+        self.exclude_layers = list(exclude_layers or [])
+        for keyword in self.exclude_layers:
+            try:
+                re.compile(keyword)
+            except (re.error, TypeError) as exc:
+                raise ValueError(
+                    f"`exclude_layers` must be regular expressions. Received {keyword!r}: {exc}"
+                ) from None
         self.adam_weight_decay = _optional("adam_weight_decay", adam_weight_decay)
         self.rms_rate = _optional("rms_rate", rms_rate)
         self._use_adamw: list[bool] = []  # per parameter, made by build

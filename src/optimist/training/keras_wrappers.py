@@ -44,6 +44,7 @@ and in Keras' functional models only.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from typing import Any
 
 import torch
 
-from optimist.training.optimizer_base import Optimizer, keras_path
+from optimist.training.optimizer_base import Optimizer, _number, keras_path
 from optimist.training.optimizer_view import LearningRate, keras_view
 from optimist.training.parts_optimizer import PartsOptimizer
 
@@ -204,6 +205,19 @@ class LossScaleOptimizer(_Wrapper):
             raise TypeError(
                 "`inner_optimizer` must be a Keras-style optimizer (optimist.optimizers.*). "
                 f"Received: {inner_optimizer!r}"
+            )
+        # (Keras checks neither: a scale <= 0 or inf makes every step NaN or skipped, a growth
+        # interval < 1 never grows the scale)
+        scale = _number("initial_scale", initial_scale)
+        if not 0 < scale < math.inf:
+            raise ValueError(
+                f"`initial_scale` must be a finite number > 0. Received: initial_scale={scale}"
+            )
+        steps = dynamic_growth_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(
+                "`dynamic_growth_steps` must be an integer >= 1. Received: "
+                f"dynamic_growth_steps={steps!r}"
             )
         super().__init__(0.0, name=name or "loss_scale_optimizer")
         self.inner_optimizer = inner_optimizer

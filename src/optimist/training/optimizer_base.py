@@ -204,8 +204,13 @@ class Optimizer:
         (``var_names=["bias"]``). A call replaces the previous one's exclusions; after the
         optimizer is built they apply from the next step (Keras 3.15 says "before build" but
         its check never fires, and its next step follows the new exclusions)."""
+        if isinstance(var_names, str):  # one name (Keras would take each letter as one)
+            var_names = [var_names]
         self._exclude_tensors = list(var_list or [])
-        self._exclude_pattern = re.compile("|".join(set(var_names))) if var_names else None
+        try:
+            self._exclude_pattern = re.compile("|".join(set(var_names))) if var_names else None
+        except re.error as exc:
+            raise ValueError(f"`var_names` must be regular expressions: {exc}") from None
         self._decays = [
             self._use_weight_decay(p, n) for p, n in zip(self._params, self._names, strict=True)
         ]
