@@ -32,17 +32,35 @@ with ``--clock thread``, of the calling thread's CPU time (needs ``--threads 1``
 ratio Keras / optimist of the two minima (> 1: optimist's step is faster). Muon's
 Newton-Schulz on 1024x1024 matrices takes seconds per step on one thread, on both sides.
 
+The allocator (``--malloc``): torch takes a CPU tensor's memory from ``malloc`` and gives it
+back on ``free``. glibc's ``malloc`` returns freed memory at the top of its heap to the system
+once more than ``M_TRIM_THRESHOLD`` is free, and maps large blocks fresh (``mmap``) above
+``M_MMAP_THRESHOLD``; both thresholds move with the process' history. A step that makes
+temporaries of a few MiB (Keras' rules: several per variable) then pays a page fault per 4 KiB
+of each one, every step, or not, depending on what ran before in the process: Keras' Adam
+took 103 ms or 28 ms and its Adafactor 36 to 240 ms on the ``transformer`` set, one thread,
+with the same code. optimist's engine makes no temporaries of that size and was not affected.
+So by default (``--malloc keep``) the benchmark sets glibc's ``M_TRIM_THRESHOLD`` to 2 GiB and
+``M_MMAP_THRESHOLD`` to its maximum, 32 MiB (``mallopt``, before anything is timed): freed
+memory stays with the process and is reused, as PyTorch's caching allocator does on a GPU and
+jemalloc or tcmalloc do; the times are the steps' own work, reproducible, and in Keras' favour.
+``--malloc glibc`` leaves glibc as it comes. The "page faults" column counts the minor page
+faults of one more step of each side (this thread's, after the timed rounds).
+
     python benchmarks/keras_speed.py --threads 1 --clock thread --repeats 7 --markdown
     python benchmarks/keras_speed.py --shapes tiny --optimizers adam,lion,muon --repeats 3
     python benchmarks/keras_speed.py --shapes "4*4096x1024,4*1024x4096,8*1024" --threads 1,2
+    python benchmarks/keras_speed.py --threads 1 --clock thread --malloc glibc --markdown
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import math
 import os
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +132,30 @@ def param_names(shapes: list[tuple[int, ...]]) -> list[str]:
     return names
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse (see the module docstring); False
+    where this is not glibc (the allocator is then left as it is)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(
+        mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest on 64-bit systems
+    )
+
+
+def page_faults(fn: Callable[[], Any]) -> int:
+    """Minor page faults of one ``fn()`` (this thread's where the system counts them apart)."""
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    with torch.no_grad():
+        before = resource.getrusage(who).ru_minflt
+        fn()
+        return resource.getrusage(who).ru_minflt - before
+
+
 def import_keras() -> Any:
     """Keras 3 on its torch backend, on the CPU (as optimist's parameters here)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -133,8 +175,9 @@ def keras_contender(
     variables = [
         keras.Variable(p.detach().clone(), name=n) for p, n in zip(params, names, strict=True)
     ]
-    if variables[0].value.device != params[0].device:  # KERAS_TORCH_DEVICE was set elsewhere
-        raise SystemExit(f"Keras' variables are on {variables[0].value.device}: unset KERAS_TORCH_DEVICE")
+    device = variables[0].value.device
+    if device != params[0].device:  # KERAS_TORCH_DEVICE was set before Keras was imported
+        raise SystemExit(f"Keras' variables are on {device}, optimist's on the CPU")
     grads = [p.grad.detach().clone() for p in params]
     optimizer = getattr(keras.optimizers, name)()
     optimizer.build(variables)
@@ -170,12 +213,13 @@ def measure(
             times = time_interleaved(
                 {"keras": keras_step, "optimist": optimist_step}, repeats, clock=CLOCKS[clock]
             )
+            faults = {"keras": page_faults(keras_step), "optimist": page_faults(optimist_step)}
             del keras_step, optimist_step, params
             gc.collect()
             results.append(
                 {"optimizer": name, "shapes": spec, "ntensors": len(shapes), "threads": threads}
                 | {"nparams": sum(math.prod(s) for s in shapes), "times": times}
-                | {"keras_runs": keras_runs, "via": via}
+                | {"keras_runs": keras_runs, "via": via, "faults": faults}
             )
             print(
                 f"  {threads} thr {name:17s} {spec}: Keras {fmt_ms(times['keras'])} ms, "
@@ -193,7 +237,7 @@ def fmt_ms(seconds: float) -> str:
 
 
 HEAD = ["optimizer", "shapes", "params/tensors", "threads", "Keras ms", "optimist ms"]
-HEAD += ["Keras/optimist", "Keras runs", "optimist via"]
+HEAD += ["Keras/optimist", "page faults Keras/optimist", "Keras runs", "optimist via"]
 
 
 def table(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -204,7 +248,7 @@ def table(results: list[dict[str, Any]]) -> list[list[str]]:
         rows.append(
             [r["optimizer"], r["shapes"], f"{r['nparams'] / 1e6:.2f}M/{r['ntensors']}"]
             + [str(r["threads"]), fmt_ms(keras_s), fmt_ms(ours), f"{keras_s / ours:.2f}×"]
-            + [r["keras_runs"], r["via"]]
+            + [f"{r['faults']['keras']} / {r['faults']['optimist']}", r["keras_runs"], r["via"]]
         )
     return rows
 
@@ -217,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["transformer", "tiny"],
         help=f"shape sets: {' or '.join(PRESETS)}, or a spec such as 12*1024x1024,12*1024",
     )
-    ap.add_argument(
-        "--optimizers", default=",".join(BY_NAME), help="Keras' names, comma-separated"
-    )
+    ap.add_argument("--optimizers", default=",".join(BY_NAME), help="Keras' names, comma-separated")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (the minimum is kept)")
     ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     ap.add_argument(
@@ -227,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(CLOCKS),
         default="wall",
         help="wall time, or the thread's CPU time (time.thread_time; use with --threads 1)",
+    )
+    ap.add_argument(
+        "--malloc",
+        choices=["keep", "glibc"],
+        default="keep",
+        help="keep: glibc keeps freed memory for reuse (mallopt); glibc: as it comes",
     )
     ap.add_argument("--markdown", action="store_true", help="print a README-ready table")
     args = ap.parse_args(argv)
@@ -246,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--clock thread counts the calling thread's CPU time only: use --threads 1")
     repeats = max(args.repeats, 1)
 
+    if args.malloc == "glibc":
+        malloc = "glibc malloc as it comes"
+    elif keep_freed_memory():
+        malloc = "glibc malloc keeps freed memory (--malloc keep)"
+    else:
+        malloc = "the allocator as it comes (not glibc: --malloc keep does nothing)"
     keras = import_keras()
     from optimist.optim import engine
 
@@ -256,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, Keras {keras.__version__} (torch backend, "
         f"{os.environ['KERAS_TORCH_DEVICE']}); minimum of {repeats} interleaved rounds after 2 "
-        f"warm-up steps, {args.clock} clock; Keras/optimist > 1: optimist's step is faster"
+        f"warm-up steps, {args.clock} clock, {malloc}; Keras/optimist > 1: optimist's step is "
+        "faster"
     )
     for threads in thread_counts:
         results = measure(keras, names, args.shapes, threads, repeats, args.clock)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -58,11 +62,12 @@ def test_both_sides_take_the_same_step_from_the_same_values(keras, name):
 
 @pytest.mark.filterwarnings(KERAS_NUMPY2)
 def test_a_tiny_run_prints_a_row_per_optimizer_with_both_times(keras, capsys):
-    code = keras_speed.main(
+    code = keras_speed.main(  # glibc as it comes: --malloc keep would change this process's
         ["--shapes", "tiny", "--optimizers", "adam,muon", "--repeats", "1", "--markdown"]
+        + ["--malloc", "glibc"]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "minimum of 1 interleaved rounds" in out
+    assert code == 0 and "minimum of 1 interleaved rounds" in out and "as it comes" in out
     lines = out.splitlines()
     assert "| " + " | ".join(keras_speed.HEAD) + " |" in lines
     rows = [line for line in lines if line.startswith("| Adam |") or line.startswith("| Muon |")]
@@ -74,6 +79,31 @@ def test_a_tiny_run_prints_a_row_per_optimizer_with_both_times(keras, capsys):
         theirs, ours, ratio = float(cells[4]), float(cells[5]), float(cells[6].rstrip("×"))
         assert all(math.isfinite(t) and t > 0 for t in (theirs, ours))
         assert ratio == pytest.approx(theirs / ours, rel=0.1)  # the ratio of the two times
+        assert all(int(n) >= 0 for n in cells[7].split(" / "))  # page faults of each side
+
+
+def test_page_faults_counts_the_pages_a_step_touches_first():
+    # 64 MiB: above glibc's largest mmap threshold, so always fresh pages: 16384 of 4 KiB, or
+    # 32 of 2 MiB where the kernel gives transparent huge pages
+    fresh = keras_speed.page_faults(lambda: torch.ones(2**24))
+    assert fresh >= 32 and fresh > 4 * keras_speed.page_faults(lambda: None)
+
+
+@pytest.mark.filterwarnings(KERAS_NUMPY2)
+def test_by_default_the_run_keeps_freed_memory_and_says_so(keras, tmp_path):
+    """Run apart (mallopt would change this test process for good): its header and one row."""
+    script = keras_speed.__file__
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, script, "--shapes", "2*8x4,2*8", "--optimizers", "lion", "--repeats", "1"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    glibc = platform.libc_ver()[0] == "glibc"
+    expected = (
+        "glibc malloc keeps freed memory" if glibc else "not glibc: --malloc keep does nothing"
+    )
+    assert expected in done.stdout and "\nLion " in done.stdout
 
 
 def test_the_thread_clock_refuses_several_threads_and_unknown_names_are_refused(capsys):
