@@ -37,15 +37,21 @@ back on ``free``. glibc's ``malloc`` returns freed memory at the top of its heap
 once more than ``M_TRIM_THRESHOLD`` is free, and maps large blocks fresh (``mmap``) above
 ``M_MMAP_THRESHOLD``; both thresholds move with the process' history. A step that makes
 temporaries of a few MiB (Keras' rules: several per variable) then pays a page fault per 4 KiB
-of each one, every step, or not, depending on what ran before in the process: Keras' Adam
-took 103 ms or 28 ms and its Adafactor 36 to 240 ms on the ``transformer`` set, one thread,
-with the same code. optimist's engine makes no temporaries of that size and was not affected.
+of each one, every step, or not, depending on what ran before in the process. On the
+``transformer`` set, one thread, thread clock (``--optimizers adam,adafactor,lion
+--repeats 3``), Keras' Adam took 103 ms a step with ``--malloc glibc`` (49090 page faults a
+step) and 28.0 ms with ``--malloc keep`` (none); its Adafactor 38.7 ms in that run and 166 to
+171 ms in runs of ``--optimizers adafactor`` or ``adafactor,adam`` (glibc as it comes).
+optimist's engine makes no temporaries of that size (its Adam: 6.0 ms either way); its Muon
+does (the Newton-Schulz iterates of all 12 matrices batched, 48 MiB each: above the mmap
+threshold, so page faults every step even with ``keep``).
 So by default (``--malloc keep``) the benchmark sets glibc's ``M_TRIM_THRESHOLD`` to 2 GiB and
 ``M_MMAP_THRESHOLD`` to its maximum, 32 MiB (``mallopt``, before anything is timed): freed
 memory stays with the process and is reused, as PyTorch's caching allocator does on a GPU and
-jemalloc or tcmalloc do; the times are the steps' own work, reproducible, and in Keras' favour.
-``--malloc glibc`` leaves glibc as it comes. The "page faults" column counts the minor page
-faults of one more step of each side (this thread's, after the timed rounds).
+jemalloc or tcmalloc do; the times are the steps' own work, reproducible, and (Keras' rules
+make more temporaries) in Keras' favour. ``--malloc glibc`` leaves glibc as it comes. The
+"page faults" column counts the minor page faults of one more step of each side (this
+thread's, after the timed rounds).
 
     python benchmarks/keras_speed.py --threads 1 --clock thread --repeats 7 --markdown
     python benchmarks/keras_speed.py --shapes tiny --optimizers adam,lion,muon --repeats 3
