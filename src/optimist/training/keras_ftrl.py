@@ -34,6 +34,7 @@ class Ftrl(Optimizer):
 
     keras_name = "ftrl"
     torch_class = optim.Ftrl
+    rule_decay = {}  # its decoupled decay, before the rule, is Keras'
 
     def __init__(
         self,

@@ -89,6 +89,7 @@ class Lion(_BetasAfterBuild):
 
     keras_name = "lion"
     torch_class = optim.Lion
+    rule_decay = {}  # Lion's decoupled decay is Keras'
 
     def __init__(
         self,

@@ -66,6 +66,10 @@ class Optimizer:
     #: the Keras name (``"adam"``) and the optimist.optim class the update runs on
     keras_name: ClassVar[str] = "optimizer"
     torch_class: ClassVar[type[torch.optim.Optimizer]]
+    #: the arguments of :attr:`torch_class` that make its own ``weight_decay`` Keras' decay
+    #: (``p *= 1 - lr * wd`` before the update, inside the rule's one fused pass), or None:
+    #: then this base class decays in a pass of its own (:meth:`_apply_weight_decay`)
+    rule_decay: ClassVar[dict[str, Any] | None] = None
 
     def __init__(
         self,
@@ -142,6 +146,7 @@ class Optimizer:
         self._accumulators: list[torch.Tensor] = []
         self._last_lr: float | None = None
         self._restored_calls: int | None = None  # load_extra_state -> restored
+        self._decay_in_rule = False  # Keras' decay done by the rule (rule_decay), see build
         self._plain_rule = False
 
     # -- Keras' public surface ----------------------------------------------------------------
@@ -214,6 +219,7 @@ class Optimizer:
         self._decays = [
             self._use_weight_decay(p, n) for p, n in zip(self._params, self._names, strict=True)
         ]
+        self._sync_rule_decay()
 
     def _use_weight_decay(self, param: torch.Tensor, name: str) -> bool:
         """Keras' ``_use_weight_decay``: whether ``param`` (named ``name``) is decayed."""
@@ -307,7 +313,11 @@ class Optimizer:
         self._decays = [self._use_weight_decay(p, n) for n, p in kept]
         if not self._params:
             raise ValueError("the optimizer got no trainable parameters")
-        opt = self.torch_class(self._params, lr=float(self.learning_rate), **self._torch_kwargs())
+        kwargs = self._torch_kwargs()
+        self._decay_in_rule = self._can_decay_in_rule()
+        if self._decay_in_rule:
+            kwargs = {**kwargs, "weight_decay": self.weight_decay, **(self.rule_decay or {})}
+        opt = self.torch_class(self._params, lr=float(self.learning_rate), **kwargs)
         opt.register_step_pre_hook(self._before_step)
         opt.keras_optimizer = self  # type: ignore[attr-defined]
         opt = keras_view(opt)  # its step() runs apply_step
@@ -318,6 +328,23 @@ class Optimizer:
         # no per-step hyperparameter or state changes of the rule's own (see _before_step)
         self._plain_rule = self._momentum_key() is None and type(self)._adjust is Optimizer._adjust
         return opt
+
+    def _can_decay_in_rule(self) -> bool:
+        """Whether the torch rule can do Keras' decay: it has the same decoupled decay
+        (:attr:`rule_decay`) and it applies to every parameter (no exclusions)."""
+        return bool(self.weight_decay) and self.rule_decay is not None and all(self._decays)
+
+    def _sync_rule_decay(self) -> None:
+        """Set the torch groups' ``weight_decay`` to what :meth:`_can_decay_in_rule` says now
+        (after exclusions changed, or a checkpoint's groups were loaded)."""
+        opt = self.torch_optimizer
+        if opt is None or self.rule_decay is None:
+            return
+        self._decay_in_rule = self._can_decay_in_rule()
+        for group in opt.param_groups:
+            group["weight_decay"] = self.weight_decay if self._decay_in_rule else 0.0
+            if self._decay_in_rule:
+                group.update(self.rule_decay)
 
     def __call__(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
         """An optimizer object is also a factory ``params -> torch.optim.Optimizer``."""
@@ -330,7 +357,8 @@ class Optimizer:
         if (
             self._plain_rule
             and self._schedule is None
-            and not (self.clipnorm or self.global_clipnorm or self.clipvalue or self.weight_decay)
+            and not (self.clipnorm or self.global_clipnorm or self.clipvalue)
+            and (self._decay_in_rule or not self.weight_decay)
         ):
             return  # nothing to adjust (plain SGD, Adagrad, Adadelta, Nadam at a fixed rate)
         if self._schedule is not None:
@@ -357,7 +385,7 @@ class Optimizer:
         """Keras' decoupled decay ``p -= lr * weight_decay * p`` of the parameters about to be
         updated (those with a gradient), as Keras' ``_apply_weight_decay``, which a rule with
         rates of its own overrides (Muon)."""
-        if self.weight_decay:
+        if self.weight_decay and not self._decay_in_rule:
             params = self._to_decay()
             if params:
                 torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
@@ -449,6 +477,7 @@ class Optimizer:
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (after :meth:`build`), into this
         optimizer's own tensors."""
+        self._sync_rule_decay()  # the loaded groups carry the saved run's weight_decay
         if "calls" in extra:
             self._restored_calls = int(extra["calls"])
         for key, mine in (("ema", self._ema), ("accumulators", self._accumulators)):

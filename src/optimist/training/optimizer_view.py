@@ -159,8 +159,8 @@ class KerasOptimizerView:
             state_dict = {k: v for k, v in state_dict.items() if k != "keras"}
         super().load_state_dict(state_dict)  # type: ignore[misc]
         keras = self._keras()
-        if keras is not None and extra is not None:
-            keras.load_extra_state(extra)
+        if keras is not None:
+            keras.load_extra_state(extra or {})
 
     def _base_step(self, closure: Any = None) -> Any:
         return super().step(closure)  # type: ignore[misc]

@@ -130,6 +130,7 @@ class Adam(_AdamBase):
 
     keras_name = "adam"
     torch_class = optim.Adam
+    rule_decay = {"decoupled_weight_decay": True}  # AdamW's decay is Keras'
 
     def __init__(
         self,
@@ -217,6 +218,7 @@ class Nadam(_AdamBase):
 
     keras_name = "nadam"
     torch_class = optim.NAdam
+    rule_decay = {"decoupled_weight_decay": True}  # NAdamW's decay is Keras'
 
     def __init__(
         self,
