@@ -353,12 +353,15 @@ def _factored_inverse_root(
     ``g^2 + eps1``, as the outer product of the two factors' inverse roots (``V`` itself would
     underflow to 0 in float32 where a row and a column of ``g`` are all zero: ``eps1^2``). One
     tensor, or a stack of them (a leading dimension) alike."""
+    if add:
+        # the paper's means of g^2 + eps1, as Keras computes them (torch's column norm below,
+        # kept for bitwise torch, is a strided reduction 8x slower than this at 1024 x 1024)
+        regulated = g.square().add_(eps1)
+        row.lerp_(regulated.mean(dim=-1, keepdim=True), w)
+        col.lerp_(regulated.mean(dim=-2, keepdim=True), w)
+        return (row / row.mean(dim=-2, keepdim=True)).rsqrt_() * col.rsqrt()  # outer product
     row_mean = torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1))
     col_mean = torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2))
-    if add:
-        row.lerp_(row_mean.add_(eps1), w)
-        col.lerp_(col_mean.add_(eps1), w)
-        return (row / row.mean(dim=-2, keepdim=True)).rsqrt_() @ col.rsqrt()
     row.lerp_(row_mean, w)
     col.lerp_(col_mean, w)
     estimate = (row @ col).div_(row.mean(dim=-2, keepdim=True).clamp_(min=eps1))
