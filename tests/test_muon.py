@@ -142,6 +142,30 @@ def test_same_shape_weights_are_batched_and_still_equal_torch_bitwise(monkeypatc
         assert torch.equal(p, q)
 
 
+def test_cpu_batches_are_capped_and_still_equal_torch_bitwise(monkeypatch):
+    # a cap of 300 elements: the three 16 x 8 matrices go as (2, 16, 8) and (16, 8)
+    monkeypatch.setattr(oo.muon, "CPU_NS_BATCH_MAX", 300)
+    shapes = ((16, 8), (16, 8), (16, 8), (5, 12))
+    a, b = matrices(4, shapes), matrices(4, shapes)
+    ours, theirs = oo.Muon(a), torch.optim.Muon(b)
+    seen = []
+    original = oo.muon.newton_schulz
+    monkeypatch.setattr(
+        oo.muon, "newton_schulz", lambda g, *r: seen.append(g.shape) or original(g, *r)
+    )
+    step_both(ours, a, theirs, b, 3)
+    assert seen[:3] == [(2, 16, 8), (16, 8), (5, 12)]
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+    # matrices above CPU_NS_BATCH_MATRIX_MAX elements go one by one
+    monkeypatch.setattr(oo.muon, "CPU_NS_BATCH_MATRIX_MAX", 100)
+    seen.clear()
+    step_both(ours, a, theirs, b, 1)
+    assert seen == [(16, 8), (16, 8), (16, 8), (5, 12)]
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+
+
 def test_batched_newton_schulz_equals_per_matrix_bitwise():
     gen = torch.Generator().manual_seed(3)
     for shape in ((6, 40, 24), (3, 24, 40), (2, 64, 64)):

@@ -188,14 +188,14 @@ def split(groups: Iterable[list[T]], numel: Callable[[T], int]) -> tuple[list[T]
     return alone, out
 
 
-def by_size(sizes: list[int]) -> list[list[int]]:
-    """Consecutive indices of ``sizes`` (element counts) in buckets of at most
-    :data:`BUCKET_MAX` elements (a larger one alone)."""
+def by_size(sizes: list[int], limit: int = BUCKET_MAX) -> list[list[int]]:
+    """Consecutive indices of ``sizes`` (element counts) in buckets of at most ``limit``
+    elements (:data:`BUCKET_MAX` by default; a larger one alone)."""
     out: list[list[int]] = []
     chunk: list[int] = []
     total = 0
     for i, numel in enumerate(sizes):
-        if chunk and total + numel > BUCKET_MAX:
+        if chunk and total + numel > limit:
             out.append(chunk)
             chunk, total = [], 0
         chunk.append(i)

@@ -27,7 +27,8 @@ Storage and batching. The momentum buffer is element-wise state: it is stored as
 stochastic rounding, or block-wise "int8", :mod:`optimist.optim.codecs`), updated in float32
 when stored otherwise than the parameter. Newton-Schulz runs on the stacked ``(B, m, n)`` batch
 of a group's matrices of equal shape (one batched matmul per iteration instead of ``B``; bit for
-bit the per-matrix result, tested), in ``ns_dtype`` (torch's bfloat16 by default; None: the
+bit the per-matrix result, tested; on the CPU only for matrices of at most 2^15 elements, where
+it wins, :func:`_ns_batches`), in ``ns_dtype`` (torch's bfloat16 by default; None: the
 update's own dtype, e.g. float64 for the NumPy reference tests). It is not ``torch.compile``d:
 measured with ``benchmarks/matrix_speed.py --compile`` on CPU, the compiled iteration was 1%
 slower once and 9% faster once (6-16 s to compile, per distinct shape): no clear win. The
@@ -51,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimist.optim import codecs
+from optimist.optim import bucket, codecs
 from optimist.optim.adam import ADAM
 from optimist.optim.base import ParamsT, check_flag, check_nonnegative, scalar
 from optimist.optim.distributed import full, is_dtensor, like, shard_of
@@ -88,6 +89,30 @@ def newton_schulz(
         else:
             x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.mT if tall else x
+
+
+#: On the CPU, matrices of more elements than this run Newton-Schulz one by one: torch's 2-D
+#: bfloat16 matmul is faster than its batched one there (one thread, 5 iterations: 256 x 1024
+#: 14.6 ms a matrix alone, 18.6 batched by 4; 2048 x 512 28.0 against 37.1; 256 x 256 about
+#: even, and matrix_speed's "small" set 10% slower batched by 16), while small ones gain (128 x
+#: 128 6.1 ms for 16 alone, 2.8 batched; 64 x 64 4.0 against 0.6), and a stack of large ones
+#: makes temporaries above glibc's mmap threshold that page-fault on every step.
+CPU_NS_BATCH_MATRIX_MAX = 1 << 15
+#: The most elements of one Newton-Schulz batch on the CPU (its temporaries stay heap memory).
+CPU_NS_BATCH_MAX = 1 << 22
+
+
+def _ns_batches(batch: list[tuple[Tensor, Tensor]]) -> list[list[tuple[Tensor, Tensor]]]:
+    """Equal-shape matrices cut into Newton-Schulz batches: on the CPU one by one above
+    :data:`CPU_NS_BATCH_MATRIX_MAX` elements, else at most :data:`CPU_NS_BATCH_MAX` elements
+    a batch; whole elsewhere. Bitwise the same result either way (module docstring)."""
+    matrix = batch[0][1]
+    if matrix.device.type != "cpu":
+        return [batch]
+    if matrix.numel() > CPU_NS_BATCH_MATRIX_MAX:
+        return [[one] for one in batch]
+    chunks = bucket.by_size([m.numel() for _, m in batch], limit=CPU_NS_BATCH_MAX)
+    return [[batch[i] for i in chunk] for chunk in chunks]
 
 
 def _lr_scale(adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -259,19 +284,32 @@ class Muon(RuleOptimizer):
             matrix = self._full_matrix(p, update)
             key = (matrix.shape, matrix.dtype, matrix.device)
             batches.setdefault(key, []).append((p, matrix))
-        for batch in batches.values():
-            stacked = torch.stack([m for _, m in batch]) if len(batch) > 1 else batch[0][1]
-            ortho = newton_schulz(
-                stacked,
-                group["ns_coefficients"],
-                group["ns_steps"],
-                group["eps"],
-                None if ns_dtype is None else _NS_DTYPES[ns_dtype],
-            )
-            for k, (p, _) in enumerate(batch):
-                p.mul_(1 - lr * wd)
-                p.add_(
-                    self._local_update(p, ortho[k] if len(batch) > 1 else ortho),
-                    alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape),
-                )
+        for whole_batch in batches.values():
+            for batch in _ns_batches(whole_batch):
+                self._orthogonalise_and_apply(group, batch, lr, wd, ns_dtype)
         return bool(batches)
+
+    def _orthogonalise_and_apply(
+        self,
+        group: dict[str, Any],
+        batch: list[tuple[Tensor, Tensor]],
+        lr: float,
+        wd: float,
+        ns_dtype: str | None,
+    ) -> None:
+        """Newton-Schulz on the batch's stacked matrices, then each parameter's decay and
+        update."""
+        stacked = torch.stack([m for _, m in batch]) if len(batch) > 1 else batch[0][1]
+        ortho = newton_schulz(
+            stacked,
+            group["ns_coefficients"],
+            group["ns_steps"],
+            group["eps"],
+            None if ns_dtype is None else _NS_DTYPES[ns_dtype],
+        )
+        for k, (p, _) in enumerate(batch):
+            p.mul_(1 - lr * wd)
+            p.add_(
+                self._local_update(p, ortho[k] if len(batch) > 1 else ortho),
+                alpha=-lr * _lr_scale(group["adjust_lr_fn"], p.shape),
+            )
