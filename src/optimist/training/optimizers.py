@@ -33,6 +33,12 @@ Nadam          ``optim.NAdam(lr, betas, eps, momentum_decay=1)``: Keras' momentu
                ``beta_1 * (1 - 0.5 * 0.96 ** t)`` is torch's with ``momentum_decay=1``.
 =============  ====================================================================================
 
+Keras 3's other optimizers are in modules of their own, each with its table of how it is driven:
+:mod:`~optimist.training.keras_adafactor`, :mod:`~optimist.training.keras_ftrl`,
+:mod:`~optimist.training.keras_muon`, :mod:`~optimist.training.lion_lamb_schedule_free` (Lion,
+Lamb, ScheduleFreeAdamW) and :mod:`~optimist.training.keras_wrappers` (LossScaleOptimizer,
+MultiOptimizer, OptimizerMap); this module names them all (:func:`get`, :func:`deserialize`).
+
 What all share (gradient clipping, decoupled weight decay, the moving average of the weights,
 the learning rate as a float or a schedule, loss scaling, gradient accumulation) is the base
 class's: :mod:`optimist.training.optimizer_base`.
