@@ -188,9 +188,10 @@ def split(groups: Iterable[list[T]], numel: Callable[[T], int]) -> tuple[list[T]
     return alone, out
 
 
-def by_size(sizes: list[int], limit: int = BUCKET_MAX) -> list[list[int]]:
+def by_size(sizes: list[int], limit: int | None = None) -> list[list[int]]:
     """Consecutive indices of ``sizes`` (element counts) in buckets of at most ``limit``
-    elements (:data:`BUCKET_MAX` by default; a larger one alone)."""
+    elements (None: :data:`BUCKET_MAX`, read at the call; a larger one alone)."""
+    limit = BUCKET_MAX if limit is None else limit
     out: list[list[int]] = []
     chunk: list[int] = []
     total = 0
