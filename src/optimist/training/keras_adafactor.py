@@ -42,10 +42,8 @@ the moving average leaves [0, 1]) raise ``ValueError`` here when the object is m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
-
-import torch
 
 from optimist import optim
 from optimist.training.optimizer_base import Optimizer, _number
@@ -94,14 +92,9 @@ class Adafactor(Optimizer):
         return {
             "beta2_decay": self.beta_2_decay,
             "eps": (self.epsilon_1, self.epsilon_2),
-            "d": max(1.0, self.clip_threshold),  # torch's check; the groups get Keras' (build)
+            "d": max(1.0, self.clip_threshold),  # torch's check (_unchecked_group_values)
             "eps1_form": "add",
         }
 
-    def build(
-        self, params: Iterable[torch.Tensor], names: Iterable[str] | None = None
-    ) -> torch.optim.Optimizer:
-        opt = super().build(params, names)
-        for group in opt.param_groups:
-            group["d"] = self.clip_threshold
-        return opt
+    def _unchecked_group_values(self) -> dict[str, Any]:
+        return {"d": self.clip_threshold}  # torch's check wants d >= 1

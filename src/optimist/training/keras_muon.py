@@ -57,7 +57,13 @@ import torch
 from torch import Tensor
 
 from optimist import optim
-from optimist.training.optimizer_base import Optimizer, _number, _optional, keras_path
+from optimist.training.optimizer_base import (
+    Optimizer,
+    _number,
+    _optional,
+    keras_adam_eps,
+    keras_path,
+)
 
 __all__ = ["Muon"]
 
@@ -263,16 +269,11 @@ class Muon(Optimizer):
     def _apply_weight_decay(self, lr: float) -> None:
         # Keras' Muon: each branch its own rate, both times the unscaled learning rate
         for adamw, rate in ((False, self.weight_decay), (True, self.adam_weight_decay)):
-            if not rate:
-                continue
-            params = self._to_decay([use == adamw for use in self._use_adamw])
-            if params:
-                torch._foreach_mul_(params, 1.0 - lr * rate)
+            self._decay(lr, rate, [use == adamw for use in self._use_adamw])
 
     def _adjust(self, opt: torch.optim.Optimizer, step: int) -> None:
         # Keras' AdamW branch: sqrt(v) + eps before bias correction (as Adam's _adjust)
-        b2 = self.adam_beta_2
-        eps = self.epsilon / math.sqrt(1.0 - b2**step) if b2 < 1 else 0.0
+        eps = keras_adam_eps(self.epsilon, self.adam_beta_2, step)
         for group in opt.param_groups:
             if not group["use_muon"]:
                 group["eps"] = eps

@@ -67,24 +67,7 @@ def _below_one(name: str, value: Any) -> float:
     return beta
 
 
-class _BetasAfterBuild(Optimizer):
-    """``beta_1`` and ``beta_2`` given to the torch optimizer's groups after its constructor,
-    whose check wants [0, 1): Keras allows 1 where the rule stays defined (Lion's betas,
-    ScheduleFreeAdamW's ``beta_1``)."""
-
-    beta_1: float
-    beta_2: float
-
-    def build(
-        self, params: Iterable[torch.Tensor], names: Iterable[str] | None = None
-    ) -> torch.optim.Optimizer:
-        opt = super().build(params, names)
-        for group in opt.param_groups:
-            group["betas"] = (self.beta_1, self.beta_2)
-        return opt
-
-
-class Lion(_BetasAfterBuild):
+class Lion(Optimizer):
     """Keras' Lion: ``learning_rate=0.001, beta_1=0.9, beta_2=0.99``."""
 
     keras_name = "lion"
@@ -109,6 +92,9 @@ class Lion(_BetasAfterBuild):
 
     def _rule_config(self) -> dict[str, Any]:
         return {"beta_1": self.beta_1, "beta_2": self.beta_2}
+
+    def _unchecked_group_values(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2)}  # torch's check wants [0, 1); Keras' 1 is ok
 
 
 class Lamb(Optimizer):
@@ -137,7 +123,7 @@ class Lamb(Optimizer):
         return {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon}
 
 
-class ScheduleFreeAdamW(_BetasAfterBuild):
+class ScheduleFreeAdamW(Optimizer):
     """Keras' ScheduleFreeAdamW: ``learning_rate=0.0025, beta_1=0.9, beta_2=0.999,
     epsilon=1e-8, warmup_steps=0``; the model holds Keras' ``y`` (no train/eval modes)."""
 
@@ -186,6 +172,9 @@ class ScheduleFreeAdamW(_BetasAfterBuild):
             "r": 0.0,
             "weight_lr_power": 0.0,
         }
+
+    def _unchecked_group_values(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2)}  # Keras allows beta_1 = 1
 
     def build(
         self, params: Iterable[torch.Tensor], names: Iterable[str] | None = None

@@ -29,7 +29,7 @@ import torch
 from optimist.training import schedules
 from optimist.training.optimizer_view import LearningRate, check_learning_rate, keras_view
 
-__all__ = ["Optimizer", "keras_path"]
+__all__ = ["Optimizer", "keras_adam_eps", "keras_path"]
 
 
 def _number(name: str, value: Any, *, low: float = 0.0, high: float | None = None) -> float:
@@ -53,6 +53,13 @@ def keras_path(name: str) -> str:
     if parts[-1] == "weight":
         parts[-1] = "kernel"
     return "/".join(parts)
+
+
+def keras_adam_eps(epsilon: float, beta_2: float, step: int) -> float:
+    """torch's Adam ``eps`` that gives Keras' update at ``step``: Keras adds epsilon to
+    ``sqrt(v)`` before bias correction, torch to ``sqrt(v / (1 - beta_2^t))`` after, so
+    torch's is ``epsilon / sqrt(1 - beta_2^t)`` (0 with ``beta_2 = 1``)."""
+    return epsilon / math.sqrt(1.0 - beta_2**step) if beta_2 < 1 else 0.0
 
 
 def _optional(name: str, value: Any) -> float | None:
@@ -287,6 +294,12 @@ class Optimizer:
         """Constructor arguments of :attr:`torch_class` that realise the rule."""
         return {}
 
+    def _unchecked_group_values(self) -> dict[str, Any]:
+        """Group values set after :attr:`torch_class`'s constructor, whose checks refuse values
+        Keras allows where the rule stays defined (Lion's betas of 1, Adafactor's
+        ``clip_threshold`` below 1)."""
+        return {}
+
     def _adjust(self, opt: torch.optim.Optimizer, step: int) -> None:
         """Per-step changes to the torch optimizer's hyperparameters or state (before it runs)."""
 
@@ -318,6 +331,8 @@ class Optimizer:
         if self._decay_in_rule:
             kwargs = {**kwargs, "weight_decay": self.weight_decay, **(self.rule_decay or {})}
         opt = self.torch_class(self._params, lr=float(self.learning_rate), **kwargs)
+        for group in opt.param_groups:
+            group.update(self._unchecked_group_values())
         opt.register_step_pre_hook(self._before_step)
         opt.keras_optimizer = self  # type: ignore[attr-defined]
         opt = keras_view(opt)  # its step() runs apply_step
@@ -385,10 +400,16 @@ class Optimizer:
         """Keras' decoupled decay ``p -= lr * weight_decay * p`` of the parameters about to be
         updated (those with a gradient), as Keras' ``_apply_weight_decay``, which a rule with
         rates of its own overrides (Muon)."""
-        if self.weight_decay and not self._decay_in_rule:
-            params = self._to_decay()
+        if not self._decay_in_rule:
+            self._decay(lr, self.weight_decay)
+
+    def _decay(self, lr: float, rate: float | None, among: Sequence[bool] | None = None) -> None:
+        """``p *= 1 - lr * rate`` for the parameters :meth:`_to_decay` gives (none if ``rate``
+        is 0 or None)."""
+        if rate:
+            params = self._to_decay(among)
             if params:
-                torch._foreach_mul_(params, 1.0 - lr * self.weight_decay)
+                torch._foreach_mul_(params, 1.0 - lr * rate)
 
     def _clip(self, grads: list[torch.Tensor]) -> None:
         if self.clipnorm:

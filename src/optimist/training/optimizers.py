@@ -46,7 +46,6 @@ class's: :mod:`optimist.training.optimizer_base`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +57,7 @@ from optimist.training.keras_ftrl import Ftrl
 from optimist.training.keras_muon import Muon
 from optimist.training.keras_wrappers import LossScaleOptimizer, MultiOptimizer, OptimizerMap
 from optimist.training.lion_lamb_schedule_free import Lamb, Lion, ScheduleFreeAdamW
-from optimist.training.optimizer_base import Optimizer, _number
+from optimist.training.optimizer_base import Optimizer, _number, keras_adam_eps
 
 __all__ = [
     "SGD",
@@ -161,8 +160,7 @@ class Adam(_AdamBase):
         }
 
     def _adjust(self, opt: torch.optim.Optimizer, step: int) -> None:
-        # Keras: sqrt(v) + eps before bias correction == torch's sqrt(v / bc2) + eps / sqrt(bc2)
-        eps = self.epsilon / math.sqrt(1.0 - self.beta_2**step) if self.beta_2 < 1 else 0.0
+        eps = keras_adam_eps(self.epsilon, self.beta_2, step)
         for group in opt.param_groups:
             group["eps"] = eps
 
