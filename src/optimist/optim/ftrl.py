@@ -39,10 +39,16 @@ from optimist.optim.transforms import ChainConfig
 __all__ = ["FTRL", "Ftrl"]
 
 
-def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+def _positive_lr(group: Any) -> float:
+    """The group's learning rate, which FTRL divides by: it must be > 0."""
     lr = scalar(group["lr"])
-    if not lr > 0:  # a schedule may reach 0; FTRL divides by the rate (Keras gets NaN weights)
+    if not lr > 0:
         raise ValueError(f"Invalid lr: {lr} (Ftrl divides by the learning rate: it must be > 0)")
+    return lr
+
+
+def _scalars(group: Any, t: float, _: ScalarState) -> tuple[float, ...]:
+    lr = _positive_lr(group)  # every step too: a schedule may reach 0 (Keras: NaN weights)
     l2 = group["l2"] + group["beta"] / (2.0 * lr)
     return (-group["lr_power"], lr, 2.0 * group["l2_shrinkage"], group["l1"], 2.0 * l2)
 
@@ -136,10 +142,7 @@ class Ftrl(RuleOptimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
-        if not scalar(group["lr"]) > 0:
-            raise ValueError(
-                f"Invalid lr: {group['lr']} (Ftrl divides by the learning rate: it must be > 0)"
-            )
+        _positive_lr(group)
         power = _number("lr_power", group["lr_power"])
         if not -math.inf < power <= 0:
             raise ValueError(
